@@ -1,0 +1,752 @@
+package engine
+
+import (
+	"container/heap"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/sonde-metrics/sonde/engine/internal/record"
+	"github.com/sonde-metrics/sonde/engine/internal/snapshot"
+	"github.com/sonde-metrics/sonde/engine/internal/wal"
+	"github.com/sonde-metrics/sonde/engine/sample"
+)
+
+// MaxKeyLen is the longest key the engine accepts.
+const MaxKeyLen = 255
+
+// DB is an open Sonde store. All exported methods may be called
+// concurrently.
+type DB struct {
+	opts   Options
+	logger *slog.Logger
+	dir    string
+	lock   *os.File
+	wal    *wal.Log
+	store  *snapshot.Store
+
+	hot       sync.Map      // key → *series: what readers see
+	published atomic.Uint64 // newest WAL index applied to the hot state
+	synced    atomic.Uint64 // newest WAL index known to be fsynced
+	events    *eventRing
+
+	notifyMu sync.Mutex    // guards notifyCh.
+	notifyCh chan struct{} // closed and replaced when published advances
+
+	sendMu sync.RWMutex // guards closed against sends on reqs.
+	closed bool
+	reqs   chan *request
+
+	syncReq  chan chan error // snapshotter → committer: fsync now
+	snapReq  chan chan error // anyone → snapshotter: snapshot now
+	snapKick chan struct{}   // committer → snapshotter: many records since the last one
+	snapMu   sync.Mutex      // serialises snapshots.
+	stopSnap chan struct{}
+
+	committerDone chan struct{}
+	snapDone      chan struct{}
+	failed        atomic.Pointer[error] // set once the WAL failed
+
+	// Committer-owned:
+	series  map[string]*series
+	windows windowHeap
+	pend    []pending
+	changes []sample.Change
+	body    []byte
+}
+
+type request struct {
+	ops  []sample.Op
+	errs []error
+	done chan error
+}
+
+type pending struct {
+	s   *series
+	rec record.Record
+	idx uint64
+}
+
+var reqPool = sync.Pool{New: func() any { return &request{done: make(chan error, 1)} }}
+
+// Open opens the store in dir, creating it when needed, and recovers it:
+// the snapshot is loaded and the WAL replayed after the index it covers.
+// A torn WAL tail is cut off (and logged); corruption elsewhere makes Open
+// fail with an error wrapping a *wal.CorruptionError.
+func Open(dir string, opts Options) (*DB, error) {
+	opts = opts.withDefaults()
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return nil, fmt.Errorf("create data directory: %w", err)
+	}
+	db := &DB{
+		opts: opts, logger: opts.Logger, dir: dir,
+		series:        make(map[string]*series),
+		notifyCh:      make(chan struct{}),
+		reqs:          make(chan *request, 1024),
+		syncReq:       make(chan chan error),
+		snapReq:       make(chan chan error),
+		snapKick:      make(chan struct{}, 1),
+		stopSnap:      make(chan struct{}),
+		committerDone: make(chan struct{}),
+		snapDone:      make(chan struct{}),
+	}
+	if err := db.lockDir(); err != nil {
+		return nil, err
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			db.closeFiles()
+		}
+	}()
+	var err error
+	if db.store, err = snapshot.Open(filepath.Join(dir, "snapshot.db")); err != nil {
+		return nil, err
+	}
+	db.wal, err = wal.Open(filepath.Join(dir, "wal"), wal.Options{
+		SegmentSize: opts.SegmentSize,
+		Logger:      db.logger.With("component", "wal"),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open wal: %w", err)
+	}
+	start := time.Now()
+	if err := db.recover(); err != nil {
+		return nil, err
+	}
+	db.logger.Info("recovered", "series", len(db.series), "snapshot_index", db.store.Index(),
+		"wal_index", db.published.Load(), "took", time.Since(start))
+	db.events = newEventRing(opts.EventBuffer, db.published.Load()+1)
+	go db.run()
+	go db.snapshotLoop()
+	ok = true
+	return db, nil
+}
+
+func (db *DB) lockDir() error {
+	f, err := os.OpenFile(filepath.Join(db.dir, "LOCK"), os.O_CREATE|os.O_RDWR, 0o640)
+	if err != nil {
+		return fmt.Errorf("open lock file: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return fmt.Errorf("%w: %s", ErrLocked, db.dir)
+		}
+		return fmt.Errorf("lock data directory: %w", err)
+	}
+	db.lock = f
+	return nil
+}
+
+func (db *DB) closeFiles() {
+	if db.wal != nil {
+		if err := db.wal.Close(); err != nil {
+			db.logger.Error("close wal", "err", err)
+		}
+	}
+	if db.store != nil {
+		if err := db.store.Close(); err != nil {
+			db.logger.Error("close snapshot", "err", err)
+		}
+	}
+	if db.lock != nil {
+		db.lock.Close() // releases the flock
+	}
+}
+
+// recover loads the snapshot and replays the WAL after it.
+func (db *DB) recover() error {
+	err := db.store.Load(func(st *snapshot.State) error {
+		s := newSeries(st.Key, st.Kind, st.Interval, st.Created, db.opts.RingSize, st.Ordinal+1)
+		s.c.value, s.c.running, s.c.shown = st.Value, st.Running, st.Shown
+		s.c.winStart, s.c.ordinal, s.c.updated = st.WinStart, st.Ordinal, st.Updated
+		s.flushed.Store(st.Ordinal)
+		s.value.Store(math.Float64bits(st.Value))
+		view := st.Value
+		if st.Kind == sample.Counter {
+			view = st.Shown
+		}
+		s.view.Store(math.Float64bits(view))
+		s.updated.Store(st.Updated)
+		db.series[st.Key] = s
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("load snapshot: %w", err)
+	}
+	snapIdx := db.store.Index()
+	first, err := db.wal.FirstIndex()
+	if err != nil {
+		return fmt.Errorf("read wal first index: %w", err)
+	}
+	last, err := db.wal.LastIndex()
+	if err != nil {
+		return fmt.Errorf("read wal last index: %w", err)
+	}
+	if last < snapIdx {
+		return fmt.Errorf("recover: the snapshot covers wal index %d but the wal ends at %d: wal segments are missing", snapIdx, last)
+	}
+	if last > snapIdx && first > snapIdx+1 {
+		return fmt.Errorf("recover: the wal starts at index %d but the snapshot ends at %d: wal segments are missing", first, snapIdx)
+	}
+	var r record.Record
+	for i := snapIdx + 1; i <= last; i++ {
+		body, err := db.wal.Read(i)
+		if err != nil {
+			return fmt.Errorf("replay wal: %w", err)
+		}
+		if err := record.Decode(body, &r); err != nil {
+			return fmt.Errorf("replay wal: %w", &wal.CorruptionError{Index: i, Offset: -1, Err: err})
+		}
+		if err := db.replay(&r, i); err != nil {
+			return fmt.Errorf("replay wal index %d: %w", i, err)
+		}
+	}
+	for k, s := range db.series {
+		db.hot.Store(k, s)
+		if s.kind == sample.Counter {
+			db.windows.schedule(s)
+		}
+	}
+	db.published.Store(last)
+	db.synced.Store(last)
+	return nil
+}
+
+// replay applies one WAL record during recovery.
+func (db *DB) replay(r *record.Record, idx uint64) error {
+	s := db.series[r.Key]
+	switch r.Code {
+	case sample.Delete:
+		delete(db.series, r.Key)
+		return nil
+	case sample.Window:
+		if s == nil {
+			return fmt.Errorf("window record for missing key %q", r.Key)
+		}
+	default:
+		if r.Ordinal == 1 {
+			kind := sample.Gauge
+			if record.IsCounter(r.Code) {
+				kind = sample.Counter
+			}
+			s = newSeries(r.Key, kind, r.Interval, idx, db.opts.RingSize, 1)
+			db.series[r.Key] = s
+		} else if s == nil {
+			return fmt.Errorf("record for missing key %q", r.Key)
+		}
+		if s.ring.Next() != r.Ordinal {
+			return fmt.Errorf("key %q: record ordinal %d, expected %d", r.Key, r.Ordinal, s.ring.Next())
+		}
+	}
+	s.fromRecord(r)
+	s.publish(r)
+	return nil
+}
+
+// Append writes ops and waits until they are acknowledged under the fsync
+// policy. errs must be at least as long as ops; errs[i] receives the
+// outcome of ops[i] (nil on success, or an error wrapping ErrNotFound,
+// ErrKind, ErrValue, ErrKey or ErrTooManySeries). The returned error is
+// for the whole batch: ErrClosed, a context error before queueing, or a
+// WAL failure. Once queued, Append waits for the outcome.
+func (db *DB) Append(ctx context.Context, ops []sample.Op, errs []error) error {
+	if len(ops) == 0 {
+		return nil
+	}
+	if len(errs) < len(ops) {
+		return fmt.Errorf("engine: append %d ops with %d error slots", len(ops), len(errs))
+	}
+	if p := db.failed.Load(); p != nil {
+		return *p
+	}
+	req := reqPool.Get().(*request)
+	req.ops, req.errs = ops, errs
+	db.sendMu.RLock()
+	if db.closed {
+		db.sendMu.RUnlock()
+		reqPool.Put(req)
+		return ErrClosed
+	}
+	select {
+	case db.reqs <- req:
+	case <-ctx.Done():
+		db.sendMu.RUnlock()
+		reqPool.Put(req)
+		return fmt.Errorf("queue write: %w", ctx.Err())
+	}
+	db.sendMu.RUnlock()
+	err := <-req.done
+	req.ops, req.errs = nil, nil
+	reqPool.Put(req)
+	return err
+}
+
+// run is the committer: the only goroutine that writes the WAL or changes
+// the hot state.
+func (db *DB) run() {
+	defer close(db.committerDone)
+	var syncTick <-chan time.Time
+	if db.opts.Fsync == FsyncInterval {
+		t := time.NewTicker(db.opts.FsyncInterval)
+		defer t.Stop()
+		syncTick = t.C
+	}
+	winTimer := time.NewTimer(time.Hour)
+	defer winTimer.Stop()
+	group := make([]*request, 0, 64)
+	for {
+		var winC <-chan time.Time
+		if len(db.windows) > 0 {
+			d := time.Duration(db.windows[0].due-db.nowMs()) * time.Millisecond
+			winTimer.Reset(max(d, 0))
+			winC = winTimer.C
+		}
+		group = group[:0]
+		closing := false
+		select {
+		case r, ok := <-db.reqs:
+			if !ok {
+				closing = true
+				break
+			}
+			group = append(group, r)
+			n := len(r.ops)
+		drain:
+			for n < db.opts.MaxGroup {
+				select {
+				case r, ok := <-db.reqs:
+					if !ok {
+						closing = true
+						break drain
+					}
+					group = append(group, r)
+					n += len(r.ops)
+				default:
+					break drain
+				}
+			}
+		case <-winC:
+		case <-syncTick:
+			db.syncWAL()
+			continue
+		case ch := <-db.syncReq:
+			ch <- db.syncWAL()
+			continue
+		}
+		db.commit(group)
+		if closing {
+			db.syncWAL()
+			return
+		}
+	}
+}
+
+func (db *DB) nowMs() int64 { return db.opts.Now().UnixMilli() }
+
+func (db *DB) syncWAL() error {
+	if p := db.failed.Load(); p != nil {
+		return *p
+	}
+	pub := db.published.Load()
+	if db.synced.Load() >= pub {
+		return nil
+	}
+	if err := db.wal.Sync(); err != nil {
+		db.fail(err)
+		return err
+	}
+	db.synced.Store(pub)
+	return nil
+}
+
+func (db *DB) fail(err error) {
+	err = fmt.Errorf("engine: wal failed, restart to recover: %w", err)
+	if db.failed.CompareAndSwap(nil, &err) {
+		db.logger.Error("wal failed; refusing further writes", "err", err)
+	}
+}
+
+// commit prepares the group's records (and any due window ends), writes
+// them in one batch, publishes them and answers the callers.
+func (db *DB) commit(group []*request) {
+	now := db.nowMs()
+	db.pend = db.pend[:0]
+	failed := db.failed.Load()
+	for _, req := range group {
+		for i := range req.ops {
+			if failed != nil {
+				req.errs[i] = *failed
+				continue
+			}
+			req.errs[i] = db.prepare(&req.ops[i], now)
+		}
+	}
+	if failed == nil {
+		db.closeWindows(now)
+	}
+	var err error
+	if len(db.pend) > 0 {
+		start := time.Now()
+		err = db.wal.Commit(db.opts.Fsync == FsyncAlways)
+		if d := time.Since(start); d > time.Second {
+			db.logger.Warn("slow wal commit", "took", d, "records", len(db.pend))
+		}
+		if err != nil {
+			db.fail(err)
+			err = *db.failed.Load()
+		} else {
+			db.apply()
+		}
+	}
+	if failed != nil {
+		err = *failed
+	}
+	for _, req := range group {
+		req.done <- err
+	}
+}
+
+// apply publishes the prepared records to readers and subscribers.
+func (db *DB) apply() {
+	db.changes = db.changes[:0]
+	for i := range db.pend {
+		p := &db.pend[i]
+		switch p.rec.Code {
+		case sample.Delete:
+			db.hot.CompareAndDelete(p.rec.Key, p.s)
+			db.changes = append(db.changes, sample.Change{ID: p.idx, Key: p.rec.Key, Deleted: true})
+			continue
+		}
+		p.s.publish(&p.rec)
+		if p.rec.Ordinal == 1 && p.rec.Code != sample.Window {
+			db.hot.Store(p.rec.Key, p.s) // a new incarnation: visible once it has its value
+		}
+		db.changes = append(db.changes, sample.Change{ID: p.idx, Key: p.rec.Key, Value: viewOf(&p.rec)})
+	}
+	last := db.pend[len(db.pend)-1].idx
+	db.events.appendAll(db.changes)
+	db.published.Store(last)
+	if db.opts.Fsync == FsyncAlways {
+		db.synced.Store(last)
+	}
+	db.notifyMu.Lock()
+	close(db.notifyCh)
+	db.notifyCh = make(chan struct{})
+	db.notifyMu.Unlock()
+	if last-db.store.Index() >= uint64(db.opts.SnapshotRecords) {
+		select {
+		case db.snapKick <- struct{}{}:
+		default:
+		}
+	}
+	for i := range db.pend {
+		db.pend[i] = pending{} // drop references
+	}
+}
+
+func checkKey(k string) error {
+	if k == "" {
+		return fmt.Errorf("%w: empty", ErrKey)
+	}
+	if len(k) > MaxKeyLen {
+		return fmt.Errorf("%w: longer than %d bytes", ErrKey, MaxKeyLen)
+	}
+	if strings.IndexByte(k, 0) >= 0 {
+		return fmt.Errorf("%w: holds a zero byte", ErrKey)
+	}
+	return nil
+}
+
+// prepare validates op against the committer state, advances that state
+// and queues the record. The hot state is untouched until apply.
+func (db *DB) prepare(op *sample.Op, now int64) error {
+	if err := checkKey(op.Key); err != nil {
+		return err
+	}
+	v := op.Value
+	if op.Code != sample.Delete && (math.IsNaN(v) || math.IsInf(v, 0)) {
+		return fmt.Errorf("%w: not a finite number", ErrValue)
+	}
+	s := db.series[op.Key]
+	r := record.Record{Code: op.Code, Time: now, Key: op.Key}
+	switch op.Code {
+	case sample.Set:
+		if s == nil {
+			if s = db.create(op.Key, sample.Gauge, 0); s == nil {
+				return fmt.Errorf("%w: %d keys", ErrTooManySeries, db.opts.MaxSeries)
+			}
+		} else if s.kind != sample.Gauge {
+			return fmt.Errorf("%w: %q is a %s (DELETE it first)", ErrKind, op.Key, s.kind)
+		}
+		s.c.value = v
+		r.Value = v
+	case sample.Incr, sample.CounterSet:
+		if v < 0 {
+			return fmt.Errorf("%w: a COUNTER never goes down (got %g)", ErrValue, v)
+		}
+		if s == nil {
+			iv := op.Interval
+			if iv <= 0 {
+				iv = db.opts.DefaultWindow.Milliseconds()
+			}
+			if s = db.create(op.Key, sample.Counter, iv); s == nil {
+				return fmt.Errorf("%w: %d keys", ErrTooManySeries, db.opts.MaxSeries)
+			}
+			s.c.winStart = now
+			db.windows.schedule(s)
+		} else if s.kind != sample.Counter {
+			return fmt.Errorf("%w: %q is a %s (DELETE it first)", ErrKind, op.Key, s.kind)
+		}
+		delta := v
+		total := s.c.value + v
+		if op.Code == sample.CounterSet {
+			total = v
+			if v >= s.c.value {
+				delta = v - s.c.value
+			} // else a reset: the counter restarted from 0 and counted v
+		}
+		if math.IsInf(total, 0) {
+			return fmt.Errorf("%w: the total overflows", ErrValue)
+		}
+		s.c.value = total
+		s.c.running += delta
+		r.Value = total
+	case sample.Delete:
+		if s == nil {
+			return fmt.Errorf("%w: %q", ErrNotFound, op.Key)
+		}
+		delete(db.series, op.Key)
+		s.c.deleted = true
+		r.Key = s.key
+		db.queue(s, &r)
+		return nil
+	default:
+		return fmt.Errorf("%w: operation %d", ErrValue, op.Code)
+	}
+	s.c.ordinal++
+	s.c.updated = now
+	db.fill(s, &r)
+	db.queue(s, &r)
+	return nil
+}
+
+// create adds a new series to the committer state; nil when the series
+// limit is reached. Its created index is the index its record will get.
+func (db *DB) create(key string, kind sample.Kind, interval int64) *series {
+	if len(db.series) >= db.opts.MaxSeries {
+		return nil
+	}
+	s := newSeries(strings.Clone(key), kind, interval, db.wal.Next(), db.opts.RingSize, 1)
+	db.series[s.key] = s
+	return s
+}
+
+// fill copies the committer state of s into r as a post-image.
+func (db *DB) fill(s *series, r *record.Record) {
+	r.Key = s.key
+	r.Ordinal = s.c.ordinal
+	if s.kind == sample.Counter {
+		r.Value = s.c.value
+		r.Running, r.Shown, r.WinStart, r.Interval = s.c.running, s.c.shown, s.c.winStart, s.interval
+	}
+}
+
+func (db *DB) queue(s *series, r *record.Record) {
+	db.body = record.Append(db.body[:0], r)
+	idx := db.wal.Add(db.body)
+	db.pend = append(db.pend, pending{s: s, rec: *r, idx: idx})
+}
+
+// closeWindows ends every counting window that is due: the count of the
+// window becomes the key's view value, with a record (and so an event)
+// even when the count is 0, as mesures does.
+func (db *DB) closeWindows(now int64) {
+	for len(db.windows) > 0 && db.windows[0].due <= now {
+		e := heap.Pop(&db.windows).(windowEntry)
+		s := e.s
+		if s.c.deleted || e.due != s.c.winStart+s.interval {
+			continue // stale entry
+		}
+		s.c.shown = s.c.running
+		s.c.running = 0
+		// Windows that passed while the process was down count as one.
+		s.c.winStart += max((now-s.c.winStart)/s.interval, 1) * s.interval
+		r := record.Record{Code: sample.Window, Time: s.c.updated}
+		db.fill(s, &r)
+		db.queue(s, &r)
+		db.windows.schedule(s)
+	}
+}
+
+// Index returns the WAL index of the newest change readers can see.
+func (db *DB) Index() uint64 { return db.published.Load() }
+
+// Get returns the current state of key.
+func (db *DB) Get(key string) (sample.Series, bool) {
+	v, ok := db.hot.Load(key)
+	if !ok {
+		return sample.Series{}, false
+	}
+	return v.(*series).snapshot(), true
+}
+
+// Series appends to dst every series whose key match accepts (all when
+// match is nil), sorted by key.
+func (db *DB) Series(match func(string) bool, dst []sample.Series) []sample.Series {
+	start := len(dst)
+	db.hot.Range(func(k, v any) bool {
+		if match == nil || match(k.(string)) {
+			dst = append(dst, v.(*series).snapshot())
+		}
+		return true
+	})
+	out := dst[start:]
+	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
+	return dst
+}
+
+// Notify returns a channel that is closed once Index() passes after.
+func (db *DB) Notify(after uint64) <-chan struct{} {
+	db.notifyMu.Lock()
+	ch := db.notifyCh
+	db.notifyMu.Unlock()
+	if db.published.Load() > after {
+		return closedChan
+	}
+	return ch
+}
+
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
+// Changes appends to dst up to max changes after the WAL index after,
+// oldest first. Recent changes come from memory, older ones from the WAL.
+// It returns ErrGone when the WAL no longer holds them: the caller must
+// start again from a full dump.
+func (db *DB) Changes(after uint64, dst []sample.Change, max int) ([]sample.Change, error) {
+	pub := db.published.Load()
+	if after >= pub || max <= 0 {
+		return dst, nil
+	}
+	if out, ok := db.events.copyAfter(after, dst, max); ok {
+		return out, nil
+	}
+	var r record.Record
+	for i := after + 1; i <= pub && max > 0; i++ {
+		if _, ok := db.events.copyAfter(i-1, nil, 0); ok {
+			break // the rest is in memory; the caller asks again
+		}
+		body, err := db.wal.Read(i)
+		if err != nil {
+			if errors.Is(err, wal.ErrNotFound) {
+				return dst, ErrGone
+			}
+			return dst, fmt.Errorf("read change %d: %w", i, err)
+		}
+		if err := record.Decode(body, &r); err != nil {
+			return dst, fmt.Errorf("decode change %d: %w", i, err)
+		}
+		c := sample.Change{ID: i, Key: r.Key, Deleted: r.Code == sample.Delete}
+		if !c.Deleted {
+			c.Value = viewOf(&r)
+		}
+		dst = append(dst, c)
+		max--
+	}
+	return dst, nil
+}
+
+// Range appends to dst the history points of key with times in
+// [from, to], oldest first; limit > 0 keeps only the newest limit points.
+// Points come from the ring and, for older ones, the snapshot database.
+func (db *DB) Range(ctx context.Context, key string, from, to int64, limit int, dst []sample.Point) ([]sample.Point, error) {
+	v, ok := db.hot.Load(key)
+	if !ok {
+		return dst, fmt.Errorf("%w: %q", ErrNotFound, key)
+	}
+	s := v.(*series)
+	start := len(dst)
+	var ringPts []sample.Point
+	var lo uint64
+	for attempt := 0; ; attempt++ {
+		ringPts, lo = s.ring.Points(ringPts[:0])
+		// Points below lo are only on disk once a snapshot has folded them
+		// in; when the ring has wrapped past the snapshot, take one now.
+		if lo <= 1 || s.flushed.Load()+1 >= lo {
+			break
+		}
+		if attempt == 2 {
+			return dst, fmt.Errorf("range %q: history points %d to %d are not in the snapshot yet", key, s.flushed.Load()+1, lo-1)
+		}
+		if err := db.Snapshot(ctx); err != nil {
+			return dst, fmt.Errorf("range %q: %w", key, err)
+		}
+	}
+	if lo > 1 {
+		var err error
+		dst, err = db.store.History(key, s.created, lo, from, to, dst)
+		if err != nil {
+			return dst[:start], fmt.Errorf("range %q: %w", key, err)
+		}
+	}
+	for _, p := range ringPts {
+		if p.T >= from && p.T <= to {
+			dst = append(dst, p)
+		}
+	}
+	if limit > 0 && len(dst)-start > limit {
+		n := copy(dst[start:], dst[len(dst)-limit:])
+		dst = dst[:start+n]
+	}
+	return dst, nil
+}
+
+// Stats is a summary of the engine's state.
+type Stats struct {
+	Series        int    `json:"series"`
+	Index         uint64 `json:"wal_index"`
+	SyncedIndex   uint64 `json:"synced_index"`
+	SnapshotIndex uint64 `json:"snapshot_index"`
+	WALFirstIndex uint64 `json:"wal_first_index"`
+}
+
+// Stats returns a summary of the engine's state.
+func (db *DB) Stats() Stats {
+	st := Stats{Index: db.published.Load(), SyncedIndex: db.synced.Load(), SnapshotIndex: db.store.Index()}
+	st.WALFirstIndex, _ = db.wal.FirstIndex()
+	db.hot.Range(func(_, _ any) bool { st.Series++; return true })
+	return st
+}
+
+// Close stops taking writes, finishes the queued ones, takes a final
+// snapshot and closes the files.
+func (db *DB) Close() error {
+	db.sendMu.Lock()
+	if db.closed {
+		db.sendMu.Unlock()
+		return ErrClosed
+	}
+	db.closed = true
+	close(db.reqs)
+	db.sendMu.Unlock()
+	<-db.committerDone
+	close(db.stopSnap)
+	<-db.snapDone
+	err := db.snapshotNow()
+	db.closeFiles()
+	if err != nil {
+		return fmt.Errorf("final snapshot: %w", err)
+	}
+	return nil
+}

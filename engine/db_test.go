@@ -1,0 +1,494 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/sonde-metrics/sonde/engine/internal/wal"
+	"github.com/sonde-metrics/sonde/engine/sample"
+)
+
+func openDB(t *testing.T, dir string, opts Options) *DB {
+	t.Helper()
+	db, err := Open(dir, opts)
+	if err != nil {
+		t.Fatalf("open: %v", err)
+	}
+	return db
+}
+
+// abandon stops db the way a crash would: the WAL stays as written, no
+// final snapshot is taken.
+func abandon(t *testing.T, db *DB) {
+	t.Helper()
+	db.sendMu.Lock()
+	db.closed = true
+	close(db.reqs)
+	db.sendMu.Unlock()
+	<-db.committerDone
+	close(db.stopSnap)
+	<-db.snapDone
+	db.closeFiles()
+}
+
+func apply(t *testing.T, db *DB, ops ...sample.Op) []error {
+	t.Helper()
+	errs := make([]error, len(ops))
+	if err := db.Append(context.Background(), ops, errs); err != nil {
+		t.Fatalf("append: %v", err)
+	}
+	return errs
+}
+
+func mustApply(t *testing.T, db *DB, ops ...sample.Op) {
+	t.Helper()
+	for i, err := range apply(t, db, ops...) {
+		if err != nil {
+			t.Fatalf("op %d (%+v): %v", i, ops[i], err)
+		}
+	}
+}
+
+func set(k string, v float64) sample.Op  { return sample.Op{Code: sample.Set, Key: k, Value: v} }
+func incr(k string, v float64) sample.Op { return sample.Op{Code: sample.Incr, Key: k, Value: v} }
+func del(k string) sample.Op             { return sample.Op{Code: sample.Delete, Key: k} }
+
+func values(pts []sample.Point) []float64 {
+	out := make([]float64, len(pts))
+	for i, p := range pts {
+		out[i] = p.V
+	}
+	return out
+}
+
+func history(t *testing.T, db *DB, key string) []float64 {
+	t.Helper()
+	pts, err := db.Range(context.Background(), key, 0, 1<<62, 0, nil)
+	if err != nil {
+		t.Fatalf("range %s: %v", key, err)
+	}
+	for i := 1; i < len(pts); i++ {
+		if pts[i].T < pts[i-1].T {
+			t.Fatalf("range %s: points out of order at %d: %v", key, i, pts)
+		}
+	}
+	return values(pts)
+}
+
+func equalFloats(a, b []float64) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func seq(n int) []float64 {
+	out := make([]float64, n)
+	for i := range out {
+		out[i] = float64(i + 1)
+	}
+	return out
+}
+
+func TestOperationsAndErrors(t *testing.T) {
+	db := openDB(t, t.TempDir(), Options{})
+	defer db.Close()
+	errs := apply(t, db,
+		set("a", 1), set("a", 2.5), incr("c", 3), incr("c", 4),
+		del("missing"), incr("a", 1), set("c", 1), incr("c", -1),
+		sample.Op{Code: sample.Set, Key: "", Value: 1},
+		sample.Op{Code: sample.Set, Key: "nan"},
+		del("a"), set("a", 7),
+	)
+	want := []error{nil, nil, nil, nil, ErrNotFound, ErrKind, ErrKind, ErrValue, ErrKey, nil, nil, nil}
+	for i := range want {
+		if (want[i] == nil) != (errs[i] == nil) || (want[i] != nil && !errors.Is(errs[i], want[i])) {
+			t.Errorf("op %d: err %v, want %v", i, errs[i], want[i])
+		}
+	}
+	a, ok := db.Get("a")
+	if !ok || a.Value != 7 || a.Kind != sample.Gauge || a.Points != 1 {
+		t.Errorf("a = %+v, want 7 with one point (deleted then set again)", a)
+	}
+	c, _ := db.Get("c")
+	if c.Kind != sample.Counter || c.Value != 7 || c.View != 0 || c.Interval != 60000 {
+		t.Errorf("c = %+v, want COUNTER total 7, view 0 until its window closes", c)
+	}
+	if got := history(t, db, "c"); !equalFloats(got, []float64{3, 7}) {
+		t.Errorf("history c = %v, want [3 7]", got)
+	}
+}
+
+func TestSeriesLimit(t *testing.T) {
+	db := openDB(t, t.TempDir(), Options{MaxSeries: 2})
+	defer db.Close()
+	errs := apply(t, db, set("a", 1), set("b", 1), set("c", 1), set("a", 2))
+	if errs[0] != nil || errs[1] != nil || !errors.Is(errs[2], ErrTooManySeries) || errs[3] != nil {
+		t.Fatalf("errs = %v, want only the third to hit the limit", errs)
+	}
+}
+
+func TestCleanRestartRestoresValuesAndHistory(t *testing.T) {
+	dir := t.TempDir()
+	db := openDB(t, dir, Options{RingSize: 8})
+	for i := 1; i <= 50; i++ {
+		mustApply(t, db, set("g", float64(i)), incr("n", 1))
+	}
+	mustApply(t, db, set("gone", 1), del("gone"))
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db = openDB(t, dir, Options{RingSize: 8})
+	defer db.Close()
+	if g, _ := db.Get("g"); g.Value != 50 || g.Points != 50 {
+		t.Errorf("g = %+v", g)
+	}
+	if n, _ := db.Get("n"); n.Value != 50 || n.Kind != sample.Counter {
+		t.Errorf("n = %+v", n)
+	}
+	if _, ok := db.Get("gone"); ok {
+		t.Error("deleted key came back")
+	}
+	if got := history(t, db, "g"); !equalFloats(got, seq(50)) {
+		t.Errorf("history g = %v", got)
+	}
+	// New points continue the history.
+	mustApply(t, db, set("g", 51))
+	if got := history(t, db, "g"); !equalFloats(got, seq(51)) {
+		t.Errorf("history g after a new point = %v", got)
+	}
+}
+
+// TestCrashReplay: without a final snapshot, the WAL alone restores state,
+// and replaying over a partial snapshot duplicates nothing.
+func TestCrashReplay(t *testing.T) {
+	dir := t.TempDir()
+	db := openDB(t, dir, Options{RingSize: 4})
+	for i := 1; i <= 20; i++ {
+		mustApply(t, db, set("g", float64(i)), incr("n", 2))
+	}
+	if err := db.Snapshot(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for i := 21; i <= 30; i++ {
+		mustApply(t, db, set("g", float64(i)), incr("n", 2))
+	}
+	mustApply(t, db, del("n"), incr("n", 5))
+	abandon(t, db)
+	for round := range 2 { // replaying twice must give the same result
+		db = openDB(t, dir, Options{RingSize: 4})
+		if got := history(t, db, "g"); !equalFloats(got, seq(30)) {
+			t.Errorf("round %d: history g = %v", round, got)
+		}
+		if got := history(t, db, "n"); !equalFloats(got, []float64{5}) {
+			t.Errorf("round %d: history n = %v, want [5] (deleted, then a new counter)", round, got)
+		}
+		abandon(t, db)
+	}
+}
+
+func walDir(dir string) string { return filepath.Join(dir, "wal") }
+
+func tailSegment(t *testing.T, dir string) string {
+	t.Helper()
+	ents, err := os.ReadDir(walDir(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range ents {
+		if len(e.Name()) == 20 {
+			names = append(names, e.Name())
+		}
+	}
+	sort.Strings(names)
+	return filepath.Join(walDir(dir), names[len(names)-1])
+}
+
+func appendFile(t *testing.T, path string, b []byte) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Write(b); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestTornTailRecovers(t *testing.T) {
+	for name, tear := range map[string]func(t *testing.T, seg string){
+		"truncated record": func(t *testing.T, seg string) {
+			// A whole record written after the acknowledged ones, then cut.
+			data, err := os.ReadFile(seg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			appendFile(t, seg, data[len(data)-20:len(data)-7])
+		},
+		"zero-filled tail": func(t *testing.T, seg string) {
+			appendFile(t, seg, make([]byte, 4096))
+		},
+		"garbage tail": func(t *testing.T, seg string) {
+			appendFile(t, seg, []byte{40, 1, 2, 3, 4, 5, 6, 7, 8, 9})
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			db := openDB(t, dir, Options{})
+			for i := 1; i <= 100; i++ {
+				mustApply(t, db, set("k"+strconv.Itoa(i%7), float64(i)))
+			}
+			abandon(t, db)
+			tear(t, tailSegment(t, dir))
+			db = openDB(t, dir, Options{})
+			defer db.Close()
+			for k := range 7 {
+				var want []float64
+				for i := 1; i <= 100; i++ {
+					if i%7 == k {
+						want = append(want, float64(i))
+					}
+				}
+				if got := history(t, db, "k"+strconv.Itoa(k)); !equalFloats(got, want) {
+					t.Errorf("k%d history = %v, want %v", k, got, want)
+				}
+			}
+			// The repaired log takes new writes and keeps them.
+			mustApply(t, db, set("k1", 1000))
+			if db.Index() != 101 {
+				t.Errorf("index after repair and a write = %d, want 101", db.Index())
+			}
+		})
+	}
+}
+
+func TestCorruptionInTheMiddleRefusesToStart(t *testing.T) {
+	t.Run("tail segment", func(t *testing.T) {
+		dir := t.TempDir()
+		db := openDB(t, dir, Options{})
+		for i := 1; i <= 50; i++ {
+			mustApply(t, db, set("k", float64(i)))
+		}
+		abandon(t, db)
+		seg := tailSegment(t, dir)
+		data, err := os.ReadFile(seg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		data[len(data)/2] ^= 0xff
+		if err := os.WriteFile(seg, data, 0o640); err != nil {
+			t.Fatal(err)
+		}
+		_, err = Open(dir, Options{})
+		if !errors.Is(err, wal.ErrCorrupt) {
+			t.Fatalf("open = %v, want a corruption error", err)
+		}
+		var ce *wal.CorruptionError
+		if !errors.As(err, &ce) || ce.Path == "" || ce.Offset <= 0 {
+			t.Fatalf("error %v does not say where", err)
+		}
+		t.Logf("error: %v", err)
+	})
+	t.Run("older segment", func(t *testing.T) {
+		dir := t.TempDir()
+		db := openDB(t, dir, Options{SegmentSize: 1024, SnapshotInterval: time.Hour})
+		for i := 1; i <= 300; i++ {
+			mustApply(t, db, set("k", float64(i)))
+		}
+		abandon(t, db)
+		seg := filepath.Join(walDir(dir), "00000000000000000001")
+		data, err := os.ReadFile(seg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		data[200] ^= 0x55
+		if err := os.WriteFile(seg, data, 0o640); err != nil {
+			t.Fatal(err)
+		}
+		_, err = Open(dir, Options{SegmentSize: 1024})
+		if !errors.Is(err, wal.ErrCorrupt) {
+			t.Fatalf("open = %v, want a corruption error", err)
+		}
+		t.Logf("error: %v", err)
+	})
+}
+
+func dirSize(t *testing.T, dir string) (int64, int) {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int64
+	for _, e := range ents {
+		fi, err := e.Info()
+		if err != nil {
+			t.Fatal(err)
+		}
+		n += fi.Size()
+	}
+	return n, len(ents)
+}
+
+// TestWALBoundedUnderLoad: with snapshots running, the WAL keeps only the
+// segments after the snapshot, however much is written.
+func TestWALBoundedUnderLoad(t *testing.T) {
+	dir := t.TempDir()
+	const seg = 32 << 10
+	db := openDB(t, dir, Options{SegmentSize: seg, SnapshotRecords: 2000, SnapshotInterval: time.Hour})
+	defer db.Close()
+	var maxSize int64
+	ops := make([]sample.Op, 100)
+	for round := range 200 {
+		for i := range ops {
+			ops[i] = set("key"+strconv.Itoa(i), float64(round))
+		}
+		mustApply(t, db, ops...)
+		if round%20 == 19 {
+			if err := db.Snapshot(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			size, _ := dirSize(t, walDir(dir))
+			maxSize = max(maxSize, size)
+		}
+	}
+	st := db.Stats()
+	if st.Index != 20000 || st.SnapshotIndex != 20000 {
+		t.Fatalf("stats = %+v", st)
+	}
+	total := int64(20000 * 25) // ~25 bytes a record
+	if maxSize > 3*seg || maxSize*4 > total {
+		t.Errorf("wal grew to %d bytes for %d written; want at most a few %d-byte segments", maxSize, total, seg)
+	}
+	if st.WALFirstIndex < 15000 {
+		t.Errorf("wal first index %d: front not truncated", st.WALFirstIndex)
+	}
+	t.Logf("max wal size %d bytes, %+v", maxSize, st)
+}
+
+func TestChangesFromMemoryAndWAL(t *testing.T) {
+	dir := t.TempDir()
+	db := openDB(t, dir, Options{EventBuffer: 16, SegmentSize: 1024, SnapshotInterval: time.Hour})
+	defer db.Close()
+	for i := 1; i <= 100; i++ {
+		mustApply(t, db, set("k"+strconv.Itoa(i%3), float64(i)))
+	}
+	mustApply(t, db, del("k1"))
+	var got []sample.Change
+	after := uint64(0)
+	for {
+		cs, err := db.Changes(after, nil, 7)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(cs) == 0 {
+			break
+		}
+		got = append(got, cs...)
+		after = cs[len(cs)-1].ID
+	}
+	if len(got) != 101 {
+		t.Fatalf("%d changes, want 101", len(got))
+	}
+	for i, c := range got {
+		if c.ID != uint64(i+1) {
+			t.Fatalf("change %d has id %d", i, c.ID)
+		}
+		if i < 100 && (c.Value != float64(i+1) || c.Key != "k"+strconv.Itoa((i+1)%3) || c.Deleted) {
+			t.Fatalf("change %d = %+v", i, c)
+		}
+	}
+	if last := got[100]; !last.Deleted || last.Key != "k1" {
+		t.Fatalf("last change = %+v, want the delete of k1", last)
+	}
+	// Once snapshotted and truncated, old changes are gone.
+	if err := db.Snapshot(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Changes(0, nil, 10); !errors.Is(err, ErrGone) {
+		t.Fatalf("changes after truncation: err %v, want ErrGone", err)
+	}
+}
+
+func TestCounterWindows(t *testing.T) {
+	db := openDB(t, t.TempDir(), Options{})
+	defer db.Close()
+	mustApply(t, db, sample.Op{Code: sample.Incr, Key: "hits", Value: 2, Interval: 50}, incr("hits", 3))
+	after := db.Index()
+	var windows []float64
+	for len(windows) < 3 {
+		<-db.Notify(after)
+		cs, err := db.Changes(after, nil, 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range cs {
+			windows = append(windows, c.Value)
+			after = c.ID
+		}
+	}
+	if !equalFloats(windows[:3], []float64{5, 0, 0}) {
+		t.Fatalf("window events = %v, want [5 0 0]: the count, then empty windows", windows)
+	}
+	if h, _ := db.Get("hits"); h.View != 0 || h.Value != 5 {
+		t.Fatalf("hits = %+v", h)
+	}
+}
+
+// TestRangeAfterRingWraps: history older than the ring comes from the
+// snapshot database, even when the ring wrapped before a snapshot ran.
+func TestRangeAfterRingWraps(t *testing.T) {
+	db := openDB(t, t.TempDir(), Options{RingSize: 4, SnapshotInterval: time.Hour})
+	defer db.Close()
+	for i := 1; i <= 30; i++ {
+		mustApply(t, db, set("g", float64(i)))
+	}
+	if got := history(t, db, "g"); !equalFloats(got, seq(30)) {
+		t.Fatalf("history = %v", got)
+	}
+	pts, err := db.Range(context.Background(), "g", 0, 1<<62, 5, nil)
+	if err != nil || !equalFloats(values(pts), []float64{26, 27, 28, 29, 30}) {
+		t.Fatalf("limit 5 = %v, %v", values(pts), err)
+	}
+}
+
+func TestCounterSetReset(t *testing.T) {
+	var skew atomic.Int64
+	db := openDB(t, t.TempDir(), Options{Now: func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }})
+	defer db.Close()
+	cs := func(v float64) sample.Op { return sample.Op{Code: sample.CounterSet, Key: "c", Value: v} }
+	mustApply(t, db, cs(10), cs(15), cs(3), cs(8))
+	if got := history(t, db, "c"); !equalFloats(got, []float64{10, 15, 3, 8}) {
+		t.Fatalf("history = %v", got)
+	}
+	skew.Store(int64(2 * time.Minute))
+	mustApply(t, db, cs(9)) // closes the window: 10 + 5 + 3 (reset) + 5 + 1
+	if c, _ := db.Get("c"); c.View != 24 {
+		t.Fatalf("window count = %v, want 24", c.View)
+	}
+}
+
+func TestSecondOpenIsLocked(t *testing.T) {
+	dir := t.TempDir()
+	db := openDB(t, dir, Options{})
+	defer db.Close()
+	if _, err := Open(dir, Options{}); !errors.Is(err, ErrLocked) {
+		t.Fatalf("second open: %v, want ErrLocked", err)
+	}
+}

@@ -1,0 +1,28 @@
+package engine
+
+import "errors"
+
+var (
+	// ErrNotFound is returned for an operation on a key that does not exist.
+	ErrNotFound = errors.New("no such key")
+	// ErrKind is returned when an operation does not fit the key's type:
+	// INCR on a GAUGE, SET on a COUNTER.
+	ErrKind = errors.New("wrong type for key")
+	// ErrTooManySeries is returned when creating a key would pass
+	// Options.MaxSeries.
+	ErrTooManySeries = errors.New("series limit reached")
+	// ErrValue is returned for a value the operation cannot take: not a
+	// finite number, a negative INCR, a total that overflows.
+	ErrValue = errors.New("bad value")
+	// ErrKey is returned for an empty key, one longer than MaxKeyLen, or
+	// one holding a zero byte.
+	ErrKey = errors.New("bad key")
+	// ErrClosed is returned by Append after Close.
+	ErrClosed = errors.New("engine: closed")
+	// ErrGone is returned by Changes when the changes after the given index
+	// are no longer held (the WAL was truncated past them).
+	ErrGone = errors.New("engine: changes no longer held")
+	// ErrLocked is returned by Open when another process holds the data
+	// directory.
+	ErrLocked = errors.New("engine: data directory is locked by another process")
+)

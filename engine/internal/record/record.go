@@ -1,0 +1,177 @@
+// Package record encodes and decodes the body of one WAL record: a
+// post-image of one series after one operation. Because a record carries
+// the state after the change (the total after an INCR, not the delta),
+// applying it twice yields the same state, which makes replay idempotent.
+//
+// # Format
+//
+// All integers are varints (zigzag for signed) unless noted:
+//
+//	code      1 byte   sample.Code
+//	time      varint   ms since the epoch
+//	key       uvarint length, then the bytes
+//	Set:        value float64 (8 bytes little endian), ordinal uvarint
+//	Incr, CounterSet, Window:
+//	            total, running, shown float64 (8 bytes each),
+//	            winStart varint, interval uvarint, ordinal uvarint
+//	Delete:     nothing more
+//
+// These layouts are part of the on-disk format; docs/format/wal.md mirrors
+// them. Change them only with a new frame version.
+package record
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+
+	"github.com/sonde-metrics/sonde/engine/sample"
+)
+
+// MaxKeyLen is the longest key a record can hold.
+const MaxKeyLen = 1024
+
+// ErrMalformed is returned by Decode for a body that is not a valid record.
+var ErrMalformed = errors.New("record: malformed")
+
+// Record is one decoded WAL record.
+type Record struct {
+	Code sample.Code
+	Time int64 // ms since the epoch
+	Key  string
+	// Value is the GAUGE value (Set) or the COUNTER cumulative total.
+	Value float64
+	// Running is the count of the open window, Shown the count of the last
+	// closed window (counters only).
+	Running, Shown float64
+	// WinStart is when the open window started (ms); Interval its length.
+	WinStart int64
+	Interval int64
+	// Ordinal numbers the history points of one incarnation of a key from 1;
+	// a record with Ordinal 1 created the key.
+	Ordinal uint64
+}
+
+// IsCounter reports whether the record carries counter fields.
+func IsCounter(c sample.Code) bool {
+	return c == sample.Incr || c == sample.CounterSet || c == sample.Window
+}
+
+// AddsPoint reports whether applying the record appends a history point.
+func (r *Record) AddsPoint() bool {
+	return r.Code == sample.Set || r.Code == sample.Incr || r.Code == sample.CounterSet
+}
+
+// Append encodes r onto dst and returns the extended slice.
+func Append(dst []byte, r *Record) []byte {
+	dst = append(dst, byte(r.Code))
+	dst = binary.AppendVarint(dst, r.Time)
+	dst = binary.AppendUvarint(dst, uint64(len(r.Key)))
+	dst = append(dst, r.Key...)
+	switch {
+	case r.Code == sample.Set:
+		dst = binary.LittleEndian.AppendUint64(dst, math.Float64bits(r.Value))
+		dst = binary.AppendUvarint(dst, r.Ordinal)
+	case IsCounter(r.Code):
+		dst = binary.LittleEndian.AppendUint64(dst, math.Float64bits(r.Value))
+		dst = binary.LittleEndian.AppendUint64(dst, math.Float64bits(r.Running))
+		dst = binary.LittleEndian.AppendUint64(dst, math.Float64bits(r.Shown))
+		dst = binary.AppendVarint(dst, r.WinStart)
+		dst = binary.AppendUvarint(dst, uint64(r.Interval))
+		dst = binary.AppendUvarint(dst, r.Ordinal)
+	}
+	return dst
+}
+
+type decoder struct {
+	b   []byte
+	err error
+}
+
+func (d *decoder) uvarint() uint64 {
+	if d.err != nil {
+		return 0
+	}
+	v, n := binary.Uvarint(d.b)
+	if n <= 0 {
+		d.err = fmt.Errorf("%w: bad uvarint", ErrMalformed)
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *decoder) varint() int64 {
+	if d.err != nil {
+		return 0
+	}
+	v, n := binary.Varint(d.b)
+	if n <= 0 {
+		d.err = fmt.Errorf("%w: bad varint", ErrMalformed)
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *decoder) float() float64 {
+	if d.err != nil {
+		return 0
+	}
+	if len(d.b) < 8 {
+		d.err = fmt.Errorf("%w: short float", ErrMalformed)
+		return 0
+	}
+	v := math.Float64frombits(binary.LittleEndian.Uint64(d.b))
+	d.b = d.b[8:]
+	return v
+}
+
+// Decode parses body into r. The key is copied, so body may be reused.
+func Decode(body []byte, r *Record) error {
+	if len(body) == 0 {
+		return fmt.Errorf("%w: empty", ErrMalformed)
+	}
+	*r = Record{Code: sample.Code(body[0])}
+	d := decoder{b: body[1:]}
+	r.Time = d.varint()
+	n := d.uvarint()
+	if d.err == nil && (n > MaxKeyLen || n > uint64(len(d.b))) {
+		d.err = fmt.Errorf("%w: key length %d", ErrMalformed, n)
+	}
+	if d.err != nil {
+		return d.err
+	}
+	r.Key = string(d.b[:n])
+	d.b = d.b[n:]
+	switch {
+	case r.Code == sample.Set:
+		r.Value = d.float()
+		r.Ordinal = d.uvarint()
+	case IsCounter(r.Code):
+		r.Value = d.float()
+		r.Running = d.float()
+		r.Shown = d.float()
+		r.WinStart = d.varint()
+		iv := d.uvarint()
+		if iv > math.MaxInt64 {
+			d.err = fmt.Errorf("%w: interval %d", ErrMalformed, iv)
+		}
+		r.Interval = int64(iv)
+		r.Ordinal = d.uvarint()
+	case r.Code == sample.Delete:
+	default:
+		return fmt.Errorf("%w: unknown code %d", ErrMalformed, r.Code)
+	}
+	if d.err != nil {
+		return d.err
+	}
+	if len(d.b) != 0 {
+		return fmt.Errorf("%w: %d trailing bytes", ErrMalformed, len(d.b))
+	}
+	if r.Key == "" {
+		return fmt.Errorf("%w: empty key", ErrMalformed)
+	}
+	return nil
+}

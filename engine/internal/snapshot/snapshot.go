@@ -1,0 +1,411 @@
+// Package snapshot keeps Sonde's durable state in bbolt: the current state
+// of every series, its history points in compressed chunks, and the WAL
+// index the stored state covers. It is the only importer of bbolt.
+//
+// The engine writes a snapshot as a fold of WAL records: one Commit per
+// batch of records, in one bbolt transaction that also records the index
+// of the last record folded in. On restart the engine loads the state and
+// replays the WAL after that index. docs/format/snapshot.md describes the
+// buckets, keys and encodings.
+//
+// A Store may be used from several goroutines: Commit is called by one
+// writer, History and Index by any number of readers.
+package snapshot
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"math/bits"
+	"sync/atomic"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/sonde-metrics/sonde/engine/sample"
+)
+
+// These names and versions are part of the on-disk format.
+var (
+	bucketMeta    = []byte("meta")
+	bucketSeries  = []byte("series")
+	bucketHistory = []byte("history")
+	keyIndex      = []byte("index")
+	keyVersion    = []byte("version")
+)
+
+const (
+	formatVersion = 1
+	stateVersion  = 1
+	chunkVersion  = 1
+)
+
+// ErrFormat is returned for stored data this version cannot read.
+var ErrFormat = errors.New("snapshot: unreadable stored data")
+
+// State is the stored state of one series.
+type State struct {
+	Key            string
+	Kind           sample.Kind
+	Value          float64 // GAUGE value or COUNTER total
+	Running, Shown float64 // COUNTER window counts
+	WinStart       int64
+	Interval       int64
+	Updated        int64
+	Ordinal        uint64 // ordinal of the newest point (0: none yet)
+	Created        uint64 // WAL index of the record that created this incarnation
+}
+
+// Update is what one snapshot changes for one key.
+type Update struct {
+	Key string
+	// Wipe deletes the stored series and all of its history first (the key
+	// was deleted, possibly created again, since the last snapshot).
+	Wipe bool
+	// State is the state to store; nil means the key ends deleted.
+	State *State
+	// Points are new history points with ordinals FirstOrdinal, +1, ...
+	Points       []sample.Point
+	FirstOrdinal uint64
+}
+
+// Store is an open snapshot database.
+type Store struct {
+	db    *bolt.DB
+	index atomic.Uint64 // WAL index covered by the stored state
+}
+
+// Open opens or creates the store at path.
+func Open(path string) (*Store, error) {
+	db, err := bolt.Open(path, 0o640, &bolt.Options{
+		Timeout:        2 * time.Second,
+		FreelistType:   bolt.FreelistMapType,
+		NoFreelistSync: true,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open snapshot database: %w", err)
+	}
+	s := &Store{db: db}
+	err = db.Update(func(tx *bolt.Tx) error {
+		meta, err := tx.CreateBucketIfNotExists(bucketMeta)
+		if err != nil {
+			return err
+		}
+		if v := meta.Get(keyVersion); v == nil {
+			if err := meta.Put(keyVersion, []byte{formatVersion}); err != nil {
+				return err
+			}
+		} else if len(v) != 1 || v[0] != formatVersion {
+			return fmt.Errorf("%w: format version %v", ErrFormat, v)
+		}
+		if _, err := tx.CreateBucketIfNotExists(bucketSeries); err != nil {
+			return err
+		}
+		if _, err := tx.CreateBucketIfNotExists(bucketHistory); err != nil {
+			return err
+		}
+		if v := meta.Get(keyIndex); len(v) == 8 {
+			s.index.Store(binary.BigEndian.Uint64(v))
+		}
+		return nil
+	})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("initialise snapshot database: %w", err)
+	}
+	return s, nil
+}
+
+// Index returns the WAL index the stored state covers (0: none).
+func (s *Store) Index() uint64 { return s.index.Load() }
+
+// Load calls fn for every stored series. The *State is reused between calls.
+func (s *Store) Load(fn func(*State) error) error {
+	return s.db.View(func(tx *bolt.Tx) error {
+		var st State
+		return tx.Bucket(bucketSeries).ForEach(func(k, v []byte) error {
+			if err := decodeState(v, &st); err != nil {
+				return fmt.Errorf("decode series %q: %w", k, err)
+			}
+			st.Key = string(k)
+			return fn(&st)
+		})
+	})
+}
+
+// Commit applies ups and records index in one transaction. A State with
+// Created 0 continues the stored incarnation; Commit fills Created in.
+func (s *Store) Commit(index uint64, ups []Update) error {
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		series := tx.Bucket(bucketSeries)
+		hist := tx.Bucket(bucketHistory)
+		for i := range ups {
+			u := &ups[i]
+			if u.Wipe {
+				if err := series.Delete([]byte(u.Key)); err != nil {
+					return fmt.Errorf("delete series %q: %w", u.Key, err)
+				}
+				if err := deletePrefix(hist, seriesPrefix(nil, u.Key)); err != nil {
+					return fmt.Errorf("delete history of %q: %w", u.Key, err)
+				}
+			}
+			if u.State == nil {
+				continue
+			}
+			if u.State.Created == 0 {
+				// The fold did not see the key created: keep the stored incarnation.
+				var old State
+				v := series.Get([]byte(u.Key))
+				if v == nil {
+					return fmt.Errorf("%w: update of %q, which is not stored", ErrFormat, u.Key)
+				}
+				if err := decodeState(v, &old); err != nil {
+					return fmt.Errorf("decode series %q: %w", u.Key, err)
+				}
+				u.State.Created = old.Created
+			}
+			// bbolt keeps the value until the transaction commits: no reuse.
+			if err := series.Put([]byte(u.Key), encodeState(nil, u.State)); err != nil {
+				return fmt.Errorf("put series %q: %w", u.Key, err)
+			}
+			if len(u.Points) > 0 {
+				k := chunkKey(nil, u.Key, u.State.Created, u.FirstOrdinal)
+				if err := hist.Put(k, AppendChunk(nil, u.Points)); err != nil {
+					return fmt.Errorf("put history chunk of %q: %w", u.Key, err)
+				}
+			}
+		}
+		var ib [8]byte
+		binary.BigEndian.PutUint64(ib[:], index)
+		return tx.Bucket(bucketMeta).Put(keyIndex, ib[:])
+	})
+	if err != nil {
+		return fmt.Errorf("commit snapshot at index %d: %w", index, err)
+	}
+	s.index.Store(index)
+	return nil
+}
+
+// History appends to dst the stored points of the incarnation created at
+// WAL index created, with ordinals below before and times in [from, to],
+// oldest first.
+func (s *Store) History(key string, created, before uint64, from, to int64, dst []sample.Point) ([]sample.Point, error) {
+	err := s.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketHistory).Cursor()
+		prefix := binary.BigEndian.AppendUint64(seriesPrefix(nil, key), created)
+		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+			if len(k) != len(prefix)+8 {
+				return fmt.Errorf("%w: history key %q", ErrFormat, k)
+			}
+			ord := binary.BigEndian.Uint64(k[len(prefix):])
+			if ord >= before {
+				break
+			}
+			n, first, last, err := chunkHeader(v)
+			if err != nil {
+				return fmt.Errorf("read chunk %q: %w", k, err)
+			}
+			if last < from || first > to || n == 0 {
+				continue
+			}
+			start := len(dst)
+			dst, err = DecodeChunk(v, dst)
+			if err != nil {
+				return fmt.Errorf("decode chunk %q: %w", k, err)
+			}
+			// Keep ordinals below before and times in range.
+			keep := dst[:start]
+			for i, p := range dst[start:] {
+				if ord+uint64(i) >= before {
+					break
+				}
+				if p.T >= from && p.T <= to {
+					keep = append(keep, p)
+				}
+			}
+			dst = keep
+		}
+		return nil
+	})
+	return dst, err
+}
+
+// Close closes the database.
+func (s *Store) Close() error {
+	if err := s.db.Close(); err != nil {
+		return fmt.Errorf("close snapshot database: %w", err)
+	}
+	return nil
+}
+
+// seriesPrefix is key + 0x00; keys never hold a zero byte.
+func seriesPrefix(dst []byte, key string) []byte {
+	dst = append(dst, key...)
+	return append(dst, 0)
+}
+
+func chunkKey(dst []byte, key string, created, firstOrdinal uint64) []byte {
+	dst = seriesPrefix(dst, key)
+	dst = binary.BigEndian.AppendUint64(dst, created)
+	return binary.BigEndian.AppendUint64(dst, firstOrdinal)
+}
+
+func deletePrefix(b *bolt.Bucket, prefix []byte) error {
+	c := b.Cursor()
+	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Seek(prefix) {
+		if err := c.Delete(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func encodeState(dst []byte, st *State) []byte {
+	dst = append(dst, stateVersion, byte(st.Kind))
+	dst = binary.LittleEndian.AppendUint64(dst, math.Float64bits(st.Value))
+	dst = binary.LittleEndian.AppendUint64(dst, math.Float64bits(st.Running))
+	dst = binary.LittleEndian.AppendUint64(dst, math.Float64bits(st.Shown))
+	dst = binary.AppendVarint(dst, st.WinStart)
+	dst = binary.AppendVarint(dst, st.Interval)
+	dst = binary.AppendVarint(dst, st.Updated)
+	dst = binary.AppendUvarint(dst, st.Ordinal)
+	return binary.AppendUvarint(dst, st.Created)
+}
+
+func decodeState(b []byte, st *State) error {
+	if len(b) < 26 || b[0] != stateVersion {
+		return fmt.Errorf("%w: series state of %d bytes", ErrFormat, len(b))
+	}
+	*st = State{Kind: sample.Kind(b[1])}
+	st.Value = math.Float64frombits(binary.LittleEndian.Uint64(b[2:]))
+	st.Running = math.Float64frombits(binary.LittleEndian.Uint64(b[10:]))
+	st.Shown = math.Float64frombits(binary.LittleEndian.Uint64(b[18:]))
+	b = b[26:]
+	var ok bool
+	if st.WinStart, b, ok = varint(b); !ok {
+		return fmt.Errorf("%w: window start", ErrFormat)
+	}
+	if st.Interval, b, ok = varint(b); !ok {
+		return fmt.Errorf("%w: interval", ErrFormat)
+	}
+	if st.Updated, b, ok = varint(b); !ok {
+		return fmt.Errorf("%w: updated", ErrFormat)
+	}
+	if st.Ordinal, b, ok = uvarint(b); !ok {
+		return fmt.Errorf("%w: ordinal", ErrFormat)
+	}
+	if st.Created, _, ok = uvarint(b); !ok {
+		return fmt.Errorf("%w: created", ErrFormat)
+	}
+	return nil
+}
+
+func varint(b []byte) (int64, []byte, bool) {
+	v, n := binary.Varint(b)
+	if n <= 0 {
+		return 0, b, false
+	}
+	return v, b[n:], true
+}
+
+func uvarint(b []byte) (uint64, []byte, bool) {
+	v, n := binary.Uvarint(b)
+	if n <= 0 {
+		return 0, b, false
+	}
+	return v, b[n:], true
+}
+
+// AppendChunk encodes pts (oldest first, at least one) as one chunk:
+//
+//	version 1 byte | count uvarint | first T varint | last T varint |
+//	first V 8 bytes | per later point: delta-of-delta T (varint),
+//	XOR of V with the previous V: 0x00 when equal, else one byte holding
+//	(trailing zero bits + 1) and the shifted XOR as a uvarint.
+func AppendChunk(dst []byte, pts []sample.Point) []byte {
+	dst = append(dst, chunkVersion)
+	dst = binary.AppendUvarint(dst, uint64(len(pts)))
+	dst = binary.AppendVarint(dst, pts[0].T)
+	dst = binary.AppendVarint(dst, pts[len(pts)-1].T)
+	prevV := math.Float64bits(pts[0].V)
+	dst = binary.LittleEndian.AppendUint64(dst, prevV)
+	prevT, prevD := pts[0].T, int64(0)
+	for _, p := range pts[1:] {
+		d := p.T - prevT
+		dst = binary.AppendVarint(dst, d-prevD)
+		prevT, prevD = p.T, d
+		v := math.Float64bits(p.V)
+		x := v ^ prevV
+		prevV = v
+		if x == 0 {
+			dst = append(dst, 0)
+			continue
+		}
+		tz := bits.TrailingZeros64(x)
+		dst = append(dst, byte(tz+1))
+		dst = binary.AppendUvarint(dst, x>>tz)
+	}
+	return dst
+}
+
+func chunkHeader(b []byte) (n uint64, first, last int64, err error) {
+	if len(b) < 1 || b[0] != chunkVersion {
+		return 0, 0, 0, fmt.Errorf("%w: chunk version", ErrFormat)
+	}
+	b = b[1:]
+	var ok bool
+	if n, b, ok = uvarint(b); !ok {
+		return 0, 0, 0, fmt.Errorf("%w: chunk count", ErrFormat)
+	}
+	if first, b, ok = varint(b); !ok {
+		return 0, 0, 0, fmt.Errorf("%w: chunk first time", ErrFormat)
+	}
+	if last, _, ok = varint(b); !ok {
+		return 0, 0, 0, fmt.Errorf("%w: chunk last time", ErrFormat)
+	}
+	return n, first, last, nil
+}
+
+// DecodeChunk appends the points of chunk b to dst.
+func DecodeChunk(b []byte, dst []sample.Point) ([]sample.Point, error) {
+	n, first, _, err := chunkHeader(b)
+	if err != nil {
+		return dst, err
+	}
+	// Skip the header again to reach the values.
+	b = b[1:]
+	_, b, _ = uvarint(b)
+	_, b, _ = varint(b)
+	_, b, _ = varint(b)
+	if len(b) < 8 || n == 0 || n > uint64(len(b)) {
+		return dst, fmt.Errorf("%w: chunk of %d points in %d bytes", ErrFormat, n, len(b))
+	}
+	prevV := binary.LittleEndian.Uint64(b)
+	b = b[8:]
+	dst = append(dst, sample.Point{T: first, V: math.Float64frombits(prevV)})
+	prevT, prevD := first, int64(0)
+	for i := uint64(1); i < n; i++ {
+		dod, rest, ok := varint(b)
+		if !ok || len(rest) == 0 {
+			return dst, fmt.Errorf("%w: chunk point %d", ErrFormat, i)
+		}
+		prevD += dod
+		prevT += prevD
+		tz, rest := int(rest[0]), rest[1:]
+		if tz > 64 {
+			return dst, fmt.Errorf("%w: chunk point %d xor", ErrFormat, i)
+		}
+		if tz > 0 {
+			var x uint64
+			if x, rest, ok = uvarint(rest); !ok {
+				return dst, fmt.Errorf("%w: chunk point %d xor", ErrFormat, i)
+			}
+			prevV ^= x << (tz - 1)
+		}
+		b = rest
+		dst = append(dst, sample.Point{T: prevT, V: math.Float64frombits(prevV)})
+	}
+	return dst, nil
+}

@@ -1,0 +1,461 @@
+// Package wal is Sonde's write-ahead log: github.com/tidwall/wal for
+// segments and dense indexes, plus what it lacks. tidwall/wal frames an
+// entry with a bare uvarint length, has no checksum and refuses to open a
+// log whose last entry is cut short; a zero-filled tail even reads back as
+// empty entries. So every entry here is framed again:
+//
+//	+---------+-----------------------+----------------+
+//	| version | CRC32-Castagnoli(body)| body           |
+//	| 1 byte  | 4 bytes little endian | record bytes   |
+//	+---------+-----------------------+----------------+
+//
+// Open repairs a torn tail before tidwall/wal sees it: the last segment is
+// cut at the first bad entry when no valid entry follows it, and refuses to
+// start (a *CorruptionError) when one does. The directory is fsynced after
+// a segment roll and after a front truncation, which tidwall/wal does not do.
+//
+// A Log has one writer: Add, Commit and Sync must be called from a single
+// goroutine. Read, FirstIndex, LastIndex and TruncateFront may be called
+// concurrently with it.
+package wal
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+
+	twal "github.com/tidwall/wal"
+)
+
+// These constants are part of the on-disk format and must not be changed.
+const (
+	frameVersion = 1
+	headerLen    = 5 // version + CRC
+	// MaxBody is the largest record body a frame may carry.
+	MaxBody = 64 << 10
+)
+
+// DefaultSegmentSize is the segment size used when Options leaves it zero.
+const DefaultSegmentSize = 8 << 20
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+var (
+	// ErrCorrupt marks a record whose frame or checksum is wrong; errors
+	// carrying it are *CorruptionError values.
+	ErrCorrupt = errors.New("wal: corrupt record")
+	// ErrNotFound is returned by Read for an index the log no longer (or
+	// not yet) holds.
+	ErrNotFound = errors.New("wal: index not found")
+	// ErrBroken is returned by writes after an earlier write or fsync
+	// failed: what reached the disk is unknown, so the log refuses more
+	// until it is reopened.
+	ErrBroken = errors.New("wal: log failed earlier, reopen to recover")
+)
+
+// CorruptionError says where a corrupt record was found.
+type CorruptionError struct {
+	Path   string // segment file, when known
+	Offset int64  // byte offset in the segment, when known (-1 otherwise)
+	Index  uint64 // WAL index, when known (0 otherwise)
+	Err    error
+}
+
+func (e *CorruptionError) Error() string {
+	var b strings.Builder
+	b.WriteString("wal: corrupt record")
+	if e.Index != 0 {
+		fmt.Fprintf(&b, " at index %d", e.Index)
+	}
+	if e.Path != "" {
+		fmt.Fprintf(&b, " in %s", e.Path)
+	}
+	if e.Offset >= 0 {
+		fmt.Fprintf(&b, " at byte %d", e.Offset)
+	}
+	if e.Err != nil {
+		fmt.Fprintf(&b, ": %v", e.Err)
+	}
+	return b.String()
+}
+
+// Unwrap lets errors.Is(err, ErrCorrupt) match.
+func (e *CorruptionError) Unwrap() []error { return []error{ErrCorrupt, e.Err} }
+
+// Options configure a Log. The zero value means defaults.
+type Options struct {
+	// SegmentSize is the target size of one segment file.
+	SegmentSize int
+	// Logger receives repair and roll messages; nil discards them.
+	Logger *slog.Logger
+}
+
+// Log is a framed, checksummed write-ahead log.
+type Log struct {
+	dir    string
+	tw     *twal.Log
+	logger *slog.Logger
+
+	// Writer-owned (one goroutine):
+	batch    twal.Batch
+	frame    []byte
+	next     uint64 // index the next Add gets
+	pending  int    // entries added since the last Commit
+	segSize  int
+	segBytes int  // bytes in tidwall's tail segment, mirrored to see rolls
+	dirDirty bool // a segment was created and the directory not yet fsynced
+	broken   error
+
+	truncMu sync.Mutex // serialises TruncateFront callers.
+}
+
+// Open opens or creates the log in dir, repairing a torn tail first.
+func Open(dir string, opts Options) (*Log, error) {
+	if opts.SegmentSize <= 0 {
+		opts.SegmentSize = DefaultSegmentSize
+	}
+	logger := opts.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return nil, fmt.Errorf("create wal directory: %w", err)
+	}
+	if err := repairTail(dir, logger); err != nil {
+		return nil, err
+	}
+	tw, err := twal.Open(dir, &twal.Options{
+		NoSync:           true, // Commit and Sync decide when to fsync.
+		SegmentSize:      opts.SegmentSize,
+		LogFormat:        twal.Binary,
+		SegmentCacheSize: 2,
+		NoCopy:           true,
+	})
+	if err != nil {
+		if errors.Is(err, twal.ErrCorrupt) {
+			return nil, &CorruptionError{Offset: -1, Err: fmt.Errorf("open segments in %s: %w", dir, err)}
+		}
+		return nil, fmt.Errorf("open wal segments: %w", err)
+	}
+	last, err := tw.LastIndex()
+	if err != nil {
+		tw.Close()
+		return nil, fmt.Errorf("read last wal index: %w", err)
+	}
+	l := &Log{dir: dir, tw: tw, logger: logger, next: last + 1, segSize: opts.SegmentSize}
+	segs, err := l.segments()
+	if err != nil {
+		tw.Close()
+		return nil, err
+	}
+	if len(segs) > 0 {
+		fi, err := os.Stat(filepath.Join(dir, segmentName(segs[len(segs)-1])))
+		if err != nil {
+			tw.Close()
+			return nil, fmt.Errorf("stat tail segment: %w", err)
+		}
+		l.segBytes = int(fi.Size())
+	}
+	if err := syncDir(dir); err != nil {
+		tw.Close()
+		return nil, err
+	}
+	return l, nil
+}
+
+// Dir returns the directory the log lives in.
+func (l *Log) Dir() string { return l.dir }
+
+// Add frames body and queues it for the next Commit. It returns the index
+// the record will have. body is copied.
+func (l *Log) Add(body []byte) uint64 {
+	l.frame = append(l.frame[:0], frameVersion, 0, 0, 0, 0)
+	binary.LittleEndian.PutUint32(l.frame[1:], crc32.Checksum(body, castagnoli))
+	l.frame = append(l.frame, body...)
+	// Mirror tidwall/wal's writeBatch: it cycles before a batch when the tail
+	// is over the size, and after any entry that brings it to the size.
+	if l.pending == 0 && l.segBytes > l.segSize {
+		l.segBytes = 0
+		l.dirDirty = true
+	}
+	l.segBytes += uvarintLen(uint64(len(l.frame))) + len(l.frame)
+	if l.segBytes >= l.segSize {
+		l.segBytes = 0
+		l.dirDirty = true
+	}
+	idx := l.next
+	l.batch.Write(idx, l.frame)
+	l.next++
+	l.pending++
+	return idx
+}
+
+// Next returns the index the next Add will get.
+func (l *Log) Next() uint64 { return l.next }
+
+// Commit writes the queued records in one write and, when sync is true,
+// fsyncs the segment (and the directory after a roll).
+func (l *Log) Commit(sync bool) error {
+	if l.broken != nil {
+		return l.broken
+	}
+	if l.pending == 0 {
+		if sync {
+			return l.Sync()
+		}
+		return nil
+	}
+	l.pending = 0
+	if err := l.tw.WriteBatch(&l.batch); err != nil {
+		l.broken = fmt.Errorf("%w: write batch: %w", ErrBroken, err)
+		return l.broken
+	}
+	if sync {
+		return l.Sync()
+	}
+	return nil
+}
+
+// Sync fsyncs the tail segment, and the directory when a segment was
+// created since the last Sync.
+func (l *Log) Sync() error {
+	if l.broken != nil {
+		return l.broken
+	}
+	if err := l.tw.Sync(); err != nil {
+		l.broken = fmt.Errorf("%w: fsync segment: %w", ErrBroken, err)
+		return l.broken
+	}
+	if l.dirDirty {
+		if err := syncDir(l.dir); err != nil {
+			l.broken = fmt.Errorf("%w: %w", ErrBroken, err)
+			return l.broken
+		}
+		l.dirDirty = false
+	}
+	return nil
+}
+
+// Read returns the body of the record at index. The slice aliases the
+// log's cache: the caller must not modify it, and may keep it.
+func (l *Log) Read(index uint64) ([]byte, error) {
+	frame, err := l.tw.Read(index)
+	if err != nil {
+		if errors.Is(err, twal.ErrNotFound) {
+			return nil, fmt.Errorf("read index %d: %w", index, ErrNotFound)
+		}
+		if errors.Is(err, twal.ErrCorrupt) {
+			return nil, &CorruptionError{Index: index, Offset: -1, Err: err}
+		}
+		return nil, fmt.Errorf("read index %d: %w", index, err)
+	}
+	body, err := checkFrame(frame)
+	if err != nil {
+		return nil, &CorruptionError{Index: index, Offset: -1, Err: err}
+	}
+	return body, nil
+}
+
+// FirstIndex returns the first index the log holds, 0 when empty.
+func (l *Log) FirstIndex() (uint64, error) { return l.tw.FirstIndex() }
+
+// LastIndex returns the last index written, 0 when empty.
+func (l *Log) LastIndex() (uint64, error) { return l.tw.LastIndex() }
+
+// TruncateFront drops whole segments that hold only indexes below keep.
+// It never cuts inside a segment, so the log may keep some records below
+// keep. It returns the new first index.
+func (l *Log) TruncateFront(keep uint64) (uint64, error) {
+	l.truncMu.Lock()
+	defer l.truncMu.Unlock()
+	first, err := l.tw.FirstIndex()
+	if err != nil {
+		return 0, fmt.Errorf("read first index: %w", err)
+	}
+	last, err := l.tw.LastIndex()
+	if err != nil {
+		return 0, fmt.Errorf("read last index: %w", err)
+	}
+	segs, err := l.segments()
+	if err != nil {
+		return 0, err
+	}
+	// The start of the segment holding keep; a segment must still hold at
+	// least one record, so never pass the last index.
+	var cut uint64
+	for _, s := range segs {
+		if s <= keep && s <= last {
+			cut = s
+		}
+	}
+	if cut <= first {
+		return first, nil
+	}
+	if err := l.tw.TruncateFront(cut); err != nil {
+		return 0, fmt.Errorf("truncate wal front to %d: %w", cut, err)
+	}
+	if err := syncDir(l.dir); err != nil {
+		return 0, err
+	}
+	return cut, nil
+}
+
+// Close syncs and closes the log.
+func (l *Log) Close() error {
+	if err := l.tw.Close(); err != nil {
+		return fmt.Errorf("close wal: %w", err)
+	}
+	return nil
+}
+
+// segments lists the first indexes of the segment files, ascending.
+func (l *Log) segments() ([]uint64, error) {
+	segs, _, err := listSegments(l.dir)
+	return segs, err
+}
+
+func segmentName(index uint64) string { return fmt.Sprintf("%020d", index) }
+
+// listSegments returns the plain segment starts and the highest start of a
+// pending ".START" file (0 when none).
+func listSegments(dir string) (plain []uint64, start uint64, err error) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, 0, fmt.Errorf("list wal directory: %w", err)
+	}
+	for _, e := range ents {
+		name := e.Name()
+		if e.IsDir() || len(name) < 20 {
+			continue
+		}
+		idx, err := strconv.ParseUint(name[:20], 10, 64)
+		if err != nil || idx == 0 {
+			continue
+		}
+		switch {
+		case len(name) == 20:
+			plain = append(plain, idx)
+		case name[20:] == ".START":
+			start = max(start, idx)
+		}
+	}
+	sort.Slice(plain, func(i, j int) bool { return plain[i] < plain[j] })
+	return plain, start, nil
+}
+
+func checkFrame(frame []byte) ([]byte, error) {
+	if len(frame) <= headerLen {
+		return nil, fmt.Errorf("frame of %d bytes is too short", len(frame))
+	}
+	if frame[0] != frameVersion {
+		return nil, fmt.Errorf("unknown frame version %d", frame[0])
+	}
+	body := frame[headerLen:]
+	if got, want := crc32.Checksum(body, castagnoli), binary.LittleEndian.Uint32(frame[1:]); got != want {
+		return nil, fmt.Errorf("checksum mismatch: computed %08x, stored %08x", got, want)
+	}
+	return body, nil
+}
+
+// entryAt returns the length of the valid entry (tidwall length prefix and
+// our frame) at off, or 0 when there is none.
+func entryAt(data []byte, off int) int {
+	size, n := binary.Uvarint(data[off:])
+	if n <= 0 || size <= headerLen || size > MaxBody+headerLen {
+		return 0
+	}
+	end := off + n + int(size)
+	if end > len(data) {
+		return 0
+	}
+	if _, err := checkFrame(data[off+n : end]); err != nil {
+		return 0
+	}
+	return end - off
+}
+
+// repairTail cuts a torn tail off the last segment. A bad entry is a torn
+// tail when no valid entry follows it anywhere in the segment: a crash can
+// only tear the last write. A valid entry after a bad one means the middle
+// of the log is damaged, and Open refuses to guess.
+func repairTail(dir string, logger *slog.Logger) error {
+	plain, start, err := listSegments(dir)
+	if err != nil {
+		return err
+	}
+	if len(plain) == 0 || start >= plain[len(plain)-1] {
+		// No log yet, or a completed front truncation that tidwall/wal will
+		// finish: its START file was written atomically.
+		return nil
+	}
+	path := filepath.Join(dir, segmentName(plain[len(plain)-1]))
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("read tail segment: %w", err)
+	}
+	off, records := 0, 0
+	for off < len(data) {
+		n := entryAt(data, off)
+		if n == 0 {
+			break
+		}
+		off += n
+		records++
+	}
+	if off == len(data) {
+		return nil
+	}
+	for p := off + 1; p < len(data); p++ {
+		if entryAt(data, p) != 0 {
+			return &CorruptionError{Path: path, Offset: int64(off), Index: plain[len(plain)-1] + uint64(records),
+				Err: fmt.Errorf("valid records follow the bad one at byte %d; refusing to drop them (move the segment aside to start without it)", p)}
+		}
+	}
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return fmt.Errorf("open tail segment for repair: %w", err)
+	}
+	defer f.Close()
+	if err := f.Truncate(int64(off)); err != nil {
+		return fmt.Errorf("truncate torn tail: %w", err)
+	}
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("fsync repaired segment: %w", err)
+	}
+	if err := syncDir(dir); err != nil {
+		return err
+	}
+	logger.Warn("cut torn wal tail", "segment", path, "kept_bytes", off, "dropped_bytes", len(data)-off,
+		"kept_records", records)
+	return nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("open directory for fsync: %w", err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("fsync directory %s: %w", dir, err)
+	}
+	return nil
+}
+
+func uvarintLen(x uint64) int {
+	n := 1
+	for x >= 0x80 {
+		x >>= 7
+		n++
+	}
+	return n
+}

@@ -1,0 +1,115 @@
+package engine
+
+import (
+	"fmt"
+	"log/slog"
+	"time"
+)
+
+// FsyncPolicy says when the committer fsyncs the WAL, and so when a write
+// is acknowledged.
+type FsyncPolicy int
+
+const (
+	// FsyncAlways fsyncs every group before acknowledging it (the default).
+	FsyncAlways FsyncPolicy = iota
+	// FsyncInterval acknowledges once the group is written to the OS and
+	// fsyncs every FsyncInterval: a power loss may lose that much. A process
+	// crash loses nothing.
+	FsyncInterval
+	// FsyncNever leaves flushing to the OS (and to snapshots). UNSAFE on
+	// power loss; a process crash loses nothing.
+	FsyncNever
+)
+
+// ParseFsyncPolicy parses "always", "interval" or "never".
+func ParseFsyncPolicy(s string) (FsyncPolicy, error) {
+	switch s {
+	case "always", "":
+		return FsyncAlways, nil
+	case "interval":
+		return FsyncInterval, nil
+	case "never":
+		return FsyncNever, nil
+	}
+	return 0, fmt.Errorf("unknown fsync policy %q (want always, interval or never)", s)
+}
+
+func (p FsyncPolicy) String() string {
+	switch p {
+	case FsyncAlways:
+		return "always"
+	case FsyncInterval:
+		return "interval"
+	case FsyncNever:
+		return "never"
+	}
+	return fmt.Sprintf("FsyncPolicy(%d)", int(p))
+}
+
+// Options configure a DB. The zero value means the defaults given below.
+type Options struct {
+	// Fsync is the durability policy; default FsyncAlways.
+	Fsync FsyncPolicy
+	// FsyncInterval is the fsync period for FsyncInterval; default 100 ms.
+	FsyncInterval time.Duration
+	// SnapshotInterval is how often changes are folded into the snapshot
+	// database; default 10 s.
+	SnapshotInterval time.Duration
+	// SnapshotRecords starts a snapshot early once this many records were
+	// written since the last one; default 1<<20.
+	SnapshotRecords int
+	// RingSize is how many recent points each series keeps in memory;
+	// default 120.
+	RingSize int
+	// MaxSeries caps how many keys may exist; default 1,000,000.
+	MaxSeries int
+	// DefaultWindow is the counting window of an INCR key created without
+	// one; default 60 s (mesures).
+	DefaultWindow time.Duration
+	// EventBuffer is how many recent changes are kept in memory for
+	// subscribers; older ones are read back from the WAL. Default 65536.
+	EventBuffer int
+	// MaxGroup caps the operations in one group commit; default 16384.
+	MaxGroup int
+	// SegmentSize is the WAL segment size; default 8 MiB.
+	SegmentSize int
+	// Logger receives operational messages; nil discards them.
+	Logger *slog.Logger
+	// Now returns the current time; nil means time.Now. For tests.
+	Now func() time.Time
+}
+
+func (o Options) withDefaults() Options {
+	if o.FsyncInterval <= 0 {
+		o.FsyncInterval = 100 * time.Millisecond
+	}
+	if o.SnapshotInterval <= 0 {
+		o.SnapshotInterval = 10 * time.Second
+	}
+	if o.SnapshotRecords <= 0 {
+		o.SnapshotRecords = 1 << 20
+	}
+	if o.RingSize <= 0 {
+		o.RingSize = 120
+	}
+	if o.MaxSeries <= 0 {
+		o.MaxSeries = 1_000_000
+	}
+	if o.DefaultWindow <= 0 {
+		o.DefaultWindow = 60 * time.Second
+	}
+	if o.EventBuffer <= 0 {
+		o.EventBuffer = 1 << 16
+	}
+	if o.MaxGroup <= 0 {
+		o.MaxGroup = 16384
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	return o
+}

@@ -1,0 +1,88 @@
+// Package sample holds the value types every layer of Sonde shares: the
+// write operations ingest hands to the engine, the points history returns
+// and the changes subscribers receive. It imports only the standard library
+// so any package may depend on it.
+package sample
+
+// Kind is the semantic type of a series.
+type Kind uint8
+
+// These constants are part of the on-disk format and must not be changed.
+const (
+	// Gauge is a series whose last written value wins.
+	Gauge Kind = 1
+	// Counter is a monotonic cumulative total; INCR adds to it.
+	Counter Kind = 2
+)
+
+// String returns "GAUGE" or "COUNTER".
+func (k Kind) String() string {
+	switch k {
+	case Gauge:
+		return "GAUGE"
+	case Counter:
+		return "COUNTER"
+	}
+	return "UNKNOWN"
+}
+
+// Code says what an Op does.
+type Code uint8
+
+// These constants are part of the on-disk format and must not be changed.
+const (
+	// Set makes the key a GAUGE holding Value.
+	Set Code = 1
+	// Incr adds Value (non-negative) to the COUNTER total of the key.
+	Incr Code = 2
+	// Delete removes the key and its history.
+	Delete Code = 3
+	// Window closes the current counting window of a COUNTER key. The engine
+	// generates it; ingest never sends it.
+	Window Code = 4
+	// CounterSet records an observed cumulative COUNTER total (as collectd or
+	// Prometheus report it); a value below the previous total is a reset.
+	CounterSet Code = 5
+)
+
+// Op is one write handed from an ingest path to the engine.
+type Op struct {
+	Code  Code
+	Key   string
+	Value float64
+	// Interval is the counting window of a COUNTER key in milliseconds, used
+	// when the key is created; 0 means the engine default.
+	Interval int64
+}
+
+// Point is one history point: T in milliseconds since the Unix epoch.
+type Point struct {
+	T int64
+	V float64
+}
+
+// Series is the current state of one series as readers see it.
+type Series struct {
+	Key  string
+	Kind Kind
+	// Value is the GAUGE value or the COUNTER cumulative total.
+	Value float64
+	// View is what the mesures views (/data, /events) show: the GAUGE value,
+	// or for a COUNTER the count of its last completed window.
+	View float64
+	// Updated is the time of the last write, in ms since the epoch.
+	Updated int64
+	// Interval is the counting window of a COUNTER in ms (0 for a GAUGE).
+	Interval int64
+	// Points is how many history points the series has recorded.
+	Points uint64
+}
+
+// Change is one event delivered to subscribers. ID is the WAL index of the
+// record that made the change; IDs are dense and increasing.
+type Change struct {
+	ID      uint64
+	Key     string
+	Value   float64 // the mesures view value after the change
+	Deleted bool
+}

@@ -1,0 +1,107 @@
+package engine
+
+import (
+	"container/heap"
+	"math"
+	"sync/atomic"
+
+	"github.com/sonde-metrics/sonde/engine/internal/record"
+	"github.com/sonde-metrics/sonde/engine/internal/ring"
+	"github.com/sonde-metrics/sonde/engine/sample"
+)
+
+// series is one key. The fields above the committer block are immutable
+// or atomic and may be read by anyone; the committer block belongs to the
+// committer goroutine alone (and to Open before it starts).
+type series struct {
+	key      string
+	kind     sample.Kind
+	interval int64  // COUNTER window in ms
+	created  uint64 // WAL index of the record that created this incarnation
+
+	value   atomic.Uint64 // float64 bits: GAUGE value or COUNTER total
+	view    atomic.Uint64 // float64 bits: the mesures view value
+	updated atomic.Int64  // ms of the last write
+	flushed atomic.Uint64 // newest ordinal stored in the snapshot database
+	ring    ring.Ring
+
+	c struct { // committer-owned
+		value, running, shown float64
+		winStart              int64
+		updated               int64
+		ordinal               uint64
+		deleted               bool
+	}
+}
+
+func newSeries(key string, kind sample.Kind, interval int64, created uint64, ringSize int, nextOrdinal uint64) *series {
+	s := &series{key: key, kind: kind, interval: interval, created: created}
+	s.ring.Init(ringSize, nextOrdinal)
+	return s
+}
+
+// fromRecord sets the committer state of s to the post-image in r.
+func (s *series) fromRecord(r *record.Record) {
+	s.c.value = r.Value
+	s.c.running, s.c.shown, s.c.winStart = r.Running, r.Shown, r.WinStart
+	s.c.ordinal = r.Ordinal
+	s.c.updated = r.Time
+}
+
+// publish makes the post-image in r visible to readers.
+func (s *series) publish(r *record.Record) {
+	if r.Code != sample.Window {
+		s.value.Store(math.Float64bits(r.Value))
+		s.updated.Store(r.Time)
+		s.ring.Push(sample.Point{T: r.Time, V: r.Value})
+	}
+	s.view.Store(math.Float64bits(viewOf(r)))
+}
+
+// viewOf is the mesures view value a record leaves: the GAUGE value, or
+// the count of the last closed window of a COUNTER.
+func viewOf(r *record.Record) float64 {
+	if r.Code == sample.Set {
+		return r.Value
+	}
+	return r.Shown
+}
+
+func (s *series) snapshot() sample.Series {
+	out := sample.Series{
+		Key:     s.key,
+		Kind:    s.kind,
+		Value:   math.Float64frombits(s.value.Load()),
+		View:    math.Float64frombits(s.view.Load()),
+		Updated: s.updated.Load(),
+		Points:  s.ring.Next() - 1,
+	}
+	if s.kind == sample.Counter {
+		out.Interval = s.interval
+	}
+	return out
+}
+
+// windowHeap orders counters by the end of their open window. Entries go
+// stale when a series is deleted or its window moves; pop checks.
+type windowEntry struct {
+	due int64
+	s   *series
+}
+
+type windowHeap []windowEntry
+
+func (h windowHeap) Len() int           { return len(h) }
+func (h windowHeap) Less(i, j int) bool { return h[i].due < h[j].due }
+func (h windowHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *windowHeap) Push(x any)        { *h = append(*h, x.(windowEntry)) }
+func (h *windowHeap) Pop() any {
+	old := *h
+	e := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return e
+}
+
+func (h *windowHeap) schedule(s *series) {
+	heap.Push(h, windowEntry{due: s.c.winStart + s.interval, s: s})
+}

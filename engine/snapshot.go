@@ -1,0 +1,175 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/sonde-metrics/sonde/engine/internal/record"
+	"github.com/sonde-metrics/sonde/engine/internal/snapshot"
+	"github.com/sonde-metrics/sonde/engine/sample"
+)
+
+// foldBatch caps the records folded into one bbolt transaction, so a
+// snapshot after a burst is several moderate transactions, not one huge one.
+const foldBatch = 1 << 18
+
+// snapshotLoop owns periodic snapshots.
+func (db *DB) snapshotLoop() {
+	defer close(db.snapDone)
+	t := time.NewTicker(db.opts.SnapshotInterval)
+	defer t.Stop()
+	for {
+		var err error
+		select {
+		case <-db.stopSnap:
+			return
+		case <-t.C:
+			err = db.snapshotNow()
+		case <-db.snapKick:
+			err = db.snapshotNow()
+		case ch := <-db.snapReq:
+			err = db.snapshotNow()
+			ch <- err
+		}
+		if err != nil {
+			db.logger.Error("snapshot", "err", err)
+		}
+	}
+}
+
+// Snapshot folds every change made so far into the snapshot database and
+// truncates the WAL in front of it.
+func (db *DB) Snapshot(ctx context.Context) error {
+	ch := make(chan error, 1)
+	select {
+	case db.snapReq <- ch:
+	case <-db.snapDone:
+		return ErrClosed
+	case <-ctx.Done():
+		return fmt.Errorf("request snapshot: %w", ctx.Err())
+	}
+	select {
+	case err := <-ch:
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("wait for snapshot: %w", ctx.Err())
+	}
+}
+
+// snapshotNow folds the WAL records after the stored index into the store.
+// Only fsynced records are folded, so the store never runs ahead of the WAL.
+func (db *DB) snapshotNow() error {
+	db.snapMu.Lock()
+	defer db.snapMu.Unlock()
+	target := db.published.Load()
+	if db.synced.Load() < target {
+		ch := make(chan error, 1)
+		select {
+		case db.syncReq <- ch:
+			if err := <-ch; err != nil {
+				return fmt.Errorf("sync wal before snapshot: %w", err)
+			}
+		case <-db.committerDone:
+		}
+		target = min(target, db.synced.Load())
+	}
+	start := time.Now()
+	from := db.store.Index() + 1
+	folded := 0
+	for from <= target {
+		to := min(target, from+foldBatch-1)
+		ups, err := db.fold(from, to)
+		if err != nil {
+			return err
+		}
+		if err := db.store.Commit(to, ups); err != nil {
+			return err
+		}
+		for i := range ups {
+			u := &ups[i]
+			if u.State == nil {
+				continue
+			}
+			if v, ok := db.hot.Load(u.Key); ok {
+				if s := v.(*series); s.created == u.State.Created {
+					s.flushed.Store(u.State.Ordinal)
+				}
+			}
+		}
+		folded += int(to - from + 1)
+		from = to + 1
+	}
+	first, err := db.wal.TruncateFront(db.store.Index() + 1)
+	if err != nil {
+		return fmt.Errorf("truncate wal after snapshot: %w", err)
+	}
+	if folded > 0 {
+		db.logger.Debug("snapshot", "records", folded, "index", db.store.Index(), "wal_first", first, "took", time.Since(start))
+	}
+	return nil
+}
+
+type foldEntry struct {
+	wipe   bool
+	state  *snapshot.State
+	points []sample.Point
+	first  uint64 // ordinal of points[0]
+}
+
+// fold reads WAL records [from, to] and reduces them to one update per key:
+// its final state and the history points it gained.
+func (db *DB) fold(from, to uint64) ([]snapshot.Update, error) {
+	m := make(map[string]*foldEntry)
+	var order []string
+	var r record.Record
+	for i := from; i <= to; i++ {
+		body, err := db.wal.Read(i)
+		if err != nil {
+			return nil, fmt.Errorf("fold wal: %w", err)
+		}
+		if err := record.Decode(body, &r); err != nil {
+			return nil, fmt.Errorf("fold wal index %d: %w", i, err)
+		}
+		e := m[r.Key]
+		if e == nil {
+			e = &foldEntry{}
+			m[r.Key] = e
+			order = append(order, r.Key)
+		}
+		if r.Code == sample.Delete {
+			*e = foldEntry{wipe: true}
+			continue
+		}
+		var created uint64
+		if e.state != nil {
+			created = e.state.Created
+		}
+		if r.AddsPoint() && r.Ordinal == 1 {
+			// A new incarnation: whatever was stored for the key goes.
+			*e = foldEntry{wipe: true}
+			created = i
+		}
+		kind := sample.Gauge
+		if record.IsCounter(r.Code) {
+			kind = sample.Counter
+		}
+		e.state = &snapshot.State{
+			Key: r.Key, Kind: kind, Value: r.Value, Running: r.Running, Shown: r.Shown,
+			WinStart: r.WinStart, Interval: r.Interval, Updated: r.Time,
+			Ordinal: r.Ordinal, Created: created,
+		}
+		if r.AddsPoint() {
+			if len(e.points) == 0 {
+				e.first = r.Ordinal
+			}
+			e.points = append(e.points, sample.Point{T: r.Time, V: r.Value})
+		}
+	}
+	ups := make([]snapshot.Update, 0, len(order))
+	for _, k := range order {
+		e := m[k]
+		ups = append(ups, snapshot.Update{Key: k, Wipe: e.wipe, State: e.state, Points: e.points, FirstOrdinal: e.first})
+	}
+	return ups, nil
+}
