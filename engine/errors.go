@@ -1,10 +1,14 @@
 package engine
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/sonde-metrics/sonde/engine/sample"
+)
 
 var (
 	// ErrNotFound is returned for an operation on a key that does not exist.
-	ErrNotFound = errors.New("no such key")
+	ErrNotFound = sample.ErrNotFound
 	// ErrKind is returned when an operation does not fit the key's type:
 	// INCR on a GAUGE, SET on a COUNTER.
 	ErrKind = errors.New("wrong type for key")
@@ -21,7 +25,7 @@ var (
 	ErrClosed = errors.New("engine: closed")
 	// ErrGone is returned by Changes when the changes after the given index
 	// are no longer held (the WAL was truncated past them).
-	ErrGone = errors.New("engine: changes no longer held")
+	ErrGone = sample.ErrGone
 	// ErrLocked is returned by Open when another process holds the data
 	// directory.
 	ErrLocked = errors.New("engine: data directory is locked by another process")

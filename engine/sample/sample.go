@@ -4,6 +4,8 @@
 // so any package may depend on it.
 package sample
 
+import "errors"
+
 // Kind is the semantic type of a series.
 type Kind uint8
 
@@ -86,3 +88,12 @@ type Change struct {
 	Value   float64 // the mesures view value after the change
 	Deleted bool
 }
+
+// Errors shared by the engine and its consumers, so that query and ingest
+// can recognise them without importing the engine.
+var (
+	// ErrNotFound is returned for an operation on a key that does not exist.
+	ErrNotFound = errors.New("no such key")
+	// ErrGone is returned when changes after an index are no longer held.
+	ErrGone = errors.New("changes no longer held")
+)

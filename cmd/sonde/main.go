@@ -1,0 +1,179 @@
+// Command sonde runs the Sonde metrics and status store: the engine, the
+// mesures TCP command listener and the HTTP query server. With no flags it
+// keeps its data in ./data and listens on 127.0.0.1 only.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/sonde-metrics/sonde/engine"
+	"github.com/sonde-metrics/sonde/ingest"
+	"github.com/sonde-metrics/sonde/query"
+)
+
+// The engine must fit what its consumers expect of it.
+var (
+	_ query.Store     = (*engine.DB)(nil)
+	_ ingest.Appender = (*engine.DB)(nil)
+)
+
+type config struct {
+	dataDir          string
+	tcpAddr          string
+	httpAddr         string
+	fsync            string
+	fsyncInterval    time.Duration
+	snapshotInterval time.Duration
+	ringSize         int
+	maxSeries        int
+	maxConns         int
+	maxLine          int
+	oneShotIdle      time.Duration
+	idleTimeout      time.Duration
+	heartbeat        time.Duration
+	logLevel         string
+	logFormat        string
+}
+
+func parseFlags(args []string) (config, error) {
+	var c config
+	fs := flag.NewFlagSet("sonde", flag.ContinueOnError)
+	fs.StringVar(&c.dataDir, "data", "./data", "data directory (WAL, snapshot database, lock)")
+	fs.StringVar(&c.tcpAddr, "tcp", "127.0.0.1:8124", "listen address of the mesures command protocol")
+	fs.StringVar(&c.httpAddr, "http", "127.0.0.1:1337", "listen address of the HTTP API (/data, /events, /api/v1)")
+	fs.StringVar(&c.fsync, "fsync", "always", "WAL durability: always (ack after fsync), interval, never")
+	fs.DurationVar(&c.fsyncInterval, "fsync-interval", 100*time.Millisecond, "fsync period with -fsync=interval")
+	fs.DurationVar(&c.snapshotInterval, "snapshot-interval", 10*time.Second, "how often changes are folded into the snapshot database")
+	fs.IntVar(&c.ringSize, "ring", 120, "recent history points kept in memory per series")
+	fs.IntVar(&c.maxSeries, "max-series", 1_000_000, "most keys the store holds")
+	fs.IntVar(&c.maxConns, "max-conns", 1024, "most open connections per listener")
+	fs.IntVar(&c.maxLine, "max-line", 4096, "longest command line in bytes")
+	fs.DurationVar(&c.oneShotIdle, "tcp-oneshot-idle", 300*time.Millisecond, "close a scripted command connection idle this long (negative: never)")
+	fs.DurationVar(&c.idleTimeout, "tcp-idle-timeout", 10*time.Minute, "close other command connections idle this long")
+	fs.DurationVar(&c.heartbeat, "sse-heartbeat", 15*time.Second, "period of SSE heartbeat comments")
+	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&c.logFormat, "log-format", "text", "text or json")
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	return c, nil
+}
+
+func newLogger(c config) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(c.logLevel)); err != nil {
+		return nil, fmt.Errorf("parse -log-level: %w", err)
+	}
+	o := &slog.HandlerOptions{Level: level}
+	switch c.logFormat {
+	case "text":
+		return slog.New(slog.NewTextHandler(os.Stderr, o)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, o)), nil
+	}
+	return nil, fmt.Errorf("unknown -log-format %q (want text or json)", c.logFormat)
+}
+
+func main() {
+	c, err := parseFlags(os.Args[1:])
+	if errors.Is(err, flag.ErrHelp) {
+		os.Exit(0)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "sonde:", err)
+		os.Exit(2)
+	}
+	logger, err := newLogger(c)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "sonde:", err)
+		os.Exit(2)
+	}
+	if err := run(c, logger); err != nil {
+		logger.Error("sonde stopped", "err", err)
+		os.Exit(1)
+	}
+}
+
+func run(c config, logger *slog.Logger) error {
+	policy, err := engine.ParseFsyncPolicy(c.fsync)
+	if err != nil {
+		return fmt.Errorf("parse -fsync: %w", err)
+	}
+	db, err := engine.Open(c.dataDir, engine.Options{
+		Fsync:            policy,
+		FsyncInterval:    c.fsyncInterval,
+		SnapshotInterval: c.snapshotInterval,
+		RingSize:         c.ringSize,
+		MaxSeries:        c.maxSeries,
+		Logger:           logger.With("component", "engine"),
+	})
+	if err != nil {
+		return fmt.Errorf("open store: %w", err)
+	}
+	tcp, err := ingest.ListenTCP(ingest.TCPOptions{
+		Addr: c.tcpAddr, MaxLineLen: c.maxLine, MaxConns: c.maxConns,
+		OneShotIdle: c.oneShotIdle, IdleTimeout: c.idleTimeout,
+		Logger: logger.With("component", "tcp"),
+	}, db)
+	if err != nil {
+		db.Close()
+		return err
+	}
+	httpSrv, err := query.Listen(query.Options{
+		Addr: c.httpAddr, Heartbeat: c.heartbeat, VaporPoints: c.ringSize, MaxConns: c.maxConns,
+		Logger: logger.With("component", "http"),
+		Stats: func() map[string][]byte {
+			e, _ := json.Marshal(db.Stats())
+			t, _ := json.Marshal(tcp.Stats())
+			return map[string][]byte{"engine": e, "tcp": t}
+		},
+	}, db)
+	if err != nil {
+		tcp.Close()
+		db.Close()
+		return err
+	}
+	errc := make(chan error, 2)
+	go func() { errc <- tcp.Serve() }()
+	go func() { errc <- httpSrv.Serve() }()
+	logger.Info("listening", "tcp", tcp.Addr().String(), "http", httpSrv.Addr().String(),
+		"data", c.dataDir, "fsync", policy.String())
+
+	sigc := make(chan os.Signal, 1)
+	signal.Notify(sigc, syscall.SIGINT, syscall.SIGTERM)
+	var runErr error
+	select {
+	case sig := <-sigc:
+		logger.Info("shutting down", "signal", sig.String())
+	case runErr = <-errc:
+		logger.Error("listener failed", "err", runErr)
+	}
+	signal.Stop(sigc)
+	// Reverse order: stop taking writes (finishing those in flight), stop
+	// serving reads, then the final snapshot.
+	if err := tcp.Close(); err != nil {
+		logger.Error("close tcp listener", "err", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := httpSrv.Shutdown(ctx); err != nil {
+		logger.Error("shut down http", "err", err)
+	}
+	if err := db.Close(); err != nil {
+		return fmt.Errorf("close store: %w", err)
+	}
+	logger.Info("stopped cleanly")
+	return runErr
+}

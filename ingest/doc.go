@@ -1,0 +1,40 @@
+// Package ingest runs the listeners through which metrics arrive and hands
+// what they parse to an [Appender] (the engine). Parsing lives in pure
+// sub-packages (ingest/lineproto); this package owns sockets, goroutines,
+// limits and replies.
+//
+// # The mesures command protocol (TCP, default 127.0.0.1:8124)
+//
+// Each connection reads lines, parses every complete line it has buffered
+// into one batch, appends the batch once (one group commit), then answers
+// each line in order: "+OK\r\n", "+PONG\r\n" or "-ERR <reason>\r\n". Many
+// commands may be in flight on one connection (pipelining); a bad line is
+// answered and counted and never closes the connection.
+//
+// # Closing one-shot connections
+//
+// Debian's nc does not half-close its socket at the end of its input, so
+// `echo "SET answer 42" | nc localhost 8124` only returns when the server
+// closes. A connection whose first bytes arrive within OneShotWindow of
+// accept is taken to be scripted and is closed once it has been idle for
+// OneShotIdle after its last answer. A client that keeps sending is never
+// idle and never slowed; one typed by hand (first bytes later) gets
+// IdleTimeout. A program that connects, writes at once and then pauses
+// must reconnect when the server closes, or the operator sets OneShotIdle
+// to 0.
+package ingest
+
+import (
+	"context"
+
+	"github.com/sonde-metrics/sonde/engine/sample"
+)
+
+// Appender takes batches of writes. It is implemented by *engine.DB.
+//
+// Append waits until the batch is acknowledged under the store's fsync
+// policy; errs[i] receives the outcome of ops[i]. The returned error
+// concerns the whole batch.
+type Appender interface {
+	Append(ctx context.Context, ops []sample.Op, errs []error) error
+}

@@ -1,0 +1,174 @@
+// Package lineproto parses the mesures command protocol: one command per
+// line, verbs case-insensitive, fields separated by spaces or tabs.
+//
+//	SET key value              make key a GAUGE holding value
+//	INCR key n [interval_ms]   add n (>= 0) to the COUNTER key; its mesures
+//	                           view counts per window of interval_ms
+//	DELETE key                 remove key and its history (DEL works too)
+//	PING                       answered +PONG, touches nothing
+//
+// Values are decimal or exponent floats ("42", "-1.5", "2e3"); NaN and
+// infinities are refused. Keys are 1 to 255 bytes of anything but spaces,
+// control characters and DEL. The parser is pure: bytes in, an Op out; it
+// copies the key, so the line buffer may be reused.
+package lineproto
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"math"
+	"strconv"
+
+	"github.com/sonde-metrics/sonde/engine/sample"
+)
+
+// MaxKeyLen is the longest key accepted.
+const MaxKeyLen = 255
+
+// Command is what one line asks for.
+type Command uint8
+
+const (
+	// Blank is an empty line: nothing to do, nothing to answer.
+	Blank Command = iota
+	// Write is a SET, INCR or DELETE, carried in the Op.
+	Write
+	// Ping asks for +PONG.
+	Ping
+)
+
+// ErrSyntax is wrapped by every parse error.
+var ErrSyntax = errors.New("syntax")
+
+func syntaxf(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{ErrSyntax}, args...)...)
+}
+
+// Parse parses one line, without its line feed; a trailing carriage
+// return is ignored. The error text is meant for the client.
+func Parse(line []byte) (Command, sample.Op, error) {
+	line = bytes.TrimRight(line, "\r")
+	var f [5][]byte
+	n := 0
+	for i := 0; i < len(line); {
+		for i < len(line) && (line[i] == ' ' || line[i] == '\t') {
+			i++
+		}
+		if i == len(line) {
+			break
+		}
+		j := i
+		for j < len(line) && line[j] != ' ' && line[j] != '\t' {
+			j++
+		}
+		if n == len(f) {
+			return 0, sample.Op{}, syntaxf("too many fields")
+		}
+		f[n] = line[i:j]
+		n++
+		i = j
+	}
+	if n == 0 {
+		return Blank, sample.Op{}, nil
+	}
+	verb := f[0]
+	switch {
+	case equalFold(verb, "SET"):
+		if n != 3 {
+			return 0, sample.Op{}, syntaxf("SET takes a key and a value")
+		}
+		key, err := parseKey(f[1])
+		if err != nil {
+			return 0, sample.Op{}, err
+		}
+		v, err := parseValue(f[2])
+		if err != nil {
+			return 0, sample.Op{}, err
+		}
+		return Write, sample.Op{Code: sample.Set, Key: key, Value: v}, nil
+	case equalFold(verb, "INCR"):
+		if n != 3 && n != 4 {
+			return 0, sample.Op{}, syntaxf("INCR takes a key, an amount and an optional interval in ms")
+		}
+		key, err := parseKey(f[1])
+		if err != nil {
+			return 0, sample.Op{}, err
+		}
+		v, err := parseValue(f[2])
+		if err != nil {
+			return 0, sample.Op{}, err
+		}
+		if v < 0 {
+			return 0, sample.Op{}, syntaxf("INCR amount %q is negative: a COUNTER only goes up", f[2])
+		}
+		op := sample.Op{Code: sample.Incr, Key: key, Value: v}
+		if n == 4 {
+			iv, err := strconv.ParseInt(string(f[3]), 10, 64)
+			if err != nil || iv <= 0 || iv > 366*24*3600*1000 {
+				return 0, sample.Op{}, syntaxf("INCR interval %q is not a whole number of milliseconds from 1 to one year", f[3])
+			}
+			op.Interval = iv
+		}
+		return Write, op, nil
+	case equalFold(verb, "DELETE"), equalFold(verb, "DEL"):
+		if n != 2 {
+			return 0, sample.Op{}, syntaxf("DELETE takes one key")
+		}
+		key, err := parseKey(f[1])
+		if err != nil {
+			return 0, sample.Op{}, err
+		}
+		return Write, sample.Op{Code: sample.Delete, Key: key}, nil
+	case equalFold(verb, "PING"):
+		if n != 1 {
+			return 0, sample.Op{}, syntaxf("PING takes no argument")
+		}
+		return Ping, sample.Op{}, nil
+	}
+	return 0, sample.Op{}, syntaxf("unknown command %q (want SET, INCR, DELETE or PING)", clip(verb))
+}
+
+func equalFold(b []byte, upper string) bool {
+	if len(b) != len(upper) {
+		return false
+	}
+	for i := range b {
+		c := b[i]
+		if 'a' <= c && c <= 'z' {
+			c -= 'a' - 'A'
+		}
+		if c != upper[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func parseKey(b []byte) (string, error) {
+	if len(b) > MaxKeyLen {
+		return "", syntaxf("key is longer than %d bytes", MaxKeyLen)
+	}
+	for _, c := range b {
+		if c < 0x20 || c == 0x7f {
+			return "", syntaxf("key holds control character 0x%02x", c)
+		}
+	}
+	return string(b), nil
+}
+
+func parseValue(b []byte) (float64, error) {
+	v, err := strconv.ParseFloat(string(b), 64)
+	if err != nil || math.IsNaN(v) || math.IsInf(v, 0) {
+		return 0, syntaxf("value %q is not a finite number", clip(b))
+	}
+	return v, nil
+}
+
+// clip keeps error messages short whatever the client sent.
+func clip(b []byte) string {
+	if len(b) > 32 {
+		return string(b[:32]) + "..."
+	}
+	return string(b)
+}

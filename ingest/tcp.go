@@ -1,0 +1,319 @@
+package ingest
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sonde-metrics/sonde/engine/sample"
+	"github.com/sonde-metrics/sonde/ingest/lineproto"
+)
+
+// TCPOptions configure a TCPServer. The zero value means the defaults.
+type TCPOptions struct {
+	// Addr is the listen address; default "127.0.0.1:8124".
+	Addr string
+	// MaxLineLen caps one command line in bytes; default 4096.
+	MaxLineLen int
+	// MaxConns caps open connections; default 1024.
+	MaxConns int
+	// MaxBatch caps the commands appended at once; default 4096.
+	MaxBatch int
+	// OneShotWindow and OneShotIdle: see the package documentation.
+	// Defaults 100 ms and 300 ms; a negative OneShotIdle disables it.
+	OneShotWindow time.Duration
+	OneShotIdle   time.Duration
+	// IdleTimeout closes other connections idle this long; default 10 min.
+	IdleTimeout time.Duration
+	// Logger receives listener messages; nil discards them.
+	Logger *slog.Logger
+}
+
+func (o TCPOptions) withDefaults() TCPOptions {
+	if o.Addr == "" {
+		o.Addr = "127.0.0.1:8124"
+	}
+	if o.MaxLineLen <= 0 {
+		o.MaxLineLen = 4096
+	}
+	if o.MaxConns <= 0 {
+		o.MaxConns = 1024
+	}
+	if o.MaxBatch <= 0 {
+		o.MaxBatch = 4096
+	}
+	if o.OneShotWindow <= 0 {
+		o.OneShotWindow = 100 * time.Millisecond
+	}
+	if o.OneShotIdle == 0 {
+		o.OneShotIdle = 300 * time.Millisecond
+	}
+	if o.IdleTimeout <= 0 {
+		o.IdleTimeout = 10 * time.Minute
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	return o
+}
+
+// TCPStats counts what a TCPServer has seen.
+type TCPStats struct {
+	Open     int64 `json:"open"`
+	Accepted int64 `json:"accepted"`
+	Refused  int64 `json:"refused"`
+	Commands int64 `json:"commands"`
+	BadLines int64 `json:"bad_lines"`
+	Failed   int64 `json:"failed"`
+}
+
+// TCPServer serves the mesures command protocol.
+type TCPServer struct {
+	opts TCPOptions
+	app  Appender
+	ln   net.Listener
+	log  *slog.Logger
+
+	mu      sync.Mutex // guards conns and quit.
+	conns   map[net.Conn]struct{}
+	quit    bool
+	handler sync.WaitGroup
+	served  chan struct{}
+
+	open, accepted, refused, commands, badLines, failed atomic.Int64
+}
+
+// ListenTCP binds the listener; Serve accepts on it.
+func ListenTCP(opts TCPOptions, app Appender) (*TCPServer, error) {
+	opts = opts.withDefaults()
+	ln, err := net.Listen("tcp", opts.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen for commands on %s: %w", opts.Addr, err)
+	}
+	return &TCPServer{opts: opts, app: app, ln: ln, log: opts.Logger, conns: make(map[net.Conn]struct{}), served: make(chan struct{})}, nil
+}
+
+// Addr returns the bound address.
+func (s *TCPServer) Addr() net.Addr { return s.ln.Addr() }
+
+// Stats returns the server's counters.
+func (s *TCPServer) Stats() TCPStats {
+	return TCPStats{Open: s.open.Load(), Accepted: s.accepted.Load(), Refused: s.refused.Load(),
+		Commands: s.commands.Load(), BadLines: s.badLines.Load(), Failed: s.failed.Load()}
+}
+
+// Serve accepts connections until Close. It returns nil after Close.
+func (s *TCPServer) Serve() error {
+	defer close(s.served)
+	backoff := 5 * time.Millisecond
+	for {
+		c, err := s.ln.Accept()
+		if err != nil {
+			s.mu.Lock()
+			quit := s.quit
+			s.mu.Unlock()
+			if quit {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, os.ErrDeadlineExceeded) || isTemporary(err) {
+				s.log.Warn("accept", "err", err, "retry_in", backoff)
+				time.Sleep(backoff) // capped backoff on EMFILE and the like
+				backoff = min(backoff*2, time.Second)
+				continue
+			}
+			return fmt.Errorf("accept commands: %w", err)
+		}
+		backoff = 5 * time.Millisecond
+		s.accepted.Add(1)
+		s.mu.Lock()
+		if s.quit {
+			s.mu.Unlock()
+			c.Close()
+			continue
+		}
+		if len(s.conns) >= s.opts.MaxConns {
+			s.mu.Unlock()
+			s.refused.Add(1)
+			c.SetWriteDeadline(time.Now().Add(time.Second))
+			fmt.Fprintf(c, "-ERR too many connections (limit %d)\r\n", s.opts.MaxConns)
+			c.Close()
+			continue
+		}
+		s.conns[c] = struct{}{}
+		s.handler.Add(1)
+		s.mu.Unlock()
+		go s.handle(c)
+	}
+}
+
+func isTemporary(err error) bool {
+	var t interface{ Temporary() bool }
+	return errors.As(err, &t) && t.Temporary()
+}
+
+// Close stops accepting, lets every connection finish the batch it has
+// read (so what was acknowledged stays acknowledged), and waits for them.
+func (s *TCPServer) Close() error {
+	s.mu.Lock()
+	s.quit = true
+	err := s.ln.Close()
+	for c := range s.conns {
+		c.SetReadDeadline(time.Now()) // unblocks the reader; writes still go out
+	}
+	s.mu.Unlock()
+	s.handler.Wait()
+	if err != nil && !errors.Is(err, net.ErrClosed) {
+		return fmt.Errorf("close command listener: %w", err)
+	}
+	return nil
+}
+
+type reply struct {
+	op  int   // index into ops, or -1
+	err error // a parse error, answered as is
+	ok  string
+}
+
+func (s *TCPServer) handle(c net.Conn) {
+	defer s.handler.Done()
+	s.open.Add(1)
+	defer s.open.Add(-1)
+	defer func() {
+		s.mu.Lock()
+		delete(s.conns, c)
+		s.mu.Unlock()
+		c.Close()
+	}()
+	accepted := time.Now()
+	br := bufio.NewReaderSize(c, max(64<<10, s.opts.MaxLineLen+2))
+	bw := bufio.NewWriterSize(c, 64<<10)
+	var (
+		ops     []sample.Op
+		errs    []error
+		replies []reply
+		idle    = s.opts.IdleTimeout
+		first   = true
+	)
+	for {
+		c.SetReadDeadline(time.Now().Add(idle))
+		ops, replies = ops[:0], replies[:0]
+		eof := false
+		// Block for one line, then take every complete line already buffered.
+		for len(ops) < s.opts.MaxBatch {
+			if len(replies) > 0 && !bytes.Contains(peekBuffered(br), []byte{'\n'}) {
+				break
+			}
+			line, err := s.readLine(br)
+			if first && (len(line) > 0 || err == nil) {
+				first = false
+				if s.opts.OneShotIdle > 0 && time.Since(accepted) <= s.opts.OneShotWindow {
+					idle = s.opts.OneShotIdle
+				}
+			}
+			if err != nil && !errors.Is(err, errLineTooLong) {
+				if len(line) > 0 { // a last line without its newline
+					replies = s.parse(line, replies, &ops)
+				}
+				eof = true
+				if !errors.Is(err, io.EOF) && !errors.Is(err, os.ErrDeadlineExceeded) && !errors.Is(err, net.ErrClosed) {
+					s.log.Debug("read command", "remote", c.RemoteAddr(), "err", err)
+				}
+				break
+			}
+			if errors.Is(err, errLineTooLong) {
+				s.badLines.Add(1)
+				replies = append(replies, reply{op: -1, err: fmt.Errorf("line is longer than %d bytes", s.opts.MaxLineLen)})
+				continue
+			}
+			replies = s.parse(line, replies, &ops)
+		}
+		if len(ops) > 0 {
+			if cap(errs) < len(ops) {
+				errs = make([]error, len(ops))
+			}
+			errs = errs[:len(ops)]
+			if err := s.app.Append(context.Background(), ops, errs); err != nil {
+				for i := range errs {
+					errs[i] = err
+				}
+				eof = true // the store is closing or failed: answer, then hang up
+			}
+		}
+		for _, r := range replies {
+			switch {
+			case r.err != nil:
+				bw.WriteString("-ERR ")
+				bw.WriteString(r.err.Error())
+				bw.WriteString("\r\n")
+			case r.op >= 0 && errs[r.op] != nil:
+				s.failed.Add(1)
+				bw.WriteString("-ERR ")
+				bw.WriteString(errs[r.op].Error())
+				bw.WriteString("\r\n")
+			default:
+				bw.WriteString(r.ok)
+			}
+		}
+		s.commands.Add(int64(len(ops)))
+		if err := bw.Flush(); err != nil {
+			s.log.Debug("write replies", "remote", c.RemoteAddr(), "err", err)
+			return
+		}
+		if eof {
+			return
+		}
+	}
+}
+
+func (s *TCPServer) parse(line []byte, replies []reply, ops *[]sample.Op) []reply {
+	cmd, op, err := lineproto.Parse(line)
+	switch {
+	case err != nil:
+		s.badLines.Add(1)
+		return append(replies, reply{op: -1, err: err})
+	case cmd == lineproto.Ping:
+		return append(replies, reply{op: -1, ok: "+PONG\r\n"})
+	case cmd == lineproto.Write:
+		*ops = append(*ops, op)
+		return append(replies, reply{op: len(*ops) - 1, ok: "+OK\r\n"})
+	}
+	return replies // a blank line gets no answer
+}
+
+var errLineTooLong = errors.New("line too long")
+
+// readLine returns the next line without its newline. A line over
+// MaxLineLen is skipped to its end and reported as errLineTooLong.
+func (s *TCPServer) readLine(br *bufio.Reader) ([]byte, error) {
+	line, err := br.ReadSlice('\n')
+	tooLong := false
+	for errors.Is(err, bufio.ErrBufferFull) {
+		tooLong = true
+		_, err = br.ReadSlice('\n')
+	}
+	if tooLong || len(line) > s.opts.MaxLineLen+1 {
+		if err != nil {
+			return nil, err
+		}
+		return nil, errLineTooLong
+	}
+	if err != nil {
+		return line, err
+	}
+	return line[:len(line)-1], nil
+}
+
+func peekBuffered(br *bufio.Reader) []byte {
+	b, _ := br.Peek(br.Buffered())
+	return b
+}

@@ -1,0 +1,521 @@
+package query
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/sonde-metrics/sonde/engine/sample"
+)
+
+// Options configure a Server. The zero value means the defaults.
+type Options struct {
+	// Addr is the listen address; default "127.0.0.1:1337".
+	Addr string
+	// Heartbeat is the period of SSE comment frames; default 15 s.
+	Heartbeat time.Duration
+	// VaporPoints is how many recent points /vapor returns per key;
+	// default 120.
+	VaporPoints int
+	// MaxConns caps concurrent connections; default 1024.
+	MaxConns int
+	// MaxBodySize caps a request body; default 1 MiB.
+	MaxBodySize int
+	// Stats, when set, is merged into /api/v1/stats as extra JSON members
+	// (each value must be JSON).
+	Stats func() map[string][]byte
+	// Logger receives server messages; nil discards them.
+	Logger *slog.Logger
+}
+
+func (o Options) withDefaults() Options {
+	if o.Addr == "" {
+		o.Addr = "127.0.0.1:1337"
+	}
+	if o.Heartbeat <= 0 {
+		o.Heartbeat = 15 * time.Second
+	}
+	if o.VaporPoints <= 0 {
+		o.VaporPoints = 120
+	}
+	if o.MaxConns <= 0 {
+		o.MaxConns = 1024
+	}
+	if o.MaxBodySize <= 0 {
+		o.MaxBodySize = 1 << 20
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	return o
+}
+
+// Server serves the HTTP API.
+type Server struct {
+	opts        Options
+	store       Store
+	ln          net.Listener
+	srv         *fasthttp.Server
+	done        chan struct{} // closed at shutdown: streams end
+	subscribers atomic.Int64
+}
+
+// Listen binds the HTTP listener; Serve serves on it.
+func Listen(opts Options, store Store) (*Server, error) {
+	opts = opts.withDefaults()
+	ln, err := net.Listen("tcp", opts.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen for http on %s: %w", opts.Addr, err)
+	}
+	s := &Server{opts: opts, store: store, ln: ln, done: make(chan struct{})}
+	s.srv = &fasthttp.Server{
+		Handler:            s.handle,
+		Name:               "sonde",
+		ReadTimeout:        30 * time.Second,
+		IdleTimeout:        2 * time.Minute,
+		MaxRequestBodySize: opts.MaxBodySize,
+		Concurrency:        opts.MaxConns,
+		CloseOnShutdown:    true,
+		// No WriteTimeout: in fasthttp it bounds the whole response and
+		// would cut every SSE stream.
+		Logger: slogPrintf{opts.Logger},
+	}
+	return s, nil
+}
+
+type slogPrintf struct{ l *slog.Logger }
+
+func (p slogPrintf) Printf(format string, args ...any) { p.l.Warn(fmt.Sprintf(format, args...)) }
+
+// Addr returns the bound address.
+func (s *Server) Addr() net.Addr { return s.ln.Addr() }
+
+// Subscribers returns how many SSE streams are open.
+func (s *Server) Subscribers() int64 { return s.subscribers.Load() }
+
+// Serve serves until Shutdown.
+func (s *Server) Serve() error {
+	if err := s.srv.Serve(s.ln); err != nil {
+		return fmt.Errorf("serve http: %w", err)
+	}
+	return nil
+}
+
+// Shutdown ends the SSE streams, stops accepting and waits for the open
+// requests until ctx ends.
+func (s *Server) Shutdown(ctx context.Context) error {
+	close(s.done)
+	if err := s.srv.ShutdownWithContext(ctx); err != nil {
+		return fmt.Errorf("shut down http: %w", err)
+	}
+	return nil
+}
+
+func (s *Server) handle(ctx *fasthttp.RequestCtx) {
+	if !ctx.IsGet() && !ctx.IsHead() {
+		writeError(ctx, fasthttp.StatusMethodNotAllowed, "only GET is served here")
+		return
+	}
+	path := string(ctx.URI().PathOriginal())
+	switch path {
+	case "/data":
+		s.data(ctx)
+		return
+	case "/vapor":
+		s.vapor(ctx)
+		return
+	case "/events":
+		s.events(ctx)
+		return
+	case "/api/v1/series":
+		s.seriesList(ctx)
+		return
+	case "/api/v1/stats":
+		s.stats(ctx)
+		return
+	case "/healthz":
+		ctx.SetContentType("text/plain")
+		ctx.SetBodyString("ok\n")
+		return
+	}
+	if rest, ok := strings.CutPrefix(path, "/api/v1/series/"); ok {
+		hist := false
+		if r, ok := strings.CutSuffix(rest, "/history"); ok {
+			rest, hist = r, true
+		}
+		key, err := url.PathUnescape(rest)
+		if err != nil || key == "" {
+			writeError(ctx, fasthttp.StatusBadRequest, "bad key in path")
+			return
+		}
+		if hist {
+			s.history(ctx, key)
+		} else {
+			s.seriesOne(ctx, key)
+		}
+		return
+	}
+	writeError(ctx, fasthttp.StatusNotFound, "no such endpoint")
+}
+
+func writeError(ctx *fasthttp.RequestCtx, status int, msg string) {
+	ctx.SetStatusCode(status)
+	ctx.SetContentType("application/json")
+	b := append([]byte(`{"error":`), appendString(nil, msg)...)
+	ctx.SetBody(append(b, "}\n"...))
+}
+
+func writeJSON(ctx *fasthttp.RequestCtx, b []byte) {
+	ctx.SetContentType("application/json")
+	ctx.SetBody(b)
+}
+
+// matcher reads ?match=; nil means every key.
+func matcher(ctx *fasthttp.RequestCtx) func(string) bool {
+	m := ctx.QueryArgs().Peek("match")
+	if len(m) == 0 {
+		return nil
+	}
+	return Glob(string(m)).Match
+}
+
+// appendDump writes {"key":view,...}.
+func appendDump(b []byte, series []sample.Series) []byte {
+	b = append(b, '{')
+	for i, se := range series {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendString(b, se.Key)
+		b = append(b, ':')
+		b = appendFloat(b, se.View)
+	}
+	return append(b, '}')
+}
+
+func (s *Server) data(ctx *fasthttp.RequestCtx) {
+	series := s.store.Series(matcher(ctx), nil)
+	writeJSON(ctx, append(appendDump(nil, series), '\n'))
+}
+
+func appendPoints(b []byte, pts []sample.Point) []byte {
+	b = append(b, '[')
+	for i, p := range pts {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, '[')
+		b = strconv.AppendInt(b, p.T, 10)
+		b = append(b, ',')
+		b = appendFloat(b, p.V)
+		b = append(b, ']')
+	}
+	return append(b, ']')
+}
+
+func (s *Server) vapor(ctx *fasthttp.RequestCtx) {
+	series := s.store.Series(matcher(ctx), nil)
+	b := []byte{'{'}
+	var pts []sample.Point
+	n := 0
+	for _, se := range series {
+		var err error
+		pts, err = s.store.Range(ctx, se.Key, math.MinInt64, math.MaxInt64, s.opts.VaporPoints, pts[:0])
+		if errors.Is(err, sample.ErrNotFound) {
+			continue // deleted since the listing
+		}
+		if err != nil {
+			writeError(ctx, fasthttp.StatusInternalServerError, err.Error())
+			return
+		}
+		if n > 0 {
+			b = append(b, ',')
+		}
+		n++
+		b = appendString(b, se.Key)
+		b = append(b, ':')
+		b = appendPoints(b, pts)
+	}
+	writeJSON(ctx, append(b, "}\n"...))
+}
+
+func appendSeries(b []byte, se sample.Series) []byte {
+	b = append(b, `{"key":`...)
+	b = appendString(b, se.Key)
+	b = append(b, `,"type":"`...)
+	b = append(b, se.Kind.String()...)
+	b = append(b, `","value":`...)
+	b = appendFloat(b, se.Value)
+	b = append(b, `,"view":`...)
+	b = appendFloat(b, se.View)
+	b = append(b, `,"updated":`...)
+	b = strconv.AppendInt(b, se.Updated, 10)
+	b = append(b, `,"points":`...)
+	b = strconv.AppendUint(b, se.Points, 10)
+	if se.Kind == sample.Counter {
+		b = append(b, `,"interval":`...)
+		b = strconv.AppendInt(b, se.Interval, 10)
+	}
+	return append(b, '}')
+}
+
+func (s *Server) seriesList(ctx *fasthttp.RequestCtx) {
+	series := s.store.Series(matcher(ctx), nil)
+	b := []byte{'['}
+	for i, se := range series {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendSeries(b, se)
+	}
+	writeJSON(ctx, append(b, "]\n"...))
+}
+
+func (s *Server) seriesOne(ctx *fasthttp.RequestCtx, key string) {
+	se, ok := s.store.Get(key)
+	if !ok {
+		writeError(ctx, fasthttp.StatusNotFound, "no such key: "+key)
+		return
+	}
+	writeJSON(ctx, append(appendSeries(nil, se), '\n'))
+}
+
+// timeArg parses a time parameter: ms since the epoch, or RFC 3339.
+func timeArg(ctx *fasthttp.RequestCtx, name string, def int64) (int64, error) {
+	v := ctx.QueryArgs().Peek(name)
+	if len(v) == 0 {
+		return def, nil
+	}
+	if n, err := strconv.ParseInt(string(v), 10, 64); err == nil {
+		return n, nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, string(v))
+	if err != nil {
+		return 0, fmt.Errorf("%s=%q is neither milliseconds since the epoch nor an RFC 3339 time", name, v)
+	}
+	return t.UnixMilli(), nil
+}
+
+func (s *Server) history(ctx *fasthttp.RequestCtx, key string) {
+	from, err := timeArg(ctx, "from", math.MinInt64)
+	if err != nil {
+		writeError(ctx, fasthttp.StatusBadRequest, err.Error())
+		return
+	}
+	to, err := timeArg(ctx, "to", math.MaxInt64)
+	if err != nil {
+		writeError(ctx, fasthttp.StatusBadRequest, err.Error())
+		return
+	}
+	if from > to {
+		writeError(ctx, fasthttp.StatusBadRequest, "from is after to")
+		return
+	}
+	limit := 0
+	if v := ctx.QueryArgs().Peek("limit"); len(v) > 0 {
+		limit, err = strconv.Atoi(string(v))
+		if err != nil || limit < 0 {
+			writeError(ctx, fasthttp.StatusBadRequest, fmt.Sprintf("limit=%q is not a whole number >= 0", v))
+			return
+		}
+	}
+	fn := string(ctx.QueryArgs().Peek("fn"))
+	if fn != "" && fn != "rate" {
+		writeError(ctx, fasthttp.StatusBadRequest, fmt.Sprintf("fn=%q is unknown (want rate)", fn))
+		return
+	}
+	se, ok := s.store.Get(key)
+	if !ok {
+		writeError(ctx, fasthttp.StatusNotFound, "no such key: "+key)
+		return
+	}
+	if fn == "rate" && se.Kind != sample.Counter {
+		writeError(ctx, fasthttp.StatusBadRequest, "fn=rate needs a COUNTER; "+key+" is a "+se.Kind.String())
+		return
+	}
+	pts, err := s.store.Range(ctx, key, from, to, limit, nil)
+	if errors.Is(err, sample.ErrNotFound) {
+		writeError(ctx, fasthttp.StatusNotFound, "no such key: "+key)
+		return
+	}
+	if err != nil {
+		writeError(ctx, fasthttp.StatusInternalServerError, err.Error())
+		return
+	}
+	b := append([]byte(`{"key":`), appendString(nil, key)...)
+	b = append(b, `,"type":"`...)
+	b = append(b, se.Kind.String()...)
+	b = append(b, '"')
+	if fn == "rate" {
+		rate, inc, resets, ok := Rate(pts)
+		b = append(b, `,"fn":"rate","rate":`...)
+		if ok {
+			b = appendFloat(b, rate)
+		} else {
+			b = append(b, "null"...)
+		}
+		b = append(b, `,"increase":`...)
+		b = appendFloat(b, inc)
+		b = append(b, `,"resets":`...)
+		b = strconv.AppendInt(b, int64(resets), 10)
+		b = append(b, `,"samples":`...)
+		b = strconv.AppendInt(b, int64(len(pts)), 10)
+		if len(pts) > 0 {
+			b = append(b, `,"first":`...)
+			b = strconv.AppendInt(b, pts[0].T, 10)
+			b = append(b, `,"last":`...)
+			b = strconv.AppendInt(b, pts[len(pts)-1].T, 10)
+		}
+	} else {
+		b = append(b, `,"points":`...)
+		b = appendPoints(b, pts)
+	}
+	writeJSON(ctx, append(b, "}\n"...))
+}
+
+func (s *Server) stats(ctx *fasthttp.RequestCtx) {
+	b := []byte(`{"index":`)
+	b = strconv.AppendUint(b, s.store.Index(), 10)
+	b = append(b, `,"subscribers":`...)
+	b = strconv.AppendInt(b, s.subscribers.Load(), 10)
+	if s.opts.Stats != nil {
+		for k, v := range s.opts.Stats() {
+			b = append(b, ',')
+			b = appendString(b, k)
+			b = append(b, ':')
+			b = append(b, v...)
+		}
+	}
+	writeJSON(ctx, append(b, "}\n"...))
+}
+
+// events serves /events as Server-Sent Events.
+func (s *Server) events(ctx *fasthttp.RequestCtx) {
+	// Everything the stream needs is copied now: the stream writer runs
+	// after this handler returns and must not touch ctx.
+	match := matcher(ctx)
+	lastID, hasLast := uint64(0), false
+	if v := ctx.Request.Header.Peek("Last-Event-ID"); len(v) > 0 {
+		id, err := strconv.ParseUint(strings.TrimSpace(string(v)), 10, 64)
+		if err != nil {
+			writeError(ctx, fasthttp.StatusBadRequest, fmt.Sprintf("Last-Event-ID %q is not an event id", v))
+			return
+		}
+		lastID, hasLast = id, true
+	}
+	ctx.SetContentType("text/event-stream")
+	ctx.Response.Header.Set("Cache-Control", "no-cache")
+	ctx.Response.Header.Set("X-Accel-Buffering", "no")
+	ctx.SetBodyStreamWriter(func(w *bufio.Writer) {
+		s.subscribers.Add(1)
+		defer s.subscribers.Add(-1)
+		if err := s.stream(w, match, lastID, hasLast); err != nil {
+			s.opts.Logger.Debug("sse stream ended", "err", err)
+		}
+	})
+}
+
+const changeBatch = 512
+
+func (s *Server) stream(w *bufio.Writer, match func(string) bool, after uint64, resume bool) error {
+	var frame []byte
+	dump := func() error {
+		idx := s.store.Index()
+		series := s.store.Series(match, nil)
+		frame = appendFrame(frame[:0], idx, appendDump(nil, series))
+		after = idx
+		if _, err := w.Write(frame); err != nil {
+			return err
+		}
+		return w.Flush()
+	}
+	if !resume || after > s.store.Index() {
+		// A fresh subscriber, or an id from the future (another server).
+		if err := dump(); err != nil {
+			return err
+		}
+	} else {
+		// Resuming: no dump, but the client should see the stream open now.
+		if _, err := w.WriteString(": resumed\r\n\r\n"); err != nil {
+			return err
+		}
+		if err := w.Flush(); err != nil {
+			return err
+		}
+	}
+	hb := time.NewTicker(s.opts.Heartbeat)
+	defer hb.Stop()
+	changes := make([]sample.Change, 0, changeBatch)
+	var body []byte
+	for {
+		var err error
+		changes, err = s.store.Changes(after, changes[:0], changeBatch)
+		if errors.Is(err, sample.ErrGone) {
+			if err := dump(); err != nil {
+				return err
+			}
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if len(changes) > 0 {
+			frame = frame[:0]
+			for _, c := range changes {
+				after = c.ID
+				if match != nil && !match(c.Key) {
+					continue
+				}
+				body = append(body[:0], '{')
+				body = appendString(body, c.Key)
+				body = append(body, ':')
+				if c.Deleted {
+					body = append(body, "null"...)
+				} else {
+					body = appendFloat(body, c.Value)
+				}
+				body = append(body, '}')
+				frame = appendFrame(frame, c.ID, body)
+			}
+			if _, err := w.Write(frame); err != nil {
+				return err
+			}
+			if err := w.Flush(); err != nil {
+				return err
+			}
+			continue
+		}
+		select {
+		case <-s.store.Notify(after):
+		case <-hb.C:
+			if _, err := w.WriteString(": ping\r\n\r\n"); err != nil {
+				return err
+			}
+			if err := w.Flush(); err != nil {
+				return err
+			}
+		case <-s.done:
+			return nil
+		}
+	}
+}
+
+// appendFrame writes one SSE event in mesures' framing (CRLF line ends).
+func appendFrame(b []byte, id uint64, data []byte) []byte {
+	b = append(b, "id: "...)
+	b = strconv.AppendUint(b, id, 10)
+	b = append(b, "\r\ndata: "...)
+	b = append(b, data...)
+	return append(b, "\r\n\r\n"...)
+}

@@ -1,0 +1,40 @@
+// Package query serves Sonde's state over HTTP with fasthttp: the mesures
+// views (/data, /vapor, /events as Server-Sent Events) and the native API
+// under /api/v1. It reads through the small [Store] interface, which
+// *engine.DB implements, and never writes.
+//
+// # Server-Sent Events
+//
+// /events sends a full dump first, then one frame per change, each with
+// "id:" set to the WAL index of the change. A client that reconnects with
+// Last-Event-ID gets exactly the changes after that id, read from memory or
+// from the WAL while it still holds them, or a fresh dump when it does not.
+// Each subscriber reads at its own pace from the store's change log: a
+// subscriber that stops reading holds up nobody, and its goroutine ends at
+// its next failed write (a change or a heartbeat) or at shutdown.
+package query
+
+import (
+	"context"
+
+	"github.com/sonde-metrics/sonde/engine/sample"
+)
+
+// Store is what the query layer reads. All methods may be called
+// concurrently. Errors wrap sample.ErrNotFound and sample.ErrGone where
+// those apply.
+type Store interface {
+	// Index returns the WAL index of the newest visible change.
+	Index() uint64
+	// Get returns the current state of key.
+	Get(key string) (sample.Series, bool)
+	// Series appends every series match accepts (nil: all), sorted by key.
+	Series(match func(string) bool, dst []sample.Series) []sample.Series
+	// Range appends the history of key in [from, to]; limit > 0 keeps the
+	// newest limit points.
+	Range(ctx context.Context, key string, from, to int64, limit int, dst []sample.Point) ([]sample.Point, error)
+	// Changes appends up to max changes after the index after.
+	Changes(after uint64, dst []sample.Change, max int) ([]sample.Change, error)
+	// Notify returns a channel closed once Index() passes after.
+	Notify(after uint64) <-chan struct{}
+}
