@@ -1,0 +1,206 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// crashKey tracks one key across crash rounds. Gauge keys get SETs of
+// strictly increasing integers. Counter keys get INCR 1, so their totals
+// are 1, 2, 3, ...; a +OK does not say the total, so a round checks
+// base + acknowledged <= total <= base + sent. Fields are written by one
+// goroutine at a time.
+type crashKey struct {
+	name    string
+	counter bool
+	sent    int          // gauge: highest value sent; counter: INCRs sent this round
+	acked   map[int]bool // gauge: values acknowledged
+	maxAck  int          // gauge: highest value acknowledged; counter: INCRs acknowledged this round
+	base    int          // counter: total at the start of the round
+}
+
+// TestCrashKill9 writes acknowledged SETs and INCRs from several
+// pipelining connections, SIGKILLs the server at a random moment while
+// writes are in flight, restarts it and checks that every acknowledged
+// write is there: the current value and every history point, with no
+// point duplicated by replay.
+func TestCrashKill9(t *testing.T) {
+	const rounds, conns, keysPerConn = 20, 4, 4
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	rng := rand.New(rand.NewPCG(seed, 1))
+	dir := t.TempDir()
+	flags := []string{"-snapshot-interval", "40ms", "-ring", "8"}
+
+	keys := make([][]*crashKey, conns)
+	for c := range keys {
+		for k := range keysPerConn {
+			keys[c] = append(keys[c],
+				&crashKey{name: fmt.Sprintf("c%d.g%d", c, k), acked: map[int]bool{}},
+				&crashKey{name: fmt.Sprintf("c%d.n%d", c, k), counter: true, acked: map[int]bool{}})
+		}
+	}
+	totalAcked := 0
+	for round := range rounds {
+		p := start(t, dir, flags...)
+		verifyCrashKeys(t, p, keys, round)
+		target := int64(200 + rng.IntN(3000))
+		var acked atomic.Int64
+		reached := make(chan struct{})
+		var once sync.Once
+		var wg sync.WaitGroup
+		for c := range conns {
+			wg.Go(func() {
+				crashLoad(p.tcpAddr, keys[c], func() {
+					if acked.Add(1) >= target {
+						once.Do(func() { close(reached) })
+					}
+				})
+			})
+		}
+		select {
+		case <-reached:
+		case <-time.After(60 * time.Second):
+			t.Fatalf("round %d: only %d of %d writes acknowledged", round, acked.Load(), target)
+		}
+		p.kill() // writes are still in flight on every connection
+		wg.Wait()
+		totalAcked += int(acked.Load())
+	}
+	p := start(t, dir, flags...)
+	verifyCrashKeys(t, p, keys, rounds)
+	t.Logf("%d rounds, %d acknowledged writes checked", rounds, totalAcked)
+}
+
+// crashLoad pipelines writes over one connection until it breaks; up to
+// 256 are in flight at once.
+func crashLoad(addr string, keys []*crashKey, onAck func()) {
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		return
+	}
+	defer c.Close()
+	type cmd struct {
+		k   *crashKey
+		val int
+	}
+	inflight := make(chan cmd, 256)
+	go func() {
+		defer close(inflight)
+		bw := bufio.NewWriter(c)
+		for i := 0; ; i++ {
+			k := keys[i%len(keys)]
+			k.sent++ // a gauge's next value, or one more INCR this round
+			if k.counter {
+				fmt.Fprintf(bw, "INCR %s 1\n", k.name)
+			} else {
+				fmt.Fprintf(bw, "SET %s %d\n", k.name, k.sent)
+			}
+			inflight <- cmd{k, k.sent}
+			if i%16 == 15 {
+				if bw.Flush() != nil {
+					return
+				}
+			}
+		}
+	}()
+	br := bufio.NewReader(c)
+	for cm := range inflight {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			c.Close() // stops the writer
+			for range inflight {
+			}
+			return
+		}
+		if line != "+OK\r\n" {
+			panic(fmt.Sprintf("write to %s refused: %q", cm.k.name, line))
+		}
+		if cm.k.counter {
+			cm.k.maxAck++
+		} else {
+			cm.k.acked[cm.val] = true
+			cm.k.maxAck = max(cm.k.maxAck, cm.val)
+		}
+		onAck()
+	}
+}
+
+func verifyCrashKeys(t *testing.T, p *proc, keys [][]*crashKey, round int) {
+	t.Helper()
+	for _, ks := range keys {
+		for _, k := range ks {
+			if k.sent == 0 && k.base == 0 {
+				continue
+			}
+			var cur struct {
+				Value float64 `json:"value"`
+			}
+			if code := p.get("/api/v1/series/"+k.name, &cur); code != 200 {
+				if k.maxAck > 0 || k.base > 0 {
+					t.Fatalf("round %d: %s lost (status %d), %d writes acknowledged", round, k.name, code, len(k.acked))
+				}
+				continue
+			}
+			var h struct {
+				Points [][2]float64 `json:"points"`
+			}
+			p.get("/api/v1/series/"+k.name+"/history", &h)
+			vals := make([]int, len(h.Points))
+			for i, pt := range h.Points {
+				vals[i] = int(pt[1])
+			}
+			// Strictly increasing: nothing replayed twice, nothing reordered.
+			for i := 1; i < len(vals); i++ {
+				if vals[i] <= vals[i-1] {
+					t.Fatalf("round %d: %s history not increasing at %d: %v", round, k.name, i, around(vals, i))
+				}
+			}
+			if len(vals) == 0 || float64(vals[len(vals)-1]) != cur.Value {
+				t.Fatalf("round %d: %s value %v is not its newest history point", round, k.name, cur.Value)
+			}
+			if k.counter {
+				total := int(cur.Value)
+				if total < k.base+k.maxAck || total > k.base+k.sent {
+					t.Fatalf("round %d: %s total %d; it was %d, then %d INCRs were acknowledged of %d sent",
+						round, k.name, total, k.base, k.maxAck, k.sent)
+				}
+				// Totals of INCR 1: exactly 1..total.
+				if len(vals) != total || vals[0] != 1 {
+					t.Fatalf("round %d: %s history has %d points for total %d", round, k.name, len(vals), total)
+				}
+				k.base, k.sent, k.maxAck = total, 0, 0
+				continue
+			}
+			if int(cur.Value) < k.maxAck || int(cur.Value) > k.sent {
+				t.Fatalf("round %d: %s = %v, acknowledged up to %d, sent up to %d", round, k.name, cur.Value, k.maxAck, k.sent)
+			}
+			have := make(map[int]bool, len(vals))
+			for _, v := range vals {
+				have[v] = true
+			}
+			for v := range k.acked {
+				if !have[v] {
+					t.Fatalf("round %d: %s lost acknowledged history point %d", round, k.name, v)
+				}
+			}
+		}
+	}
+}
+
+func around(v []int, i int) string {
+	lo, hi := max(0, i-3), min(len(v), i+3)
+	parts := make([]string, 0, hi-lo)
+	for _, x := range v[lo:hi] {
+		parts = append(parts, strconv.Itoa(x))
+	}
+	return strings.Join(parts, " ")
+}

@@ -1,0 +1,197 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// binary is the sonde executable the tests run, built once by TestMain
+// with the race detector so the server is checked too.
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "sonde-e2e")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binary = filepath.Join(dir, "sonde")
+	cmd := exec.Command("go", "build", "-race", "-o", binary, ".")
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build sonde:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// proc is a running sonde process.
+type proc struct {
+	t        *testing.T
+	cmd      *exec.Cmd
+	tcpAddr  string
+	httpAddr string
+	exited   chan struct{}
+	mu       sync.Mutex
+	logs     []string
+}
+
+// start runs sonde on dataDir with loopback listeners on free ports and
+// waits for its "listening" log line.
+func start(t *testing.T, dataDir string, flags ...string) *proc {
+	t.Helper()
+	args := append([]string{"-data", dataDir, "-tcp", "127.0.0.1:0", "-http", "127.0.0.1:0", "-log-format", "json"}, flags...)
+	cmd := exec.Command(binary, args...)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &proc{t: t, cmd: cmd, exited: make(chan struct{})}
+	ready := make(chan map[string]any, 1)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			line := sc.Text()
+			p.mu.Lock()
+			p.logs = append(p.logs, line)
+			p.mu.Unlock()
+			var m map[string]any
+			if json.Unmarshal([]byte(line), &m) == nil && m["msg"] == "listening" {
+				ready <- m
+			}
+		}
+	}()
+	go func() {
+		cmd.Wait()
+		close(p.exited)
+	}()
+	select {
+	case m := <-ready:
+		p.tcpAddr, p.httpAddr = m["tcp"].(string), m["http"].(string)
+	case <-p.exited:
+		t.Fatalf("sonde exited before listening: %v\n%s", cmd.ProcessState, p.logText())
+	case <-time.After(60 * time.Second):
+		p.kill()
+		t.Fatalf("sonde did not start listening:\n%s", p.logText())
+	}
+	t.Cleanup(func() {
+		select {
+		case <-p.exited:
+		default:
+			p.kill()
+		}
+		if t.Failed() {
+			t.Logf("sonde log:\n%s", p.logText())
+		}
+	})
+	return p
+}
+
+func (p *proc) logText() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return strings.Join(p.logs, "\n")
+}
+
+// kill sends SIGKILL and waits for the process to be gone.
+func (p *proc) kill() {
+	p.cmd.Process.Signal(syscall.SIGKILL)
+	<-p.exited
+}
+
+// stop sends SIGTERM and returns the exit code.
+func (p *proc) stop() int {
+	p.t.Helper()
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.exited:
+	case <-time.After(60 * time.Second):
+		p.kill()
+		p.t.Fatalf("sonde did not stop on SIGTERM:\n%s", p.logText())
+	}
+	return p.cmd.ProcessState.ExitCode()
+}
+
+func (p *proc) url(path string) string { return "http://" + p.httpAddr + path }
+
+// get fetches path and decodes its JSON into v; it returns the status.
+func (p *proc) get(path string, v any) int {
+	p.t.Helper()
+	resp, err := http.Get(p.url(path))
+	if err != nil {
+		p.t.Fatalf("GET %s: %v", path, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		p.t.Fatalf("GET %s: %v", path, err)
+	}
+	if v != nil {
+		if err := json.Unmarshal(body, v); err != nil {
+			p.t.Fatalf("GET %s: decode %q: %v", path, body, err)
+		}
+	}
+	return resp.StatusCode
+}
+
+// client is a pipelining mesures protocol client.
+type client struct {
+	c  net.Conn
+	br *bufio.Reader
+}
+
+func dial(t *testing.T, addr string) *client {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return &client{c: c, br: bufio.NewReader(c)}
+}
+
+func (c *client) send(t *testing.T, lines ...string) {
+	t.Helper()
+	if _, err := io.WriteString(c.c, strings.Join(lines, "\n")+"\n"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (c *client) reply(t *testing.T) string {
+	t.Helper()
+	c.c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	line, err := c.br.ReadString('\n')
+	if err != nil {
+		t.Fatalf("read reply: %v", err)
+	}
+	return strings.TrimRight(line, "\r\n")
+}
+
+// do sends lines and returns their replies.
+func (c *client) do(t *testing.T, lines ...string) []string {
+	t.Helper()
+	c.send(t, lines...)
+	out := make([]string, len(lines))
+	for i := range lines {
+		out[i] = c.reply(t)
+	}
+	return out
+}
