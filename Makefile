@@ -1,0 +1,52 @@
+# Sonde. `make run` starts the server on its embedded default (data in
+# ./data, listeners on 127.0.0.1); `make test` runs every test.
+GO       ?= go
+BIN      := bin/sonde
+SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+FUZZTIME ?= 30s
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+
+.PHONY: all build run test test-deps fmt-check vet lint bench fuzz tidy-check clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) ./cmd/sonde
+
+run: build
+	./$(BIN)
+
+# The end-to-end tests drive a real nc (Debian's netcat-openbsd).
+test-deps:
+	@command -v nc >/dev/null 2>&1 || { \
+		echo "installing netcat-openbsd (nc) for the end-to-end tests"; \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq netcat-openbsd; }
+
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+vet:
+	$(GO) vet ./...
+
+test: test-deps fmt-check vet
+	$(GO) test -race -count=1 -timeout 20m ./...
+
+lint: fmt-check vet
+	$(GO) run $(STATICCHECK) ./...
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+# Each fuzz target for FUZZTIME.
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./ingest/lineproto
+	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./engine/internal/record
+	$(GO) test -run '^$$' -fuzz '^FuzzOpenTail$$' -fuzztime $(FUZZTIME) ./engine/internal/wal
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeChunk$$' -fuzztime $(FUZZTIME) ./engine/internal/snapshot
+
+tidy-check:
+	$(GO) mod tidy && git diff --exit-code go.mod go.sum
+
+clean:
+	rm -rf bin

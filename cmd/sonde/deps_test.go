@@ -1,0 +1,54 @@
+package main
+
+import (
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+// TestImportDirection enforces the layering in docs/architecture.md:
+// parsers and value types stay pure, the engine knows nothing of its
+// consumers, consumers reach the engine only through their own interfaces,
+// and only the snapshot package touches bbolt.
+func TestImportDirection(t *testing.T) {
+	const mod = "github.com/sonde-metrics/sonde/"
+	out, err := exec.Command("go", "list", "-f", "{{.ImportPath}}:{{join .Imports \" \"}}", "github.com/sonde-metrics/sonde/...").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	type rule struct {
+		pkg     string // prefix
+		allowed func(imp string) bool
+	}
+	stdlib := func(imp string) bool { return !strings.Contains(strings.SplitN(imp, "/", 2)[0], ".") }
+	sample := mod + "engine/sample"
+	rules := []rule{
+		{mod + "engine/sample", stdlib},
+		{mod + "ingest/lineproto", func(i string) bool { return stdlib(i) || i == sample }},
+		{mod + "engine/internal/snapshot", func(i string) bool { return stdlib(i) || i == sample || i == "go.etcd.io/bbolt" }},
+		{mod + "engine", func(i string) bool {
+			return stdlib(i) || strings.HasPrefix(i, mod+"engine/") || i == "github.com/tidwall/wal"
+		}},
+		{mod + "ingest", func(i string) bool { return stdlib(i) || i == sample || strings.HasPrefix(i, mod+"ingest/") }},
+		{mod + "query", func(i string) bool { return stdlib(i) || i == sample || i == "github.com/valyala/fasthttp" }},
+	}
+	checked := 0
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		pkg, imps, _ := strings.Cut(line, ":")
+		for _, r := range rules {
+			if pkg != r.pkg && !strings.HasPrefix(pkg, r.pkg+"/") {
+				continue
+			}
+			checked++
+			for _, imp := range strings.Fields(imps) {
+				if !r.allowed(imp) {
+					t.Errorf("%s imports %s, which its layer forbids", pkg, imp)
+				}
+			}
+			break // the first, most specific rule decides
+		}
+	}
+	if checked < 8 {
+		t.Fatalf("only %d packages checked; the rules no longer match the tree", checked)
+	}
+}

@@ -1,0 +1,99 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sonde-metrics/sonde/engine/internal/record"
+	"github.com/sonde-metrics/sonde/engine/sample"
+)
+
+// BenchmarkAppend measures acknowledged writes through the committer, by
+// fsync policy, ops per Append call and concurrent callers. Compare runs
+// with: go test -run '^$' -bench Append -count 6 ./engine | tee new.txt;
+// benchstat old.txt new.txt
+func BenchmarkAppend(b *testing.B) {
+	for _, policy := range []FsyncPolicy{FsyncAlways, FsyncInterval, FsyncNever} {
+		for _, callers := range []int{1, 4} {
+			for _, batch := range []int{1, 16, 256, 4096} {
+				if policy != FsyncAlways && batch == 1 && callers == 4 {
+					continue
+				}
+				name := fmt.Sprintf("fsync=%s/callers=%d/batch=%d", policy, callers, batch)
+				b.Run(name, func(b *testing.B) { benchAppend(b, policy, callers, batch) })
+			}
+		}
+	}
+}
+
+func benchAppend(b *testing.B, policy FsyncPolicy, callers, batch int) {
+	db, err := Open(b.TempDir(), Options{Fsync: policy, SnapshotInterval: time.Hour})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	ops := make([][]sample.Op, callers)
+	for c := range ops {
+		for i := range batch {
+			ops[c] = append(ops[c], sample.Op{Code: sample.Set, Key: fmt.Sprintf("bench.c%d.k%d", c, i%1000), Value: float64(i)})
+		}
+	}
+	b.ReportAllocs()
+	start := time.Now()
+	var wg sync.WaitGroup
+	per := b.N/callers + 1
+	for c := range callers {
+		wg.Go(func() {
+			errs := make([]error, batch)
+			for range per {
+				if err := db.Append(context.Background(), ops[c], errs); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	total := float64(per * callers * batch)
+	b.ReportMetric(total/time.Since(start).Seconds(), "ops/s")
+	b.ReportMetric(float64(time.Since(start).Nanoseconds())/total, "ns/op-acked")
+}
+
+// BenchmarkApply measures the in-memory half of a write: decoding a WAL
+// record and applying it to the hot state (atomics and history ring). It
+// is also the per-record cost of replay at startup.
+func BenchmarkApply(b *testing.B) {
+	for _, keys := range []int{1000, 100000} {
+		b.Run(fmt.Sprintf("keys=%d", keys), func(b *testing.B) {
+			db := &DB{opts: Options{RingSize: 120}.withDefaults(), series: make(map[string]*series)}
+			bodies := make([][]byte, keys*4)
+			ordinals := make(map[string]uint64)
+			for i := range bodies {
+				k := fmt.Sprintf("host%d.cpu.load", i%keys)
+				ordinals[k]++
+				bodies[i] = record.Append(nil, &record.Record{Code: sample.Set, Time: int64(i), Key: k, Value: float64(i), Ordinal: ordinals[k]})
+			}
+			b.ReportAllocs()
+			var r record.Record
+			i := 0
+			for b.Loop() {
+				if i == len(bodies) { // start over with a fresh state
+					b.StopTimer()
+					db.series = make(map[string]*series)
+					i = 0
+					b.StartTimer()
+				}
+				if err := record.Decode(bodies[i], &r); err != nil {
+					b.Fatal(err)
+				}
+				if err := db.replay(&r, uint64(i+1)); err != nil {
+					b.Fatal(err)
+				}
+				i++
+			}
+		})
+	}
+}
