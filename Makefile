@@ -16,11 +16,14 @@ build:
 run: build
 	./$(BIN)
 
-# The end-to-end tests drive a real nc (Debian's netcat-openbsd).
+# The end-to-end tests drive a real nc: Debian's netcat-openbsd, which
+# does not half-close at the end of its input (the case the server handles).
 test-deps:
-	@command -v nc >/dev/null 2>&1 || { \
-		echo "installing netcat-openbsd (nc) for the end-to-end tests"; \
-		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq netcat-openbsd; }
+	@if command -v dpkg >/dev/null 2>&1; then \
+		dpkg -s netcat-openbsd >/dev/null 2>&1 || { \
+			echo "installing netcat-openbsd (nc) for the end-to-end tests"; \
+			$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq netcat-openbsd; }; \
+	else command -v nc >/dev/null 2>&1 || { echo "the end-to-end tests need nc (netcat-openbsd)"; exit 1; }; fi
 
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

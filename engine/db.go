@@ -642,11 +642,10 @@ func (db *DB) Changes(after uint64, dst []sample.Change, max int) ([]sample.Chan
 	if out, ok := db.events.copyAfter(after, dst, max); ok {
 		return out, nil
 	}
+	// Behind the memory ring: read the WAL up to where the ring starts
+	// (the ring's start only moves forward); the caller asks again for the rest.
 	var r record.Record
-	for i := after + 1; i <= pub && max > 0; i++ {
-		if _, ok := db.events.copyAfter(i-1, nil, 0); ok {
-			break // the rest is in memory; the caller asks again
-		}
+	for i, end := after+1, min(pub, db.events.oldest()-1); i <= end && max > 0; i++ {
 		body, err := db.wal.Read(i)
 		if err != nil {
 			if errors.Is(err, wal.ErrNotFound) {
@@ -732,10 +731,24 @@ func (db *DB) Stats() Stats {
 // Close stops taking writes, finishes the queued ones, takes a final
 // snapshot and closes the files.
 func (db *DB) Close() error {
+	if !db.stop() {
+		return ErrClosed
+	}
+	err := db.snapshotNow()
+	db.closeFiles()
+	if err != nil {
+		return fmt.Errorf("final snapshot: %w", err)
+	}
+	return nil
+}
+
+// stop refuses new writes, lets the committer finish the queued ones and
+// stops the snapshotter. It reports false when already stopped.
+func (db *DB) stop() bool {
 	db.sendMu.Lock()
 	if db.closed {
 		db.sendMu.Unlock()
-		return ErrClosed
+		return false
 	}
 	db.closed = true
 	close(db.reqs)
@@ -743,10 +756,5 @@ func (db *DB) Close() error {
 	<-db.committerDone
 	close(db.stopSnap)
 	<-db.snapDone
-	err := db.snapshotNow()
-	db.closeFiles()
-	if err != nil {
-		return fmt.Errorf("final snapshot: %w", err)
-	}
-	return nil
+	return true
 }

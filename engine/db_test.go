@@ -28,13 +28,9 @@ func openDB(t *testing.T, dir string, opts Options) *DB {
 // final snapshot is taken.
 func abandon(t *testing.T, db *DB) {
 	t.Helper()
-	db.sendMu.Lock()
-	db.closed = true
-	close(db.reqs)
-	db.sendMu.Unlock()
-	<-db.committerDone
-	close(db.stopSnap)
-	<-db.snapDone
+	if !db.stop() {
+		t.Fatal("abandon: already closed")
+	}
 	db.closeFiles()
 }
 

@@ -35,6 +35,13 @@ func (e *eventRing) appendAll(cs []sample.Change) {
 	e.mu.Unlock()
 }
 
+// oldest returns the oldest id held.
+func (e *eventRing) oldest() uint64 {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	return e.lo
+}
+
 // copyAfter appends to dst the held changes after id, at most max of
 // them. ok is false when the change right after id is no longer held.
 func (e *eventRing) copyAfter(id uint64, dst []sample.Change, max int) ([]sample.Change, bool) {

@@ -78,11 +78,7 @@ func Parse(line []byte) (Command, sample.Op, error) {
 		if n != 3 {
 			return 0, sample.Op{}, syntaxf("SET takes a key and a value")
 		}
-		key, err := parseKey(f[1])
-		if err != nil {
-			return 0, sample.Op{}, err
-		}
-		v, err := parseValue(f[2])
+		key, v, err := parseKeyValue(f[1], f[2])
 		if err != nil {
 			return 0, sample.Op{}, err
 		}
@@ -91,11 +87,7 @@ func Parse(line []byte) (Command, sample.Op, error) {
 		if n != 3 && n != 4 {
 			return 0, sample.Op{}, syntaxf("INCR takes a key, an amount and an optional interval in ms")
 		}
-		key, err := parseKey(f[1])
-		if err != nil {
-			return 0, sample.Op{}, err
-		}
-		v, err := parseValue(f[2])
+		key, v, err := parseKeyValue(f[1], f[2])
 		if err != nil {
 			return 0, sample.Op{}, err
 		}
@@ -155,6 +147,15 @@ func parseKey(b []byte) (string, error) {
 		}
 	}
 	return string(b), nil
+}
+
+func parseKeyValue(k, v []byte) (string, float64, error) {
+	key, err := parseKey(k)
+	if err != nil {
+		return "", 0, err
+	}
+	val, err := parseValue(v)
+	return key, val, err
 }
 
 func parseValue(b []byte) (float64, error) {
