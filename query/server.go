@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -25,6 +26,10 @@ type Options struct {
 	Addr string
 	// Heartbeat is the period of SSE comment frames; default 15 s.
 	Heartbeat time.Duration
+	// StreamWriteTimeout cuts off an SSE subscriber whose socket takes no
+	// bytes for this long (a stalled reader, or a peer that vanished
+	// without closing); default 30 s.
+	StreamWriteTimeout time.Duration
 	// VaporPoints is how many recent points /vapor returns per key;
 	// default 120.
 	VaporPoints int
@@ -45,6 +50,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.Heartbeat <= 0 {
 		o.Heartbeat = 15 * time.Second
+	}
+	if o.StreamWriteTimeout <= 0 {
+		o.StreamWriteTimeout = 30 * time.Second
 	}
 	if o.VaporPoints <= 0 {
 		o.VaporPoints = 120
@@ -69,6 +77,9 @@ type Server struct {
 	srv         *fasthttp.Server
 	done        chan struct{} // closed at shutdown: streams end
 	subscribers atomic.Int64
+
+	streamsMu sync.Mutex // guards streams.
+	streams   map[net.Conn]struct{}
 }
 
 // Listen binds the HTTP listener; Serve serves on it.
@@ -78,7 +89,7 @@ func Listen(opts Options, store Store) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen for http on %s: %w", opts.Addr, err)
 	}
-	s := &Server{opts: opts, store: store, ln: ln, done: make(chan struct{})}
+	s := &Server{opts: opts, store: store, ln: ln, done: make(chan struct{}), streams: make(map[net.Conn]struct{})}
 	s.srv = &fasthttp.Server{
 		Handler:            s.handle,
 		Name:               "sonde",
@@ -116,6 +127,13 @@ func (s *Server) Serve() error {
 // requests until ctx ends.
 func (s *Server) Shutdown(ctx context.Context) error {
 	close(s.done)
+	// A stream blocked writing to a client that does not read would hold
+	// shutdown up: expire its write deadline now.
+	s.streamsMu.Lock()
+	for c := range s.streams {
+		c.SetWriteDeadline(time.Now())
+	}
+	s.streamsMu.Unlock()
 	if err := s.srv.ShutdownWithContext(ctx); err != nil {
 		return fmt.Errorf("shut down http: %w", err)
 	}
@@ -414,13 +432,28 @@ func (s *Server) events(ctx *fasthttp.RequestCtx) {
 		}
 		lastID, hasLast = id, true
 	}
+	conn := ctx.Conn()
 	ctx.SetContentType("text/event-stream")
 	ctx.Response.Header.Set("Cache-Control", "no-cache")
 	ctx.Response.Header.Set("X-Accel-Buffering", "no")
+	ctx.Response.Header.SetConnectionClose() // the stream owns the connection to its end
 	ctx.SetBodyStreamWriter(func(w *bufio.Writer) {
 		s.subscribers.Add(1)
 		defer s.subscribers.Add(-1)
-		if err := s.stream(w, match, lastID, hasLast); err != nil {
+		s.streamsMu.Lock()
+		s.streams[conn] = struct{}{}
+		s.streamsMu.Unlock()
+		defer func() {
+			s.streamsMu.Lock()
+			delete(s.streams, conn)
+			s.streamsMu.Unlock()
+		}()
+		// fasthttp copies the stream to conn in another goroutine and, with
+		// no WriteTimeout, never sets a write deadline itself: each flush
+		// gives the client StreamWriteTimeout to take the bytes, or the
+		// copy fails and so does the next flush here.
+		sw := &deadlineWriter{Writer: w, conn: conn, timeout: s.opts.StreamWriteTimeout}
+		if err := s.stream(sw, match, lastID, hasLast); err != nil {
 			s.opts.Logger.Debug("sse stream ended", "err", err)
 		}
 	})
@@ -428,7 +461,21 @@ func (s *Server) events(ctx *fasthttp.RequestCtx) {
 
 const changeBatch = 512
 
-func (s *Server) stream(w *bufio.Writer, match func(string) bool, after uint64, resume bool) error {
+// deadlineWriter extends the connection's write deadline at every flush.
+type deadlineWriter struct {
+	*bufio.Writer
+	conn    net.Conn
+	timeout time.Duration
+}
+
+func (d *deadlineWriter) Flush() error {
+	if err := d.conn.SetWriteDeadline(time.Now().Add(d.timeout)); err != nil {
+		return err
+	}
+	return d.Writer.Flush()
+}
+
+func (s *Server) stream(w *deadlineWriter, match func(string) bool, after uint64, resume bool) error {
 	var frame []byte
 	dump := func() error {
 		idx := s.store.Index()

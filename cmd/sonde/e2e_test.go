@@ -309,28 +309,67 @@ func TestSSEResume(t *testing.T) {
 }
 
 // TestStalledSubscriber: a subscriber that never reads does not hold up
-// writes, a live subscriber still sees everything, and the stalled one's
-// goroutine ends once it goes away.
+// writes, a live subscriber still sees everything, and the server cuts the
+// stalled one off (its goroutine ends) while it is still connected.
 func TestStalledSubscriber(t *testing.T) {
-	p := start(t, t.TempDir(), "-sse-heartbeat", "100ms")
-	stalled, err := net.DialTCP("tcp", nil, mustResolve(t, p.httpAddr))
-	if err != nil {
-		t.Fatal(err)
-	}
-	stalled.SetReadBuffer(4096)
-	fmt.Fprintf(stalled, "GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
+	p := start(t, t.TempDir(), "-sse-heartbeat", "100ms", "-sse-write-timeout", "1s")
+	stalled := openStalled(t, p)
+	defer stalled.Close()
 	live := subscribe(t, p, "", 0)
 	next(t, live) // dump
 	waitFor(t, "two subscribers", func() bool { return subscribers(t, p) == 2 })
 
-	// Far more change frames than socket buffers hold: the stalled
-	// stream's writer is blocked long before the writes end.
+	writeChanges(t, p, 100, 1000)
+	for seen := 1; seen <= 100*1000; seen++ {
+		if ev := next(t, live); ev.id != uint64(seen) {
+			t.Fatalf("live subscriber: event %d has id %d", seen, ev.id)
+		}
+	}
+	waitFor(t, "the server to cut the stalled subscriber off", func() bool { return subscribers(t, p) == 1 })
+}
+
+// TestShutdownWithStalledSubscriber: SIGTERM completes promptly and
+// cleanly even while a stream is blocked writing to a client that does
+// not read.
+func TestShutdownWithStalledSubscriber(t *testing.T) {
+	p := start(t, t.TempDir())
+	stalled := openStalled(t, p)
+	defer stalled.Close()
+	waitFor(t, "the subscriber", func() bool { return subscribers(t, p) == 1 })
+	writeChanges(t, p, 100, 1000)
+	if code := p.stop(); code != 0 {
+		t.Fatalf("exit code %d", code)
+	}
+	if log := p.logText(); strings.Contains(log, "shut down http") || !strings.Contains(log, "stopped cleanly") {
+		t.Fatalf("shutdown was not clean:\n%s", log)
+	}
+}
+
+// openStalled opens /events with a small receive buffer and never reads.
+func openStalled(t *testing.T, p *proc) *net.TCPConn {
+	t.Helper()
+	c, err := net.DialTCP("tcp", nil, mustResolve(t, p.httpAddr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadBuffer(4096)
+	fmt.Fprintf(c, "GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
+	return c
+}
+
+// writeChanges makes rounds×batch changes over batch keys and checks
+// every reply. Keys are ~200 bytes so that 100×1000 changes make ~23 MB of
+// SSE frames: loopback send buffers autotune up to 4 MiB
+// (net.ipv4.tcp_wmem), so a stream to a client that does not read is
+// certainly blocked long before the writes end.
+func writeChanges(t *testing.T, p *proc, rounds, batch int) {
+	t.Helper()
 	c := dial(t, p.tcpAddr)
-	const rounds, batch = 100, 1000
 	lines := make([]string, batch)
+	pad := strings.Repeat("x", 200)
 	for r := range rounds {
 		for i := range lines {
-			lines[i] = fmt.Sprintf("SET key%d %d", i, r)
+			lines[i] = fmt.Sprintf("SET key%d.%s %d", i, pad, r)
 		}
 		for i, rep := range c.do(t, lines...) {
 			if rep != "+OK" {
@@ -338,19 +377,6 @@ func TestStalledSubscriber(t *testing.T) {
 			}
 		}
 	}
-	seen := 0
-	for seen < rounds*batch {
-		ev := next(t, live)
-		if ev.id != uint64(seen+1) {
-			t.Fatalf("live subscriber: event %d has id %d", seen+1, ev.id)
-		}
-		seen++
-	}
-	if n := subscribers(t, p); n != 2 {
-		t.Fatalf("%d subscribers after the writes, want the stalled one still there", n)
-	}
-	stalled.Close()
-	waitFor(t, "the stalled stream to end", func() bool { return subscribers(t, p) == 1 })
 }
 
 func mustResolve(t *testing.T, addr string) *net.TCPAddr {

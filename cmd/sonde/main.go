@@ -40,6 +40,7 @@ type config struct {
 	oneShotIdle      time.Duration
 	idleTimeout      time.Duration
 	heartbeat        time.Duration
+	sseWriteTimeout  time.Duration
 	logLevel         string
 	logFormat        string
 }
@@ -60,6 +61,7 @@ func parseFlags(args []string) (config, error) {
 	fs.DurationVar(&c.oneShotIdle, "tcp-oneshot-idle", 300*time.Millisecond, "close a scripted command connection idle this long (negative: never)")
 	fs.DurationVar(&c.idleTimeout, "tcp-idle-timeout", 10*time.Minute, "close other command connections idle this long")
 	fs.DurationVar(&c.heartbeat, "sse-heartbeat", 15*time.Second, "period of SSE heartbeat comments")
+	fs.DurationVar(&c.sseWriteTimeout, "sse-write-timeout", 30*time.Second, "cut off an SSE subscriber whose socket takes nothing for this long")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.logFormat, "log-format", "text", "text or json")
 	if err := fs.Parse(args); err != nil {
@@ -132,7 +134,7 @@ func run(c config, logger *slog.Logger) error {
 		return err
 	}
 	httpSrv, err := query.Listen(query.Options{
-		Addr: c.httpAddr, Heartbeat: c.heartbeat, VaporPoints: c.ringSize, MaxConns: c.maxConns,
+		Addr: c.httpAddr, Heartbeat: c.heartbeat, StreamWriteTimeout: c.sseWriteTimeout, VaporPoints: c.ringSize, MaxConns: c.maxConns,
 		Logger: logger.With("component", "http"),
 		Stats: func() map[string][]byte {
 			e, _ := json.Marshal(db.Stats())
