@@ -251,9 +251,17 @@ func TestTornTailRecovers(t *testing.T) {
 				mustApply(t, db, set("k"+strconv.Itoa(i%7), float64(i)))
 			}
 			abandon(t, db)
-			tear(t, tailSegment(t, dir))
+			seg := tailSegment(t, dir)
+			before := fileSize(t, seg)
+			tear(t, seg)
+			if fileSize(t, seg) == before {
+				t.Fatal("the tear changed nothing")
+			}
 			db = openDB(t, dir, Options{})
 			defer db.Close()
+			if got := fileSize(t, seg); got != before {
+				t.Fatalf("repaired segment is %d bytes, want the %d acknowledged bytes", got, before)
+			}
 			for k := range 7 {
 				var want []float64
 				for i := 1; i <= 100; i++ {
@@ -487,4 +495,13 @@ func TestSecondOpenIsLocked(t *testing.T) {
 	if _, err := Open(dir, Options{}); !errors.Is(err, ErrLocked) {
 		t.Fatalf("second open: %v, want ErrLocked", err)
 	}
+}
+
+func fileSize(t *testing.T, path string) int64 {
+	t.Helper()
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fi.Size()
 }
