@@ -505,3 +505,46 @@ func fileSize(t *testing.T, path string) int64 {
 	}
 	return fi.Size()
 }
+
+// TestWindowsMissedWhileDown: windows that ended while the process was
+// down close as one at startup, and the next window stays on the grid.
+func TestWindowsMissedWhileDown(t *testing.T) {
+	var clock atomic.Int64
+	clock.Store(1_000_000)
+	opts := Options{Now: func() time.Time { return time.UnixMilli(clock.Load()) }}
+	dir := t.TempDir()
+	db := openDB(t, dir, opts)
+	mustApply(t, db, sample.Op{Code: sample.Incr, Key: "hits", Value: 5, Interval: 1000}, incr("hits", 2))
+	abandon(t, db)
+
+	clock.Store(1_005_500) // five windows later, mid-window
+	db = openDB(t, dir, opts)
+	defer db.Close()
+	after := db.Index()
+	wait := func() sample.Change {
+		t.Helper()
+		for {
+			<-db.Notify(after)
+			cs, err := db.Changes(after, nil, 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(cs) > 0 {
+				after = cs[0].ID
+				return cs[0]
+			}
+		}
+	}
+	if c := wait(); c.Key != "hits" || c.Value != 7 {
+		t.Fatalf("first window after restart = %+v, want all 7 counted while down", c)
+	}
+	mustApply(t, db, incr("hits", 1))
+	wait() // the INCR itself
+	clock.Store(1_006_000) // the grid: windows end at 1_000_000 + k*1000
+	if c := wait(); c.Value != 1 {
+		t.Fatalf("next window = %+v, want 1", c)
+	}
+	if h, _ := db.Get("hits"); h.View != 1 || h.Value != 8 {
+		t.Fatalf("hits = %+v", h)
+	}
+}
