@@ -539,7 +539,7 @@ func TestWindowsMissedWhileDown(t *testing.T) {
 		t.Fatalf("first window after restart = %+v, want all 7 counted while down", c)
 	}
 	mustApply(t, db, incr("hits", 1))
-	wait() // the INCR itself
+	wait()                 // the INCR itself
 	clock.Store(1_006_000) // the grid: windows end at 1_000_000 + k*1000
 	if c := wait(); c.Value != 1 {
 		t.Fatalf("next window = %+v, want 1", c)

@@ -86,6 +86,7 @@ type TCPServer struct {
 	mu      sync.Mutex // guards conns and quit.
 	conns   map[net.Conn]struct{}
 	quit    bool
+	closing atomic.Bool // set by Close before it expires read deadlines
 	handler sync.WaitGroup
 	served  chan struct{}
 
@@ -164,6 +165,7 @@ func isTemporary(err error) bool {
 // Close stops accepting, lets every connection finish the batch it has
 // read (so what was acknowledged stays acknowledged), and waits for them.
 func (s *TCPServer) Close() error {
+	s.closing.Store(true)
 	s.mu.Lock()
 	s.quit = true
 	err := s.ln.Close()
@@ -205,7 +207,13 @@ func (s *TCPServer) handle(c net.Conn) {
 		first   = true
 	)
 	for {
+		// Arm the deadline, then look at closing: Close sets closing before
+		// it expires every deadline, so either its expiry comes after ours
+		// or we see closing here. A client that never pauses still stops.
 		c.SetReadDeadline(time.Now().Add(idle))
+		if s.closing.Load() {
+			return
+		}
 		ops, replies = ops[:0], replies[:0]
 		eof := false
 		// Block for one line, then take every complete line already buffered.

@@ -33,7 +33,23 @@ type crashKey struct {
 // write is there: the current value and every history point, with no
 // point duplicated by replay.
 func TestCrashKill9(t *testing.T) {
-	const rounds, conns, keysPerConn = 20, 4, 4
+	testRestarts(t, 20, (*proc).kill)
+}
+
+// TestSigtermFinishesInFlight: SIGTERM under pipelined load exits 0, and
+// every write it acknowledged, up to the last, is there after a restart.
+func TestSigtermFinishesInFlight(t *testing.T) {
+	testRestarts(t, 3, func(p *proc) {
+		if code := p.stop(); code != 0 {
+			t.Fatalf("exit code %d after SIGTERM", code)
+		}
+	})
+}
+
+// testRestarts runs rounds of load, each ended by stop while writes are in
+// flight, and checks every acknowledged write after each restart.
+func testRestarts(t *testing.T, rounds int, stop func(*proc)) {
+	const conns, keysPerConn = 4, 4
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d", seed)
 	rng := rand.New(rand.NewPCG(seed, 1))
@@ -71,7 +87,7 @@ func TestCrashKill9(t *testing.T) {
 		case <-time.After(60 * time.Second):
 			t.Fatalf("round %d: only %d of %d writes acknowledged", round, acked.Load(), target)
 		}
-		p.kill() // writes are still in flight on every connection
+		stop(p) // writes are still in flight on every connection
 		wg.Wait()
 		totalAcked += int(acked.Load())
 	}
