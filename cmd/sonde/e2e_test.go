@@ -440,6 +440,12 @@ func TestCleanRestart(t *testing.T) {
 	if len(h.Points) != 10 || h.Points[0][1] != 1 || h.Points[9][1] != 10 {
 		t.Fatalf("history of g = %v", h.Points)
 	}
+	// /vapor: the newest -ring points per key, from disk after a restart.
+	var vapor map[string][][2]float64
+	p.get("/vapor?match=g", &vapor)
+	if g := vapor["g"]; len(vapor) != 1 || len(g) != 4 || g[0][1] != 7 || g[3][1] != 10 {
+		t.Fatalf("/vapor = %v, want g's points 7..10", vapor)
+	}
 	var n struct {
 		Type   string  `json:"type"`
 		Value  float64 `json:"value"`
