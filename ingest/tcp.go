@@ -83,14 +83,12 @@ type TCPServer struct {
 	ln   net.Listener
 	log  *slog.Logger
 
-	mu      sync.Mutex // guards conns and quit.
+	mu      sync.Mutex // guards conns.
 	conns   map[net.Conn]struct{}
-	quit    bool
-	closing atomic.Bool // set by Close before it expires read deadlines
+	closing atomic.Bool // set by Close before it takes mu and expires read deadlines
 	handler sync.WaitGroup
-	served  chan struct{}
 
-	open, accepted, refused, commands, badLines, failed atomic.Int64
+	accepted, refused, commands, badLines, failed atomic.Int64
 }
 
 // ListenTCP binds the listener; Serve accepts on it.
@@ -100,7 +98,7 @@ func ListenTCP(opts TCPOptions, app Appender) (*TCPServer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen for commands on %s: %w", opts.Addr, err)
 	}
-	return &TCPServer{opts: opts, app: app, ln: ln, log: opts.Logger, conns: make(map[net.Conn]struct{}), served: make(chan struct{})}, nil
+	return &TCPServer{opts: opts, app: app, ln: ln, log: opts.Logger, conns: make(map[net.Conn]struct{})}, nil
 }
 
 // Addr returns the bound address.
@@ -108,25 +106,23 @@ func (s *TCPServer) Addr() net.Addr { return s.ln.Addr() }
 
 // Stats returns the server's counters.
 func (s *TCPServer) Stats() TCPStats {
-	return TCPStats{Open: s.open.Load(), Accepted: s.accepted.Load(), Refused: s.refused.Load(),
+	s.mu.Lock()
+	open := int64(len(s.conns))
+	s.mu.Unlock()
+	return TCPStats{Open: open, Accepted: s.accepted.Load(), Refused: s.refused.Load(),
 		Commands: s.commands.Load(), BadLines: s.badLines.Load(), Failed: s.failed.Load()}
 }
 
 // Serve accepts connections until Close. It returns nil after Close.
 func (s *TCPServer) Serve() error {
-	defer close(s.served)
 	backoff := 5 * time.Millisecond
 	for {
 		c, err := s.ln.Accept()
 		if err != nil {
-			s.mu.Lock()
-			quit := s.quit
-			s.mu.Unlock()
-			if quit {
+			if s.closing.Load() {
 				return nil
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, os.ErrDeadlineExceeded) || isTemporary(err) {
+			if isTemporary(err) { // EMFILE, ENFILE and the like
 				s.log.Warn("accept", "err", err, "retry_in", backoff)
 				time.Sleep(backoff) // capped backoff on EMFILE and the like
 				backoff = min(backoff*2, time.Second)
@@ -136,8 +132,10 @@ func (s *TCPServer) Serve() error {
 		}
 		backoff = 5 * time.Millisecond
 		s.accepted.Add(1)
+		// Checked under mu: either Close's loop sees this connection, or
+		// this sees closing (stored before Close took mu).
 		s.mu.Lock()
-		if s.quit {
+		if s.closing.Load() {
 			s.mu.Unlock()
 			c.Close()
 			continue
@@ -167,7 +165,6 @@ func isTemporary(err error) bool {
 func (s *TCPServer) Close() error {
 	s.closing.Store(true)
 	s.mu.Lock()
-	s.quit = true
 	err := s.ln.Close()
 	for c := range s.conns {
 		c.SetReadDeadline(time.Now()) // unblocks the reader; writes still go out
@@ -188,8 +185,6 @@ type reply struct {
 
 func (s *TCPServer) handle(c net.Conn) {
 	defer s.handler.Done()
-	s.open.Add(1)
-	defer s.open.Add(-1)
 	defer func() {
 		s.mu.Lock()
 		delete(s.conns, c)
@@ -218,7 +213,7 @@ func (s *TCPServer) handle(c net.Conn) {
 		eof := false
 		// Block for one line, then take every complete line already buffered.
 		for len(ops) < s.opts.MaxBatch {
-			if len(replies) > 0 && !bytes.Contains(peekBuffered(br), []byte{'\n'}) {
+			if len(replies) > 0 && bytes.IndexByte(peekBuffered(br), '\n') < 0 {
 				break
 			}
 			line, err := s.readLine(br)

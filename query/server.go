@@ -12,7 +12,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -71,15 +70,14 @@ func (o Options) withDefaults() Options {
 
 // Server serves the HTTP API.
 type Server struct {
-	opts        Options
-	store       Store
-	ln          net.Listener
-	srv         *fasthttp.Server
-	done        chan struct{} // closed at shutdown: streams end
-	subscribers atomic.Int64
+	opts  Options
+	store Store
+	ln    net.Listener
+	srv   *fasthttp.Server
+	done  chan struct{} // closed at shutdown: streams end
 
-	streamsMu sync.Mutex // guards streams.
-	streams   map[net.Conn]struct{}
+	streamsMu sync.Mutex            // guards streams.
+	streams   map[net.Conn]struct{} // the connections of open SSE streams
 }
 
 // Listen binds the HTTP listener; Serve serves on it.
@@ -113,7 +111,11 @@ func (p slogPrintf) Printf(format string, args ...any) { p.l.Warn(fmt.Sprintf(fo
 func (s *Server) Addr() net.Addr { return s.ln.Addr() }
 
 // Subscribers returns how many SSE streams are open.
-func (s *Server) Subscribers() int64 { return s.subscribers.Load() }
+func (s *Server) Subscribers() int {
+	s.streamsMu.Lock()
+	defer s.streamsMu.Unlock()
+	return len(s.streams)
+}
 
 // Serve serves until Shutdown.
 func (s *Server) Serve() error {
@@ -406,7 +408,7 @@ func (s *Server) stats(ctx *fasthttp.RequestCtx) {
 	b := []byte(`{"index":`)
 	b = strconv.AppendUint(b, s.store.Index(), 10)
 	b = append(b, `,"subscribers":`...)
-	b = strconv.AppendInt(b, s.subscribers.Load(), 10)
+	b = strconv.AppendInt(b, int64(s.Subscribers()), 10)
 	if s.opts.Stats != nil {
 		for k, v := range s.opts.Stats() {
 			b = append(b, ',')
@@ -438,8 +440,6 @@ func (s *Server) events(ctx *fasthttp.RequestCtx) {
 	ctx.Response.Header.Set("X-Accel-Buffering", "no")
 	ctx.Response.Header.SetConnectionClose() // the stream owns the connection to its end
 	ctx.SetBodyStreamWriter(func(w *bufio.Writer) {
-		s.subscribers.Add(1)
-		defer s.subscribers.Add(-1)
 		s.streamsMu.Lock()
 		s.streams[conn] = struct{}{}
 		s.streamsMu.Unlock()
