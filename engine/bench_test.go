@@ -86,10 +86,11 @@ func BenchmarkApply(b *testing.B) {
 					i = 0
 					b.StartTimer()
 				}
-				if err := record.Decode(bodies[i], &r); err != nil {
+				key, err := record.DecodeView(bodies[i], &r)
+				if err != nil {
 					b.Fatal(err)
 				}
-				if err := db.replay(&r, uint64(i+1)); err != nil {
+				if err := db.replay(&r, key, uint64(i+1)); err != nil {
 					b.Fatal(err)
 				}
 				i++

@@ -63,6 +63,8 @@ type DB struct {
 	pend    []pending
 	changes []sample.Change
 	body    []byte
+
+	foldKeys int // snapshotter-owned: keys in the last fold, to size the next
 }
 
 type request struct {
@@ -206,10 +208,11 @@ func (db *DB) recover() error {
 		if err != nil {
 			return fmt.Errorf("replay wal: %w", err)
 		}
-		if err := record.Decode(body, &r); err != nil {
+		key, err := record.DecodeView(body, &r)
+		if err != nil {
 			return fmt.Errorf("replay wal: %w", &wal.CorruptionError{Index: i, Offset: -1, Err: err})
 		}
-		if err := db.replay(&r, i); err != nil {
+		if err := db.replay(&r, key, i); err != nil {
 			return fmt.Errorf("replay wal index %d: %w", i, err)
 		}
 	}
@@ -224,9 +227,14 @@ func (db *DB) recover() error {
 	return nil
 }
 
-// replay applies one WAL record during recovery.
-func (db *DB) replay(r *record.Record, idx uint64) error {
-	s := db.series[r.Key]
+// replay applies one WAL record, whose key is key, during recovery.
+func (db *DB) replay(r *record.Record, key []byte, idx uint64) error {
+	s := db.series[string(key)]
+	if s != nil {
+		r.Key = s.key
+	} else {
+		r.Key = string(key)
+	}
 	switch r.Code {
 	case sample.Delete:
 		delete(db.series, r.Key)

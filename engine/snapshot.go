@@ -112,7 +112,8 @@ func (db *DB) snapshotNow() error {
 
 type foldEntry struct {
 	wipe   bool
-	state  *snapshot.State
+	has    bool // state is set
+	state  snapshot.State
 	points []sample.Point
 	first  uint64 // ordinal of points[0]
 }
@@ -120,42 +121,46 @@ type foldEntry struct {
 // fold reads WAL records [from, to] and reduces them to one update per key:
 // its final state and the history points it gained.
 func (db *DB) fold(from, to uint64) ([]snapshot.Update, error) {
-	m := make(map[string]*foldEntry)
-	var order []string
+	// Keys are looked up by their bytes in the record: a key costs one
+	// string and one entry per fold, not one per record.
+	m := make(map[string]int, db.foldKeys)
+	var entries []foldEntry
 	var r record.Record
 	for i := from; i <= to; i++ {
 		body, err := db.wal.Read(i)
 		if err != nil {
 			return nil, fmt.Errorf("fold wal: %w", err)
 		}
-		if err := record.Decode(body, &r); err != nil {
+		key, err := record.DecodeView(body, &r)
+		if err != nil {
 			return nil, fmt.Errorf("fold wal index %d: %w", i, err)
 		}
-		e := m[r.Key]
-		if e == nil {
-			e = &foldEntry{}
-			m[r.Key] = e
-			order = append(order, r.Key)
+		j, ok := m[string(key)]
+		if !ok {
+			j = len(entries)
+			r.Key = string(key)
+			m[r.Key] = j
+			entries = append(entries, foldEntry{state: snapshot.State{Key: r.Key}})
 		}
+		e := &entries[j]
+		k := e.state.Key
 		if r.Code == sample.Delete {
-			*e = foldEntry{wipe: true}
+			*e = foldEntry{wipe: true, state: snapshot.State{Key: k}}
 			continue
 		}
-		var created uint64
-		if e.state != nil {
-			created = e.state.Created
-		}
+		created := e.state.Created
 		if r.AddsPoint() && r.Ordinal == 1 {
 			// A new incarnation: whatever was stored for the key goes.
-			*e = foldEntry{wipe: true}
+			*e = foldEntry{wipe: true, state: snapshot.State{Key: k}, points: e.points[:0]}
 			created = i
 		}
 		kind := sample.Gauge
 		if record.IsCounter(r.Code) {
 			kind = sample.Counter
 		}
-		e.state = &snapshot.State{
-			Key: r.Key, Kind: kind, Value: r.Value, Running: r.Running, Shown: r.Shown,
+		e.has = true
+		e.state = snapshot.State{
+			Key: k, Kind: kind, Value: r.Value, Running: r.Running, Shown: r.Shown,
 			WinStart: r.WinStart, Interval: r.Interval, Updated: r.Time,
 			Ordinal: r.Ordinal, Created: created,
 		}
@@ -166,10 +171,15 @@ func (db *DB) fold(from, to uint64) ([]snapshot.Update, error) {
 			e.points = append(e.points, sample.Point{T: r.Time, V: r.Value})
 		}
 	}
-	ups := make([]snapshot.Update, 0, len(order))
-	for _, k := range order {
-		e := m[k]
-		ups = append(ups, snapshot.Update{Key: k, Wipe: e.wipe, State: e.state, Points: e.points, FirstOrdinal: e.first})
+	db.foldKeys = len(entries)
+	ups := make([]snapshot.Update, 0, len(entries))
+	for j := range entries {
+		e := &entries[j]
+		u := snapshot.Update{Key: e.state.Key, Wipe: e.wipe, Points: e.points, FirstOrdinal: e.first}
+		if e.has {
+			u.State = &e.state
+		}
+		ups = append(ups, u)
 	}
 	return ups, nil
 }

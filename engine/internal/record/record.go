@@ -130,8 +130,20 @@ func (d *decoder) float() float64 {
 
 // Decode parses body into r. The key is copied, so body may be reused.
 func Decode(body []byte, r *Record) error {
+	key, err := DecodeView(body, r)
+	if err != nil {
+		return err
+	}
+	r.Key = string(key)
+	return nil
+}
+
+// DecodeView parses body into r but for the key, which it returns as a
+// slice of body: a caller that already holds the key as a string (a map
+// lookup) copies nothing. r.Key is left empty.
+func DecodeView(body []byte, r *Record) ([]byte, error) {
 	if len(body) == 0 {
-		return fmt.Errorf("%w: empty", ErrMalformed)
+		return nil, fmt.Errorf("%w: empty", ErrMalformed)
 	}
 	*r = Record{Code: sample.Code(body[0])}
 	d := decoder{b: body[1:]}
@@ -141,9 +153,9 @@ func Decode(body []byte, r *Record) error {
 		d.err = fmt.Errorf("%w: key length %d", ErrMalformed, n)
 	}
 	if d.err != nil {
-		return d.err
+		return nil, d.err
 	}
-	r.Key = string(d.b[:n])
+	key := d.b[:n]
 	d.b = d.b[n:]
 	switch {
 	case r.Code == sample.Set:
@@ -162,16 +174,16 @@ func Decode(body []byte, r *Record) error {
 		r.Ordinal = d.uvarint()
 	case r.Code == sample.Delete:
 	default:
-		return fmt.Errorf("%w: unknown code %d", ErrMalformed, r.Code)
+		return nil, fmt.Errorf("%w: unknown code %d", ErrMalformed, r.Code)
 	}
 	if d.err != nil {
-		return d.err
+		return nil, d.err
 	}
 	if len(d.b) != 0 {
-		return fmt.Errorf("%w: %d trailing bytes", ErrMalformed, len(d.b))
+		return nil, fmt.Errorf("%w: %d trailing bytes", ErrMalformed, len(d.b))
 	}
-	if r.Key == "" {
-		return fmt.Errorf("%w: empty key", ErrMalformed)
+	if len(key) == 0 {
+		return nil, fmt.Errorf("%w: empty key", ErrMalformed)
 	}
-	return nil
+	return key, nil
 }
