@@ -33,6 +33,7 @@ type config struct {
 	fsync            string
 	fsyncInterval    time.Duration
 	snapshotInterval time.Duration
+	snapshotRecords  int
 	ringSize         int
 	maxSeries        int
 	maxConns         int
@@ -41,6 +42,7 @@ type config struct {
 	idleTimeout      time.Duration
 	heartbeat        time.Duration
 	sseWriteTimeout  time.Duration
+	pprofAddr        string
 	logLevel         string
 	logFormat        string
 }
@@ -54,6 +56,7 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&c.fsync, "fsync", "always", "WAL durability: always (ack after fsync), interval, never")
 	fs.DurationVar(&c.fsyncInterval, "fsync-interval", 100*time.Millisecond, "fsync period with -fsync=interval")
 	fs.DurationVar(&c.snapshotInterval, "snapshot-interval", 10*time.Second, "how often changes are folded into the snapshot database")
+	fs.IntVar(&c.snapshotRecords, "snapshot-records", 1<<20, "take a snapshot early once the WAL holds this many records past the last one")
 	fs.IntVar(&c.ringSize, "ring", 120, "recent history points kept in memory per series")
 	fs.IntVar(&c.maxSeries, "max-series", 1_000_000, "most keys the store holds")
 	fs.IntVar(&c.maxConns, "max-conns", 1024, "most open connections per listener")
@@ -62,6 +65,7 @@ func parseFlags(args []string) (config, error) {
 	fs.DurationVar(&c.idleTimeout, "tcp-idle-timeout", 10*time.Minute, "close other command connections idle this long")
 	fs.DurationVar(&c.heartbeat, "sse-heartbeat", 15*time.Second, "period of SSE heartbeat comments")
 	fs.DurationVar(&c.sseWriteTimeout, "sse-write-timeout", 30*time.Second, "cut off an SSE subscriber whose socket takes nothing for this long")
+	fs.StringVar(&c.pprofAddr, "pprof", "", "serve Go's profiler (net/http/pprof) on this address; off when empty")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.logFormat, "log-format", "text", "text or json")
 	if err := fs.Parse(args); err != nil {
@@ -117,6 +121,7 @@ func run(c config, logger *slog.Logger) error {
 		Fsync:            policy,
 		FsyncInterval:    c.fsyncInterval,
 		SnapshotInterval: c.snapshotInterval,
+		SnapshotRecords:  c.snapshotRecords,
 		RingSize:         c.ringSize,
 		MaxSeries:        c.maxSeries,
 		Logger:           logger.With("component", "engine"),
@@ -146,6 +151,14 @@ func run(c config, logger *slog.Logger) error {
 		tcp.Close()
 		db.Close()
 		return err
+	}
+	if c.pprofAddr != "" {
+		if err := servePprof(c.pprofAddr, logger); err != nil {
+			httpSrv.Shutdown(context.Background())
+			tcp.Close()
+			db.Close()
+			return err
+		}
 	}
 	errc := make(chan error, 2)
 	go func() { errc <- tcp.Serve() }()
