@@ -12,18 +12,24 @@ all: build
 
 build:
 	$(GO) build -o $(BIN) ./cmd/sonde
+	$(GO) build -o bin/sonde-bench ./cmd/sonde-bench
 
 run: build
 	./$(BIN)
 
-# The end-to-end tests drive a real nc: Debian's netcat-openbsd, which
-# does not half-close at the end of its input (the case the server handles).
+# The end-to-end tests drive real programs from Debian's packages: nc
+# (netcat-openbsd, which does not half-close at the end of its input, the
+# case the server handles) and VictoriaMetrics, the peer of sonde-bench's
+# compare mode.
+TEST_PKGS := netcat-openbsd victoria-metrics
+
 test-deps:
-	@if command -v dpkg >/dev/null 2>&1; then \
-		dpkg -s netcat-openbsd >/dev/null 2>&1 || { \
-			echo "installing netcat-openbsd (nc) for the end-to-end tests"; \
-			$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq netcat-openbsd; }; \
-	else command -v nc >/dev/null 2>&1 || { echo "the end-to-end tests need nc (netcat-openbsd)"; exit 1; }; fi
+	@missing=""; for p in $(TEST_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		command -v apt-get >/dev/null 2>&1 || { echo "the end-to-end tests need:$$missing (Debian packages)"; exit 1; }; \
+		echo "installing$$missing for the end-to-end tests"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
 
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

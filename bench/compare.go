@@ -1,0 +1,255 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+)
+
+// CompareConfig runs the same load against Sonde and a peer, one after
+// the other, each on a fresh data directory.
+type CompareConfig struct {
+	Load     Config // Keys, Conns, Count, Shape...; targets are filled in
+	SondeBin string
+	PeerBin  string // VictoriaMetrics' single-node binary
+	WorkDir  string // data directories go under it
+	Crash    bool   // also kill -9 each right after the load and count what survived
+	Log      io.Writer
+}
+
+// Phase is one server run of a comparison.
+type Phase struct {
+	Name           string   `json:"name"`
+	Server         string   `json:"server"`
+	Flags          []string `json:"flags,omitempty"`
+	Result         *Result  `json:"result"`
+	PeakRSS        int64    `json:"peak_rss_bytes"`
+	DiskBytes      int64    `json:"disk_bytes"`
+	BytesPerSample float64  `json:"disk_bytes_per_sample"`
+}
+
+// CrashResult is what survived a kill -9 right after the load.
+type CrashResult struct {
+	Server      string  `json:"server"`
+	Sent        int64   `json:"sent"`
+	Acked       int64   `json:"acked,omitempty"` // acknowledged before the kill (sonde)
+	Survived    int64   `json:"survived"`        // samples read back after the restart
+	LostPct     float64 `json:"lost_pct"`        // of those sent
+	KilledAfter float64 `json:"killed_after_s"`  // seconds from the first byte to the kill
+}
+
+// CompareResult is the outcome of a comparison.
+type CompareResult struct {
+	Machine Machine       `json:"machine"`
+	Phases  []Phase       `json:"phases"`
+	Crash   []CrashResult `json:"crash,omitempty"`
+	// EndToEnd is the peer's time until every sample was visible over
+	// Sonde's (fsync=always), and IngestRatio Sonde's ingest rate with
+	// fsync=interval over the peer's.
+	EndToEnd    float64 `json:"end_to_end_ratio"`
+	IngestRatio float64 `json:"ingest_ratio"`
+}
+
+// Machine describes where a run happened.
+type Machine struct {
+	CPU    string `json:"cpu"`
+	Cores  int    `json:"cores"`
+	Memory string `json:"memory"`
+	Go     string `json:"go"`
+	Date   string `json:"date"`
+}
+
+// ThisMachine reads the CPU model and memory size from /proc.
+func ThisMachine() Machine {
+	m := Machine{Cores: runtime.NumCPU(), Go: runtime.Version(), Date: time.Now().UTC().Format(time.RFC3339)}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(l, "model name"); ok {
+				m.CPU = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(v), ":"))
+				break
+			}
+		}
+	}
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		if l, _, ok := strings.Cut(string(b), "\n"); ok {
+			m.Memory = strings.Join(strings.Fields(strings.TrimPrefix(l, "MemTotal:")), " ")
+		}
+	}
+	return m
+}
+
+// Compare runs the comparison.
+func Compare(ctx context.Context, cc CompareConfig) (*CompareResult, error) {
+	cc.Load.setDefaults()
+	out := &CompareResult{Machine: ThisMachine()}
+	logf := func(format string, a ...any) {
+		if cc.Log != nil {
+			fmt.Fprintf(cc.Log, format+"\n", a...)
+		}
+	}
+	n := 0
+	dir := func(name string) string {
+		n++
+		return filepath.Join(cc.WorkDir, fmt.Sprintf("%d-%s", n, name))
+	}
+	sonde := func(name string, flags ...string) (*Phase, error) {
+		logf("== %s: sonde %s", name, strings.Join(flags, " "))
+		srv, err := StartSonde(ctx, cc.SondeBin, dir(name), flags...)
+		if err != nil {
+			return nil, err
+		}
+		cfg := cc.Load
+		cfg.Scenario, cfg.Target, cfg.Query, cfg.API = "tcp", srv.Ingest, srv.Query, "sonde"
+		return runPhase(ctx, name, srv, flags, cfg)
+	}
+	p, err := sonde("sonde-fsync-always", "-fsync", "always")
+	if err != nil {
+		return nil, err
+	}
+	out.Phases = append(out.Phases, *p)
+	p, err = sonde("sonde-fsync-interval", "-fsync", "interval")
+	if err != nil {
+		return nil, err
+	}
+	out.Phases = append(out.Phases, *p)
+
+	logf("== victoria-metrics: graphite plaintext")
+	vm, err := StartVictoriaMetrics(ctx, cc.PeerBin, dir("victoria-metrics"))
+	if err != nil {
+		return nil, err
+	}
+	cfg := cc.Load
+	cfg.Scenario, cfg.Target, cfg.Query, cfg.API = "graphite", vm.Ingest, vm.Query, "prometheus"
+	cfg.Taken = vmTaken(vm.Query)
+	p, err = runPhase(ctx, "victoria-metrics", vm, nil, cfg)
+	if err != nil {
+		return nil, err
+	}
+	out.Phases = append(out.Phases, *p)
+	always, interval, peer := out.Phases[0].Result, out.Phases[1].Result, out.Phases[2].Result
+	if always.VisibleSeconds > 0 && peer.VisibleSeconds > 0 {
+		out.EndToEnd = peer.VisibleSeconds / always.VisibleSeconds
+	}
+	if peer.IngestRate > 0 {
+		out.IngestRatio = interval.IngestRate / peer.IngestRate
+	}
+	if cc.Crash {
+		c, err := crashSonde(ctx, cc, dir("crash-sonde"))
+		if err != nil {
+			return nil, err
+		}
+		out.Crash = append(out.Crash, *c)
+		c, err = crashVM(ctx, cc, dir("crash-victoria-metrics"))
+		if err != nil {
+			return nil, err
+		}
+		out.Crash = append(out.Crash, *c)
+	}
+	return out, nil
+}
+
+func vmTaken(addr string) func() (int64, error) {
+	return func() (int64, error) { return MetricSum(addr, `vm_rows_inserted_total{type="graphite"}`) }
+}
+
+// runPhase sends the load to srv, reads it back, stops srv and measures
+// its peak memory and disk use.
+func runPhase(ctx context.Context, name string, srv *Server, flags []string, cfg Config) (*Phase, error) {
+	res, err := Run(ctx, cfg)
+	if err != nil {
+		srv.Kill()
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	p := &Phase{Name: name, Server: srv.Name, Flags: flags, Result: res}
+	p.PeakRSS, _ = srv.PeakRSS()
+	if err := srv.Stop(); err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	if p.DiskBytes, err = DiskBytes(srv.Dir); err != nil {
+		return nil, err
+	}
+	if res.Sent > 0 {
+		p.BytesPerSample = float64(p.DiskBytes) / float64(res.Sent)
+	}
+	return p, nil
+}
+
+// crashSonde sends the load, kills Sonde the moment the last reply is
+// read, restarts it and counts the samples that came back.
+func crashSonde(ctx context.Context, cc CompareConfig, dir string) (*CrashResult, error) {
+	srv, err := StartSonde(ctx, cc.SondeBin, dir)
+	if err != nil {
+		return nil, err
+	}
+	cfg := cc.Load
+	cfg.Scenario, cfg.Target, cfg.Query, cfg.API = "tcp", srv.Ingest, "", "sonde"
+	res, err := Run(ctx, cfg)
+	if err != nil {
+		srv.Kill()
+		return nil, err
+	}
+	srv.Kill()
+	srv, err = StartSonde(ctx, cc.SondeBin, dir)
+	if err != nil {
+		return nil, err
+	}
+	defer srv.Stop()
+	cfg.Query = srv.Query
+	_, stored, err := readBack(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return crashResult("sonde", res, stored, res.IngestSeconds), nil
+}
+
+// crashVM sends the load as Graphite, kills VictoriaMetrics once it has
+// counted every line in, restarts it and counts what came back.
+func crashVM(ctx context.Context, cc CompareConfig, dir string) (*CrashResult, error) {
+	vm, err := StartVictoriaMetrics(ctx, cc.PeerBin, dir)
+	if err != nil {
+		return nil, err
+	}
+	cfg := cc.Load
+	cfg.Scenario, cfg.Target, cfg.Query, cfg.API = "graphite", vm.Ingest, "", "prometheus"
+	cfg.Taken = vmTaken(vm.Query)
+	res, err := Run(ctx, cfg)
+	if err != nil {
+		vm.Kill()
+		return nil, err
+	}
+	vm.Kill()
+	vm, err = StartVictoriaMetrics(ctx, cc.PeerBin, dir)
+	if err != nil {
+		return nil, err
+	}
+	defer vm.Stop()
+	cfg.Query = vm.Query
+	// Whatever reached its disk shows once it is up; read twice, a second apart, and keep the larger.
+	var stored int64
+	for i := range 2 {
+		if i > 0 {
+			if err := pause(ctx, time.Second); err != nil {
+				return nil, err
+			}
+		}
+		_, s, err := readBack(ctx, cfg)
+		if err != nil {
+			return nil, err
+		}
+		stored = max(stored, s)
+	}
+	return crashResult("victoria-metrics", res, stored, res.IngestSeconds), nil
+}
+
+func crashResult(server string, res *Result, stored int64, killedAfter float64) *CrashResult {
+	c := &CrashResult{Server: server, Sent: res.Sent, Acked: res.Acked, Survived: stored, KilledAfter: killedAfter}
+	if res.Sent > 0 {
+		c.LostPct = 100 * float64(max(res.Sent-stored, 0)) / float64(res.Sent)
+	}
+	return c
+}

@@ -1,0 +1,252 @@
+package bench
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Server is a store process the tool started: Sonde or a peer.
+type Server struct {
+	Name    string // "sonde" or "victoria-metrics"
+	Dir     string // its data directory
+	Ingest  string // host:port the load goes to
+	Query   string // host:port of its HTTP API
+	Started time.Time
+	Ready   time.Duration // from exec to ready to serve
+
+	cmd     *exec.Cmd
+	exited  chan struct{}
+	waitErr error
+	log     *bytes.Buffer
+}
+
+// StartSonde starts bin on dir with free loopback ports and waits for its
+// "listening" log line. extra are more flags.
+func StartSonde(ctx context.Context, bin, dir string, extra ...string) (*Server, error) {
+	args := append([]string{"-data", dir, "-tcp", "127.0.0.1:0", "-http", "127.0.0.1:0", "-log-format", "json"}, extra...)
+	cmd := exec.Command(bin, args...)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		return nil, fmt.Errorf("start sonde: %w", err)
+	}
+	s := &Server{Name: "sonde", Dir: dir, cmd: cmd, exited: make(chan struct{}), log: new(bytes.Buffer)}
+	s.Started = time.Now()
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start sonde: %w", err)
+	}
+	ready := make(chan [2]string, 1)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			line := sc.Bytes()
+			if s.log.Len() < 1<<20 {
+				s.log.Write(line)
+				s.log.WriteByte('\n')
+			}
+			var m struct{ Msg, TCP, HTTP string }
+			if json.Unmarshal(line, &m) == nil && m.Msg == "listening" {
+				ready <- [2]string{m.TCP, m.HTTP}
+			}
+		}
+		io.Copy(io.Discard, stderr)
+		s.waitErr = cmd.Wait()
+		close(s.exited)
+	}()
+	select {
+	case a := <-ready:
+		s.Ready = time.Since(s.Started)
+		s.Ingest, s.Query = a[0], a[1]
+		return s, nil
+	case <-s.exited:
+		return nil, fmt.Errorf("start sonde: it exited (%v): %s", s.waitErr, tail(s.log.String()))
+	case <-ctx.Done():
+		s.Kill()
+		return nil, fmt.Errorf("start sonde: %w", ctx.Err())
+	}
+}
+
+// StartVictoriaMetrics starts the single-node VictoriaMetrics binary bin
+// on dir, with its HTTP API and Graphite listener on free loopback ports,
+// and waits until /health answers.
+func StartVictoriaMetrics(ctx context.Context, bin, dir string, extra ...string) (*Server, error) {
+	httpAddr, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	graphite, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	args := append([]string{"-storageDataPath", dir, "-httpListenAddr", httpAddr,
+		"-graphiteListenAddr", graphite, "-retentionPeriod", "10y", "-loggerLevel", "WARN"}, extra...)
+	cmd := exec.Command(bin, args...)
+	s := &Server{Name: "victoria-metrics", Dir: dir, Ingest: graphite, Query: httpAddr, cmd: cmd,
+		exited: make(chan struct{}), log: new(bytes.Buffer)}
+	cmd.Stdout, cmd.Stderr = s.log, s.log
+	s.Started = time.Now()
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start victoria-metrics: %w", err)
+	}
+	go func() { s.waitErr = cmd.Wait(); close(s.exited) }()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		resp, err := http.Get("http://" + httpAddr + "/health")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				s.Ready = time.Since(s.Started)
+				return s, nil
+			}
+		}
+		select {
+		case <-s.exited:
+			return nil, fmt.Errorf("start victoria-metrics: it exited (%v): %s", s.waitErr, tail(s.log.String()))
+		default:
+		}
+		if time.Now().After(deadline) {
+			s.Kill()
+			return nil, fmt.Errorf("start victoria-metrics: /health did not answer within a minute")
+		}
+		if err := pause(ctx, 10*time.Millisecond); err != nil {
+			s.Kill()
+			return nil, err
+		}
+	}
+}
+
+func freePort() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", fmt.Errorf("find a free port: %w", err)
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
+
+func tail(s string) string {
+	if len(s) > 2000 {
+		return "..." + s[len(s)-2000:]
+	}
+	return s
+}
+
+// PeakRSS is the process' high-water resident set size in bytes (VmHWM).
+func (s *Server) PeakRSS() (int64, error) { return procStatus(s.cmd.Process.Pid, "VmHWM:") }
+
+// RSS is the process' resident set size in bytes now.
+func (s *Server) RSS() (int64, error) { return procStatus(s.cmd.Process.Pid, "VmRSS:") }
+
+func procStatus(pid int, field string) (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, fmt.Errorf("read process status: %w", err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, field); ok {
+			f := strings.Fields(rest) // "123456 kB"
+			if len(f) == 2 && f[1] == "kB" {
+				n, err := strconv.ParseInt(f[0], 10, 64)
+				return n << 10, err
+			}
+		}
+	}
+	return 0, fmt.Errorf("read process status: no %s line", field)
+}
+
+// Stop sends SIGTERM and waits for the process to exit.
+func (s *Server) Stop() error {
+	s.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-s.exited:
+	case <-time.After(2 * time.Minute):
+		s.Kill()
+		return fmt.Errorf("stop %s: no exit two minutes after SIGTERM", s.Name)
+	}
+	if s.waitErr != nil {
+		return fmt.Errorf("stop %s: %w: %s", s.Name, s.waitErr, tail(s.log.String()))
+	}
+	return nil
+}
+
+// Kill sends SIGKILL and waits for the process to be gone.
+func (s *Server) Kill() {
+	s.cmd.Process.Kill()
+	<-s.exited
+}
+
+// Log returns what the process printed (the first MiB).
+func (s *Server) Log() string { return s.log.String() }
+
+// DiskBytes sums the sizes of the files under dir.
+func DiskBytes(dir string) (int64, error) {
+	var n int64
+	err := filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil // a file removed while walking
+			}
+			return err
+		}
+		if d.Type().IsRegular() {
+			info, err := d.Info()
+			if err == nil {
+				n += info.Size()
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("measure %s: %w", dir, err)
+	}
+	return n, nil
+}
+
+// MetricSum reads a Prometheus-format counter from http://addr/metrics: the
+// sum of the series whose line starts with prefix (name and labels).
+func MetricSum(addr, prefix string) (int64, error) {
+	resp, err := httpClient.Get("http://" + addr + "/metrics")
+	if err != nil {
+		return 0, fmt.Errorf("read metrics: %w", err)
+	}
+	defer resp.Body.Close()
+	var sum float64
+	found := false
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, prefix) {
+			continue
+		}
+		f := strings.Fields(line)
+		v, err := strconv.ParseFloat(f[len(f)-1], 64)
+		if err != nil {
+			return 0, fmt.Errorf("read metrics: %q: %w", line, err)
+		}
+		sum += v
+		found = true
+	}
+	if err := sc.Err(); err != nil {
+		return 0, fmt.Errorf("read metrics: %w", err)
+	}
+	if !found {
+		return 0, fmt.Errorf("read metrics: no %s", prefix)
+	}
+	return int64(sum), nil
+}

@@ -1,0 +1,243 @@
+// Command sonde-bench is Sonde's load tool. It sends load over a protocol,
+// measures throughput, latency and loss, reads every key back, and can
+// compare Sonde with a peer on the same load.
+//
+//	sonde-bench tcp      -target 127.0.0.1:8124 -http 127.0.0.1:1337
+//	sonde-bench graphite -target 127.0.0.1:2003 -http 127.0.0.1:8428 -api prometheus
+//	sonde-bench compare  -sonde bin/sonde -peer /usr/bin/victoria-metrics
+//
+// See docs/benchmarks.md for the figures and the commands behind them.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/sonde-metrics/sonde/bench"
+)
+
+const usage = `usage: sonde-bench [flags] <scenario>
+
+scenarios:
+  tcp       mesures SET (or -incr INCR) lines, pipelined, every reply read
+  graphite  Graphite plaintext lines, no replies (-taken reads the server's count)
+  query     concurrent /data and history reads
+  sse       subscribers on /events while -rate writes arrive: delivery lag
+  compare   Sonde (-fsync=always, then interval) and VictoriaMetrics on the same load
+  mem       peak RSS and bytes per series at each of -keys-list
+  restart   restart time with -keys series and -count records in the WAL
+
+flags:
+`
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(0)
+		}
+		fmt.Fprintln(os.Stderr, "sonde-bench:", err)
+		os.Exit(1)
+	}
+}
+
+type flags struct {
+	load     bench.Config
+	shape    string
+	out      string
+	plot     string
+	sondeBin string
+	peerBin  string
+	workDir  string
+	crash    bool
+	subs     int
+	keysList string
+	points   int
+	extra    string
+}
+
+func run(args []string) error {
+	var f flags
+	fs := flag.NewFlagSet("sonde-bench", flag.ContinueOnError)
+	fs.Usage = func() { fmt.Fprint(fs.Output(), usage); fs.PrintDefaults() }
+	l := &f.load
+	fs.StringVar(&l.Target, "target", "127.0.0.1:8124", "address the load is sent to")
+	fs.StringVar(&l.Query, "http", "127.0.0.1:1337", "HTTP API to read back from; empty skips the read-back")
+	fs.StringVar(&l.API, "api", "sonde", "read-back API: sonde or prometheus")
+	fs.IntVar(&l.Conns, "conns", 4, "connections")
+	fs.IntVar(&l.Keys, "keys", 10_000, "distinct keys")
+	fs.Int64Var(&l.Count, "count", 2_000_000, "samples in all (0: run for -duration)")
+	fs.DurationVar(&l.Duration, "duration", 10*time.Second, "how long to run when -count is 0")
+	fs.Float64Var(&l.Rate, "rate", 0, "samples per second in all (0: flat out)")
+	fs.StringVar(&f.shape, "shape", "mixed", "values: walk, counter, const, mixed or stamp")
+	fs.BoolVar(&l.Incr, "incr", false, "tcp: send INCR deltas instead of SET values")
+	fs.IntVar(&l.Pipeline, "pipeline", 8192, "tcp: most unanswered lines per connection")
+	fs.StringVar(&l.Prefix, "prefix", "bench", "key prefix")
+	fs.DurationVar(&l.VisibleTimeout, "visible-timeout", 2*time.Minute, "how long the read-back waits for every sample to show")
+	fs.StringVar(&f.out, "out", "", "write the result as JSON to this file")
+	fs.StringVar(&f.plot, "plot", "", "draw throughput and latency over time to this .png or .svg file")
+	fs.StringVar(&f.sondeBin, "sonde", "bin/sonde", "compare, mem, restart: the sonde binary to start")
+	fs.StringVar(&f.peerBin, "peer", "/usr/bin/victoria-metrics", "compare: VictoriaMetrics' single-node binary")
+	fs.StringVar(&f.workDir, "workdir", "", "compare, mem, restart: where data directories go (default: a new temporary directory, removed after)")
+	fs.BoolVar(&f.crash, "crash", false, "compare: also kill -9 each server right after the load and count what survived")
+	fs.IntVar(&f.subs, "subscribers", 100, "sse: subscribers")
+	fs.StringVar(&f.keysList, "keys-list", "10000,100000,1000000", "mem: key counts")
+	fs.IntVar(&f.points, "points", 0, "mem: samples per key (0: enough to fill the default ring)")
+	fs.StringVar(&f.extra, "sonde-flags", "", "mem, restart: more flags for sonde, space separated")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		fs.Usage()
+		return fmt.Errorf("want one scenario, got %d arguments", fs.NArg())
+	}
+	var err error
+	if l.Shape, err = parseShape(f.shape); err != nil {
+		return err
+	}
+	if st, err := os.Stderr.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
+		l.TTY = true
+	}
+	l.Progress = os.Stderr
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+
+	scenario := fs.Arg(0)
+	switch scenario {
+	case "tcp", "graphite":
+		l.Scenario = scenario
+		res, err := bench.Run(ctx, *l)
+		if err != nil {
+			return err
+		}
+		printResult(os.Stdout, scenario, res)
+		if err := writeOut(f.out, res); err != nil {
+			return err
+		}
+		if f.plot != "" {
+			if err := bench.Plot(f.plot, scenario+" load on "+l.Target, []bench.PlotRun{{Label: scenario, Timeline: res.Timeline}}); err != nil {
+				return err
+			}
+		}
+		if res.Errors > 0 {
+			return fmt.Errorf("%d errors, the first: %s", res.Errors, res.FirstErr)
+		}
+		return nil
+	case "compare":
+		dir, cleanup, err := workDir(f.workDir)
+		if err != nil {
+			return err
+		}
+		defer cleanup()
+		cr, err := bench.Compare(ctx, bench.CompareConfig{Load: *l, SondeBin: f.sondeBin, PeerBin: f.peerBin, WorkDir: dir, Crash: f.crash, Log: os.Stderr})
+		if err != nil {
+			return err
+		}
+		printCompare(os.Stdout, cr)
+		if err := writeOut(f.out, cr); err != nil {
+			return err
+		}
+		if f.plot != "" {
+			var runs []bench.PlotRun
+			for _, p := range cr.Phases {
+				runs = append(runs, bench.PlotRun{Label: p.Name, Timeline: p.Result.Timeline})
+			}
+			if err := bench.Plot(f.plot, "compare: the same load on each server", runs); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	return fmt.Errorf("unknown scenario %q", scenario)
+}
+
+func parseShape(s string) (bench.Shape, error) {
+	switch sh := bench.Shape(s); sh {
+	case bench.Walk, bench.Counter, bench.Const, bench.Mixed, bench.Stamp:
+		return sh, nil
+	}
+	return "", fmt.Errorf("unknown -shape %q (want walk, counter, const, mixed or stamp)", s)
+}
+
+func workDir(dir string) (string, func(), error) {
+	if dir != "" {
+		if err := os.MkdirAll(dir, 0o750); err != nil {
+			return "", nil, fmt.Errorf("create work directory: %w", err)
+		}
+		return dir, func() {}, nil
+	}
+	d, err := os.MkdirTemp("", "sonde-bench-")
+	if err != nil {
+		return "", nil, fmt.Errorf("create work directory: %w", err)
+	}
+	return d, func() { os.RemoveAll(d) }, nil
+}
+
+func writeOut(path string, v any) error {
+	if path == "" {
+		return nil
+	}
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode result: %w", err)
+	}
+	if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
+		return fmt.Errorf("write result: %w", err)
+	}
+	return nil
+}
+
+func rate(v float64) string {
+	switch {
+	case v >= 1e6:
+		return fmt.Sprintf("%.2fM/s", v/1e6)
+	case v >= 1e3:
+		return fmt.Sprintf("%.1fk/s", v/1e3)
+	}
+	return fmt.Sprintf("%.0f/s", v)
+}
+
+func printResult(w io.Writer, name string, r *bench.Result) {
+	fmt.Fprintf(w, "%s: %d samples, %d keys, %d conns -> %s\n", name, r.Sent, r.Keys, r.Conns, r.Target)
+	fmt.Fprintf(w, "  sent in      %8.3fs\n", r.SendSeconds)
+	fmt.Fprintf(w, "  ingested in  %8.3fs  %s\n", r.IngestSeconds, rate(r.IngestRate))
+	if r.Latency != nil {
+		fmt.Fprintf(w, "  ack latency  p50 %.3fms  p99 %.3fms  p999 %.3fms  max %.3fms\n", r.Latency.P50, r.Latency.P99, r.Latency.P999, r.Latency.Max)
+	}
+	if r.Verify != nil {
+		if r.VisibleSeconds > 0 {
+			fmt.Fprintf(w, "  visible in   %8.3fs  %s (read back %d keys, %d samples stored, %d polls)\n", r.VisibleSeconds, rate(r.VisibleRate), r.Verify.Found, r.Verify.Stored, r.Verify.Polls)
+		} else {
+			fmt.Fprintf(w, "  NOT VISIBLE: %d of %d keys, %d wrong, %d samples stored (%s)\n", r.Verify.Found, r.Verify.Keys, r.Verify.Wrong, r.Verify.Stored, r.Verify.Example)
+		}
+	}
+	fmt.Fprintf(w, "  errors       %d %s\n", r.Errors, r.FirstErr)
+}
+
+func printCompare(w io.Writer, cr *bench.CompareResult) {
+	m := cr.Machine
+	fmt.Fprintf(w, "machine: %s, %d cores, %s, %s\n", m.CPU, m.Cores, m.Memory, m.Go)
+	fmt.Fprintf(w, "%-22s %10s %10s %10s %10s %10s %10s %8s\n", "", "ingest s", "ingest", "visible s", "e2e rate", "ack p99", "peak RSS", "B/sample")
+	for _, p := range cr.Phases {
+		r := p.Result
+		p99 := "-"
+		if r.Latency != nil {
+			p99 = fmt.Sprintf("%.2fms", r.Latency.P99)
+		}
+		fmt.Fprintf(w, "%-22s %10.3f %10s %10.3f %10s %10s %9.0fM %8.2f\n", p.Name, r.IngestSeconds, rate(r.IngestRate),
+			r.VisibleSeconds, rate(r.VisibleRate), p99, float64(p.PeakRSS)/(1<<20), p.BytesPerSample)
+	}
+	fmt.Fprintf(w, "end to end: victoria-metrics needs %.2fx the time of sonde -fsync=always (target >= 4)\n", cr.EndToEnd)
+	fmt.Fprintf(w, "ingest: sonde -fsync=interval takes %.2fx the rate of victoria-metrics (target >= 0.75)\n", cr.IngestRatio)
+	for _, c := range cr.Crash {
+		fmt.Fprintf(w, "kill -9 after %.2fs: %-17s sent %d, acked %d, survived %d, lost %.2f%%\n", c.KilledAfter, c.Server, c.Sent, c.Acked, c.Survived, c.LostPct)
+	}
+}
+
