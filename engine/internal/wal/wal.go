@@ -116,6 +116,10 @@ type Log struct {
 	broken   error
 
 	truncMu sync.Mutex // serialises TruncateFront callers.
+	// readMu serialises Reads: tidwall/wal loads and evicts cached
+	// segments while holding only its read lock, so concurrent Reads can
+	// find a segment emptied under them and panic (tidwall/wal issue #34).
+	readMu sync.Mutex
 }
 
 // Open opens or creates the log in dir, repairing a torn tail first.
@@ -248,7 +252,9 @@ func (l *Log) Sync() error {
 // Read returns the body of the record at index. The slice aliases the
 // log's cache: the caller must not modify it, and may keep it.
 func (l *Log) Read(index uint64) ([]byte, error) {
+	l.readMu.Lock()
 	frame, err := l.tw.Read(index)
+	l.readMu.Unlock()
 	if err != nil {
 		if errors.Is(err, twal.ErrNotFound) {
 			return nil, fmt.Errorf("read index %d: %w", index, ErrNotFound)

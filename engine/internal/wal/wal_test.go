@@ -181,3 +181,43 @@ func frame(body []byte) []byte {
 	l.Add(body)
 	return l.frame
 }
+
+// Readers on several goroutines at once (the snapshotter folding the WAL,
+// SSE subscribers catching up) over many segments. tidwall/wal loads and
+// evicts cached segments under its read lock, so two concurrent Reads can
+// see a segment emptied under them and panic (tidwall/wal issue #34);
+// Read must serialise them.
+func TestConcurrentReadsAcrossSegments(t *testing.T) {
+	l, err := Open(t.TempDir(), Options{SegmentSize: 512})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	const n = 4000
+	writeN(t, l, 0, n)
+	done := make(chan error, 8)
+	for g := range 8 {
+		go func() {
+			idx := uint64(g*977 + 1)
+			for range 5000 {
+				idx = idx*6364136223846793005 + 1442695040888963407
+				i := idx%n + 1
+				b, err := l.Read(i)
+				if err != nil {
+					done <- fmt.Errorf("read %d: %w", i, err)
+					return
+				}
+				if want := fmt.Sprintf("record-%06d", i-1); string(b) != want {
+					done <- fmt.Errorf("read %d = %q, want %q", i, b, want)
+					return
+				}
+			}
+			done <- nil
+		}()
+	}
+	for range 8 {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+}
