@@ -75,9 +75,12 @@ type Server struct {
 	ln    net.Listener
 	srv   *fasthttp.Server
 	done  chan struct{} // closed at shutdown: streams end
+	hub   *hub
 
-	streamsMu sync.Mutex            // guards streams.
+	streamsMu sync.Mutex            // guards streams and closing.
 	streams   map[net.Conn]struct{} // the connections of open SSE streams
+	closing   bool                  // set by Shutdown: no new streams
+	streamsWG sync.WaitGroup        // one per stream, until its goroutine ends
 }
 
 // Listen binds the HTTP listener; Serve serves on it.
@@ -88,6 +91,8 @@ func Listen(opts Options, store Store) (*Server, error) {
 		return nil, fmt.Errorf("listen for http on %s: %w", opts.Addr, err)
 	}
 	s := &Server{opts: opts, store: store, ln: ln, done: make(chan struct{}), streams: make(map[net.Conn]struct{})}
+	s.hub = newHub(store, s.done)
+	go s.hub.run()
 	s.srv = &fasthttp.Server{
 		Handler:            s.handle,
 		Name:               "sonde",
@@ -132,6 +137,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	// A stream blocked writing to a client that does not read would hold
 	// shutdown up: expire its write deadline now.
 	s.streamsMu.Lock()
+	s.closing = true
 	for c := range s.streams {
 		c.SetWriteDeadline(time.Now())
 	}
@@ -139,7 +145,15 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if err := s.srv.ShutdownWithContext(ctx); err != nil {
 		return fmt.Errorf("shut down http: %w", err)
 	}
-	return nil
+	// Streams run on hijacked connections, which fasthttp does not wait for.
+	ended := make(chan struct{})
+	go func() { s.streamsWG.Wait(); close(ended) }()
+	select {
+	case <-ended:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("shut down http: event streams still open: %w", ctx.Err())
+	}
 }
 
 func (s *Server) handle(ctx *fasthttp.RequestCtx) {
@@ -425,6 +439,7 @@ func (s *Server) events(ctx *fasthttp.RequestCtx) {
 	// Everything the stream needs is copied now: the stream writer runs
 	// after this handler returns and must not touch ctx.
 	match := matcher(ctx)
+	pattern := string(ctx.QueryArgs().Peek("match"))
 	lastID, hasLast := uint64(0), false
 	if v := ctx.Request.Header.Peek("Last-Event-ID"); len(v) > 0 {
 		id, err := strconv.ParseUint(strings.TrimSpace(string(v)), 10, 64)
@@ -434,30 +449,45 @@ func (s *Server) events(ctx *fasthttp.RequestCtx) {
 		}
 		lastID, hasLast = id, true
 	}
-	conn := ctx.Conn()
-	ctx.SetContentType("text/event-stream")
-	ctx.Response.Header.Set("Cache-Control", "no-cache")
-	ctx.Response.Header.Set("X-Accel-Buffering", "no")
-	ctx.Response.Header.SetConnectionClose() // the stream owns the connection to its end
-	ctx.SetBodyStreamWriter(func(w *bufio.Writer) {
+	// The stream takes the connection over (hijack): frames go straight to
+	// the socket, with no copy through fasthttp's stream pipe and no
+	// chunked encoding; the response ends when the connection closes.
+	if n := s.Subscribers(); n >= s.opts.MaxConns {
+		writeError(ctx, fasthttp.StatusServiceUnavailable, fmt.Sprintf("too many event streams (limit %d)", s.opts.MaxConns))
+		return
+	}
+	ctx.HijackSetNoResponse(true)
+	ctx.Hijack(func(conn net.Conn) {
+		// Registered under streamsMu: either Shutdown's wait covers this
+		// stream, or this sees closing and ends at once.
 		s.streamsMu.Lock()
+		if s.closing {
+			s.streamsMu.Unlock()
+			return
+		}
 		s.streams[conn] = struct{}{}
+		s.streamsWG.Add(1)
 		s.streamsMu.Unlock()
+		defer s.streamsWG.Done()
 		defer func() {
 			s.streamsMu.Lock()
 			delete(s.streams, conn)
 			s.streamsMu.Unlock()
 		}()
-		// fasthttp copies the stream to conn in another goroutine and, with
-		// no WriteTimeout, never sets a write deadline itself: each flush
-		// gives the client StreamWriteTimeout to take the bytes, or the
-		// copy fails and so does the next flush here.
-		sw := &deadlineWriter{Writer: w, conn: conn, timeout: s.opts.StreamWriteTimeout}
-		if err := s.stream(sw, match, lastID, hasLast); err != nil {
+		// Each flush gives the client StreamWriteTimeout to take the bytes.
+		sw := &deadlineWriter{Writer: bufio.NewWriterSize(conn, 64<<10), conn: conn, timeout: s.opts.StreamWriteTimeout}
+		if _, err := sw.WriteString(sseHeader); err != nil {
+			return
+		}
+		if err := s.stream(sw, pattern, match, lastID, hasLast); err != nil {
 			s.opts.Logger.Debug("sse stream ended", "err", err)
 		}
 	})
 }
+
+// sseHeader opens an event stream; the connection closes at its end.
+const sseHeader = "HTTP/1.1 200 OK\r\nServer: sonde\r\nContent-Type: text/event-stream\r\n" +
+	"Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\nConnection: close\r\n\r\n"
 
 const changeBatch = 512
 
@@ -475,7 +505,7 @@ func (d *deadlineWriter) Flush() error {
 	return d.Writer.Flush()
 }
 
-func (s *Server) stream(w *deadlineWriter, match func(string) bool, after uint64, resume bool) error {
+func (s *Server) stream(w *deadlineWriter, pattern string, match func(string) bool, after uint64, resume bool) error {
 	var frame []byte
 	dump := func() error {
 		idx := s.store.Index()
@@ -503,48 +533,65 @@ func (s *Server) stream(w *deadlineWriter, match func(string) bool, after uint64
 	}
 	hb := time.NewTicker(s.opts.Heartbeat)
 	defer hb.Stop()
-	changes := make([]sample.Change, 0, changeBatch)
-	var body []byte
+	var changes []sample.Change
+	var blocks []*block
+	var grown <-chan struct{}
 	for {
-		var err error
-		changes, err = s.store.Changes(after, changes[:0], changeBatch)
-		if errors.Is(err, sample.ErrGone) {
-			if err := dump(); err != nil {
-				return err
-			}
-			continue
-		}
-		if err != nil {
-			return err
-		}
-		if len(changes) > 0 {
+		var ok bool
+		blocks, grown, ok = s.hub.since(after, blocks[:0])
+		if ok && len(blocks) > 0 {
+			// The common case: frames the hub encoded once for everyone.
 			frame = frame[:0]
-			for _, c := range changes {
-				after = c.ID
-				if match != nil && !match(c.Key) {
-					continue
-				}
-				body = append(body[:0], '{')
-				body = appendString(body, c.Key)
-				body = append(body, ':')
-				if c.Deleted {
-					body = append(body, "null"...)
-				} else {
-					body = appendFloat(body, c.Value)
-				}
-				body = append(body, '}')
-				frame = appendFrame(frame, c.ID, body)
+			for _, b := range blocks {
+				frame = b.frames(frame, after, pattern, match)
+				after = b.last()
 			}
-			if _, err := w.Write(frame); err != nil {
-				return err
-			}
-			if err := w.Flush(); err != nil {
-				return err
+			clear(blocks)
+			if len(frame) > 0 {
+				if _, err := w.Write(frame); err != nil {
+					return err
+				}
+				if err := w.Flush(); err != nil {
+					return err
+				}
 			}
 			continue
+		}
+		if !ok {
+			// Behind the hub's oldest block: read the store's change log.
+			var err error
+			changes, err = s.store.Changes(after, changes[:0], changeBatch)
+			if errors.Is(err, sample.ErrGone) {
+				if err := dump(); err != nil {
+					return err
+				}
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			if len(changes) > 0 {
+				frame = frame[:0]
+				var body []byte
+				for _, c := range changes {
+					after = c.ID
+					if match != nil && !match(c.Key) {
+						continue
+					}
+					body = appendChange(body[:0], c)
+					frame = appendFrame(frame, c.ID, body)
+				}
+				if _, err := w.Write(frame); err != nil {
+					return err
+				}
+				if err := w.Flush(); err != nil {
+					return err
+				}
+				continue
+			}
 		}
 		select {
-		case <-s.store.Notify(after):
+		case <-grown:
 		case <-hb.C:
 			if _, err := w.WriteString(": ping\r\n\r\n"); err != nil {
 				return err

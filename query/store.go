@@ -9,9 +9,15 @@
 // "id:" set to the WAL index of the change. A client that reconnects with
 // Last-Event-ID gets exactly the changes after that id, read from memory or
 // from the WAL while it still holds them, or a fresh dump when it does not.
-// Each subscriber reads at its own pace from the store's change log: a
-// subscriber that stops reading holds up nobody, and its goroutine ends at
-// its next failed write (a change or a heartbeat) or at shutdown.
+// One goroutine, the hub, follows the store's change log and encodes each
+// change into its frame once; subscribers copy those blocks of frames (with
+// ?match=, a block is filtered once per pattern and shared). A subscriber
+// behind the hub's oldest block reads the store's change log itself. Each
+// reads at its own pace: one that stops reading holds up nobody, and its
+// goroutine ends at its next failed write (a change or a heartbeat) or at
+// shutdown. Streams take their connection over from fasthttp (hijack) and
+// write to the socket directly; the response has no length and ends when
+// the connection closes.
 package query
 
 import (
