@@ -172,3 +172,67 @@ func TestPlotWritesPNGAndSVG(t *testing.T) {
 		t.Error("Plot to a .gif: no error")
 	}
 }
+
+func TestSSESubscribersGetEveryUpdate(t *testing.T) {
+	srv := startSonde(t, t.TempDir())
+	load := Config{Target: srv.Ingest, Query: srv.Query, Keys: 50, Conns: 2, Count: 4000, Rate: 20_000, Prefix: "sse"}
+	r, err := SSE(context.Background(), SSEConfig{Load: load, Subscribers: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Loaded.Acked != 4000 || r.Expected != 5*4000 || r.Delivered != r.Expected || r.MissedMax != 0 || r.CutOff != 0 {
+		t.Fatalf("acked %d, delivered %d of %d, missed max %d, cut off %d", r.Loaded.Acked, r.Delivered, r.Expected, r.MissedMax, r.CutOff)
+	}
+	if r.Lag.Count != r.Delivered || r.Lag.P50 <= 0 || r.Lag.P99 < r.Lag.P50 {
+		t.Errorf("lag %+v", r.Lag)
+	}
+	if r.Baseline.IngestRate <= 0 || r.Loaded.IngestRate <= 0 {
+		t.Errorf("rates %v %v", r.Baseline.IngestRate, r.Loaded.IngestRate)
+	}
+}
+
+func TestQueryBenchAnswersEveryKind(t *testing.T) {
+	srv := startSonde(t, t.TempDir())
+	if _, err := Run(context.Background(), Config{Target: srv.Ingest, Keys: 20, Conns: 2, Count: 400, Prefix: "q"}); err != nil {
+		t.Fatal(err)
+	}
+	qs, err := QueryBench(context.Background(), QueryConfig{Query: srv.Query, Prefix: "q", Keys: 20, Conns: 2, Duration: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(qs) != 2 {
+		t.Fatalf("%d kinds, want 2", len(qs))
+	}
+	for _, q := range qs {
+		if q.Requests == 0 || q.Errors != 0 || q.Bytes == 0 || q.Latency.Count != q.Requests {
+			t.Errorf("%s: %+v", q.Path, q)
+		}
+	}
+}
+
+func TestRestartReplaysTheWholeWAL(t *testing.T) {
+	r, err := Restart(context.Background(), RestartConfig{Load: Config{Keys: 300, Conns: 2, Count: 30_000},
+		SondeBin: sondeBin, WorkDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !r.Verified || r.AfterKill <= 0 || r.WALBytes <= 0 {
+		t.Fatalf("restart: %+v", r)
+	}
+}
+
+func TestMemReportsEachStep(t *testing.T) {
+	steps, err := Mem(context.Background(), MemConfig{Load: Config{Conns: 2}, SondeBin: sondeBin, WorkDir: t.TempDir(),
+		KeysList: []int{100, 1000}, Points: 8, Verify: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(steps) != 2 {
+		t.Fatalf("%d steps", len(steps))
+	}
+	for _, s := range steps {
+		if s.Errors != 0 || s.RSS <= 0 || s.PeakRSS < s.RSS || s.HeapInuse <= 0 || s.BaseRSS <= 0 {
+			t.Errorf("%+v", s)
+		}
+	}
+}

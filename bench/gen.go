@@ -16,7 +16,7 @@ const (
 	Counter Shape = "counter" // a monotonic total growing by a per-key step
 	Const   Shape = "const"   // the same value every time
 	Mixed   Shape = "mixed"
-	Stamp   Shape = "stamp" // the send time in µs since the run began (for delivery lag)
+	Stamp   Shape = "stamp" // the send time in unix µs (for delivery lag)
 )
 
 func parseShape(s string) (Shape, error) {

@@ -357,7 +357,7 @@ func sendPipelined(ctx context.Context, c net.Conn, w *workload, cfg Config, for
 			n = min(n, count-sent)
 		}
 		buf = buf[:0]
-		stamp := time.Since(rec.start).Microseconds()
+		stamp := time.Now().UnixMicro()
 		for range n {
 			buf = w.appendLine(buf, format, stamp)
 		}

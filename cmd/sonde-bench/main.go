@@ -18,6 +18,8 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -154,9 +156,78 @@ func run(args []string) error {
 			}
 		}
 		return nil
+	case "query":
+		qs, err := bench.QueryBench(ctx, bench.QueryConfig{Query: l.Query, Prefix: l.Prefix, Keys: l.Keys, Conns: l.Conns, Duration: l.Duration})
+		for _, q := range qs {
+			fmt.Printf("%-44s %8.0f req/s  p50 %.2fms p99 %.2fms  %d requests, %d errors, %.1f MiB\n", q.Path, q.Rate, q.Latency.P50, q.Latency.P99, q.Requests, q.Errors, mib(q.Bytes))
+		}
+		if werr := writeOut(f.out, qs); werr != nil {
+			return werr
+		}
+		return err
+	case "sse":
+		r, err := bench.SSE(ctx, bench.SSEConfig{Load: *l, Subscribers: f.subs, Log: os.Stderr})
+		if err != nil {
+			return err
+		}
+		fmt.Printf("sse: %d subscribers, %d updates at %s over %d keys\n", r.Subscribers, r.Loaded.Sent, rate(r.Loaded.Paced), r.Loaded.Keys)
+		fmt.Printf("  ingest alone %s, with subscribers %s: %.1f%% lower\n", rate(r.Baseline.IngestRate), rate(r.Loaded.IngestRate), r.RateDrop)
+		fmt.Printf("  delivery lag p50 %.2fms p99 %.2fms p999 %.2fms max %.2fms (one event in 16 timed)\n", r.Lag.P50, r.Lag.P99, r.Lag.P999, r.Lag.Max)
+		fmt.Printf("  delivered %d of %d events; most missed by one subscriber %d; cut off %d\n", r.Delivered, r.Expected, r.MissedMax, r.CutOff)
+		if err := writeOut(f.out, r); err != nil {
+			return err
+		}
+		if f.plot != "" {
+			runs := []bench.PlotRun{{Label: "alone", Timeline: r.Baseline.Timeline}, {Label: "with subscribers", Timeline: r.Loaded.Timeline}}
+			return bench.Plot(f.plot, "sse: ingest with and without subscribers", runs)
+		}
+		return nil
+	case "mem":
+		dir, cleanup, err := workDir(f.workDir)
+		if err != nil {
+			return err
+		}
+		defer cleanup()
+		var keys []int
+		for _, k := range strings.Split(f.keysList, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(k))
+			if err != nil || n <= 0 {
+				return fmt.Errorf("-keys-list: %q is not a key count", k)
+			}
+			keys = append(keys, n)
+		}
+		points := f.points
+		if points <= 0 {
+			points = 120 // sonde's default -ring
+		}
+		steps, err := bench.Mem(ctx, bench.MemConfig{Load: *l, SondeBin: f.sondeBin, Flags: strings.Fields(f.extra),
+			WorkDir: dir, KeysList: keys, Points: points, Log: os.Stderr})
+		for _, s := range steps {
+			fmt.Printf("%9d keys x %d points: RSS %7.1f MiB (peak %7.1f, at start %5.1f), %6.0f bytes/series, Go heap in use %7.1f MiB, %s, errors %d, stop %.1fs\n",
+				s.Keys, s.Points, mib(s.RSS), mib(s.PeakRSS), mib(s.BaseRSS), s.BytesPerSeries, mib(s.HeapInuse), rate(s.IngestRate), s.Errors, s.StopSeconds)
+		}
+		if werr := writeOut(f.out, steps); werr != nil {
+			return werr
+		}
+		return err
+	case "restart":
+		dir, cleanup, err := workDir(f.workDir)
+		if err != nil {
+			return err
+		}
+		defer cleanup()
+		r, err := bench.Restart(ctx, bench.RestartConfig{Load: *l, SondeBin: f.sondeBin, WorkDir: dir, Log: os.Stderr})
+		if err != nil {
+			return err
+		}
+		fmt.Printf("%d keys, %d records in the WAL (%.0f MiB): restart after kill -9 took %.2fs; every key and sample read back: %v\n",
+			r.Keys, r.Records, mib(r.WALBytes), r.AfterKill, r.Verified)
+		return writeOut(f.out, r)
 	}
 	return fmt.Errorf("unknown scenario %q", scenario)
 }
+
+func mib(n int64) float64 { return float64(n) / (1 << 20) }
 
 func parseShape(s string) (bench.Shape, error) {
 	switch sh := bench.Shape(s); sh {
@@ -240,4 +311,3 @@ func printCompare(w io.Writer, cr *bench.CompareResult) {
 		fmt.Fprintf(w, "kill -9 after %.2fs: %-17s sent %d, acked %d, survived %d, lost %.2f%%\n", c.KilledAfter, c.Server, c.Sent, c.Acked, c.Survived, c.LostPct)
 	}
 }
-

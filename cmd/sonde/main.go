@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime"
 	"syscall"
 	"time"
 
@@ -92,6 +93,14 @@ func newLogger(c config) (*slog.Logger, error) {
 	return nil, fmt.Errorf("unknown -log-format %q (want text or json)", c.logFormat)
 }
 
+// goStats is the Go runtime's view of the process' memory.
+func goStats() map[string]uint64 {
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return map[string]uint64{"heap_alloc": m.HeapAlloc, "heap_inuse": m.HeapInuse, "heap_sys": m.HeapSys,
+		"sys": m.Sys, "num_gc": uint64(m.NumGC), "goroutines": uint64(runtime.NumGoroutine())}
+}
+
 func main() {
 	c, err := parseFlags(os.Args[1:])
 	if errors.Is(err, flag.ErrHelp) {
@@ -144,7 +153,8 @@ func run(c config, logger *slog.Logger) error {
 		Stats: func() map[string][]byte {
 			e, _ := json.Marshal(db.Stats())
 			t, _ := json.Marshal(tcp.Stats())
-			return map[string][]byte{"engine": e, "tcp": t}
+			g, _ := json.Marshal(goStats())
+			return map[string][]byte{"engine": e, "tcp": t, "go": g}
 		},
 	}, db)
 	if err != nil {

@@ -1,0 +1,147 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"path/filepath"
+	"time"
+)
+
+// MemConfig measures Sonde's memory at several key counts.
+type MemConfig struct {
+	Load     Config // Conns, Shape, Prefix; Keys and Count are set per step
+	SondeBin string
+	Flags    []string // more sonde flags
+	WorkDir  string
+	KeysList []int
+	Points   int // samples per key
+	Verify   bool
+	Log      io.Writer
+}
+
+// MemStep is one key count's figures.
+type MemStep struct {
+	Keys           int     `json:"keys"`
+	Points         int     `json:"points_per_key"`
+	BaseRSS        int64   `json:"base_rss_bytes"` // just after start
+	RSS            int64   `json:"rss_bytes"`      // after the load
+	PeakRSS        int64   `json:"peak_rss_bytes"`
+	BytesPerSeries float64 `json:"rss_bytes_per_series"` // (RSS - BaseRSS) / Keys
+	HeapInuse      int64   `json:"go_heap_inuse_bytes"`
+	IngestRate     float64 `json:"ingest_rate"`
+	Errors         int64   `json:"errors"`
+	StopSeconds    float64 `json:"stop_s"` // SIGTERM to exit: the final snapshot
+}
+
+// Mem loads each key count into a fresh Sonde and reads its memory.
+func Mem(ctx context.Context, mc MemConfig) ([]MemStep, error) {
+	var out []MemStep
+	for i, keys := range mc.KeysList {
+		dir := filepath.Join(mc.WorkDir, fmt.Sprintf("mem-%d", i))
+		if mc.Log != nil {
+			fmt.Fprintf(mc.Log, "== %d keys x %d points\n", keys, mc.Points)
+		}
+		srv, err := StartSonde(ctx, mc.SondeBin, dir, mc.Flags...)
+		if err != nil {
+			return out, err
+		}
+		st := MemStep{Keys: keys, Points: mc.Points}
+		st.BaseRSS, _ = srv.RSS()
+		cfg := mc.Load
+		cfg.Scenario, cfg.Target, cfg.API = "tcp", srv.Ingest, "sonde"
+		cfg.Keys, cfg.Count = keys, int64(keys)*int64(mc.Points)
+		cfg.Query = ""
+		res, err := Run(ctx, cfg)
+		if err != nil {
+			srv.Kill()
+			return out, err
+		}
+		st.IngestRate, st.Errors = res.IngestRate, res.Errors
+		st.RSS, _ = srv.RSS()
+		st.PeakRSS, _ = srv.PeakRSS()
+		st.BytesPerSeries = float64(st.RSS-st.BaseRSS) / float64(keys)
+		if g, err := goStats(srv.Query); err == nil {
+			st.HeapInuse = g.HeapInuse
+		}
+		if mc.Verify {
+			cfg.Query = srv.Query
+			if _, _, err := readBack(ctx, cfg); err != nil {
+				srv.Kill()
+				return out, err
+			}
+		}
+		t := time.Now()
+		err = srv.Stop()
+		st.StopSeconds = time.Since(t).Seconds()
+		out = append(out, st)
+		if err != nil {
+			return out, err
+		}
+	}
+	return out, nil
+}
+
+type goMem struct {
+	HeapInuse int64 `json:"heap_inuse"`
+}
+
+func goStats(addr string) (goMem, error) {
+	var s struct {
+		Go goMem `json:"go"`
+	}
+	err := getJSON(context.Background(), "http://"+addr+"/api/v1/stats", &s)
+	return s.Go, err
+}
+
+// RestartConfig measures how long Sonde takes to come back.
+type RestartConfig struct {
+	Load     Config // Keys, Count (records), Conns, Shape
+	SondeBin string
+	WorkDir  string
+	Log      io.Writer
+}
+
+// RestartResult is the restart after kill -9 with every record in the WAL.
+type RestartResult struct {
+	Keys      int     `json:"keys"`
+	Records   int64   `json:"wal_records"`
+	WALBytes  int64   `json:"wal_bytes"`
+	AfterKill float64 `json:"after_kill_s"` // exec to listening, replaying the whole WAL
+	Verified  bool    `json:"verified"`     // every key and sample read back after it
+}
+
+// Restart fills a store whose snapshots never run, kills it, and times
+// the restart, which must replay the whole WAL; then reads every key back.
+func Restart(ctx context.Context, rc RestartConfig) (*RestartResult, error) {
+	dir := filepath.Join(rc.WorkDir, "restart")
+	never := []string{"-snapshot-interval", "1000h", "-snapshot-records", "1000000000000"}
+	srv, err := StartSonde(ctx, rc.SondeBin, dir, never...)
+	if err != nil {
+		return nil, err
+	}
+	cfg := rc.Load
+	cfg.Scenario, cfg.Target, cfg.API, cfg.Query = "tcp", srv.Ingest, "sonde", ""
+	cfg.setDefaults()
+	if _, err := Run(ctx, cfg); err != nil {
+		srv.Kill()
+		return nil, err
+	}
+	srv.Kill()
+	out := &RestartResult{Keys: cfg.Keys, Records: cfg.Count}
+	if out.WALBytes, err = DiskBytes(filepath.Join(dir, "wal")); err != nil {
+		return nil, err
+	}
+	if srv, err = StartSonde(ctx, rc.SondeBin, dir, never...); err != nil {
+		return nil, err
+	}
+	defer srv.Kill() // a clean stop would fold the whole WAL first; not what is measured
+	out.AfterKill = srv.Ready.Seconds()
+	cfg.Query = srv.Query
+	got, stored, err := readBack(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	out.Verified = len(got) == min(cfg.Keys, int(cfg.Count)) && stored == cfg.Count
+	return out, nil
+}
