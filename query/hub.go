@@ -2,7 +2,9 @@ package query
 
 import (
 	"errors"
+	"math"
 	"sync"
+	"sync/atomic"
 
 	"github.com/sonde-metrics/sonde/engine/sample"
 )
@@ -15,8 +17,13 @@ import (
 type hub struct {
 	store Store
 	done  <-chan struct{}
+	// The hub works only while streams are open: with none, ingest pays
+	// nothing for it.
+	streams atomic.Int64
+	wake    chan struct{} // poked when the first stream opens
 
-	mu     sync.Mutex    // guards blocks, bytes and grown.
+	mu     sync.Mutex    // guards from, blocks, bytes and grown.
+	from   uint64        // the hub encodes every change after this id (MaxUint64: idle)
 	blocks []*block      // oldest first; ids dense across consecutive blocks
 	bytes  int           // frame bytes held
 	grown  chan struct{} // closed and replaced when a block is added
@@ -41,34 +48,68 @@ type block struct {
 func (b *block) last() uint64 { return b.first + uint64(len(b.keys)) - 1 }
 
 func newHub(store Store, done <-chan struct{}) *hub {
-	return &hub{store: store, done: done, grown: make(chan struct{})}
+	return &hub{store: store, done: done, from: math.MaxUint64, grown: make(chan struct{}), wake: make(chan struct{}, 1)}
 }
 
-// run follows the change log until done.
+// join and leave count the open streams.
+func (h *hub) join() {
+	if h.streams.Add(1) == 1 {
+		select {
+		case h.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+func (h *hub) leave() { h.streams.Add(-1) }
+
+// run follows the change log while streams are open, until done.
 func (h *hub) run() {
-	after := h.store.Index()
 	buf := make([]sample.Change, 0, hubBatch)
 	for {
+		for h.streams.Load() == 0 {
+			h.reset(math.MaxUint64)
+			select {
+			case <-h.wake:
+			case <-h.done:
+				return
+			}
+		}
+		h.follow(buf)
+		select {
+		case <-h.done:
+			return
+		default:
+		}
+	}
+}
+
+// follow encodes the change log from its head until no stream is open.
+func (h *hub) follow(buf []sample.Change) {
+	after := h.store.Index()
+	h.reset(after)
+	for h.streams.Load() > 0 {
 		var err error
 		buf, err = h.store.Changes(after, buf[:0], hubBatch)
 		if errors.Is(err, sample.ErrGone) {
 			// Fell behind the log (the store moved on faster than the hub
 			// could encode): start again at the head; the blocks left keep
 			// their ids, so subscribers fall back to the store for the gap.
-			h.reset()
 			after = h.store.Index()
+			h.reset(after)
 			continue
 		}
 		if err != nil || len(buf) == 0 {
 			select {
 			case <-h.store.Notify(after):
+			case <-h.wake: // a stream opened or left: look at the count again
 			case <-h.done:
 				return
 			}
 			continue
 		}
 		if buf[0].ID != after+1 {
-			h.reset() // not dense with what the hub holds
+			h.reset(buf[0].ID - 1) // not dense with what the hub holds
 		}
 		h.add(encodeBlock(buf))
 		after = buf[len(buf)-1].ID
@@ -101,9 +142,10 @@ func appendChange(b []byte, c sample.Change) []byte {
 	return append(b, '}')
 }
 
-func (h *hub) reset() {
+// reset drops the blocks; the hub covers the changes after from.
+func (h *hub) reset(from uint64) {
 	h.mu.Lock()
-	h.blocks, h.bytes = nil, 0
+	h.from, h.blocks, h.bytes = from, nil, 0
 	h.mu.Unlock()
 }
 
@@ -129,7 +171,7 @@ func (h *hub) since(id uint64, dst []*block) (blocks []*block, grown <-chan stru
 	defer h.mu.Unlock()
 	grown = h.grown
 	if len(h.blocks) == 0 {
-		return dst, grown, true
+		return dst, grown, id >= h.from
 	}
 	if h.blocks[0].first > id+1 {
 		return dst, grown, false

@@ -469,6 +469,8 @@ func (s *Server) events(ctx *fasthttp.RequestCtx) {
 		s.streamsWG.Add(1)
 		s.streamsMu.Unlock()
 		defer s.streamsWG.Done()
+		s.hub.join()
+		defer s.hub.leave()
 		defer func() {
 			s.streamsMu.Lock()
 			delete(s.streams, conn)
