@@ -53,6 +53,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./engine/internal/record
 	$(GO) test -run '^$$' -fuzz '^FuzzOpenTail$$' -fuzztime $(FUZZTIME) ./engine/internal/wal
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeChunk$$' -fuzztime $(FUZZTIME) ./engine/internal/snapshot
+	$(GO) test -run '^$$' -fuzz '^FuzzAccount$$' -fuzztime $(FUZZTIME) ./bench
 
 tidy-check:
 	$(GO) mod tidy && git diff --exit-code go.mod go.sum

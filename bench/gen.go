@@ -19,7 +19,8 @@ const (
 	Stamp   Shape = "stamp" // the send time in unix µs (for delivery lag)
 )
 
-func parseShape(s string) (Shape, error) {
+// ParseShape reads a shape's name.
+func ParseShape(s string) (Shape, error) {
 	switch Shape(s) {
 	case Walk, Counter, Const, Mixed, Stamp:
 		return Shape(s), nil

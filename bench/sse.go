@@ -232,4 +232,3 @@ func firstValue(ev []byte) (int64, bool) {
 	v, err := strconv.ParseFloat(string(ev[k+1:j]), 64)
 	return int64(v), err == nil
 }
-

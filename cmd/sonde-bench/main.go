@@ -101,7 +101,7 @@ func run(args []string) error {
 		return fmt.Errorf("want one scenario, got %d arguments", fs.NArg())
 	}
 	var err error
-	if l.Shape, err = parseShape(f.shape); err != nil {
+	if l.Shape, err = bench.ParseShape(f.shape); err != nil {
 		return err
 	}
 	if st, err := os.Stderr.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
@@ -228,14 +228,6 @@ func run(args []string) error {
 }
 
 func mib(n int64) float64 { return float64(n) / (1 << 20) }
-
-func parseShape(s string) (bench.Shape, error) {
-	switch sh := bench.Shape(s); sh {
-	case bench.Walk, bench.Counter, bench.Const, bench.Mixed, bench.Stamp:
-		return sh, nil
-	}
-	return "", fmt.Errorf("unknown -shape %q (want walk, counter, const, mixed or stamp)", s)
-}
 
 func workDir(dir string) (string, func(), error) {
 	if dir != "" {
