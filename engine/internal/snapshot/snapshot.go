@@ -19,6 +19,8 @@ import (
 	"fmt"
 	"math"
 	"math/bits"
+	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -137,7 +139,13 @@ func (s *Store) Load(fn func(*State) error) error {
 
 // Commit applies ups and records index in one transaction. A State with
 // Created 0 continues the stored incarnation; Commit fills Created in.
+// ups holds at most one update per key; Commit sorts it by key.
 func (s *Store) Commit(index uint64, ups []Update) error {
+	// bbolt inserts into a node by shifting the entries after the new one,
+	// and splits nodes only at commit: keys put in random order into one
+	// transaction cost O(n²) (100k keys: 25.7 s). In key order every put
+	// lands at the end of its node (BenchmarkCommit).
+	slices.SortFunc(ups, func(a, b Update) int { return strings.Compare(a.Key, b.Key) })
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		series := tx.Bucket(bucketSeries)
 		hist := tx.Bucket(bucketHistory)

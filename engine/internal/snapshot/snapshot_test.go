@@ -1,6 +1,7 @@
 package snapshot
 
 import (
+	"fmt"
 	"math"
 	"path/filepath"
 	"testing"
@@ -100,4 +101,34 @@ func FuzzDecodeChunk(f *testing.F) {
 			}
 		}
 	})
+}
+
+// BenchmarkCommit is one snapshot of n keys (a state and a 2-point chunk
+// each) in the order the fold sees them: scattered.
+func BenchmarkCommit(b *testing.B) {
+	for _, n := range []int{10_000, 100_000} {
+		b.Run(fmt.Sprintf("keys=%d", n), func(b *testing.B) {
+			ups := make([]Update, n)
+			for i := range ups {
+				k := fmt.Sprintf("bench.k%07d", (i*7919)%n)
+				ups[i] = Update{Key: k, Wipe: true, FirstOrdinal: 1,
+					State:  &State{Key: k, Kind: sample.Gauge, Value: 1, Updated: 2, Ordinal: 2, Created: uint64(i + 1)},
+					Points: []sample.Point{{T: 1, V: 1}, {T: 2, V: 1}}}
+			}
+			for b.Loop() {
+				b.StopTimer()
+				s, err := Open(filepath.Join(b.TempDir(), "s.db"))
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.StartTimer()
+				if err := s.Commit(uint64(n), ups); err != nil {
+					b.Fatal(err)
+				}
+				b.StopTimer()
+				s.Close()
+				b.StartTimer()
+			}
+		})
+	}
 }
