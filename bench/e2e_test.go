@@ -152,7 +152,7 @@ func TestCompareSmallLoad(t *testing.T) {
 }
 
 func TestPlotWritesPNGAndSVG(t *testing.T) {
-	runs := []PlotRun{{Label: "a", Timeline: []Tick{{T: 0.1, Rate: 100, P50: 1, P99: 2}, {T: 0.2, Rate: 200, P50: 1.5, P99: 3}}},
+	runs := []PlotRun{{Label: "a", Visible: 0.25, Timeline: []Tick{{T: 0.1, Rate: 100, P50: 1, P99: 2}, {T: 0.2, Rate: 2e6, P50: 1.5, P99: 3}}},
 		{Label: "b", Timeline: []Tick{{T: 0.1, Rate: 50}, {T: 0.2, Rate: 70}}}}
 	dir := t.TempDir()
 	for name, magic := range map[string][]byte{"p.png": []byte("\x89PNG"), "p.svg": []byte("<?xml")} {
@@ -166,6 +166,13 @@ func TestPlotWritesPNGAndSVG(t *testing.T) {
 		}
 		if !bytes.HasPrefix(b, magic) || len(b) < 1000 {
 			t.Errorf("%s: %d bytes starting %q", name, len(b), b[:min(len(b), 8)])
+		}
+		if name == "p.svg" {
+			for _, text := range []string{"a: all visible at 0.25s", "2M", "ack latency, ms"} {
+				if !bytes.Contains(b, []byte(text)) {
+					t.Errorf("p.svg has no %q", text)
+				}
+			}
 		}
 	}
 	if err := Plot(filepath.Join(dir, "p.gif"), "test", runs); err == nil {

@@ -5,6 +5,7 @@ import (
 	"image/color"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"gonum.org/v1/plot"
@@ -15,10 +16,13 @@ import (
 	"gonum.org/v1/plot/vg/vgsvg"
 )
 
-// Series of a run for the plot: one line per run in each panel.
+// PlotRun is one run on the plot: a line in each panel, and a dotted
+// vertical line at Visible (seconds; 0 for none), when the read-back saw
+// every sample.
 type PlotRun struct {
 	Label    string
 	Timeline []Tick
+	Visible  float64
 }
 
 // Plot draws throughput (top) and ack latency p50/p99 (bottom) over time
@@ -27,11 +31,18 @@ func Plot(path, title string, runs []PlotRun) error {
 	tp := plot.New()
 	tp.Title.Text = title
 	tp.X.Label.Text = "seconds"
-	tp.Y.Label.Text = "samples/s"
+	tp.Y.Label.Text = "samples/s (acked, or sent when there are no replies)"
+	tp.Y.Tick.Marker = siTicks{}
 	lp := plot.New()
 	lp.X.Label.Text = "seconds"
 	lp.Y.Label.Text = "ack latency, ms"
 	hasLat := false
+	top := 0.0
+	for _, r := range runs {
+		for _, t := range r.Timeline {
+			top = max(top, t.Rate)
+		}
+	}
 	for i, r := range runs {
 		rate := make(plotter.XYs, 0, len(r.Timeline))
 		var p50, p99 plotter.XYs
@@ -51,6 +62,16 @@ func Plot(path, title string, runs []PlotRun) error {
 			l.Color = c
 			tp.Add(l)
 			tp.Legend.Add(r.Label, l)
+		}
+		if r.Visible > 0 {
+			v, err := plotter.NewLine(plotter.XYs{{X: r.Visible, Y: 0}, {X: r.Visible, Y: top}})
+			if err != nil {
+				return fmt.Errorf("plot %s: %w", r.Label, err)
+			}
+			v.Color = c
+			v.Dashes = []vg.Length{vg.Points(1), vg.Points(3)}
+			tp.Add(v)
+			tp.Legend.Add(fmt.Sprintf("%s: all visible at %.2fs", r.Label, r.Visible), v)
 		}
 		if len(p99) > 0 {
 			hasLat = true
@@ -111,6 +132,27 @@ func Plot(path, title string, runs []PlotRun) error {
 		return fmt.Errorf("plot %s: %w", path, err)
 	}
 	return nil
+}
+
+// siTicks labels an axis 500k, 1.5M, ... instead of 1500000.00.
+type siTicks struct{}
+
+func (siTicks) Ticks(lo, hi float64) []plot.Tick {
+	ts := plot.DefaultTicks{}.Ticks(lo, hi)
+	for i := range ts {
+		if ts[i].Label == "" {
+			continue
+		}
+		switch v := ts[i].Value; {
+		case v >= 1e6:
+			ts[i].Label = strconv.FormatFloat(v/1e6, 'f', -1, 64) + "M"
+		case v >= 1e3:
+			ts[i].Label = strconv.FormatFloat(v/1e3, 'f', -1, 64) + "k"
+		default:
+			ts[i].Label = strconv.FormatFloat(v, 'f', -1, 64)
+		}
+	}
+	return ts
 }
 
 var palette = []color.Color{

@@ -124,7 +124,7 @@ func run(args []string) error {
 			return err
 		}
 		if f.plot != "" {
-			if err := bench.Plot(f.plot, scenario+" load on "+l.Target, []bench.PlotRun{{Label: scenario, Timeline: res.Timeline}}); err != nil {
+			if err := bench.Plot(f.plot, scenario+" load on "+l.Target, []bench.PlotRun{{Label: scenario, Timeline: res.Timeline, Visible: res.VisibleSeconds}}); err != nil {
 				return err
 			}
 		}
@@ -149,7 +149,7 @@ func run(args []string) error {
 		if f.plot != "" {
 			var runs []bench.PlotRun
 			for _, p := range cr.Phases {
-				runs = append(runs, bench.PlotRun{Label: p.Name, Timeline: p.Result.Timeline})
+				runs = append(runs, bench.PlotRun{Label: p.Name, Timeline: p.Result.Timeline, Visible: p.Result.VisibleSeconds})
 			}
 			if err := bench.Plot(f.plot, "compare: the same load on each server", runs); err != nil {
 				return err
