@@ -57,7 +57,10 @@ type Options struct {
 	// database; default 10 s.
 	SnapshotInterval time.Duration
 	// SnapshotRecords starts a snapshot early once this many records were
-	// written since the last one; default 1<<20.
+	// written since the last one; default 1<<23 (8M). Each snapshot writes
+	// a page per changed key, so at high rates fewer, larger snapshots cost
+	// far less; the bound on replay is the price (10M records replay in
+	// about 7 s, docs/benchmarks.md).
 	SnapshotRecords int
 	// RingSize is how many recent points each series keeps in memory;
 	// default 120.
@@ -88,7 +91,7 @@ func (o Options) withDefaults() Options {
 		o.SnapshotInterval = 10 * time.Second
 	}
 	if o.SnapshotRecords <= 0 {
-		o.SnapshotRecords = 1 << 20
+		o.SnapshotRecords = 1 << 23
 	}
 	if o.RingSize <= 0 {
 		o.RingSize = 120

@@ -57,7 +57,7 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&c.fsync, "fsync", "always", "WAL durability: always (ack after fsync), interval, never")
 	fs.DurationVar(&c.fsyncInterval, "fsync-interval", 100*time.Millisecond, "fsync period with -fsync=interval")
 	fs.DurationVar(&c.snapshotInterval, "snapshot-interval", 10*time.Second, "how often changes are folded into the snapshot database")
-	fs.IntVar(&c.snapshotRecords, "snapshot-records", 1<<20, "take a snapshot early once the WAL holds this many records past the last one")
+	fs.IntVar(&c.snapshotRecords, "snapshot-records", 1<<23, "take a snapshot early once the WAL holds this many records past the last one")
 	fs.IntVar(&c.ringSize, "ring", 120, "recent history points kept in memory per series")
 	fs.IntVar(&c.maxSeries, "max-series", 1_000_000, "most keys the store holds")
 	fs.IntVar(&c.maxConns, "max-conns", 1024, "most open connections per listener")
