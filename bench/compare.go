@@ -179,75 +179,65 @@ func runPhase(ctx context.Context, name string, srv *Server, flags []string, cfg
 	return p, nil
 }
 
-// crashSonde sends the load, kills Sonde the moment the last reply is
-// read, restarts it and counts the samples that came back.
+// crashSonde and crashVM run a crash round on Sonde (over its command
+// protocol) and on VictoriaMetrics (Graphite plaintext).
 func crashSonde(ctx context.Context, cc CompareConfig, dir string) (*CrashResult, error) {
-	srv, err := StartSonde(ctx, cc.SondeBin, dir)
-	if err != nil {
-		return nil, err
-	}
 	cfg := cc.Load
-	cfg.Scenario, cfg.Target, cfg.Query, cfg.API = "tcp", srv.Ingest, "", "sonde"
-	res, err := Run(ctx, cfg)
+	cfg.Scenario, cfg.API = "tcp", "sonde"
+	start := func() (*Server, error) { return StartSonde(ctx, cc.SondeBin, dir) }
+	return crashRound(ctx, start, cfg, 1)
+}
+
+func crashVM(ctx context.Context, cc CompareConfig, dir string) (*CrashResult, error) {
+	cfg := cc.Load
+	cfg.Scenario, cfg.API = "graphite", "prometheus"
+	start := func() (*Server, error) { return StartVictoriaMetrics(ctx, cc.PeerBin, dir) }
+	// Whatever reached its disk shows once it is up; read twice, a second
+	// apart, and keep the larger.
+	return crashRound(ctx, start, cfg, 2)
+}
+
+// crashRound sends the load to the server start gives, kills it the moment
+// the load is in (the last reply, or the server's own count when there are
+// no replies), starts it again on the same directory and counts the
+// samples that came back, reading reads times.
+func crashRound(ctx context.Context, start func() (*Server, error), cfg Config, reads int) (*CrashResult, error) {
+	srv, err := start()
 	if err != nil {
-		srv.Kill()
 		return nil, err
 	}
+	cfg.Target, cfg.Query = srv.Ingest, ""
+	if cfg.API == "prometheus" {
+		cfg.Taken = vmTaken(srv.Query)
+	}
+	res, err := Run(ctx, cfg)
 	srv.Kill()
-	srv, err = StartSonde(ctx, cc.SondeBin, dir)
 	if err != nil {
+		return nil, err
+	}
+	if srv, err = start(); err != nil {
 		return nil, err
 	}
 	defer srv.Stop()
 	cfg.Query = srv.Query
-	_, stored, err := readBack(ctx, cfg)
-	if err != nil {
-		return nil, err
-	}
-	return crashResult("sonde", res, stored, res.IngestSeconds), nil
-}
-
-// crashVM sends the load as Graphite, kills VictoriaMetrics once it has
-// counted every line in, restarts it and counts what came back.
-func crashVM(ctx context.Context, cc CompareConfig, dir string) (*CrashResult, error) {
-	vm, err := StartVictoriaMetrics(ctx, cc.PeerBin, dir)
-	if err != nil {
-		return nil, err
-	}
-	cfg := cc.Load
-	cfg.Scenario, cfg.Target, cfg.Query, cfg.API = "graphite", vm.Ingest, "", "prometheus"
-	cfg.Taken = vmTaken(vm.Query)
-	res, err := Run(ctx, cfg)
-	if err != nil {
-		vm.Kill()
-		return nil, err
-	}
-	vm.Kill()
-	vm, err = StartVictoriaMetrics(ctx, cc.PeerBin, dir)
-	if err != nil {
-		return nil, err
-	}
-	defer vm.Stop()
-	cfg.Query = vm.Query
-	// Whatever reached its disk shows once it is up; read twice, a second apart, and keep the larger.
 	var stored int64
-	for i := range 2 {
+	for i := range reads {
 		if i > 0 {
 			if err := pause(ctx, time.Second); err != nil {
 				return nil, err
 			}
 		}
-		_, s, err := readBack(ctx, cfg)
+		_, n, err := readBack(ctx, cfg)
 		if err != nil {
 			return nil, err
 		}
-		stored = max(stored, s)
+		stored = max(stored, n)
 	}
-	return crashResult("victoria-metrics", res, stored, res.IngestSeconds), nil
+	return crashResult(srv.Name, res, stored), nil
 }
 
-func crashResult(server string, res *Result, stored int64, killedAfter float64) *CrashResult {
-	c := &CrashResult{Server: server, Sent: res.Sent, Acked: res.Acked, Survived: stored, KilledAfter: killedAfter}
+func crashResult(server string, res *Result, stored int64) *CrashResult {
+	c := &CrashResult{Server: server, Sent: res.Sent, Acked: res.Acked, Survived: stored, KilledAfter: res.IngestSeconds}
 	if res.Sent > 0 {
 		c.LostPct = 100 * float64(max(res.Sent-stored, 0)) / float64(res.Sent)
 	}
