@@ -6,7 +6,7 @@ SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 FUZZTIME ?= 30s
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: all build run test test-deps fmt-check vet lint bench fuzz tidy-check clean
+.PHONY: all build run test test-deps fmt-check vet lint bench compare fuzz tidy-check clean
 
 all: build
 
@@ -46,6 +46,10 @@ lint: fmt-check vet
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+# Sonde against Debian's VictoriaMetrics on the same load (docs/benchmarks.md).
+compare: build test-deps
+	bin/sonde-bench -crash -out compare.json -plot compare.png compare
 
 # Each fuzz target for FUZZTIME.
 fuzz:
