@@ -82,15 +82,19 @@ func (db *DB) snapshotNow() error {
 	start := time.Now()
 	from := db.store.Index() + 1
 	folded := 0
+	var foldTook, commitTook time.Duration
 	for from <= target {
 		to := min(target, from+foldBatch-1)
+		t0 := time.Now()
 		ups, err := db.fold(from, to)
 		if err != nil {
 			return err
 		}
+		t1 := time.Now()
 		if err := db.store.Commit(to, ups); err != nil {
 			return err
 		}
+		foldTook, commitTook = foldTook+t1.Sub(t0), commitTook+time.Since(t1)
 		for i := range ups {
 			u := &ups[i]
 			if u.State == nil {
@@ -110,7 +114,8 @@ func (db *DB) snapshotNow() error {
 		return fmt.Errorf("truncate wal after snapshot: %w", err)
 	}
 	if folded > 0 {
-		db.logger.Debug("snapshot", "records", folded, "index", db.store.Index(), "wal_first", first, "took", time.Since(start))
+		db.logger.Debug("snapshot", "records", folded, "index", db.store.Index(), "wal_first", first,
+			"took", time.Since(start), "fold", foldTook, "commit", commitTook)
 	}
 	return nil
 }
