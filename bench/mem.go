@@ -99,7 +99,6 @@ type RestartConfig struct {
 	Load     Config // Keys, Count (records), Conns, Shape
 	SondeBin string
 	WorkDir  string
-	Log      io.Writer
 }
 
 // RestartResult is the restart after kill -9 with every record in the WAL.

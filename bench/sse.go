@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -18,7 +17,6 @@ import (
 type SSEConfig struct {
 	Load        Config // tcp load; its Shape is forced to Stamp
 	Subscribers int
-	Log         io.Writer
 }
 
 // SSEResult is the outcome of an SSE run.

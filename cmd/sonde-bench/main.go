@@ -166,7 +166,7 @@ func run(args []string) error {
 		}
 		return err
 	case "sse":
-		r, err := bench.SSE(ctx, bench.SSEConfig{Load: *l, Subscribers: f.subs, Log: os.Stderr})
+		r, err := bench.SSE(ctx, bench.SSEConfig{Load: *l, Subscribers: f.subs})
 		if err != nil {
 			return err
 		}
@@ -216,7 +216,7 @@ func run(args []string) error {
 			return err
 		}
 		defer cleanup()
-		r, err := bench.Restart(ctx, bench.RestartConfig{Load: *l, SondeBin: f.sondeBin, WorkDir: dir, Log: os.Stderr})
+		r, err := bench.Restart(ctx, bench.RestartConfig{Load: *l, SondeBin: f.sondeBin, WorkDir: dir})
 		if err != nil {
 			return err
 		}
