@@ -243,3 +243,39 @@ func TestMemReportsEachStep(t *testing.T) {
 		}
 	}
 }
+
+// The disk floor writes every arrived sample once, in segments, and
+// accounts for each sample's latency, idle and beside a real load.
+func TestDiskFloor(t *testing.T) {
+	dir := t.TempDir()
+	dc := DiskConfig{Dir: dir, Rate: 20_000, Duration: 300 * time.Millisecond, RecordBytes: 40, SegmentSize: 16 << 10}
+	r, err := DiskUnderLoad(context.Background(), dc, sondeBin, t.TempDir(), Config{Conns: 2, Keys: 50, Rate: 5_000, Shape: Walk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, d := range map[string]DiskResult{"idle": r.Idle, "loaded": r.Loaded} {
+		if d.Groups == 0 || d.Fsync.Count != d.Groups {
+			t.Errorf("%s: %d groups, %d fsyncs timed", name, d.Groups, d.Fsync.Count)
+		}
+		if d.Latency.Count*40 != d.Bytes {
+			t.Errorf("%s: %d samples timed but %d bytes written", name, d.Latency.Count, d.Bytes)
+		}
+		// 20k/s for 0.3 s is about 6000 samples; the loop must keep up.
+		if d.Latency.Count < 3000 || d.Latency.Count > 6000 {
+			t.Errorf("%s: %d samples, want about 6000", name, d.Latency.Count)
+		}
+		// A segment ends at the first round that takes it past 16 KiB.
+		if most := int(d.Bytes/(16<<10)) + 1; d.Segments < 2 || d.Segments > most {
+			t.Errorf("%s: %d segments for %d bytes", name, d.Segments, d.Bytes)
+		}
+		if d.Latency.Max < d.Fsync.P50 {
+			t.Errorf("%s: slowest sample %.3fms faster than the median fsync %.3fms", name, d.Latency.Max, d.Fsync.P50)
+		}
+	}
+	if r.Load == nil || r.Load.Acked == 0 || r.Load.Errors != 0 {
+		t.Fatalf("the load beside the floor: %+v", r.Load)
+	}
+	if left, _ := os.ReadDir(dir); len(left) != 0 {
+		t.Errorf("the floor left %d files behind", len(left))
+	}
+}

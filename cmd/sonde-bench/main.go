@@ -36,6 +36,9 @@ scenarios:
   compare   Sonde (-fsync=always, then interval) and VictoriaMetrics on the same load
   mem       peak RSS and bytes per series at each of -keys-list
   restart   restart time with -keys series and -count records in the WAL
+  disk      the ack latency floor of the disk under -workdir: an ideal
+            fsync-per-group log at -rate, idle and beside a -rate load
+            on a Sonde whose data is in memory (-mem-dir)
 
 flags:
 `
@@ -63,6 +66,7 @@ type flags struct {
 	keysList string
 	points   int
 	extra    string
+	memDir   string
 }
 
 func run(args []string) error {
@@ -93,6 +97,7 @@ func run(args []string) error {
 	fs.StringVar(&f.keysList, "keys-list", "10000,100000,1000000", "mem: key counts")
 	fs.IntVar(&f.points, "points", 0, "mem: samples per key (0: enough to fill the default ring)")
 	fs.StringVar(&f.extra, "sonde-flags", "", "mem, restart: more flags for sonde, space separated")
+	fs.StringVar(&f.memDir, "mem-dir", "/dev/shm", "disk: a tmpfs for the data of the Sonde that makes the CPU load")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -223,8 +228,37 @@ func run(args []string) error {
 		fmt.Printf("%d keys, %d records in the WAL (%.0f MiB): restart after kill -9 took %.2fs; every key and sample read back: %v\n",
 			r.Keys, r.Records, mib(r.WALBytes), r.AfterKill, r.Verified)
 		return writeOut(f.out, r)
+	case "disk":
+		dir := f.workDir
+		if dir == "" {
+			dir = "."
+		}
+		if l.Rate <= 0 {
+			l.Rate = 500_000
+		}
+		dc := bench.DiskConfig{Dir: dir, Rate: l.Rate, Duration: l.Duration}
+		r, err := bench.DiskUnderLoad(ctx, dc, f.sondeBin, f.memDir, *l)
+		if err != nil {
+			return err
+		}
+		printDisk(os.Stdout, &r)
+		return writeOut(f.out, r)
 	}
 	return fmt.Errorf("unknown scenario %q", scenario)
+}
+
+func printDisk(w io.Writer, r *bench.DiskFloor) {
+	fmt.Fprintf(w, "disk floor under %s: one write+fsync per group, samples arriving at %s\n", r.Idle.Dir, rate(r.Idle.Rate))
+	for _, c := range []struct {
+		name string
+		d    bench.DiskResult
+	}{{"idle", r.Idle}, {"loaded", r.Loaded}} {
+		fmt.Fprintf(w, "  %-7s %6d fsyncs (p50 %.3fms p99 %.3fms max %.1fms)  sample ack floor p50 %.3fms p99 %.3fms p999 %.3fms max %.1fms\n",
+			c.name, c.d.Groups, c.d.Fsync.P50, c.d.Fsync.P99, c.d.Fsync.Max, c.d.Latency.P50, c.d.Latency.P99, c.d.Latency.P999, c.d.Latency.Max)
+	}
+	if l := r.Load.Latency; l != nil {
+		fmt.Fprintf(w, "  the load beside it: Sonde on %s took %s, ack p99 %.3fms\n", r.LoadDir, rate(r.Load.IngestRate), l.P99)
+	}
 }
 
 func mib(n int64) float64 { return float64(n) / (1 << 20) }
