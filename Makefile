@@ -54,6 +54,7 @@ compare: build test-deps
 # Each fuzz target for FUZZTIME.
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./ingest/lineproto
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./ingest/graphite
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./engine/internal/record
 	$(GO) test -run '^$$' -fuzz '^FuzzOpenTail$$' -fuzztime $(FUZZTIME) ./engine/internal/wal
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeChunk$$' -fuzztime $(FUZZTIME) ./engine/internal/snapshot

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -53,6 +54,9 @@ type CompareResult struct {
 	// fsync=interval over the peer's.
 	EndToEnd    float64 `json:"end_to_end_ratio"`
 	IngestRatio float64 `json:"ingest_ratio"`
+	// GraphiteEndToEnd is EndToEnd with Sonde taking the peer's protocol,
+	// Graphite plaintext, instead of its own commands.
+	GraphiteEndToEnd float64 `json:"graphite_end_to_end_ratio"`
 }
 
 // Machine describes where a run happened.
@@ -131,9 +135,27 @@ func Compare(ctx context.Context, cc CompareConfig) (*CompareResult, error) {
 		return nil, err
 	}
 	out.Phases = append(out.Phases, *p)
-	always, interval, peer := out.Phases[0].Result, out.Phases[1].Result, out.Phases[2].Result
+
+	// The peer's own protocol into Sonde: the same lines, no replies.
+	logf("== sonde-graphite: sonde -fsync always, graphite plaintext")
+	srv, err := StartSonde(ctx, cc.SondeBin, dir("sonde-graphite"), "-fsync", "always")
+	if err != nil {
+		return nil, err
+	}
+	cfg = cc.Load
+	cfg.Scenario, cfg.Target, cfg.Query, cfg.API = "graphite", srv.Graphite, srv.Query, "sonde"
+	cfg.Taken = SondeTaken(srv.Query, "graphite")
+	if p, err = runPhase(ctx, "sonde-graphite", srv, []string{"-fsync", "always"}, cfg); err != nil {
+		return nil, err
+	}
+	out.Phases = append(out.Phases, *p)
+
+	always, interval, peer, graphite := out.Phases[0].Result, out.Phases[1].Result, out.Phases[2].Result, out.Phases[3].Result
 	if always.VisibleSeconds > 0 && peer.VisibleSeconds > 0 {
 		out.EndToEnd = peer.VisibleSeconds / always.VisibleSeconds
+	}
+	if graphite.VisibleSeconds > 0 && peer.VisibleSeconds > 0 {
+		out.GraphiteEndToEnd = peer.VisibleSeconds / graphite.VisibleSeconds
 	}
 	if peer.IngestRate > 0 {
 		out.IngestRatio = interval.IngestRate / peer.IngestRate
@@ -151,6 +173,24 @@ func Compare(ctx context.Context, cc CompareConfig) (*CompareResult, error) {
 		out.Crash = append(out.Crash, *c)
 	}
 	return out, nil
+}
+
+// SondeTaken reads how many lines the named listener of the Sonde at addr
+// has taken in (its "commands" counter in /api/v1/stats).
+func SondeTaken(addr, listener string) func() (int64, error) {
+	return func() (int64, error) {
+		var st map[string]json.RawMessage
+		if err := getJSON(context.Background(), "http://"+addr+"/api/v1/stats", &st); err != nil {
+			return 0, fmt.Errorf("read sonde stats: %w", err)
+		}
+		var l struct {
+			Commands *int64 `json:"commands"`
+		}
+		if err := json.Unmarshal(st[listener], &l); err != nil || l.Commands == nil {
+			return 0, fmt.Errorf("read sonde stats: no %q listener with a commands count", listener)
+		}
+		return *l.Commands, nil
+	}
 }
 
 func vmTaken(addr string) func() (int64, error) {

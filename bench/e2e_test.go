@@ -110,7 +110,8 @@ func TestKill9AfterTheLoadLosesNothingAcked(t *testing.T) {
 
 // compare on a small load, with the crash rounds: Graphite plaintext into
 // VictoriaMetrics (Debian's package, which make test installs), read back
-// over its Prometheus API; Sonde twice over its command protocol.
+// over its Prometheus API; Sonde twice over its command protocol and once
+// over Graphite plaintext.
 func TestCompareSmallLoad(t *testing.T) {
 	bin := "/usr/bin/victoria-metrics"
 	if _, err := os.Stat(bin); err != nil {
@@ -122,8 +123,8 @@ func TestCompareSmallLoad(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(cr.Phases) != 3 {
-		t.Fatalf("%d phases, want 3", len(cr.Phases))
+	if len(cr.Phases) != 4 || cr.Phases[3].Name != "sonde-graphite" {
+		t.Fatalf("%d phases, want 4 ending with sonde-graphite", len(cr.Phases))
 	}
 	for _, p := range cr.Phases {
 		r := p.Result
@@ -137,8 +138,8 @@ func TestCompareSmallLoad(t *testing.T) {
 			t.Errorf("%s: peak RSS %d, disk %d", p.Name, p.PeakRSS, p.DiskBytes)
 		}
 	}
-	if cr.EndToEnd <= 0 || cr.IngestRatio <= 0 {
-		t.Errorf("ratios %v %v", cr.EndToEnd, cr.IngestRatio)
+	if cr.EndToEnd <= 0 || cr.IngestRatio <= 0 || cr.GraphiteEndToEnd <= 0 {
+		t.Errorf("ratios %v %v %v", cr.EndToEnd, cr.IngestRatio, cr.GraphiteEndToEnd)
 	}
 	if len(cr.Crash) != 2 {
 		t.Fatalf("%d crash results, want 2", len(cr.Crash))

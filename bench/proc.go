@@ -22,12 +22,13 @@ import (
 
 // Server is a store process the tool started: Sonde or a peer.
 type Server struct {
-	Name    string // "sonde" or "victoria-metrics"
-	Dir     string // its data directory
-	Ingest  string // host:port the load goes to
-	Query   string // host:port of its HTTP API
-	Started time.Time
-	Ready   time.Duration // from exec to ready to serve
+	Name     string // "sonde" or "victoria-metrics"
+	Dir      string // its data directory
+	Ingest   string // host:port the load goes to
+	Graphite string // Sonde: host:port of its Graphite listener
+	Query    string // host:port of its HTTP API
+	Started  time.Time
+	Ready    time.Duration // from exec to ready to serve
 
 	cmd     *exec.Cmd
 	exited  chan struct{}
@@ -38,7 +39,7 @@ type Server struct {
 // StartSonde starts bin on dir with free loopback ports and waits for its
 // "listening" log line. extra are more flags.
 func StartSonde(ctx context.Context, bin, dir string, extra ...string) (*Server, error) {
-	args := append([]string{"-data", dir, "-tcp", "127.0.0.1:0", "-http", "127.0.0.1:0", "-log-format", "json"}, extra...)
+	args := append([]string{"-data", dir, "-tcp", "127.0.0.1:0", "-graphite", "127.0.0.1:0", "-http", "127.0.0.1:0", "-log-format", "json"}, extra...)
 	cmd := exec.Command(bin, args...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
@@ -49,7 +50,7 @@ func StartSonde(ctx context.Context, bin, dir string, extra ...string) (*Server,
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start sonde: %w", err)
 	}
-	ready := make(chan [2]string, 1)
+	ready := make(chan [3]string, 1)
 	go func() {
 		sc := bufio.NewScanner(stderr)
 		sc.Buffer(make([]byte, 64<<10), 1<<20)
@@ -59,9 +60,9 @@ func StartSonde(ctx context.Context, bin, dir string, extra ...string) (*Server,
 				s.log.Write(line)
 				s.log.WriteByte('\n')
 			}
-			var m struct{ Msg, TCP, HTTP string }
+			var m struct{ Msg, TCP, HTTP, Graphite string }
 			if json.Unmarshal(line, &m) == nil && m.Msg == "listening" {
-				ready <- [2]string{m.TCP, m.HTTP}
+				ready <- [3]string{m.TCP, m.HTTP, m.Graphite}
 			}
 		}
 		io.Copy(io.Discard, stderr)
@@ -71,7 +72,7 @@ func StartSonde(ctx context.Context, bin, dir string, extra ...string) (*Server,
 	select {
 	case a := <-ready:
 		s.Ready = time.Since(s.Started)
-		s.Ingest, s.Query = a[0], a[1]
+		s.Ingest, s.Query, s.Graphite = a[0], a[1], a[2]
 		return s, nil
 	case <-s.exited:
 		return nil, fmt.Errorf("start sonde: it exited (%v): %s", s.waitErr, tail(s.log.String()))

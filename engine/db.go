@@ -25,6 +25,11 @@ import (
 // MaxKeyLen is the longest key the engine accepts.
 const MaxKeyLen = 255
 
+// MaxFuture is how far ahead of the server clock a write's own time
+// (Op.Time) may be. Further ahead it is refused: a point in the future
+// would make every write of its key until then out of order.
+const MaxFuture = 10 * time.Minute
+
 // DB is an open Sonde store. All exported methods may be called
 // concurrently.
 type DB struct {
@@ -488,7 +493,23 @@ func (db *DB) prepare(op *sample.Op, now int64) error {
 		return fmt.Errorf("%w: not a finite number", ErrValue)
 	}
 	s := db.series[op.Key]
-	r := record.Record{Code: op.Code, Time: now, Key: op.Key}
+	t := now
+	if op.Time != 0 && op.Code != sample.Delete {
+		if op.Time > now+MaxFuture.Milliseconds() {
+			return fmt.Errorf("%w: time %d ms is more than %s ahead of the server clock", ErrValue, op.Time, MaxFuture)
+		}
+		if op.Time <= 0 {
+			return fmt.Errorf("%w: time %d ms is not after 1970", ErrValue, op.Time)
+		}
+		t = op.Time
+	}
+	if s != nil && t < s.c.updated && op.Code != sample.Delete {
+		if op.Time != 0 {
+			return fmt.Errorf("%w: %q has a point at %d ms, this one is at %d ms", ErrOutOfOrder, op.Key, s.c.updated, t)
+		}
+		t = s.c.updated // the clock stepped back: keep the history in order
+	}
+	r := record.Record{Code: op.Code, Time: t, Key: op.Key}
 	switch op.Code {
 	case sample.Set:
 		if s == nil {
@@ -544,7 +565,7 @@ func (db *DB) prepare(op *sample.Op, now int64) error {
 		return fmt.Errorf("%w: operation %d", ErrValue, op.Code)
 	}
 	s.c.ordinal++
-	s.c.updated = now
+	s.c.updated = t
 	db.fill(s, &r)
 	db.queue(s, &r)
 	return nil

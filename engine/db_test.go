@@ -552,3 +552,60 @@ func TestWindowsMissedWhileDown(t *testing.T) {
 		t.Fatalf("hits = %+v", h)
 	}
 }
+
+// Writes that carry their own time are stored at it, kept in order, and
+// survive a crash; the server's own times never go backwards.
+func TestExplicitTimes(t *testing.T) {
+	var clock atomic.Int64
+	clock.Store(10_000_000)
+	dir := t.TempDir()
+	opts := Options{Now: func() time.Time { return time.UnixMilli(clock.Load()) }, SnapshotInterval: time.Hour}
+	db := openDB(t, dir, opts)
+	at := func(k string, v float64, ms int64) sample.Op {
+		return sample.Op{Code: sample.Set, Key: k, Value: v, Time: ms}
+	}
+	mustApply(t, db, at("g", 1, 9_000_000), at("g", 2, 9_000_000), at("g", 3, 9_500_000))
+	errs := apply(t, db,
+		at("g", 4, 9_400_000), // older than the newest point
+		at("g", 5, 10_000_000+MaxFuture.Milliseconds()+1),
+		at("g", 6, -5),
+		at("g", 7, 10_000_000+MaxFuture.Milliseconds()), // at the limit: taken
+	)
+	for i, want := range []error{ErrOutOfOrder, ErrValue, ErrValue, nil} {
+		if !errors.Is(errs[i], want) {
+			t.Errorf("write %d: %v, want %v", i, errs[i], want)
+		}
+	}
+	// A write without a time now lands at the newest point's time, not
+	// before it.
+	mustApply(t, db, set("g", 8))
+	future := 10_000_000 + MaxFuture.Milliseconds()
+	want := []sample.Point{{T: 9_000_000, V: 1}, {T: 9_000_000, V: 2}, {T: 9_500_000, V: 3}, {T: future, V: 7}, {T: future, V: 8}}
+	check := func(db *DB) {
+		t.Helper()
+		pts, err := db.Range(context.Background(), "g", 0, 1<<62, 0, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(pts) != len(want) {
+			t.Fatalf("history %v, want %v", pts, want)
+		}
+		for i := range want {
+			if pts[i] != want[i] {
+				t.Fatalf("history %v, want %v", pts, want)
+			}
+		}
+		if g, _ := db.Get("g"); g.Updated != want[len(want)-1].T || g.Value != 8 {
+			t.Fatalf("state %+v", g)
+		}
+	}
+	check(db)
+	abandon(t, db)
+	db = openDB(t, dir, opts)
+	defer db.Close()
+	check(db)
+	// The order holds after a restart too.
+	if errs := apply(t, db, at("g", 9, 9_999_999)); !errors.Is(errs[0], ErrOutOfOrder) {
+		t.Fatalf("after restart: %v", errs[0])
+	}
+}

@@ -21,6 +21,9 @@ var (
 	// ErrKey is returned for an empty key, one longer than MaxKeyLen, or
 	// one holding a zero byte.
 	ErrKey = errors.New("bad key")
+	// ErrOutOfOrder is returned for a write whose time (Op.Time) is before
+	// the newest point of its key: history is kept in time order.
+	ErrOutOfOrder = errors.New("point older than the newest point of its key")
 	// ErrClosed is returned by Append after Close.
 	ErrClosed = errors.New("engine: closed")
 	// ErrGone is returned by Changes when the changes after the given index

@@ -15,12 +15,28 @@ import (
 	"time"
 
 	"github.com/sonde-metrics/sonde/engine/sample"
+	"github.com/sonde-metrics/sonde/ingest/graphite"
 	"github.com/sonde-metrics/sonde/ingest/lineproto"
+)
+
+// Protocol is what a TCPServer speaks.
+type Protocol uint8
+
+const (
+	// Mesures is the command protocol (ingest/lineproto); every line is
+	// answered.
+	Mesures Protocol = iota
+	// Graphite is the plaintext protocol (ingest/graphite); nothing is
+	// answered.
+	Graphite
 )
 
 // TCPOptions configure a TCPServer. The zero value means the defaults.
 type TCPOptions struct {
-	// Addr is the listen address; default "127.0.0.1:8124".
+	// Protocol is what the listener speaks; default Mesures.
+	Protocol Protocol
+	// Addr is the listen address; default "127.0.0.1:8124" for Mesures,
+	// "127.0.0.1:2003" for Graphite.
 	Addr string
 	// MaxLineLen caps one command line in bytes; default 4096.
 	MaxLineLen int
@@ -30,6 +46,9 @@ type TCPOptions struct {
 	MaxBatch int
 	// OneShotWindow and OneShotIdle: see the package documentation.
 	// Defaults 100 ms and 300 ms; a negative OneShotIdle disables it.
+	// Graphite listeners never use it: their clients (collectd's
+	// write_graphite, carbon relays) connect, send, and stay quiet until
+	// the next interval.
 	OneShotWindow time.Duration
 	OneShotIdle   time.Duration
 	// IdleTimeout closes other connections idle this long; default 10 min.
@@ -41,6 +60,9 @@ type TCPOptions struct {
 func (o TCPOptions) withDefaults() TCPOptions {
 	if o.Addr == "" {
 		o.Addr = "127.0.0.1:8124"
+		if o.Protocol == Graphite {
+			o.Addr = "127.0.0.1:2003"
+		}
 	}
 	if o.MaxLineLen <= 0 {
 		o.MaxLineLen = 4096
@@ -56,6 +78,9 @@ func (o TCPOptions) withDefaults() TCPOptions {
 	}
 	if o.OneShotIdle == 0 {
 		o.OneShotIdle = 300 * time.Millisecond
+	}
+	if o.Protocol == Graphite {
+		o.OneShotIdle = -1
 	}
 	if o.IdleTimeout <= 0 {
 		o.IdleTimeout = 10 * time.Minute
@@ -76,7 +101,8 @@ type TCPStats struct {
 	Failed   int64 `json:"failed"`
 }
 
-// TCPServer serves the mesures command protocol.
+// TCPServer serves a line protocol over TCP: the mesures commands or
+// Graphite plaintext.
 type TCPServer struct {
 	opts TCPOptions
 	app  Appender
@@ -96,7 +122,7 @@ func ListenTCP(opts TCPOptions, app Appender) (*TCPServer, error) {
 	opts = opts.withDefaults()
 	ln, err := net.Listen("tcp", opts.Addr)
 	if err != nil {
-		return nil, fmt.Errorf("listen for commands on %s: %w", opts.Addr, err)
+		return nil, fmt.Errorf("listen for %s on %s: %w", opts.Protocol, opts.Addr, err)
 	}
 	return &TCPServer{opts: opts, app: app, ln: ln, log: opts.Logger, conns: make(map[net.Conn]struct{})}, nil
 }
@@ -128,7 +154,7 @@ func (s *TCPServer) Serve() error {
 				backoff = min(backoff*2, time.Second)
 				continue
 			}
-			return fmt.Errorf("accept commands: %w", err)
+			return fmt.Errorf("accept %s connections: %w", s.opts.Protocol, err)
 		}
 		backoff = 5 * time.Millisecond
 		s.accepted.Add(1)
@@ -172,7 +198,7 @@ func (s *TCPServer) Close() error {
 	s.mu.Unlock()
 	s.handler.Wait()
 	if err != nil && !errors.Is(err, net.ErrClosed) {
-		return fmt.Errorf("close command listener: %w", err)
+		return fmt.Errorf("close %s listener: %w", s.opts.Protocol, err)
 	}
 	return nil
 }
@@ -252,6 +278,10 @@ func (s *TCPServer) handle(c net.Conn) {
 				eof = true // the store is closing or failed: answer, then hang up
 			}
 		}
+		if s.opts.Protocol == Graphite {
+			s.countFailed(errs[:len(ops)], c)
+			replies = replies[:0]
+		}
 		for _, r := range replies {
 			switch {
 			case r.err != nil:
@@ -278,7 +308,36 @@ func (s *TCPServer) handle(c net.Conn) {
 	}
 }
 
+// countFailed counts the writes the store refused on a listener that
+// answers nothing. The first is logged as a warning, the rest at debug
+// level; the count is in the listener's stats (failed).
+func (s *TCPServer) countFailed(errs []error, c net.Conn) {
+	for _, err := range errs {
+		if err == nil {
+			continue
+		}
+		if s.failed.Add(1) == 1 {
+			s.log.Warn("write refused; later ones are counted and logged at debug level", "proto", s.opts.Protocol.String(), "remote", c.RemoteAddr().String(), "err", err)
+		} else {
+			s.log.Debug("write refused", "proto", s.opts.Protocol.String(), "remote", c.RemoteAddr().String(), "err", err)
+		}
+	}
+}
+
 func (s *TCPServer) parse(line []byte, replies []reply, ops *[]sample.Op) []reply {
+	if s.opts.Protocol == Graphite {
+		op, blank, err := graphite.Parse(line)
+		switch {
+		case err != nil:
+			s.badLines.Add(1)
+			s.log.Debug("bad graphite line", "err", err)
+			return append(replies, reply{op: -1, err: err})
+		case blank:
+			return replies
+		}
+		*ops = append(*ops, op)
+		return append(replies, reply{op: len(*ops) - 1})
+	}
 	cmd, op, err := lineproto.Parse(line)
 	switch {
 	case err != nil:
@@ -319,4 +378,12 @@ func (s *TCPServer) readLine(br *bufio.Reader) ([]byte, error) {
 func peekBuffered(br *bufio.Reader) []byte {
 	b, _ := br.Peek(br.Buffered())
 	return b
+}
+
+// String names the protocol in messages.
+func (p Protocol) String() string {
+	if p == Graphite {
+		return "graphite"
+	}
+	return "commands"
 }

@@ -33,7 +33,8 @@ scenarios:
   graphite  Graphite plaintext lines, no replies (-taken reads the server's count)
   query     concurrent /data and history reads
   sse       subscribers on /events while -rate writes arrive: delivery lag
-  compare   Sonde (-fsync=always, then interval) and VictoriaMetrics on the same load
+  compare   Sonde (-fsync=always, then interval), VictoriaMetrics, then Sonde
+            over Graphite plaintext, all on the same load
   mem       peak RSS and bytes per series at each of -keys-list
   restart   restart time with -keys series and -count records in the WAL
   disk      the ack latency floor of the disk under -workdir: an ideal
@@ -333,6 +334,7 @@ func printCompare(w io.Writer, cr *bench.CompareResult) {
 	}
 	fmt.Fprintf(w, "end to end: victoria-metrics needs %.2fx the time of sonde -fsync=always (target >= 4)\n", cr.EndToEnd)
 	fmt.Fprintf(w, "ingest: sonde -fsync=interval takes %.2fx the rate of victoria-metrics (target >= 0.75)\n", cr.IngestRatio)
+	fmt.Fprintf(w, "end to end over graphite: victoria-metrics needs %.2fx the time of sonde -fsync=always\n", cr.GraphiteEndToEnd)
 	for _, c := range cr.Crash {
 		fmt.Fprintf(w, "kill -9 after %.2fs: %-17s sent %d, acked %d, survived %d, lost %.2f%%\n", c.KilledAfter, c.Server, c.Sent, c.Acked, c.Survived, c.LostPct)
 	}

@@ -22,9 +22,13 @@ func TestImportDirection(t *testing.T) {
 	}
 	stdlib := func(imp string) bool { return !strings.Contains(strings.SplitN(imp, "/", 2)[0], ".") }
 	sample := mod + "engine/sample"
+	parser := func(i string) bool { return stdlib(i) || i == sample || i == mod+"ingest/internal/text" }
 	rules := []rule{
 		{mod + "engine/sample", stdlib},
-		{mod + "ingest/lineproto", func(i string) bool { return stdlib(i) || i == sample }},
+		{mod + "ingest/internal/text", stdlib},
+		// The parsers: pure functions of bytes, sharing only the text checks.
+		{mod + "ingest/lineproto", parser},
+		{mod + "ingest/graphite", parser},
 		{mod + "engine/internal/snapshot", func(i string) bool { return stdlib(i) || i == sample || i == "go.etcd.io/bbolt" }},
 		{mod + "engine", func(i string) bool {
 			return stdlib(i) || strings.HasPrefix(i, mod+"engine/") || i == "github.com/tidwall/wal"

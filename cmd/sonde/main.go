@@ -30,6 +30,7 @@ var (
 type config struct {
 	dataDir          string
 	tcpAddr          string
+	graphiteAddr     string
 	httpAddr         string
 	fsync            string
 	fsyncInterval    time.Duration
@@ -53,6 +54,7 @@ func parseFlags(args []string) (config, error) {
 	fs := flag.NewFlagSet("sonde", flag.ContinueOnError)
 	fs.StringVar(&c.dataDir, "data", "./data", "data directory (WAL, snapshot database, lock)")
 	fs.StringVar(&c.tcpAddr, "tcp", "127.0.0.1:8124", "listen address of the mesures command protocol")
+	fs.StringVar(&c.graphiteAddr, "graphite", "127.0.0.1:2003", "listen address of Graphite plaintext (TCP); empty turns it off")
 	fs.StringVar(&c.httpAddr, "http", "127.0.0.1:1337", "listen address of the HTTP API (/data, /events, /api/v1)")
 	fs.StringVar(&c.fsync, "fsync", "always", "WAL durability: always (ack after fsync), interval, never")
 	fs.DurationVar(&c.fsyncInterval, "fsync-interval", 100*time.Millisecond, "fsync period with -fsync=interval")
@@ -138,6 +140,8 @@ func run(c config, logger *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("open store: %w", err)
 	}
+	var lns listeners
+	defer lns.close(logger) // on the error paths; a no-op after the shutdown below
 	tcp, err := ingest.ListenTCP(ingest.TCPOptions{
 		Addr: c.tcpAddr, MaxLineLen: c.maxLine, MaxConns: c.maxConns,
 		OneShotIdle: c.oneShotIdle, IdleTimeout: c.idleTimeout,
@@ -147,34 +151,52 @@ func run(c config, logger *slog.Logger) error {
 		db.Close()
 		return err
 	}
+	lns.add("tcp", tcp.Addr().String(), tcp.Serve, tcp.Close, func() any { return tcp.Stats() })
+	if c.graphiteAddr != "" {
+		g, err := ingest.ListenTCP(ingest.TCPOptions{
+			Protocol: ingest.Graphite, Addr: c.graphiteAddr, MaxLineLen: c.maxLine, MaxConns: c.maxConns,
+			IdleTimeout: c.idleTimeout, Logger: logger.With("component", "graphite"),
+		}, db)
+		if err != nil {
+			lns.close(logger)
+			db.Close()
+			return err
+		}
+		lns.add("graphite", g.Addr().String(), g.Serve, g.Close, func() any { return g.Stats() })
+	}
 	httpSrv, err := query.Listen(query.Options{
 		Addr: c.httpAddr, Heartbeat: c.heartbeat, StreamWriteTimeout: c.sseWriteTimeout, VaporPoints: c.ringSize, MaxConns: c.maxConns,
 		Logger: logger.With("component", "http"),
 		Stats: func() map[string][]byte {
-			e, _ := json.Marshal(db.Stats())
-			t, _ := json.Marshal(tcp.Stats())
-			g, _ := json.Marshal(goStats())
-			return map[string][]byte{"engine": e, "tcp": t, "go": g}
+			out := lns.stats()
+			out["engine"], _ = json.Marshal(db.Stats())
+			out["go"], _ = json.Marshal(goStats())
+			return out
 		},
 	}, db)
 	if err != nil {
-		tcp.Close()
+		lns.close(logger)
 		db.Close()
 		return err
 	}
 	if c.pprofAddr != "" {
 		if err := servePprof(c.pprofAddr, logger); err != nil {
 			httpSrv.Shutdown(context.Background())
-			tcp.Close()
+			lns.close(logger)
 			db.Close()
 			return err
 		}
 	}
-	errc := make(chan error, 2)
-	go func() { errc <- tcp.Serve() }()
+	errc := make(chan error, len(lns.l)+1)
+	for _, l := range lns.l {
+		go func() { errc <- l.serve() }()
+	}
 	go func() { errc <- httpSrv.Serve() }()
-	logger.Info("listening", "tcp", tcp.Addr().String(), "http", httpSrv.Addr().String(),
-		"data", c.dataDir, "fsync", policy.String())
+	attrs := []any{"http", httpSrv.Addr().String(), "data", c.dataDir, "fsync", policy.String()}
+	for _, l := range lns.l {
+		attrs = append(attrs, l.name, l.addr)
+	}
+	logger.Info("listening", attrs...)
 
 	sigc := make(chan os.Signal, 1)
 	signal.Notify(sigc, syscall.SIGINT, syscall.SIGTERM)
@@ -188,9 +210,7 @@ func run(c config, logger *slog.Logger) error {
 	signal.Stop(sigc)
 	// Reverse order: stop taking writes (finishing those in flight), stop
 	// serving reads, then the final snapshot.
-	if err := tcp.Close(); err != nil {
-		logger.Error("close tcp listener", "err", err)
-	}
+	lns.close(logger)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := httpSrv.Shutdown(ctx); err != nil {
@@ -201,4 +221,43 @@ func run(c config, logger *slog.Logger) error {
 	}
 	logger.Info("stopped cleanly")
 	return runErr
+}
+
+// listeners are the ingest servers, started after the store opens and
+// closed before it closes.
+type listeners struct {
+	l      []listener // fixed once serving starts; stats reads it from HTTP handlers
+	closed bool       // only the main goroutine touches it
+}
+
+type listener struct {
+	name, addr string
+	serve      func() error
+	close      func() error
+	stats      func() any
+}
+
+func (ls *listeners) add(name, addr string, serve, close func() error, stats func() any) {
+	ls.l = append(ls.l, listener{name: name, addr: addr, serve: serve, close: close, stats: stats})
+}
+
+// close closes every listener once, each finishing the writes in flight.
+func (ls *listeners) close(logger *slog.Logger) {
+	if ls.closed {
+		return
+	}
+	ls.closed = true
+	for _, l := range ls.l {
+		if err := l.close(); err != nil {
+			logger.Error("close listener", "listener", l.name, "err", err)
+		}
+	}
+}
+
+func (ls *listeners) stats() map[string][]byte {
+	out := make(map[string][]byte, len(ls.l)+2)
+	for _, l := range ls.l {
+		out[l.name], _ = json.Marshal(l.stats())
+	}
+	return out
 }

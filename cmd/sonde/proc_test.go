@@ -41,20 +41,21 @@ func TestMain(m *testing.M) {
 
 // proc is a running sonde process.
 type proc struct {
-	t        *testing.T
-	cmd      *exec.Cmd
-	tcpAddr  string
-	httpAddr string
-	exited   chan struct{}
-	mu       sync.Mutex
-	logs     []string
+	t            *testing.T
+	cmd          *exec.Cmd
+	tcpAddr      string
+	graphiteAddr string
+	httpAddr     string
+	exited       chan struct{}
+	mu           sync.Mutex
+	logs         []string
 }
 
 // start runs sonde on dataDir with loopback listeners on free ports and
 // waits for its "listening" log line.
 func start(t *testing.T, dataDir string, flags ...string) *proc {
 	t.Helper()
-	args := append([]string{"-data", dataDir, "-tcp", "127.0.0.1:0", "-http", "127.0.0.1:0", "-log-format", "json"}, flags...)
+	args := append([]string{"-data", dataDir, "-tcp", "127.0.0.1:0", "-graphite", "127.0.0.1:0", "-http", "127.0.0.1:0", "-log-format", "json"}, flags...)
 	cmd := exec.Command(binary, args...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
@@ -86,6 +87,7 @@ func start(t *testing.T, dataDir string, flags ...string) *proc {
 	select {
 	case m := <-ready:
 		p.tcpAddr, p.httpAddr = m["tcp"].(string), m["http"].(string)
+		p.graphiteAddr, _ = m["graphite"].(string)
 	case <-p.exited:
 		t.Fatalf("sonde exited before listening: %v\n%s", cmd.ProcessState, p.logText())
 	case <-time.After(60 * time.Second):

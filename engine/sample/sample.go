@@ -55,6 +55,11 @@ type Op struct {
 	// Interval is the counting window of a COUNTER key in milliseconds, used
 	// when the key is created; 0 means the engine default.
 	Interval int64
+	// Time is the time of the point in milliseconds since the Unix epoch,
+	// for protocols that carry one (Graphite, collectd); 0 means the time
+	// the engine takes the write. A time before the key's newest point is
+	// refused (ErrOutOfOrder), as is one too far in the future.
+	Time int64
 }
 
 // Point is one history point: T in milliseconds since the Unix epoch.

@@ -17,14 +17,14 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"math"
 	"strconv"
 
 	"github.com/sonde-metrics/sonde/engine/sample"
+	"github.com/sonde-metrics/sonde/ingest/internal/text"
 )
 
 // MaxKeyLen is the longest key accepted.
-const MaxKeyLen = 255
+const MaxKeyLen = text.MaxKeyLen
 
 // Command is what one line asks for.
 type Command uint8
@@ -50,24 +50,9 @@ func syntaxf(format string, args ...any) error {
 func Parse(line []byte) (Command, sample.Op, error) {
 	line = bytes.TrimRight(line, "\r")
 	var f [5][]byte
-	n := 0
-	for i := 0; i < len(line); {
-		for i < len(line) && (line[i] == ' ' || line[i] == '\t') {
-			i++
-		}
-		if i == len(line) {
-			break
-		}
-		j := i
-		for j < len(line) && line[j] != ' ' && line[j] != '\t' {
-			j++
-		}
-		if n == len(f) {
-			return 0, sample.Op{}, syntaxf("too many fields")
-		}
-		f[n] = line[i:j]
-		n++
-		i = j
+	n, ok := text.Fields(line, f[:])
+	if !ok {
+		return 0, sample.Op{}, syntaxf("too many fields")
 	}
 	if n == 0 {
 		return Blank, sample.Op{}, nil
@@ -118,7 +103,7 @@ func Parse(line []byte) (Command, sample.Op, error) {
 		}
 		return Ping, sample.Op{}, nil
 	}
-	return 0, sample.Op{}, syntaxf("unknown command %q (want SET, INCR, DELETE or PING)", clip(verb))
+	return 0, sample.Op{}, syntaxf("unknown command %q (want SET, INCR, DELETE or PING)", text.Clip(verb))
 }
 
 func equalFold(b []byte, upper string) bool {
@@ -138,13 +123,8 @@ func equalFold(b []byte, upper string) bool {
 }
 
 func parseKey(b []byte) (string, error) {
-	if len(b) > MaxKeyLen {
-		return "", syntaxf("key is longer than %d bytes", MaxKeyLen)
-	}
-	for _, c := range b {
-		if c < 0x20 || c == 0x7f {
-			return "", syntaxf("key holds control character 0x%02x", c)
-		}
+	if err := text.CheckKey(b); err != nil {
+		return "", fmt.Errorf("%w: %w", ErrSyntax, err)
 	}
 	return string(b), nil
 }
@@ -154,22 +134,9 @@ func parseKeyValue(k, v []byte) (string, float64, error) {
 	if err != nil {
 		return "", 0, err
 	}
-	val, err := parseValue(v)
-	return key, val, err
-}
-
-func parseValue(b []byte) (float64, error) {
-	v, err := strconv.ParseFloat(string(b), 64)
-	if err != nil || math.IsNaN(v) || math.IsInf(v, 0) {
-		return 0, syntaxf("value %q is not a finite number", clip(b))
+	val, err := text.Float(v)
+	if err != nil {
+		return "", 0, fmt.Errorf("%w: %w", ErrSyntax, err)
 	}
-	return v, nil
-}
-
-// clip keeps error messages short whatever the client sent.
-func clip(b []byte) string {
-	if len(b) > 32 {
-		return string(b[:32]) + "..."
-	}
-	return string(b)
+	return key, val, nil
 }
