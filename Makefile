@@ -19,16 +19,17 @@ run: build
 
 # The end-to-end tests drive real programs from Debian's packages: nc
 # (netcat-openbsd, which does not half-close at the end of its input, the
-# case the server handles) and VictoriaMetrics, the peer of sonde-bench's
-# compare mode.
-TEST_PKGS := netcat-openbsd victoria-metrics
+# case the server handles), VictoriaMetrics, the peer of sonde-bench's
+# compare mode, and collectd (collectd-core; write_http needs libyajl2 and
+# libcurl3-gnutls, which collectd-core does not pull in).
+TEST_PKGS := netcat-openbsd victoria-metrics collectd-core libyajl2 libcurl3-gnutls
 
 test-deps:
 	@missing=""; for p in $(TEST_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 		command -v apt-get >/dev/null 2>&1 || { echo "the end-to-end tests need:$$missing (Debian packages)"; exit 1; }; \
 		echo "installing$$missing for the end-to-end tests"; \
-		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
 fmt-check:
@@ -55,6 +56,8 @@ compare: build test-deps
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./ingest/lineproto
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./ingest/graphite
+	$(GO) test -run '^$$' -fuzz '^FuzzParseJSON$$' -fuzztime $(FUZZTIME) ./ingest/collectd
+	$(GO) test -run '^$$' -fuzz '^FuzzParseCommand$$' -fuzztime $(FUZZTIME) ./ingest/collectd
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./engine/internal/record
 	$(GO) test -run '^$$' -fuzz '^FuzzOpenTail$$' -fuzztime $(FUZZTIME) ./engine/internal/wal
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeChunk$$' -fuzztime $(FUZZTIME) ./engine/internal/snapshot

@@ -39,7 +39,7 @@ type Server struct {
 // StartSonde starts bin on dir with free loopback ports and waits for its
 // "listening" log line. extra are more flags.
 func StartSonde(ctx context.Context, bin, dir string, extra ...string) (*Server, error) {
-	args := append([]string{"-data", dir, "-tcp", "127.0.0.1:0", "-graphite", "127.0.0.1:0", "-http", "127.0.0.1:0", "-log-format", "json"}, extra...)
+	args := append([]string{"-data", dir, "-tcp", "127.0.0.1:0", "-graphite", "127.0.0.1:0", "-collectd", "127.0.0.1:0", "-http", "127.0.0.1:0", "-log-format", "json"}, extra...)
 	cmd := exec.Command(bin, args...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {

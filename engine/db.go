@@ -542,8 +542,13 @@ func (db *DB) prepare(op *sample.Op, now int64) error {
 		total := s.c.value + v
 		if op.Code == sample.CounterSet {
 			total = v
-			if v >= s.c.value {
+			switch {
+			case v >= s.c.value:
 				delta = v - s.c.value
+			case op.Wrap && s.c.value <= math.MaxUint32:
+				delta = math.MaxUint32 - s.c.value + v + 1 // collectd's counter_diff
+			case op.Wrap:
+				delta = math.MaxUint64 - s.c.value + v + 1
 			} // else a reset: the counter restarted from 0 and counted v
 		}
 		if math.IsInf(total, 0) {

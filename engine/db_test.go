@@ -609,3 +609,31 @@ func TestExplicitTimes(t *testing.T) {
 		t.Fatalf("after restart: %v", errs[0])
 	}
 }
+
+// A wrapping counter (collectd's COUNTER) counts across a wrap the way
+// collectd does, where a plain COUNTER-SET sees a reset.
+func TestCounterSetWrap(t *testing.T) {
+	var clock atomic.Int64
+	clock.Store(1_000_000)
+	db := openDB(t, t.TempDir(), Options{Now: func() time.Time { return time.UnixMilli(clock.Load()) }})
+	defer db.Close()
+	w := func(k string, v float64) sample.Op {
+		return sample.Op{Code: sample.CounterSet, Key: k, Value: v, Wrap: true}
+	}
+	mustApply(t, db, w("c32", 4294967000), w("c32", 500), w("c64", 1e19), w("c64", 100),
+		sample.Op{Code: sample.CounterSet, Key: "reset", Value: 4294967000}, sample.Op{Code: sample.CounterSet, Key: "reset", Value: 500})
+	clock.Add(int64(2 * time.Minute / time.Millisecond))
+	mustApply(t, db, set("other", 1))
+	for key, want := range map[string]float64{
+		"c32":   4294967000 + (4294967295 - 4294967000 + 500 + 1),
+		"c64":   1e19 + (18446744073709551615 - 1e19 + 100 + 1),
+		"reset": 4294967000 + 500,
+	} {
+		if c, _ := db.Get(key); c.View != want {
+			t.Errorf("%s: window count %v, want %v", key, c.View, want)
+		}
+	}
+	if got := history(t, db, "c32"); !equalFloats(got, []float64{4294967000, 500}) {
+		t.Errorf("c32 history %v: the observed values", got)
+	}
+}

@@ -39,6 +39,9 @@ type Options struct {
 	// Stats, when set, is merged into /api/v1/stats as extra JSON members
 	// (each value must be JSON).
 	Stats func() map[string][]byte
+	// Routes are more handlers by exact path, any method (the collectd
+	// receiver at /collectd). They run before the read API.
+	Routes map[string]fasthttp.RequestHandler
 	// Logger receives server messages; nil discards them.
 	Logger *slog.Logger
 }
@@ -157,6 +160,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 }
 
 func (s *Server) handle(ctx *fasthttp.RequestCtx) {
+	if h, ok := s.opts.Routes[string(ctx.URI().PathOriginal())]; ok {
+		h(ctx)
+		return
+	}
 	if !ctx.IsGet() && !ctx.IsHead() {
 		writeError(ctx, fasthttp.StatusMethodNotAllowed, "only GET is served here")
 		return

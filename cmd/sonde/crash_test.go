@@ -3,8 +3,10 @@ package main
 import (
 	"bufio"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
+	"net/http"
 	"strconv"
 	"strings"
 	"sync"
@@ -245,7 +247,7 @@ func TestCrashGraphite(t *testing.T) {
 	for round := range rounds {
 		p := start(t, dir, flags...)
 		for c := range conns {
-			checkGraphitePrefix(t, p, c, base, have)
+			have[c] = checkPrefix(t, p, fmt.Sprintf("g%d", c), base, have[c])
 		}
 		var wg sync.WaitGroup
 		for c := range conns {
@@ -276,7 +278,8 @@ func TestCrashGraphite(t *testing.T) {
 		p = start(t, dir, flags...)
 		after := 0
 		for c := range conns {
-			after += checkGraphitePrefix(t, p, c, base, have)
+			have[c] = checkPrefix(t, p, fmt.Sprintf("g%d", c), base, have[c])
+			after += have[c]
 		}
 		if int64(after-before) < counted {
 			t.Fatalf("round %d: the listener counted %d lines before the kill, %d survived", round, counted, after-before)
@@ -286,26 +289,92 @@ func TestCrashGraphite(t *testing.T) {
 	}
 }
 
-// checkGraphitePrefix checks that key g<c> holds exactly the values
-// 1..n at base+value ms, n >= have[c], and records n.
-func checkGraphitePrefix(t *testing.T, p *proc, c int, base int64, have []int) int {
+// checkPrefix checks that key holds exactly the values 1..n at base+value
+// ms, with n >= had, and returns n.
+func checkPrefix(t *testing.T, p *proc, key string, base int64, had int) int {
 	t.Helper()
 	var h struct {
 		Points [][2]float64 `json:"points"`
 	}
-	if code := p.get(fmt.Sprintf("/api/v1/series/g%d/history", c), &h); code != 200 && (code != 404 || have[c] > 0) {
-		t.Fatalf("history of g%d: status %d", c, code)
+	if code := p.get("/api/v1/series/"+key+"/history", &h); code != 200 && (code != 404 || had > 0) {
+		t.Fatalf("history of %s: status %d", key, code)
 	}
 	pts := h.Points
-	if len(pts) < have[c] {
-		t.Fatalf("g%d: %d points, had %d before", c, len(pts), have[c])
+	if len(pts) < had {
+		t.Fatalf("%s: %d points, had %d before", key, len(pts), had)
 	}
 	for i, pt := range pts {
 		v := i + 1
 		if pt[1] != float64(v) || int64(pt[0]) != base+int64(v) {
-			t.Fatalf("g%d: point %d is %v, want [%d %d]: not a prefix of what was sent", c, i, pt, base+int64(v), v)
+			t.Fatalf("%s: point %d is %v, want [%d %d]: not a prefix of what was sent", key, i, pt, base+int64(v), v)
 		}
 	}
-	have[c] = len(pts)
 	return len(pts)
+}
+
+// TestCrashCollectd: every collectd post answered 200 before a SIGKILL is
+// there after the restart; the post in flight at the kill is there
+// entirely or not at all.
+func TestCrashCollectd(t *testing.T) {
+	const clients, rounds, perPost = 3, 3, 4
+	dir := t.TempDir()
+	flags := []string{"-snapshot-interval", "40ms", "-ring", "8"}
+	base := time.Now().Add(-time.Hour).UnixMilli()
+	acked := make([]int, clients) // values in posts answered 200 so far, per client
+	have := make([]int, clients)  // points of key h<c>.p.gauge after the last restart
+	for round := range rounds {
+		p := start(t, dir, flags...)
+		var wg sync.WaitGroup
+		var total atomic.Int64
+		reached := make(chan struct{})
+		var once sync.Once
+		for c := range clients {
+			wg.Go(func() {
+				hc := &http.Client{Timeout: 10 * time.Second}
+				for post := have[c] / perPost; ; post++ {
+					var b strings.Builder
+					b.WriteString("[")
+					for i := range perPost {
+						v := post*perPost + i + 1
+						if i > 0 {
+							b.WriteString(",")
+						}
+						fmt.Fprintf(&b, `{"values":[%d],"dstypes":["gauge"],"dsnames":["value"],"time":%.3f,"interval":1,"host":"h%d","plugin":"p","plugin_instance":"","type":"gauge","type_instance":""}`,
+							v, float64(base+int64(v))/1000, c)
+					}
+					b.WriteString("]")
+					resp, err := hc.Post("http://"+p.collectdAddr+"/", "application/json", strings.NewReader(b.String()))
+					if err != nil {
+						return // killed
+					}
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode != 200 {
+						panic(fmt.Sprintf("post refused: %d", resp.StatusCode))
+					}
+					acked[c] = (post + 1) * perPost
+					if total.Add(1) >= 150 {
+						once.Do(func() { close(reached) })
+					}
+				}
+			})
+		}
+		select {
+		case <-reached:
+		case <-time.After(60 * time.Second):
+			t.Fatalf("round %d: only %d posts answered", round, total.Load())
+		}
+		p.kill() // a post is in flight on every client
+		wg.Wait()
+		p = start(t, dir, flags...)
+		for c := range clients {
+			n := checkPrefix(t, p, fmt.Sprintf("h%d.p.gauge", c), base, have[c])
+			if n < acked[c] || n > acked[c]+perPost || n%perPost != 0 {
+				t.Fatalf("round %d, client %d: %d values back, %d acknowledged: want every acknowledged post, whole posts only", round, c, n, acked[c])
+			}
+			have[c] = n
+		}
+		t.Logf("round %d: %d posts answered before the kill; all back", round, total.Load())
+		p.kill()
+	}
 }

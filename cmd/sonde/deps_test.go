@@ -29,11 +29,14 @@ func TestImportDirection(t *testing.T) {
 		// The parsers: pure functions of bytes, sharing only the text checks.
 		{mod + "ingest/lineproto", parser},
 		{mod + "ingest/graphite", parser},
+		{mod + "ingest/collectd", parser},
 		{mod + "engine/internal/snapshot", func(i string) bool { return stdlib(i) || i == sample || i == "go.etcd.io/bbolt" }},
 		{mod + "engine", func(i string) bool {
 			return stdlib(i) || strings.HasPrefix(i, mod+"engine/") || i == "github.com/tidwall/wal"
 		}},
-		{mod + "ingest", func(i string) bool { return stdlib(i) || i == sample || strings.HasPrefix(i, mod+"ingest/") }},
+		{mod + "ingest", func(i string) bool {
+			return stdlib(i) || i == sample || strings.HasPrefix(i, mod+"ingest/") || i == "github.com/valyala/fasthttp"
+		}},
 		{mod + "query", func(i string) bool { return stdlib(i) || i == sample || i == "github.com/valyala/fasthttp" }},
 	}
 	checked := 0

@@ -16,8 +16,11 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/valyala/fasthttp"
+
 	"github.com/sonde-metrics/sonde/engine"
 	"github.com/sonde-metrics/sonde/ingest"
+	"github.com/sonde-metrics/sonde/ingest/collectd"
 	"github.com/sonde-metrics/sonde/query"
 )
 
@@ -31,6 +34,9 @@ type config struct {
 	dataDir          string
 	tcpAddr          string
 	graphiteAddr     string
+	collectdAddr     string
+	typesDB          string
+	maxBody          int
 	httpAddr         string
 	fsync            string
 	fsyncInterval    time.Duration
@@ -55,6 +61,9 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&c.dataDir, "data", "./data", "data directory (WAL, snapshot database, lock)")
 	fs.StringVar(&c.tcpAddr, "tcp", "127.0.0.1:8124", "listen address of the mesures command protocol")
 	fs.StringVar(&c.graphiteAddr, "graphite", "127.0.0.1:2003", "listen address of Graphite plaintext (TCP); empty turns it off")
+	fs.StringVar(&c.collectdAddr, "collectd", "127.0.0.1:8125", "listen address of the collectd write_http receiver (HTTP; also at /collectd on -http); empty turns this listener off")
+	fs.StringVar(&c.typesDB, "collectd-typesdb", "", "collectd's types.db, for PUTVAL data source names (default: /usr/share/collectd/types.db when present, else a built-in subset)")
+	fs.IntVar(&c.maxBody, "max-body", 1<<20, "largest HTTP request body in bytes")
 	fs.StringVar(&c.httpAddr, "http", "127.0.0.1:1337", "listen address of the HTTP API (/data, /events, /api/v1)")
 	fs.StringVar(&c.fsync, "fsync", "always", "WAL durability: always (ack after fsync), interval, never")
 	fs.DurationVar(&c.fsyncInterval, "fsync-interval", 100*time.Millisecond, "fsync period with -fsync=interval")
@@ -164,11 +173,30 @@ func run(c config, logger *slog.Logger) error {
 		}
 		lns.add("graphite", g.Addr().String(), g.Serve, g.Close, func() any { return g.Stats() })
 	}
+	types, err := loadTypesDB(c.typesDB)
+	if err != nil {
+		lns.close(logger)
+		db.Close()
+		return err
+	}
+	cd := ingest.NewCollectd(ingest.CollectdOptions{Addr: c.collectdAddr, MaxBodySize: c.maxBody, MaxConns: c.maxConns,
+		Types: types, Logger: logger.With("component", "collectd")}, db)
+	if c.collectdAddr != "" {
+		if err := cd.Listen(); err != nil {
+			lns.close(logger)
+			db.Close()
+			return err
+		}
+		lns.add("collectd", cd.Addr().String(), cd.Serve, cd.Close, func() any { return cd.Stats() })
+	}
 	httpSrv, err := query.Listen(query.Options{
-		Addr: c.httpAddr, Heartbeat: c.heartbeat, StreamWriteTimeout: c.sseWriteTimeout, VaporPoints: c.ringSize, MaxConns: c.maxConns,
+		Routes:      map[string]fasthttp.RequestHandler{"/collectd": cd.Handle},
+		MaxBodySize: c.maxBody,
+		Addr:        c.httpAddr, Heartbeat: c.heartbeat, StreamWriteTimeout: c.sseWriteTimeout, VaporPoints: c.ringSize, MaxConns: c.maxConns,
 		Logger: logger.With("component", "http"),
 		Stats: func() map[string][]byte {
 			out := lns.stats()
+			out["collectd"], _ = json.Marshal(cd.Stats()) // both of its routes
 			out["engine"], _ = json.Marshal(db.Stats())
 			out["go"], _ = json.Marshal(goStats())
 			return out
@@ -260,4 +288,27 @@ func (ls *listeners) stats() map[string][]byte {
 		out[l.name], _ = json.Marshal(l.stats())
 	}
 	return out
+}
+
+// debianTypesDB is where Debian's collectd-core puts collectd's types.db.
+const debianTypesDB = "/usr/share/collectd/types.db"
+
+// loadTypesDB reads the types.db at path; with no path, collectd's own
+// when it is installed, else the built-in subset.
+func loadTypesDB(path string) (collectd.TypesDB, error) {
+	if path == "" {
+		if _, err := os.Stat(debianTypesDB); err != nil {
+			return collectd.Builtin(), nil
+		}
+		path = debianTypesDB
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read -collectd-typesdb: %w", err)
+	}
+	db, err := collectd.ParseTypesDB(b)
+	if err != nil {
+		return nil, fmt.Errorf("parse %s: %w", path, err)
+	}
+	return db, nil
 }

@@ -45,6 +45,7 @@ type proc struct {
 	cmd          *exec.Cmd
 	tcpAddr      string
 	graphiteAddr string
+	collectdAddr string
 	httpAddr     string
 	exited       chan struct{}
 	mu           sync.Mutex
@@ -55,7 +56,7 @@ type proc struct {
 // waits for its "listening" log line.
 func start(t *testing.T, dataDir string, flags ...string) *proc {
 	t.Helper()
-	args := append([]string{"-data", dataDir, "-tcp", "127.0.0.1:0", "-graphite", "127.0.0.1:0", "-http", "127.0.0.1:0", "-log-format", "json"}, flags...)
+	args := append([]string{"-data", dataDir, "-tcp", "127.0.0.1:0", "-graphite", "127.0.0.1:0", "-collectd", "127.0.0.1:0", "-http", "127.0.0.1:0", "-log-format", "json"}, flags...)
 	cmd := exec.Command(binary, args...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
@@ -88,6 +89,7 @@ func start(t *testing.T, dataDir string, flags ...string) *proc {
 	case m := <-ready:
 		p.tcpAddr, p.httpAddr = m["tcp"].(string), m["http"].(string)
 		p.graphiteAddr, _ = m["graphite"].(string)
+		p.collectdAddr, _ = m["collectd"].(string)
 	case <-p.exited:
 		t.Fatalf("sonde exited before listening: %v\n%s", cmd.ProcessState, p.logText())
 	case <-time.After(60 * time.Second):

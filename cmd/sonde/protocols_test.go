@@ -4,7 +4,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"net/http"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 )
@@ -97,4 +99,88 @@ func TestGraphitePlaintext(t *testing.T) {
 	// The connection is still open and still taken.
 	fmt.Fprintf(c, "after.bad 1 %d\n", now)
 	p.waitStats("graphite", func(s listenerStats) bool { return s.Commands == 6 })
+}
+
+// post sends body to url and returns the status and decoded JSON reply.
+func post(t *testing.T, url, contentType, body string) (int, map[string]any) {
+	t.Helper()
+	resp, err := http.Post(url, contentType, strings.NewReader(body))
+	if err != nil {
+		t.Fatalf("POST %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	var m map[string]any
+	if err := json.NewDecoder(resp.Body).Decode(&m); err != nil {
+		t.Fatalf("POST %s: decode the reply: %v", url, err)
+	}
+	return resp.StatusCode, m
+}
+
+// TestCollectdHTTP: write_http's JSON and PUTVAL bodies on the
+// receiver's own port and at /collectd on the main port; every answer
+// says what was stored, and bad posts get 4xx with the reason.
+func TestCollectdHTTP(t *testing.T) {
+	p := start(t, t.TempDir(), "-max-body", "4096")
+	now := time.Now().Unix()
+	own, routed := "http://"+p.collectdAddr+"/", p.url("/collectd")
+	js := fmt.Sprintf(`[{"values":[12.5],"dstypes":["gauge"],"dsnames":["value"],"time":%d.250,"interval":1.000,"host":"web.example","plugin":"memory","plugin_instance":"","type":"memory","type_instance":"used"},
+ {"values":[100,200],"dstypes":["derive","derive"],"dsnames":["rx","tx"],"time":%d,"interval":1.000,"host":"web.example","plugin":"interface","plugin_instance":"eth0","type":"if_octets","type_instance":""}]`, now-10, now-10)
+	if code, m := post(t, own, "application/json", js); code != 200 || m["stored"] != 3.0 {
+		t.Fatalf("JSON post: %d %v", code, m)
+	}
+	cmd := fmt.Sprintf("PUTVAL \"web.example/interface-eth0/if_octets\" interval=1.000 %d:150:260\r\nPUTVAL web.example/load/load interval=1 %d:0.5:0.25:U\r\n", now-5, now-5)
+	if code, m := post(t, routed, "text/plain", cmd); code != 200 || m["stored"] != 4.0 {
+		t.Fatalf("PUTVAL post: %d %v", code, m)
+	}
+	for key, want := range map[string][][2]float64{
+		"web_example.memory.memory-used":          {{float64((now-10)*1000 + 250), 12.5}},
+		"web_example.interface-eth0.if_octets.tx": {{float64((now - 10) * 1000), 200}, {float64((now - 5) * 1000), 260}},
+		"web_example.load.load.midterm":           {{float64((now - 5) * 1000), 0.25}},
+	} {
+		if got := p.history(key); !equalPoints(got, want) {
+			t.Errorf("%s: %v, want %v", key, got, want)
+		}
+	}
+	var s struct {
+		Type string `json:"type"`
+	}
+	if p.get("/api/v1/series/web_example.interface-eth0.if_octets.rx", &s); s.Type != "COUNTER" {
+		t.Errorf("a derive is stored as %q, want COUNTER", s.Type)
+	}
+	for _, c := range []struct {
+		body string
+		code int
+		want string
+	}{
+		{`[{"values":[1]}]`, 400, "1 values, 0 dstypes"},
+		{"PUTVAL web/load/nosuchtype N:1", 400, "not in types.db"},
+		{strings.Repeat("#", 5000), 413, "larger than"},
+		// Well formed, but shortterm and midterm have a newer point: those two
+		// are refused; longterm (U before) and the later list are stored.
+		{fmt.Sprintf("PUTVAL web.example/load/load %d:1:2:3 %d:4:5:6", now-20, now-1), 422, "older than the newest point"},
+	} {
+		code, m := post(t, own, "text/plain", c.body)
+		if msg, _ := m["error"].(string); code != c.code || !strings.Contains(msg, c.want) {
+			t.Errorf("post %.40q: %d %v, want %d with %q", c.body, code, m, c.code, c.want)
+		}
+	}
+	resp, err := http.Get(own)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 405 {
+		t.Errorf("GET on the receiver: %d, want 405", resp.StatusCode)
+	}
+	var st struct {
+		Collectd struct {
+			Values      int64 `json:"values"`
+			BadRequests int64 `json:"bad_requests"`
+			Failed      int64 `json:"failed"`
+		} `json:"collectd"`
+	}
+	p.get("/api/v1/stats", &st)
+	if c := st.Collectd; c.Values != 3+4+4 || c.BadRequests != 3 || c.Failed != 2 {
+		t.Errorf("stats %+v, want 11 values, 3 bad requests, 2 refused", c)
+	}
 }

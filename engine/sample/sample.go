@@ -60,6 +60,10 @@ type Op struct {
 	// the engine takes the write. A time before the key's newest point is
 	// refused (ErrOutOfOrder), as is one too far in the future.
 	Time int64
+	// Wrap, for a CounterSet, says the observed total is an unsigned 32- or
+	// 64-bit counter that wraps (collectd's COUNTER): a value below the
+	// previous one counts as the wrap collectd computes, not a reset.
+	Wrap bool
 }
 
 // Point is one history point: T in milliseconds since the Unix epoch.

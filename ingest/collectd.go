@@ -1,0 +1,216 @@
+package ingest
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync/atomic"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/sonde-metrics/sonde/engine/sample"
+	"github.com/sonde-metrics/sonde/ingest/collectd"
+)
+
+// CollectdOptions configure the collectd write_http receiver.
+type CollectdOptions struct {
+	// Addr is the listen address of its own HTTP server; default
+	// "127.0.0.1:8125" (mesures' port; statsd uses UDP 8125).
+	Addr string
+	// MaxBodySize caps a request body; default 1 MiB.
+	MaxBodySize int
+	// MaxConns caps open connections; default 1024.
+	MaxConns int
+	// Types names the data sources of PUTVAL lines; default
+	// collectd.Builtin().
+	Types collectd.TypesDB
+	// Logger receives messages; nil discards them.
+	Logger *slog.Logger
+}
+
+func (o CollectdOptions) withDefaults() CollectdOptions {
+	if o.Addr == "" {
+		o.Addr = "127.0.0.1:8125"
+	}
+	if o.MaxBodySize <= 0 {
+		o.MaxBodySize = 1 << 20
+	}
+	if o.MaxConns <= 0 {
+		o.MaxConns = 1024
+	}
+	if o.Types == nil {
+		o.Types = collectd.Builtin()
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	return o
+}
+
+// CollectdStats counts what the collectd receiver has seen, over both of
+// its routes.
+type CollectdStats struct {
+	Requests    int64 `json:"requests"`
+	Values      int64 `json:"values"`       // stored, durable
+	BadRequests int64 `json:"bad_requests"` // malformed bodies: 400, nothing stored
+	Failed      int64 `json:"failed"`       // values the store refused: 422
+}
+
+// Collectd receives collectd's write_http posts, JSON or PUTVAL commands,
+// and answers only once every value is durable. Handle serves any route;
+// Serve runs its own HTTP server on Addr.
+type Collectd struct {
+	opts CollectdOptions
+	app  Appender
+	ln   net.Listener
+	srv  *fasthttp.Server
+
+	requests, values, badRequests, failed atomic.Int64
+}
+
+// NewCollectd returns a receiver whose Handle may be mounted on any
+// fasthttp server; ListenCollectd also gives it its own.
+func NewCollectd(opts CollectdOptions, app Appender) *Collectd {
+	return &Collectd{opts: opts.withDefaults(), app: app}
+}
+
+// ListenCollectd returns a receiver with its own HTTP listener bound.
+func ListenCollectd(opts CollectdOptions, app Appender) (*Collectd, error) {
+	c := NewCollectd(opts, app)
+	if err := c.Listen(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// Listen binds the receiver's own HTTP listener on Addr; Serve serves it.
+func (c *Collectd) Listen() error {
+	ln, err := net.Listen("tcp", c.opts.Addr)
+	if err != nil {
+		return fmt.Errorf("listen for collectd on %s: %w", c.opts.Addr, err)
+	}
+	c.ln = ln
+	c.srv = &fasthttp.Server{
+		Handler:            c.Handle,
+		Name:               "sonde",
+		ReadTimeout:        30 * time.Second,
+		WriteTimeout:       30 * time.Second,
+		IdleTimeout:        2 * time.Minute,
+		MaxRequestBodySize: c.opts.MaxBodySize,
+		Concurrency:        c.opts.MaxConns,
+		CloseOnShutdown:    true,
+		Logger:             slogPrintf{c.opts.Logger},
+		ErrorHandler: func(ctx *fasthttp.RequestCtx, err error) {
+			c.badRequests.Add(1)
+			if errors.Is(err, fasthttp.ErrBodyTooLarge) {
+				replyJSON(ctx, fasthttp.StatusRequestEntityTooLarge, map[string]any{"error": fmt.Sprintf("body is larger than %d bytes", c.opts.MaxBodySize)})
+				return
+			}
+			replyJSON(ctx, fasthttp.StatusBadRequest, map[string]any{"error": "read the request: " + err.Error()})
+		},
+	}
+	return nil
+}
+
+type slogPrintf struct{ l *slog.Logger }
+
+func (p slogPrintf) Printf(format string, args ...any) { p.l.Warn(fmt.Sprintf(format, args...)) }
+
+// Addr returns the bound address of the receiver's own listener.
+func (c *Collectd) Addr() net.Addr { return c.ln.Addr() }
+
+// Serve serves the receiver's own listener until Close.
+func (c *Collectd) Serve() error {
+	if err := c.srv.Serve(c.ln); err != nil {
+		return fmt.Errorf("serve collectd: %w", err)
+	}
+	return nil
+}
+
+// Close stops the receiver's own listener and waits for the requests in
+// flight, whose values are then durable and answered.
+func (c *Collectd) Close() error {
+	if err := c.srv.Shutdown(); err != nil {
+		return fmt.Errorf("close collectd listener: %w", err)
+	}
+	return nil
+}
+
+// Stats returns the receiver's counters.
+func (c *Collectd) Stats() CollectdStats {
+	return CollectdStats{Requests: c.requests.Load(), Values: c.values.Load(),
+		BadRequests: c.badRequests.Load(), Failed: c.failed.Load()}
+}
+
+// Handle takes one write_http POST. The format is told by the first byte
+// of the body: '[' is JSON, anything else PUTVAL lines.
+func (c *Collectd) Handle(ctx *fasthttp.RequestCtx) {
+	c.requests.Add(1)
+	if !ctx.IsPost() && !ctx.IsPut() {
+		ctx.Response.Header.Set("Allow", "POST, PUT")
+		replyJSON(ctx, fasthttp.StatusMethodNotAllowed, map[string]any{"error": "collectd posts its values here: use POST"})
+		return
+	}
+	body := ctx.PostBody()
+	if len(body) > c.opts.MaxBodySize {
+		c.badRequests.Add(1)
+		replyJSON(ctx, fasthttp.StatusRequestEntityTooLarge, map[string]any{"error": fmt.Sprintf("body is larger than %d bytes", c.opts.MaxBodySize)})
+		return
+	}
+	var ops []sample.Op
+	var err error
+	if t := bytes.TrimLeft(body, " \t\r\n"); len(t) > 0 && t[0] == '[' {
+		ops, err = collectd.ParseJSON(body, nil)
+	} else {
+		ops, err = collectd.ParseCommand(body, c.opts.Types, nil)
+	}
+	if err != nil {
+		c.badRequests.Add(1)
+		c.opts.Logger.Debug("bad collectd post", "remote", ctx.RemoteAddr().String(), "err", err)
+		replyJSON(ctx, fasthttp.StatusBadRequest, map[string]any{"error": err.Error()})
+		return
+	}
+	if len(ops) == 0 {
+		replyJSON(ctx, fasthttp.StatusOK, map[string]any{"stored": 0})
+		return
+	}
+	errs := make([]error, len(ops))
+	if err := c.app.Append(ctx, ops, errs); err != nil {
+		replyJSON(ctx, fasthttp.StatusServiceUnavailable, map[string]any{"error": err.Error()})
+		return
+	}
+	stored, refused := 0, 0
+	var first error
+	for _, e := range errs {
+		if e != nil {
+			refused++
+			if first == nil {
+				first = e
+			}
+		} else {
+			stored++
+		}
+	}
+	c.values.Add(int64(stored))
+	if refused > 0 {
+		c.failed.Add(int64(refused))
+		replyJSON(ctx, fasthttp.StatusUnprocessableEntity, map[string]any{"error": first.Error(), "stored": stored, "refused": refused})
+		return
+	}
+	replyJSON(ctx, fasthttp.StatusOK, map[string]any{"stored": stored})
+}
+
+func replyJSON(ctx *fasthttp.RequestCtx, code int, v map[string]any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		b = []byte(`{"error":"encode reply"}`)
+		code = fasthttp.StatusInternalServerError
+	}
+	ctx.SetStatusCode(code)
+	ctx.SetContentType("application/json")
+	ctx.SetBody(append(b, '\n'))
+}
