@@ -280,3 +280,24 @@ func TestDiskFloor(t *testing.T) {
 		t.Errorf("the floor left %d files behind", len(left))
 	}
 }
+
+// The statsd scenario counts every line a real Sonde took, and the loss.
+func TestStatsdScenario(t *testing.T) {
+	srv, err := StartSonde(context.Background(), sondeBin, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Stop()
+	r, err := Statsd(context.Background(), StatsdConfig{Load: Config{Target: srv.Statsd, Query: srv.Query, Conns: 2, Keys: 30, Count: 20_000, Rate: 50_000}, PerDatagram: 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Sent != 20_000 || r.Datagrams != 1000 || r.Counted+r.Lost != r.Sent || r.Counted > r.Sent {
+		t.Fatalf("result %+v", r)
+	}
+	// Counters and gauges and timers each write one raw sample per line.
+	if r.Written != r.Counted {
+		t.Fatalf("%d lines counted, %d raw samples written", r.Counted, r.Written)
+	}
+	t.Logf("%d of %d lines counted, %d kernel drops", r.Counted, r.Sent, r.KernelDrops)
+}

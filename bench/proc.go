@@ -26,6 +26,7 @@ type Server struct {
 	Dir      string // its data directory
 	Ingest   string // host:port the load goes to
 	Graphite string // Sonde: host:port of its Graphite listener
+	Statsd   string // Sonde: host:port of its statsd listener (UDP)
 	Query    string // host:port of its HTTP API
 	Started  time.Time
 	Ready    time.Duration // from exec to ready to serve
@@ -39,7 +40,7 @@ type Server struct {
 // StartSonde starts bin on dir with free loopback ports and waits for its
 // "listening" log line. extra are more flags.
 func StartSonde(ctx context.Context, bin, dir string, extra ...string) (*Server, error) {
-	args := append([]string{"-data", dir, "-tcp", "127.0.0.1:0", "-graphite", "127.0.0.1:0", "-collectd", "127.0.0.1:0", "-http", "127.0.0.1:0", "-log-format", "json"}, extra...)
+	args := append([]string{"-data", dir, "-tcp", "127.0.0.1:0", "-graphite", "127.0.0.1:0", "-collectd", "127.0.0.1:0", "-statsd", "127.0.0.1:0", "-http", "127.0.0.1:0", "-log-format", "json"}, extra...)
 	cmd := exec.Command(bin, args...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
@@ -50,7 +51,7 @@ func StartSonde(ctx context.Context, bin, dir string, extra ...string) (*Server,
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start sonde: %w", err)
 	}
-	ready := make(chan [3]string, 1)
+	ready := make(chan [4]string, 1)
 	go func() {
 		sc := bufio.NewScanner(stderr)
 		sc.Buffer(make([]byte, 64<<10), 1<<20)
@@ -60,9 +61,9 @@ func StartSonde(ctx context.Context, bin, dir string, extra ...string) (*Server,
 				s.log.Write(line)
 				s.log.WriteByte('\n')
 			}
-			var m struct{ Msg, TCP, HTTP, Graphite string }
+			var m struct{ Msg, TCP, HTTP, Graphite, Statsd string }
 			if json.Unmarshal(line, &m) == nil && m.Msg == "listening" {
-				ready <- [3]string{m.TCP, m.HTTP, m.Graphite}
+				ready <- [4]string{m.TCP, m.HTTP, m.Graphite, m.Statsd}
 			}
 		}
 		io.Copy(io.Discard, stderr)
@@ -72,7 +73,7 @@ func StartSonde(ctx context.Context, bin, dir string, extra ...string) (*Server,
 	select {
 	case a := <-ready:
 		s.Ready = time.Since(s.Started)
-		s.Ingest, s.Query, s.Graphite = a[0], a[1], a[2]
+		s.Ingest, s.Query, s.Graphite, s.Statsd = a[0], a[1], a[2], a[3]
 		return s, nil
 	case <-s.exited:
 		return nil, fmt.Errorf("start sonde: it exited (%v): %s", s.waitErr, tail(s.log.String()))

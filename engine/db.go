@@ -519,6 +519,11 @@ func (db *DB) prepare(op *sample.Op, now int64) error {
 		} else if s.kind != sample.Gauge {
 			return fmt.Errorf("%w: %q is a %s (DELETE it first)", ErrKind, op.Key, s.kind)
 		}
+		if op.Delta {
+			if v += s.c.value; math.IsInf(v, 0) {
+				return fmt.Errorf("%w: the gauge overflows", ErrValue)
+			}
+		}
 		s.c.value = v
 		r.Value = v
 	case sample.Incr, sample.CounterSet:

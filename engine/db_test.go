@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"errors"
+	"math"
 	"os"
 	"path/filepath"
 	"sort"
@@ -635,5 +636,20 @@ func TestCounterSetWrap(t *testing.T) {
 	}
 	if got := history(t, db, "c32"); !equalFloats(got, []float64{4294967000, 500}) {
 		t.Errorf("c32 history %v: the observed values", got)
+	}
+}
+
+// A delta gauge (statsd's +N|g) adds to the current value, from 0 for a
+// new key, and stores the result as an ordinary point.
+func TestGaugeDelta(t *testing.T) {
+	db := openDB(t, t.TempDir(), Options{})
+	defer db.Close()
+	d := func(v float64) sample.Op { return sample.Op{Code: sample.Set, Key: "g", Value: v, Delta: true} }
+	mustApply(t, db, d(5), d(-2), set("g", 10), d(0.5))
+	if got := history(t, db, "g"); !equalFloats(got, []float64{5, 3, 10, 10.5}) {
+		t.Fatalf("history %v", got)
+	}
+	if errs := apply(t, db, d(math.MaxFloat64), d(math.MaxFloat64)); errs[0] != nil || !errors.Is(errs[1], ErrValue) {
+		t.Fatalf("overflow: %v", errs)
 	}
 }

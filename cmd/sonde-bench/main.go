@@ -31,6 +31,8 @@ const usage = `usage: sonde-bench [flags] <scenario>
 scenarios:
   tcp       mesures SET (or -incr INCR) lines, pipelined, every reply read
   graphite  Graphite plaintext lines, no replies (-taken reads the server's count)
+  statsd    statsd lines over UDP (-per-datagram in each), counters, gauges and
+            timers mixed; loss = sent minus what the server counted
   query     concurrent /data and history reads
   sse       subscribers on /events while -rate writes arrive: delivery lag
   compare   Sonde (-fsync=always, then interval), VictoriaMetrics, then Sonde
@@ -68,6 +70,7 @@ type flags struct {
 	points   int
 	extra    string
 	memDir   string
+	perDgram int
 }
 
 func run(args []string) error {
@@ -98,6 +101,7 @@ func run(args []string) error {
 	fs.StringVar(&f.keysList, "keys-list", "10000,100000,1000000", "mem: key counts")
 	fs.IntVar(&f.points, "points", 0, "mem: samples per key (0: enough to fill the default ring)")
 	fs.StringVar(&f.extra, "sonde-flags", "", "mem, restart: more flags for sonde, space separated")
+	fs.IntVar(&f.perDgram, "per-datagram", 20, "statsd: lines in each datagram")
 	fs.StringVar(&f.memDir, "mem-dir", "/dev/shm", "disk: a tmpfs for the data of the Sonde that makes the CPU load")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -229,6 +233,18 @@ func run(args []string) error {
 		fmt.Printf("%d keys, %d records in the WAL (%.0f MiB): restart after kill -9 took %.2fs; every key and sample read back: %v\n",
 			r.Keys, r.Records, mib(r.WALBytes), r.AfterKill, r.Verified)
 		return writeOut(f.out, r)
+	case "statsd":
+		if !explicit(fs, "target") {
+			l.Target = "127.0.0.1:8125"
+		}
+		r, err := bench.Statsd(ctx, bench.StatsdConfig{Load: *l, PerDatagram: f.perDgram})
+		if err != nil {
+			return err
+		}
+		fmt.Printf("statsd: %d lines in %d datagrams to %s in %.3fs (%s)\n", r.Sent, r.Datagrams, r.Target, r.SendSeconds, rate(r.SendRate))
+		fmt.Printf("  counted by the server %d, lost %d (%.4f%%), kernel drops %d datagrams; %d raw samples durable after %.3fs\n",
+			r.Counted, r.Lost, r.LossPct, r.KernelDrops, r.Written, r.DurableSeconds)
+		return writeOut(f.out, r)
 	case "disk":
 		dir := f.workDir
 		if dir == "" {
@@ -338,4 +354,11 @@ func printCompare(w io.Writer, cr *bench.CompareResult) {
 	for _, c := range cr.Crash {
 		fmt.Fprintf(w, "kill -9 after %.2fs: %-17s sent %d, acked %d, survived %d, lost %.2f%%\n", c.KilledAfter, c.Server, c.Sent, c.Acked, c.Survived, c.LostPct)
 	}
+}
+
+// explicit reports whether the flag name was set on the command line.
+func explicit(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
 }

@@ -30,6 +30,7 @@ func TestImportDirection(t *testing.T) {
 		{mod + "ingest/lineproto", parser},
 		{mod + "ingest/graphite", parser},
 		{mod + "ingest/collectd", parser},
+		{mod + "ingest/statsd", parser},
 		{mod + "engine/internal/snapshot", func(i string) bool { return stdlib(i) || i == sample || i == "go.etcd.io/bbolt" }},
 		{mod + "engine", func(i string) bool {
 			return stdlib(i) || strings.HasPrefix(i, mod+"engine/") || i == "github.com/tidwall/wal"

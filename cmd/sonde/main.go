@@ -13,6 +13,8 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -35,6 +37,9 @@ type config struct {
 	tcpAddr          string
 	graphiteAddr     string
 	collectdAddr     string
+	statsdAddr       string
+	statsdFlush      time.Duration
+	statsdPcts       string
 	typesDB          string
 	maxBody          int
 	httpAddr         string
@@ -61,6 +66,9 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&c.dataDir, "data", "./data", "data directory (WAL, snapshot database, lock)")
 	fs.StringVar(&c.tcpAddr, "tcp", "127.0.0.1:8124", "listen address of the mesures command protocol")
 	fs.StringVar(&c.graphiteAddr, "graphite", "127.0.0.1:2003", "listen address of Graphite plaintext (TCP); empty turns it off")
+	fs.StringVar(&c.statsdAddr, "statsd", "127.0.0.1:8125", "listen address of statsd (UDP); empty turns it off")
+	fs.DurationVar(&c.statsdFlush, "statsd-flush", 10*time.Second, "statsd flush interval: timer, set and counter-rate aggregates are written this often")
+	fs.StringVar(&c.statsdPcts, "statsd-percentiles", "50,90,95,99", "statsd timer percentiles, comma separated")
 	fs.StringVar(&c.collectdAddr, "collectd", "127.0.0.1:8125", "listen address of the collectd write_http receiver (HTTP; also at /collectd on -http); empty turns this listener off")
 	fs.StringVar(&c.typesDB, "collectd-typesdb", "", "collectd's types.db, for PUTVAL data source names (default: /usr/share/collectd/types.db when present, else a built-in subset)")
 	fs.IntVar(&c.maxBody, "max-body", 1<<20, "largest HTTP request body in bytes")
@@ -172,6 +180,22 @@ func run(c config, logger *slog.Logger) error {
 			return err
 		}
 		lns.add("graphite", g.Addr().String(), g.Serve, g.Close, func() any { return g.Stats() })
+	}
+	if c.statsdAddr != "" {
+		pcts, err := parsePercentiles(c.statsdPcts)
+		if err != nil {
+			lns.close(logger)
+			db.Close()
+			return err
+		}
+		sd, err := ingest.ListenStatsd(ingest.StatsdOptions{Addr: c.statsdAddr, FlushInterval: c.statsdFlush, Percentiles: pcts,
+			Logger: logger.With("component", "statsd")}, db)
+		if err != nil {
+			lns.close(logger)
+			db.Close()
+			return err
+		}
+		lns.add("statsd", sd.Addr().String(), sd.Serve, sd.Close, func() any { return sd.Stats() })
 	}
 	types, err := loadTypesDB(c.typesDB)
 	if err != nil {
@@ -311,4 +335,17 @@ func loadTypesDB(path string) (collectd.TypesDB, error) {
 		return nil, fmt.Errorf("parse %s: %w", path, err)
 	}
 	return db, nil
+}
+
+// parsePercentiles reads -statsd-percentiles: numbers in (0, 100].
+func parsePercentiles(s string) ([]float64, error) {
+	var out []float64
+	for _, f := range strings.Split(s, ",") {
+		p, err := strconv.ParseFloat(strings.TrimSpace(f), 64)
+		if err != nil || !(p > 0 && p <= 100) {
+			return nil, fmt.Errorf("parse -statsd-percentiles: %q is not a percentile in (0, 100]", f)
+		}
+		out = append(out, p)
+	}
+	return out, nil
 }

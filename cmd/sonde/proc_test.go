@@ -46,6 +46,7 @@ type proc struct {
 	tcpAddr      string
 	graphiteAddr string
 	collectdAddr string
+	statsdAddr   string
 	httpAddr     string
 	exited       chan struct{}
 	mu           sync.Mutex
@@ -56,7 +57,7 @@ type proc struct {
 // waits for its "listening" log line.
 func start(t *testing.T, dataDir string, flags ...string) *proc {
 	t.Helper()
-	args := append([]string{"-data", dataDir, "-tcp", "127.0.0.1:0", "-graphite", "127.0.0.1:0", "-collectd", "127.0.0.1:0", "-http", "127.0.0.1:0", "-log-format", "json"}, flags...)
+	args := append([]string{"-data", dataDir, "-tcp", "127.0.0.1:0", "-graphite", "127.0.0.1:0", "-collectd", "127.0.0.1:0", "-statsd", "127.0.0.1:0", "-http", "127.0.0.1:0", "-log-format", "json"}, flags...)
 	cmd := exec.Command(binary, args...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
@@ -90,6 +91,7 @@ func start(t *testing.T, dataDir string, flags ...string) *proc {
 		p.tcpAddr, p.httpAddr = m["tcp"].(string), m["http"].(string)
 		p.graphiteAddr, _ = m["graphite"].(string)
 		p.collectdAddr, _ = m["collectd"].(string)
+		p.statsdAddr, _ = m["statsd"].(string)
 	case <-p.exited:
 		t.Fatalf("sonde exited before listening: %v\n%s", cmd.ProcessState, p.logText())
 	case <-time.After(60 * time.Second):

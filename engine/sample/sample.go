@@ -64,6 +64,9 @@ type Op struct {
 	// 64-bit counter that wraps (collectd's COUNTER): a value below the
 	// previous one counts as the wrap collectd computes, not a reset.
 	Wrap bool
+	// Delta, for a Set, adds Value to the key's current value (0 for a new
+	// key): statsd's "+N|g" and "-N|g" gauges.
+	Delta bool
 }
 
 // Point is one history point: T in milliseconds since the Unix epoch.

@@ -1,0 +1,112 @@
+package statsd
+
+import (
+	"errors"
+	"math"
+	"strings"
+	"testing"
+)
+
+func TestParse(t *testing.T) {
+	dgram := "hits:1|c\nhits:3|c|@0.5\ntemp:21.5|g\ntemp:-1.5|g\ntemp:+2|g\nrt:320|ms|@0.1\nrt:12|h\n" +
+		"users:alice|s\nmulti:1|c:2|c\n" +
+		"web req/s:1|c|#env:prod,host:a,env:prod\n" +
+		"dd:5|g|#region|c:abc|T1700000000\n\n"
+	got, bad, err := Parse([]byte(dgram), nil)
+	if bad != 0 || err != nil {
+		t.Fatalf("bad %d: %v", bad, err)
+	}
+	want := []Sample{
+		{Name: "hits", Type: Counter, Value: 1, Rate: 1},
+		{Name: "hits", Type: Counter, Value: 6, Rate: 0.5},
+		{Name: "temp", Type: Gauge, Value: 21.5, Rate: 1},
+		{Name: "temp", Type: Gauge, Value: -1.5, Delta: true, Rate: 1},
+		{Name: "temp", Type: Gauge, Value: 2, Delta: true, Rate: 1},
+		{Name: "rt", Type: Timer, Value: 320, Rate: 0.1},
+		{Name: "rt", Type: Timer, Value: 12, Rate: 1},
+		{Name: "users", Type: Set, Set: "alice", Rate: 1},
+		{Name: "multi", Type: Counter, Value: 1, Rate: 1},
+		{Name: "multi", Type: Counter, Value: 2, Rate: 1},
+		{Name: "web_req-s;env=prod;host=a", Type: Counter, Value: 1, Rate: 1},
+		{Name: "dd;region=true", Type: Gauge, Value: 5, Rate: 1},
+	}
+	if len(got) != len(want) {
+		t.Fatalf("got %d samples %+v", len(got), got)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("sample %d = %+v, want %+v", i, got[i], want[i])
+		}
+	}
+}
+
+func TestParseErrors(t *testing.T) {
+	for line, want := range map[string]string{
+		"nocolon":                         "no name:value",
+		":1|c":                            "no name:value",
+		"!!!:1|c":                         "empty once cleaned",
+		"x:1":                             "no |type",
+		"x:1|q":                           `unknown type "q"`,
+		"x:abc|c":                         "not a finite number",
+		"x:1|c|@0":                        "not in (0, 1]",
+		"x:1|c|@2":                        "not in (0, 1]",
+		"x:-1|ms":                         "negative",
+		"x:1|c|zz":                        "unknown field",
+		"x:|s":                            "empty set member",
+		"x:1|c|#:v":                       "not name:value",
+		"x:1e308|c|@1e-10":                "overflows",
+		strings.Repeat("k", 300) + ":1|c": "longer than",
+	} {
+		_, err := ParseLine([]byte(line), nil)
+		if !errors.Is(err, ErrSyntax) || !strings.Contains(err.Error(), want) {
+			t.Errorf("ParseLine(%q) = %v, want %q", line, err, want)
+		}
+	}
+	// A bad line does not spoil the others of its datagram.
+	got, bad, err := Parse([]byte("a:1|c\nbad\nb:2|g"), nil)
+	if len(got) != 2 || bad != 1 || err == nil {
+		t.Fatalf("got %+v, bad %d, %v", got, bad, err)
+	}
+}
+
+func BenchmarkParse(b *testing.B) {
+	// 20 lines, counters, timers, gauges and sets mixed.
+	dgram := []byte(strings.Repeat("api.requests:1|c\napi.latency:12.5|ms|@0.5\nqueue.depth:42|g\nusers.seen:u123|s\n", 5))
+	b.SetBytes(int64(len(dgram)))
+	b.ReportAllocs()
+	var out []Sample
+	for b.Loop() {
+		var bad int
+		out, bad, _ = Parse(dgram, out[:0])
+		if bad != 0 {
+			b.Fatal("bad lines")
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/20, "ns/line")
+}
+
+func FuzzParse(f *testing.F) {
+	for _, s := range []string{"hits:1|c", "a:1|c|@0.1\nb:-2|g", "t:1|ms:2|ms", "s:x|s|#a:b,c", "x:1|c|#t|T1|c:z", "", "::|", "a:NaN|g"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, dgram []byte) {
+		got, bad, err := Parse(dgram, nil)
+		if (bad == 0) != (err == nil) {
+			t.Fatalf("bad %d but error %v", bad, err)
+		}
+		if err != nil && !errors.Is(err, ErrSyntax) {
+			t.Fatalf("error %v does not wrap ErrSyntax", err)
+		}
+		for _, s := range got {
+			if s.Name == "" || len(s.Name) > MaxName || strings.ContainsAny(s.Name, " \t\r\n\x00/:|") {
+				t.Fatalf("bad name %q from %q", s.Name, dgram)
+			}
+			if math.IsNaN(s.Value) || math.IsInf(s.Value, 0) || !(s.Rate > 0 && s.Rate <= 1) {
+				t.Fatalf("bad sample %+v from %q", s, dgram)
+			}
+			if (s.Type == Set) != (s.Set != "") || (s.Type == Timer && s.Value < 0) {
+				t.Fatalf("bad sample %+v from %q", s, dgram)
+			}
+		}
+	})
+}
