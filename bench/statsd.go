@@ -37,9 +37,9 @@ type StatsdResult struct {
 	// DurableSeconds is from the first datagram until every counted line's
 	// raw sample was durable (each line of this load writes one).
 	DurableSeconds float64 `json:"durable_s"`
-	KernelDrops int64   `json:"kernel_drops"`  // datagrams the kernel dropped on the server's socket
-	Lost        int64   `json:"lost_lines"`
-	LossPct     float64 `json:"loss_pct"`
+	KernelDrops    int64   `json:"kernel_drops"` // datagrams the kernel dropped on the server's socket
+	Lost           int64   `json:"lost_lines"`
+	LossPct        float64 `json:"loss_pct"`
 }
 
 type statsdCounts struct {
