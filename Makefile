@@ -25,7 +25,9 @@ run: build
 TEST_PKGS := netcat-openbsd victoria-metrics collectd-core libyajl2 libcurl3-gnutls
 
 test-deps:
-	@missing=""; for p in $(TEST_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	@missing=""; for p in $(TEST_PKGS); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
+	done; \
 	if [ -n "$$missing" ]; then \
 		command -v apt-get >/dev/null 2>&1 || { echo "the end-to-end tests need:$$missing (Debian packages)"; exit 1; }; \
 		echo "installing$$missing for the end-to-end tests"; \
