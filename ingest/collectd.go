@@ -178,8 +178,8 @@ func (c *Collectd) Handle(ctx *fasthttp.RequestCtx) {
 		replyJSON(ctx, fasthttp.StatusOK, map[string]any{"stored": 0})
 		return
 	}
-	errs := make([]error, len(ops))
-	if err := c.app.Append(ctx, ops, errs); err != nil {
+	errs, err := appendBatch(ctx, c.app, ops, nil)
+	if err != nil {
 		replyJSON(ctx, fasthttp.StatusServiceUnavailable, map[string]any{"error": err.Error()})
 		return
 	}

@@ -26,6 +26,7 @@ package ingest
 
 import (
 	"context"
+	"log/slog"
 
 	"github.com/sonde-metrics/sonde/engine/sample"
 )
@@ -37,4 +38,32 @@ import (
 // concerns the whole batch.
 type Appender interface {
 	Append(ctx context.Context, ops []sample.Op, errs []error) error
+}
+
+// appendBatch appends ops, reusing errs for their outcomes. An error for
+// the whole batch (the store is closed or failed) is set for every op and
+// also returned.
+func appendBatch(ctx context.Context, app Appender, ops []sample.Op, errs []error) ([]error, error) {
+	if cap(errs) < len(ops) {
+		errs = make([]error, len(ops))
+	}
+	errs = errs[:len(ops)]
+	err := app.Append(ctx, ops, errs)
+	if err != nil {
+		for i := range errs {
+			errs[i] = err
+		}
+	}
+	return errs, err
+}
+
+// logRefused logs a write the store refused on a listener that cannot
+// answer it: the first (failed == 1) as a warning, the rest at debug
+// level, since the count is in the listener's stats.
+func logRefused(log *slog.Logger, failed int64, args ...any) {
+	if failed == 1 {
+		log.Warn("write refused; later ones are counted (failed) and logged at debug level", args...)
+		return
+	}
+	log.Debug("write refused", args...)
 }

@@ -303,26 +303,14 @@ func (s *Statsd) write() {
 
 // appendOps appends ops and adds the number stored to stored.
 func (s *Statsd) appendOps(ops []sample.Op, errs []error, stored *atomic.Int64) []error {
-	if cap(errs) < len(ops) {
-		errs = make([]error, len(ops))
-	}
-	errs = errs[:len(ops)]
-	if err := s.app.Append(context.Background(), ops, errs); err != nil {
-		for i := range errs {
-			errs[i] = err
-		}
-	}
+	errs, _ = appendBatch(context.Background(), s.app, ops, errs) // a whole-batch error is in every errs[i]
 	ok := int64(0)
 	for i, err := range errs {
 		if err == nil {
 			ok++
 			continue
 		}
-		if s.failed.Add(1) == 1 {
-			s.log.Warn("statsd write refused; later ones are counted and logged at debug level", "key", ops[i].Key, "err", err)
-		} else {
-			s.log.Debug("statsd write refused", "key", ops[i].Key, "err", err)
-		}
+		logRefused(s.log, s.failed.Add(1), "key", ops[i].Key, "err", err)
 	}
 	stored.Add(ok)
 	return errs

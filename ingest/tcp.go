@@ -267,14 +267,8 @@ func (s *TCPServer) handle(c net.Conn) {
 			replies = s.parse(line, replies, &ops)
 		}
 		if len(ops) > 0 {
-			if cap(errs) < len(ops) {
-				errs = make([]error, len(ops))
-			}
-			errs = errs[:len(ops)]
-			if err := s.app.Append(context.Background(), ops, errs); err != nil {
-				for i := range errs {
-					errs[i] = err
-				}
+			var err error
+			if errs, err = appendBatch(context.Background(), s.app, ops, errs); err != nil {
 				eof = true // the store is closing or failed: answer, then hang up
 			}
 		}
@@ -316,11 +310,7 @@ func (s *TCPServer) countFailed(errs []error, c net.Conn) {
 		if err == nil {
 			continue
 		}
-		if s.failed.Add(1) == 1 {
-			s.log.Warn("write refused; later ones are counted and logged at debug level", "proto", s.opts.Protocol.String(), "remote", c.RemoteAddr().String(), "err", err)
-		} else {
-			s.log.Debug("write refused", "proto", s.opts.Protocol.String(), "remote", c.RemoteAddr().String(), "err", err)
-		}
+		logRefused(s.log, s.failed.Add(1), "proto", s.opts.Protocol.String(), "remote", c.RemoteAddr().String(), "err", err)
 	}
 }
 

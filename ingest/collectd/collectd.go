@@ -38,7 +38,6 @@ package collectd
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"math"
 	"strconv"
@@ -49,11 +48,9 @@ import (
 )
 
 // ErrSyntax is wrapped by every parse error.
-var ErrSyntax = errors.New("syntax")
+var ErrSyntax = text.ErrSyntax
 
-func syntaxf(format string, args ...any) error {
-	return fmt.Errorf("%w: "+format, append([]any{ErrSyntax}, args...)...)
-}
+var syntaxf = text.Syntaxf
 
 // DSType is a data source type.
 type DSType uint8
@@ -125,7 +122,7 @@ func Key(id Ident, ds string) (string, error) {
 		b = escapePart(b, ds)
 	}
 	if err := text.CheckKey(b); err != nil {
-		return "", fmt.Errorf("%w: %w", ErrSyntax, err)
+		return "", err
 	}
 	return string(b), nil
 }

@@ -20,8 +20,6 @@ package graphite
 
 import (
 	"bytes"
-	"errors"
-	"fmt"
 	"math"
 	"slices"
 	"strconv"
@@ -31,11 +29,9 @@ import (
 )
 
 // ErrSyntax is wrapped by every parse error.
-var ErrSyntax = errors.New("syntax")
+var ErrSyntax = text.ErrSyntax
 
-func syntaxf(format string, args ...any) error {
-	return fmt.Errorf("%w: "+format, append([]any{ErrSyntax}, args...)...)
-}
+var syntaxf = text.Syntaxf
 
 // maxSeconds is the largest timestamp accepted: the year 9999.
 const maxSeconds = 253402300799
@@ -60,7 +56,7 @@ func Parse(line []byte) (op sample.Op, blank bool, err error) {
 	}
 	v, err := text.Float(f[1])
 	if err != nil {
-		return sample.Op{}, false, fmt.Errorf("%w: %w", ErrSyntax, err)
+		return sample.Op{}, false, err
 	}
 	op = sample.Op{Code: sample.Set, Key: key, Value: v}
 	if n == 3 {
@@ -90,7 +86,7 @@ func parseTime(b []byte) (int64, error) {
 
 func parseKey(b []byte) (string, error) {
 	if err := text.CheckKey(b); err != nil {
-		return "", fmt.Errorf("%w: %w", ErrSyntax, err)
+		return "", err
 	}
 	i := bytes.IndexByte(b, ';')
 	if i < 0 {

@@ -15,8 +15,6 @@ package lineproto
 
 import (
 	"bytes"
-	"errors"
-	"fmt"
 	"strconv"
 
 	"github.com/sonde-metrics/sonde/engine/sample"
@@ -39,11 +37,9 @@ const (
 )
 
 // ErrSyntax is wrapped by every parse error.
-var ErrSyntax = errors.New("syntax")
+var ErrSyntax = text.ErrSyntax
 
-func syntaxf(format string, args ...any) error {
-	return fmt.Errorf("%w: "+format, append([]any{ErrSyntax}, args...)...)
-}
+var syntaxf = text.Syntaxf
 
 // Parse parses one line, without its line feed; a trailing carriage
 // return is ignored. The error text is meant for the client.
@@ -124,7 +120,7 @@ func equalFold(b []byte, upper string) bool {
 
 func parseKey(b []byte) (string, error) {
 	if err := text.CheckKey(b); err != nil {
-		return "", fmt.Errorf("%w: %w", ErrSyntax, err)
+		return "", err
 	}
 	return string(b), nil
 }
@@ -136,7 +132,7 @@ func parseKeyValue(k, v []byte) (string, float64, error) {
 	}
 	val, err := text.Float(v)
 	if err != nil {
-		return "", 0, fmt.Errorf("%w: %w", ErrSyntax, err)
+		return "", 0, err
 	}
 	return key, val, nil
 }

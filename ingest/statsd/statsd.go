@@ -20,8 +20,6 @@ package statsd
 
 import (
 	"bytes"
-	"errors"
-	"fmt"
 	"math"
 	"slices"
 	"strconv"
@@ -31,11 +29,9 @@ import (
 )
 
 // ErrSyntax is wrapped by every parse error.
-var ErrSyntax = errors.New("syntax")
+var ErrSyntax = text.ErrSyntax
 
-func syntaxf(format string, args ...any) error {
-	return fmt.Errorf("%w: "+format, append([]any{ErrSyntax}, args...)...)
-}
+var syntaxf = text.Syntaxf
 
 // Type is a statsd metric type.
 type Type uint8
@@ -170,7 +166,7 @@ func parseSample(b []byte) (Sample, error) {
 	}
 	f, err := text.Float(v)
 	if err != nil {
-		return Sample{}, fmt.Errorf("%w: %w", ErrSyntax, err)
+		return Sample{}, err
 	}
 	s.Value = f
 	switch s.Type {

@@ -14,18 +14,27 @@ import (
 // limit).
 const MaxKeyLen = 255
 
-// CheckKey reports why b cannot be a key: empty, longer than MaxKeyLen,
+// ErrSyntax is wrapped by every error of every parser; each parser
+// exports it as its own ErrSyntax.
+var ErrSyntax = errors.New("syntax")
+
+// Syntaxf returns an error wrapping ErrSyntax: "syntax: <message>".
+func Syntaxf(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{ErrSyntax}, args...)...)
+}
+
+// CheckKey reports (as a syntax error) why b cannot be a key: empty, longer than MaxKeyLen,
 // or holding a control character or DEL.
 func CheckKey(b []byte) error {
 	if len(b) == 0 {
-		return errors.New("empty key")
+		return Syntaxf("empty key")
 	}
 	if len(b) > MaxKeyLen {
-		return fmt.Errorf("key is longer than %d bytes", MaxKeyLen)
+		return Syntaxf("key is longer than %d bytes", MaxKeyLen)
 	}
 	for _, c := range b {
 		if c < 0x20 || c == 0x7f {
-			return fmt.Errorf("key holds control character 0x%02x", c)
+			return Syntaxf("key holds control character 0x%02x", c)
 		}
 	}
 	return nil
@@ -35,7 +44,7 @@ func CheckKey(b []byte) error {
 func Float(b []byte) (float64, error) {
 	v, err := strconv.ParseFloat(string(b), 64)
 	if err != nil || math.IsNaN(v) || math.IsInf(v, 0) {
-		return 0, fmt.Errorf("value %q is not a finite number", Clip(b))
+		return 0, Syntaxf("value %q is not a finite number", Clip(b))
 	}
 	return v, nil
 }
