@@ -164,11 +164,19 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 		h(ctx)
 		return
 	}
+	path := string(ctx.URI().PathOriginal())
+	switch path {
+	case "/render": // Graphite's API; Grafana POSTs forms
+		s.render(ctx)
+		return
+	case "/metrics/find":
+		s.metricsFind(ctx)
+		return
+	}
 	if !ctx.IsGet() && !ctx.IsHead() {
 		writeError(ctx, fasthttp.StatusMethodNotAllowed, "only GET is served here")
 		return
 	}
-	path := string(ctx.URI().PathOriginal())
 	switch path {
 	case "/data":
 		s.data(ctx)

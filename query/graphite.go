@@ -1,0 +1,375 @@
+package query
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/sonde-metrics/sonde/engine/sample"
+)
+
+// The Graphite-compatible read API that Grafana's Graphite data source
+// speaks (docs/graphite-api.md):
+//
+//	/render?target=...&from=&until=&format=json&maxDataPoints=  (GET or POST form)
+//	/metrics/find?query=...                                    (GET or POST form)
+//
+// Targets are series paths with Graphite's globs ('*' within one node,
+// '?', [set], {a,b}); of Graphite's functions only constantLine(n), which
+// Grafana's health check sends, is known.
+
+// graphiteArgs returns the value of name from the query string, else from
+// a form body.
+func graphiteArgs(ctx *fasthttp.RequestCtx, name string) [][]byte {
+	if v := ctx.QueryArgs().PeekMulti(name); len(v) > 0 {
+		return v
+	}
+	return ctx.PostArgs().PeekMulti(name)
+}
+
+func graphiteArg(ctx *fasthttp.RequestCtx, name string) string {
+	if v := graphiteArgs(ctx, name); len(v) > 0 {
+		return string(v[len(v)-1])
+	}
+	return ""
+}
+
+// graphiteTime parses Graphite's from/until: Unix seconds, "now", or
+// "-<n><unit>" (s, min, h, d, w, mon, y) before now; s is the default
+// when empty.
+func graphiteTime(s, def string, now time.Time) (int64, error) {
+	if s == "" {
+		s = def
+	}
+	if s == "now" {
+		return now.Unix(), nil
+	}
+	if n, err := strconv.ParseInt(s, 10, 64); err == nil {
+		return n, nil
+	}
+	rest, _ := strings.CutPrefix(s, "now")
+	rest, neg := strings.CutPrefix(rest, "-")
+	if !neg {
+		return 0, fmt.Errorf("time %q is not Unix seconds, now or -<n><unit>", s)
+	}
+	i := 0
+	for i < len(rest) && rest[i] >= '0' && rest[i] <= '9' {
+		i++
+	}
+	n, err := strconv.ParseInt(rest[:i], 10, 64)
+	if err != nil || i == 0 {
+		return 0, fmt.Errorf("time %q has no number of units", s)
+	}
+	var unit int64
+	switch u := rest[i:]; {
+	case u == "s" || strings.HasPrefix(u, "sec"):
+		unit = 1
+	case u == "min" || strings.HasPrefix(u, "minute"):
+		unit = 60
+	case u == "h" || strings.HasPrefix(u, "hour"):
+		unit = 3600
+	case u == "d" || strings.HasPrefix(u, "day"):
+		unit = 86400
+	case u == "w" || strings.HasPrefix(u, "week"):
+		unit = 7 * 86400
+	case u == "mon" || strings.HasPrefix(u, "month"):
+		unit = 30 * 86400
+	case u == "y" || strings.HasPrefix(u, "year"):
+		unit = 365 * 86400
+	default:
+		return 0, fmt.Errorf("time %q has an unknown unit (want s, min, h, d, w, mon or y)", s)
+	}
+	return now.Unix() - n*unit, nil
+}
+
+// graphiteGlob turns a Graphite path pattern into a regexp over the name
+// part of a key (before any ';tags').
+func graphiteGlob(pattern string) (*regexp.Regexp, error) {
+	if !utf8.ValidString(pattern) {
+		return nil, fmt.Errorf("pattern %q is not UTF-8", pattern)
+	}
+	var b strings.Builder
+	b.WriteString("^")
+	depth := 0
+	for i := 0; i < len(pattern); i++ {
+		switch c := pattern[i]; c {
+		case '*':
+			b.WriteString(`[^.]*`)
+		case '?':
+			b.WriteString(`[^.]`)
+		case '[':
+			j := strings.IndexByte(pattern[i:], ']')
+			if j < 0 {
+				return nil, fmt.Errorf("pattern %q: [ without ]", pattern)
+			}
+			b.WriteString(pattern[i : i+j+1])
+			i += j
+		case '{':
+			depth++
+			b.WriteString("(?:")
+		case '}':
+			if depth == 0 {
+				return nil, fmt.Errorf("pattern %q: } without {", pattern)
+			}
+			depth--
+			b.WriteString(")")
+		case ',':
+			if depth > 0 {
+				b.WriteString("|")
+			} else {
+				b.WriteString(",")
+			}
+		default:
+			b.WriteString(regexp.QuoteMeta(pattern[i : i+1])) // a byte; multi-byte runes rejoin
+		}
+	}
+	if depth != 0 {
+		return nil, fmt.Errorf("pattern %q: { without }", pattern)
+	}
+	b.WriteString("$")
+	re, err := regexp.Compile(b.String())
+	if err != nil {
+		return nil, fmt.Errorf("pattern %q: %w", pattern, err)
+	}
+	return re, nil
+}
+
+func keyName(key string) string {
+	name, _, _ := strings.Cut(key, ";")
+	return name
+}
+
+var constantLine = regexp.MustCompile(`^constantLine\(\s*(-?[0-9.eE+-]+)\s*\)$`)
+
+func (s *Server) render(ctx *fasthttp.RequestCtx) {
+	now := time.Now()
+	from, err := graphiteTime(graphiteArg(ctx, "from"), "-24h", now)
+	if err == nil {
+		var until int64
+		until, err = graphiteTime(graphiteArg(ctx, "until"), "now", now)
+		if err == nil {
+			s.renderRange(ctx, from, until)
+			return
+		}
+	}
+	writeError(ctx, fasthttp.StatusBadRequest, err.Error())
+}
+
+func (s *Server) renderRange(ctx *fasthttp.RequestCtx, from, until int64) {
+	if f := graphiteArg(ctx, "format"); f != "" && f != "json" {
+		writeError(ctx, fasthttp.StatusBadRequest, fmt.Sprintf("format=%s is not served (want json)", f))
+		return
+	}
+	if from >= until {
+		writeError(ctx, fasthttp.StatusBadRequest, "from is not before until")
+		return
+	}
+	maxPoints := 0
+	if v := graphiteArg(ctx, "maxDataPoints"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			writeError(ctx, fasthttp.StatusBadRequest, fmt.Sprintf("maxDataPoints=%q is not a whole number >= 0", v))
+			return
+		}
+		maxPoints = n
+	}
+	step := int64(0) // seconds per point; 0 keeps the raw points
+	if maxPoints > 0 {
+		step = max((until-from+int64(maxPoints)-1)/int64(maxPoints), 1)
+	}
+	b := []byte{'['}
+	n := 0
+	for _, t := range graphiteArgs(ctx, "target") {
+		target := strings.TrimSpace(string(t))
+		series, err := s.renderTarget(ctx, target, from, until, step)
+		if err != nil {
+			status := fasthttp.StatusBadRequest
+			if !errors.Is(err, errTarget) {
+				status = fasthttp.StatusInternalServerError
+			}
+			writeError(ctx, status, err.Error())
+			return
+		}
+		for _, se := range series {
+			if n > 0 {
+				b = append(b, ',')
+			}
+			n++
+			b = append(b, `{"target":`...)
+			b = appendString(b, se.name)
+			b = append(b, `,"tags":{"name":`...)
+			b = appendString(b, se.name)
+			b = append(b, `},"datapoints":[`...)
+			for i, p := range se.points {
+				if i > 0 {
+					b = append(b, ',')
+				}
+				b = append(b, '[')
+				if math.IsNaN(p.V) {
+					b = append(b, "null"...)
+				} else {
+					b = appendFloat(b, p.V)
+				}
+				b = append(b, ',')
+				b = strconv.AppendInt(b, p.T, 10)
+				b = append(b, ']')
+			}
+			b = append(b, "]}"...)
+		}
+	}
+	b = append(b, "]\n"...)
+	ctx.SetContentType("application/json")
+	ctx.SetBody(b)
+}
+
+var errTarget = errors.New("bad target")
+
+type renderSeries struct {
+	name   string
+	points []sample.Point // T in seconds; NaN is a gap
+}
+
+func (s *Server) renderTarget(ctx *fasthttp.RequestCtx, target string, from, until, step int64) ([]renderSeries, error) {
+	if m := constantLine.FindStringSubmatch(target); m != nil {
+		v, err := strconv.ParseFloat(m[1], 64)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %s: %q is not a number", errTarget, target, m[1])
+		}
+		return []renderSeries{{name: strconv.FormatFloat(v, 'g', -1, 64), points: []sample.Point{{T: from, V: v}, {T: until, V: v}}}}, nil
+	}
+	if i := strings.IndexByte(target, '('); i >= 0 {
+		return nil, fmt.Errorf("%w: %s: Graphite functions are not served, only series paths and constantLine (function %s)", errTarget, target, target[:i])
+	}
+	re, err := graphiteGlob(target)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", errTarget, err)
+	}
+	list := s.store.Series(func(k string) bool { return re.MatchString(keyName(k)) }, nil)
+	out := make([]renderSeries, 0, len(list))
+	for _, se := range list {
+		pts, err := s.store.Range(ctx, se.Key, from*1000, until*1000+999, 0, nil)
+		if errors.Is(err, sample.ErrNotFound) {
+			continue // deleted meanwhile
+		}
+		if err != nil {
+			return nil, fmt.Errorf("render %s: %w", se.Key, err)
+		}
+		out = append(out, renderSeries{name: se.Key, points: consolidate(pts, from, until, step)})
+	}
+	return out, nil
+}
+
+// consolidate turns points (T in ms) into Graphite's datapoints (T in
+// seconds): with step 0, every point; else one average per step from
+// `from`, NaN where a step has none, as Graphite's consolidateBy(average)
+// on a fixed grid.
+func consolidate(pts []sample.Point, from, until, step int64) []sample.Point {
+	if step == 0 {
+		out := make([]sample.Point, len(pts))
+		for i, p := range pts {
+			out[i] = sample.Point{T: p.T / 1000, V: p.V}
+		}
+		return out
+	}
+	n := (until-from)/step + 1
+	sums := make([]float64, n)
+	counts := make([]int, n)
+	for _, p := range pts {
+		i := (p.T/1000 - from) / step
+		if i >= 0 && i < n {
+			sums[i] += p.V
+			counts[i]++
+		}
+	}
+	out := make([]sample.Point, n)
+	for i := range out {
+		v := math.NaN()
+		if counts[i] > 0 {
+			v = sums[i] / float64(counts[i])
+		}
+		out[i] = sample.Point{T: from + int64(i)*step, V: v}
+	}
+	return out
+}
+
+// metricsFind answers /metrics/find?query=a.b.*: the nodes at the
+// pattern's depth, each a leaf (a series ends there) and/or expandable
+// (longer series go on), as Graphite lists them.
+func (s *Server) metricsFind(ctx *fasthttp.RequestCtx) {
+	q := graphiteArg(ctx, "query")
+	if q == "" {
+		writeError(ctx, fasthttp.StatusBadRequest, "query= is missing")
+		return
+	}
+	depth := strings.Count(q, ".") + 1
+	re, err := graphiteGlob(q)
+	if err != nil {
+		writeError(ctx, fasthttp.StatusBadRequest, err.Error())
+		return
+	}
+	type node struct{ leaf, branch bool }
+	nodes := map[string]*node{}
+	s.store.Series(func(k string) bool {
+		parts := strings.SplitN(keyName(k), ".", depth+1)
+		if len(parts) < depth {
+			return false
+		}
+		id := strings.Join(parts[:depth], ".")
+		if !re.MatchString(id) {
+			return false
+		}
+		nd := nodes[id]
+		if nd == nil {
+			nd = &node{}
+			nodes[id] = nd
+		}
+		if len(parts) > depth {
+			nd.branch = true
+		} else {
+			nd.leaf = true
+		}
+		return false // Series is only walked for the names: nothing is copied
+	}, nil)
+	ids := make([]string, 0, len(nodes))
+	for id := range nodes {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	b := []byte{'['}
+	n := 0
+	entry := func(id string, leaf bool) {
+		if n > 0 {
+			b = append(b, ',')
+		}
+		n++
+		text := id[strings.LastIndexByte(id, '.')+1:]
+		l, e := "0", "1"
+		if leaf {
+			l, e = "1", "0"
+		}
+		b = append(b, `{"text":`...)
+		b = appendString(b, text)
+		b = append(b, `,"id":`...)
+		b = appendString(b, id)
+		b = append(b, `,"leaf":`+l+`,"expandable":`+e+`,"allowChildren":`+e+`}`...)
+	}
+	for _, id := range ids {
+		if nodes[id].branch {
+			entry(id, false)
+		}
+		if nodes[id].leaf {
+			entry(id, true)
+		}
+	}
+	b = append(b, "]\n"...)
+	ctx.SetContentType("application/json")
+	ctx.SetBody(b)
+}
