@@ -31,7 +31,10 @@ func TestImportDirection(t *testing.T) {
 		{mod + "ingest/graphite", parser},
 		{mod + "ingest/collectd", parser},
 		{mod + "ingest/statsd", parser},
-		{mod + "engine/internal/snapshot", func(i string) bool { return stdlib(i) || i == sample || i == "go.etcd.io/bbolt" }},
+		{mod + "engine/internal/chunk", func(i string) bool { return stdlib(i) || i == sample }},
+		{mod + "engine/internal/snapshot", func(i string) bool {
+			return stdlib(i) || i == sample || i == mod+"engine/internal/chunk" || i == "go.etcd.io/bbolt"
+		}},
 		{mod + "engine", func(i string) bool {
 			return stdlib(i) || strings.HasPrefix(i, mod+"engine/") || i == "github.com/tidwall/wal"
 		}},

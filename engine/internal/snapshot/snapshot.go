@@ -18,7 +18,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"math/bits"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -26,6 +25,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/sonde-metrics/sonde/engine/internal/chunk"
 	"github.com/sonde-metrics/sonde/engine/sample"
 )
 
@@ -41,7 +41,7 @@ var (
 const (
 	formatVersion = 1
 	stateVersion  = 1
-	chunkVersion  = 1
+	chunkVersion1 = 1 // the chunk package writes version 2
 )
 
 // ErrFormat is returned for stored data this version cannot read.
@@ -326,40 +326,43 @@ func uvarint(b []byte) (uint64, []byte, bool) {
 	return v, b[n:], true
 }
 
-// AppendChunk encodes pts (oldest first, at least one) as one chunk:
+// AppendChunk encodes pts (oldest first, at least one) as one chunk, in
+// the current format (engine/internal/chunk, version 2).
+func AppendChunk(dst []byte, pts []sample.Point) []byte { return chunk.Append(dst, pts) }
+
+// chunkHeader returns the point count and the first and last times of a
+// chunk of either version.
+func chunkHeader(b []byte) (n uint64, first, last int64, err error) {
+	if len(b) > 0 && b[0] == chunk.Version {
+		n, first, last, _, err = chunk.Header(b)
+		if err != nil {
+			err = fmt.Errorf("%w: %w", ErrFormat, err)
+		}
+		return n, first, last, err
+	}
+	return chunkHeaderV1(b)
+}
+
+// DecodeChunk appends the points of chunk b, of either version, to dst.
+func DecodeChunk(b []byte, dst []sample.Point) ([]sample.Point, error) {
+	if len(b) > 0 && b[0] == chunk.Version {
+		dst, err := chunk.Decode(b, dst)
+		if err != nil {
+			err = fmt.Errorf("%w: %w", ErrFormat, err)
+		}
+		return dst, err
+	}
+	return decodeChunkV1(b, dst)
+}
+
+// Version 1 chunks (written before the chunk package) are still read:
 //
 //	version 1 byte | count uvarint | first T varint | last T varint |
 //	first V 8 bytes | per later point: delta-of-delta T (varint),
 //	XOR of V with the previous V: 0x00 when equal, else one byte holding
 //	(trailing zero bits + 1) and the shifted XOR as a uvarint.
-func AppendChunk(dst []byte, pts []sample.Point) []byte {
-	dst = append(dst, chunkVersion)
-	dst = binary.AppendUvarint(dst, uint64(len(pts)))
-	dst = binary.AppendVarint(dst, pts[0].T)
-	dst = binary.AppendVarint(dst, pts[len(pts)-1].T)
-	prevV := math.Float64bits(pts[0].V)
-	dst = binary.LittleEndian.AppendUint64(dst, prevV)
-	prevT, prevD := pts[0].T, int64(0)
-	for _, p := range pts[1:] {
-		d := p.T - prevT
-		dst = binary.AppendVarint(dst, d-prevD)
-		prevT, prevD = p.T, d
-		v := math.Float64bits(p.V)
-		x := v ^ prevV
-		prevV = v
-		if x == 0 {
-			dst = append(dst, 0)
-			continue
-		}
-		tz := bits.TrailingZeros64(x)
-		dst = append(dst, byte(tz+1))
-		dst = binary.AppendUvarint(dst, x>>tz)
-	}
-	return dst
-}
-
-func chunkHeader(b []byte) (n uint64, first, last int64, err error) {
-	if len(b) < 1 || b[0] != chunkVersion {
+func chunkHeaderV1(b []byte) (n uint64, first, last int64, err error) {
+	if len(b) < 1 || b[0] != chunkVersion1 {
 		return 0, 0, 0, fmt.Errorf("%w: chunk version", ErrFormat)
 	}
 	b = b[1:]
@@ -376,9 +379,8 @@ func chunkHeader(b []byte) (n uint64, first, last int64, err error) {
 	return n, first, last, nil
 }
 
-// DecodeChunk appends the points of chunk b to dst.
-func DecodeChunk(b []byte, dst []sample.Point) ([]sample.Point, error) {
-	n, first, _, err := chunkHeader(b)
+func decodeChunkV1(b []byte, dst []sample.Point) ([]sample.Point, error) {
+	n, first, _, err := chunkHeaderV1(b)
 	if err != nil {
 		return dst, err
 	}

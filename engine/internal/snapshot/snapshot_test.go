@@ -1,29 +1,73 @@
 package snapshot
 
 import (
+	"encoding/binary"
 	"fmt"
 	"math"
+	"math/bits"
 	"path/filepath"
 	"testing"
 
 	"github.com/sonde-metrics/sonde/engine/sample"
 )
 
+// appendChunkV1 writes the version 1 chunks older Sondes wrote, to test
+// that they are still read:
+//
+//	version 1 byte | count uvarint | first T varint | last T varint |
+//	first V 8 bytes | per later point: delta-of-delta T (varint),
+//	XOR of V with the previous V: 0x00 when equal, else one byte holding
+//	(trailing zero bits + 1) and the shifted XOR as a uvarint.
+func appendChunkV1(dst []byte, pts []sample.Point) []byte {
+	dst = append(dst, chunkVersion1)
+	dst = binary.AppendUvarint(dst, uint64(len(pts)))
+	dst = binary.AppendVarint(dst, pts[0].T)
+	dst = binary.AppendVarint(dst, pts[len(pts)-1].T)
+	prevV := math.Float64bits(pts[0].V)
+	dst = binary.LittleEndian.AppendUint64(dst, prevV)
+	prevT, prevD := pts[0].T, int64(0)
+	for _, p := range pts[1:] {
+		d := p.T - prevT
+		dst = binary.AppendVarint(dst, d-prevD)
+		prevT, prevD = p.T, d
+		v := math.Float64bits(p.V)
+		x := v ^ prevV
+		prevV = v
+		if x == 0 {
+			dst = append(dst, 0)
+			continue
+		}
+		tz := bits.TrailingZeros64(x)
+		dst = append(dst, byte(tz+1))
+		dst = binary.AppendUvarint(dst, x>>tz)
+	}
+	return dst
+}
+
 func TestChunkRoundTrip(t *testing.T) {
 	pts := []sample.Point{{T: 1000, V: 1}, {T: 2000, V: 1}, {T: 3000, V: 1.5}, {T: 3000, V: -7},
 		{T: 2500, V: math.MaxFloat64}, {T: 1 << 50, V: math.SmallestNonzeroFloat64}, {T: -3, V: 0}}
-	for n := 1; n <= len(pts); n++ {
-		b := AppendChunk(nil, pts[:n])
-		got, err := DecodeChunk(b, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(got) != n {
-			t.Fatalf("%d points back, want %d", len(got), n)
-		}
-		for i := range got {
-			if got[i] != pts[i] {
-				t.Fatalf("point %d = %+v, want %+v", i, got[i], pts[i])
+	// What is written now, and what older Sondes wrote: both are read.
+	for version, enc := range map[int]func([]byte, []sample.Point) []byte{2: AppendChunk, 1: appendChunkV1} {
+		for n := 1; n <= len(pts); n++ {
+			b := enc(nil, pts[:n])
+			if int(b[0]) != version {
+				t.Fatalf("version %d chunk starts with %d", version, b[0])
+			}
+			got, err := DecodeChunk(b, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != n {
+				t.Fatalf("v%d: %d points back, want %d", version, len(got), n)
+			}
+			for i := range got {
+				if got[i] != pts[i] {
+					t.Fatalf("v%d: point %d = %+v, want %+v", version, i, got[i], pts[i])
+				}
+			}
+			if c, first, last, err := chunkHeader(b); err != nil || c != uint64(n) || first != pts[0].T || last != pts[n-1].T {
+				t.Fatalf("v%d header: %d %d %d %v", version, c, first, last, err)
 			}
 		}
 	}

@@ -1,0 +1,266 @@
+// Package chunk encodes a run of history points compactly, in the spirit
+// of the Gorilla paper, with one addition for the decimal values metrics
+// mostly carry:
+//
+//   - times: delta-of-delta, bit-packed; a regular interval costs one bit
+//     a point;
+//   - values: when every value of the chunk is a decimal with at most 9
+//     digits after the point (21.5, 0.01, 1200), the integers
+//     value×10^exp are delta-encoded, bit-packed: a constant costs one bit
+//     a point, a random walk in steps of 0.01 about nine; otherwise the
+//     float64 bits are XORed with the previous value, Gorilla-style.
+//
+// docs/format/snapshot.md describes the bytes. The package is pure.
+package chunk
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"math/bits"
+
+	"github.com/sonde-metrics/sonde/engine/sample"
+)
+
+// Version is the first byte of every chunk this package writes.
+const Version = 2
+
+// ErrFormat is returned for bytes that are not a chunk.
+var ErrFormat = errors.New("chunk: malformed")
+
+const (
+	modeFloat   = 0
+	modeDecimal = 1
+	maxExp      = 9
+)
+
+var pow10 = [maxExp + 1]float64{1, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9}
+
+// decimalExp returns the smallest exp such that every value is exactly
+// float64(m)/10^exp for an integer m of at most 53 bits.
+func decimalExp(pts []sample.Point) (int, bool) {
+	exp := 0
+	for _, p := range pts {
+		for ; exp <= maxExp; exp++ {
+			if _, ok := mantissa(p.V, exp); ok {
+				break
+			}
+		}
+		if exp > maxExp {
+			return 0, false
+		}
+	}
+	return exp, true
+}
+
+func mantissa(v float64, exp int) (int64, bool) {
+	f := math.Round(v * pow10[exp])
+	if math.IsNaN(f) || math.Abs(f) >= 1<<53 {
+		return 0, false
+	}
+	m := int64(f)
+	return m, math.Float64bits(float64(m)/pow10[exp]) == math.Float64bits(v)
+}
+
+func zigzag(v int64) uint64   { return uint64(v<<1) ^ uint64(v>>63) }
+func unzigzag(u uint64) int64 { return int64(u>>1) ^ -int64(u&1) }
+
+// Buckets for a zigzagged integer: a prefix of 1s ended by a 0 picks the
+// width; the last bucket has no terminating 0.
+var (
+	timeWidths  = []uint8{0, 7, 12, 20, 64}
+	deltaWidths = []uint8{0, 7, 14, 24, 64}
+)
+
+func writeVarBits(w *bitWriter, u uint64, widths []uint8) {
+	for i, width := range widths {
+		last := i == len(widths)-1
+		if last || (width == 0 && u == 0) || (width > 0 && width < 64 && u < 1<<width) {
+			for range i {
+				w.writeBit(true)
+			}
+			if !last {
+				w.writeBit(false)
+			}
+			w.writeBits(u, width)
+			return
+		}
+	}
+}
+
+func readVarBits(r *bitReader, widths []uint8) (uint64, bool) {
+	i := 0
+	for i < len(widths)-1 {
+		bit, ok := r.readBit()
+		if !ok {
+			return 0, false
+		}
+		if !bit {
+			break
+		}
+		i++
+	}
+	return r.readBits(widths[i])
+}
+
+// Append encodes pts (oldest first, at least one) onto dst.
+func Append(dst []byte, pts []sample.Point) []byte {
+	dst = append(dst, Version)
+	dst = binary.AppendUvarint(dst, uint64(len(pts)))
+	dst = binary.AppendVarint(dst, pts[0].T)
+	dst = binary.AppendVarint(dst, pts[len(pts)-1].T)
+	exp, decimal := decimalExp(pts)
+	var prevM int64
+	prevV := math.Float64bits(pts[0].V)
+	if decimal {
+		dst = append(dst, modeDecimal, byte(exp))
+		prevM, _ = mantissa(pts[0].V, exp)
+		dst = binary.AppendVarint(dst, prevM)
+	} else {
+		dst = append(dst, modeFloat)
+		dst = binary.LittleEndian.AppendUint64(dst, prevV)
+	}
+	w := bitWriter{b: dst}
+	prevT, prevD := pts[0].T, int64(0)
+	lead, trail := uint8(255), uint8(0) // the XOR window in use; 255: none yet
+	for _, p := range pts[1:] {
+		d := p.T - prevT
+		writeVarBits(&w, zigzag(d-prevD), timeWidths)
+		prevT, prevD = p.T, d
+		if decimal {
+			m, _ := mantissa(p.V, exp)
+			writeVarBits(&w, zigzag(m-prevM), deltaWidths)
+			prevM = m
+			continue
+		}
+		v := math.Float64bits(p.V)
+		x := v ^ prevV
+		prevV = v
+		if x == 0 {
+			w.writeBit(false)
+			continue
+		}
+		w.writeBit(true)
+		l, t := uint8(bits.LeadingZeros64(x)), uint8(bits.TrailingZeros64(x))
+		if lead != 255 && l >= lead && t >= trail {
+			w.writeBit(false) // inside the previous window
+			w.writeBits(x>>trail, 64-lead-trail)
+			continue
+		}
+		w.writeBit(true)
+		lead, trail = l, t
+		w.writeBits(uint64(lead), 6)
+		w.writeBits(uint64(64-lead-trail-1), 6)
+		w.writeBits(x>>trail, 64-lead-trail)
+	}
+	return w.b
+}
+
+// Header returns a chunk's point count and its first and last times.
+func Header(b []byte) (n uint64, first, last int64, rest []byte, err error) {
+	if len(b) < 1 || b[0] != Version {
+		return 0, 0, 0, nil, fmt.Errorf("%w: version", ErrFormat)
+	}
+	b = b[1:]
+	var k int
+	if n, k = binary.Uvarint(b); k <= 0 || n == 0 {
+		return 0, 0, 0, nil, fmt.Errorf("%w: count", ErrFormat)
+	}
+	b = b[k:]
+	if first, k = binary.Varint(b); k <= 0 {
+		return 0, 0, 0, nil, fmt.Errorf("%w: first time", ErrFormat)
+	}
+	b = b[k:]
+	if last, k = binary.Varint(b); k <= 0 {
+		return 0, 0, 0, nil, fmt.Errorf("%w: last time", ErrFormat)
+	}
+	return n, first, last, b[k:], nil
+}
+
+// Decode appends the points of chunk b to dst.
+func Decode(b []byte, dst []sample.Point) ([]sample.Point, error) {
+	n, first, _, b, err := Header(b)
+	if err != nil {
+		return dst, err
+	}
+	if n > uint64(len(b))*8+1 { // every later point takes at least one bit
+		return dst, fmt.Errorf("%w: %d points in %d bytes", ErrFormat, n, len(b))
+	}
+	if len(b) < 1 {
+		return dst, fmt.Errorf("%w: value mode", ErrFormat)
+	}
+	mode := b[0]
+	b = b[1:]
+	var exp int
+	var prevM int64
+	var prevV uint64
+	switch mode {
+	case modeDecimal:
+		if len(b) < 1 || b[0] > maxExp {
+			return dst, fmt.Errorf("%w: decimal exponent", ErrFormat)
+		}
+		exp = int(b[0])
+		var k int
+		if prevM, k = binary.Varint(b[1:]); k <= 0 {
+			return dst, fmt.Errorf("%w: first value", ErrFormat)
+		}
+		b = b[1+k:]
+		prevV = math.Float64bits(float64(prevM) / pow10[exp])
+	case modeFloat:
+		if len(b) < 8 {
+			return dst, fmt.Errorf("%w: first value", ErrFormat)
+		}
+		prevV = binary.LittleEndian.Uint64(b)
+		b = b[8:]
+	default:
+		return dst, fmt.Errorf("%w: value mode %d", ErrFormat, mode)
+	}
+	dst = append(dst, sample.Point{T: first, V: math.Float64frombits(prevV)})
+	r := bitReader{b: b}
+	prevT, prevD := first, int64(0)
+	lead, trail := uint8(255), uint8(0)
+	for i := uint64(1); i < n; i++ {
+		u, ok := readVarBits(&r, timeWidths)
+		if !ok {
+			return dst, fmt.Errorf("%w: time of point %d", ErrFormat, i)
+		}
+		prevD += unzigzag(u)
+		prevT += prevD
+		if mode == modeDecimal {
+			if u, ok = readVarBits(&r, deltaWidths); !ok {
+				return dst, fmt.Errorf("%w: value of point %d", ErrFormat, i)
+			}
+			prevM += unzigzag(u)
+			dst = append(dst, sample.Point{T: prevT, V: float64(prevM) / pow10[exp]})
+			continue
+		}
+		changed, ok := r.readBit()
+		if !ok {
+			return dst, fmt.Errorf("%w: value of point %d", ErrFormat, i)
+		}
+		if changed {
+			fresh, ok := r.readBit()
+			if !ok {
+				return dst, fmt.Errorf("%w: value of point %d", ErrFormat, i)
+			}
+			if fresh {
+				l, ok1 := r.readBits(6)
+				size, ok2 := r.readBits(6)
+				if !ok1 || !ok2 || l+size+1 > 64 {
+					return dst, fmt.Errorf("%w: value window of point %d", ErrFormat, i)
+				}
+				lead, trail = uint8(l), uint8(64-l-size-1)
+			} else if lead == 255 {
+				return dst, fmt.Errorf("%w: value of point %d reuses no window", ErrFormat, i)
+			}
+			x, ok := r.readBits(64 - lead - trail)
+			if !ok {
+				return dst, fmt.Errorf("%w: value of point %d", ErrFormat, i)
+			}
+			prevV ^= x << trail
+		}
+		dst = append(dst, sample.Point{T: prevT, V: math.Float64frombits(prevV)})
+	}
+	return dst, nil
+}

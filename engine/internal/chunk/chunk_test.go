@@ -1,0 +1,165 @@
+package chunk
+
+import (
+	"encoding/binary"
+	"errors"
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/sonde-metrics/sonde/engine/sample"
+)
+
+func roundTrip(t *testing.T, pts []sample.Point) []byte {
+	t.Helper()
+	b := Append(nil, pts)
+	got, err := Decode(b, nil)
+	if err != nil {
+		t.Fatalf("decode: %v", err)
+	}
+	if len(got) != len(pts) {
+		t.Fatalf("%d points back, want %d", len(got), len(pts))
+	}
+	for i := range pts {
+		if got[i].T != pts[i].T || math.Float64bits(got[i].V) != math.Float64bits(pts[i].V) {
+			t.Fatalf("point %d = %v, want %v", i, got[i], pts[i])
+		}
+	}
+	n, first, last, _, err := Header(b)
+	if err != nil || n != uint64(len(pts)) || first != pts[0].T || last != pts[len(pts)-1].T {
+		t.Fatalf("header %d %d %d %v", n, first, last, err)
+	}
+	return b
+}
+
+// The shapes of realistic metrics, at 10 s with a little jitter, and what
+// each costs per point.
+func shapes(n int, rng *rand.Rand) map[string][]sample.Point {
+	out := map[string][]sample.Point{}
+	mk := func(name string, v func(i int) float64, jitter bool) {
+		pts := make([]sample.Point, n)
+		t := int64(1_700_000_000_000)
+		for i := range pts {
+			t += 10_000
+			if jitter {
+				t += rng.Int64N(5) - 2
+			}
+			pts[i] = sample.Point{T: t, V: v(i)}
+		}
+		out[name] = pts
+	}
+	walk := 20.0
+	mk("constant", func(int) float64 { return 42 }, false)
+	mk("walk-0.01", func(int) float64 { walk = math.Round((walk+float64(rng.IntN(3)-1)*0.01)*100) / 100; return walk }, false)
+	total := 0.0
+	mk("counter", func(int) float64 { total += float64(rng.IntN(200)); return total }, false)
+	mk("jittered-walk", func(int) float64 { walk = math.Round((walk+float64(rng.IntN(3)-1)*0.01)*100) / 100; return walk }, true)
+	mk("float-noise", func(int) float64 { return rng.Float64() }, false)
+	mk("load-avg", func(i int) float64 { return math.Round((1+math.Sin(float64(i)/50))*100) / 100 }, false)
+	return out
+}
+
+func TestRoundTripShapes(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	limits := map[string]float64{ // bytes per point, with the header spread over 1000 points
+		"constant": 0.3, "walk-0.01": 1.5, "counter": 2.0, "jittered-walk": 2.7, "float-noise": 9, "load-avg": 1.5,
+	}
+	for name, pts := range shapes(1000, rng) {
+		b := roundTrip(t, pts)
+		per := float64(len(b)) / float64(len(pts))
+		t.Logf("%-14s %5.2f bytes/point", name, per)
+		if per > limits[name] {
+			t.Errorf("%s: %.2f bytes/point, want at most %.2f", name, per, limits[name])
+		}
+	}
+}
+
+func TestRoundTripEdges(t *testing.T) {
+	for _, pts := range [][]sample.Point{
+		{{T: 5, V: 1}},
+		{{T: -5, V: math.Copysign(0, -1)}, {T: -5, V: 0}},
+		{{T: 0, V: math.MaxFloat64}, {T: math.MaxInt64, V: -math.MaxFloat64}, {T: math.MinInt64, V: math.SmallestNonzeroFloat64}},
+		{{T: 1, V: 0.1}, {T: 2, V: 0.2}, {T: 3, V: 0.30000000000000004}}, // not decimal: floats
+		{{T: 1, V: 123456789.123456789}, {T: 2, V: 1e-9}, {T: 3, V: 1 << 60}},
+		{{T: 1, V: 1}, {T: 1, V: 2}, {T: 1, V: 1}},
+	} {
+		roundTrip(t, pts)
+	}
+}
+
+func TestDecodeRejects(t *testing.T) {
+	good := Append(nil, []sample.Point{{T: 1, V: 1.5}, {T: 2, V: 2.5}, {T: 3, V: 7}})
+	for name, b := range map[string][]byte{
+		"empty":       nil,
+		"old version": {1, 1, 2, 2, 0},
+		"zero count":  {Version, 0, 2, 2, 0},
+		"truncated":   good[:len(good)-1],
+		"bad mode":    append(good[:5:5], 7),
+		"huge count":  binary.AppendUvarint([]byte{Version}, 1<<40),
+	} {
+		if _, err := Decode(b, nil); !errors.Is(err, ErrFormat) {
+			t.Errorf("%s: %v, want ErrFormat", name, err)
+		}
+	}
+}
+
+func BenchmarkDecodeDay(b *testing.B) {
+	pts := shapes(8640, rand.New(rand.NewPCG(1, 2)))["jittered-walk"] // a day at 10 s
+	enc := Append(nil, pts)
+	b.SetBytes(int64(len(enc)))
+	b.ReportAllocs()
+	dst := make([]sample.Point, 0, len(pts))
+	for b.Loop() {
+		var err error
+		if dst, err = Decode(enc, dst[:0]); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkAppendDay(b *testing.B) {
+	pts := shapes(8640, rand.New(rand.NewPCG(1, 2)))["jittered-walk"]
+	b.ReportAllocs()
+	var dst []byte
+	for b.Loop() {
+		dst = Append(dst[:0], pts)
+	}
+	b.ReportMetric(float64(len(dst))/float64(len(pts)), "bytes/point")
+}
+
+// Any bytes: Decode returns points or ErrFormat, never panics.
+func FuzzDecode(f *testing.F) {
+	f.Add(Append(nil, []sample.Point{{T: 1, V: 1.5}, {T: 2, V: 2.5}}))
+	f.Add(Append(nil, []sample.Point{{T: 1, V: 0.1}, {T: 5, V: math.Pi}, {T: 9, V: -1e300}}))
+	f.Add([]byte{Version, 3, 0, 0, 0})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if _, err := Decode(b, nil); err != nil && !errors.Is(err, ErrFormat) {
+			t.Fatalf("error %v is not ErrFormat", err)
+		}
+	})
+}
+
+// Points made from any bytes survive a round trip.
+func FuzzRoundTrip(f *testing.F) {
+	f.Add([]byte{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16}, true)
+	f.Add([]byte("0123456789abcdef0123456789abcdef"), false)
+	f.Fuzz(func(t *testing.T, raw []byte, decimal bool) {
+		var pts []sample.Point
+		for len(raw) >= 16 {
+			tt := int64(binary.LittleEndian.Uint64(raw))
+			v := math.Float64frombits(binary.LittleEndian.Uint64(raw[8:]))
+			if decimal {
+				v = float64(int64(binary.LittleEndian.Uint64(raw[8:]))%1_000_000) / 100
+			}
+			if math.IsNaN(v) {
+				v = 0
+			}
+			pts = append(pts, sample.Point{T: tt, V: v})
+			raw = raw[16:]
+		}
+		if len(pts) == 0 {
+			return
+		}
+		roundTrip(t, pts)
+	})
+}
