@@ -57,6 +57,11 @@ type DB struct {
 	snapKick chan struct{}   // committer → snapshotter: many records since the last one
 	snapMu   sync.Mutex      // serialises snapshots.
 	stopSnap chan struct{}
+	// compactNext is where the compaction pass goes on (guarded by
+	// snapMu); history holds the totals of the last finished pass.
+	compactNext []byte
+	history     atomic.Pointer[snapshot.HistoryTotals]
+	merged      atomic.Int64 // chunks compaction merged away since Open
 
 	committerDone chan struct{}
 	snapDone      chan struct{}
@@ -757,12 +762,34 @@ type Stats struct {
 	SyncedIndex   uint64 `json:"synced_index"`
 	SnapshotIndex uint64 `json:"snapshot_index"`
 	WALFirstIndex uint64 `json:"wal_first_index"`
+	// History is the stored history as of the last compaction pass: chunks,
+	// points, bytes of chunks, the database file, and file bytes per point.
+	History *HistoryStats `json:"history,omitempty"`
+	// Compacted counts the chunks compaction merged into others since the
+	// store opened.
+	Compacted int64 `json:"compacted_chunks"`
+}
+
+// HistoryStats is the size of the stored history.
+type HistoryStats struct {
+	snapshot.HistoryTotals
+	BytesPerPoint     float64 `json:"bytes_per_point"`      // chunk keys and values
+	UsedBytesPerPoint float64 `json:"used_bytes_per_point"` // the snapshot database's pages in use
+	FileBytesPerPoint float64 `json:"file_bytes_per_point"` // its file
 }
 
 // Stats returns a summary of the engine's state.
 func (db *DB) Stats() Stats {
-	st := Stats{Index: db.published.Load(), SyncedIndex: db.synced.Load(), SnapshotIndex: db.store.Index()}
+	st := Stats{Index: db.published.Load(), SyncedIndex: db.synced.Load(), SnapshotIndex: db.store.Index(), Compacted: db.merged.Load()}
 	st.WALFirstIndex, _ = db.wal.FirstIndex()
+	if h := db.history.Load(); h != nil {
+		st.History = &HistoryStats{HistoryTotals: *h}
+		if h.Points > 0 {
+			st.History.BytesPerPoint = float64(h.Bytes) / float64(h.Points)
+			st.History.UsedBytesPerPoint = float64(h.UsedBytes) / float64(h.Points)
+			st.History.FileBytesPerPoint = float64(h.FileBytes) / float64(h.Points)
+		}
+	}
 	db.hot.Range(func(_, _ any) bool { st.Series++; return true })
 	return st
 }

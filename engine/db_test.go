@@ -653,3 +653,40 @@ func TestGaugeDelta(t *testing.T) {
 		t.Fatalf("overflow: %v", errs)
 	}
 }
+
+// After snapshots, compaction merges each series' small chunks; history
+// reads are unchanged and the stats report the stored size.
+func TestCompactionAfterSnapshots(t *testing.T) {
+	dir := t.TempDir()
+	db := openDB(t, dir, Options{RingSize: 4, SnapshotInterval: time.Hour, ChunkPoints: 64})
+	var want []float64
+	for snap := range 30 {
+		for i := range 5 {
+			v := float64(snap*5+i) / 100
+			mustApply(t, db, set("g", v), incr("c", 1))
+			want = append(want, v)
+		}
+		if err := db.Snapshot(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if err := db.compact(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := history(t, db, "g"); !equalFloats(got, want) {
+		t.Fatalf("history after compaction %v", got)
+	}
+	st := db.Stats().History
+	if st == nil || st.Points != 300 || st.Chunks > 2*(150/64+1) || st.BytesPerPoint <= 0 || st.FileBytesPerPoint < st.BytesPerPoint {
+		t.Fatalf("history stats %+v: want 300 points in at most %d chunks", st, 2*(150/64+1))
+	}
+	db.Close()
+	db = openDB(t, dir, Options{RingSize: 4})
+	defer db.Close()
+	if got := history(t, db, "g"); !equalFloats(got, want) {
+		t.Fatalf("history after a restart %v", got)
+	}
+	if got := history(t, db, "c"); len(got) != 150 || got[149] != 150 {
+		t.Fatalf("counter history %v", got)
+	}
+}

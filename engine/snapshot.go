@@ -39,8 +39,40 @@ func (db *DB) snapshotLoop() {
 		}
 		if err != nil {
 			db.logger.Error("snapshot", "err", err)
+			continue
+		}
+		if err := db.compact(); err != nil {
+			db.logger.Error("compact history", "err", err)
 		}
 	}
+}
+
+// compact goes on with the compaction pass for up to CompactTime, in
+// transactions of at most CompactBudget chunk rewrites, so ingest and
+// reads never wait on it (bbolt readers do not block on a writer).
+func (db *DB) compact() error {
+	if db.opts.ChunkPoints < 0 {
+		return nil
+	}
+	db.snapMu.Lock()
+	defer db.snapMu.Unlock()
+	deadline := time.Now().Add(db.opts.CompactTime)
+	for time.Now().Before(deadline) {
+		res, err := db.store.Compact(db.compactNext, db.opts.ChunkPoints, db.opts.CompactBudget)
+		if err != nil {
+			return err
+		}
+		db.compactNext = res.Next
+		db.merged.Add(int64(res.Merged))
+		if res.Merged > 0 {
+			db.logger.Debug("compacted history", "merged", res.Merged, "into", res.Written)
+		}
+		if res.Pass != nil {
+			db.history.Store(res.Pass)
+			return nil // one pass per snapshot at most
+		}
+	}
+	return nil
 }
 
 // Snapshot folds every change made so far into the snapshot database and

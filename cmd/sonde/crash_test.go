@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -35,8 +36,13 @@ type crashKey struct {
 // write is there: the current value and every history point, with no
 // point duplicated by replay.
 func TestCrashKill9(t *testing.T) {
-	testRestarts(t, 20, (*proc).kill)
+	testRestarts(t, 20, (*proc).kill, compacting...)
 }
+
+// compacting makes compaction merge chunks between the snapshots of a
+// crash test (each snapshot writes a chunk of tens of points per key), so
+// the kills hit it too; testRestarts then checks that it ran.
+var compacting = []string{"-chunk-points", "256"}
 
 // TestCrashKill9WeakerFsync: with -fsync=interval or never a write is
 // acknowledged once the OS has it, so a process crash still loses nothing
@@ -44,7 +50,7 @@ func TestCrashKill9(t *testing.T) {
 func TestCrashKill9WeakerFsync(t *testing.T) {
 	for _, policy := range []string{"interval", "never"} {
 		t.Run(policy, func(t *testing.T) {
-			testRestarts(t, 5, (*proc).kill, "-fsync", policy)
+			testRestarts(t, 5, (*proc).kill, append([]string{"-fsync", policy}, compacting...)...)
 		})
 	}
 }
@@ -78,6 +84,7 @@ func testRestarts(t *testing.T, rounds int, stop func(*proc), extraFlags ...stri
 		}
 	}
 	totalAcked := 0
+	var compacted int64 // chunks merged by the processes the rounds stopped
 	for round := range rounds {
 		p := start(t, dir, flags...)
 		verifyCrashKeys(t, p, keys, round)
@@ -100,13 +107,56 @@ func testRestarts(t *testing.T, rounds int, stop func(*proc), extraFlags ...stri
 		case <-time.After(60 * time.Second):
 			t.Fatalf("round %d: only %d of %d writes acknowledged", round, acked.Load(), target)
 		}
+		var st struct {
+			Engine struct {
+				Compacted int64 `json:"compacted_chunks"`
+			} `json:"engine"`
+		}
+		p.get("/api/v1/stats", &st)
+		compacted += st.Engine.Compacted
 		stop(p) // writes are still in flight on every connection
 		wg.Wait()
 		totalAcked += int(acked.Load())
 	}
 	p := start(t, dir, flags...)
 	verifyCrashKeys(t, p, keys, rounds)
-	t.Logf("%d rounds, %d acknowledged writes checked", rounds, totalAcked)
+	// With compacting, the rounds ran compaction between snapshots, so the
+	// stops above also hit it.
+	if slices.Contains(extraFlags, compacting[0]) && compacted == 0 {
+		t.Fatalf("no round merged a chunk: compaction was not exercised")
+	}
+	h := p.historyStats()
+	t.Logf("%d rounds, %d acknowledged writes checked; %d chunks merged in the rounds; history %d points in %d chunks",
+		rounds, totalAcked, compacted, h.Points, h.Chunks)
+}
+
+// historyStats waits for the first compaction pass after start and
+// returns its totals.
+func (p *proc) historyStats() (h struct {
+	Chunks int64 `json:"chunks"`
+	Points int64 `json:"points"`
+}) {
+	p.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var st struct {
+			Engine struct {
+				History *struct {
+					Chunks int64 `json:"chunks"`
+					Points int64 `json:"points"`
+				} `json:"history"`
+			} `json:"engine"`
+		}
+		p.get("/api/v1/stats", &st)
+		if st.Engine.History != nil {
+			h.Chunks, h.Points = st.Engine.History.Chunks, st.Engine.History.Points
+			return h
+		}
+		if time.Now().After(deadline) {
+			p.t.Fatal("no compaction pass within 30 s")
+		}
+		time.Sleep(20 * time.Millisecond) // polling for the next snapshot's pass
+	}
 }
 
 // crashLoad pipelines writes over one connection until it breaks; up to
@@ -241,7 +291,7 @@ func around(v []int, i int) string {
 func TestCrashGraphite(t *testing.T) {
 	const conns, rounds = 3, 3
 	dir := t.TempDir()
-	flags := []string{"-snapshot-interval", "40ms", "-ring", "8"}
+	flags := []string{"-snapshot-interval", "40ms", "-ring", "8", "-chunk-points", "256"}
 	base := time.Now().Add(-time.Hour).UnixMilli()
 	have := make([]int, conns) // points of key g<c> so far: values 1..have[c] at base+value ms
 	for round := range rounds {
@@ -318,7 +368,7 @@ func checkPrefix(t *testing.T, p *proc, key string, base int64, had int) int {
 func TestCrashCollectd(t *testing.T) {
 	const clients, rounds, perPost = 3, 3, 4
 	dir := t.TempDir()
-	flags := []string{"-snapshot-interval", "40ms", "-ring", "8"}
+	flags := []string{"-snapshot-interval", "40ms", "-ring", "8", "-chunk-points", "256"}
 	base := time.Now().Add(-time.Hour).UnixMilli()
 	acked := make([]int, clients) // values in posts answered 200 so far, per client
 	have := make([]int, clients)  // points of key h<c>.p.gauge after the last restart

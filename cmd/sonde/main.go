@@ -48,6 +48,7 @@ type config struct {
 	snapshotInterval time.Duration
 	snapshotRecords  int
 	ringSize         int
+	chunkPoints      int
 	maxSeries        int
 	maxConns         int
 	maxLine          int
@@ -78,6 +79,7 @@ func parseFlags(args []string) (config, error) {
 	fs.DurationVar(&c.snapshotInterval, "snapshot-interval", 10*time.Second, "how often changes are folded into the snapshot database")
 	fs.IntVar(&c.snapshotRecords, "snapshot-records", 1<<23, "take a snapshot early once the WAL holds this many records past the last one")
 	fs.IntVar(&c.ringSize, "ring", 120, "recent history points kept in memory per series")
+	fs.IntVar(&c.chunkPoints, "chunk-points", 4096, "history points compaction gathers into one stored chunk (negative: no compaction)")
 	fs.IntVar(&c.maxSeries, "max-series", 1_000_000, "most keys the store holds")
 	fs.IntVar(&c.maxConns, "max-conns", 1024, "most open connections per listener")
 	fs.IntVar(&c.maxLine, "max-line", 4096, "longest command line in bytes")
@@ -151,6 +153,7 @@ func run(c config, logger *slog.Logger) error {
 		SnapshotInterval: c.snapshotInterval,
 		SnapshotRecords:  c.snapshotRecords,
 		RingSize:         c.ringSize,
+		ChunkPoints:      c.chunkPoints,
 		MaxSeries:        c.maxSeries,
 		Logger:           logger.With("component", "engine"),
 	})

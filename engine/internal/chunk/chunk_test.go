@@ -62,7 +62,7 @@ func shapes(n int, rng *rand.Rand) map[string][]sample.Point {
 func TestRoundTripShapes(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	limits := map[string]float64{ // bytes per point, with the header spread over 1000 points
-		"constant": 0.3, "walk-0.01": 1.5, "counter": 2.0, "jittered-walk": 2.7, "float-noise": 9, "load-avg": 1.5,
+		"constant": 0.3, "walk-0.01": 0.6, "counter": 2.0, "jittered-walk": 1.2, "float-noise": 8, "load-avg": 0.5,
 	}
 	for name, pts := range shapes(1000, rng) {
 		b := roundTrip(t, pts)
@@ -94,12 +94,37 @@ func TestDecodeRejects(t *testing.T) {
 		"old version": {1, 1, 2, 2, 0},
 		"zero count":  {Version, 0, 2, 2, 0},
 		"truncated":   good[:len(good)-1],
-		"bad mode":    append(good[:5:5], 7),
+		"bad mode":    withByte(good, 4, 7), // version, count, first, last, then the mode
 		"huge count":  binary.AppendUvarint([]byte{Version}, 1<<40),
 	} {
 		if _, err := Decode(b, nil); !errors.Is(err, ErrFormat) {
 			t.Errorf("%s: %v, want ErrFormat", name, err)
 		}
+	}
+}
+
+func withByte(b []byte, i int, v byte) []byte {
+	b = append([]byte(nil), b...)
+	b[i] = v
+	return b
+}
+
+// A counter at a steady rate costs less as deltas of deltas.
+func TestSteadyCounterUsesDoD(t *testing.T) {
+	var pts []sample.Point
+	total := 0.0
+	rng := rand.New(rand.NewPCG(3, 4))
+	for i := range 1000 {
+		total += 1000 + float64(rng.IntN(3))
+		pts = append(pts, sample.Point{T: int64(i) * 10_000, V: total})
+	}
+	b := roundTrip(t, pts)
+	_, _, _, rest, err := Header(b)
+	if err != nil || rest[0] != modeDecimalDoD {
+		t.Fatalf("mode %d, %v; want deltas of deltas", rest[0], err)
+	}
+	if per := float64(len(b)) / 1000; per > 0.75 {
+		t.Fatalf("%.2f bytes/point", per)
 	}
 }
 

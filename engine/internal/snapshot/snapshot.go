@@ -77,6 +77,7 @@ type Update struct {
 type Store struct {
 	db    *bolt.DB
 	index atomic.Uint64 // WAL index covered by the stored state
+	pass  passTotals    // the compaction pass in progress; Compact's caller only
 }
 
 // Open opens or creates the store at path.
@@ -149,6 +150,7 @@ func (s *Store) Commit(index uint64, ups []Update) error {
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		series := tx.Bucket(bucketSeries)
 		hist := tx.Bucket(bucketHistory)
+		hist.FillPercent = historyFill
 		for i := range ups {
 			u := &ups[i]
 			if u.Wipe {

@@ -1,0 +1,172 @@
+package snapshot
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"os"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/sonde-metrics/sonde/engine/sample"
+)
+
+// historyFill is how full bbolt packs a history page when it splits one.
+// Its default, half, suits random inserts; history keys mostly arrive in
+// key order (each series' chunks at the end of its range, compaction
+// walking the keys), so pages may be packed fuller.
+const historyFill = 0.9
+
+// CompactResult says what one Compact call did.
+type CompactResult struct {
+	Merged  int    // chunks that were merged into others and deleted
+	Written int    // chunks written in their place
+	Next    []byte // the history key to resume from; nil: the pass reached the end
+	// When a pass ends (Next nil), its totals over the whole history.
+	Pass *HistoryTotals
+}
+
+// HistoryTotals are the size of the stored history as of the end of a
+// compaction pass.
+type HistoryTotals struct {
+	Chunks int64 `json:"chunks"`
+	Points int64 `json:"points"`
+	Bytes  int64 `json:"bytes"` // chunk keys and values
+	// UsedBytes is the database's pages in use (all buckets, branch pages,
+	// meta; not the free pages bbolt will reuse); FileBytes the file, which
+	// bbolt grows ahead of need and never shrinks.
+	UsedBytes int64 `json:"used_bytes"`
+	FileBytes int64 `json:"file_bytes"`
+}
+
+// passTotals accumulates HistoryTotals over the calls of one pass.
+type passTotals struct {
+	HistoryTotals
+}
+
+// Compact merges runs of small chunks of one series into chunks of up to
+// target points, starting at the history key from (nil: the first), in
+// one transaction that rewrites at most budget chunks. Each merge puts
+// the merged chunk under the first chunk's key and deletes the others in
+// the same transaction, so a crash leaves either the old chunks or the
+// new one, never both and never neither. Call it again with Next until
+// Next is nil, which ends a pass over the whole history.
+func (s *Store) Compact(from []byte, target, budget int) (CompactResult, error) {
+	var res CompactResult
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		hist := tx.Bucket(bucketHistory)
+		hist.FillPercent = historyFill
+		c := hist.Cursor()
+		var k, v []byte
+		if from == nil {
+			k, v = c.First()
+		} else {
+			k, v = c.Seek(from)
+		}
+		type piece struct {
+			key   []byte
+			ord   uint64
+			n     uint64
+			value []byte
+		}
+		var run []piece // contiguous chunks of one incarnation, in key order
+		var runPoints uint64
+		type merge struct {
+			first    []byte
+			value    []byte
+			drop     [][]byte
+			oldBytes int64 // keys and values of the chunks it replaces
+		}
+		var merges []merge
+		rewrites := 0
+		flush := func() error {
+			if len(run) > 1 {
+				var pts []sample.Point
+				for _, p := range run {
+					var err error
+					if pts, err = DecodeChunk(p.value, pts); err != nil {
+						return fmt.Errorf("decode chunk %q: %w", p.key, err)
+					}
+				}
+				m := merge{first: run[0].key, value: AppendChunk(nil, pts)}
+				for i, p := range run {
+					if i > 0 {
+						m.drop = append(m.drop, p.key)
+					}
+					m.oldBytes += int64(len(p.key) + len(p.value))
+				}
+				merges = append(merges, m)
+				rewrites += len(run)
+			}
+			run, runPoints = run[:0], 0
+			return nil
+		}
+		for ; k != nil; k, v = c.Next() {
+			if rewrites >= budget {
+				res.Next = bytes.Clone(k)
+				break
+			}
+			n, _, _, err := chunkHeader(v)
+			if err != nil {
+				return fmt.Errorf("read chunk %q: %w", k, err)
+			}
+			if len(k) < 17 {
+				return fmt.Errorf("%w: history key %q", ErrFormat, k)
+			}
+			ord := binary.BigEndian.Uint64(k[len(k)-8:])
+			s.pass.Chunks++
+			s.pass.Points += int64(n)
+			s.pass.Bytes += int64(len(k) + len(v))
+			if len(run) > 0 {
+				last := run[len(run)-1]
+				same := bytes.Equal(k[:len(k)-8], last.key[:len(last.key)-8])
+				if !same || ord != last.ord+last.n || runPoints+n > uint64(target) {
+					if err := flush(); err != nil {
+						return err
+					}
+				}
+			}
+			if n >= uint64(target) {
+				continue // full already
+			}
+			// Keys and values are only valid in the transaction; the merge
+			// writes in it too, after the walk.
+			run = append(run, piece{key: bytes.Clone(k), ord: ord, n: n, value: bytes.Clone(v)})
+			runPoints += n
+		}
+		if err := flush(); err != nil {
+			return err
+		}
+		for _, m := range merges {
+			if err := hist.Put(m.first, m.value); err != nil {
+				return fmt.Errorf("put merged chunk %q: %w", m.first, err)
+			}
+			for _, d := range m.drop {
+				if err := hist.Delete(d); err != nil {
+					return fmt.Errorf("delete merged chunk %q: %w", d, err)
+				}
+			}
+			res.Written++
+			res.Merged += len(m.drop)
+			s.pass.Bytes += int64(len(m.first)+len(m.value)) - m.oldBytes
+		}
+		s.pass.Chunks -= int64(res.Merged)
+		return nil
+	})
+	if err != nil {
+		return CompactResult{}, fmt.Errorf("compact history: %w", err)
+	}
+	if res.Next == nil {
+		t := s.pass.HistoryTotals
+		if st, err := os.Stat(s.db.Path()); err == nil {
+			t.FileBytes = st.Size()
+		}
+		s.db.View(func(tx *bolt.Tx) error {
+			t.UsedBytes = tx.Size() - int64(s.db.Stats().FreeAlloc)
+			return nil
+		})
+		res.Pass = &t
+		s.pass = passTotals{}
+	}
+	return res, nil
+}

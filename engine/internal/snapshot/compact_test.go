@@ -1,0 +1,100 @@
+package snapshot
+
+import (
+	"fmt"
+	"path/filepath"
+	"testing"
+
+	"github.com/sonde-metrics/sonde/engine/sample"
+)
+
+// Compaction merges contiguous chunks of one incarnation, in passes of
+// small transactions, and changes no history read.
+func TestCompact(t *testing.T) {
+	s, err := Open(filepath.Join(t.TempDir(), "s.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	keys := []string{"a", "b", "c"}
+	ord := map[string]uint64{}
+	created := map[string]uint64{"a": 1, "b": 2, "c": 3}
+	idx := uint64(10)
+	for snap := range 40 {
+		var ups []Update
+		for ki, k := range keys {
+			if k == "c" && snap == 20 { // c is deleted and created again
+				created["c"], ord["c"] = idx, 0
+				ups = append(ups, Update{Key: k, Wipe: true})
+				// the new incarnation's first chunk comes in the same update
+			}
+			var pts []sample.Point
+			for i := range 1 + (snap+ki)%5 {
+				o := ord[k] + uint64(i) + 1
+				pts = append(pts, sample.Point{T: int64(o) * 10_000, V: float64(o) / 100})
+			}
+			st := &State{Key: k, Kind: sample.Gauge, Value: pts[len(pts)-1].V, Ordinal: ord[k] + uint64(len(pts)), Created: created[k]}
+			if k == "c" && snap == 20 {
+				ups[len(ups)-1].State, ups[len(ups)-1].Points, ups[len(ups)-1].FirstOrdinal = st, pts, 1
+			} else {
+				ups = append(ups, Update{Key: k, State: st, Points: pts, FirstOrdinal: ord[k] + 1})
+			}
+			ord[k] += uint64(len(pts))
+		}
+		idx++
+		if err := s.Commit(idx, ups); err != nil {
+			t.Fatal(err)
+		}
+	}
+	history := func() map[string]string {
+		out := map[string]string{}
+		for _, k := range keys {
+			pts, err := s.History(k, created[k], 1<<62, 0, 1<<62, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out[k] = fmt.Sprint(pts)
+		}
+		return out
+	}
+	before := history()
+	var total HistoryTotals
+	calls, merged := 0, 0
+	for next := []byte(nil); ; {
+		res, err := s.Compact(next, 32, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		calls++
+		merged += res.Merged
+		if res.Written > 0 && res.Merged+res.Written > 10+31 {
+			t.Fatalf("one call rewrote %d chunks, budget 10 (plus the run in progress)", res.Merged+res.Written)
+		}
+		if next = res.Next; next == nil {
+			total = *res.Pass
+			break
+		}
+	}
+	after := history()
+	for _, k := range keys {
+		if before[k] != after[k] {
+			t.Fatalf("%s changed:\n%s\n%s", k, before[k], after[k])
+		}
+	}
+	if calls < 3 || merged == 0 {
+		t.Fatalf("%d calls merged %d chunks", calls, merged)
+	}
+	points := int64(ord["a"] + ord["b"] + ord["c"])
+	if total.Points != points || total.Chunks <= 0 || total.Bytes <= 0 || total.FileBytes < total.Bytes {
+		t.Fatalf("totals %+v, want %d points", total, points)
+	}
+	// Chunks now hold up to 32 points: a second pass finds little to do.
+	res, err := s.Compact(nil, 32, 1_000_000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Pass.Chunks > total.Chunks || res.Pass.Points != points {
+		t.Fatalf("second pass %+v after %+v", res.Pass, total)
+	}
+	t.Logf("%d points: %d chunks, %d bytes after compaction (%d merged in %d calls)", points, total.Chunks, total.Bytes, merged, calls)
+}
