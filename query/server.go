@@ -190,6 +190,9 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 	case "/api/v1/series":
 		s.seriesList(ctx)
 		return
+	case "/api/v1/history":
+		s.historyMany(ctx)
+		return
 	case "/api/v1/stats":
 		s.stats(ctx)
 		return
@@ -356,6 +359,96 @@ func timeArg(ctx *fasthttp.RequestCtx, name string, def int64) (int64, error) {
 	return t.UnixMilli(), nil
 }
 
+// stepArgs reads step= and agg=; step 0 means no downsampling.
+func stepArgs(ctx *fasthttp.RequestCtx) (int64, Agg, error) {
+	a := ctx.QueryArgs()
+	agg, err := ParseAgg(string(a.Peek("agg")))
+	if err != nil {
+		return 0, "", err
+	}
+	v := a.Peek("step")
+	if len(v) == 0 {
+		if a.Has("agg") {
+			return 0, "", fmt.Errorf("agg= needs step=")
+		}
+		return 0, agg, nil
+	}
+	step, err := ParseStep(string(v))
+	return step, agg, err
+}
+
+// maxHistoryKeys caps the keys one /api/v1/history?match= read returns.
+const maxHistoryKeys = 1000
+
+// historyMany serves /api/v1/history?match=glob: the history of every
+// matching key, with the single-key read's from, to, limit, step and agg.
+func (s *Server) historyMany(ctx *fasthttp.RequestCtx) {
+	m := string(ctx.QueryArgs().Peek("match"))
+	if m == "" {
+		writeError(ctx, fasthttp.StatusBadRequest, "match= is missing")
+		return
+	}
+	from, err := timeArg(ctx, "from", math.MinInt64)
+	if err == nil {
+		var to int64
+		if to, err = timeArg(ctx, "to", math.MaxInt64); err == nil {
+			s.historyManyRange(ctx, Glob(m), from, to)
+			return
+		}
+	}
+	writeError(ctx, fasthttp.StatusBadRequest, err.Error())
+}
+
+func (s *Server) historyManyRange(ctx *fasthttp.RequestCtx, g Glob, from, to int64) {
+	step, agg, err := stepArgs(ctx)
+	if err != nil {
+		writeError(ctx, fasthttp.StatusBadRequest, err.Error())
+		return
+	}
+	limit := 0
+	if v := ctx.QueryArgs().Peek("limit"); len(v) > 0 {
+		if limit, err = strconv.Atoi(string(v)); err != nil || limit < 0 {
+			writeError(ctx, fasthttp.StatusBadRequest, fmt.Sprintf("limit=%q is not a whole number >= 0", v))
+			return
+		}
+	}
+	list := s.store.Series(g.Match, nil)
+	if len(list) > maxHistoryKeys {
+		writeError(ctx, fasthttp.StatusBadRequest, fmt.Sprintf("match selects %d keys; at most %d per read", len(list), maxHistoryKeys))
+		return
+	}
+	b := []byte(`{"series":[`)
+	n := 0
+	for _, se := range list {
+		if (agg == AggRate || agg == AggIncrease) && se.Kind != sample.Counter {
+			continue // rate and increase only mean something for counters
+		}
+		pts, err := s.store.Range(ctx, se.Key, from, to, limit, nil)
+		if errors.Is(err, sample.ErrNotFound) {
+			continue // deleted meanwhile
+		}
+		if err != nil {
+			writeError(ctx, fasthttp.StatusInternalServerError, err.Error())
+			return
+		}
+		if step > 0 {
+			pts = Downsample(pts, step, agg)
+		}
+		if n > 0 {
+			b = append(b, ',')
+		}
+		n++
+		b = append(b, `{"key":`...)
+		b = appendString(b, se.Key)
+		b = append(b, `,"type":"`...)
+		b = append(b, se.Kind.String()...)
+		b = append(b, `","points":`...)
+		b = appendPoints(b, pts)
+		b = append(b, '}')
+	}
+	writeJSON(ctx, append(b, "]}\n"...))
+}
+
 func (s *Server) history(ctx *fasthttp.RequestCtx, key string) {
 	from, err := timeArg(ctx, "from", math.MinInt64)
 	if err != nil {
@@ -380,8 +473,17 @@ func (s *Server) history(ctx *fasthttp.RequestCtx, key string) {
 		}
 	}
 	fn := string(ctx.QueryArgs().Peek("fn"))
-	if fn != "" && fn != "rate" {
-		writeError(ctx, fasthttp.StatusBadRequest, fmt.Sprintf("fn=%q is unknown (want rate)", fn))
+	if fn != "" && fn != "rate" && fn != "increase" {
+		writeError(ctx, fasthttp.StatusBadRequest, fmt.Sprintf("fn=%q is unknown (want rate or increase)", fn))
+		return
+	}
+	step, agg, err := stepArgs(ctx)
+	if err != nil {
+		writeError(ctx, fasthttp.StatusBadRequest, err.Error())
+		return
+	}
+	if fn != "" && step > 0 {
+		writeError(ctx, fasthttp.StatusBadRequest, "fn sums up the whole range; for a value per step use step= with agg=rate or agg=increase")
 		return
 	}
 	se, ok := s.store.Get(key)
@@ -389,8 +491,8 @@ func (s *Server) history(ctx *fasthttp.RequestCtx, key string) {
 		writeError(ctx, fasthttp.StatusNotFound, "no such key: "+key)
 		return
 	}
-	if fn == "rate" && se.Kind != sample.Counter {
-		writeError(ctx, fasthttp.StatusBadRequest, "fn=rate needs a COUNTER; "+key+" is a "+se.Kind.String())
+	if (fn != "" || agg == AggRate || agg == AggIncrease) && se.Kind != sample.Counter {
+		writeError(ctx, fasthttp.StatusBadRequest, "rate and increase need a COUNTER; "+key+" is a "+se.Kind.String())
 		return
 	}
 	pts, err := s.store.Range(ctx, key, from, to, limit, nil)
@@ -402,13 +504,23 @@ func (s *Server) history(ctx *fasthttp.RequestCtx, key string) {
 		writeError(ctx, fasthttp.StatusInternalServerError, err.Error())
 		return
 	}
+	if step > 0 {
+		pts = Downsample(pts, step, agg)
+	}
 	b := append([]byte(`{"key":`), appendString(nil, key)...)
 	b = append(b, `,"type":"`...)
 	b = append(b, se.Kind.String()...)
 	b = append(b, '"')
-	if fn == "rate" {
+	if step > 0 {
+		b = append(b, `,"step":`...)
+		b = strconv.AppendInt(b, step, 10)
+		b = append(b, `,"agg":"`...)
+		b = append(b, agg...)
+		b = append(b, '"')
+	}
+	if fn != "" {
 		rate, inc, resets, ok := Rate(pts)
-		b = append(b, `,"fn":"rate","rate":`...)
+		b = append(b, `,"fn":"`+fn+`","rate":`...)
 		if ok {
 			b = appendFloat(b, rate)
 		} else {

@@ -131,3 +131,66 @@ func TestGraphiteRenderAPI(t *testing.T) {
 		}
 	}
 }
+
+// TestHistoryStepAndMatch: history reads downsampled by step and agg, for
+// one key and for every key a glob matches, over a real server.
+func TestHistoryStepAndMatch(t *testing.T) {
+	p := start(t, t.TempDir())
+	c, err := net.Dial("tcp", p.graphiteAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	base := (time.Now().Unix()/60 - 10) * 60 // a minute boundary, 10 minutes ago
+	for i, v := range []float64{1, 2, 3, 10, 20, 30} {
+		fmt.Fprintf(c, "web.a.load %v %d\nweb.b.load %v %d\n", v, base+int64(i)*20, v*2, base+int64(i)*20)
+	}
+	p.waitStats("graphite", func(s listenerStats) bool { return s.Commands == 12 })
+	cl := dial(t, p.tcpAddr)
+	for range 3 {
+		cl.do(t, "INCR hits 5")
+	}
+	var one struct {
+		Step   int64        `json:"step"`
+		Agg    string       `json:"agg"`
+		Points [][2]float64 `json:"points"`
+	}
+	p.get("/api/v1/series/web.a.load/history?step=1m&agg=max", &one)
+	want := [][2]float64{{float64(base * 1000), 3}, {float64((base + 60) * 1000), 30}}
+	if one.Step != 60000 || one.Agg != "max" || !equalPoints(one.Points, want) {
+		t.Fatalf("step=1m&agg=max: %+v, want %v", one, want)
+	}
+	p.get("/api/v1/series/web.a.load/history?step=60000", &one)
+	if one.Agg != "avg" || len(one.Points) != 2 || one.Points[0][1] != 2 || one.Points[1][1] != 20 {
+		t.Fatalf("default avg: %+v", one)
+	}
+	var many struct {
+		Series []struct {
+			Key    string       `json:"key"`
+			Points [][2]float64 `json:"points"`
+		} `json:"series"`
+	}
+	p.get("/api/v1/history?match=web.*.load&step=2m&agg=sum", &many)
+	if len(many.Series) != 2 || many.Series[1].Key != "web.b.load" || len(many.Series[1].Points) != 1 || many.Series[1].Points[0][1] != 132 {
+		t.Fatalf("match: %+v", many)
+	}
+	var e map[string]string
+	for path, want := range map[string]string{
+		"/api/v1/series/web.a.load/history?agg=max":            "agg= needs step=",
+		"/api/v1/series/web.a.load/history?step=1m&agg=median": "median",
+		"/api/v1/series/web.a.load/history?step=1m&agg=rate":   "need a COUNTER",
+		"/api/v1/series/hits/history?fn=rate&step=1m":          "whole range",
+		"/api/v1/history":                                      "match= is missing",
+	} {
+		if code := p.get(path, &e); code != 400 || !strings.Contains(e["error"], want) {
+			t.Errorf("%s: %d %v, want 400 with %q", path, code, e, want)
+		}
+	}
+	var inc struct {
+		Points [][2]float64 `json:"points"`
+	}
+	p.get("/api/v1/series/hits/history?step=1h&agg=increase", &inc)
+	if len(inc.Points) != 1 || inc.Points[0][1] != 10 {
+		t.Fatalf("increase per hour: %+v (the first point counts from nothing)", inc)
+	}
+}
