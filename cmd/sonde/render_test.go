@@ -180,7 +180,7 @@ func TestHistoryStepAndMatch(t *testing.T) {
 		"/api/v1/series/web.a.load/history?step=1m&agg=median": "median",
 		"/api/v1/series/web.a.load/history?step=1m&agg=rate":   "need a COUNTER",
 		"/api/v1/series/hits/history?fn=rate&step=1m":          "whole range",
-		"/api/v1/history":                                      "match= is missing",
+		"/api/v1/history": "match= is missing",
 	} {
 		if code := p.get(path, &e); code != 400 || !strings.Contains(e["error"], want) {
 			t.Errorf("%s: %d %v, want 400 with %q", path, code, e, want)
