@@ -62,6 +62,9 @@ type DB struct {
 	compactNext []byte
 	history     atomic.Pointer[snapshot.HistoryTotals]
 	merged      atomic.Int64 // chunks compaction merged away since Open
+	retainNext  []byte       // where the retention pass goes on (guarded by snapMu)
+	archived    atomic.Int64 // archive points written since Open
+	expired     atomic.Int64 // chunks retention deleted since Open
 
 	committerDone chan struct{}
 	snapDone      chan struct{}
@@ -125,6 +128,7 @@ func Open(dir string, opts Options) (*DB, error) {
 	if db.store, err = snapshot.Open(filepath.Join(dir, "snapshot.db")); err != nil {
 		return nil, err
 	}
+	db.store.SetChunkPoints(db.opts.ChunkPoints)
 	db.wal, err = wal.Open(filepath.Join(dir, "wal"), wal.Options{
 		SegmentSize: opts.SegmentSize,
 		Logger:      db.logger.With("component", "wal"),
@@ -748,11 +752,63 @@ func (db *DB) Range(ctx context.Context, key string, from, to int64, limit int, 
 			dst = append(dst, p)
 		}
 	}
+	var err error
+	if dst, err = db.withArchives(s, from, to, start, dst); err != nil {
+		return dst[:start], fmt.Errorf("range %q: %w", key, err)
+	}
 	if limit > 0 && len(dst)-start > limit {
 		n := copy(dst[start:], dst[len(dst)-limit:])
 		dst = dst[:start+n]
 	}
 	return dst, nil
+}
+
+// withArchives completes a read of dst[start:] (raw points in [from, to])
+// with the archives of the key's retention policy when the read reaches
+// back past the raw points' keep. Raw points are served from the raw cut
+// on: the older of the raw keep and every archive's watermark, which is
+// where expiry may have deleted them. Before the cut come the finest
+// archive's points, before its oldest the next one's, and so on: one
+// ordered series without duplicates.
+func (db *DB) withArchives(s *series, from, to int64, start int, dst []sample.Point) ([]sample.Point, error) {
+	pol, _ := db.opts.Retention.For(s.key, s.kind)
+	cut := db.nowMs() - pol.Raw.Milliseconds()
+	if from >= cut || len(pol.Archives) == 0 {
+		return dst, nil
+	}
+	type tier struct {
+		pts    []sample.Point
+		oldest int64
+	}
+	tiers := make([]tier, len(pol.Archives))
+	for i, a := range pol.Archives {
+		pts, oldest, wm, err := db.store.Archive(s.key, s.created, a.Step.Milliseconds(), from, to, nil)
+		if err != nil {
+			return dst, err
+		}
+		tiers[i] = tier{pts, oldest}
+		cut = min(cut, wm)
+	}
+	raw := dst[start:]
+	i := 0
+	for i < len(raw) && raw[i].T < cut {
+		i++
+	}
+	raw = append([]sample.Point(nil), raw[i:]...)
+	var parts [][]sample.Point
+	for _, t := range tiers {
+		j := 0
+		for j < len(t.pts) && t.pts[j].T < cut {
+			j++
+		}
+		parts = append(parts, t.pts[:j])
+		cut = min(cut, t.oldest)
+	}
+	dst = dst[:start]
+	for k := len(parts) - 1; k >= 0; k-- {
+		dst = append(dst, parts[k]...)
+	}
+	return append(dst, raw...), nil
 }
 
 // Stats is a summary of the engine's state.
@@ -768,9 +824,14 @@ type Stats struct {
 	// Compacted counts the chunks compaction merged into others since the
 	// store opened.
 	Compacted int64 `json:"compacted_chunks"`
+	// Archived counts the archive points retention wrote, Expired the raw
+	// and archive chunks it deleted, since the store opened.
+	Archived int64 `json:"archived_points"`
+	Expired  int64 `json:"expired_chunks"`
 }
 
-// HistoryStats is the size of the stored history.
+// HistoryStats is the size of the stored history; bytes per point are
+// over raw and archive points together.
 type HistoryStats struct {
 	snapshot.HistoryTotals
 	BytesPerPoint     float64 `json:"bytes_per_point"`      // chunk keys and values
@@ -780,14 +841,15 @@ type HistoryStats struct {
 
 // Stats returns a summary of the engine's state.
 func (db *DB) Stats() Stats {
-	st := Stats{Index: db.published.Load(), SyncedIndex: db.synced.Load(), SnapshotIndex: db.store.Index(), Compacted: db.merged.Load()}
+	st := Stats{Index: db.published.Load(), SyncedIndex: db.synced.Load(), SnapshotIndex: db.store.Index(), Compacted: db.merged.Load(),
+		Archived: db.archived.Load(), Expired: db.expired.Load()}
 	st.WALFirstIndex, _ = db.wal.FirstIndex()
 	if h := db.history.Load(); h != nil {
 		st.History = &HistoryStats{HistoryTotals: *h}
-		if h.Points > 0 {
-			st.History.BytesPerPoint = float64(h.Bytes) / float64(h.Points)
-			st.History.UsedBytesPerPoint = float64(h.UsedBytes) / float64(h.Points)
-			st.History.FileBytesPerPoint = float64(h.FileBytes) / float64(h.Points)
+		if n := float64(h.Points + h.ArchivePoints); n > 0 {
+			st.History.BytesPerPoint = float64(h.Bytes) / n
+			st.History.UsedBytesPerPoint = float64(h.UsedBytes) / n
+			st.History.FileBytesPerPoint = float64(h.FileBytes) / n
 		}
 	}
 	db.hot.Range(func(_, _ any) bool { st.Series++; return true })

@@ -96,8 +96,8 @@ func TestHistoryBytesPerPoint(t *testing.T) {
 	if h == nil || h.Points != n {
 		t.Fatalf("history %+v, want %d points", h, n)
 	}
-	t.Logf("%d points: %d chunks; bytes/point: %.3f in chunks, %.3f in the database's pages in use (%d bytes), %.3f for its file (%d bytes)",
-		h.Points, h.Chunks, h.BytesPerPoint, h.UsedBytesPerPoint, h.UsedBytes, h.FileBytesPerPoint, h.FileBytes)
+	t.Logf("%d raw points in %d chunks, %d archive points in %d chunks; bytes/point: %.3f in chunks, %.3f in the database's pages in use (%d bytes), %.3f for its file (%d bytes)",
+		h.Points, h.Chunks, h.ArchivePoints, h.ArchiveChunks, h.BytesPerPoint, h.UsedBytesPerPoint, h.UsedBytes, h.FileBytesPerPoint, h.FileBytes)
 	if h.UsedBytesPerPoint > 2 {
 		t.Fatalf("%.3f bytes a point on disk, want at most 2", h.UsedBytesPerPoint)
 	}

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"log/slog"
 	"time"
+
+	"github.com/sonde-metrics/sonde/retention"
 )
 
 // FsyncPolicy says when the committer fsyncs the WAL, and so when a write
@@ -74,6 +76,11 @@ type Options struct {
 	// each snapshot; defaults 8192 and 1 s.
 	CompactBudget int
 	CompactTime   time.Duration
+	// Retention says how long each key's raw points are kept and which
+	// archives they are averaged into (package retention); default
+	// retention.Default(). The snapshotter applies it after each snapshot,
+	// for up to CompactTime.
+	Retention *retention.Policies
 	// RingSize is how many recent points each series keeps in memory;
 	// default 120.
 	RingSize int
@@ -113,6 +120,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.CompactTime <= 0 {
 		o.CompactTime = time.Second
+	}
+	if o.Retention == nil {
+		o.Retention = retention.Default()
 	}
 	if o.RingSize <= 0 {
 		o.RingSize = 120

@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/sonde-metrics/sonde/engine/internal/chunk"
 	"github.com/sonde-metrics/sonde/engine/internal/record"
 	"github.com/sonde-metrics/sonde/engine/internal/snapshot"
 	"github.com/sonde-metrics/sonde/engine/sample"
+	"github.com/sonde-metrics/sonde/retention"
 )
 
 // foldBatch caps the records folded into one bbolt transaction, so a
@@ -43,6 +45,9 @@ func (db *DB) snapshotLoop() {
 		}
 		if err := db.compact(); err != nil {
 			db.logger.Error("compact history", "err", err)
+		}
+		if err := db.retain(); err != nil {
+			db.logger.Error("apply retention", "err", err)
 		}
 	}
 }
@@ -224,4 +229,75 @@ func (db *DB) fold(from, to uint64) ([]snapshot.Update, error) {
 		ups = append(ups, u)
 	}
 	return ups, nil
+}
+
+// retainBudget caps the series one retention transaction looks at.
+const retainBudget = 512
+
+// retain goes on with the retention pass (downsampling into archives,
+// expiry) for up to CompactTime, in transactions of at most retainBudget
+// series.
+func (db *DB) retain() error {
+	db.snapMu.Lock()
+	defer db.snapMu.Unlock()
+	deadline := time.Now().Add(db.opts.CompactTime)
+	for time.Now().Before(deadline) {
+		res, err := db.store.Retain(db.retainNext, db.nowMs(), retainBudget, db.retentionOf)
+		if err != nil {
+			return err
+		}
+		db.retainNext = res.Next
+		db.archived.Add(int64(res.ArchivedPts))
+		db.expired.Add(int64(res.ExpiredRaw + res.ExpiredArch))
+		if res.ArchivedPts+res.ExpiredRaw+res.ExpiredArch > 0 {
+			db.logger.Debug("retention", "series", res.Series, "archived_points", res.ArchivedPts,
+				"expired_raw_chunks", res.ExpiredRaw, "expired_archive_chunks", res.ExpiredArch)
+		}
+		if res.Next == nil {
+			return nil // one pass per snapshot at most
+		}
+	}
+	return nil
+}
+
+// retentionOf turns a key's policy into what the snapshot store needs.
+func (db *DB) retentionOf(key string, kind sample.Kind) snapshot.Retention {
+	pol, agg := db.opts.Retention.For(key, kind)
+	r := snapshot.Retention{Raw: pol.Raw.Milliseconds(), Fold: foldFunc(agg)}
+	for _, a := range pol.Archives {
+		r.Archives = append(r.Archives, snapshot.ArchiveSpec{Step: a.Step.Milliseconds(), Keep: a.Keep.Milliseconds()})
+	}
+	return r
+}
+
+func foldFunc(agg retention.Agg) func([]sample.Point) float64 {
+	switch agg {
+	case retention.Sum:
+		return func(p []sample.Point) float64 {
+			var s float64
+			for _, x := range p {
+				s += x.V
+			}
+			return s
+		}
+	case retention.Min:
+		return func(p []sample.Point) float64 {
+			m := p[0].V
+			for _, x := range p {
+				m = min(m, x.V)
+			}
+			return m
+		}
+	case retention.Max:
+		return func(p []sample.Point) float64 {
+			m := p[0].V
+			for _, x := range p {
+				m = max(m, x.V)
+			}
+			return m
+		}
+	case retention.Last:
+		return func(p []sample.Point) float64 { return p[len(p)-1].V }
+	}
+	return chunk.Mean // as a chunk stores it best: sums of decimals over counts
 }

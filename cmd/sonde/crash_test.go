@@ -7,6 +7,8 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -427,4 +429,117 @@ func TestCrashCollectd(t *testing.T) {
 		t.Logf("round %d: %d posts answered before the kill; all back", round, total.Load())
 		p.kill()
 	}
+}
+
+// TestCrashRetention: kill -9 while retention downsamples and expires
+// loses nothing and doubles nothing. Graphite lines carry a point a
+// second, 30 minutes in the past, with the value its second's index;
+// raw points are kept a minute, so retention averages them into 10 s and
+// 1 m archives and deletes them as the rounds go. After each restart a
+// key's history must start at the first second, move forward without a
+// gap wider than its tier's step, and hold at each point either the raw
+// value or the exact mean of its step.
+func TestCrashRetention(t *testing.T) {
+	const conns, rounds = 2, 4
+	dir := t.TempDir()
+	pol := filepath.Join(dir, "retention.conf")
+	if err := os.WriteFile(pol, []byte("* raw:1m,10s:1d,1m:7d avg\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	flags := []string{"-snapshot-interval", "40ms", "-ring", "8", "-chunk-points", "256", "-retention", pol}
+	base := (time.Now().Add(-30*time.Minute).UnixMilli() / 60_000) * 60_000
+	have := make([]int, conns) // seconds of key r<c> that survived so far
+	var archived, expired int64
+	for round := range rounds {
+		p := start(t, filepath.Join(dir, "data"), flags...)
+		var wg sync.WaitGroup
+		for c := range conns {
+			wg.Go(func() {
+				gc, err := net.Dial("tcp", p.graphiteAddr)
+				if err != nil {
+					return
+				}
+				defer gc.Close()
+				bw := bufio.NewWriter(gc)
+				end := (round + 1) * 300 // each round five more minutes of the past
+				for i := have[c]; i < end; i++ {
+					ms := base + int64(i)*1000
+					fmt.Fprintf(bw, "r%d %d %d.%03d\n", c, i, ms/1000, ms%1000)
+					if i%32 == 0 && bw.Flush() != nil {
+						return
+					}
+				}
+				bw.Flush()
+			})
+		}
+		// Kill as soon as this server has archived something: its
+		// retention is at work, or just was.
+		var st struct {
+			Engine struct {
+				Archived int64 `json:"archived_points"`
+				Expired  int64 `json:"expired_chunks"`
+			} `json:"engine"`
+		}
+		deadline := time.Now().Add(30 * time.Second)
+		for st.Engine.Archived == 0 && time.Now().Before(deadline) {
+			p.get("/api/v1/stats", &st)
+			time.Sleep(2 * time.Millisecond) // polling: there is no event for it
+		}
+		archived += st.Engine.Archived
+		expired += st.Engine.Expired
+		p.kill()
+		wg.Wait()
+		p = start(t, filepath.Join(dir, "data"), flags...)
+		for c := range conns {
+			have[c] = checkRetained(t, p, fmt.Sprintf("r%d", c), base, have[c])
+		}
+		p.kill()
+	}
+	if archived == 0 || expired == 0 {
+		t.Fatalf("the rounds archived %d points and expired %d chunks: retention was not exercised", archived, expired)
+	}
+	t.Logf("%d rounds; the killed servers had archived %d points and expired %d chunks; seconds kept: %v", rounds, archived, expired, have)
+}
+
+// checkRetained reads key's whole history and checks it against the
+// load: returns how many seconds it covers.
+func checkRetained(t *testing.T, p *proc, key string, base int64, had int) int {
+	t.Helper()
+	var h struct {
+		Points [][2]float64 `json:"points"`
+	}
+	if code := p.get("/api/v1/series/"+key+"/history", &h); code != 200 && (code != 404 || had > 0) {
+		t.Fatalf("%s: status %d", key, code)
+	}
+	pts := h.Points
+	if len(pts) == 0 {
+		if had > 0 {
+			t.Fatalf("%s: history gone", key)
+		}
+		return 0
+	}
+	if int64(pts[0][0]) != base {
+		t.Fatalf("%s: history starts at %v, not at the first second %d", key, pts[0][0], base)
+	}
+	end := 0 // seconds covered so far
+	for i, pt := range pts {
+		s := (int64(pt[0]) - base) / 1000
+		if (int64(pt[0])-base)%1000 != 0 || int(s) != end {
+			t.Fatalf("%s: point %d at second %v, want %d: out of order, doubled or a gap", key, i, float64(int64(pt[0])-base)/1000, end)
+		}
+		switch {
+		case pt[1] == float64(s): // a raw point
+			end++
+		case s%10 == 0 && pt[1] == float64(s)+4.5:
+			end += 10 // a 10 s mean
+		case s%60 == 0 && pt[1] == float64(s)+29.5:
+			end += 60 // a 1 m mean
+		default:
+			t.Fatalf("%s: point %d = %v: neither the raw value %d nor a step's mean", key, i, pt, s)
+		}
+	}
+	if end < had {
+		t.Fatalf("%s: covers %d seconds, had %d", key, end, had)
+	}
+	return end
 }

@@ -35,8 +35,9 @@ func TestImportDirection(t *testing.T) {
 		{mod + "engine/internal/snapshot", func(i string) bool {
 			return stdlib(i) || i == sample || i == mod+"engine/internal/chunk" || i == "go.etcd.io/bbolt"
 		}},
+		{mod + "retention", func(i string) bool { return stdlib(i) || i == sample }},
 		{mod + "engine", func(i string) bool {
-			return stdlib(i) || strings.HasPrefix(i, mod+"engine/") || i == "github.com/tidwall/wal"
+			return stdlib(i) || strings.HasPrefix(i, mod+"engine/") || i == mod+"retention" || i == "github.com/tidwall/wal"
 		}},
 		{mod + "ingest", func(i string) bool {
 			return stdlib(i) || i == sample || strings.HasPrefix(i, mod+"ingest/") || i == "github.com/valyala/fasthttp"

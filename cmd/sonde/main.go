@@ -24,6 +24,7 @@ import (
 	"github.com/sonde-metrics/sonde/ingest"
 	"github.com/sonde-metrics/sonde/ingest/collectd"
 	"github.com/sonde-metrics/sonde/query"
+	"github.com/sonde-metrics/sonde/retention"
 )
 
 // The engine must fit what its consumers expect of it.
@@ -49,6 +50,7 @@ type config struct {
 	snapshotRecords  int
 	ringSize         int
 	chunkPoints      int
+	retentionFile    string
 	maxSeries        int
 	maxConns         int
 	maxLine          int
@@ -79,6 +81,7 @@ func parseFlags(args []string) (config, error) {
 	fs.DurationVar(&c.snapshotInterval, "snapshot-interval", 10*time.Second, "how often changes are folded into the snapshot database")
 	fs.IntVar(&c.snapshotRecords, "snapshot-records", 1<<23, "take a snapshot early once the WAL holds this many records past the last one")
 	fs.IntVar(&c.ringSize, "ring", 120, "recent history points kept in memory per series")
+	fs.StringVar(&c.retentionFile, "retention", "", "retention policy file (docs/retention.md); default: "+retention.DefaultText)
 	fs.IntVar(&c.chunkPoints, "chunk-points", 4096, "history points compaction gathers into one stored chunk (negative: no compaction)")
 	fs.IntVar(&c.maxSeries, "max-series", 1_000_000, "most keys the store holds")
 	fs.IntVar(&c.maxConns, "max-conns", 1024, "most open connections per listener")
@@ -147,7 +150,18 @@ func run(c config, logger *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("parse -fsync: %w", err)
 	}
+	pols := retention.Default()
+	if c.retentionFile != "" {
+		b, err := os.ReadFile(c.retentionFile)
+		if err != nil {
+			return fmt.Errorf("read -retention: %w", err)
+		}
+		if pols, err = retention.Parse(string(b)); err != nil {
+			return fmt.Errorf("parse %s: %w", c.retentionFile, err)
+		}
+	}
 	db, err := engine.Open(c.dataDir, engine.Options{
+		Retention:        pols,
 		Fsync:            policy,
 		FsyncInterval:    c.fsyncInterval,
 		SnapshotInterval: c.snapshotInterval,

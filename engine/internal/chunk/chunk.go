@@ -35,8 +35,75 @@ const (
 	modeFloat      = 0 // Gorilla XOR of the float64 bits
 	modeDecimal    = 1 // deltas of the integers value×10^exp
 	modeDecimalDoD = 2 // deltas of those deltas: counters at a steady rate
+	modeMean       = 3 // means of decimals: value = float64(m)/float64(n)/10^exp
 	maxExp         = 9
+	maxMeanN       = 4096
 )
+
+// Mean returns the mean of pts' values. When they are all decimals of at
+// most maxExp digits it is computed as float64(sum of value×10^exp) /
+// float64(n) / 10^exp, which a chunk stores in a few bits (mode 3); else
+// as the float sum over n.
+func Mean(pts []sample.Point) float64 {
+	if exp, ok := decimalExp(pts); ok && len(pts) <= maxMeanN {
+		var sum int64
+		for _, p := range pts {
+			m, _ := mantissa(p.V, exp)
+			sum += m
+		}
+		if math.Abs(float64(sum)) < 1<<53 {
+			return float64(sum) / float64(len(pts)) / pow10[exp]
+		}
+	}
+	var s float64
+	for _, p := range pts {
+		s += p.V
+	}
+	return s / float64(len(pts))
+}
+
+// meanParts finds m and n (n <= maxMeanN) with float64(m)/float64(n)/10^exp
+// equal to v, trying n near hint first.
+func meanParts(v float64, exp int, hint int64) (m, n int64, ok bool) {
+	try := func(n int64) (int64, bool) {
+		f := math.Round(v * pow10[exp] * float64(n))
+		if math.IsNaN(f) || math.Abs(f) >= 1<<53 {
+			return 0, false
+		}
+		m := int64(f)
+		return m, math.Float64bits(float64(m)/float64(n)/pow10[exp]) == math.Float64bits(v)
+	}
+	if hint >= 1 && hint <= maxMeanN {
+		if m, ok := try(hint); ok {
+			return m, hint, true
+		}
+	}
+	for n := int64(1); n <= maxMeanN; n++ {
+		if m, ok := try(n); ok {
+			return m, n, true
+		}
+	}
+	return 0, 0, false
+}
+
+// meanExp returns the smallest exp at which every value has mean parts,
+// giving up at the first value none fits.
+func meanExp(pts []sample.Point) (int, bool) {
+	for exp := 0; exp <= 6; exp++ {
+		hint, ok := int64(1), true
+		for _, p := range pts {
+			var n int64
+			if _, n, ok = meanParts(p.V, exp, hint); !ok {
+				break
+			}
+			hint = n
+		}
+		if ok {
+			return exp, true
+		}
+	}
+	return 0, false
+}
 
 var pow10 = [maxExp + 1]float64{1, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9}
 
@@ -114,6 +181,9 @@ func readVarBits(r *bitReader, widths []uint8) (uint64, bool) {
 func Append(dst []byte, pts []sample.Point) []byte {
 	exp, decimal := decimalExp(pts)
 	if !decimal {
+		if exp, ok := meanExp(pts); ok {
+			return appendMode(dst, pts, modeMean, exp)
+		}
 		return appendMode(dst, pts, modeFloat, 0)
 	}
 	n := len(dst)
@@ -130,12 +200,18 @@ func appendMode(dst []byte, pts []sample.Point, mode byte, exp int) []byte {
 	dst = binary.AppendUvarint(dst, uint64(len(pts)))
 	dst = binary.AppendVarint(dst, pts[0].T)
 	dst = binary.AppendVarint(dst, pts[len(pts)-1].T)
-	var prevM, prevMD int64
+	var prevM, prevMD, prevN int64
 	prevV := math.Float64bits(pts[0].V)
-	if mode == modeFloat {
+	switch mode {
+	case modeFloat:
 		dst = append(dst, modeFloat)
 		dst = binary.LittleEndian.AppendUint64(dst, prevV)
-	} else {
+	case modeMean:
+		dst = append(dst, mode, byte(exp))
+		prevM, prevN, _ = meanParts(pts[0].V, exp, 1)
+		dst = binary.AppendVarint(dst, prevM)
+		dst = binary.AppendUvarint(dst, uint64(prevN))
+	default:
 		dst = append(dst, mode, byte(exp))
 		prevM, _ = mantissa(pts[0].V, exp)
 		dst = binary.AppendVarint(dst, prevM)
@@ -158,6 +234,12 @@ func appendMode(dst []byte, pts []sample.Point, mode byte, exp int) []byte {
 			md := m - prevM
 			writeVarBits(&w, zigzag(md-prevMD), deltaWidths)
 			prevM, prevMD = m, md
+			continue
+		case modeMean:
+			m, n, _ := meanParts(p.V, exp, prevN)
+			writeVarBits(&w, zigzag(n-prevN), deltaWidths)
+			writeVarBits(&w, zigzag(m-prevM), deltaWidths)
+			prevM, prevN = m, n
 			continue
 		}
 		v := math.Float64bits(p.V)
@@ -219,10 +301,10 @@ func Decode(b []byte, dst []sample.Point) ([]sample.Point, error) {
 	mode := b[0]
 	b = b[1:]
 	var exp int
-	var prevM, prevMD int64
+	var prevM, prevMD, prevN int64
 	var prevV uint64
 	switch mode {
-	case modeDecimal, modeDecimalDoD:
+	case modeDecimal, modeDecimalDoD, modeMean:
 		if len(b) < 1 || b[0] > maxExp {
 			return dst, fmt.Errorf("%w: decimal exponent", ErrFormat)
 		}
@@ -233,6 +315,15 @@ func Decode(b []byte, dst []sample.Point) ([]sample.Point, error) {
 		}
 		b = b[1+k:]
 		prevV = math.Float64bits(float64(prevM) / pow10[exp])
+		if mode == modeMean {
+			n, k := binary.Uvarint(b)
+			if k <= 0 || n == 0 || n > maxMeanN {
+				return dst, fmt.Errorf("%w: first count", ErrFormat)
+			}
+			b = b[k:]
+			prevN = int64(n)
+			prevV = math.Float64bits(float64(prevM) / float64(prevN) / pow10[exp])
+		}
 	case modeFloat:
 		if len(b) < 8 {
 			return dst, fmt.Errorf("%w: first value", ErrFormat)
@@ -253,6 +344,17 @@ func Decode(b []byte, dst []sample.Point) ([]sample.Point, error) {
 		}
 		prevD += unzigzag(u)
 		prevT += prevD
+		if mode == modeMean {
+			un, ok1 := readVarBits(&r, deltaWidths)
+			um, ok2 := readVarBits(&r, deltaWidths)
+			prevN += unzigzag(un)
+			if !ok1 || !ok2 || prevN < 1 || prevN > maxMeanN {
+				return dst, fmt.Errorf("%w: value of point %d", ErrFormat, i)
+			}
+			prevM += unzigzag(um)
+			dst = append(dst, sample.Point{T: prevT, V: float64(prevM) / float64(prevN) / pow10[exp]})
+			continue
+		}
 		if mode != modeFloat {
 			if u, ok = readVarBits(&r, deltaWidths); !ok {
 				return dst, fmt.Errorf("%w: value of point %d", ErrFormat, i)

@@ -188,3 +188,49 @@ func FuzzRoundTrip(f *testing.F) {
 		roundTrip(t, pts)
 	})
 }
+
+// Means of decimals (what an avg archive holds) are stored as sums over
+// counts in a few bits, and decode bit for bit.
+func TestMeansOfDecimals(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	raw := shapes(6000, rng)["jittered-walk"]
+	var means []sample.Point
+	for i := 0; i < len(raw); i += 6 { // 1 m means of 10 s points
+		n := 6 - rng.IntN(2) // a step now and then misses a point
+		means = append(means, sample.Point{T: raw[i].T, V: Mean(raw[i : i+n])})
+	}
+	b := roundTrip(t, means)
+	if _, _, _, rest, _ := Header(b); rest[0] != modeMean {
+		t.Fatalf("mode %d, want %d", rest[0], modeMean)
+	}
+	if per := float64(len(b)) / float64(len(means)); per > 3.5 { // floats would take 7 or more
+		t.Fatalf("%.2f bytes a mean", per)
+	}
+	if m := Mean([]sample.Point{{V: 0.1}, {V: 0.2}}); m != 0.15 {
+		t.Fatalf("Mean(0.1, 0.2) = %v", m)
+	}
+	if m := Mean([]sample.Point{{V: math.Pi}, {V: 1}}); m != (math.Pi+1)/2 {
+		t.Fatalf("Mean of non-decimals = %v", m)
+	}
+}
+
+// Means of decimals made from any bytes survive a round trip.
+func FuzzMeanRoundTrip(f *testing.F) {
+	f.Add([]byte{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}, uint8(2))
+	f.Fuzz(func(t *testing.T, raw []byte, exp uint8) {
+		var pts []sample.Point
+		for i := 0; i+4 <= len(raw); i += 4 {
+			n := int(raw[i]%8) + 1
+			var group []sample.Point
+			for j := range n {
+				m := int64(binary.LittleEndian.Uint16(raw[i+1:])) - 30000 + int64(j*int(raw[i+3]))
+				group = append(group, sample.Point{V: float64(m) / pow10[exp%4]})
+			}
+			pts = append(pts, sample.Point{T: int64(i) * 1000, V: Mean(group)})
+		}
+		if len(pts) == 0 {
+			return
+		}
+		roundTrip(t, pts)
+	})
+}

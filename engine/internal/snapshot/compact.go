@@ -30,8 +30,12 @@ type CompactResult struct {
 // compaction pass.
 type HistoryTotals struct {
 	Chunks int64 `json:"chunks"`
-	Points int64 `json:"points"`
-	Bytes  int64 `json:"bytes"` // chunk keys and values
+	Points int64 `json:"points"` // raw points
+	// ArchivePoints are the points of every retention archive, in
+	// ArchiveChunks chunks; Bytes counts their keys and values too.
+	ArchiveChunks int64 `json:"archive_chunks"`
+	ArchivePoints int64 `json:"archive_points"`
+	Bytes         int64 `json:"bytes"` // chunk keys and values
 	// UsedBytes is the database's pages in use (all buckets, branch pages,
 	// meta; not the free pages bbolt will reuse); FileBytes the file, which
 	// bbolt grows ahead of need and never shrinks.
@@ -161,10 +165,26 @@ func (s *Store) Compact(from []byte, target, budget int) (CompactResult, error) 
 		if st, err := os.Stat(s.db.Path()); err == nil {
 			t.FileBytes = st.Size()
 		}
-		s.db.View(func(tx *bolt.Tx) error {
+		err := s.db.View(func(tx *bolt.Tx) error {
 			t.UsedBytes = tx.Size() - int64(s.db.Stats().FreeAlloc)
-			return nil
+			arch := tx.Bucket(bucketArchive)
+			if arch == nil {
+				return nil
+			}
+			return arch.ForEach(func(k, v []byte) error {
+				n, _, _, err := chunkHeader(v)
+				if err != nil {
+					return fmt.Errorf("read archive chunk %q: %w", k, err)
+				}
+				t.ArchiveChunks++
+				t.ArchivePoints += int64(n)
+				t.Bytes += int64(len(k) + len(v))
+				return nil
+			})
 		})
+		if err != nil {
+			return res, fmt.Errorf("compact history: count archives: %w", err)
+		}
 		res.Pass = &t
 		s.pass = passTotals{}
 	}

@@ -78,6 +78,17 @@ type Store struct {
 	db    *bolt.DB
 	index atomic.Uint64 // WAL index covered by the stored state
 	pass  passTotals    // the compaction pass in progress; Compact's caller only
+	// maxChunk caps the points of a chunk Commit writes (SetChunkPoints).
+	maxChunk int
+}
+
+// SetChunkPoints caps the points of one chunk that Commit writes; a
+// snapshot's points for one series beyond it go into more chunks. Call it
+// before the first Commit.
+func (s *Store) SetChunkPoints(n int) {
+	if n > 0 {
+		s.maxChunk = n
+	}
 }
 
 // Open opens or creates the store at path.
@@ -90,7 +101,7 @@ func Open(path string) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open snapshot database: %w", err)
 	}
-	s := &Store{db: db}
+	s := &Store{db: db, maxChunk: math.MaxInt32}
 	err = db.Update(func(tx *bolt.Tx) error {
 		meta, err := tx.CreateBucketIfNotExists(bucketMeta)
 		if err != nil {
@@ -160,6 +171,13 @@ func (s *Store) Commit(index uint64, ups []Update) error {
 				if err := deletePrefix(hist, seriesPrefix(nil, u.Key)); err != nil {
 					return fmt.Errorf("delete history of %q: %w", u.Key, err)
 				}
+				for _, name := range [][]byte{bucketArchive, bucketWatermark} {
+					if b := tx.Bucket(name); b != nil {
+						if err := deletePrefix(b, seriesPrefix(nil, u.Key)); err != nil {
+							return fmt.Errorf("delete %s of %q: %w", name, u.Key, err)
+						}
+					}
+				}
 			}
 			if u.State == nil {
 				continue
@@ -180,9 +198,12 @@ func (s *Store) Commit(index uint64, ups []Update) error {
 			if err := series.Put([]byte(u.Key), encodeState(nil, u.State)); err != nil {
 				return fmt.Errorf("put series %q: %w", u.Key, err)
 			}
-			if len(u.Points) > 0 {
-				k := chunkKey(nil, u.Key, u.State.Created, u.FirstOrdinal)
-				if err := hist.Put(k, AppendChunk(nil, u.Points)); err != nil {
+			// Points beyond the chunk size go into more chunks, so that
+			// expiry, which deletes whole chunks, can follow time closely.
+			for off := 0; off < len(u.Points); off += s.maxChunk {
+				pts := u.Points[off:min(off+s.maxChunk, len(u.Points))]
+				k := chunkKey(nil, u.Key, u.State.Created, u.FirstOrdinal+uint64(off))
+				if err := hist.Put(k, AppendChunk(nil, pts)); err != nil {
 					return fmt.Errorf("put history chunk of %q: %w", u.Key, err)
 				}
 			}

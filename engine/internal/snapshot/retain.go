@@ -1,0 +1,275 @@
+package snapshot
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"math"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/sonde-metrics/sonde/engine/sample"
+)
+
+// These bucket names are part of the on-disk format.
+var (
+	bucketArchive   = []byte("archive")   // series|0|created|step|first step start → chunk
+	bucketWatermark = []byte("watermark") // series|0|created|step → ms up to which the archive is written
+)
+
+// Retention is what Retain needs to know of one series' policy.
+type Retention struct {
+	Raw      int64         // ms raw points are kept
+	Archives []ArchiveSpec // finest first
+	// Fold aggregates the points of one step (at least one) into a value.
+	Fold func(pts []sample.Point) float64
+}
+
+// ArchiveSpec is one archive: its step and keep in ms.
+type ArchiveSpec struct {
+	Step, Keep int64
+}
+
+// RetainResult says what one Retain call did.
+type RetainResult struct {
+	Series       int    // series looked at
+	ArchivedPts  int    // archive points written
+	ExpiredRaw   int    // raw chunks deleted
+	ExpiredArch  int    // archive chunks deleted
+	Next         []byte // the series key to resume from; nil: the pass is over
+}
+
+func archivePrefix(key string, created uint64, step int64) []byte {
+	p := binary.BigEndian.AppendUint64(seriesPrefix(nil, key), created)
+	return binary.BigEndian.AppendUint64(p, uint64(step))
+}
+
+// orderedTime maps a signed ms time to bytes that sort like it.
+func orderedTime(dst []byte, t int64) []byte {
+	return binary.BigEndian.AppendUint64(dst, uint64(t)^1<<63)
+}
+
+func floorStep(t, step int64) int64 {
+	f := t - t%step
+	if t%step < 0 {
+		f -= step
+	}
+	return f
+}
+
+// Retain applies the retention of up to budget series, from the series key
+// from (nil: the first), in one transaction: for each archive, the
+// complete steps of raw points past its watermark are aggregated into an
+// archive chunk and the watermark moves on; raw chunks wholly older than
+// both the raw keep and every watermark are deleted, and archive chunks
+// wholly older than their keep. A crash leaves all of a series' changes
+// or none of them.
+func (s *Store) Retain(from []byte, now int64, budget int, policy func(key string, kind sample.Kind) Retention) (RetainResult, error) {
+	var res RetainResult
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		series := tx.Bucket(bucketSeries)
+		hist := tx.Bucket(bucketHistory)
+		arch, err := tx.CreateBucketIfNotExists(bucketArchive)
+		if err != nil {
+			return err
+		}
+		wms, err := tx.CreateBucketIfNotExists(bucketWatermark)
+		if err != nil {
+			return err
+		}
+		c := series.Cursor()
+		var k, v []byte
+		if from == nil {
+			k, v = c.First()
+		} else {
+			k, v = c.Seek(from)
+		}
+		var st State
+		for ; k != nil; k, v = c.Next() {
+			if res.Series >= budget {
+				res.Next = bytes.Clone(k)
+				break
+			}
+			res.Series++
+			if err := decodeState(v, &st); err != nil {
+				return fmt.Errorf("decode series %q: %w", k, err)
+			}
+			key := string(k)
+			r := policy(key, st.Kind)
+			if err := retainSeries(hist, arch, wms, key, &st, now, r, &res); err != nil {
+				return fmt.Errorf("retain %q: %w", key, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return RetainResult{}, fmt.Errorf("apply retention: %w", err)
+	}
+	return res, nil
+}
+
+func retainSeries(hist, arch, wms *bolt.Bucket, key string, st *State, now int64, r Retention, res *RetainResult) error {
+	prefix := binary.BigEndian.AppendUint64(seriesPrefix(nil, key), st.Created)
+	firstT, ok, err := firstRawTime(hist, prefix)
+	if err != nil {
+		return err
+	}
+	limit := now - r.Raw // raw points before it may go, once every archive has them
+	for _, a := range r.Archives {
+		wk := archivePrefix(key, st.Created, a.Step)
+		wm := int64(math.MinInt64)
+		if v := wms.Get(wk); len(v) == 8 {
+			wm = int64(binary.BigEndian.Uint64(v))
+		} else if ok {
+			wm = floorStep(firstT, a.Step)
+		}
+		// Steps up to the one holding the newest stored point are complete:
+		// every later point is at or after it.
+		boundary := min(floorStep(st.Updated, a.Step), floorStep(now, a.Step))
+		// Write an archive in big chunks (up to 1024 steps), but soon enough
+		// that raw points are never held past their keep waiting for it.
+		batch := min(1024*a.Step, max(r.Raw/2, a.Step))
+		if ok && wm != math.MinInt64 && boundary-wm >= batch {
+			pts, err := rawPoints(hist, prefix, wm, boundary-1)
+			if err != nil {
+				return err
+			}
+			var out []sample.Point
+			for i := 0; i < len(pts); {
+				start := floorStep(pts[i].T, a.Step)
+				j := i
+				for j < len(pts) && pts[j].T < start+a.Step {
+					j++
+				}
+				out = append(out, sample.Point{T: start, V: r.Fold(pts[i:j])})
+				i = j
+			}
+			if len(out) > 0 {
+				// bbolt holds keys until commit: a key of its own.
+				if err := arch.Put(orderedTime(bytes.Clone(wk), out[0].T), AppendChunk(nil, out)); err != nil {
+					return err
+				}
+				res.ArchivedPts += len(out)
+			}
+			wm = boundary
+			if err := wms.Put(wk, binary.BigEndian.AppendUint64(nil, uint64(wm))); err != nil {
+				return err
+			}
+		}
+		limit = min(limit, wm)
+		// Expire the archive's chunks wholly older than its keep.
+		n, err := deleteOlder(arch, wk, now-a.Keep, a.Step)
+		if err != nil {
+			return err
+		}
+		res.ExpiredArch += n
+	}
+	n, err := deleteOlder(hist, prefix, limit, 1)
+	res.ExpiredRaw += n
+	return err
+}
+
+// firstRawTime returns the time of the oldest stored raw point under prefix.
+func firstRawTime(hist *bolt.Bucket, prefix []byte) (int64, bool, error) {
+	k, v := hist.Cursor().Seek(prefix)
+	if k == nil || !bytes.HasPrefix(k, prefix) {
+		return 0, false, nil
+	}
+	_, first, _, err := chunkHeader(v)
+	return first, err == nil, err
+}
+
+// rawPoints returns the stored raw points under prefix with times in
+// [from, to].
+func rawPoints(hist *bolt.Bucket, prefix []byte, from, to int64) ([]sample.Point, error) {
+	var out []sample.Point
+	c := hist.Cursor()
+	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+		_, first, last, err := chunkHeader(v)
+		if err != nil {
+			return nil, fmt.Errorf("read chunk %q: %w", k, err)
+		}
+		if first > to {
+			break
+		}
+		if last < from {
+			continue
+		}
+		start := len(out)
+		if out, err = DecodeChunk(v, out); err != nil {
+			return nil, fmt.Errorf("decode chunk %q: %w", k, err)
+		}
+		keep := out[:start]
+		for _, p := range out[start:] {
+			if p.T >= from && p.T <= to {
+				keep = append(keep, p)
+			}
+		}
+		out = keep
+	}
+	return out, nil
+}
+
+// deleteOlder deletes the chunks under prefix whose newest point (plus
+// span, the time one point covers) is at or before limit; chunks are in
+// time order, so it stops at the first it keeps.
+func deleteOlder(b *bolt.Bucket, prefix []byte, limit, span int64) (int, error) {
+	n := 0
+	c := b.Cursor()
+	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Seek(prefix) {
+		_, _, last, err := chunkHeader(v)
+		if err != nil {
+			return n, fmt.Errorf("read chunk %q: %w", k, err)
+		}
+		if last+span > limit {
+			break
+		}
+		if err := c.Delete(); err != nil {
+			return n, err
+		}
+		n++
+	}
+	return n, nil
+}
+
+// Archive appends the points of the archive of step ms of an incarnation
+// with step starts in [from, to], oldest first, and returns the start of
+// its oldest point (math.MaxInt64: none) and its watermark (the end of
+// what it holds; math.MinInt64: nothing yet).
+func (s *Store) Archive(key string, created uint64, step, from, to int64, dst []sample.Point) (out []sample.Point, oldest, watermark int64, err error) {
+	oldest, watermark = math.MaxInt64, math.MinInt64
+	err = s.db.View(func(tx *bolt.Tx) error {
+		arch, wms := tx.Bucket(bucketArchive), tx.Bucket(bucketWatermark)
+		if arch == nil || wms == nil {
+			return nil
+		}
+		wk := archivePrefix(key, created, step)
+		if v := wms.Get(wk); len(v) == 8 {
+			watermark = int64(binary.BigEndian.Uint64(v))
+		}
+		c := arch.Cursor()
+		for k, v := c.Seek(wk); k != nil && bytes.HasPrefix(k, wk); k, v = c.Next() {
+			_, first, last, err := chunkHeader(v)
+			if err != nil {
+				return fmt.Errorf("read archive chunk %q: %w", k, err)
+			}
+			oldest = min(oldest, first)
+			if last < from || first > to {
+				continue
+			}
+			start := len(dst)
+			if dst, err = DecodeChunk(v, dst); err != nil {
+				return fmt.Errorf("decode archive chunk %q: %w", k, err)
+			}
+			keep := dst[:start]
+			for _, p := range dst[start:] {
+				if p.T >= from && p.T <= to {
+					keep = append(keep, p)
+				}
+			}
+			dst = keep
+		}
+		return nil
+	})
+	return dst, oldest, watermark, err
+}
