@@ -32,11 +32,11 @@ type ArchiveSpec struct {
 
 // RetainResult says what one Retain call did.
 type RetainResult struct {
-	Series       int    // series looked at
-	ArchivedPts  int    // archive points written
-	ExpiredRaw   int    // raw chunks deleted
-	ExpiredArch  int    // archive chunks deleted
-	Next         []byte // the series key to resume from; nil: the pass is over
+	Series      int    // series looked at
+	ArchivedPts int    // archive points written
+	ExpiredRaw  int    // raw chunks deleted
+	ExpiredArch int    // archive chunks deleted
+	Next        []byte // the series key to resume from; nil: the pass is over
 }
 
 func archivePrefix(key string, created uint64, step int64) []byte {
