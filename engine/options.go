@@ -67,7 +67,7 @@ type Options struct {
 	// ChunkPoints is how many points compaction gathers into one history
 	// chunk; default 4096 (11 hours at 10 s). Larger chunks waste less of
 	// bbolt's 4 KiB pages: a realistic day took 2.47 bytes a point in use
-	// at 1024, 1.83 at 4096 (TestHistoryBytesPerPoint). A snapshot writes a small chunk per changed key;
+	// at 1024, 1.83 at 4096 (docs/benchmarks.md). A snapshot writes a small chunk per changed key;
 	// after it, the snapshotter merges contiguous small chunks of a series
 	// (docs/format/snapshot.md). Negative turns compaction off.
 	ChunkPoints int

@@ -3,6 +3,8 @@ package engine
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -124,5 +126,72 @@ func TestRetention(t *testing.T) {
 	mustApply(t, db, sample.Op{Code: sample.Set, Key: "g", Value: 5})
 	if pts := read(); len(pts) != 1 || pts[0].V != 5 {
 		t.Fatalf("after DELETE and SET: %v", pts)
+	}
+}
+
+// TestSteadyStateFileStopsGrowing: under a steady load with retention,
+// space freed by expiry is reused, so after the keeps have been reached
+// the database file no longer grows. Fake clock: 200 series, a point every
+// 10 s, raw kept 10 minutes and 1-minute means an hour, 8 hours in all.
+func TestSteadyStateFileStopsGrowing(t *testing.T) {
+	pols, err := retention.Parse("* raw:10m,1m:1h avg")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).UnixMilli()
+	var clock atomic.Int64
+	clock.Store(t0)
+	dir := t.TempDir()
+	db := openDB(t, dir, Options{Now: func() time.Time { return time.UnixMilli(clock.Load()) }, SnapshotInterval: time.Hour,
+		Retention: pols, RingSize: 4, Fsync: FsyncNever}) // durability is not under test
+	defer db.Close()
+	const series = 200
+	ops := make([]sample.Op, series)
+	errs := make([]error, series)
+	size := func() int64 {
+		st, err := os.Stat(filepath.Join(dir, "snapshot.db"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.Size()
+	}
+	var sizes, used []int64
+	for p := range 8 * 360 { // 8 hours at 10 s
+		clock.Store(t0 + int64(p)*10_000)
+		for s := range ops {
+			ops[s] = sample.Op{Code: sample.Set, Key: fmt.Sprintf("s%02d", s), Value: float64((p*7+s*13)%1000) / 10}
+		}
+		if err := db.Append(context.Background(), ops, errs); err != nil {
+			t.Fatal(err)
+		}
+		if (p+1)%30 == 0 { // a snapshot every 5 minutes, then compaction and retention
+			if err := db.Snapshot(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			db.compact()
+			db.retain()
+		}
+		if (p+1)%360 == 0 {
+			sizes = append(sizes, size())
+			used = append(used, db.Stats().History.UsedBytes)
+		}
+	}
+	t.Logf("snapshot.db at each hour: file %v, pages in use %v", sizes, used)
+	// Pages in use stay level too (within a fifth), not just the file,
+	// which bbolt grows in doubling steps.
+	for h := 3; h < len(used); h++ {
+		if float64(used[h]) > 1.2*float64(used[2]) {
+			t.Fatalf("pages in use grew from %d bytes at hour 3 to %d at hour %d", used[2], used[h], h+1)
+		}
+	}
+	// The keeps are reached after an hour and ten minutes; from the third
+	// hour on the file must not grow.
+	for h := 3; h < len(sizes); h++ {
+		if sizes[h] > sizes[2] {
+			t.Fatalf("the file grew from %d bytes at hour 3 to %d at hour %d: freed space is not reused", sizes[2], sizes[h], h+1)
+		}
+	}
+	if st := db.Stats(); st.Expired == 0 || st.Archived == 0 {
+		t.Fatalf("retention did not run: %+v", st)
 	}
 }

@@ -63,7 +63,7 @@ func (db *DB) compact() error {
 	defer db.snapMu.Unlock()
 	deadline := time.Now().Add(db.opts.CompactTime)
 	for time.Now().Before(deadline) {
-		res, err := db.store.Compact(db.compactNext, db.opts.ChunkPoints, db.opts.CompactBudget)
+		res, err := db.store.Compact(db.compactNext, db.opts.ChunkPoints, db.opts.CompactBudget, db.maxChunkSpan)
 		if err != nil {
 			return err
 		}
@@ -229,6 +229,14 @@ func (db *DB) fold(from, to uint64) ([]snapshot.Update, error) {
 		ups = append(ups, u)
 	}
 	return ups, nil
+}
+
+// maxChunkSpan is the most time one compacted chunk of key may cover: a
+// quarter of its raw keep, so that expiry, which deletes whole chunks,
+// frees space soon after the keep.
+func (db *DB) maxChunkSpan(key string) int64 {
+	pol, _ := db.opts.Retention.For(key, sample.Gauge)
+	return max(pol.Raw.Milliseconds()/4, 1)
 }
 
 // retainBudget caps the series one retention transaction looks at.

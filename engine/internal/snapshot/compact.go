@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"math"
 	"os"
 
 	bolt "go.etcd.io/bbolt"
@@ -55,7 +56,11 @@ type passTotals struct {
 // the same transaction, so a crash leaves either the old chunks or the
 // new one, never both and never neither. Call it again with Next until
 // Next is nil, which ends a pass over the whole history.
-func (s *Store) Compact(from []byte, target, budget int) (CompactResult, error) {
+//
+// maxSpan, when set, caps the time (ms) one merged chunk may cover for a
+// series key: expiry deletes whole chunks, so a chunk must not outlast the
+// raw keep by much.
+func (s *Store) Compact(from []byte, target, budget int, maxSpan func(key string) int64) (CompactResult, error) {
 	var res CompactResult
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		hist := tx.Bucket(bucketHistory)
@@ -68,13 +73,15 @@ func (s *Store) Compact(from []byte, target, budget int) (CompactResult, error) 
 			k, v = c.Seek(from)
 		}
 		type piece struct {
-			key   []byte
-			ord   uint64
-			n     uint64
-			value []byte
+			key         []byte
+			ord         uint64
+			n           uint64
+			first, last int64
+			value       []byte
 		}
 		var run []piece // contiguous chunks of one incarnation, in key order
 		var runPoints uint64
+		span := int64(math.MaxInt64) // for the series of the run
 		type merge struct {
 			first    []byte
 			value    []byte
@@ -110,7 +117,7 @@ func (s *Store) Compact(from []byte, target, budget int) (CompactResult, error) 
 				res.Next = bytes.Clone(k)
 				break
 			}
-			n, _, _, err := chunkHeader(v)
+			n, first, last, err := chunkHeader(v)
 			if err != nil {
 				return fmt.Errorf("read chunk %q: %w", k, err)
 			}
@@ -122,12 +129,18 @@ func (s *Store) Compact(from []byte, target, budget int) (CompactResult, error) 
 			s.pass.Points += int64(n)
 			s.pass.Bytes += int64(len(k) + len(v))
 			if len(run) > 0 {
-				last := run[len(run)-1]
-				same := bytes.Equal(k[:len(k)-8], last.key[:len(last.key)-8])
-				if !same || ord != last.ord+last.n || runPoints+n > uint64(target) {
+				prev := run[len(run)-1]
+				same := bytes.Equal(k[:len(k)-8], prev.key[:len(prev.key)-8])
+				if !same || ord != prev.ord+prev.n || runPoints+n > uint64(target) || last-run[0].first > span {
 					if err := flush(); err != nil {
 						return err
 					}
+				}
+			}
+			if len(run) == 0 {
+				span = math.MaxInt64
+				if maxSpan != nil {
+					span = maxSpan(string(k[:len(k)-17])) // the key before 0x00|created|ordinal
 				}
 			}
 			if n >= uint64(target) {
@@ -135,7 +148,7 @@ func (s *Store) Compact(from []byte, target, budget int) (CompactResult, error) 
 			}
 			// Keys and values are only valid in the transaction; the merge
 			// writes in it too, after the walk.
-			run = append(run, piece{key: bytes.Clone(k), ord: ord, n: n, value: bytes.Clone(v)})
+			run = append(run, piece{key: bytes.Clone(k), ord: ord, n: n, first: first, last: last, value: bytes.Clone(v)})
 			runPoints += n
 		}
 		if err := flush(); err != nil {

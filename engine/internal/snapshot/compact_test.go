@@ -61,7 +61,7 @@ func TestCompact(t *testing.T) {
 	var total HistoryTotals
 	calls, merged := 0, 0
 	for next := []byte(nil); ; {
-		res, err := s.Compact(next, 32, 10)
+		res, err := s.Compact(next, 32, 10, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -89,7 +89,7 @@ func TestCompact(t *testing.T) {
 		t.Fatalf("totals %+v, want %d points", total, points)
 	}
 	// Chunks now hold up to 32 points: a second pass finds little to do.
-	res, err := s.Compact(nil, 32, 1_000_000)
+	res, err := s.Compact(nil, 32, 1_000_000, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
