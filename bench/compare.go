@@ -20,18 +20,24 @@ type CompareConfig struct {
 	PeerBin  string // VictoriaMetrics' single-node binary
 	WorkDir  string // data directories go under it
 	Crash    bool   // also kill -9 each right after the load and count what survived
+	// SondeFlags are more flags for every Sonde the comparison starts.
+	SondeFlags []string
 	Log      io.Writer
 }
 
 // Phase is one server run of a comparison.
 type Phase struct {
-	Name           string   `json:"name"`
-	Server         string   `json:"server"`
-	Flags          []string `json:"flags,omitempty"`
-	Result         *Result  `json:"result"`
-	PeakRSS        int64    `json:"peak_rss_bytes"`
-	DiskBytes      int64    `json:"disk_bytes"`
-	BytesPerSample float64  `json:"disk_bytes_per_sample"`
+	// HistoryBytesPerPoint is what Sonde itself reports of its stored
+	// history (raw and archive points, database pages in use), once a
+	// snapshot and a compaction pass have run after the load.
+	HistoryBytesPerPoint float64  `json:"history_bytes_per_point,omitempty"`
+	Name                 string   `json:"name"`
+	Server               string   `json:"server"`
+	Flags                []string `json:"flags,omitempty"`
+	Result               *Result  `json:"result"`
+	PeakRSS              int64    `json:"peak_rss_bytes"`
+	DiskBytes            int64    `json:"disk_bytes"`
+	BytesPerSample       float64  `json:"disk_bytes_per_sample"`
 }
 
 // CrashResult is what survived a kill -9 right after the load.
@@ -103,7 +109,7 @@ func Compare(ctx context.Context, cc CompareConfig) (*CompareResult, error) {
 	}
 	sonde := func(name string, flags ...string) (*Phase, error) {
 		logf("== %s: sonde %s", name, strings.Join(flags, " "))
-		srv, err := StartSonde(ctx, cc.SondeBin, dir(name), flags...)
+		srv, err := StartSonde(ctx, cc.SondeBin, dir(name), append(flags, cc.SondeFlags...)...)
 		if err != nil {
 			return nil, err
 		}
@@ -138,7 +144,7 @@ func Compare(ctx context.Context, cc CompareConfig) (*CompareResult, error) {
 
 	// The peer's own protocol into Sonde: the same lines, no replies.
 	logf("== sonde-graphite: sonde -fsync always, graphite plaintext")
-	srv, err := StartSonde(ctx, cc.SondeBin, dir("sonde-graphite"), "-fsync", "always")
+	srv, err := StartSonde(ctx, cc.SondeBin, dir("sonde-graphite"), append([]string{"-fsync", "always"}, cc.SondeFlags...)...)
 	if err != nil {
 		return nil, err
 	}
@@ -175,6 +181,43 @@ func Compare(ctx context.Context, cc CompareConfig) (*CompareResult, error) {
 	return out, nil
 }
 
+// HistoryStats is what Sonde reports of its stored history
+// (/api/v1/stats, engine.history).
+type HistoryStats struct {
+	Points            int64   `json:"points"`
+	ArchivePoints     int64   `json:"archive_points"`
+	UsedBytes         int64   `json:"used_bytes"`
+	UsedBytesPerPoint float64 `json:"used_bytes_per_point"`
+	FileBytesPerPoint float64 `json:"file_bytes_per_point"`
+}
+
+// SondeHistory waits up to wait for the Sonde at addr to report its
+// stored history covering every point it holds, and returns it.
+func SondeHistory(ctx context.Context, addr string, wait time.Duration) (*HistoryStats, error) {
+	deadline := time.Now().Add(wait)
+	for {
+		var st struct {
+			Engine struct {
+				Index   uint64        `json:"wal_index"`
+				Snap    uint64        `json:"snapshot_index"`
+				History *HistoryStats `json:"history"`
+			} `json:"engine"`
+		}
+		if err := getJSON(ctx, "http://"+addr+"/api/v1/stats", &st); err != nil {
+			return nil, fmt.Errorf("read sonde stats: %w", err)
+		}
+		if h := st.Engine.History; h != nil && st.Engine.Snap == st.Engine.Index {
+			return h, nil
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("sonde reported no history covering its writes within %s", wait)
+		}
+		if err := pause(ctx, 200*time.Millisecond); err != nil {
+			return nil, err
+		}
+	}
+}
+
 // SondeTaken reads how many lines the named listener of the Sonde at addr
 // has taken in (its "commands" counter in /api/v1/stats).
 func SondeTaken(addr, listener string) func() (int64, error) {
@@ -206,6 +249,12 @@ func runPhase(ctx context.Context, name string, srv *Server, flags []string, cfg
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
 	p := &Phase{Name: name, Server: srv.Name, Flags: flags, Result: res}
+	if srv.Name == "sonde" {
+		// The first snapshot comes within -snapshot-interval (10 s).
+		if h, err := SondeHistory(ctx, srv.Query, 20*time.Second); err == nil {
+			p.HistoryBytesPerPoint = h.UsedBytesPerPoint
+		}
+	}
 	p.PeakRSS, _ = srv.PeakRSS()
 	if err := srv.Stop(); err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)

@@ -118,7 +118,8 @@ func TestCompareSmallLoad(t *testing.T) {
 		t.Fatalf("%s: %v (make test-deps installs Debian's victoria-metrics)", bin, err)
 	}
 	cc := CompareConfig{Load: Config{Keys: 200, Conns: 2, Count: 20_000, Shape: Mixed, VisibleTimeout: time.Minute},
-		SondeBin: sondeBin, PeerBin: bin, WorkDir: t.TempDir(), Crash: true}
+		SondeBin: sondeBin, PeerBin: bin, WorkDir: t.TempDir(), Crash: true,
+		SondeFlags: []string{"-snapshot-interval", "300ms"}} // so that Sonde reports its history size soon
 	cr, err := Compare(context.Background(), cc)
 	if err != nil {
 		t.Fatal(err)
@@ -136,6 +137,9 @@ func TestCompareSmallLoad(t *testing.T) {
 		}
 		if p.PeakRSS <= 0 || p.DiskBytes <= 0 {
 			t.Errorf("%s: peak RSS %d, disk %d", p.Name, p.PeakRSS, p.DiskBytes)
+		}
+		if (p.Server == "sonde") != (p.HistoryBytesPerPoint > 0) {
+			t.Errorf("%s: history bytes per point %v", p.Name, p.HistoryBytesPerPoint)
 		}
 	}
 	if cr.EndToEnd <= 0 || cr.IngestRatio <= 0 || cr.GraphiteEndToEnd <= 0 {

@@ -338,18 +338,23 @@ func printResult(w io.Writer, name string, r *bench.Result) {
 func printCompare(w io.Writer, cr *bench.CompareResult) {
 	m := cr.Machine
 	fmt.Fprintf(w, "machine: %s, %d cores, %s, %s\n", m.CPU, m.Cores, m.Memory, m.Go)
-	fmt.Fprintf(w, "%-22s %10s %10s %10s %10s %10s %10s %8s\n", "", "ingest s", "ingest", "visible s", "e2e rate", "ack p99", "peak RSS", "B/sample")
+	fmt.Fprintf(w, "%-22s %10s %10s %10s %10s %10s %10s %8s %8s\n", "", "ingest s", "ingest", "visible s", "e2e rate", "ack p99", "peak RSS", "B/sample", "B/point")
 	for _, p := range cr.Phases {
 		r := p.Result
 		p99 := "-"
 		if r.Latency != nil {
 			p99 = fmt.Sprintf("%.2fms", r.Latency.P99)
 		}
-		fmt.Fprintf(w, "%-22s %10.3f %10s %10.3f %10s %10s %9.0fM %8.2f\n", p.Name, r.IngestSeconds, rate(r.IngestRate),
-			r.VisibleSeconds, rate(r.VisibleRate), p99, float64(p.PeakRSS)/(1<<20), p.BytesPerSample)
+		bpp := "-"
+		if p.HistoryBytesPerPoint > 0 {
+			bpp = fmt.Sprintf("%.2f", p.HistoryBytesPerPoint)
+		}
+		fmt.Fprintf(w, "%-22s %10.3f %10s %10.3f %10s %10s %9.0fM %8.2f %8s\n", p.Name, r.IngestSeconds, rate(r.IngestRate),
+			r.VisibleSeconds, rate(r.VisibleRate), p99, float64(p.PeakRSS)/(1<<20), p.BytesPerSample, bpp)
 	}
 	fmt.Fprintf(w, "end to end: victoria-metrics needs %.2fx the time of sonde -fsync=always (target >= 4)\n", cr.EndToEnd)
 	fmt.Fprintf(w, "ingest: sonde -fsync=interval takes %.2fx the rate of victoria-metrics (target >= 0.75)\n", cr.IngestRatio)
+	fmt.Fprintln(w, "B/sample: the data directory (WAL and database) over samples sent; B/point: history as sonde reports it (database pages in use over stored points)")
 	fmt.Fprintf(w, "end to end over graphite: victoria-metrics needs %.2fx the time of sonde -fsync=always\n", cr.GraphiteEndToEnd)
 	for _, c := range cr.Crash {
 		fmt.Fprintf(w, "kill -9 after %.2fs: %-17s sent %d, acked %d, survived %d, lost %.2f%%\n", c.KilledAfter, c.Server, c.Sent, c.Acked, c.Survived, c.LostPct)
