@@ -22,7 +22,7 @@ type CompareConfig struct {
 	Crash    bool   // also kill -9 each right after the load and count what survived
 	// SondeFlags are more flags for every Sonde the comparison starts.
 	SondeFlags []string
-	Log      io.Writer
+	Log        io.Writer
 }
 
 // Phase is one server run of a comparison.
