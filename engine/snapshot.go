@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/sonde-metrics/sonde/engine/internal/chunk"
@@ -281,31 +282,24 @@ func (db *DB) retentionOf(key string, kind sample.Kind) snapshot.Retention {
 func foldFunc(agg retention.Agg) func([]sample.Point) float64 {
 	switch agg {
 	case retention.Sum:
-		return func(p []sample.Point) float64 {
-			var s float64
-			for _, x := range p {
-				s += x.V
-			}
-			return s
-		}
+		return fold(func(a, b float64) float64 { return a + b })
 	case retention.Min:
-		return func(p []sample.Point) float64 {
-			m := p[0].V
-			for _, x := range p {
-				m = min(m, x.V)
-			}
-			return m
-		}
+		return fold(math.Min)
 	case retention.Max:
-		return func(p []sample.Point) float64 {
-			m := p[0].V
-			for _, x := range p {
-				m = max(m, x.V)
-			}
-			return m
-		}
+		return fold(math.Max)
 	case retention.Last:
 		return func(p []sample.Point) float64 { return p[len(p)-1].V }
 	}
 	return chunk.Mean // as a chunk stores it best: sums of decimals over counts
+}
+
+// fold reduces a step's values with f, from the first.
+func fold(f func(a, b float64) float64) func([]sample.Point) float64 {
+	return func(p []sample.Point) float64 {
+		v := p[0].V
+		for _, x := range p[1:] {
+			v = f(v, x.V)
+		}
+		return v
+	}
 }

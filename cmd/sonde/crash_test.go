@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -304,19 +305,8 @@ func TestCrashGraphite(t *testing.T) {
 		var wg sync.WaitGroup
 		for c := range conns {
 			wg.Go(func() {
-				gc, err := net.Dial("tcp", p.graphiteAddr)
-				if err != nil {
-					return
-				}
-				defer gc.Close()
-				bw := bufio.NewWriter(gc)
-				for v := have[c] + 1; ; v++ {
-					t := base + int64(v)
-					fmt.Fprintf(bw, "g%d %d %d.%03d\n", c, v, t/1000, t%1000)
-					if v%64 == 0 && bw.Flush() != nil {
-						return // the server is gone
-					}
-				}
+				// value v at base+v ms, until the server is gone
+				sendGraphite(p.graphiteAddr, fmt.Sprintf("g%d", c), have[c]+1, math.MaxInt, func(v int) int64 { return base + int64(v) })
 			})
 		}
 		target := int64(2000 + 3000*round)
@@ -455,21 +445,8 @@ func TestCrashRetention(t *testing.T) {
 		var wg sync.WaitGroup
 		for c := range conns {
 			wg.Go(func() {
-				gc, err := net.Dial("tcp", p.graphiteAddr)
-				if err != nil {
-					return
-				}
-				defer gc.Close()
-				bw := bufio.NewWriter(gc)
-				end := (round + 1) * 300 // each round five more minutes of the past
-				for i := have[c]; i < end; i++ {
-					ms := base + int64(i)*1000
-					fmt.Fprintf(bw, "r%d %d %d.%03d\n", c, i, ms/1000, ms%1000)
-					if i%32 == 0 && bw.Flush() != nil {
-						return
-					}
-				}
-				bw.Flush()
+				// each round five more minutes of the past, a point a second
+				sendGraphite(p.graphiteAddr, fmt.Sprintf("r%d", c), have[c], (round+1)*300, func(i int) int64 { return base + int64(i)*1000 })
 			})
 		}
 		// Kill as soon as this server has archived something: its
@@ -542,4 +519,24 @@ func checkRetained(t *testing.T, p *proc, key string, base int64, had int) int {
 		t.Fatalf("%s: covers %d seconds, had %d", key, end, had)
 	}
 	return end
+}
+
+// sendGraphite writes the lines "key v time" for v in [from, to) over one
+// connection, v's time at at(v) ms, flushing every 32 lines; it returns
+// when it is done or the server is gone.
+func sendGraphite(addr, key string, from, to int, at func(v int) int64) {
+	gc, err := net.Dial("tcp", addr)
+	if err != nil {
+		return
+	}
+	defer gc.Close()
+	bw := bufio.NewWriter(gc)
+	for v := from; v < to; v++ {
+		ms := at(v)
+		fmt.Fprintf(bw, "%s %d %d.%03d\n", key, v, ms/1000, ms%1000)
+		if v%32 == 0 && bw.Flush() != nil {
+			return
+		}
+	}
+	bw.Flush()
 }

@@ -40,6 +40,17 @@ func (p *proc) waitStats(name string, cond func(listenerStats) bool) listenerSta
 	}
 }
 
+// dialGraphite connects to the Graphite listener; the test closes it.
+func (p *proc) dialGraphite() net.Conn {
+	p.t.Helper()
+	c, err := net.Dial("tcp", p.graphiteAddr)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	p.t.Cleanup(func() { c.Close() })
+	return c
+}
+
 // history returns the [ms, value] points of key.
 func (p *proc) history(key string) [][2]float64 {
 	p.t.Helper()
@@ -69,11 +80,7 @@ func equalPoints(a, b [][2]float64) bool {
 // are counted without closing the connection.
 func TestGraphitePlaintext(t *testing.T) {
 	p := start(t, t.TempDir())
-	c, err := net.Dial("tcp", p.graphiteAddr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := p.dialGraphite()
 	now := time.Now().Unix()
 	fmt.Fprintf(c, "servers.web01.load 0.5 %d\n", now-20)
 	fmt.Fprintf(c, "servers.web01.load 0.75 %d.5\r\n", now-10)

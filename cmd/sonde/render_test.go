@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -54,11 +53,7 @@ func points(s renderSeries) string {
 // shapes Grafana's Graphite data source sends and checks the JSON.
 func TestGraphiteRenderAPI(t *testing.T) {
 	p := start(t, t.TempDir())
-	c, err := net.Dial("tcp", p.graphiteAddr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := p.dialGraphite()
 	t0 := time.Now().Unix() - 100
 	fmt.Fprintf(c, "servers.web01.load 1 %d\nservers.web01.load 2 %d\nservers.web01.load 3 %d\n", t0, t0+10, t0+20)
 	fmt.Fprintf(c, "servers.web02.load 5 %d\nservers.web01.cpu.user 7 %d\ndisk.used;dc=eu 9 %d\n", t0, t0, t0)
@@ -136,11 +131,7 @@ func TestGraphiteRenderAPI(t *testing.T) {
 // one key and for every key a glob matches, over a real server.
 func TestHistoryStepAndMatch(t *testing.T) {
 	p := start(t, t.TempDir())
-	c, err := net.Dial("tcp", p.graphiteAddr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := p.dialGraphite()
 	base := (time.Now().Unix()/600 - 2) * 600 // a 10-minute boundary, so steps of 1 and 2 minutes start there
 	for i, v := range []float64{1, 2, 3, 10, 20, 30} {
 		fmt.Fprintf(c, "web.a.load %v %d\nweb.b.load %v %d\n", v, base+int64(i)*20, v*2, base+int64(i)*20)
