@@ -39,6 +39,12 @@ type StatsdOptions struct {
 	// Percentiles are the timer percentiles written at each flush; default
 	// 50, 90, 95, 99.
 	Percentiles []float64
+	// MaxNames caps the names one reader aggregates in one interval, and
+	// MaxSetMembers the members one set counts; defaults 100,000 each.
+	// Samples past them still go to the WAL but are left out of the
+	// interval's aggregates, and counted (unaggregated).
+	MaxNames      int
+	MaxSetMembers int
 	// Logger receives messages; nil discards them.
 	Logger *slog.Logger
 }
@@ -59,6 +65,12 @@ func (o StatsdOptions) withDefaults() StatsdOptions {
 	if o.Percentiles == nil {
 		o.Percentiles = []float64{50, 90, 95, 99}
 	}
+	if o.MaxNames <= 0 {
+		o.MaxNames = 100_000
+	}
+	if o.MaxSetMembers <= 0 {
+		o.MaxSetMembers = 100_000
+	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -75,7 +87,10 @@ type StatsdStats struct {
 	Flushes     int64 `json:"flushes"`      // aggregations written
 	Aggregates  int64 `json:"aggregates"`   // values the flushes wrote
 	KernelDrops int64 `json:"kernel_drops"` // datagrams the kernel dropped: the socket's buffer was full
-	ReadBuffer  int   `json:"read_buffer"`  // the socket's receive buffer, as the kernel reports it
+	// Unaggregated counts samples left out of the interval's aggregates
+	// by MaxNames or MaxSetMembers (their raw samples are written).
+	Unaggregated int64 `json:"unaggregated"`
+	ReadBuffer   int   `json:"read_buffer"` // the socket's receive buffer, as the kernel reports it
 }
 
 // Statsd receives the statsd line protocol over UDP. Every counter, gauge
@@ -99,12 +114,13 @@ type Statsd struct {
 	flushed chan struct{} // closed when the flusher wrote its last flush
 	rcvbuf  int
 
-	packets, lines, badLines, written, failed, flushes, aggregates atomic.Int64
+	packets, lines, badLines, written, failed, flushes, aggregates, unaggregated atomic.Int64
 }
 
 // statsdAgg is one reader's aggregation of the current interval.
 type statsdAgg struct {
 	mu       sync.Mutex
+	names    int // entries in the three maps
 	counters map[string]float64
 	timers   map[string]*timerAgg
 	sets     map[string]map[string]struct{}
@@ -242,29 +258,48 @@ func countLines(b []byte) int {
 
 // take adds one sample to the interval and to the raw writes.
 func (s *Statsd) take(agg *statsdAgg, m *statsd.Sample, ops []sample.Op) []sample.Op {
+	// room reports whether a name not yet in the interval may join it.
+	room := func() bool {
+		if agg.names >= s.opts.MaxNames {
+			s.unaggregated.Add(1)
+			return false
+		}
+		agg.names++
+		return true
+	}
 	switch m.Type {
 	case statsd.Counter:
-		agg.counters[m.Name] += m.Value
+		if _, ok := agg.counters[m.Name]; ok || room() {
+			agg.counters[m.Name] += m.Value
+		}
 		return append(ops, sample.Op{Code: sample.Incr, Key: statsdKey("stats_counts.", m.Name, ""), Value: m.Value,
 			Interval: s.opts.FlushInterval.Milliseconds()})
 	case statsd.Gauge:
 		return append(ops, sample.Op{Code: sample.Set, Key: statsdKey("stats.gauges.", m.Name, ""), Value: m.Value, Delta: m.Delta})
 	case statsd.Timer:
 		t := agg.timers[m.Name]
-		if t == nil {
+		if t == nil && room() {
 			t = &timerAgg{}
 			agg.timers[m.Name] = t
 		}
-		t.values = append(t.values, m.Value)
-		t.count += 1 / m.Rate
+		if t != nil {
+			t.values = append(t.values, m.Value)
+			t.count += 1 / m.Rate
+		}
 		return append(ops, sample.Op{Code: sample.Set, Key: statsdKey("stats.timers.", m.Name, ".samples"), Value: m.Value})
 	case statsd.Set:
 		set := agg.sets[m.Name]
-		if set == nil {
+		if set == nil && room() {
 			set = map[string]struct{}{}
 			agg.sets[m.Name] = set
 		}
-		set[m.Set] = struct{}{}
+		if set != nil {
+			if _, ok := set[m.Set]; ok || len(set) < s.opts.MaxSetMembers {
+				set[m.Set] = struct{}{}
+			} else {
+				s.unaggregated.Add(1)
+			}
+		}
 	}
 	return ops
 }
@@ -341,6 +376,7 @@ func (s *Statsd) flush() {
 		a.mu.Lock()
 		c, t, st := a.counters, a.timers, a.sets
 		a.counters, a.timers, a.sets = map[string]float64{}, map[string]*timerAgg{}, map[string]map[string]struct{}{}
+		a.names = 0
 		a.mu.Unlock()
 		for k, v := range c {
 			counters[k] += v
@@ -433,7 +469,8 @@ func timerStats(t *timerAgg, secs float64, pcts []float64) []stat {
 func (s *Statsd) Stats() StatsdStats {
 	return StatsdStats{Packets: s.packets.Load(), Lines: s.lines.Load(), BadLines: s.badLines.Load(),
 		Written: s.written.Load(), Failed: s.failed.Load(), Flushes: s.flushes.Load(), Aggregates: s.aggregates.Load(),
-		KernelDrops: kernelDrops(s.conn.LocalAddr().(*net.UDPAddr)), ReadBuffer: s.rcvbuf}
+		Unaggregated: s.unaggregated.Load(),
+		KernelDrops:  kernelDrops(s.conn.LocalAddr().(*net.UDPAddr)), ReadBuffer: s.rcvbuf}
 }
 
 // kernelDrops reads the drops column of the socket bound to addr from

@@ -41,6 +41,8 @@ type config struct {
 	statsdAddr       string
 	statsdFlush      time.Duration
 	statsdPcts       string
+	statsdMaxNames   int
+	statsdMaxSet     int
 	typesDB          string
 	maxBody          int
 	httpAddr         string
@@ -72,6 +74,8 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&c.statsdAddr, "statsd", "127.0.0.1:8125", "listen address of statsd (UDP); empty turns it off")
 	fs.DurationVar(&c.statsdFlush, "statsd-flush", 10*time.Second, "statsd flush interval: timer, set and counter-rate aggregates are written this often")
 	fs.StringVar(&c.statsdPcts, "statsd-percentiles", "50,90,95,99", "statsd timer percentiles, comma separated")
+	fs.IntVar(&c.statsdMaxNames, "statsd-max-names", 100_000, "most statsd names one reader aggregates per flush interval (the rest are written raw only)")
+	fs.IntVar(&c.statsdMaxSet, "statsd-max-set", 100_000, "most members one statsd set counts per flush interval")
 	fs.StringVar(&c.collectdAddr, "collectd", "127.0.0.1:8125", "listen address of the collectd write_http receiver (HTTP; also at /collectd on -http); empty turns this listener off")
 	fs.StringVar(&c.typesDB, "collectd-typesdb", "", "collectd's types.db, for PUTVAL data source names (default: /usr/share/collectd/types.db when present, else a built-in subset)")
 	fs.IntVar(&c.maxBody, "max-body", 1<<20, "largest HTTP request body in bytes")
@@ -206,6 +210,7 @@ func run(c config, logger *slog.Logger) error {
 			return err
 		}
 		sd, err := ingest.ListenStatsd(ingest.StatsdOptions{Addr: c.statsdAddr, FlushInterval: c.statsdFlush, Percentiles: pcts,
+			MaxNames: c.statsdMaxNames, MaxSetMembers: c.statsdMaxSet,
 			Logger: logger.With("component", "statsd")}, db)
 		if err != nil {
 			lns.close(logger)

@@ -219,3 +219,49 @@ func TestStatsdPeriodicFlush(t *testing.T) {
 		t.Fatalf("flushes %d", st.Flushes)
 	}
 }
+
+// TestStatsdLimits: past -statsd-max-names and -statsd-max-set, samples
+// still reach the WAL raw but stay out of the interval's aggregates, and
+// are counted.
+func TestStatsdLimits(t *testing.T) {
+	dir := t.TempDir()
+	flags := []string{"-statsd-flush", "1h", "-statsd-max-names", "3", "-statsd-max-set", "2"}
+	p := start(t, dir, flags...)
+	conn, err := net.Dial("udp", p.statsdAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	// One datagram, so one reader takes it all: a and b and the set s fill
+	// the three names; c is one too many, and so is the set's third member.
+	if _, err := conn.Write([]byte("a:1|c\nb:1|c\ns:x|s\ns:y|s\nc:1|c\ns:z|s\ns:x|s")); err != nil {
+		t.Fatal(err)
+	}
+	var st struct {
+		Statsd struct {
+			Lines        int64 `json:"lines"`
+			Unaggregated int64 `json:"unaggregated"`
+		} `json:"statsd"`
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for st.Statsd.Lines < 7 && time.Now().Before(deadline) {
+		p.get("/api/v1/stats", &st)
+		time.Sleep(10 * time.Millisecond) // polling a counter
+	}
+	if st.Statsd.Unaggregated != 2 {
+		t.Fatalf("stats %+v, want 2 samples left out of the aggregates", st.Statsd)
+	}
+	if code := p.stop(); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	p = start(t, dir, flags...)
+	if v := p.value("stats.sets.s.count"); v != 2 {
+		t.Errorf("set count %v, want 2 (capped)", v)
+	}
+	if v := p.value("stats_counts.c"); v != 1 {
+		t.Errorf("the raw counter c = %v, want 1", v)
+	}
+	if code := p.get("/api/v1/series/stats.c", nil); code != 404 {
+		t.Errorf("stats.c: status %d, want 404 (not aggregated)", code)
+	}
+}
