@@ -2,7 +2,6 @@ package ingest
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -222,9 +221,9 @@ func (s *Statsd) read(agg *statsdAgg) {
 			return // closed
 		}
 		s.packets.Add(1)
-		var bad int
+		var good, bad int
 		var first error
-		samples, bad, first = statsd.Parse(buf[:n], samples[:0])
+		samples, good, bad, first = statsd.Parse(buf[:n], samples[:0])
 		if bad > 0 {
 			s.badLines.Add(int64(bad))
 			s.log.Debug("bad statsd line", "err", first)
@@ -238,22 +237,11 @@ func (s *Statsd) read(agg *statsdAgg) {
 			ops = s.take(agg, &samples[i], ops)
 		}
 		agg.mu.Unlock()
-		s.lines.Add(int64(countLines(buf[:n]) - bad))
+		s.lines.Add(int64(good))
 		if len(ops) > 0 {
 			s.queue <- ops // blocks when the WAL falls behind: the kernel buffer takes the rest, or drops
 		}
 	}
-}
-
-// countLines counts the lines of a datagram that hold more than white space.
-func countLines(b []byte) int {
-	n := 0
-	for l := range bytes.SplitSeq(b, []byte("\n")) {
-		if len(bytes.TrimSpace(l)) > 0 {
-			n++
-		}
-	}
-	return n
 }
 
 // take adds one sample to the interval and to the raw writes.

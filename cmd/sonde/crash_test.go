@@ -140,8 +140,7 @@ func (p *proc) historyStats() (h struct {
 	Points int64 `json:"points"`
 }) {
 	p.t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	p.poll("a compaction pass", func() bool {
 		var st struct {
 			Engine struct {
 				History *struct {
@@ -151,15 +150,13 @@ func (p *proc) historyStats() (h struct {
 			} `json:"engine"`
 		}
 		p.get("/api/v1/stats", &st)
-		if st.Engine.History != nil {
-			h.Chunks, h.Points = st.Engine.History.Chunks, st.Engine.History.Points
-			return h
+		if st.Engine.History == nil {
+			return false
 		}
-		if time.Now().After(deadline) {
-			p.t.Fatal("no compaction pass within 30 s")
-		}
-		time.Sleep(20 * time.Millisecond) // polling for the next snapshot's pass
-	}
+		h.Chunks, h.Points = st.Engine.History.Chunks, st.Engine.History.Points
+		return true
+	})
+	return h
 }
 
 // crashLoad pipelines writes over one connection until it breaks; up to

@@ -18,26 +18,34 @@ type listenerStats struct {
 	Failed   int64 `json:"failed"`
 }
 
+// poll calls cond every 10 ms until it holds, for at most 30 s, then
+// fails the test saying what never happened. For what crosses the socket
+// without an answer to wait on (UDP, Graphite, background work), polling
+// a server's counter is the only signal there is.
+func (p *proc) poll(what string, cond func() bool) {
+	p.t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); !cond(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			p.t.Fatalf("%s: not within 30 s", what)
+		}
+	}
+}
+
 // waitStats polls /api/v1/stats until cond holds for the named section:
 // protocols that answer nothing say what they took only there.
 func (p *proc) waitStats(name string, cond func(listenerStats) bool) listenerStats {
 	p.t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	var st listenerStats
+	p.poll(name+" stats", func() bool {
 		var all map[string]json.RawMessage
 		p.get("/api/v1/stats", &all)
-		var st listenerStats
+		st = listenerStats{}
 		if err := json.Unmarshal(all[name], &st); err != nil {
 			p.t.Fatalf("stats of %s: %v", name, err)
 		}
-		if cond(st) {
-			return st
-		}
-		if time.Now().After(deadline) {
-			p.t.Fatalf("%s stats never got there: %+v", name, st)
-		}
-		time.Sleep(10 * time.Millisecond) // polling a counter; there is no event to wait on
-	}
+		return cond(st)
+	})
+	return st
 }
 
 // dialGraphite connects to the Graphite listener; the test closes it.

@@ -24,6 +24,8 @@ type statsdStats struct {
 	Flushes     int64 `json:"flushes"`
 	KernelDrops int64 `json:"kernel_drops"`
 	ReadBuffer  int   `json:"read_buffer"`
+	// Unaggregated: samples past -statsd-max-names or -statsd-max-set.
+	Unaggregated int64 `json:"unaggregated"`
 }
 
 func (p *proc) statsd() statsdStats {
@@ -41,17 +43,9 @@ func (p *proc) statsd() statsdStats {
 // to wait on.
 func (p *proc) waitStatsd(cond func(statsdStats) bool) statsdStats {
 	p.t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		st := p.statsd()
-		if cond(st) {
-			return st
-		}
-		if time.Now().After(deadline) {
-			p.t.Fatalf("statsd stats never got there: %+v", st)
-		}
-		time.Sleep(10 * time.Millisecond) // polling a counter; there is no event to wait on
-	}
+	var st statsdStats
+	p.poll("statsd stats", func() bool { st = p.statsd(); return cond(st) })
+	return st
 }
 
 // value returns the value of key (GAUGE value or COUNTER total).
@@ -199,21 +193,12 @@ func TestStatsdPeriodicFlush(t *testing.T) {
 	if _, err := conn.Write([]byte("job:250|ms\njob:150|ms")); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		var s struct {
-			Value float64 `json:"value"`
-		}
-		if p.get("/api/v1/series/stats.timers.job.mean", &s) == 200 {
-			if s.Value != 200 {
-				t.Fatalf("mean %v, want 200", s.Value)
-			}
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no flush within 30 s: %+v", p.statsd())
-		}
-		time.Sleep(20 * time.Millisecond) // polling for the next flush
+	var mean struct {
+		Value float64 `json:"value"`
+	}
+	p.poll("a flush", func() bool { return p.get("/api/v1/series/stats.timers.job.mean", &mean) == 200 })
+	if mean.Value != 200 {
+		t.Fatalf("mean %v, want 200", mean.Value)
 	}
 	if st := p.statsd(); st.Flushes < 1 {
 		t.Fatalf("flushes %d", st.Flushes)
@@ -237,19 +222,9 @@ func TestStatsdLimits(t *testing.T) {
 	if _, err := conn.Write([]byte("a:1|c\nb:1|c\ns:x|s\ns:y|s\nc:1|c\ns:z|s\ns:x|s")); err != nil {
 		t.Fatal(err)
 	}
-	var st struct {
-		Statsd struct {
-			Lines        int64 `json:"lines"`
-			Unaggregated int64 `json:"unaggregated"`
-		} `json:"statsd"`
-	}
-	deadline := time.Now().Add(30 * time.Second)
-	for st.Statsd.Lines < 7 && time.Now().Before(deadline) {
-		p.get("/api/v1/stats", &st)
-		time.Sleep(10 * time.Millisecond) // polling a counter
-	}
-	if st.Statsd.Unaggregated != 2 {
-		t.Fatalf("stats %+v, want 2 samples left out of the aggregates", st.Statsd)
+	st := p.waitStatsd(func(s statsdStats) bool { return s.Lines >= 7 })
+	if st.Unaggregated != 2 {
+		t.Fatalf("stats %+v, want 2 samples left out of the aggregates", st)
 	}
 	if code := p.stop(); code != 0 {
 		t.Fatalf("exit %d", code)

@@ -104,9 +104,11 @@ func ParseLine(line []byte, dst []Sample) ([]Sample, error) {
 	return dst, nil
 }
 
-// Parse parses a datagram of lines separated by '\n'. Bad lines are
-// counted in bad, with the first error; the good ones are returned.
-func Parse(datagram []byte, dst []Sample) (out []Sample, bad int, first error) {
+// Parse parses a datagram of lines separated by '\n'. good counts the
+// lines that parsed (blank lines are neither good nor bad); bad lines are
+// counted in bad, with the first error. The good lines' samples are
+// returned.
+func Parse(datagram []byte, dst []Sample) (out []Sample, good, bad int, first error) {
 	for line := range bytes.SplitSeq(datagram, []byte("\n")) {
 		n := len(dst)
 		var err error
@@ -116,9 +118,11 @@ func Parse(datagram []byte, dst []Sample) (out []Sample, bad int, first error) {
 			if first == nil {
 				first = err
 			}
+		} else if len(dst) > n {
+			good++
 		}
 	}
-	return dst, bad, first
+	return dst, good, bad, first
 }
 
 func parseSample(b []byte) (Sample, error) {

@@ -12,9 +12,9 @@ func TestParse(t *testing.T) {
 		"users:alice|s\nmulti:1|c:2|c\n" +
 		"web req/s:1|c|#env:prod,host:a,env:prod\n" +
 		"dd:5|g|#region|c:abc|T1700000000\n\n"
-	got, bad, err := Parse([]byte(dgram), nil)
-	if bad != 0 || err != nil {
-		t.Fatalf("bad %d: %v", bad, err)
+	got, good, bad, err := Parse([]byte(dgram), nil)
+	if bad != 0 || err != nil || good != 11 {
+		t.Fatalf("good %d, bad %d: %v; want 11 good lines", good, bad, err)
 	}
 	want := []Sample{
 		{Name: "hits", Type: Counter, Value: 1, Rate: 1},
@@ -63,9 +63,9 @@ func TestParseErrors(t *testing.T) {
 		}
 	}
 	// A bad line does not spoil the others of its datagram.
-	got, bad, err := Parse([]byte("a:1|c\nbad\nb:2|g"), nil)
-	if len(got) != 2 || bad != 1 || err == nil {
-		t.Fatalf("got %+v, bad %d, %v", got, bad, err)
+	got, good, bad, err := Parse([]byte("a:1|c\nbad\n\nb:2|g"), nil)
+	if len(got) != 2 || good != 2 || bad != 1 || err == nil {
+		t.Fatalf("got %+v, good %d, bad %d, %v", got, good, bad, err)
 	}
 }
 
@@ -77,7 +77,7 @@ func BenchmarkParse(b *testing.B) {
 	var out []Sample
 	for b.Loop() {
 		var bad int
-		out, bad, _ = Parse(dgram, out[:0])
+		out, _, bad, _ = Parse(dgram, out[:0])
 		if bad != 0 {
 			b.Fatal("bad lines")
 		}
@@ -90,9 +90,9 @@ func FuzzParse(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, dgram []byte) {
-		got, bad, err := Parse(dgram, nil)
-		if (bad == 0) != (err == nil) {
-			t.Fatalf("bad %d but error %v", bad, err)
+		got, good, bad, err := Parse(dgram, nil)
+		if (bad == 0) != (err == nil) || good > len(got) {
+			t.Fatalf("good %d, bad %d, %d samples, error %v", good, bad, len(got), err)
 		}
 		if err != nil && !errors.Is(err, ErrSyntax) {
 			t.Fatalf("error %v does not wrap ErrSyntax", err)
