@@ -68,12 +68,21 @@ type DB struct {
 
 	committerDone chan struct{}
 	snapDone      chan struct{}
-	failed        atomic.Pointer[error] // set once the WAL failed
+
+	// When the disk fails (docs/semantics.md, "When the disk fails"):
+	failed   atomic.Pointer[error] // set for good: an fsync failed, or a failed write could not be cut off
+	paused   atomic.Pointer[pause] // set while writes are paused after a write was cut off
+	failures atomic.Int64          // WAL writes that failed
+	refused  atomic.Int64          // writes refused while paused
+	snapErr  atomic.Pointer[error] // set for good when a snapshot failed other than for space
+	snapFail atomic.Int64          // snapshots that failed
 
 	// Committer-owned:
 	series  map[string]*series
 	windows windowHeap
 	pend    []pending
+	undo    []undoEntry // committer state before the group's changes
+	backoff time.Duration
 	changes []sample.Change
 	body    []byte
 
@@ -93,6 +102,33 @@ type pending struct {
 }
 
 var reqPool = sync.Pool{New: func() any { return &request{done: make(chan error, 1)} }}
+
+// pause is the state of writes after a WAL write was cut off: until
+// `until`, writes are refused without touching the disk; then the next
+// group is tried.
+type pause struct {
+	until time.Time
+	since time.Time
+	cause error
+}
+
+func (p *pause) refusal() error {
+	return fmt.Errorf("%w after a failed wal write (%v); nothing was applied; next try in %s",
+		ErrPaused, p.cause, time.Until(p.until).Round(time.Millisecond))
+}
+
+// Backoff between tries of a paused WAL.
+const (
+	minBackoff = 100 * time.Millisecond
+	maxBackoff = 5 * time.Second
+)
+
+// undoEntry is a series' committer state before a group changed it.
+type undoEntry struct {
+	s       *series
+	c       committed
+	created bool // the group created s
+}
 
 // Open opens the store in dir, creating it when needed, and recovers it:
 // the snapshot is loaded and the WAL replayed after the index it covers.
@@ -129,9 +165,15 @@ func Open(dir string, opts Options) (*DB, error) {
 		return nil, err
 	}
 	db.store.SetChunkPoints(db.opts.ChunkPoints)
+	var hooks *wal.Hooks
+	if opts.faults != nil {
+		hooks = &opts.faults.wal
+		db.store.SetCommitHook(opts.faults.commit)
+	}
 	db.wal, err = wal.Open(filepath.Join(dir, "wal"), wal.Options{
 		SegmentSize: opts.SegmentSize,
 		Logger:      db.logger.With("component", "wal"),
+		Hooks:       hooks,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("open wal: %w", err)
@@ -290,8 +332,11 @@ func (db *DB) Append(ctx context.Context, ops []sample.Op, errs []error) error {
 	if len(errs) < len(ops) {
 		return fmt.Errorf("engine: append %d ops with %d error slots", len(ops), len(errs))
 	}
-	if p := db.failed.Load(); p != nil {
-		return *p
+	if err := db.blocked(); err != nil {
+		if errors.Is(err, ErrPaused) {
+			db.refused.Add(int64(len(ops)))
+		}
+		return err
 	}
 	req := reqPool.Get().(*request)
 	req.ops, req.errs = ops, errs
@@ -330,8 +375,11 @@ func (db *DB) run() {
 	group := make([]*request, 0, 64)
 	for {
 		var winC <-chan time.Time
-		if len(db.windows) > 0 {
+		if len(db.windows) > 0 && db.failed.Load() == nil {
 			d := time.Duration(db.windows[0].due-db.nowMs()) * time.Millisecond
+			if p := db.paused.Load(); p != nil {
+				d = max(d, time.Until(p.until)) // window ends wait for the disk too
+			}
 			winTimer.Reset(max(d, 0))
 			winC = winTimer.C
 		}
@@ -400,44 +448,146 @@ func (db *DB) fail(err error) {
 	}
 }
 
+// blocked returns why writes are refused right now without trying the
+// disk: the WAL failed for good, or writes are paused and not yet due for
+// another try. nil when they may go on.
+func (db *DB) blocked() error {
+	if p := db.failed.Load(); p != nil {
+		return *p
+	}
+	if p := db.paused.Load(); p != nil && time.Now().Before(p.until) {
+		return p.refusal()
+	}
+	return nil
+}
+
 // commit prepares the group's records (and any due window ends), writes
 // them in one batch, publishes them and answers the callers.
 func (db *DB) commit(group []*request) {
 	now := db.nowMs()
 	db.pend = db.pend[:0]
-	failed := db.failed.Load()
+	db.undo = db.undo[:0]
+	err := db.blocked()
 	for _, req := range group {
 		for i := range req.ops {
-			if failed != nil {
-				req.errs[i] = *failed
+			if err != nil {
+				req.errs[i] = err
 				continue
 			}
 			req.errs[i] = db.prepare(&req.ops[i], now)
 		}
 	}
-	if failed == nil {
+	if err != nil {
+		if errors.Is(err, ErrPaused) {
+			db.refused.Add(int64(countOps(group)))
+		}
+	} else {
 		db.closeWindows(now)
 	}
-	var err error
-	if len(db.pend) > 0 {
+	if err == nil && len(db.pend) > 0 {
 		start := time.Now()
 		err = db.wal.Commit(db.opts.Fsync == FsyncAlways)
 		if d := time.Since(start); d > time.Second {
 			db.logger.Warn("slow wal commit", "took", d, "records", len(db.pend))
 		}
 		if err != nil {
-			db.fail(err)
-			err = *db.failed.Load()
+			err = db.writeFailed(err)
 		} else {
 			db.apply()
+			db.resume()
 		}
-	}
-	if failed != nil {
-		err = *failed
 	}
 	for _, req := range group {
 		req.done <- err
 	}
+}
+
+func countOps(group []*request) int {
+	n := 0
+	for _, r := range group {
+		n += len(r.ops)
+	}
+	return n
+}
+
+// writeFailed handles a failed WAL write: the committer state goes back to
+// what the log holds, and the writers get an error saying what became of
+// their batch.
+func (db *DB) writeFailed(err error) error {
+	db.failures.Add(1)
+	db.undoGroup()
+	for i := range db.pend {
+		db.pend[i] = pending{}
+	}
+	db.pend = db.pend[:0]
+	switch {
+	case errors.Is(err, wal.ErrRolledBack) && !errors.Is(err, wal.ErrSyncFailed):
+		// A write failed (a full disk): pause, then try again.
+		db.backoff = min(max(2*db.backoff, minBackoff), maxBackoff)
+		p := &pause{until: time.Now().Add(db.backoff), since: time.Now(), cause: err}
+		if old := db.paused.Load(); old != nil {
+			p.since = old.since
+		} else {
+			db.logger.Warn("wal write failed; writes are paused and retried with a backoff", "err", err)
+		}
+		db.paused.Store(p)
+		db.logger.Debug("wal write failed", "err", err, "retry_in", db.backoff)
+		return fmt.Errorf("%w: %w", ErrNotApplied, err)
+	case errors.Is(err, wal.ErrRolledBack):
+		// An fsync failed: the batch is off the log, but the log takes no
+		// more writes until a restart.
+		db.fail(err)
+		return fmt.Errorf("%w: %w", ErrNotApplied, err)
+	}
+	// The failed batch could not be cut off: it may come back at the next
+	// start, so its writers must not be told it was not applied.
+	db.fail(err)
+	if db.opts.OnFatal != nil {
+		db.opts.OnFatal(err)
+	}
+	return fmt.Errorf("engine: the outcome of this batch is unknown (it may be applied after a restart): %w", err)
+}
+
+// resume ends a pause after a successful write.
+func (db *DB) resume() {
+	p := db.paused.Load()
+	if p == nil {
+		return
+	}
+	db.paused.Store(nil)
+	db.backoff = 0
+	db.logger.Info("wal writes resumed", "paused_for", time.Since(p.since).Round(time.Millisecond),
+		"refused_writes", db.refused.Load())
+}
+
+// touch saves the committer state of s before the group changes it.
+func (db *DB) touch(s *series, created bool) {
+	db.undo = append(db.undo, undoEntry{s: s, c: s.c, created: created})
+}
+
+// undoGroup puts the committer state back to before the group: series the
+// group created are gone, deleted ones are back, and every other change
+// is reverted, newest first.
+func (db *DB) undoGroup() {
+	for i := len(db.undo) - 1; i >= 0; i-- {
+		u := &db.undo[i]
+		s := u.s
+		if u.created {
+			if db.series[s.key] == s {
+				delete(db.series, s.key)
+			}
+			s.c.deleted = true // its window entry goes stale
+			continue
+		}
+		moved := s.c.winStart != u.c.winStart
+		s.c = u.c
+		db.series[s.key] = s
+		if s.kind == sample.Counter && moved {
+			db.windows.schedule(s) // closeWindows popped its entry
+		}
+	}
+	clear(db.undo)
+	db.undo = db.undo[:0]
 }
 
 // apply publishes the prepared records to readers and subscribers.
@@ -527,6 +677,8 @@ func (db *DB) prepare(op *sample.Op, now int64) error {
 			}
 		} else if s.kind != sample.Gauge {
 			return fmt.Errorf("%w: %q is a %s (DELETE it first)", ErrKind, op.Key, s.kind)
+		} else {
+			db.touch(s, false)
 		}
 		if op.Delta {
 			if v += s.c.value; math.IsInf(v, 0) {
@@ -551,6 +703,8 @@ func (db *DB) prepare(op *sample.Op, now int64) error {
 			db.windows.schedule(s)
 		} else if s.kind != sample.Counter {
 			return fmt.Errorf("%w: %q is a %s (DELETE it first)", ErrKind, op.Key, s.kind)
+		} else {
+			db.touch(s, false)
 		}
 		delta := v
 		total := s.c.value + v
@@ -575,6 +729,7 @@ func (db *DB) prepare(op *sample.Op, now int64) error {
 		if s == nil {
 			return fmt.Errorf("%w: %q", ErrNotFound, op.Key)
 		}
+		db.touch(s, false)
 		delete(db.series, op.Key)
 		s.c.deleted = true
 		r.Key = s.key
@@ -598,6 +753,7 @@ func (db *DB) create(key string, kind sample.Kind, interval int64) *series {
 	}
 	s := newSeries(strings.Clone(key), kind, interval, db.wal.Next(), db.opts.RingSize, 1)
 	db.series[s.key] = s
+	db.touch(s, true)
 	return s
 }
 
@@ -627,6 +783,7 @@ func (db *DB) closeWindows(now int64) {
 		if s.c.deleted || e.due != s.c.winStart+s.interval {
 			continue // stale entry
 		}
+		db.touch(s, false)
 		s.c.shown = s.c.running
 		s.c.running = 0
 		// Windows that passed while the process was down count as one.
@@ -828,6 +985,32 @@ type Stats struct {
 	// and archive chunks it deleted, since the store opened.
 	Archived int64 `json:"archived_points"`
 	Expired  int64 `json:"expired_chunks"`
+	// WAL says whether writes are taken (docs/semantics.md, "When the
+	// disk fails").
+	WAL WALState `json:"wal"`
+	// Snapshots counts failed snapshot database writes, and says why
+	// snapshots stopped when they did.
+	Snapshots SnapshotState `json:"snapshots"`
+}
+
+// WALState is the state of writes.
+type WALState struct {
+	// State is "ok"; "paused" after a write failed and was cut off (a
+	// full disk): writes are refused until the next try (RetryInMs);
+	// or "failed" until a restart (a failed fsync).
+	State         string `json:"state"`
+	Error         string `json:"error,omitempty"`
+	RetryInMs     int64  `json:"retry_in_ms,omitempty"`
+	WriteFailures int64  `json:"write_failures"`
+	// Refused counts writes refused while paused, without trying the disk.
+	Refused int64 `json:"refused_while_paused"`
+}
+
+// SnapshotState is the state of snapshots.
+type SnapshotState struct {
+	State    string `json:"state"` // "ok", or "off" until a restart
+	Error    string `json:"error,omitempty"`
+	Failures int64  `json:"failures"`
 }
 
 // HistoryStats is the size of the stored history; bytes per point are
@@ -853,6 +1036,17 @@ func (db *DB) Stats() Stats {
 		}
 	}
 	db.hot.Range(func(_, _ any) bool { st.Series++; return true })
+	st.WAL = WALState{State: "ok", WriteFailures: db.failures.Load(), Refused: db.refused.Load()}
+	if p := db.failed.Load(); p != nil {
+		st.WAL.State, st.WAL.Error = "failed", (*p).Error()
+	} else if p := db.paused.Load(); p != nil {
+		st.WAL.State, st.WAL.Error = "paused", p.cause.Error()
+		st.WAL.RetryInMs = max(time.Until(p.until).Milliseconds(), 0)
+	}
+	st.Snapshots = SnapshotState{State: "ok", Failures: db.snapFail.Load()}
+	if p := db.snapErr.Load(); p != nil {
+		st.Snapshots.State, st.Snapshots.Error = "off", (*p).Error()
+	}
 	return st
 }
 

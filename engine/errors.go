@@ -24,6 +24,15 @@ var (
 	// ErrOutOfOrder is returned for a write whose time (Op.Time) is before
 	// the newest point of its key: history is kept in time order.
 	ErrOutOfOrder = errors.New("point older than the newest point of its key")
+	// ErrNotApplied wraps the error of a batch whose WAL write failed: it
+	// was cut off the log, so none of it was applied or will be after a
+	// restart, and it may be sent again.
+	ErrNotApplied = errors.New("engine: nothing of this batch was applied")
+	// ErrPaused wraps the error of writes refused, without touching the
+	// disk, while writes are paused after a failed WAL write (a full
+	// disk); none of them was applied. Writes are tried again after a
+	// backoff of up to 5 s.
+	ErrPaused = errors.New("engine: writes are paused")
 	// ErrClosed is returned by Append after Close.
 	ErrClosed = errors.New("engine: closed")
 	// ErrGone is returned by Changes when the changes after the given index

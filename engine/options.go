@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/sonde-metrics/sonde/engine/internal/wal"
 	"github.com/sonde-metrics/sonde/retention"
 )
 
@@ -98,8 +99,25 @@ type Options struct {
 	SegmentSize int
 	// Logger receives operational messages; nil discards them.
 	Logger *slog.Logger
+	// OnFatal is called by the committer when a failed WAL write could not
+	// be cut off the log, so that its outcome is unknown (docs/semantics.md,
+	// "When the disk fails"). cmd/sonde exits there, without answering the
+	// batch's writers, as PostgreSQL does on a failed fsync. When OnFatal is
+	// nil or returns, the writers get an error saying the outcome is
+	// unknown, and every later write is refused.
+	OnFatal func(error)
 	// Now returns the current time; nil means time.Now. For tests.
 	Now func() time.Time
+
+	faults *faults // injected I/O failures, in tests
+}
+
+// faults wrap the engine's calls into the WAL and the snapshot database
+// (see wal.Hooks), so tests can make them fail as a full or failing disk
+// does.
+type faults struct {
+	wal    wal.Hooks
+	commit func(commit func() error) error // one snapshot transaction
 }
 
 func (o Options) withDefaults() Options {

@@ -25,13 +25,17 @@ type series struct {
 	flushed atomic.Uint64 // newest ordinal stored in the snapshot database
 	ring    ring.Ring
 
-	c struct { // committer-owned
-		value, running, shown float64
-		winStart              int64
-		updated               int64
-		ordinal               uint64
-		deleted               bool
-	}
+	c committed // committer-owned
+}
+
+// committed is the committer's state of a series: what the records it
+// has queued leave.
+type committed struct {
+	value, running, shown float64
+	winStart              int64
+	updated               int64
+	ordinal               uint64
+	deleted               bool
 }
 
 func newSeries(key string, kind sample.Kind, interval int64, created uint64, ringSize int, nextOrdinal uint64) *series {

@@ -2,8 +2,10 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
+	"syscall"
 	"time"
 
 	"github.com/sonde-metrics/sonde/engine/internal/chunk"
@@ -41,23 +43,48 @@ func (db *DB) snapshotLoop() {
 			ch <- err
 		}
 		if err != nil {
-			db.logger.Error("snapshot", "err", err)
+			if !errors.Is(err, errSnapshotsOff) {
+				db.logger.Warn("snapshot failed; the wal keeps every change", "err", err)
+			}
 			continue
 		}
 		if err := db.compact(); err != nil {
-			db.logger.Error("compact history", "err", err)
+			db.logger.Error("compact history", "err", db.storeFailed(err))
 		}
 		if err := db.retain(); err != nil {
-			db.logger.Error("apply retention", "err", err)
+			db.logger.Error("apply retention", "err", db.storeFailed(err))
 		}
 	}
+}
+
+// errSnapshotsOff wraps the error returned by snapshots once they are off.
+var errSnapshotsOff = errors.New("snapshots are off until restart")
+
+// storeFailed applies the policy for a failed write to the snapshot
+// database. Lack of space is retried at the next snapshot: bbolt writes
+// the meta page last, so a transaction that failed before it left the
+// file as it was. Any other failure may be a failed fsync, after which
+// the file's state is unknown (bbolt may even have written the meta
+// page): the engine stops writing it until a restart. Nothing is lost
+// either way, because the WAL is truncated only after a successful
+// snapshot.
+func (db *DB) storeFailed(err error) error {
+	db.snapFail.Add(1)
+	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+		return err
+	}
+	off := fmt.Errorf("%w: %w", errSnapshotsOff, err)
+	if db.snapErr.CompareAndSwap(nil, &off) {
+		db.logger.Error("writing the snapshot database failed; snapshots, compaction and retention stop until restart; the wal keeps every change", "err", err)
+	}
+	return off
 }
 
 // compact goes on with the compaction pass for up to CompactTime, in
 // transactions of at most CompactBudget chunk rewrites, so ingest and
 // reads never wait on it (bbolt readers do not block on a writer).
 func (db *DB) compact() error {
-	if db.opts.ChunkPoints < 0 {
+	if db.opts.ChunkPoints < 0 || db.snapErr.Load() != nil {
 		return nil
 	}
 	db.snapMu.Lock()
@@ -105,6 +132,9 @@ func (db *DB) Snapshot(ctx context.Context) error {
 func (db *DB) snapshotNow() error {
 	db.snapMu.Lock()
 	defer db.snapMu.Unlock()
+	if p := db.snapErr.Load(); p != nil {
+		return *p
+	}
 	target := db.published.Load()
 	if db.synced.Load() < target {
 		ch := make(chan error, 1)
@@ -130,7 +160,7 @@ func (db *DB) snapshotNow() error {
 		}
 		t1 := time.Now()
 		if err := db.store.Commit(to, ups); err != nil {
-			return err
+			return db.storeFailed(err)
 		}
 		foldTook, commitTook = foldTook+t1.Sub(t0), commitTook+time.Since(t1)
 		for i := range ups {
@@ -247,6 +277,9 @@ const retainBudget = 512
 // expiry) for up to CompactTime, in transactions of at most retainBudget
 // series.
 func (db *DB) retain() error {
+	if db.snapErr.Load() != nil {
+		return nil
+	}
 	db.snapMu.Lock()
 	defer db.snapMu.Unlock()
 	deadline := time.Now().Add(db.opts.CompactTime)

@@ -267,10 +267,9 @@ func (s *TCPServer) handle(c net.Conn) {
 			replies = s.parse(line, replies, &ops)
 		}
 		if len(ops) > 0 {
-			var err error
-			if errs, err = appendBatch(context.Background(), s.app, ops, errs); err != nil {
-				eof = true // the store is closing or failed: answer, then hang up
-			}
+			// A whole-batch error (writes paused on a full disk, a failed
+			// WAL) is answered line by line; the client may try again.
+			errs, _ = appendBatch(context.Background(), s.app, ops, errs)
 		}
 		if s.opts.Protocol == Graphite {
 			s.countFailed(errs[:len(ops)], c)

@@ -174,6 +174,13 @@ func run(c config, logger *slog.Logger) error {
 		ChunkPoints:      c.chunkPoints,
 		MaxSeries:        c.maxSeries,
 		Logger:           logger.With("component", "engine"),
+		// A failed WAL write that could not be cut off may come back at
+		// the next start: exit without answering its writers, as
+		// PostgreSQL does after a failed fsync (docs/semantics.md).
+		OnFatal: func(err error) {
+			logger.Error("wal write failed and could not be cut off; exiting so that recovery decides", "err", err)
+			os.Exit(1)
+		},
 	})
 	if err != nil {
 		return fmt.Errorf("open store: %w", err)

@@ -18,10 +18,16 @@ import (
 )
 
 // binary is the sonde executable the tests run, built once by TestMain
-// with the race detector so the server is checked too.
+// with the race detector so the server is checked too. SONDE_TEST_BINARY
+// names another one instead: a release, to see a regression test fail on
+// the code before its fix.
 var binary string
 
 func TestMain(m *testing.M) {
+	if b := os.Getenv("SONDE_TEST_BINARY"); b != "" {
+		binary = b
+		os.Exit(m.Run())
+	}
 	dir, err := os.MkdirTemp("", "sonde-e2e")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

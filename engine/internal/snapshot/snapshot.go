@@ -80,7 +80,14 @@ type Store struct {
 	pass  passTotals    // the compaction pass in progress; Compact's caller only
 	// maxChunk caps the points of a chunk Commit writes (SetChunkPoints).
 	maxChunk int
+	// commitHook wraps each Commit's transaction, for fault injection.
+	commitHook func(commit func() error) error
 }
+
+// SetCommitHook wraps every Commit's bbolt transaction in hook, which may
+// fail it before or after letting it run: tests make snapshots fail the
+// way a full or failing disk does. Call it before the first Commit.
+func (s *Store) SetCommitHook(hook func(commit func() error) error) { s.commitHook = hook }
 
 // SetChunkPoints caps the points of one chunk that Commit writes; a
 // snapshot's points for one series beyond it go into more chunks. Call it
@@ -158,7 +165,11 @@ func (s *Store) Commit(index uint64, ups []Update) error {
 	// transaction cost O(n²) (100k keys: 25.7 s). In key order every put
 	// lands at the end of its node (BenchmarkCommit).
 	slices.SortFunc(ups, func(a, b Update) int { return strings.Compare(a.Key, b.Key) })
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	update := s.db.Update
+	if s.commitHook != nil {
+		update = func(fn func(*bolt.Tx) error) error { return s.commitHook(func() error { return s.db.Update(fn) }) }
+	}
+	err := update(func(tx *bolt.Tx) error {
 		series := tx.Bucket(bucketSeries)
 		hist := tx.Bucket(bucketHistory)
 		hist.FillPercent = historyFill

@@ -14,6 +14,27 @@
 // start (a *CorruptionError) when one does. The directory is fsynced after
 // a segment roll and after a front truncation, which tidwall/wal does not do.
 //
+// # When a write fails
+//
+// An acknowledged record must stay, and a refused one must never come back.
+// So when a batch write fails (ENOSPC, EDQUOT, EIO, a short write), Commit
+// cuts the log back to the last record of the last successful Commit: the
+// segment holding it is truncated after that record, segments created since
+// are removed, the file and the directory are fsynced, and tidwall/wal is
+// opened again on what is left. The error then wraps ErrRolledBack: nothing
+// of the batch is in the log, and the log takes writes again.
+//
+// A failed fsync is different. After one, the kernel may have dropped the
+// dirty pages and marked them clean, so a second fsync can succeed without
+// the data on disk (PostgreSQL's "fsyncgate"). The batch whose fsync failed
+// is cut off as above, and the log then refuses every write (ErrSyncFailed)
+// until it is reopened, where recovery reads what the disk really holds.
+// A failed periodic Sync (fsync=interval) cuts nothing, since those records
+// were already acknowledged; the log refuses writes from then on.
+//
+// If the cut itself fails, the outcome of the batch is unknown: the error
+// wraps ErrBroken and not ErrRolledBack, and the log refuses every write.
+//
 // A Log has one writer: Add, Commit and Sync must be called from a single
 // goroutine. Read, FirstIndex, LastIndex and TruncateFront may be called
 // concurrently with it.
@@ -56,11 +77,41 @@ var (
 	// ErrNotFound is returned by Read for an index the log no longer (or
 	// not yet) holds.
 	ErrNotFound = errors.New("wal: index not found")
-	// ErrBroken is returned by writes after an earlier write or fsync
-	// failed: what reached the disk is unknown, so the log refuses more
-	// until it is reopened.
-	ErrBroken = errors.New("wal: log failed earlier, reopen to recover")
+	// ErrBroken is returned when a failed write could not be cut off, and
+	// by every write after that: what reached the disk is unknown, so the
+	// log refuses more until it is reopened.
+	ErrBroken = errors.New("wal: log failed, reopen to recover")
+	// ErrRolledBack wraps the error of a Commit whose batch failed and was
+	// cut off the log: none of its records is in the log, and none will be
+	// replayed. The log takes writes again (unless the error also wraps
+	// ErrSyncFailed).
+	ErrRolledBack = errors.New("wal: write failed and was cut off the log")
+	// ErrSyncFailed is returned by writes after an fsync of the log
+	// failed: an fsync is never retried (see the package documentation).
+	ErrSyncFailed = errors.New("wal: fsync failed, writes are refused until restart")
 )
+
+// Hooks let tests make the log's I/O fail the way a full or failing disk
+// does, in the spirit of Pebble's errorfs: each wraps one call the log
+// makes (into tidwall/wal or the file system) and may fail it before or
+// after letting it run. A nil member calls through.
+type Hooks struct {
+	// Write wraps the write of one batch.
+	Write func(write func() error) error
+	// Sync wraps the fsync of the tail segment, SyncDir the fsync of the
+	// log's directory after a segment roll.
+	Sync    func(sync func() error) error
+	SyncDir func(sync func() error) error
+	// Cut wraps the truncation that takes a failed batch off the log.
+	Cut func(cut func() error) error
+}
+
+func call(h func(func() error) error, f func() error) error {
+	if h == nil {
+		return f()
+	}
+	return h(f)
+}
 
 // CorruptionError says where a corrupt record was found.
 type CorruptionError struct {
@@ -97,18 +148,27 @@ type Options struct {
 	SegmentSize int
 	// Logger receives repair and roll messages; nil discards them.
 	Logger *slog.Logger
+	// Hooks inject I/O faults in tests; nil in production.
+	Hooks *Hooks
 }
 
 // Log is a framed, checksummed write-ahead log.
 type Log struct {
 	dir    string
-	tw     *twal.Log
 	logger *slog.Logger
+	hooks  Hooks
+
+	// twMu guards the tw pointer: the writer replaces it when it cuts a
+	// failed batch off; every other goroutine reads it under RLock. The
+	// writer's own calls need no lock (it is the only one that replaces it).
+	twMu sync.RWMutex
+	tw   *twal.Log
 
 	// Writer-owned (one goroutine):
 	batch    twal.Batch
 	frame    []byte
 	next     uint64 // index the next Add gets
+	acked    uint64 // last index of the last successful Commit
 	pending  int    // entries added since the last Commit
 	segSize  int
 	segBytes int  // bytes in tidwall's tail segment, mirrored to see rolls
@@ -137,25 +197,19 @@ func Open(dir string, opts Options) (*Log, error) {
 	if err := repairTail(dir, logger); err != nil {
 		return nil, err
 	}
-	tw, err := twal.Open(dir, &twal.Options{
-		NoSync:           true, // Commit and Sync decide when to fsync.
-		SegmentSize:      opts.SegmentSize,
-		LogFormat:        twal.Binary,
-		SegmentCacheSize: 2,
-		NoCopy:           true,
-	})
+	tw, err := openTidwall(dir, opts.SegmentSize)
 	if err != nil {
-		if errors.Is(err, twal.ErrCorrupt) {
-			return nil, &CorruptionError{Offset: -1, Err: fmt.Errorf("open segments in %s: %w", dir, err)}
-		}
-		return nil, fmt.Errorf("open wal segments: %w", err)
+		return nil, err
 	}
 	last, err := tw.LastIndex()
 	if err != nil {
 		tw.Close()
 		return nil, fmt.Errorf("read last wal index: %w", err)
 	}
-	l := &Log{dir: dir, tw: tw, logger: logger, next: last + 1, segSize: opts.SegmentSize}
+	l := &Log{dir: dir, tw: tw, logger: logger, next: last + 1, acked: last, segSize: opts.SegmentSize}
+	if opts.Hooks != nil {
+		l.hooks = *opts.Hooks
+	}
 	segs, err := l.segments()
 	if err != nil {
 		tw.Close()
@@ -174,6 +228,26 @@ func Open(dir string, opts Options) (*Log, error) {
 		return nil, err
 	}
 	return l, nil
+}
+
+func openTidwall(dir string, segSize int) (*twal.Log, error) {
+	tw, err := twal.Open(dir, &twal.Options{
+		NoSync:           true, // Commit and Sync decide when to fsync.
+		SegmentSize:      segSize,
+		LogFormat:        twal.Binary,
+		SegmentCacheSize: 2,
+		NoCopy:           true,
+		// A log cut back to a segment with no records (or one written by
+		// sonde repair) starts after the snapshot: it may hold nothing.
+		AllowEmpty: true,
+	})
+	if err != nil {
+		if errors.Is(err, twal.ErrCorrupt) {
+			return nil, &CorruptionError{Offset: -1, Err: fmt.Errorf("open segments in %s: %w", dir, err)}
+		}
+		return nil, fmt.Errorf("open wal segments: %w", err)
+	}
+	return tw, nil
 }
 
 // Dir returns the directory the log lives in.
@@ -207,9 +281,13 @@ func (l *Log) Add(body []byte) uint64 {
 func (l *Log) Next() uint64 { return l.next }
 
 // Commit writes the queued records in one write and, when sync is true,
-// fsyncs the segment (and the directory after a roll).
+// fsyncs the segment (and the directory after a roll). Once it returns nil
+// the records are acknowledged. When it fails, the batch is cut off the
+// log (the error wraps ErrRolledBack) or, if that fails too, the log is
+// broken (ErrBroken); see the package documentation.
 func (l *Log) Commit(sync bool) error {
 	if l.broken != nil {
+		l.discard()
 		return l.broken
 	}
 	if l.pending == 0 {
@@ -219,42 +297,153 @@ func (l *Log) Commit(sync bool) error {
 		return nil
 	}
 	l.pending = 0
-	if err := l.tw.WriteBatch(&l.batch); err != nil {
-		l.broken = fmt.Errorf("%w: write batch: %w", ErrBroken, err)
-		return l.broken
+	if err := call(l.hooks.Write, func() error { return l.tw.WriteBatch(&l.batch) }); err != nil {
+		return l.rollback(fmt.Errorf("write batch: %w", err), false)
 	}
 	if sync {
-		return l.Sync()
+		if err := l.syncTail(); err != nil {
+			return l.rollback(err, true)
+		}
 	}
+	l.acked = l.next - 1
 	return nil
 }
 
 // Sync fsyncs the tail segment, and the directory when a segment was
-// created since the last Sync.
+// created since the last Sync. A failure is never retried: the log
+// refuses writes from then on (ErrSyncFailed).
 func (l *Log) Sync() error {
 	if l.broken != nil {
 		return l.broken
 	}
-	if err := l.tw.Sync(); err != nil {
-		l.broken = fmt.Errorf("%w: fsync segment: %w", ErrBroken, err)
+	if err := l.syncTail(); err != nil {
+		l.broken = fmt.Errorf("%w: %w", ErrSyncFailed, err)
 		return l.broken
 	}
+	return nil
+}
+
+func (l *Log) syncTail() error {
+	if err := call(l.hooks.Sync, l.tw.Sync); err != nil {
+		return fmt.Errorf("fsync segment: %w", err)
+	}
 	if l.dirDirty {
-		if err := syncDir(l.dir); err != nil {
-			l.broken = fmt.Errorf("%w: %w", ErrBroken, err)
-			return l.broken
+		if err := call(l.hooks.SyncDir, func() error { return syncDir(l.dir) }); err != nil {
+			return err
 		}
 		l.dirDirty = false
 	}
 	return nil
 }
 
+// discard drops the records added since the last Commit.
+func (l *Log) discard() {
+	l.batch.Clear()
+	l.pending = 0
+	l.next = l.acked + 1
+}
+
+// rollback takes the failed batch off the log: everything after the last
+// acknowledged record goes. permanent marks an fsync failure, after which
+// the log takes no more writes.
+func (l *Log) rollback(cause error, permanent bool) error {
+	l.batch.Clear()
+	if err := l.cutBack(l.acked); err != nil {
+		l.broken = fmt.Errorf("%w: %w; cutting the failed batch off failed too, so it may or may not be replayed: %w", ErrBroken, cause, err)
+		return l.broken
+	}
+	l.next = l.acked + 1
+	if permanent {
+		l.broken = fmt.Errorf("%w: %w", ErrSyncFailed, cause)
+		return fmt.Errorf("%w: %w", ErrRolledBack, l.broken)
+	}
+	l.logger.Warn("cut a failed write off the wal", "last_index", l.acked, "err", cause)
+	return fmt.Errorf("%w: %w", ErrRolledBack, cause)
+}
+
+// cutBack truncates the log after index last: the segment that holds it
+// (or would hold last+1) is cut after its record, later segments are
+// removed, and tidwall/wal is opened again on what is left.
+func (l *Log) cutBack(last uint64) error {
+	l.twMu.Lock()
+	defer l.twMu.Unlock()
+	l.tw.Close() // its state is that of the failed write; the files say what is left
+	plain, _, err := listSegments(l.dir)
+	if err != nil {
+		return err
+	}
+	var keep uint64
+	for _, s := range plain {
+		if s <= last+1 {
+			keep = s
+		}
+	}
+	if keep == 0 {
+		return fmt.Errorf("no wal segment holds index %d", last)
+	}
+	for _, s := range plain {
+		if s > keep {
+			if err := os.Remove(filepath.Join(l.dir, segmentName(s))); err != nil {
+				return fmt.Errorf("remove segment of the failed write: %w", err)
+			}
+		}
+	}
+	path := filepath.Join(l.dir, segmentName(keep))
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("read tail segment: %w", err)
+	}
+	off := 0
+	for n := last + 1 - keep; n > 0; n-- {
+		size, k := binary.Uvarint(data[off:])
+		if k <= 0 || off+k+int(size) > len(data) {
+			return fmt.Errorf("segment %s ends before acknowledged index %d", path, last)
+		}
+		off += k + int(size)
+	}
+	err = call(l.hooks.Cut, func() error {
+		f, err := os.OpenFile(path, os.O_RDWR, 0)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := f.Truncate(int64(off)); err != nil {
+			return err
+		}
+		return f.Sync()
+	})
+	if err != nil {
+		return fmt.Errorf("truncate %s after index %d: %w", path, last, err)
+	}
+	if err := syncDir(l.dir); err != nil {
+		return err
+	}
+	tw, err := openTidwall(l.dir, l.segSize)
+	if err != nil {
+		return fmt.Errorf("reopen after the cut: %w", err)
+	}
+	if got, err := tw.LastIndex(); err != nil || got != last {
+		tw.Close()
+		return fmt.Errorf("reopen after the cut: last index %d (%v), want %d", got, err, last)
+	}
+	l.tw = tw
+	l.segBytes = off
+	l.dirDirty = false
+	return nil
+}
+
+// Failed returns the error that makes the log refuse writes, nil while it
+// takes them.
+func (l *Log) Failed() error { return l.broken }
+
 // Read returns the body of the record at index. The slice aliases the
 // log's cache: the caller must not modify it, and may keep it.
 func (l *Log) Read(index uint64) ([]byte, error) {
+	l.twMu.RLock()
 	l.readMu.Lock()
 	frame, err := l.tw.Read(index)
 	l.readMu.Unlock()
+	l.twMu.RUnlock()
 	if err != nil {
 		if errors.Is(err, twal.ErrNotFound) {
 			return nil, fmt.Errorf("read index %d: %w", index, ErrNotFound)
@@ -271,11 +460,20 @@ func (l *Log) Read(index uint64) ([]byte, error) {
 	return body, nil
 }
 
-// FirstIndex returns the first index the log holds, 0 when empty.
-func (l *Log) FirstIndex() (uint64, error) { return l.tw.FirstIndex() }
+// FirstIndex returns the first index the log holds (LastIndex()+1 when
+// it holds none).
+func (l *Log) FirstIndex() (uint64, error) {
+	l.twMu.RLock()
+	defer l.twMu.RUnlock()
+	return l.tw.FirstIndex()
+}
 
-// LastIndex returns the last index written, 0 when empty.
-func (l *Log) LastIndex() (uint64, error) { return l.tw.LastIndex() }
+// LastIndex returns the last index written, 0 when none ever was.
+func (l *Log) LastIndex() (uint64, error) {
+	l.twMu.RLock()
+	defer l.twMu.RUnlock()
+	return l.tw.LastIndex()
+}
 
 // TruncateFront drops whole segments that hold only indexes below keep.
 // It never cuts inside a segment, so the log may keep some records below
@@ -283,6 +481,8 @@ func (l *Log) LastIndex() (uint64, error) { return l.tw.LastIndex() }
 func (l *Log) TruncateFront(keep uint64) (uint64, error) {
 	l.truncMu.Lock()
 	defer l.truncMu.Unlock()
+	l.twMu.RLock()
+	defer l.twMu.RUnlock()
 	first, err := l.tw.FirstIndex()
 	if err != nil {
 		return 0, fmt.Errorf("read first index: %w", err)
@@ -317,6 +517,8 @@ func (l *Log) TruncateFront(keep uint64) (uint64, error) {
 
 // Close syncs and closes the log.
 func (l *Log) Close() error {
+	l.twMu.Lock()
+	defer l.twMu.Unlock()
 	if err := l.tw.Close(); err != nil {
 		return fmt.Errorf("close wal: %w", err)
 	}
