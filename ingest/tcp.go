@@ -98,6 +98,7 @@ type TCPStats struct {
 	Refused  int64 `json:"refused"`
 	Commands int64 `json:"commands"`
 	BadLines int64 `json:"bad_lines"`
+	BadKeys  int64 `json:"bad_keys"` // of the bad lines, those refused for their key (not UTF-8, empty, too long, a control character, a bad tag)
 	Failed   int64 `json:"failed"`
 }
 
@@ -114,7 +115,7 @@ type TCPServer struct {
 	closing atomic.Bool // set by Close before it takes mu and expires read deadlines
 	handler sync.WaitGroup
 
-	accepted, refused, commands, badLines, failed atomic.Int64
+	accepted, refused, commands, badLines, badKeys, failed atomic.Int64
 }
 
 // ListenTCP binds the listener; Serve accepts on it.
@@ -136,7 +137,7 @@ func (s *TCPServer) Stats() TCPStats {
 	open := int64(len(s.conns))
 	s.mu.Unlock()
 	return TCPStats{Open: open, Accepted: s.accepted.Load(), Refused: s.refused.Load(),
-		Commands: s.commands.Load(), BadLines: s.badLines.Load(), Failed: s.failed.Load()}
+		Commands: s.commands.Load(), BadLines: s.badLines.Load(), BadKeys: s.badKeys.Load(), Failed: s.failed.Load()}
 }
 
 // Serve accepts connections until Close. It returns nil after Close.
@@ -319,7 +320,7 @@ func (s *TCPServer) parse(line []byte, replies []reply, ops *[]sample.Op) []repl
 		op, blank, err := graphite.Parse(line)
 		switch {
 		case err != nil:
-			s.badLines.Add(1)
+			s.countBad(err)
 			s.log.Debug("bad graphite line", "err", err)
 			return append(replies, reply{op: -1, err: err})
 		case blank:
@@ -331,7 +332,7 @@ func (s *TCPServer) parse(line []byte, replies []reply, ops *[]sample.Op) []repl
 	cmd, op, err := lineproto.Parse(line)
 	switch {
 	case err != nil:
-		s.badLines.Add(1)
+		s.countBad(err)
 		return append(replies, reply{op: -1, err: err})
 	case cmd == lineproto.Ping:
 		return append(replies, reply{op: -1, ok: "+PONG\r\n"})
@@ -340,6 +341,15 @@ func (s *TCPServer) parse(line []byte, replies []reply, ops *[]sample.Op) []repl
 		return append(replies, reply{op: len(*ops) - 1, ok: "+OK\r\n"})
 	}
 	return replies // a blank line gets no answer
+}
+
+// countBad counts a line that did not parse, and whether its key was
+// what refused it.
+func (s *TCPServer) countBad(err error) {
+	s.badLines.Add(1)
+	if errors.Is(err, lineproto.ErrKey) { // graphite.ErrKey is the same error
+		s.badKeys.Add(1)
+	}
 }
 
 var errLineTooLong = errors.New("line too long")
