@@ -243,29 +243,27 @@ func (s *TCPServer) handle(c net.Conn) {
 			if len(replies) > 0 && bytes.IndexByte(peekBuffered(br), '\n') < 0 {
 				break
 			}
-			line, err := s.readLine(br)
-			if first && (len(line) > 0 || err == nil) {
+			line, tooLong, err := s.readLine(br)
+			if first && (len(line) > 0 || tooLong || err == nil) {
 				first = false
 				if s.opts.OneShotIdle > 0 && time.Since(accepted) <= s.opts.OneShotWindow {
 					idle = s.opts.OneShotIdle
 				}
 			}
-			if err != nil && !errors.Is(err, errLineTooLong) {
-				if len(line) > 0 { // a last line without its newline
-					replies = s.parse(line, replies, &ops)
-				}
+			switch {
+			case tooLong: // answered even when it is the last line, without its newline
+				s.badLines.Add(1)
+				replies = append(replies, reply{op: -1, err: fmt.Errorf("line is longer than %d bytes", s.opts.MaxLineLen)})
+			case err == nil || len(line) > 0: // len > 0 with an error: a last line without its newline
+				replies = s.parse(line, replies, &ops)
+			}
+			if err != nil {
 				eof = true
 				if !errors.Is(err, io.EOF) && !errors.Is(err, os.ErrDeadlineExceeded) && !errors.Is(err, net.ErrClosed) {
 					s.log.Debug("read command", "remote", c.RemoteAddr(), "err", err)
 				}
 				break
 			}
-			if errors.Is(err, errLineTooLong) {
-				s.badLines.Add(1)
-				replies = append(replies, reply{op: -1, err: fmt.Errorf("line is longer than %d bytes", s.opts.MaxLineLen)})
-				continue
-			}
-			replies = s.parse(line, replies, &ops)
 		}
 		if len(ops) > 0 {
 			var err error
@@ -352,27 +350,28 @@ func (s *TCPServer) countBad(err error) {
 	}
 }
 
-var errLineTooLong = errors.New("line too long")
-
-// readLine returns the next line without its newline. A line over
-// MaxLineLen is skipped to its end and reported as errLineTooLong.
-func (s *TCPServer) readLine(br *bufio.Reader) ([]byte, error) {
-	line, err := br.ReadSlice('\n')
-	tooLong := false
-	for errors.Is(err, bufio.ErrBufferFull) {
+// readLine returns the next line without its newline; a CR before the
+// newline stays, for the parsers to trim, but does not count toward
+// MaxLineLen, so a line fits the same with LF or CRLF. A line over
+// MaxLineLen is skipped to its end and reported as tooLong, without its
+// bytes. err is the read error that ended the line, if any: with a line
+// (or tooLong), that line was the last one and had no newline.
+func (s *TCPServer) readLine(br *bufio.Reader) (line []byte, tooLong bool, err error) {
+	line, err = br.ReadSlice('\n')
+	for errors.Is(err, bufio.ErrBufferFull) { // the buffer holds MaxLineLen+2 at least
 		tooLong = true
 		_, err = br.ReadSlice('\n')
 	}
-	if tooLong || len(line) > s.opts.MaxLineLen+1 {
-		if err != nil {
-			return nil, err
-		}
-		return nil, errLineTooLong
+	if tooLong {
+		return nil, true, err
 	}
-	if err != nil {
-		return line, err
+	if err == nil {
+		line = line[:len(line)-1]
 	}
-	return line[:len(line)-1], nil
+	if n := len(line); n > s.opts.MaxLineLen && (n > s.opts.MaxLineLen+1 || line[n-1] != '\r') {
+		return nil, true, err
+	}
+	return line, false, err
 }
 
 func peekBuffered(br *bufio.Reader) []byte {
