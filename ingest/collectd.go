@@ -57,6 +57,7 @@ type CollectdStats struct {
 	Requests    int64 `json:"requests"`
 	Values      int64 `json:"values"`       // stored, durable
 	BadRequests int64 `json:"bad_requests"` // malformed bodies: 400, nothing stored
+	BadKeys     int64 `json:"bad_keys"`     // of those, bodies refused for a key (not UTF-8, a missing or too long part)
 	Failed      int64 `json:"failed"`       // values the store refused: 422
 }
 
@@ -69,7 +70,7 @@ type Collectd struct {
 	ln   net.Listener
 	srv  *fasthttp.Server
 
-	requests, values, badRequests, failed atomic.Int64
+	requests, values, badRequests, badKeys, failed atomic.Int64
 }
 
 // NewCollectd returns a receiver whose Handle may be mounted on any
@@ -143,7 +144,7 @@ func (c *Collectd) Close() error {
 // Stats returns the receiver's counters.
 func (c *Collectd) Stats() CollectdStats {
 	return CollectdStats{Requests: c.requests.Load(), Values: c.values.Load(),
-		BadRequests: c.badRequests.Load(), Failed: c.failed.Load()}
+		BadRequests: c.badRequests.Load(), BadKeys: c.badKeys.Load(), Failed: c.failed.Load()}
 }
 
 // Handle takes one write_http POST. The format is told by the first byte
@@ -170,6 +171,9 @@ func (c *Collectd) Handle(ctx *fasthttp.RequestCtx) {
 	}
 	if err != nil {
 		c.badRequests.Add(1)
+		if errors.Is(err, collectd.ErrKey) {
+			c.badKeys.Add(1)
+		}
 		c.opts.Logger.Debug("bad collectd post", "remote", ctx.RemoteAddr().String(), "err", err)
 		replyJSON(ctx, fasthttp.StatusBadRequest, map[string]any{"error": err.Error()})
 		return

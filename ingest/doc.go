@@ -9,7 +9,11 @@
 // into one batch, appends the batch once (one group commit), then answers
 // each line in order: "+OK\r\n", "+PONG\r\n" or "-ERR <reason>\r\n". Many
 // commands may be in flight on one connection (pipelining); a bad line is
-// answered and counted and never closes the connection.
+// answered and counted and never closes the connection. A line holds at
+// most MaxLineLen bytes, its LF or CRLF not counted; a longer one is
+// answered "-ERR line is longer than N bytes", the last line of the input
+// without its newline too. Lines refused for their key (not UTF-8, among
+// others) are counted apart as well (bad_keys).
 //
 // # Closing one-shot connections
 //

@@ -81,6 +81,7 @@ type StatsdStats struct {
 	Packets     int64 `json:"packets"`
 	Lines       int64 `json:"lines"`        // good lines, every sample of which was queued for the WAL
 	BadLines    int64 `json:"bad_lines"`    // lines that did not parse
+	BadKeys     int64 `json:"bad_keys"`     // of those, lines refused for their name or tags (not UTF-8, empty, too long)
 	Written     int64 `json:"written"`      // raw samples durable in the WAL
 	Failed      int64 `json:"failed"`       // writes the store refused
 	Flushes     int64 `json:"flushes"`      // aggregations written
@@ -113,7 +114,7 @@ type Statsd struct {
 	flushed chan struct{} // closed when the flusher wrote its last flush
 	rcvbuf  int
 
-	packets, lines, badLines, written, failed, flushes, aggregates, unaggregated atomic.Int64
+	packets, lines, badLines, badKeys, written, failed, flushes, aggregates, unaggregated atomic.Int64
 }
 
 // statsdAgg is one reader's aggregation of the current interval.
@@ -221,11 +222,12 @@ func (s *Statsd) read(agg *statsdAgg) {
 			return // closed
 		}
 		s.packets.Add(1)
-		var good, bad int
+		var good, bad, badKeys int
 		var first error
-		samples, good, bad, first = statsd.Parse(buf[:n], samples[:0])
+		samples, good, bad, badKeys, first = statsd.Parse(buf[:n], samples[:0])
 		if bad > 0 {
 			s.badLines.Add(int64(bad))
+			s.badKeys.Add(int64(badKeys))
 			s.log.Debug("bad statsd line", "err", first)
 		}
 		if len(samples) == 0 {
@@ -455,7 +457,7 @@ func timerStats(t *timerAgg, secs float64, pcts []float64) []stat {
 // Stats returns the listener's counters, with the kernel's drop count
 // for its socket.
 func (s *Statsd) Stats() StatsdStats {
-	return StatsdStats{Packets: s.packets.Load(), Lines: s.lines.Load(), BadLines: s.badLines.Load(),
+	return StatsdStats{Packets: s.packets.Load(), Lines: s.lines.Load(), BadLines: s.badLines.Load(), BadKeys: s.badKeys.Load(),
 		Written: s.written.Load(), Failed: s.failed.Load(), Flushes: s.flushes.Load(), Aggregates: s.aggregates.Load(),
 		Unaggregated: s.unaggregated.Load(),
 		KernelDrops:  kernelDrops(s.conn.LocalAddr().(*net.UDPAddr)), ReadBuffer: s.rcvbuf}

@@ -98,6 +98,7 @@ type TCPStats struct {
 	Refused  int64 `json:"refused"`
 	Commands int64 `json:"commands"`
 	BadLines int64 `json:"bad_lines"`
+	BadKeys  int64 `json:"bad_keys"` // of the bad lines, those refused for their key (not UTF-8, empty, too long, a control character, a bad tag)
 	Failed   int64 `json:"failed"`
 }
 
@@ -114,7 +115,7 @@ type TCPServer struct {
 	closing atomic.Bool // set by Close before it takes mu and expires read deadlines
 	handler sync.WaitGroup
 
-	accepted, refused, commands, badLines, failed atomic.Int64
+	accepted, refused, commands, badLines, badKeys, failed atomic.Int64
 }
 
 // ListenTCP binds the listener; Serve accepts on it.
@@ -136,7 +137,7 @@ func (s *TCPServer) Stats() TCPStats {
 	open := int64(len(s.conns))
 	s.mu.Unlock()
 	return TCPStats{Open: open, Accepted: s.accepted.Load(), Refused: s.refused.Load(),
-		Commands: s.commands.Load(), BadLines: s.badLines.Load(), Failed: s.failed.Load()}
+		Commands: s.commands.Load(), BadLines: s.badLines.Load(), BadKeys: s.badKeys.Load(), Failed: s.failed.Load()}
 }
 
 // Serve accepts connections until Close. It returns nil after Close.
@@ -242,29 +243,27 @@ func (s *TCPServer) handle(c net.Conn) {
 			if len(replies) > 0 && bytes.IndexByte(peekBuffered(br), '\n') < 0 {
 				break
 			}
-			line, err := s.readLine(br)
-			if first && (len(line) > 0 || err == nil) {
+			line, tooLong, err := s.readLine(br)
+			if first && (len(line) > 0 || tooLong || err == nil) {
 				first = false
 				if s.opts.OneShotIdle > 0 && time.Since(accepted) <= s.opts.OneShotWindow {
 					idle = s.opts.OneShotIdle
 				}
 			}
-			if err != nil && !errors.Is(err, errLineTooLong) {
-				if len(line) > 0 { // a last line without its newline
-					replies = s.parse(line, replies, &ops)
-				}
+			switch {
+			case tooLong: // answered even when it is the last line, without its newline
+				s.badLines.Add(1)
+				replies = append(replies, reply{op: -1, err: fmt.Errorf("line is longer than %d bytes", s.opts.MaxLineLen)})
+			case err == nil || len(line) > 0: // len > 0 with an error: a last line without its newline
+				replies = s.parse(line, replies, &ops)
+			}
+			if err != nil {
 				eof = true
 				if !errors.Is(err, io.EOF) && !errors.Is(err, os.ErrDeadlineExceeded) && !errors.Is(err, net.ErrClosed) {
 					s.log.Debug("read command", "remote", c.RemoteAddr(), "err", err)
 				}
 				break
 			}
-			if errors.Is(err, errLineTooLong) {
-				s.badLines.Add(1)
-				replies = append(replies, reply{op: -1, err: fmt.Errorf("line is longer than %d bytes", s.opts.MaxLineLen)})
-				continue
-			}
-			replies = s.parse(line, replies, &ops)
 		}
 		if len(ops) > 0 {
 			// A whole-batch error (writes paused on a full disk, a failed
@@ -318,7 +317,7 @@ func (s *TCPServer) parse(line []byte, replies []reply, ops *[]sample.Op) []repl
 		op, blank, err := graphite.Parse(line)
 		switch {
 		case err != nil:
-			s.badLines.Add(1)
+			s.countBad(err)
 			s.log.Debug("bad graphite line", "err", err)
 			return append(replies, reply{op: -1, err: err})
 		case blank:
@@ -330,7 +329,7 @@ func (s *TCPServer) parse(line []byte, replies []reply, ops *[]sample.Op) []repl
 	cmd, op, err := lineproto.Parse(line)
 	switch {
 	case err != nil:
-		s.badLines.Add(1)
+		s.countBad(err)
 		return append(replies, reply{op: -1, err: err})
 	case cmd == lineproto.Ping:
 		return append(replies, reply{op: -1, ok: "+PONG\r\n"})
@@ -341,27 +340,37 @@ func (s *TCPServer) parse(line []byte, replies []reply, ops *[]sample.Op) []repl
 	return replies // a blank line gets no answer
 }
 
-var errLineTooLong = errors.New("line too long")
+// countBad counts a line that did not parse, and whether its key was
+// what refused it.
+func (s *TCPServer) countBad(err error) {
+	s.badLines.Add(1)
+	if errors.Is(err, lineproto.ErrKey) { // graphite.ErrKey is the same error
+		s.badKeys.Add(1)
+	}
+}
 
-// readLine returns the next line without its newline. A line over
-// MaxLineLen is skipped to its end and reported as errLineTooLong.
-func (s *TCPServer) readLine(br *bufio.Reader) ([]byte, error) {
-	line, err := br.ReadSlice('\n')
-	tooLong := false
-	for errors.Is(err, bufio.ErrBufferFull) {
+// readLine returns the next line without its newline; a CR before the
+// newline stays, for the parsers to trim, but does not count toward
+// MaxLineLen, so a line fits the same with LF or CRLF. A line over
+// MaxLineLen is skipped to its end and reported as tooLong, without its
+// bytes. err is the read error that ended the line, if any: with a line
+// (or tooLong), that line was the last one and had no newline.
+func (s *TCPServer) readLine(br *bufio.Reader) (line []byte, tooLong bool, err error) {
+	line, err = br.ReadSlice('\n')
+	for errors.Is(err, bufio.ErrBufferFull) { // the buffer holds MaxLineLen+2 at least
 		tooLong = true
 		_, err = br.ReadSlice('\n')
 	}
-	if tooLong || len(line) > s.opts.MaxLineLen+1 {
-		if err != nil {
-			return nil, err
-		}
-		return nil, errLineTooLong
+	if tooLong {
+		return nil, true, err
 	}
-	if err != nil {
-		return line, err
+	if err == nil {
+		line = line[:len(line)-1]
 	}
-	return line[:len(line)-1], nil
+	if n := len(line); n > s.opts.MaxLineLen && (n > s.opts.MaxLineLen+1 || line[n-1] != '\r') {
+		return nil, true, err
+	}
+	return line, false, err
 }
 
 func peekBuffered(br *bufio.Reader) []byte {

@@ -17,7 +17,9 @@
 // The data source name is appended only when the type has more than one
 // (load.shortterm, if_octets.rx), as write_graphite does. In every part,
 // dots, white space and control characters become '_', and so do the
-// characters Graphite forbids ( "\:!/() ) anywhere in the key.
+// characters Graphite forbids ( "\:!/() ) anywhere in the key. A key is
+// valid UTF-8: a part that is not (raw bytes, or in JSON a lone surrogate
+// escape such as \ud800, which would decode to U+FFFD) refuses the body.
 //
 // # Types
 //
@@ -49,6 +51,10 @@ import (
 
 // ErrSyntax is wrapped by every parse error.
 var ErrSyntax = text.ErrSyntax
+
+// ErrKey is also wrapped by the errors that refuse a body for a key (a
+// host, plugin, type, instance or data source name).
+var ErrKey = text.ErrKey
 
 var syntaxf = text.Syntaxf
 
@@ -101,7 +107,7 @@ func escapePart(dst []byte, s string) []byte {
 // the type has a single data source).
 func Key(id Ident, ds string) (string, error) {
 	if id.Host == "" || id.Plugin == "" || id.Type == "" {
-		return "", syntaxf("value list without host, plugin or type (%q/%q/%q)", id.Host, id.Plugin, id.Type)
+		return "", text.Keyf("value list without host, plugin or type (%q/%q/%q)", id.Host, id.Plugin, id.Type)
 	}
 	b := make([]byte, 0, 64)
 	b = escapePart(b, id.Host)
@@ -174,14 +180,87 @@ const maxInterval = 366 * 24 * 3600
 type jsonList struct {
 	Values         []*float64 `json:"values"`
 	DSTypes        []string   `json:"dstypes"`
-	DSNames        []string   `json:"dsnames"`
+	DSNames        []keyPart  `json:"dsnames"`
 	Time           float64    `json:"time"`
 	Interval       float64    `json:"interval"`
-	Host           string     `json:"host"`
-	Plugin         string     `json:"plugin"`
-	PluginInstance string     `json:"plugin_instance"`
-	Type           string     `json:"type"`
-	TypeInstance   string     `json:"type_instance"`
+	Host           keyPart    `json:"host"`
+	Plugin         keyPart    `json:"plugin"`
+	PluginInstance keyPart    `json:"plugin_instance"`
+	Type           keyPart    `json:"type"`
+	TypeInstance   keyPart    `json:"type_instance"`
+}
+
+// keyPart is a JSON string that goes into a key. encoding/json turns
+// invalid UTF-8, and escapes of lone surrogates, into U+FFFD without a
+// word, so that distinct parts would collide; keyPart keeps why its raw
+// text was not valid UTF-8, for check to report.
+type keyPart struct {
+	s   string
+	bad string // what is wrong with the raw text, or ""
+}
+
+func (p *keyPart) UnmarshalJSON(raw []byte) error {
+	if err := json.Unmarshal(raw, &p.s); err != nil {
+		return err
+	}
+	p.bad = badJSONString(raw)
+	return nil
+}
+
+// check returns a key error naming the part (what) when it is not valid
+// UTF-8.
+func (p keyPart) check(what string) error {
+	if p.bad == "" {
+		return nil
+	}
+	return text.Keyf("%s is not valid UTF-8 (%s)", what, p.bad)
+}
+
+// badJSONString says why raw, a JSON string as the decoder found it
+// (quotes included, or null), does not hold valid UTF-8: a raw byte that
+// is not, or a \u escape of a surrogate outside a pair. It returns "" for
+// a valid string. Offsets count in the string's JSON text.
+func badJSONString(raw []byte) string {
+	if i := text.InvalidUTF8(raw); i >= 0 {
+		return fmt.Sprintf("byte 0x%02x at %d", raw[i], i-1) // raw[0] is the quote
+	}
+	for i := 0; i < len(raw); i++ {
+		if raw[i] != '\\' {
+			continue
+		}
+		i++ // the escaped character
+		if i >= len(raw) || raw[i] != 'u' {
+			continue
+		}
+		r := hex4(raw[i+1:])
+		switch {
+		case r >= 0xd800 && r < 0xdc00: // a high surrogate: a low one must follow
+			if next := raw[i+5:]; len(next) >= 6 && next[0] == '\\' && next[1] == 'u' {
+				if lo := hex4(next[2:]); lo >= 0xdc00 && lo < 0xe000 {
+					i += 10
+					continue
+				}
+			}
+			return fmt.Sprintf("lone surrogate %s at %d", raw[i-1:i+5], i-2)
+		case r >= 0xdc00 && r < 0xe000:
+			return fmt.Sprintf("lone surrogate %s at %d", raw[i-1:i+5], i-2)
+		}
+		i += 4
+	}
+	return ""
+}
+
+// hex4 reads the 4 hex digits of a \u escape (the decoder has checked
+// them); -1 if there are not 4.
+func hex4(b []byte) rune {
+	if len(b) < 4 {
+		return -1
+	}
+	v, err := strconv.ParseUint(string(b[:4]), 16, 16)
+	if err != nil {
+		return -1
+	}
+	return rune(v)
 }
 
 // ParseJSON parses a write_http JSON body: an array of value lists. It
@@ -203,7 +282,15 @@ func ParseJSON(body []byte, dst []sample.Op) ([]sample.Op, error) {
 		if l.Interval < 0 || l.Interval > maxInterval {
 			return dst, syntaxf("value list %d: interval %v is not 0 to a year", i, l.Interval)
 		}
-		id := Ident{l.Host, l.Plugin, l.PluginInstance, l.Type, l.TypeInstance}
+		for _, p := range []struct {
+			what string
+			part keyPart
+		}{{"host", l.Host}, {"plugin", l.Plugin}, {"plugin_instance", l.PluginInstance}, {"type", l.Type}, {"type_instance", l.TypeInstance}} {
+			if err := p.part.check(p.what); err != nil {
+				return dst, fmt.Errorf("value list %d: %w", i, err)
+			}
+		}
+		id := Ident{l.Host.s, l.Plugin.s, l.PluginInstance.s, l.Type.s, l.TypeInstance.s}
 		for j, v := range l.Values {
 			t, ok := parseDSType(l.DSTypes[j])
 			if !ok {
@@ -211,7 +298,10 @@ func ParseJSON(body []byte, dst []sample.Op) ([]sample.Op, error) {
 			}
 			ds := ""
 			if len(l.Values) > 1 {
-				ds = l.DSNames[j]
+				if err := l.DSNames[j].check("dsname"); err != nil {
+					return dst, fmt.Errorf("value list %d: %w", i, err)
+				}
+				ds = l.DSNames[j].s
 			}
 			key, err := Key(id, ds)
 			if err != nil {
@@ -346,11 +436,14 @@ func parsePutval(line []byte, types TypesDB, dst []sample.Op) ([]sample.Op, erro
 // parseIdent splits host/plugin[-instance]/type[-instance]. The host may
 // hold slashes only if quoted in collectd; here it holds none.
 func parseIdent(b []byte) (Ident, error) {
+	if err := text.CheckUTF8("identifier", b); err != nil {
+		return Ident{}, err
+	}
 	s := string(b)
 	host, rest, ok1 := strings.Cut(s, "/")
 	plugin, typ, ok2 := strings.Cut(rest, "/")
 	if !ok1 || !ok2 || host == "" || plugin == "" || typ == "" || strings.Contains(typ, "/") {
-		return Ident{}, syntaxf("identifier %q is not host/plugin[-instance]/type[-instance]", text.Clip(b))
+		return Ident{}, text.Keyf("identifier %q is not host/plugin[-instance]/type[-instance]", text.Clip(b))
 	}
 	var id Ident
 	id.Host = host

@@ -5,6 +5,7 @@ import (
 	"math"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/sonde-metrics/sonde/engine/sample"
 )
@@ -103,6 +104,65 @@ func TestParseErrors(t *testing.T) {
 	}
 }
 
+// TestParseInvalidUTF8: a key part that is not UTF-8 refuses the body.
+// encoding/json alone would turn raw invalid bytes and lone surrogate
+// escapes into U+FFFD without an error, and distinct hosts would collide.
+func TestParseInvalidUTF8(t *testing.T) {
+	list := func(field, value string) string {
+		l := map[string]string{"host": `"h"`, "plugin": `"p"`, "plugin_instance": `""`, "type": `"t"`, "type_instance": `""`}
+		l[field] = value
+		return `[{"values":[1,2],"dstypes":["gauge","gauge"],"dsnames":["rx","tx"],"host":` + l["host"] + `,"plugin":` + l["plugin"] +
+			`,"plugin_instance":` + l["plugin_instance"] + `,"type":` + l["type"] + `,"type_instance":` + l["type_instance"] + `}]`
+	}
+	for body, want := range map[string]string{
+		list("host", "\"\xff\xfe\""):                                  "value list 0: syntax: host is not valid UTF-8 (byte 0xff at 0)",
+		list("plugin", "\"cpu\xc3\""):                                 "value list 0: syntax: plugin is not valid UTF-8 (byte 0xc3 at 3)",
+		list("plugin_instance", "\"a\xed\xa0\x80\""):                  "value list 0: syntax: plugin_instance is not valid UTF-8 (byte 0xed at 1)",
+		list("type", "\"t\\u00e9\xfd\""):                              "value list 0: syntax: type is not valid UTF-8 (byte 0xfd at 7)",
+		list("type_instance", `"x\ud800"`):                            `value list 0: syntax: type_instance is not valid UTF-8 (lone surrogate \ud800 at 1)`,
+		list("type_instance", `"\uDC00y"`):                            `value list 0: syntax: type_instance is not valid UTF-8 (lone surrogate \uDC00 at 0)`,
+		list("host", `"\ud800\u0041"`):                                `value list 0: syntax: host is not valid UTF-8 (lone surrogate \ud800 at 0)`,
+		strings.Replace(list("host", `"h"`), `"tx"`, "\"t\xffx\"", 1): "value list 0: syntax: dsname is not valid UTF-8 (byte 0xff at 1)",
+	} {
+		_, err := ParseJSON([]byte(body), nil)
+		if !errors.Is(err, ErrSyntax) || !errors.Is(err, ErrKey) || err.Error() != want {
+			t.Errorf("ParseJSON(%q) = %v, want a key error %q", body, err, want)
+		}
+	}
+	// Valid UTF-8, raw or escaped, surrogate pairs included, is taken; so
+	// is an escaped backslash before a u.
+	for body, key := range map[string]string{
+		list("host", `"h\u00e9\ud83d\ude00"`): "hé😀.p.t.rx",
+		list("host", `"hé"`):                  "hé.p.t.rx",
+		list("host", `"h\\ud800"`):            "h_ud800.p.t.rx",
+		list("type_instance", `"\ufffd"`):     "h.p.t-\ufffd.rx",
+	} {
+		ops, err := ParseJSON([]byte(body), nil)
+		if err != nil || len(ops) != 2 || ops[0].Key != key {
+			t.Errorf("ParseJSON(%q) = %+v, %v; want key %q", body, ops, err, key)
+		}
+	}
+	// A data source name left out of the key (one value) is not checked.
+	if _, err := ParseJSON([]byte("[{\"values\":[1],\"dstypes\":[\"gauge\"],\"dsnames\":[\"\xff\"],\"host\":\"h\",\"plugin\":\"p\",\"type\":\"t\"}]"), nil); err != nil {
+		t.Errorf("an unused dsname: %v", err)
+	}
+	for body, want := range map[string]string{
+		"PUTVAL h\xff/p/gauge N:1":                            "line 1: syntax: identifier is not valid UTF-8 (byte 0xff at 1)",
+		"PUTVAL h/p/gauge N:1\nPUTVAL \"h/p-\xc3/gauge\" N:1": "line 2: syntax: identifier is not valid UTF-8 (byte 0xc3 at 4)",
+		"PUTVAL h/p/gauge-\xed\xa0\x80 N:1":                   "line 1: syntax: identifier is not valid UTF-8 (byte 0xed at 10)",
+	} {
+		_, err := ParseCommand([]byte(body), Builtin(), nil)
+		if !errors.Is(err, ErrSyntax) || !errors.Is(err, ErrKey) || err.Error() != want {
+			t.Errorf("ParseCommand(%q) = %v, want a key error %q", body, err, want)
+		}
+	}
+	// A data source name from types.db is checked with the key.
+	if _, err := ParseCommand([]byte("PUTVAL h/p/x N:1:2"), TypesDB{"x": {{"a\xff", Gauge}, {"b", Gauge}}}, nil); !errors.Is(err, ErrKey) ||
+		!strings.Contains(err.Error(), "key is not valid UTF-8") {
+		t.Errorf("a types.db name that is not UTF-8: %v", err)
+	}
+}
+
 func TestParseTypesDB(t *testing.T) {
 	db, err := ParseTypesDB([]byte("# c\nload  shortterm:GAUGE:0:5000, midterm:GAUGE:0:5000\ncpu value:DERIVE:0:U\nib  rx:DERIVE:0:U tx:DERIVE:0:U\n"))
 	if err != nil {
@@ -153,7 +213,7 @@ func BenchmarkParseCommand(b *testing.B) {
 
 func checkOps(t *testing.T, ops []sample.Op, input []byte) {
 	for _, o := range ops {
-		if o.Key == "" || len(o.Key) > 255 || strings.ContainsAny(o.Key, " \t\r\n\x00/") {
+		if o.Key == "" || len(o.Key) > 255 || strings.ContainsAny(o.Key, " \t\r\n\x00/") || !utf8.ValidString(o.Key) {
 			t.Fatalf("bad key %q from %q", o.Key, input)
 		}
 		if math.IsNaN(o.Value) || math.IsInf(o.Value, 0) || o.Time < 0 || o.Interval < 0 {
@@ -169,6 +229,9 @@ func FuzzParseJSON(f *testing.F) {
 	f.Add([]byte(jsonBody))
 	f.Add([]byte(`[]`))
 	f.Add([]byte(`[{"values":[1e308],"dstypes":["gauge"],"dsnames":["v"],"host":"h.i","plugin":"p(x)","type":"t:u"}]`))
+	f.Add([]byte("[{\"values\":[1],\"dstypes\":[\"gauge\"],\"dsnames\":[\"v\"],\"host\":\"\xff\xfe\",\"plugin\":\"p\",\"type\":\"t\"}]"))
+	f.Add([]byte(`[{"values":[1,2],"dstypes":["gauge","gauge"],"dsnames":["a","\udc00"],"host":"h\ud83d\ude00","plugin":"p","type":"t\\u"}]`))
+	f.Add([]byte(`[{"values":[1],"dstypes":["gauge"],"dsnames":["v"],"host":"h","plugin":"p","type":"t","type_instance":"\ud800\ud800"}]`))
 	f.Fuzz(func(t *testing.T, body []byte) {
 		ops, err := ParseJSON(body, nil)
 		if err != nil {
@@ -183,7 +246,8 @@ func FuzzParseJSON(f *testing.F) {
 
 func FuzzParseCommand(f *testing.F) {
 	for _, s := range []string{"PUTVAL \"h.x/cpu-0/cpu-idle\" interval=10 1280959128.5:12\n", "PUTVAL h/load/load N:1:2:U",
-		"PUTVAL h/p-i/if_octets 1:2:3 4:5:6", "# x\n\nPUTVAL h/p/gauge N:-1e300", "PUTVAL \"\" N:1"} {
+		"PUTVAL h/p-i/if_octets 1:2:3 4:5:6", "# x\n\nPUTVAL h/p/gauge N:-1e300", "PUTVAL \"\" N:1",
+		"PUTVAL h\xff/p/gauge N:1", "PUTVAL \"h/p-\xc3/gauge\" N:1", "PUTVAL h/p/gauge-\xed\xa0\x80 N:1"} {
 		f.Add([]byte(s))
 	}
 	types := Builtin()

@@ -12,7 +12,8 @@
 // Graphite's tag database uses: the name, then the tags sorted by tag
 // name, so a.b;y=2;x=1 and a.b;x=1;y=2 are the same key. As in Graphite,
 // a tag's name may not be empty or hold '!', '^' or '='; its value may not
-// be empty or start with '~'. A tag may appear once.
+// be empty or start with '~'. A tag may appear once. The path, tags
+// included, is 1 to 255 bytes of valid UTF-8 without control characters.
 //
 // The parser is pure: bytes in, an Op out; it copies the key, so the line
 // buffer may be reused.
@@ -30,6 +31,10 @@ import (
 
 // ErrSyntax is wrapped by every parse error.
 var ErrSyntax = text.ErrSyntax
+
+// ErrKey is also wrapped by the errors that refuse a line for its path or
+// tags.
+var ErrKey = text.ErrKey
 
 var syntaxf = text.Syntaxf
 
@@ -93,7 +98,7 @@ func parseKey(b []byte) (string, error) {
 		return string(b), nil
 	}
 	if i == 0 {
-		return "", syntaxf("tagged path %q has no name", text.Clip(b))
+		return "", text.Keyf("tagged path %q has no name", text.Clip(b))
 	}
 	var tags [][]byte
 	for rest := b[i+1:]; ; {
@@ -105,13 +110,13 @@ func parseKey(b []byte) (string, error) {
 		eq := bytes.IndexByte(t, '=')
 		switch {
 		case eq <= 0:
-			return "", syntaxf("tag %q is not name=value", text.Clip(t))
+			return "", text.Keyf("tag %q is not name=value", text.Clip(t))
 		case bytes.ContainsAny(t[:eq], "!^"):
-			return "", syntaxf("tag name %q holds ! or ^", text.Clip(t[:eq]))
+			return "", text.Keyf("tag name %q holds ! or ^", text.Clip(t[:eq]))
 		case eq == len(t)-1:
-			return "", syntaxf("tag %q has an empty value", text.Clip(t))
+			return "", text.Keyf("tag %q has an empty value", text.Clip(t))
 		case t[eq+1] == '~':
-			return "", syntaxf("tag value %q starts with ~", text.Clip(t[eq+1:]))
+			return "", text.Keyf("tag value %q starts with ~", text.Clip(t[eq+1:]))
 		}
 		tags = append(tags, t)
 		if j < 0 {
@@ -124,7 +129,7 @@ func parseKey(b []byte) (string, error) {
 	key = append(key, b[:i]...)
 	for k, t := range tags {
 		if k > 0 && bytes.Equal(tagName(t), tagName(tags[k-1])) {
-			return "", syntaxf("tag %q appears twice", text.Clip(tagName(t)))
+			return "", text.Keyf("tag %q appears twice", text.Clip(tagName(t)))
 		}
 		key = append(append(key, ';'), t...)
 	}

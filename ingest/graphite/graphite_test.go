@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/sonde-metrics/sonde/engine/sample"
 )
@@ -62,6 +63,35 @@ func TestParseFailure(t *testing.T) {
 	}
 }
 
+// TestParseInvalidUTF8: a path or tag that is not UTF-8 is refused with a
+// key error, wherever the bad byte is.
+func TestParseInvalidUTF8(t *testing.T) {
+	for line, want := range map[string]string{
+		"\xff\xfe 1":                        "syntax: key is not valid UTF-8 (byte 0xff at 0)",
+		"servers.web\xfd.load 1 1700000000": "syntax: key is not valid UTF-8 (byte 0xfd at 11)",
+		"disk;\xffhost=h1 1":                "syntax: key is not valid UTF-8 (byte 0xff at 5)",  // a tag name
+		"disk;host=h\xc3 1":                 "syntax: key is not valid UTF-8 (byte 0xc3 at 11)", // a tag value cut short
+		"disk;dc=eu;host=\xed\xa0\x80 1":    "syntax: key is not valid UTF-8 (byte 0xed at 16)", // a surrogate
+	} {
+		_, _, err := Parse([]byte(line))
+		if !errors.Is(err, ErrSyntax) || !errors.Is(err, ErrKey) || err.Error() != want {
+			t.Errorf("Parse(%q) = %v, want a key error %q", line, err, want)
+		}
+	}
+	// Valid UTF-8 in paths and tags is taken as is.
+	op, _, err := Parse([]byte("température;pièce=salon 21"))
+	if err != nil || op.Key != "température;pièce=salon" {
+		t.Errorf("UTF-8 path: %+v, %v", op, err)
+	}
+	// Tag form errors are key errors too; a bad value is not.
+	if _, _, err := Parse([]byte("x;a 1")); !errors.Is(err, ErrKey) {
+		t.Errorf("a malformed tag: %v, want a key error", err)
+	}
+	if _, _, err := Parse([]byte("x y")); !errors.Is(err, ErrSyntax) || errors.Is(err, ErrKey) {
+		t.Errorf("a bad value: %v, want a syntax error that is not a key error", err)
+	}
+}
+
 func BenchmarkParse(b *testing.B) {
 	lines := [][]byte{[]byte("servers.web01.cpu.user 12.5 1700000000"), []byte("servers.web01.load.shortterm 0.75 1700000000"),
 		[]byte("disk.used;host=web01;dc=eu 1234567 1700000000")}
@@ -82,7 +112,8 @@ func BenchmarkParse(b *testing.B) {
 
 func FuzzParse(f *testing.F) {
 	for _, s := range []string{"a.b 1 1700000000", "a.b 1", "a.b 1.5 1700000000.5", "a.b 1 -1", "t;b=2;a=1 3 4",
-		"", "a.b NaN 1", "x;a=~b 1", "x;;a=b 1", "a.b 1e308 253402300799", "\xff\xfe 1"} {
+		"", "a.b NaN 1", "x;a=~b 1", "x;;a=b 1", "a.b 1e308 253402300799", "\xff\xfe 1",
+		"\xff\xfd 2", "x;\xffa=b 1", "x;a=b\xc3 1", "x\xed\xa0\x80 1", "x;a=\xe6\x97\xa5 1"} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, line []byte) {
@@ -99,7 +130,7 @@ func FuzzParse(f *testing.F) {
 		if blank {
 			return
 		}
-		if op.Code != sample.Set || op.Key == "" || len(op.Key) > 255 || strings.ContainsAny(op.Key, " \t\r\n\x00") {
+		if op.Code != sample.Set || op.Key == "" || len(op.Key) > 255 || strings.ContainsAny(op.Key, " \t\r\n\x00") || !utf8.ValidString(op.Key) {
 			t.Fatalf("bad op %+v accepted from %q", op, line)
 		}
 		if math.IsNaN(op.Value) || math.IsInf(op.Value, 0) || op.Time < 0 {

@@ -8,9 +8,9 @@
 //	PING                       answered +PONG, touches nothing
 //
 // Values are decimal or exponent floats ("42", "-1.5", "2e3"); NaN and
-// infinities are refused. Keys are 1 to 255 bytes of anything but spaces,
-// control characters and DEL. The parser is pure: bytes in, an Op out; it
-// copies the key, so the line buffer may be reused.
+// infinities are refused. Keys are 1 to 255 bytes of valid UTF-8 without
+// spaces, control characters or DEL. The parser is pure: bytes in, an Op
+// out; it copies the key, so the line buffer may be reused.
 package lineproto
 
 import (
@@ -38,6 +38,9 @@ const (
 
 // ErrSyntax is wrapped by every parse error.
 var ErrSyntax = text.ErrSyntax
+
+// ErrKey is also wrapped by the errors that refuse a line for its key.
+var ErrKey = text.ErrKey
 
 var syntaxf = text.Syntaxf
 

@@ -5,6 +5,7 @@ import (
 	"math"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/sonde-metrics/sonde/engine/sample"
 )
@@ -63,6 +64,31 @@ func TestParseFailure(t *testing.T) {
 	f("a b c d e f", "too many fields")
 }
 
+// TestParseInvalidUTF8: keys that are not UTF-8 are refused (issue 10:
+// \xff\xfe and \xff\xfd both read as "\ufffd\ufffd" in /data), with a
+// key error the listener counts apart.
+func TestParseInvalidUTF8(t *testing.T) {
+	for line, want := range map[string]string{
+		"SET \xff\xfe 1":    "syntax: key is not valid UTF-8 (byte 0xff at 0)",
+		"SET \xff\xfd 2":    "syntax: key is not valid UTF-8 (byte 0xff at 0)",
+		"INCR hits\xfe 1":   "syntax: key is not valid UTF-8 (byte 0xfe at 4)",
+		"DELETE caf\xc3":    "syntax: key is not valid UTF-8 (byte 0xc3 at 3)",
+		"del a\xed\xa0\x80": "syntax: key is not valid UTF-8 (byte 0xed at 1)",
+		"SET \xc0\xaf 1\r":  "syntax: key is not valid UTF-8 (byte 0xc0 at 0)",
+	} {
+		_, _, err := Parse([]byte(line))
+		if !errors.Is(err, ErrSyntax) || !errors.Is(err, ErrKey) || err.Error() != want {
+			t.Errorf("Parse(%q) = %v, want a key error %q", line, err, want)
+		}
+	}
+	// Other errors are not key errors.
+	for _, line := range []string{"SET a x", "GET \xff", "INCR a -1"} {
+		if _, _, err := Parse([]byte(line)); !errors.Is(err, ErrSyntax) || errors.Is(err, ErrKey) {
+			t.Errorf("Parse(%q) = %v, want a syntax error that is not a key error", line, err)
+		}
+	}
+}
+
 func BenchmarkParse(b *testing.B) {
 	lines := [][]byte{[]byte("SET cpu.host-01.load 0.75"), []byte("INCR requests.total 1 60000"), []byte("DELETE old.key")}
 	var n int64
@@ -82,7 +108,8 @@ func BenchmarkParse(b *testing.B) {
 
 func FuzzParse(f *testing.F) {
 	for _, s := range []string{"SET answer 42", "INCR hits 1 60000", "DELETE k", "PING", "", "set a 1e308\r",
-		"SET a NaN", "INCR x -0", "DEL \xff\xfe", "SET " + strings.Repeat("x", 300) + " 1"} {
+		"SET a NaN", "INCR x -0", "DEL \xff\xfe", "SET " + strings.Repeat("x", 300) + " 1",
+		"SET \xff\xfe 1", "SET \xff\xfd 2", "INCR caf\xc3 1", "SET a\xed\xa0\x80 1", "SET \xe6\x97\xa5 1"} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, line []byte) {
@@ -99,7 +126,7 @@ func FuzzParse(f *testing.F) {
 		if cmd != Write {
 			return
 		}
-		if op.Key == "" || len(op.Key) > MaxKeyLen || strings.ContainsAny(op.Key, " \t\r\n\x00") {
+		if op.Key == "" || len(op.Key) > MaxKeyLen || strings.ContainsAny(op.Key, " \t\r\n\x00") || !utf8.ValidString(op.Key) {
 			t.Fatalf("bad key %q accepted from %q", op.Key, line)
 		}
 		if math.IsNaN(op.Value) || math.IsInf(op.Value, 0) || (op.Code == sample.Incr && op.Value < 0) {

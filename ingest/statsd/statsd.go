@@ -13,13 +13,16 @@
 // become '_', '/' becomes '-', and anything but letters, digits, '_', '-',
 // '.' is dropped. Tags are sorted by name and appended in Graphite's tag
 // form (;tag=value); a tag without a value becomes tag=true. DogStatsD's
-// container (|c:) and timestamp (|T) fields are ignored.
+// container (|c:) and timestamp (|T) fields are ignored. A name or tags
+// that are not valid UTF-8 are refused rather than cleaned: the bytes
+// cleaning would drop are the client's mistake to hear about.
 //
 // The parser is pure: bytes in, samples out.
 package statsd
 
 import (
 	"bytes"
+	"errors"
 	"math"
 	"slices"
 	"strconv"
@@ -30,6 +33,10 @@ import (
 
 // ErrSyntax is wrapped by every parse error.
 var ErrSyntax = text.ErrSyntax
+
+// ErrKey is also wrapped by the errors that refuse a line for its name or
+// tags.
+var ErrKey = text.ErrKey
 
 var syntaxf = text.Syntaxf
 
@@ -70,9 +77,12 @@ func ParseLine(line []byte, dst []Sample) ([]Sample, error) {
 		return dst, syntaxf("%q has no name:value", text.Clip(line))
 	}
 	rawName, rest := line[:i], line[i+1:]
+	if err := text.CheckUTF8("name", rawName); err != nil {
+		return dst, err
+	}
 	name := cleanName(rawName)
 	if name == "" {
-		return dst, syntaxf("name %q is empty once cleaned", text.Clip(rawName))
+		return dst, text.Keyf("name %q is empty once cleaned", text.Clip(rawName))
 	}
 	// Tags come last and hold ':' themselves: cut them off first.
 	var tags []byte
@@ -85,13 +95,16 @@ func ParseLine(line []byte, dst []Sample) ([]Sample, error) {
 			tags = tags[:k]
 		}
 		rest = rest[:j]
+		if err := text.CheckUTF8("tag list", tags); err != nil {
+			return dst, err
+		}
 	}
 	key, err := withTags(name, tags)
 	if err != nil {
 		return dst, err
 	}
 	if len(key) > MaxName {
-		return dst, syntaxf("name with tags is longer than %d bytes", MaxName)
+		return dst, text.Keyf("name with tags is longer than %d bytes", MaxName)
 	}
 	for part := range bytes.SplitSeq(rest, []byte(":")) {
 		s, err := parseSample(part)
@@ -106,15 +119,19 @@ func ParseLine(line []byte, dst []Sample) ([]Sample, error) {
 
 // Parse parses a datagram of lines separated by '\n'. good counts the
 // lines that parsed (blank lines are neither good nor bad); bad lines are
-// counted in bad, with the first error. The good lines' samples are
+// counted in bad, with the first error, and those of them refused for
+// their name or tags (ErrKey) in badKeys too. The good lines' samples are
 // returned.
-func Parse(datagram []byte, dst []Sample) (out []Sample, good, bad int, first error) {
+func Parse(datagram []byte, dst []Sample) (out []Sample, good, bad, badKeys int, first error) {
 	for line := range bytes.SplitSeq(datagram, []byte("\n")) {
 		n := len(dst)
 		var err error
 		if dst, err = ParseLine(line, dst); err != nil {
 			dst = dst[:n]
 			bad++
+			if errors.Is(err, ErrKey) {
+				badKeys++
+			}
 			if first == nil {
 				first = err
 			}
@@ -122,7 +139,7 @@ func Parse(datagram []byte, dst []Sample) (out []Sample, good, bad int, first er
 			good++
 		}
 	}
-	return dst, good, bad, first
+	return dst, good, bad, badKeys, first
 }
 
 func parseSample(b []byte) (Sample, error) {
@@ -236,7 +253,7 @@ func withTags(name string, raw []byte) (string, error) {
 			vc = "true"
 		}
 		if kc == "" || vc == "" {
-			return "", syntaxf("tag %q is not name:value", text.Clip(t))
+			return "", text.Keyf("tag %q is not name:value", text.Clip(t))
 		}
 		tags = append(tags, kc+"="+vc)
 	}
