@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unicode/utf8"
 
 	"github.com/sonde-metrics/sonde/engine/internal/record"
 	"github.com/sonde-metrics/sonde/engine/internal/snapshot"
@@ -637,6 +638,11 @@ func checkKey(k string) error {
 	}
 	if strings.IndexByte(k, 0) >= 0 {
 		return fmt.Errorf("%w: holds a zero byte", ErrKey)
+	}
+	if !utf8.ValidString(k) {
+		// JSON shows every invalid byte as U+FFFD: two such keys would look
+		// the same in /data and /events.
+		return fmt.Errorf("%w: not valid UTF-8", ErrKey)
 	}
 	return nil
 }

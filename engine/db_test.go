@@ -108,8 +108,9 @@ func TestOperationsAndErrors(t *testing.T) {
 		sample.Op{Code: sample.Set, Key: "", Value: 1},
 		sample.Op{Code: sample.Set, Key: "nan"},
 		del("a"), set("a", 7),
+		set("\xff\xfe", 1), set("ok\xfd", 2),
 	)
-	want := []error{nil, nil, nil, nil, ErrNotFound, ErrKind, ErrKind, ErrValue, ErrKey, nil, nil, nil}
+	want := []error{nil, nil, nil, nil, ErrNotFound, ErrKind, ErrKind, ErrValue, ErrKey, nil, nil, nil, ErrKey, ErrKey}
 	for i := range want {
 		if (want[i] == nil) != (errs[i] == nil) || (want[i] != nil && !errors.Is(errs[i], want[i])) {
 			t.Errorf("op %d: err %v, want %v", i, errs[i], want[i])

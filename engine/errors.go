@@ -18,8 +18,8 @@ var (
 	// ErrValue is returned for a value the operation cannot take: not a
 	// finite number, a negative INCR, a total that overflows.
 	ErrValue = errors.New("bad value")
-	// ErrKey is returned for an empty key, one longer than MaxKeyLen, or
-	// one holding a zero byte.
+	// ErrKey is returned for an empty key, one longer than MaxKeyLen, one
+	// holding a zero byte, or one that is not valid UTF-8.
 	ErrKey = errors.New("bad key")
 	// ErrOutOfOrder is returned for a write whose time (Op.Time) is before
 	// the newest point of its key: history is kept in time order.
