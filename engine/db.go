@@ -44,10 +44,10 @@ type DB struct {
 	hot       sync.Map      // key → *series: what readers see
 	published atomic.Uint64 // newest WAL index applied to the hot state
 	synced    atomic.Uint64 // newest WAL index known to be fsynced
-	events    *eventRing
+	feed      *feed
 
 	notifyMu sync.Mutex    // guards notifyCh.
-	notifyCh chan struct{} // closed and replaced when published advances
+	notifyCh chan struct{} // closed and replaced when the feed grows
 
 	sendMu sync.RWMutex // guards closed against sends on reqs.
 	closed bool
@@ -82,6 +82,7 @@ type DB struct {
 	series  map[string]*series
 	windows windowHeap
 	pend    []pending
+	ticks   []string    // keys whose idle window ended in this group
 	undo    []undoEntry // committer state before the group's changes
 	backoff time.Duration
 	changes []sample.Change
@@ -185,7 +186,7 @@ func Open(dir string, opts Options) (*DB, error) {
 	}
 	db.logger.Info("recovered", "series", len(db.series), "snapshot_index", db.store.Index(),
 		"wal_index", db.published.Load(), "took", time.Since(start))
-	db.events = newEventRing(opts.EventBuffer, db.published.Load()+1)
+	db.feed = newFeed(opts.EventBuffer, db.published.Load())
 	go db.run()
 	go db.snapshotLoop()
 	ok = true
@@ -467,6 +468,7 @@ func (db *DB) blocked() error {
 func (db *DB) commit(group []*request) {
 	now := db.nowMs()
 	db.pend = db.pend[:0]
+	db.ticks = db.ticks[:0]
 	db.undo = db.undo[:0]
 	err := db.blocked()
 	for _, req := range group {
@@ -497,6 +499,8 @@ func (db *DB) commit(group []*request) {
 			db.apply()
 			db.resume()
 		}
+	} else if err == nil && len(db.ticks) > 0 {
+		db.publish(db.published.Load())
 	}
 	for _, req := range group {
 		req.done <- err
@@ -593,7 +597,6 @@ func (db *DB) undoGroup() {
 
 // apply publishes the prepared records to readers and subscribers.
 func (db *DB) apply() {
-	db.changes = db.changes[:0]
 	for i := range db.pend {
 		p := &db.pend[i]
 		switch p.rec.Code {
@@ -609,15 +612,10 @@ func (db *DB) apply() {
 		db.changes = append(db.changes, sample.Change{ID: p.idx, Key: p.rec.Key, Value: viewOf(&p.rec)})
 	}
 	last := db.pend[len(db.pend)-1].idx
-	db.events.appendAll(db.changes)
-	db.published.Store(last)
+	db.publish(last)
 	if db.opts.Fsync == FsyncAlways {
 		db.synced.Store(last)
 	}
-	db.notifyMu.Lock()
-	close(db.notifyCh)
-	db.notifyCh = make(chan struct{})
-	db.notifyMu.Unlock()
 	if last-db.store.Index() >= uint64(db.opts.SnapshotRecords) {
 		select {
 		case db.snapKick <- struct{}{}:
@@ -627,6 +625,23 @@ func (db *DB) apply() {
 	for i := range db.pend {
 		db.pend[i] = pending{} // drop references
 	}
+}
+
+// publish adds the group's changes and then its ticks (with the ID of the
+// group's last record, last) to the feed, makes last the published index
+// and wakes the subscribers.
+func (db *DB) publish(last uint64) {
+	for _, k := range db.ticks {
+		db.changes = append(db.changes, sample.Change{ID: last, Key: k, Tick: true})
+	}
+	db.feed.appendAll(db.changes)
+	clear(db.changes)
+	db.changes = db.changes[:0]
+	db.published.Store(last)
+	db.notifyMu.Lock()
+	close(db.notifyCh)
+	db.notifyCh = make(chan struct{})
+	db.notifyMu.Unlock()
 }
 
 func checkKey(k string) error {
@@ -696,6 +711,10 @@ func (db *DB) prepare(op *sample.Op, now int64) error {
 	case sample.Incr, sample.CounterSet:
 		if v < 0 {
 			return fmt.Errorf("%w: a COUNTER never goes down (got %g)", ErrValue, v)
+		}
+		if op.Interval > 0 && op.Interval < db.opts.MinWindow.Milliseconds() {
+			return fmt.Errorf("%w: a window of %d ms is shorter than the minimum of %d ms (-min-window)",
+				ErrValue, op.Interval, db.opts.MinWindow.Milliseconds())
 		}
 		if s == nil {
 			iv := op.Interval
@@ -780,8 +799,12 @@ func (db *DB) queue(s *series, r *record.Record) {
 }
 
 // closeWindows ends every counting window that is due: the count of the
-// window becomes the key's view value, with a record (and so an event)
-// even when the count is 0, as mesures does.
+// window becomes the key's view value. A window that changes the view
+// (it counted something, or the one before did) is a WINDOW record, and
+// so a stored change. An idle window after an idle one changes nothing:
+// it is not stored, only published as a tick, so that subscribers still
+// get an event at every window end, as mesures sends, while an idle
+// counter costs no disk however long it stays idle.
 func (db *DB) closeWindows(now int64) {
 	for len(db.windows) > 0 && db.windows[0].due <= now {
 		e := heap.Pop(&db.windows).(windowEntry)
@@ -790,10 +813,18 @@ func (db *DB) closeWindows(now int64) {
 			continue // stale entry
 		}
 		db.touch(s, false)
+		// Windows that passed while the process was down (or writes were
+		// paused) count as one.
+		next := s.c.winStart + max((now-s.c.winStart)/s.interval, 1)*s.interval
+		if s.c.running == 0 && s.c.shown == 0 {
+			s.c.winStart = next
+			db.ticks = append(db.ticks, s.key)
+			db.windows.schedule(s)
+			continue
+		}
 		s.c.shown = s.c.running
 		s.c.running = 0
-		// Windows that passed while the process was down count as one.
-		s.c.winStart += max((now-s.c.winStart)/s.interval, 1) * s.interval
+		s.c.winStart = next
 		r := record.Record{Code: sample.Window, Time: s.c.updated}
 		db.fill(s, &r)
 		db.queue(s, &r)
@@ -828,7 +859,22 @@ func (db *DB) Series(match func(string) bool, dst []sample.Series) []sample.Seri
 	return dst
 }
 
-// Notify returns a channel that is closed once Index() passes after.
+// Each calls fn with every series match accepts (all when match is nil),
+// from the live state, in no particular order, until fn returns false. No
+// lock is held while fn runs, so it may block; a series written meanwhile
+// is seen before or after the write, and one created meanwhile may not be
+// seen at all.
+func (db *DB) Each(match func(string) bool, fn func(sample.Series) bool) {
+	db.hot.Range(func(k, v any) bool {
+		if match != nil && !match(k.(string)) {
+			return true
+		}
+		return fn(v.(*series).snapshot())
+	})
+}
+
+// Notify returns a channel that is closed once Index() passes after. It
+// may also be closed earlier, when the feed gains a tick.
 func (db *DB) Notify(after uint64) <-chan struct{} {
 	db.notifyMu.Lock()
 	ch := db.notifyCh
@@ -839,24 +885,53 @@ func (db *DB) Notify(after uint64) <-chan struct{} {
 	return ch
 }
 
+// NotifyFeed returns a channel that is closed once the feed holds an entry
+// after position pos.
+func (db *DB) NotifyFeed(pos uint64) <-chan struct{} {
+	db.notifyMu.Lock()
+	ch := db.notifyCh
+	db.notifyMu.Unlock()
+	if db.feed.head() > pos {
+		return closedChan
+	}
+	return ch
+}
+
+// Feed appends to dst up to max entries of the change feed after position
+// pos, oldest first: every stored change, and the idle window ends
+// (Change.Tick) after them. ok is false when the feed no longer holds the
+// entry after pos: the caller reads stored changes by ID (Changes), then
+// finds its place again with FeedPos.
+func (db *DB) Feed(pos uint64, dst []sample.Change, max int) ([]sample.Change, bool) {
+	return db.feed.copyAfter(pos, dst, max)
+}
+
+// FeedPos returns the feed position after which a subscriber that has seen
+// the stored change id goes on; ok is false when the feed no longer holds
+// what follows id.
+func (db *DB) FeedPos(id uint64) (uint64, bool) { return db.feed.posOf(id) }
+
+// FeedHead returns the position of the newest entry of the feed.
+func (db *DB) FeedHead() uint64 { return db.feed.head() }
+
 var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
-// Changes appends to dst up to max changes after the WAL index after,
-// oldest first. Recent changes come from memory, older ones from the WAL.
-// It returns ErrGone when the WAL no longer holds them: the caller must
-// start again from a full dump.
+// Changes appends to dst up to max stored changes after the WAL index
+// after, oldest first (no ticks). Recent changes come from memory, older
+// ones from the WAL. It returns ErrGone when the WAL no longer holds them:
+// the caller must start again from a full dump.
 func (db *DB) Changes(after uint64, dst []sample.Change, max int) ([]sample.Change, error) {
 	pub := db.published.Load()
 	if after >= pub || max <= 0 {
 		return dst, nil
 	}
-	if out, ok := db.events.copyAfter(after, dst, max); ok {
+	if out, ok := db.feed.storedAfter(after, dst, max); ok {
 		return out, nil
 	}
-	// Behind the memory ring: read the WAL up to where the ring starts
-	// (the ring's start only moves forward); the caller asks again for the rest.
+	// Behind the memory feed: read the WAL up to where the feed starts
+	// (its start only moves forward); the caller asks again for the rest.
 	var r record.Record
-	for i, end := after+1, min(pub, db.events.oldest()-1); i <= end && max > 0; i++ {
+	for i, end := after+1, min(pub, db.feed.oldestID()-1); i <= end && max > 0; i++ {
 		body, err := db.wal.Read(i)
 		if err != nil {
 			if errors.Is(err, wal.ErrNotFound) {
@@ -991,6 +1066,9 @@ type Stats struct {
 	// and archive chunks it deleted, since the store opened.
 	Archived int64 `json:"archived_points"`
 	Expired  int64 `json:"expired_chunks"`
+	// IdleWindows counts the ends of idle counting windows since the store
+	// opened: published to subscribers, not stored.
+	IdleWindows uint64 `json:"idle_windows"`
 	// WAL says whether writes are taken (docs/semantics.md, "When the
 	// disk fails").
 	WAL WALState `json:"wal"`
@@ -1042,6 +1120,9 @@ func (db *DB) Stats() Stats {
 		}
 	}
 	db.hot.Range(func(_, _ any) bool { st.Series++; return true })
+	db.feed.mu.RLock()
+	st.IdleWindows = db.feed.ticks
+	db.feed.mu.RUnlock()
 	st.WAL = WALState{State: "ok", WriteFailures: db.failures.Load(), Refused: db.refused.Load()}
 	if p := db.failed.Load(); p != nil {
 		st.WAL.State, st.WAL.Error = "failed", (*p).Error()

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -433,29 +434,69 @@ func TestChangesFromMemoryAndWAL(t *testing.T) {
 }
 
 func TestCounterWindows(t *testing.T) {
-	db := openDB(t, t.TempDir(), Options{})
+	db := openDB(t, t.TempDir(), Options{MinWindow: time.Millisecond})
 	defer db.Close()
-	// Every change from the start: on a busy machine the first window may
-	// close before this goroutine could read the index after the INCRs.
-	after := db.Index()
+	// Every entry of the feed from the start: on a busy machine the first
+	// window may close before this goroutine could read the feed after the
+	// INCRs.
+	pos := db.FeedHead()
 	mustApply(t, db, sample.Op{Code: sample.Incr, Key: "hits", Value: 2, Interval: 50}, incr("hits", 3))
-	var windows []float64
-	for len(windows) < 5 {
-		<-db.Notify(after)
-		cs, err := db.Changes(after, nil, 100)
-		if err != nil {
-			t.Fatal(err)
+	var feed []sample.Change
+	for len(feed) < 8 {
+		<-db.NotifyFeed(pos)
+		cs, ok := db.Feed(pos, nil, 100)
+		if !ok {
+			t.Fatal("the feed dropped entries")
 		}
 		for _, c := range cs {
-			windows = append(windows, c.Value)
-			after = c.ID
+			feed = append(feed, c)
+			pos = c.Pos
 		}
 	}
-	if !equalFloats(windows[:5], []float64{0, 0, 5, 0, 0}) {
-		t.Fatalf("events = %v, want [0 0 5 0 0]: the two INCRs (no window closed yet), the count, then empty windows", windows)
+	var views []float64
+	for _, c := range feed[:8] {
+		views = append(views, c.Value)
+	}
+	if !equalFloats(views, []float64{0, 0, 5, 0, 0, 0, 0, 0}) {
+		t.Fatalf("events = %v, want [0 0 5 0 0 0 0 0]: the two INCRs (no window closed yet), the count, then empty windows", views)
+	}
+	// The INCRs, the count and the first empty window (the view went from
+	// 5 to 0) are stored; later empty windows change nothing: ticks, with
+	// the ID of the last stored change and no WAL record.
+	for i, c := range feed[:8] {
+		if tick := i >= 4; c.Tick != tick || (tick && c.ID != feed[3].ID) || (!tick && c.ID != feed[0].ID+uint64(i)) {
+			t.Fatalf("feed entry %d: %+v", i, c)
+		}
+	}
+	if idx := db.Index(); idx != feed[3].ID {
+		t.Fatalf("index %d after idle windows, want %d: they were stored", idx, feed[3].ID)
+	}
+	cs, err := db.Changes(feed[0].ID-1, nil, 100)
+	if err != nil || len(cs) != 4 {
+		t.Fatalf("stored changes %v %v, want the 4 stored ones", cs, err)
 	}
 	if h, _ := db.Get("hits"); h.View != 0 || h.Value != 5 {
 		t.Fatalf("hits = %+v", h)
+	}
+}
+
+// An INCR may not ask for a window shorter than MinWindow: each window end
+// costs the committer work, so a 1 ms window would make one key cost a
+// thousand operations a second.
+func TestMinWindow(t *testing.T) {
+	db := openDB(t, t.TempDir(), Options{})
+	defer db.Close()
+	errs := apply(t, db, sample.Op{Code: sample.Incr, Key: "tick", Value: 1, Interval: 1},
+		sample.Op{Code: sample.Incr, Key: "ok", Value: 1, Interval: 1000},
+		sample.Op{Code: sample.Incr, Key: "ok", Value: 1, Interval: 999})
+	if !errors.Is(errs[0], ErrValue) || !strings.Contains(errs[0].Error(), "shorter than the minimum of 1000 ms") {
+		t.Errorf("INCR with a 1 ms window: %v", errs[0])
+	}
+	if errs[1] != nil || !errors.Is(errs[2], ErrValue) {
+		t.Errorf("a 1 s window: %v; then 999 ms on the same key: %v", errs[1], errs[2])
+	}
+	if _, ok := db.Get("tick"); ok {
+		t.Error("the refused INCR created its key")
 	}
 }
 
@@ -535,7 +576,7 @@ func TestWindowsMissedWhileDown(t *testing.T) {
 		t.Helper()
 		for {
 			<-db.Notify(after)
-			cs, err := db.Changes(after, nil, 1)
+			cs, err := db.Changes(after, nil, 1) // stored changes: window ends that count
 			if err != nil {
 				t.Fatal(err)
 			}

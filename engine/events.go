@@ -1,58 +1,121 @@
 package engine
 
 import (
+	"sort"
 	"sync"
 
 	"github.com/sonde-metrics/sonde/engine/sample"
 )
 
-// eventRing keeps the most recent changes for subscribers. The committer
-// appends; subscribers copy out. IDs are dense, so the slot of id is
-// id % len(buf).
-type eventRing struct {
-	mu  sync.RWMutex // guards buf, lo and hi; held briefly, never across I/O.
-	buf []sample.Change
-	lo  uint64 // oldest id held
-	hi  uint64 // one past the newest id held
+// feed keeps the most recent entries of the change feed for subscribers:
+// every stored change (one per WAL record), and after them the ends of
+// idle counting windows (ticks), which change nothing and are not stored.
+// Positions are dense from 1. An entry's ID is its WAL index, or for a
+// tick the index of the newest stored change before it, so IDs never
+// decrease along the feed. The committer appends; subscribers copy out.
+type feed struct {
+	mu     sync.RWMutex // guards the fields below; held briefly, never across I/O.
+	buf    []sample.Change
+	lo, hi uint64 // positions held: [lo, hi)
+	// dropID is the ID of the entry at position lo-1 (the WAL index the
+	// store opened at, while nothing was dropped).
+	dropID uint64
+	// ticks counts the idle window ends published (a statistic).
+	ticks uint64
 }
 
-func newEventRing(size int, next uint64) *eventRing {
-	return &eventRing{buf: make([]sample.Change, size), lo: next, hi: next}
+func newFeed(size int, openedAt uint64) *feed {
+	return &feed{buf: make([]sample.Change, size), lo: 1, hi: 1, dropID: openedAt}
 }
 
-// appendAll adds changes with consecutive ids starting at e.hi.
-func (e *eventRing) appendAll(cs []sample.Change) {
-	e.mu.Lock()
-	for _, c := range cs {
-		e.buf[c.ID%uint64(len(e.buf))] = c
-	}
-	if len(cs) > 0 {
-		e.hi = cs[len(cs)-1].ID + 1
-		if e.hi-e.lo > uint64(len(e.buf)) {
-			e.lo = e.hi - uint64(len(e.buf))
+func (f *feed) at(pos uint64) *sample.Change { return &f.buf[pos%uint64(len(f.buf))] }
+
+// appendAll adds cs at the next positions, setting their Pos.
+func (f *feed) appendAll(cs []sample.Change) {
+	f.mu.Lock()
+	for i := range cs {
+		cs[i].Pos = f.hi
+		if f.hi-f.lo == uint64(len(f.buf)) {
+			f.dropID = f.at(f.lo).ID
+			f.lo++
+		}
+		*f.at(f.hi) = cs[i]
+		f.hi++
+		if cs[i].Tick {
+			f.ticks++
 		}
 	}
-	e.mu.Unlock()
+	f.mu.Unlock()
 }
 
-// oldest returns the oldest id held.
-func (e *eventRing) oldest() uint64 {
-	e.mu.RLock()
-	defer e.mu.RUnlock()
-	return e.lo
+// head returns the position of the newest entry (0 when none yet).
+func (f *feed) head() uint64 {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.hi - 1
 }
 
-// copyAfter appends to dst the held changes after id, at most max of
-// them. ok is false when the change right after id is no longer held.
-func (e *eventRing) copyAfter(id uint64, dst []sample.Change, max int) ([]sample.Change, bool) {
-	e.mu.RLock()
-	defer e.mu.RUnlock()
-	if id+1 < e.lo {
+// copyAfter appends to dst the entries after position pos, at most max of
+// them. ok is false when the entry after pos is no longer held.
+func (f *feed) copyAfter(pos uint64, dst []sample.Change, max int) ([]sample.Change, bool) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if pos+1 < f.lo {
 		return dst, false
 	}
-	for i := id + 1; i < e.hi && max > 0; i++ {
-		dst = append(dst, e.buf[i%uint64(len(e.buf))])
+	for p := pos + 1; p < f.hi && max > 0; p++ {
+		dst = append(dst, *f.at(p))
 		max--
 	}
 	return dst, true
+}
+
+// posOf returns the position of the last entry whose ID is at most id: a
+// subscriber that has seen the stored change id goes on after it (the
+// ticks between it and the next stored change change nothing). ok is
+// false when the feed no longer holds what comes after id.
+func (f *feed) posOf(id uint64) (uint64, bool) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if id < f.dropID {
+		return 0, false
+	}
+	n := int(f.hi - f.lo)
+	i := sort.Search(n, func(i int) bool { return f.at(f.lo+uint64(i)).ID > id })
+	return f.lo + uint64(i) - 1, true
+}
+
+// storedAfter appends to dst the stored changes (no ticks) with IDs after
+// id, at most max of them. ok is false when the feed no longer holds the
+// change after id.
+func (f *feed) storedAfter(id uint64, dst []sample.Change, max int) ([]sample.Change, bool) {
+	pos, ok := f.posOf(id)
+	if !ok {
+		return dst, false
+	}
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if pos+1 < f.lo {
+		return dst, false // dropped meanwhile
+	}
+	for p := pos + 1; p < f.hi && max > 0; p++ {
+		if c := f.at(p); !c.Tick {
+			dst = append(dst, *c)
+			max--
+		}
+	}
+	return dst, true
+}
+
+// oldestID returns the ID of the oldest stored change the feed holds, or
+// the ID after which it starts when it holds none.
+func (f *feed) oldestID() uint64 {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	for p := f.lo; p < f.hi; p++ {
+		if c := f.at(p); !c.Tick {
+			return c.ID
+		}
+	}
+	return f.dropID + 1
 }

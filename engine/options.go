@@ -90,8 +90,14 @@ type Options struct {
 	// DefaultWindow is the counting window of an INCR key created without
 	// one; default 60 s (mesures).
 	DefaultWindow time.Duration
-	// EventBuffer is how many recent changes are kept in memory for
-	// subscribers; older ones are read back from the WAL. Default 65536.
+	// MinWindow is the shortest counting window an INCR may ask for;
+	// default 1 s. Every window end costs the committer a heap operation
+	// (and a WAL record when the window counted something), so it bounds
+	// that cost at MaxSeries / MinWindow per second.
+	MinWindow time.Duration
+	// EventBuffer is how many recent entries of the change feed (changes
+	// and idle window ends) are kept in memory for subscribers; older
+	// changes are read back from the WAL. Default 65536.
 	EventBuffer int
 	// MaxGroup caps the operations in one group commit; default 16384.
 	MaxGroup int
@@ -148,9 +154,13 @@ func (o Options) withDefaults() Options {
 	if o.MaxSeries <= 0 {
 		o.MaxSeries = 1_000_000
 	}
+	if o.MinWindow <= 0 {
+		o.MinWindow = time.Second
+	}
 	if o.DefaultWindow <= 0 {
 		o.DefaultWindow = 60 * time.Second
 	}
+	o.DefaultWindow = max(o.DefaultWindow, o.MinWindow)
 	if o.EventBuffer <= 0 {
 		o.EventBuffer = 1 << 16
 	}

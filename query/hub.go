@@ -1,7 +1,7 @@
 package query
 
 import (
-	"errors"
+	"io"
 	"math"
 	"sync"
 	"sync/atomic"
@@ -9,11 +9,13 @@ import (
 	"github.com/sonde-metrics/sonde/engine/sample"
 )
 
-// The hub encodes each change into its SSE frame once, for every
-// subscriber. It follows the store's change log into blocks of frames;
-// subscribers copy whole blocks (or, with ?match=, a block's frames
-// filtered once per pattern and shared). A subscriber behind the oldest
-// block reads the store's change log itself, as before the hub.
+// The hub encodes each entry of the store's change feed (stored changes
+// and idle window ends) into its SSE frame once, for every subscriber. It
+// follows the feed into blocks of frames, by feed position; subscribers
+// write whole blocks straight from them (or, with ?match=, a block's
+// frames filtered once per pattern and shared), so a subscriber holds no
+// copy. A subscriber behind the oldest block reads the store's feed
+// itself.
 type hub struct {
 	store Store
 	done  <-chan struct{}
@@ -23,8 +25,8 @@ type hub struct {
 	wake    chan struct{} // poked when the first stream opens
 
 	mu     sync.Mutex    // guards from, blocks, bytes and grown.
-	from   uint64        // the hub encodes every change after this id (MaxUint64: idle)
-	blocks []*block      // oldest first; ids dense across consecutive blocks
+	from   uint64        // the hub encodes every entry after this feed position (MaxUint64: idle)
+	blocks []*block      // oldest first; positions dense across consecutive blocks
 	bytes  int           // frame bytes held
 	grown  chan struct{} // closed and replaced when a block is added
 }
@@ -34,12 +36,14 @@ const (
 	hubBytes = 32 << 20 // frame bytes the hub keeps
 )
 
-// block holds consecutive changes first..first+len(keys)-1 as frames.
+// block holds the feed entries at positions first..first+len(keys)-1 as
+// frames.
 type block struct {
-	first uint64
-	keys  []string
-	offs  []int // frame i is data[offs[i]:offs[i+1]]
-	data  []byte
+	first  uint64
+	lastID uint64 // the SSE id of the last frame
+	keys   []string
+	offs   []int // frame i is data[offs[i]:offs[i+1]]
+	data   []byte
 
 	mu       sync.Mutex        // guards filtered.
 	filtered map[string][]byte // frames whose key matches, by ?match= pattern
@@ -84,40 +88,37 @@ func (h *hub) run() {
 	}
 }
 
-// follow encodes the change log from its head until no stream is open.
+// follow encodes the feed from its head until no stream is open.
 func (h *hub) follow(buf []sample.Change) {
-	after := h.store.Index()
-	h.reset(after)
+	pos := h.store.FeedHead()
+	h.reset(pos)
 	for h.streams.Load() > 0 {
-		var err error
-		buf, err = h.store.Changes(after, buf[:0], hubBatch)
-		if errors.Is(err, sample.ErrGone) {
-			// Fell behind the log (the store moved on faster than the hub
-			// could encode): start again at the head; the blocks left keep
-			// their ids, so subscribers fall back to the store for the gap.
-			after = h.store.Index()
-			h.reset(after)
+		var ok bool
+		buf, ok = h.store.Feed(pos, buf[:0], hubBatch)
+		if !ok {
+			// Fell behind the feed (the store moved on faster than the hub
+			// could encode): start again at the head; subscribers read the
+			// store for the gap.
+			pos = h.store.FeedHead()
+			h.reset(pos)
 			continue
 		}
-		if err != nil || len(buf) == 0 {
+		if len(buf) == 0 {
 			select {
-			case <-h.store.Notify(after):
+			case <-h.store.NotifyFeed(pos):
 			case <-h.wake: // a stream opened or left: look at the count again
 			case <-h.done:
 				return
 			}
 			continue
 		}
-		if buf[0].ID != after+1 {
-			h.reset(buf[0].ID - 1) // not dense with what the hub holds
-		}
 		h.add(encodeBlock(buf))
-		after = buf[len(buf)-1].ID
+		pos = buf[len(buf)-1].Pos
 	}
 }
 
 func encodeBlock(cs []sample.Change) *block {
-	b := &block{first: cs[0].ID, keys: make([]string, len(cs)), offs: make([]int, 0, len(cs)+1)}
+	b := &block{first: cs[0].Pos, lastID: cs[len(cs)-1].ID, keys: make([]string, len(cs)), offs: make([]int, 0, len(cs)+1)}
 	var body []byte
 	for i, c := range cs {
 		b.keys[i] = c.Key
@@ -129,7 +130,8 @@ func encodeBlock(cs []sample.Change) *block {
 	return b
 }
 
-// appendChange writes the JSON of one change: {"key":value} or {"key":null}.
+// appendChange writes the JSON of one change: {"key":value} or {"key":null}
+// (a tick's value is 0).
 func appendChange(b []byte, c sample.Change) []byte {
 	b = append(b, '{')
 	b = appendString(b, c.Key)
@@ -163,33 +165,36 @@ func (h *hub) add(b *block) {
 	h.mu.Unlock()
 }
 
-// since returns the blocks holding changes after id, and a channel closed
-// when the next block is added. ok is false when the change right after
-// id is older than every block: the caller must read the store.
-func (h *hub) since(id uint64, dst []*block) (blocks []*block, grown <-chan struct{}, ok bool) {
+// since returns the blocks holding feed entries after position pos, and a
+// channel closed when the next block is added. ok is false when the entry
+// right after pos is older than every block: the caller must read the
+// store.
+func (h *hub) since(pos uint64, dst []*block) (blocks []*block, grown <-chan struct{}, ok bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	grown = h.grown
 	if len(h.blocks) == 0 {
-		return dst, grown, id >= h.from
+		return dst, grown, pos >= h.from
 	}
-	if h.blocks[0].first > id+1 {
+	if h.blocks[0].first > pos+1 {
 		return dst, grown, false
 	}
 	for _, b := range h.blocks {
-		if b.last() > id {
+		if b.last() > pos {
 			dst = append(dst, b)
 		}
 	}
 	return dst, grown, true
 }
 
-// frames appends the frames of b after id whose key match accepts (all
-// when match is nil). Whole blocks are filtered once per pattern.
-func (b *block) frames(dst []byte, id uint64, pattern string, match func(string) bool) []byte {
-	if id < b.first {
+// write writes the frames of b after position pos whose key match accepts
+// (all when match is nil) straight from the block's bytes: the subscriber
+// copies nothing. Whole blocks are filtered once per pattern.
+func (b *block) write(w io.Writer, pos uint64, pattern string, match func(string) bool) error {
+	if pos < b.first {
 		if match == nil {
-			return append(dst, b.data...)
+			_, err := w.Write(b.data)
+			return err
 		}
 		b.mu.Lock()
 		f, ok := b.filtered[pattern]
@@ -201,9 +206,17 @@ func (b *block) frames(dst []byte, id uint64, pattern string, match func(string)
 			b.filtered[pattern] = f
 		}
 		b.mu.Unlock()
-		return append(dst, f...)
+		_, err := w.Write(f)
+		return err
 	}
-	return b.filter(dst, int(id-b.first)+1, match)
+	for i := int(pos-b.first) + 1; i < len(b.keys); i++ {
+		if match == nil || match(b.keys[i]) {
+			if _, err := w.Write(b.data[b.offs[i]:b.offs[i+1]]); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 func (b *block) filter(dst []byte, from int, match func(string) bool) []byte {

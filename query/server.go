@@ -80,10 +80,10 @@ type Server struct {
 	done  chan struct{} // closed at shutdown: streams end
 	hub   *hub
 
-	streamsMu sync.Mutex            // guards streams and closing.
-	streams   map[net.Conn]struct{} // the connections of open SSE streams
-	closing   bool                  // set by Shutdown: no new streams
-	streamsWG sync.WaitGroup        // one per stream, until its goroutine ends
+	streamsMu sync.Mutex                 // guards streams and closing.
+	streams   map[*deadlineConn]struct{} // the connections of open SSE streams
+	closing   bool                       // set by Shutdown: no new streams
+	streamsWG sync.WaitGroup             // one per stream, until its goroutine ends
 }
 
 // Listen binds the HTTP listener; Serve serves on it.
@@ -93,7 +93,7 @@ func Listen(opts Options, store Store) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen for http on %s: %w", opts.Addr, err)
 	}
-	s := &Server{opts: opts, store: store, ln: ln, done: make(chan struct{}), streams: make(map[net.Conn]struct{})}
+	s := &Server{opts: opts, store: store, ln: ln, done: make(chan struct{}), streams: make(map[*deadlineConn]struct{})}
 	s.hub = newHub(store, s.done)
 	go s.hub.run()
 	s.srv = &fasthttp.Server{
@@ -142,7 +142,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.streamsMu.Lock()
 	s.closing = true
 	for c := range s.streams {
-		c.SetWriteDeadline(time.Now())
+		c.expire()
 	}
 	s.streamsMu.Unlock()
 	if err := s.srv.ShutdownWithContext(ctx); err != nil {
@@ -585,6 +585,7 @@ func (s *Server) events(ctx *fasthttp.RequestCtx) {
 	}
 	ctx.HijackSetNoResponse(true)
 	ctx.Hijack(func(conn net.Conn) {
+		dc := &deadlineConn{Conn: conn, timeout: s.opts.StreamWriteTimeout}
 		// Registered under streamsMu: either Shutdown's wait covers this
 		// stream, or this sees closing and ends at once.
 		s.streamsMu.Lock()
@@ -592,7 +593,7 @@ func (s *Server) events(ctx *fasthttp.RequestCtx) {
 			s.streamsMu.Unlock()
 			return
 		}
-		s.streams[conn] = struct{}{}
+		s.streams[dc] = struct{}{}
 		s.streamsWG.Add(1)
 		s.streamsMu.Unlock()
 		defer s.streamsWG.Done()
@@ -600,15 +601,17 @@ func (s *Server) events(ctx *fasthttp.RequestCtx) {
 		defer s.hub.leave()
 		defer func() {
 			s.streamsMu.Lock()
-			delete(s.streams, conn)
+			delete(s.streams, dc)
 			s.streamsMu.Unlock()
 		}()
-		// Each flush gives the client StreamWriteTimeout to take the bytes.
-		sw := &deadlineWriter{Writer: bufio.NewWriterSize(conn, 64<<10), conn: conn, timeout: s.opts.StreamWriteTimeout}
-		if _, err := sw.WriteString(sseHeader); err != nil {
+		// The writer's buffer is all a subscriber holds: frames of the hub's
+		// blocks are written from the blocks, and a dump is written as it is
+		// read from the live state.
+		w := bufio.NewWriterSize(dc, streamBuffer)
+		if _, err := w.WriteString(sseHeader); err != nil {
 			return
 		}
-		if err := s.stream(sw, pattern, match, lastID, hasLast); err != nil {
+		if err := s.stream(w, pattern, match, lastID, hasLast); err != nil {
 			s.opts.Logger.Debug("sse stream ended", "err", err)
 		}
 	})
@@ -618,37 +621,70 @@ func (s *Server) events(ctx *fasthttp.RequestCtx) {
 const sseHeader = "HTTP/1.1 200 OK\r\nServer: sonde\r\nContent-Type: text/event-stream\r\n" +
 	"Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\nConnection: close\r\n\r\n"
 
-const changeBatch = 512
+const (
+	changeBatch  = 512      // changes a stream behind the hub reads at once
+	streamBuffer = 64 << 10 // a stream's write buffer
+)
 
-// deadlineWriter extends the connection's write deadline at every flush.
-type deadlineWriter struct {
-	*bufio.Writer
-	conn    net.Conn
+// deadlineConn gives every write to a stream's connection StreamWriteTimeout
+// to be taken: a client that stops reading, or a peer that vanished
+// without closing, ends its stream. Shutdown expires the deadline for good.
+type deadlineConn struct {
+	net.Conn
 	timeout time.Duration
+	mu      sync.Mutex // guards closing against a write extending the deadline after expire
+	closing bool
 }
 
-func (d *deadlineWriter) Flush() error {
-	if err := d.conn.SetWriteDeadline(time.Now().Add(d.timeout)); err != nil {
-		return err
+var errStreamClosing = errors.New("the server is shutting down")
+
+func (d *deadlineConn) Write(p []byte) (int, error) {
+	d.mu.Lock()
+	if d.closing {
+		d.mu.Unlock()
+		return 0, errStreamClosing
 	}
-	return d.Writer.Flush()
+	err := d.SetWriteDeadline(time.Now().Add(d.timeout))
+	d.mu.Unlock()
+	if err != nil {
+		return 0, err
+	}
+	return d.Conn.Write(p)
 }
 
-func (s *Server) stream(w *deadlineWriter, pattern string, match func(string) bool, after uint64, resume bool) error {
-	var frame []byte
-	dump := func() error {
+// expire ends the stream's writes now.
+func (d *deadlineConn) expire() {
+	d.mu.Lock()
+	d.closing = true
+	d.SetWriteDeadline(time.Now())
+	d.mu.Unlock()
+}
+
+// stream writes a subscriber's events: a dump (unless it resumes), then
+// every entry of the change feed. Its place is the newest stored change
+// it has (id, the SSE id) and its position in the feed (pos), when the
+// feed still holds it; a subscriber the feed has left behind reads stored
+// changes by id from the WAL until it catches up.
+func (s *Server) stream(w *bufio.Writer, pattern string, match func(string) bool, lastID uint64, resume bool) error {
+	var (
+		id     uint64 // the newest stored change the client has
+		pos    uint64 // its place in the feed, when onFeed
+		onFeed bool
+	)
+	dump := func(reset bool) error {
 		idx := s.store.Index()
-		series := s.store.Series(match, nil)
-		frame = appendFrame(frame[:0], idx, appendDump(nil, series))
-		after = idx
-		if _, err := w.Write(frame); err != nil {
+		if err := s.writeDump(w, idx, match, reset); err != nil {
 			return err
 		}
-		return w.Flush()
+		id = idx
+		pos, onFeed = s.store.FeedPos(idx)
+		return nil
 	}
-	if !resume || after > s.store.Index() {
-		// A fresh subscriber, or an id from the future (another server).
-		if err := dump(); err != nil {
+	if !resume || lastID > s.store.Index() {
+		// A fresh subscriber gets the dump as its first message (mesures).
+		// A client resuming with an id from the future (another server, a
+		// wiped store) must replace what it holds: a reset.
+		if err := dump(resume); err != nil {
 			return err
 		}
 	} else {
@@ -659,39 +695,62 @@ func (s *Server) stream(w *deadlineWriter, pattern string, match func(string) bo
 		if err := w.Flush(); err != nil {
 			return err
 		}
+		id = lastID
+		pos, onFeed = s.store.FeedPos(id)
 	}
 	hb := time.NewTicker(s.opts.Heartbeat)
 	defer hb.Stop()
-	var changes []sample.Change
-	var blocks []*block
-	var grown <-chan struct{}
+	var (
+		changes []sample.Change
+		blocks  []*block
+		grown   <-chan struct{}
+		frame   []byte
+	)
 	for {
-		var ok bool
-		blocks, grown, ok = s.hub.since(after, blocks[:0])
-		if ok && len(blocks) > 0 {
-			// The common case: frames the hub encoded once for everyone.
-			frame = frame[:0]
-			for _, b := range blocks {
-				frame = b.frames(frame, after, pattern, match)
-				after = b.last()
-			}
-			clear(blocks)
-			if len(frame) > 0 {
-				if _, err := w.Write(frame); err != nil {
-					return err
+		wait := grown // the hub covers the stream: wait for its next block
+		if onFeed {
+			var ok bool
+			blocks, grown, ok = s.hub.since(pos, blocks[:0])
+			wait = grown
+			if ok && len(blocks) > 0 {
+				// The common case: frames the hub encoded once for everyone.
+				for _, b := range blocks {
+					if err := b.write(w, pos, pattern, match); err != nil {
+						return err
+					}
+					pos, id = b.last(), b.lastID
 				}
+				clear(blocks)
 				if err := w.Flush(); err != nil {
 					return err
 				}
+				continue
 			}
-			continue
+			if !ok {
+				// Behind the hub's oldest block: read the store's feed.
+				var held bool
+				changes, held = s.store.Feed(pos, changes[:0], changeBatch)
+				wait = s.store.NotifyFeed(pos) // not covered by the hub yet
+				if held && len(changes) > 0 {
+					var err error
+					if frame, err = writeChanges(w, frame, changes, match); err != nil {
+						return err
+					}
+					last := changes[len(changes)-1]
+					pos, id = last.Pos, last.ID
+					continue
+				}
+				onFeed = held
+			}
 		}
-		if !ok {
-			// Behind the hub's oldest block: read the store's change log.
+		if !onFeed {
+			// Left behind by the feed: stored changes by id, from the WAL.
 			var err error
-			changes, err = s.store.Changes(after, changes[:0], changeBatch)
+			changes, err = s.store.Changes(id, changes[:0], changeBatch)
 			if errors.Is(err, sample.ErrGone) {
-				if err := dump(); err != nil {
+				// The WAL no longer holds them either: the client must
+				// replace its state, deletions included.
+				if err := dump(true); err != nil {
 					return err
 				}
 				continue
@@ -700,27 +759,18 @@ func (s *Server) stream(w *deadlineWriter, pattern string, match func(string) bo
 				return err
 			}
 			if len(changes) > 0 {
-				frame = frame[:0]
-				var body []byte
-				for _, c := range changes {
-					after = c.ID
-					if match != nil && !match(c.Key) {
-						continue
-					}
-					body = appendChange(body[:0], c)
-					frame = appendFrame(frame, c.ID, body)
-				}
-				if _, err := w.Write(frame); err != nil {
+				if frame, err = writeChanges(w, frame, changes, match); err != nil {
 					return err
 				}
-				if err := w.Flush(); err != nil {
-					return err
-				}
+				id = changes[len(changes)-1].ID
+			}
+			if pos, onFeed = s.store.FeedPos(id); onFeed || len(changes) > 0 {
 				continue
 			}
+			wait = s.store.NotifyFeed(pos)
 		}
 		select {
-		case <-grown:
+		case <-wait:
 		case <-hb.C:
 			if _, err := w.WriteString(": ping\r\n\r\n"); err != nil {
 				return err
@@ -732,6 +782,61 @@ func (s *Server) stream(w *deadlineWriter, pattern string, match func(string) bo
 			return nil
 		}
 	}
+}
+
+// writeChanges writes the frames of cs whose key match accepts, and
+// flushes. frame is scratch space, returned for reuse.
+func writeChanges(w *bufio.Writer, frame []byte, cs []sample.Change, match func(string) bool) ([]byte, error) {
+	var body []byte
+	for _, c := range cs {
+		if match != nil && !match(c.Key) {
+			continue
+		}
+		body = appendChange(body[:0], c)
+		frame = appendFrame(frame[:0], c.ID, body)
+		if _, err := w.Write(frame); err != nil {
+			return frame, err
+		}
+	}
+	return frame, w.Flush()
+}
+
+// writeDump writes the dump frame of every series match accepts, labelled
+// with the index idx noted before it was read: {"key":view,...}. It is
+// written as it is read from the live state, in no particular order, so
+// a dump costs a subscriber no memory whatever the number of keys. A
+// reset dump is an event of type "reset": it replaces the client's state.
+func (s *Server) writeDump(w *bufio.Writer, idx uint64, match func(string) bool, reset bool) error {
+	b := append(make([]byte, 0, 512), "id: "...)
+	b = strconv.AppendUint(b, idx, 10)
+	if reset {
+		b = append(b, "\r\nevent: reset"...)
+	}
+	b = append(b, "\r\ndata: {"...)
+	if _, err := w.Write(b); err != nil {
+		return err
+	}
+	first := true
+	var err error
+	s.store.Each(match, func(se sample.Series) bool {
+		b = b[:0]
+		if !first {
+			b = append(b, ',')
+		}
+		first = false
+		b = appendString(b, se.Key)
+		b = append(b, ':')
+		b = appendFloat(b, se.View)
+		_, err = w.Write(b)
+		return err == nil
+	})
+	if err != nil {
+		return err
+	}
+	if _, err := w.WriteString("}\r\n\r\n"); err != nil {
+		return err
+	}
+	return w.Flush()
 }
 
 // appendFrame writes one SSE event in mesures' framing (CRLF line ends).

@@ -36,11 +36,27 @@ type Store interface {
 	Get(key string) (sample.Series, bool)
 	// Series appends every series match accepts (nil: all), sorted by key.
 	Series(match func(string) bool, dst []sample.Series) []sample.Series
+	// Each calls fn with every series match accepts (nil: all), from the
+	// live state, in no particular order, until fn returns false. No lock
+	// is held while fn runs, so fn may block (an SSE dump to a slow
+	// client) and nothing is copied but the series at hand.
+	Each(match func(string) bool, fn func(sample.Series) bool)
 	// Range appends the history of key in [from, to]; limit > 0 keeps the
 	// newest limit points.
 	Range(ctx context.Context, key string, from, to int64, limit int, dst []sample.Point) ([]sample.Point, error)
-	// Changes appends up to max changes after the index after.
+	// Changes appends up to max stored changes after the index after, from
+	// memory or the WAL; sample.ErrGone when the WAL no longer holds them.
 	Changes(after uint64, dst []sample.Change, max int) ([]sample.Change, error)
-	// Notify returns a channel closed once Index() passes after.
-	Notify(after uint64) <-chan struct{}
+	// Feed appends up to max entries of the change feed (stored changes
+	// and idle window ends) after position pos; ok is false when the feed
+	// no longer holds the entry after pos.
+	Feed(pos uint64, dst []sample.Change, max int) ([]sample.Change, bool)
+	// FeedPos is the feed position after the stored change id; ok is false
+	// when the feed no longer holds what follows it.
+	FeedPos(id uint64) (uint64, bool)
+	// FeedHead is the position of the newest entry of the feed.
+	FeedHead() uint64
+	// NotifyFeed returns a channel closed once the feed has an entry
+	// after pos.
+	NotifyFeed(pos uint64) <-chan struct{}
 }

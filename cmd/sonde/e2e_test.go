@@ -14,8 +14,9 @@ import (
 )
 
 type event struct {
-	id   uint64
-	data string
+	id    uint64
+	event string // the event type; empty for a plain message
+	data  string
 }
 
 // subscribe opens /events (with Last-Event-ID when lastID > 0) and
@@ -59,6 +60,8 @@ func subscribe(t *testing.T, p *proc, query string, lastID uint64) <-chan event 
 			case strings.HasPrefix(line, ":"):
 			case strings.HasPrefix(line, "id: "):
 				ev.id, _ = strconv.ParseUint(line[4:], 10, 64)
+			case strings.HasPrefix(line, "event: "):
+				ev.event = line[7:]
 			case strings.HasPrefix(line, "data: "):
 				ev.data = line[6:]
 			}

@@ -54,6 +54,9 @@ type config struct {
 	chunkPoints      int
 	retentionFile    string
 	maxSeries        int
+	minWindow        time.Duration
+	walSegment       int
+	eventBuffer      int
 	maxConns         int
 	maxLine          int
 	oneShotIdle      time.Duration
@@ -88,6 +91,9 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&c.retentionFile, "retention", "", "retention policy file (docs/retention.md); default: "+retention.DefaultText)
 	fs.IntVar(&c.chunkPoints, "chunk-points", 4096, "history points compaction gathers into one stored chunk (negative: no compaction)")
 	fs.IntVar(&c.maxSeries, "max-series", 1_000_000, "most keys the store holds")
+	fs.IntVar(&c.walSegment, "wal-segment-size", 8<<20, "WAL segment size in bytes; the WAL is truncated a whole segment at a time after snapshots")
+	fs.IntVar(&c.eventBuffer, "event-buffer", 1<<16, "recent changes kept in memory for SSE subscribers; older ones are read from the WAL")
+	fs.DurationVar(&c.minWindow, "min-window", time.Second, "shortest counting window an INCR may ask for (each window end costs work)")
 	fs.IntVar(&c.maxConns, "max-conns", 1024, "most open connections per listener")
 	fs.IntVar(&c.maxLine, "max-line", 4096, "longest command line in bytes")
 	fs.DurationVar(&c.oneShotIdle, "tcp-oneshot-idle", 300*time.Millisecond, "close a scripted command connection idle this long (negative: never)")
@@ -154,6 +160,10 @@ func run(c config, logger *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("parse -fsync: %w", err)
 	}
+	if c.statsdAddr != "" && c.statsdFlush < c.minWindow {
+		// stats_counts.<name> keys count per flush interval.
+		return fmt.Errorf("check flags: -statsd-flush %s is shorter than -min-window %s", c.statsdFlush, c.minWindow)
+	}
 	pols := retention.Default()
 	if c.retentionFile != "" {
 		b, err := os.ReadFile(c.retentionFile)
@@ -173,6 +183,9 @@ func run(c config, logger *slog.Logger) error {
 		RingSize:         c.ringSize,
 		ChunkPoints:      c.chunkPoints,
 		MaxSeries:        c.maxSeries,
+		MinWindow:        c.minWindow,
+		SegmentSize:      c.walSegment,
+		EventBuffer:      c.eventBuffer,
 		Logger:           logger.With("component", "engine"),
 		// A failed WAL write that could not be cut off may come back at
 		// the next start: exit without answering its writers, as

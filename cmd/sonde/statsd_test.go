@@ -184,7 +184,7 @@ func values(pts [][2]float64) []string {
 // TestStatsdPeriodicFlush: aggregates are written every -statsd-flush
 // while the server runs.
 func TestStatsdPeriodicFlush(t *testing.T) {
-	p := start(t, t.TempDir(), "-statsd-flush", "100ms")
+	p := start(t, t.TempDir(), "-statsd-flush", "100ms", "-min-window", "100ms")
 	conn, err := net.Dial("udp", p.statsdAddr)
 	if err != nil {
 		t.Fatal(err)

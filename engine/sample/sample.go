@@ -92,13 +92,23 @@ type Series struct {
 	Points uint64
 }
 
-// Change is one event delivered to subscribers. ID is the WAL index of the
-// record that made the change; IDs are dense and increasing.
+// Change is one event delivered to subscribers: a stored change, or the
+// end of an idle counting window (Tick).
 type Change struct {
-	ID      uint64
+	// ID is the WAL index of the record that made the change: dense and
+	// increasing over stored changes. A tick has the ID of the newest
+	// stored change before it.
+	ID uint64
+	// Pos is the change's position in the engine's change feed (dense over
+	// stored changes and ticks); 0 for changes read back from the WAL.
+	Pos     uint64
 	Key     string
 	Value   float64 // the mesures view value after the change
 	Deleted bool
+	// Tick marks the end of a counting window that counted nothing after
+	// one that also counted nothing: the view stays 0. mesures sends an
+	// event for it; the engine does not store it (docs/semantics.md).
+	Tick bool
 }
 
 // Errors shared by the engine and its consumers, so that query and ingest
