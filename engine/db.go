@@ -955,43 +955,68 @@ func (db *DB) Changes(after uint64, dst []sample.Change, max int) ([]sample.Chan
 // Range appends to dst the history points of key with times in
 // [from, to], oldest first; limit > 0 keeps only the newest limit points.
 // Points come from the ring and, for older ones, the snapshot database.
+// The read takes the points it decodes from the sample.Budget in ctx, if
+// any, and stops with an error wrapping sample.ErrTooMany before it would
+// pass it; it also stops when ctx ends.
 func (db *DB) Range(ctx context.Context, key string, from, to int64, limit int, dst []sample.Point) ([]sample.Point, error) {
+	if err := ctx.Err(); err != nil {
+		return dst, fmt.Errorf("range %q: %w", key, context.Cause(ctx))
+	}
 	v, ok := db.hot.Load(key)
 	if !ok {
 		return dst, fmt.Errorf("%w: %q", ErrNotFound, key)
 	}
 	s := v.(*series)
+	budget := sample.BudgetOf(ctx)
+	take := func(n int) error {
+		if err := ctx.Err(); err != nil {
+			return context.Cause(ctx)
+		}
+		return budget.Take(n)
+	}
 	start := len(dst)
-	var ringPts []sample.Point
-	var lo uint64
-	for attempt := 0; ; attempt++ {
-		ringPts, lo = s.ring.Points(ringPts[:0])
-		// Points below lo are only on disk once a snapshot has folded them
-		// in; when the ring has wrapped past the snapshot, take one now.
-		if lo <= 1 || s.flushed.Load()+1 >= lo {
-			break
+	ringPts, lo, err := db.ringPoints(ctx, s)
+	if err != nil {
+		return dst, err
+	}
+	if limit > 0 {
+		// The ring holds the newest points: when it has limit of them in
+		// range, all within the raw keep (older ones are read from the
+		// archives), those are the answer, and nothing older is read.
+		pol, _ := db.opts.Retention.For(s.key, s.kind)
+		first, n := len(ringPts), 0 // the oldest of the newest limit ring points in range
+		for i := len(ringPts) - 1; i >= 0 && n < limit; i-- {
+			if p := ringPts[i]; p.T >= from && p.T <= to {
+				first, n = i, n+1
+			}
 		}
-		if attempt == 2 {
-			return dst, fmt.Errorf("range %q: history points %d to %d are not in the snapshot yet", key, s.flushed.Load()+1, lo-1)
-		}
-		if err := db.Snapshot(ctx); err != nil {
-			return dst, fmt.Errorf("range %q: %w", key, err)
+		if n == limit && ringPts[first].T >= db.nowMs()-pol.Raw.Milliseconds() {
+			if err := take(limit); err != nil {
+				return dst, fmt.Errorf("range %q: %w", key, err)
+			}
+			for _, p := range ringPts[first:] {
+				if p.T >= from && p.T <= to {
+					dst = append(dst, p)
+				}
+			}
+			return dst, nil
 		}
 	}
 	if lo > 1 {
-		var err error
-		dst, err = db.store.History(key, s.created, lo, from, to, dst)
+		dst, err = db.store.History(key, s.created, lo, from, to, dst, take)
 		if err != nil {
 			return dst[:start], fmt.Errorf("range %q: %w", key, err)
 		}
+	}
+	if err := take(len(ringPts)); err != nil {
+		return dst[:start], fmt.Errorf("range %q: %w", key, err)
 	}
 	for _, p := range ringPts {
 		if p.T >= from && p.T <= to {
 			dst = append(dst, p)
 		}
 	}
-	var err error
-	if dst, err = db.withArchives(s, from, to, start, dst); err != nil {
+	if dst, err = db.withArchives(s, from, to, start, dst, take); err != nil {
 		return dst[:start], fmt.Errorf("range %q: %w", key, err)
 	}
 	if limit > 0 && len(dst)-start > limit {
@@ -1001,6 +1026,61 @@ func (db *DB) Range(ctx context.Context, key string, from, to int64, limit int, 
 	return dst, nil
 }
 
+// Recent appends to dst the newest n raw points of key, oldest first:
+// from the ring and, for older ones, the snapshot database, read from the
+// newest chunk back. It takes from the ctx's budget as Range does.
+func (db *DB) Recent(ctx context.Context, key string, n int, dst []sample.Point) ([]sample.Point, error) {
+	if err := ctx.Err(); err != nil {
+		return dst, fmt.Errorf("recent points of %q: %w", key, context.Cause(ctx))
+	}
+	v, ok := db.hot.Load(key)
+	if !ok {
+		return dst, fmt.Errorf("%w: %q", ErrNotFound, key)
+	}
+	s := v.(*series)
+	budget := sample.BudgetOf(ctx)
+	take := func(k int) error {
+		if err := ctx.Err(); err != nil {
+			return context.Cause(ctx)
+		}
+		return budget.Take(k)
+	}
+	ringPts, lo, err := db.ringPoints(ctx, s)
+	if err != nil {
+		return dst, err
+	}
+	if len(ringPts) < n && lo > 1 {
+		if dst, err = db.store.Newest(key, s.created, lo, n-len(ringPts), dst, take); err != nil {
+			return dst, fmt.Errorf("recent points of %q: %w", key, err)
+		}
+	}
+	ringPts = ringPts[max(len(ringPts)-n, 0):]
+	if err := take(len(ringPts)); err != nil {
+		return dst, fmt.Errorf("recent points of %q: %w", key, err)
+	}
+	return append(dst, ringPts...), nil
+}
+
+// ringPoints copies the ring of s and returns the lowest ordinal it holds.
+// When the ring has wrapped past what the snapshot database holds, it
+// takes a snapshot first, so that no point is missing from either.
+func (db *DB) ringPoints(ctx context.Context, s *series) ([]sample.Point, uint64, error) {
+	var pts []sample.Point
+	var lo uint64
+	for attempt := 0; ; attempt++ {
+		pts, lo = s.ring.Points(pts[:0])
+		if lo <= 1 || s.flushed.Load()+1 >= lo {
+			return pts, lo, nil
+		}
+		if attempt == 2 {
+			return nil, 0, fmt.Errorf("range %q: history points %d to %d are not in the snapshot yet", s.key, s.flushed.Load()+1, lo-1)
+		}
+		if err := db.Snapshot(ctx); err != nil {
+			return nil, 0, fmt.Errorf("range %q: %w", s.key, err)
+		}
+	}
+}
+
 // withArchives completes a read of dst[start:] (raw points in [from, to])
 // with the archives of the key's retention policy when the read reaches
 // back past the raw points' keep. Raw points are served from the raw cut
@@ -1008,7 +1088,7 @@ func (db *DB) Range(ctx context.Context, key string, from, to int64, limit int, 
 // where expiry may have deleted them. Before the cut come the finest
 // archive's points, before its oldest the next one's, and so on: one
 // ordered series without duplicates.
-func (db *DB) withArchives(s *series, from, to int64, start int, dst []sample.Point) ([]sample.Point, error) {
+func (db *DB) withArchives(s *series, from, to int64, start int, dst []sample.Point, take func(int) error) ([]sample.Point, error) {
 	pol, _ := db.opts.Retention.For(s.key, s.kind)
 	cut := db.nowMs() - pol.Raw.Milliseconds()
 	if from >= cut || len(pol.Archives) == 0 {
@@ -1020,7 +1100,7 @@ func (db *DB) withArchives(s *series, from, to int64, start int, dst []sample.Po
 	}
 	tiers := make([]tier, len(pol.Archives))
 	for i, a := range pol.Archives {
-		pts, oldest, wm, err := db.store.Archive(s.key, s.created, a.Step.Milliseconds(), from, to, nil)
+		pts, oldest, wm, err := db.store.Archive(s.key, s.created, a.Step.Milliseconds(), from, to, nil, take)
 		if err != nil {
 			return dst, err
 		}

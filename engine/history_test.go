@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -125,5 +126,55 @@ func BenchmarkRangeOneDay(b *testing.B) {
 	}
 	if len(dst) != 8640 {
 		b.Fatalf("%d points", len(dst))
+	}
+}
+
+// Range and Recent take what they read from the query's budget and stop
+// before passing it; a limit the ring can answer reads nothing older, and
+// Recent reads the newest chunks first.
+func TestReadBudgetAndRecent(t *testing.T) {
+	db := openDB(t, t.TempDir(), Options{RingSize: 8, SnapshotInterval: time.Hour, ChunkPoints: 16})
+	defer db.Close()
+	t0 := time.Now().UnixMilli() - 1000
+	for i := range 300 {
+		mustApply(t, db, sample.Op{Code: sample.Set, Key: "g", Value: float64(i), Time: t0 + int64(i)})
+		if i%50 == 49 {
+			if err := db.Snapshot(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	read := func(max int, f func(ctx context.Context) ([]sample.Point, error)) ([]sample.Point, *sample.Budget, error) {
+		b := &sample.Budget{Max: max}
+		pts, err := f(sample.WithBudget(context.Background(), b))
+		return pts, b, err
+	}
+	_, _, err := read(100, func(ctx context.Context) ([]sample.Point, error) {
+		return db.Range(ctx, "g", 0, 1<<62, 0, nil)
+	})
+	if !errors.Is(err, sample.ErrTooMany) {
+		t.Fatalf("a 300-point range with a budget of 100: %v", err)
+	}
+	pts, b, err := read(100, func(ctx context.Context) ([]sample.Point, error) {
+		return db.Range(ctx, "g", 0, 1<<62, 5, nil)
+	})
+	if err != nil || !equalFloats(values(pts), []float64{295, 296, 297, 298, 299}) || b.Left() != 95 {
+		t.Fatalf("limit 5: %v %v, budget left %d", values(pts), err, b.Left())
+	}
+	pts, _, err = read(1000, func(ctx context.Context) ([]sample.Point, error) {
+		return db.Recent(ctx, "g", 50, nil)
+	})
+	if err != nil || len(pts) != 50 || pts[0].V != 250 || pts[49].V != 299 {
+		t.Fatalf("recent 50: %v %v", values(pts), err)
+	}
+	for i := 1; i < len(pts); i++ {
+		if pts[i].T != pts[i-1].T+1 {
+			t.Fatalf("recent points not in order: %v", pts)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := db.Range(ctx, "g", 0, 1<<62, 0, nil); !errors.Is(err, context.Canceled) {
+		t.Fatalf("a range whose context ended: %v", err)
 	}
 }

@@ -44,16 +44,24 @@ func graphiteArg(ctx *fasthttp.RequestCtx, name string) string {
 
 // graphiteTime parses Graphite's from/until: Unix seconds, "now", or
 // "-<n><unit>" (s, min, h, d, w, mon, y) before now; s is the default
-// when empty.
+// when empty. The result is clamped to [minTime, maxTime] in seconds, so
+// that no arithmetic on it overflows: "-9223372036854775808" is 1970 and
+// "now-9999999999999999y" too.
 func graphiteTime(s, def string, now time.Time) (int64, error) {
+	const lo, hi = minTime / 1000, maxTime / 1000
 	if s == "" {
 		s = def
 	}
 	if s == "now" {
-		return now.Unix(), nil
+		return min(max(now.Unix(), lo), hi), nil
 	}
 	if n, err := strconv.ParseInt(s, 10, 64); err == nil {
-		return n, nil
+		return min(max(n, lo), hi), nil
+	} else if errors.Is(err, strconv.ErrRange) {
+		if strings.HasPrefix(s, "-") {
+			return lo, nil
+		}
+		return hi, nil
 	}
 	rest, _ := strings.CutPrefix(s, "now")
 	rest, neg := strings.CutPrefix(rest, "-")
@@ -64,9 +72,12 @@ func graphiteTime(s, def string, now time.Time) (int64, error) {
 	for i < len(rest) && rest[i] >= '0' && rest[i] <= '9' {
 		i++
 	}
-	n, err := strconv.ParseInt(rest[:i], 10, 64)
-	if err != nil || i == 0 {
+	if i == 0 {
 		return 0, fmt.Errorf("time %q has no number of units", s)
+	}
+	n, err := strconv.ParseInt(rest[:i], 10, 64)
+	if err != nil {
+		n = math.MaxInt64 // more digits than int64 holds: long before 1970
 	}
 	var unit int64
 	switch u := rest[i:]; {
@@ -87,7 +98,11 @@ func graphiteTime(s, def string, now time.Time) (int64, error) {
 	default:
 		return 0, fmt.Errorf("time %q has an unknown unit (want s, min, h, d, w, mon or y)", s)
 	}
-	return now.Unix() - n*unit, nil
+	nowSec := min(max(now.Unix(), lo), hi)
+	if n > (nowSec-lo)/unit {
+		return lo, nil
+	}
+	return nowSec - n*unit, nil
 }
 
 // graphiteGlob turns a Graphite path pattern into a regexp over the name
@@ -165,106 +180,133 @@ func (s *Server) render(ctx *fasthttp.RequestCtx) {
 
 func (s *Server) renderRange(ctx *fasthttp.RequestCtx, from, until int64) {
 	if f := graphiteArg(ctx, "format"); f != "" && f != "json" {
-		writeError(ctx, fasthttp.StatusBadRequest, fmt.Sprintf("format=%s is not served (want json)", f))
+		writeError(ctx, fasthttp.StatusBadRequest, fmt.Sprintf("format=%s is not served (want json)", text([]byte(f))))
 		return
 	}
 	if from >= until {
 		writeError(ctx, fasthttp.StatusBadRequest, "from is not before until")
 		return
 	}
-	maxPoints := 0
-	if v := graphiteArg(ctx, "maxDataPoints"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 0 {
-			writeError(ctx, fasthttp.StatusBadRequest, fmt.Sprintf("maxDataPoints=%q is not a whole number >= 0", v))
-			return
-		}
-		maxPoints = n
-	}
 	step := int64(0) // seconds per point; 0 keeps the raw points
-	if maxPoints > 0 {
-		step = max((until-from+int64(maxPoints)-1)/int64(maxPoints), 1)
-	}
-	b := []byte{'['}
-	n := 0
-	for _, t := range graphiteArgs(ctx, "target") {
-		target := strings.TrimSpace(string(t))
-		series, err := s.renderTarget(ctx, target, from, until, step)
-		if err != nil {
-			status := fasthttp.StatusBadRequest
-			if !errors.Is(err, errTarget) {
-				status = fasthttp.StatusInternalServerError
-			}
-			writeError(ctx, status, err.Error())
+	if v := graphiteArg(ctx, "maxDataPoints"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 0 {
+			writeError(ctx, fasthttp.StatusBadRequest, fmt.Sprintf("maxDataPoints=%q is not a whole number >= 0", text([]byte(v))))
 			return
 		}
-		for _, se := range series {
-			if n > 0 {
-				b = append(b, ',')
+		if n > 0 {
+			step = max((until-from)/n, 1)
+			if step*n < until-from {
+				step++ // ceil without overflow: until-from is at most maxTime/1000
 			}
-			n++
-			b = append(b, `{"target":`...)
-			b = appendString(b, se.name)
-			b = append(b, `,"tags":{"name":`...)
-			b = appendString(b, se.name)
-			b = append(b, `},"datapoints":[`...)
-			for i, p := range se.points {
-				if i > 0 {
+		}
+	}
+	var targets []string
+	for _, t := range graphiteArgs(ctx, "target") {
+		targets = append(targets, strings.TrimSpace(string(t)))
+	}
+	s.bounded(ctx, func(r *read) error {
+		b := []byte{'['}
+		n := 0
+		for _, target := range targets {
+			err := s.renderTarget(r, target, from, until, step, func(name string, pts []sample.Point) error {
+				if n > 0 {
 					b = append(b, ',')
 				}
-				b = append(b, '[')
-				if math.IsNaN(p.V) {
-					b = append(b, "null"...)
-				} else {
-					b = appendFloat(b, p.V)
+				n++
+				b = append(b, `{"target":`...)
+				b = appendString(b, name)
+				b = append(b, `,"tags":{"name":`...)
+				b = appendString(b, name)
+				b = append(b, `},"datapoints":[`...)
+				for i, p := range pts {
+					if i > 0 {
+						b = append(b, ',')
+					}
+					b = append(b, '[')
+					if math.IsNaN(p.V) {
+						b = append(b, "null"...)
+					} else {
+						b = appendFloat(b, p.V)
+					}
+					b = append(b, ',')
+					b = strconv.AppendInt(b, p.T, 10)
+					b = append(b, ']')
 				}
-				b = append(b, ',')
-				b = strconv.AppendInt(b, p.T, 10)
-				b = append(b, ']')
+				b = append(b, "]}"...)
+				return r.body(len(b))
+			})
+			if errors.Is(err, errTarget) {
+				writeError(ctx, fasthttp.StatusBadRequest, err.Error())
+				return nil
 			}
-			b = append(b, "]}"...)
+			if err != nil {
+				return err
+			}
 		}
-	}
-	b = append(b, "]\n"...)
-	ctx.SetContentType("application/json")
-	ctx.SetBody(b)
+		b = append(b, "]\n"...)
+		ctx.SetContentType("application/json")
+		ctx.SetBody(b)
+		return nil
+	})
 }
 
 var errTarget = errors.New("bad target")
 
-type renderSeries struct {
-	name   string
-	points []sample.Point // T in seconds; NaN is a gap
-}
-
-func (s *Server) renderTarget(ctx *fasthttp.RequestCtx, target string, from, until, step int64) ([]renderSeries, error) {
+// renderTarget reads the series of one target and hands each to emit, its
+// datapoints with T in seconds and NaN for a gap. The points of a series
+// are given back to the read's budget once emitted: the answer's bytes
+// bound what is kept.
+func (s *Server) renderTarget(r *read, target string, from, until, step int64, emit func(name string, pts []sample.Point) error) error {
 	if m := constantLine.FindStringSubmatch(target); m != nil {
 		v, err := strconv.ParseFloat(m[1], 64)
 		if err != nil {
-			return nil, fmt.Errorf("%w: %s: %q is not a number", errTarget, target, m[1])
+			return fmt.Errorf("%w: %s: %q is not a number", errTarget, target, m[1])
 		}
-		return []renderSeries{{name: strconv.FormatFloat(v, 'g', -1, 64), points: []sample.Point{{T: from, V: v}, {T: until, V: v}}}}, nil
+		return emit(strconv.FormatFloat(v, 'g', -1, 64), []sample.Point{{T: from, V: v}, {T: until, V: v}})
 	}
 	if i := strings.IndexByte(target, '('); i >= 0 {
-		return nil, fmt.Errorf("%w: %s: Graphite functions are not served, only series paths and constantLine (function %s)", errTarget, target, target[:i])
+		return fmt.Errorf("%w: %s: Graphite functions are not served, only series paths and constantLine (function %s)", errTarget, text([]byte(target)), target[:i])
 	}
 	re, err := graphiteGlob(target)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", errTarget, err)
+		return fmt.Errorf("%w: %w", errTarget, err)
 	}
 	list := s.store.Series(func(k string) bool { return re.MatchString(keyName(k)) }, nil)
-	out := make([]renderSeries, 0, len(list))
+	if err := r.series(len(list)); err != nil {
+		return err
+	}
+	slots := 0 // datapoints per series on the step grid
+	if step > 0 {
+		slots = int(min((until-from)/step+1, math.MaxInt32))
+	}
 	for _, se := range list {
-		pts, err := s.store.Range(ctx, se.Key, from*1000, until*1000+999, 0, nil)
+		if err := r.alive(); err != nil {
+			return err
+		}
+		held := r.budget.Left()
+		if err := r.budget.Take(slots); err != nil {
+			return err
+		}
+		pts, err := s.store.Range(r.ctx, se.Key, from*1000, until*1000+999, 0, nil)
 		if errors.Is(err, sample.ErrNotFound) {
+			r.budget.Release(held - r.budget.Left())
 			continue // deleted meanwhile
 		}
 		if err != nil {
-			return nil, fmt.Errorf("render %s: %w", se.Key, err)
+			return fmt.Errorf("render %s: %w", se.Key, err)
 		}
-		out = append(out, renderSeries{name: se.Key, points: consolidate(pts, from, until, step)})
+		if step == 0 {
+			if err := r.budget.Take(len(pts)); err != nil { // the copy in seconds
+				return err
+			}
+		}
+		if err := emit(se.Key, consolidate(pts, from, until, step)); err != nil {
+			return err
+		}
+		r.budget.Release(held - r.budget.Left())
 	}
-	return out, nil
+	return nil
 }
 
 // consolidate turns points (T in ms) into Graphite's datapoints (T in
@@ -315,6 +357,11 @@ func (s *Server) metricsFind(ctx *fasthttp.RequestCtx) {
 		writeError(ctx, fasthttp.StatusBadRequest, err.Error())
 		return
 	}
+	s.bounded(ctx, func(r *read) error { return s.find(ctx, r, re, depth) })
+}
+
+// find lists the nodes at depth whose path re matches.
+func (s *Server) find(ctx *fasthttp.RequestCtx, r *read, re interface{ MatchString(string) bool }, depth int) error {
 	type node struct{ leaf, branch bool }
 	nodes := map[string]*node{}
 	s.store.Series(func(k string) bool {
@@ -368,8 +415,12 @@ func (s *Server) metricsFind(ctx *fasthttp.RequestCtx) {
 		if nodes[id].leaf {
 			entry(id, true)
 		}
+		if err := r.body(len(b)); err != nil {
+			return err
+		}
 	}
 	b = append(b, "]\n"...)
 	ctx.SetContentType("application/json")
 	ctx.SetBody(b)
+	return nil
 }

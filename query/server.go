@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
 	"net"
 	"net/url"
 	"strconv"
@@ -36,6 +35,20 @@ type Options struct {
 	MaxConns int
 	// MaxBodySize caps a request body; default 1 MiB.
 	MaxBodySize int
+	// QueryTimeout bounds the time one read may take; default 30 s. Reads
+	// are /data, /vapor, /render, /metrics/find, /api/v1/series and the
+	// history routes.
+	QueryTimeout time.Duration
+	// MaxPoints bounds the points one read may hold, read and answered;
+	// default 1,000,000.
+	MaxPoints int
+	// MaxBytes bounds the body of one read's answer; default 32 MiB.
+	MaxBytes int
+	// MaxSeries bounds the series one read covers; default 10,000.
+	MaxSeries int
+	// MaxQueries bounds the reads running at once; one more waits for a
+	// slot for up to QueryTimeout, then gets 503. Default 4.
+	MaxQueries int
 	// Stats, when set, is merged into /api/v1/stats as extra JSON members
 	// (each value must be JSON).
 	Stats func() map[string][]byte
@@ -65,6 +78,21 @@ func (o Options) withDefaults() Options {
 	if o.MaxBodySize <= 0 {
 		o.MaxBodySize = 1 << 20
 	}
+	if o.QueryTimeout <= 0 {
+		o.QueryTimeout = 30 * time.Second
+	}
+	if o.MaxPoints <= 0 {
+		o.MaxPoints = 1_000_000
+	}
+	if o.MaxBytes <= 0 {
+		o.MaxBytes = 32 << 20
+	}
+	if o.MaxSeries <= 0 {
+		o.MaxSeries = 10_000
+	}
+	if o.MaxQueries <= 0 {
+		o.MaxQueries = 4
+	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -79,6 +107,8 @@ type Server struct {
 	srv   *fasthttp.Server
 	done  chan struct{} // closed at shutdown: streams end
 	hub   *hub
+	slots chan struct{} // one per running read (MaxQueries)
+	reads readStats
 
 	streamsMu sync.Mutex                 // guards streams and closing.
 	streams   map[*deadlineConn]struct{} // the connections of open SSE streams
@@ -93,7 +123,8 @@ func Listen(opts Options, store Store) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen for http on %s: %w", opts.Addr, err)
 	}
-	s := &Server{opts: opts, store: store, ln: ln, done: make(chan struct{}), streams: make(map[*deadlineConn]struct{})}
+	s := &Server{opts: opts, store: store, ln: ln, done: make(chan struct{}), streams: make(map[*deadlineConn]struct{}),
+		slots: make(chan struct{}, opts.MaxQueries)}
 	s.hub = newHub(store, s.done)
 	go s.hub.run()
 	s.srv = &fasthttp.Server{
@@ -257,8 +288,16 @@ func appendDump(b []byte, series []sample.Series) []byte {
 }
 
 func (s *Server) data(ctx *fasthttp.RequestCtx) {
-	series := s.store.Series(matcher(ctx), nil)
-	writeJSON(ctx, append(appendDump(nil, series), '\n'))
+	match := matcher(ctx)
+	s.bounded(ctx, func(r *read) error {
+		series := s.store.Series(match, nil) // no points: only its bytes bound it
+		b := append(appendDump(nil, series), '\n')
+		if err := r.body(len(b)); err != nil {
+			return err
+		}
+		writeJSON(ctx, b)
+		return nil
+	})
 }
 
 func appendPoints(b []byte, pts []sample.Point) []byte {
@@ -277,29 +316,43 @@ func appendPoints(b []byte, pts []sample.Point) []byte {
 }
 
 func (s *Server) vapor(ctx *fasthttp.RequestCtx) {
-	series := s.store.Series(matcher(ctx), nil)
-	b := []byte{'{'}
-	var pts []sample.Point
-	n := 0
-	for _, se := range series {
-		var err error
-		pts, err = s.store.Range(ctx, se.Key, math.MinInt64, math.MaxInt64, s.opts.VaporPoints, pts[:0])
-		if errors.Is(err, sample.ErrNotFound) {
-			continue // deleted since the listing
+	match := matcher(ctx)
+	s.bounded(ctx, func(r *read) error {
+		series := s.store.Series(match, nil)
+		if err := r.series(len(series)); err != nil {
+			return err
 		}
-		if err != nil {
-			writeError(ctx, fasthttp.StatusInternalServerError, err.Error())
-			return
+		b := []byte{'{'}
+		var pts []sample.Point
+		n := 0
+		for _, se := range series {
+			if err := r.alive(); err != nil {
+				return err
+			}
+			held := r.budget.Left()
+			var err error
+			pts, err = s.store.Recent(r.ctx, se.Key, s.opts.VaporPoints, pts[:0])
+			r.budget.Release(held - r.budget.Left()) // the points are in b now, bounded by MaxBytes
+			if errors.Is(err, sample.ErrNotFound) {
+				continue // deleted since the listing
+			}
+			if err != nil {
+				return err
+			}
+			if n > 0 {
+				b = append(b, ',')
+			}
+			n++
+			b = appendString(b, se.Key)
+			b = append(b, ':')
+			b = appendPoints(b, pts)
+			if err := r.body(len(b)); err != nil {
+				return err
+			}
 		}
-		if n > 0 {
-			b = append(b, ',')
-		}
-		n++
-		b = appendString(b, se.Key)
-		b = append(b, ':')
-		b = appendPoints(b, pts)
-	}
-	writeJSON(ctx, append(b, "}\n"...))
+		writeJSON(ctx, append(b, "}\n"...))
+		return nil
+	})
 }
 
 func appendSeries(b []byte, se sample.Series) []byte {
@@ -323,15 +376,22 @@ func appendSeries(b []byte, se sample.Series) []byte {
 }
 
 func (s *Server) seriesList(ctx *fasthttp.RequestCtx) {
-	series := s.store.Series(matcher(ctx), nil)
-	b := []byte{'['}
-	for i, se := range series {
-		if i > 0 {
-			b = append(b, ',')
+	match := matcher(ctx)
+	s.bounded(ctx, func(r *read) error {
+		series := s.store.Series(match, nil)
+		b := []byte{'['}
+		for i, se := range series {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendSeries(b, se)
+			if err := r.body(len(b)); err != nil {
+				return err
+			}
 		}
-		b = appendSeries(b, se)
-	}
-	writeJSON(ctx, append(b, "]\n"...))
+		writeJSON(ctx, append(b, "]\n"...))
+		return nil
+	})
 }
 
 func (s *Server) seriesOne(ctx *fasthttp.RequestCtx, key string) {
@@ -343,20 +403,39 @@ func (s *Server) seriesOne(ctx *fasthttp.RequestCtx, key string) {
 	writeJSON(ctx, append(appendSeries(nil, se), '\n'))
 }
 
-// timeArg parses a time parameter: ms since the epoch, or RFC 3339.
+// Every time a read handles is clamped to [minTime, maxTime] (ms since the
+// epoch), so no arithmetic on it can overflow: the store holds no point
+// before 1970 or after the year 9999.
+const (
+	minTime int64 = 0
+	maxTime int64 = 253402300799999 // 9999-12-31T23:59:59.999Z
+)
+
+func clampTime(ms int64) int64 { return min(max(ms, minTime), maxTime) }
+
+// timeArg parses a time parameter: ms since the epoch, or RFC 3339. It is
+// clamped to [minTime, maxTime].
 func timeArg(ctx *fasthttp.RequestCtx, name string, def int64) (int64, error) {
 	v := ctx.QueryArgs().Peek(name)
 	if len(v) == 0 {
 		return def, nil
 	}
 	if n, err := strconv.ParseInt(string(v), 10, 64); err == nil {
-		return n, nil
+		return clampTime(n), nil
 	}
 	t, err := time.Parse(time.RFC3339Nano, string(v))
 	if err != nil {
-		return 0, fmt.Errorf("%s=%q is neither milliseconds since the epoch nor an RFC 3339 time", name, v)
+		return 0, fmt.Errorf("%s=%q is neither milliseconds since the epoch nor an RFC 3339 time", name, text(v))
 	}
-	return t.UnixMilli(), nil
+	return clampTime(t.UnixMilli()), nil
+}
+
+// text keeps a client's bytes short in an error message.
+func text(b []byte) string {
+	if len(b) > 64 {
+		return string(b[:64]) + "..."
+	}
+	return string(b)
 }
 
 // stepArgs reads step= and agg=; step 0 means no downsampling.
@@ -377,9 +456,6 @@ func stepArgs(ctx *fasthttp.RequestCtx) (int64, Agg, error) {
 	return step, agg, err
 }
 
-// maxHistoryKeys caps the keys one /api/v1/history?match= read returns.
-const maxHistoryKeys = 1000
-
 // historyMany serves /api/v1/history?match=glob: the history of every
 // matching key, with the single-key read's from, to, limit, step and agg.
 func (s *Server) historyMany(ctx *fasthttp.RequestCtx) {
@@ -388,101 +464,100 @@ func (s *Server) historyMany(ctx *fasthttp.RequestCtx) {
 		writeError(ctx, fasthttp.StatusBadRequest, "match= is missing")
 		return
 	}
-	from, err := timeArg(ctx, "from", math.MinInt64)
-	if err == nil {
-		var to int64
-		if to, err = timeArg(ctx, "to", math.MaxInt64); err == nil {
-			s.historyManyRange(ctx, Glob(m), from, to)
-			return
-		}
-	}
-	writeError(ctx, fasthttp.StatusBadRequest, err.Error())
-}
-
-func (s *Server) historyManyRange(ctx *fasthttp.RequestCtx, g Glob, from, to int64) {
-	step, agg, err := stepArgs(ctx)
+	args, err := historyArgs(ctx)
 	if err != nil {
 		writeError(ctx, fasthttp.StatusBadRequest, err.Error())
 		return
 	}
-	limit := 0
+	g := Glob(m)
+	s.bounded(ctx, func(r *read) error {
+		list := s.store.Series(g.Match, nil)
+		if err := r.series(len(list)); err != nil {
+			return err
+		}
+		b := []byte(`{"series":[`)
+		n := 0
+		for _, se := range list {
+			if (args.agg == AggRate || args.agg == AggIncrease) && se.Kind != sample.Counter {
+				continue // rate and increase only mean something for counters
+			}
+			if err := r.alive(); err != nil {
+				return err
+			}
+			held := r.budget.Left()
+			pts, err := s.store.Range(r.ctx, se.Key, args.from, args.to, args.limit, nil)
+			if errors.Is(err, sample.ErrNotFound) {
+				continue // deleted meanwhile
+			}
+			if err != nil {
+				return err
+			}
+			if args.step > 0 {
+				pts = Downsample(pts, args.step, args.agg)
+			}
+			if n > 0 {
+				b = append(b, ',')
+			}
+			n++
+			b = append(b, `{"key":`...)
+			b = appendString(b, se.Key)
+			b = append(b, `,"type":"`...)
+			b = append(b, se.Kind.String()...)
+			b = append(b, `","points":`...)
+			b = appendPoints(b, pts)
+			b = append(b, '}')
+			if err := r.body(len(b)); err != nil {
+				return err
+			}
+			r.budget.Release(held - r.budget.Left()) // the points are in b now, bounded by MaxBytes
+		}
+		writeJSON(ctx, append(b, "]}\n"...))
+		return nil
+	})
+}
+
+// historyQuery is what a history read asks for.
+type historyQuery struct {
+	from, to int64
+	limit    int
+	step     int64
+	agg      Agg
+}
+
+// historyArgs reads from, to, limit, step and agg.
+func historyArgs(ctx *fasthttp.RequestCtx) (historyQuery, error) {
+	var q historyQuery
+	var err error
+	if q.from, err = timeArg(ctx, "from", minTime); err != nil {
+		return q, err
+	}
+	if q.to, err = timeArg(ctx, "to", maxTime); err != nil {
+		return q, err
+	}
+	if q.from > q.to {
+		return q, fmt.Errorf("from is after to")
+	}
 	if v := ctx.QueryArgs().Peek("limit"); len(v) > 0 {
-		if limit, err = strconv.Atoi(string(v)); err != nil || limit < 0 {
-			writeError(ctx, fasthttp.StatusBadRequest, fmt.Sprintf("limit=%q is not a whole number >= 0", v))
-			return
+		if q.limit, err = strconv.Atoi(string(v)); err != nil || q.limit < 0 {
+			return q, fmt.Errorf("limit=%q is not a whole number >= 0", v)
 		}
 	}
-	list := s.store.Series(g.Match, nil)
-	if len(list) > maxHistoryKeys {
-		writeError(ctx, fasthttp.StatusBadRequest, fmt.Sprintf("match selects %d keys; at most %d per read", len(list), maxHistoryKeys))
-		return
-	}
-	b := []byte(`{"series":[`)
-	n := 0
-	for _, se := range list {
-		if (agg == AggRate || agg == AggIncrease) && se.Kind != sample.Counter {
-			continue // rate and increase only mean something for counters
-		}
-		pts, err := s.store.Range(ctx, se.Key, from, to, limit, nil)
-		if errors.Is(err, sample.ErrNotFound) {
-			continue // deleted meanwhile
-		}
-		if err != nil {
-			writeError(ctx, fasthttp.StatusInternalServerError, err.Error())
-			return
-		}
-		if step > 0 {
-			pts = Downsample(pts, step, agg)
-		}
-		if n > 0 {
-			b = append(b, ',')
-		}
-		n++
-		b = append(b, `{"key":`...)
-		b = appendString(b, se.Key)
-		b = append(b, `,"type":"`...)
-		b = append(b, se.Kind.String()...)
-		b = append(b, `","points":`...)
-		b = appendPoints(b, pts)
-		b = append(b, '}')
-	}
-	writeJSON(ctx, append(b, "]}\n"...))
+	q.step, q.agg, err = stepArgs(ctx)
+	return q, err
 }
 
 func (s *Server) history(ctx *fasthttp.RequestCtx, key string) {
-	from, err := timeArg(ctx, "from", math.MinInt64)
+	args, err := historyArgs(ctx)
 	if err != nil {
 		writeError(ctx, fasthttp.StatusBadRequest, err.Error())
 		return
-	}
-	to, err := timeArg(ctx, "to", math.MaxInt64)
-	if err != nil {
-		writeError(ctx, fasthttp.StatusBadRequest, err.Error())
-		return
-	}
-	if from > to {
-		writeError(ctx, fasthttp.StatusBadRequest, "from is after to")
-		return
-	}
-	limit := 0
-	if v := ctx.QueryArgs().Peek("limit"); len(v) > 0 {
-		limit, err = strconv.Atoi(string(v))
-		if err != nil || limit < 0 {
-			writeError(ctx, fasthttp.StatusBadRequest, fmt.Sprintf("limit=%q is not a whole number >= 0", v))
-			return
-		}
 	}
 	fn := string(ctx.QueryArgs().Peek("fn"))
 	if fn != "" && fn != "rate" && fn != "increase" {
 		writeError(ctx, fasthttp.StatusBadRequest, fmt.Sprintf("fn=%q is unknown (want rate or increase)", fn))
 		return
 	}
-	step, agg, err := stepArgs(ctx)
-	if err != nil {
-		writeError(ctx, fasthttp.StatusBadRequest, err.Error())
-		return
-	}
-	if fn != "" && step > 0 {
+	if fn != "" && args.step > 0 {
 		writeError(ctx, fasthttp.StatusBadRequest, "fn sums up the whole range; for a value per step use step= with agg=rate or agg=increase")
 		return
 	}
@@ -491,58 +566,59 @@ func (s *Server) history(ctx *fasthttp.RequestCtx, key string) {
 		writeError(ctx, fasthttp.StatusNotFound, "no such key: "+key)
 		return
 	}
-	if (fn != "" || agg == AggRate || agg == AggIncrease) && se.Kind != sample.Counter {
+	if (fn != "" || args.agg == AggRate || args.agg == AggIncrease) && se.Kind != sample.Counter {
 		writeError(ctx, fasthttp.StatusBadRequest, "rate and increase need a COUNTER; "+key+" is a "+se.Kind.String())
 		return
 	}
-	pts, err := s.store.Range(ctx, key, from, to, limit, nil)
-	if errors.Is(err, sample.ErrNotFound) {
-		writeError(ctx, fasthttp.StatusNotFound, "no such key: "+key)
-		return
-	}
-	if err != nil {
-		writeError(ctx, fasthttp.StatusInternalServerError, err.Error())
-		return
-	}
-	if step > 0 {
-		pts = Downsample(pts, step, agg)
-	}
-	b := append([]byte(`{"key":`), appendString(nil, key)...)
-	b = append(b, `,"type":"`...)
-	b = append(b, se.Kind.String()...)
-	b = append(b, '"')
-	if step > 0 {
-		b = append(b, `,"step":`...)
-		b = strconv.AppendInt(b, step, 10)
-		b = append(b, `,"agg":"`...)
-		b = append(b, agg...)
+	s.bounded(ctx, func(r *read) error {
+		pts, err := s.store.Range(r.ctx, key, args.from, args.to, args.limit, nil)
+		if err != nil {
+			return err
+		}
+		if args.step > 0 {
+			pts = Downsample(pts, args.step, args.agg)
+		}
+		b := append([]byte(`{"key":`), appendString(nil, key)...)
+		b = append(b, `,"type":"`...)
+		b = append(b, se.Kind.String()...)
 		b = append(b, '"')
-	}
-	if fn != "" {
-		rate, inc, resets, ok := Rate(pts)
-		b = append(b, `,"fn":"`+fn+`","rate":`...)
-		if ok {
-			b = appendFloat(b, rate)
+		if args.step > 0 {
+			b = append(b, `,"step":`...)
+			b = strconv.AppendInt(b, args.step, 10)
+			b = append(b, `,"agg":"`...)
+			b = append(b, args.agg...)
+			b = append(b, '"')
+		}
+		if fn != "" {
+			rate, inc, resets, ok := Rate(pts)
+			b = append(b, `,"fn":"`+fn+`","rate":`...)
+			if ok {
+				b = appendFloat(b, rate)
+			} else {
+				b = append(b, "null"...)
+			}
+			b = append(b, `,"increase":`...)
+			b = appendFloat(b, inc)
+			b = append(b, `,"resets":`...)
+			b = strconv.AppendInt(b, int64(resets), 10)
+			b = append(b, `,"samples":`...)
+			b = strconv.AppendInt(b, int64(len(pts)), 10)
+			if len(pts) > 0 {
+				b = append(b, `,"first":`...)
+				b = strconv.AppendInt(b, pts[0].T, 10)
+				b = append(b, `,"last":`...)
+				b = strconv.AppendInt(b, pts[len(pts)-1].T, 10)
+			}
 		} else {
-			b = append(b, "null"...)
+			b = append(b, `,"points":`...)
+			b = appendPoints(b, pts)
 		}
-		b = append(b, `,"increase":`...)
-		b = appendFloat(b, inc)
-		b = append(b, `,"resets":`...)
-		b = strconv.AppendInt(b, int64(resets), 10)
-		b = append(b, `,"samples":`...)
-		b = strconv.AppendInt(b, int64(len(pts)), 10)
-		if len(pts) > 0 {
-			b = append(b, `,"first":`...)
-			b = strconv.AppendInt(b, pts[0].T, 10)
-			b = append(b, `,"last":`...)
-			b = strconv.AppendInt(b, pts[len(pts)-1].T, 10)
+		if err := r.body(len(b)); err != nil {
+			return err
 		}
-	} else {
-		b = append(b, `,"points":`...)
-		b = appendPoints(b, pts)
-	}
-	writeJSON(ctx, append(b, "}\n"...))
+		writeJSON(ctx, append(b, "}\n"...))
+		return nil
+	})
 }
 
 func (s *Server) stats(ctx *fasthttp.RequestCtx) {
@@ -550,6 +626,20 @@ func (s *Server) stats(ctx *fasthttp.RequestCtx) {
 	b = strconv.AppendUint(b, s.store.Index(), 10)
 	b = append(b, `,"subscribers":`...)
 	b = strconv.AppendInt(b, int64(s.Subscribers()), 10)
+	rs := s.ReadStats()
+	b = append(b, `,"reads":{"total":`...)
+	b = strconv.AppendInt(b, rs.Total, 10)
+	b = append(b, `,"too_large":`...)
+	b = strconv.AppendInt(b, rs.TooLarge, 10)
+	b = append(b, `,"timeouts":`...)
+	b = strconv.AppendInt(b, rs.Timeouts, 10)
+	b = append(b, `,"client_gone":`...)
+	b = strconv.AppendInt(b, rs.ClientGone, 10)
+	b = append(b, `,"busy":`...)
+	b = strconv.AppendInt(b, rs.Busy, 10)
+	b = append(b, `,"running":`...)
+	b = strconv.AppendInt(b, int64(rs.Running), 10)
+	b = append(b, '}')
 	if s.opts.Stats != nil {
 		for k, v := range s.opts.Stats() {
 			b = append(b, ',')

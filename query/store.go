@@ -44,6 +44,10 @@ type Store interface {
 	// Range appends the history of key in [from, to]; limit > 0 keeps the
 	// newest limit points.
 	Range(ctx context.Context, key string, from, to int64, limit int, dst []sample.Point) ([]sample.Point, error)
+	// Recent appends the newest n raw points of key, oldest first. Range
+	// and Recent take the points they read from the sample.Budget in ctx
+	// and stop when ctx ends.
+	Recent(ctx context.Context, key string, n int, dst []sample.Point) ([]sample.Point, error)
 	// Changes appends up to max stored changes after the index after, from
 	// memory or the WAL; sample.ErrGone when the WAL no longer holds them.
 	Changes(after uint64, dst []sample.Change, max int) ([]sample.Change, error)

@@ -62,6 +62,11 @@ type config struct {
 	oneShotIdle      time.Duration
 	idleTimeout      time.Duration
 	heartbeat        time.Duration
+	queryTimeout     time.Duration
+	queryMaxPoints   int
+	queryMaxBytes    int
+	queryMaxSeries   int
+	queryConcurrency int
 	sseWriteTimeout  time.Duration
 	pprofAddr        string
 	logLevel         string
@@ -98,6 +103,11 @@ func parseFlags(args []string) (config, error) {
 	fs.IntVar(&c.maxLine, "max-line", 4096, "longest command line in bytes")
 	fs.DurationVar(&c.oneShotIdle, "tcp-oneshot-idle", 300*time.Millisecond, "close a scripted command connection idle this long (negative: never)")
 	fs.DurationVar(&c.idleTimeout, "tcp-idle-timeout", 10*time.Minute, "close other command connections idle this long")
+	fs.DurationVar(&c.queryTimeout, "query-timeout", 30*time.Second, "longest time one read (/data, /vapor, /render, history, ...) may take")
+	fs.IntVar(&c.queryMaxPoints, "query-max-points", 1_000_000, "most history points one read may hold (read and answered)")
+	fs.IntVar(&c.queryMaxBytes, "query-max-bytes", 32<<20, "largest answer of one read, in bytes")
+	fs.IntVar(&c.queryMaxSeries, "query-max-series", 10_000, "most series one history or /render read covers")
+	fs.IntVar(&c.queryConcurrency, "query-concurrency", 4, "reads served at once; more wait up to -query-timeout for a slot")
 	fs.DurationVar(&c.heartbeat, "sse-heartbeat", 15*time.Second, "period of SSE heartbeat comments")
 	fs.DurationVar(&c.sseWriteTimeout, "sse-write-timeout", 30*time.Second, "cut off an SSE subscriber whose socket takes nothing for this long")
 	fs.StringVar(&c.pprofAddr, "pprof", "", "serve Go's profiler (net/http/pprof) on this address; off when empty")
@@ -259,7 +269,9 @@ func run(c config, logger *slog.Logger) error {
 		Routes:      map[string]fasthttp.RequestHandler{"/collectd": cd.Handle},
 		MaxBodySize: c.maxBody,
 		Addr:        c.httpAddr, Heartbeat: c.heartbeat, StreamWriteTimeout: c.sseWriteTimeout, VaporPoints: c.ringSize, MaxConns: c.maxConns,
-		Logger: logger.With("component", "http"),
+		QueryTimeout: c.queryTimeout, MaxPoints: c.queryMaxPoints, MaxBytes: c.queryMaxBytes, MaxSeries: c.queryMaxSeries,
+		MaxQueries: c.queryConcurrency,
+		Logger:     logger.With("component", "http"),
 		Stats: func() map[string][]byte {
 			out := lns.stats()
 			out["collectd"], _ = json.Marshal(cd.Stats()) // both of its routes

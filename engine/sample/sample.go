@@ -4,7 +4,12 @@
 // so any package may depend on it.
 package sample
 
-import "errors"
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+)
 
 // Kind is the semantic type of a series.
 type Kind uint8
@@ -119,3 +124,58 @@ var (
 	// ErrGone is returned when changes after an index are no longer held.
 	ErrGone = errors.New("changes no longer held")
 )
+
+// ErrTooMany is returned by a read that would hold more points than its
+// query's Budget allows.
+var ErrTooMany = errors.New("too many points")
+
+// Budget bounds the points one query may hold: those it reads from the
+// store and those it answers with. The query layer puts one in the read's
+// context (WithBudget); the engine takes from it as it decodes history, so
+// a read stops as soon as it would pass the bound, before it holds the
+// points. A Budget belongs to one query and one goroutine.
+type Budget struct {
+	Max  int // the bound, which the error names
+	used int
+}
+
+// Take accounts for n more points, or returns an error wrapping
+// ErrTooMany when they would pass the bound.
+func (b *Budget) Take(n int) error {
+	if b == nil {
+		return nil
+	}
+	if n > b.Left() {
+		return fmt.Errorf("%w: the query needs more than %d points", ErrTooMany, b.Max)
+	}
+	b.used += n
+	return nil
+}
+
+// Left is how many points may still be taken.
+func (b *Budget) Left() int {
+	if b == nil {
+		return math.MaxInt
+	}
+	return b.Max - b.used
+}
+
+// Release gives n points back, once the query no longer holds them.
+func (b *Budget) Release(n int) {
+	if b != nil {
+		b.used = max(b.used-n, 0)
+	}
+}
+
+type budgetKey struct{}
+
+// WithBudget returns ctx carrying b.
+func WithBudget(ctx context.Context, b *Budget) context.Context {
+	return context.WithValue(ctx, budgetKey{}, b)
+}
+
+// BudgetOf returns the Budget in ctx, or nil (no bound).
+func BudgetOf(ctx context.Context) *Budget {
+	b, _ := ctx.Value(budgetKey{}).(*Budget)
+	return b
+}

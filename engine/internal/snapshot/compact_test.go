@@ -49,7 +49,7 @@ func TestCompact(t *testing.T) {
 	history := func() map[string]string {
 		out := map[string]string{}
 		for _, k := range keys {
-			pts, err := s.History(k, created[k], 1<<62, 0, 1<<62, nil)
+			pts, err := s.History(k, created[k], 1<<62, 0, 1<<62, nil, nil)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -236,7 +236,7 @@ func deleteOlder(b *bolt.Bucket, prefix []byte, limit, span int64) (int, error) 
 // with step starts in [from, to], oldest first, and returns the start of
 // its oldest point (math.MaxInt64: none) and its watermark (the end of
 // what it holds; math.MinInt64: nothing yet).
-func (s *Store) Archive(key string, created uint64, step, from, to int64, dst []sample.Point) (out []sample.Point, oldest, watermark int64, err error) {
+func (s *Store) Archive(key string, created uint64, step, from, to int64, dst []sample.Point, take func(n int) error) (out []sample.Point, oldest, watermark int64, err error) {
 	oldest, watermark = math.MaxInt64, math.MinInt64
 	err = s.db.View(func(tx *bolt.Tx) error {
 		arch, wms := tx.Bucket(bucketArchive), tx.Bucket(bucketWatermark)
@@ -249,13 +249,18 @@ func (s *Store) Archive(key string, created uint64, step, from, to int64, dst []
 		}
 		c := arch.Cursor()
 		for k, v := c.Seek(wk); k != nil && bytes.HasPrefix(k, wk); k, v = c.Next() {
-			_, first, last, err := chunkHeader(v)
+			n, first, last, err := chunkHeader(v)
 			if err != nil {
 				return fmt.Errorf("read archive chunk %q: %w", k, err)
 			}
 			oldest = min(oldest, first)
 			if last < from || first > to {
 				continue
+			}
+			if take != nil {
+				if err := take(int(min(n, 1<<30))); err != nil {
+					return err
+				}
 			}
 			start := len(dst)
 			if dst, err = DecodeChunk(v, dst); err != nil {

@@ -232,8 +232,10 @@ func (s *Store) Commit(index uint64, ups []Update) error {
 
 // History appends to dst the stored points of the incarnation created at
 // WAL index created, with ordinals below before and times in [from, to],
-// oldest first.
-func (s *Store) History(key string, created, before uint64, from, to int64, dst []sample.Point) ([]sample.Point, error) {
+// oldest first. take, when not nil, is called with the point count of each
+// chunk before it is decoded; an error from it ends the read (a query's
+// budget or deadline).
+func (s *Store) History(key string, created, before uint64, from, to int64, dst []sample.Point, take func(n int) error) ([]sample.Point, error) {
 	err := s.db.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketHistory).Cursor()
 		prefix := binary.BigEndian.AppendUint64(seriesPrefix(nil, key), created)
@@ -251,6 +253,11 @@ func (s *Store) History(key string, created, before uint64, from, to int64, dst 
 			}
 			if last < from || first > to || n == 0 {
 				continue
+			}
+			if take != nil {
+				if err := take(int(min(n, 1<<30))); err != nil {
+					return err
+				}
 			}
 			start := len(dst)
 			dst, err = DecodeChunk(v, dst)
@@ -272,6 +279,60 @@ func (s *Store) History(key string, created, before uint64, from, to int64, dst 
 		return nil
 	})
 	return dst, err
+}
+
+// Newest appends to dst the newest n stored points of the incarnation
+// created at WAL index created with ordinals below before, oldest first,
+// reading chunks from the newest back. take is as for History.
+func (s *Store) Newest(key string, created, before uint64, n int, dst []sample.Point, take func(n int) error) ([]sample.Point, error) {
+	var chunks [][]sample.Point // newest first
+	got := 0
+	err := s.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketHistory).Cursor()
+		prefix := binary.BigEndian.AppendUint64(seriesPrefix(nil, key), created)
+		k, v := c.Seek(binary.BigEndian.AppendUint64(slices.Clone(prefix), before))
+		if k == nil {
+			k, v = c.Last()
+		} else {
+			k, v = c.Prev()
+		}
+		for ; k != nil && bytes.HasPrefix(k, prefix) && got < n; k, v = c.Prev() {
+			if len(k) != len(prefix)+8 {
+				return fmt.Errorf("%w: history key %q", ErrFormat, k)
+			}
+			ord := binary.BigEndian.Uint64(k[len(prefix):])
+			cnt, _, _, err := chunkHeader(v)
+			if err != nil {
+				return fmt.Errorf("read chunk %q: %w", k, err)
+			}
+			if take != nil {
+				if err := take(int(min(cnt, 1<<30))); err != nil {
+					return err
+				}
+			}
+			pts, err := DecodeChunk(v, nil)
+			if err != nil {
+				return fmt.Errorf("decode chunk %q: %w", k, err)
+			}
+			if keep := before - ord; uint64(len(pts)) > keep {
+				pts = pts[:keep] // ordinals at or above before are newer than asked
+			}
+			chunks = append(chunks, pts)
+			got += len(pts)
+		}
+		return nil
+	})
+	if err != nil {
+		return dst, err
+	}
+	skip := max(got-n, 0)
+	for i := len(chunks) - 1; i >= 0; i-- {
+		pts := chunks[i]
+		d := min(skip, len(pts))
+		skip -= d
+		dst = append(dst, pts[d:]...)
+	}
+	return dst, nil
 }
 
 // Close closes the database.

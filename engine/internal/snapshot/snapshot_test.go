@@ -106,18 +106,18 @@ func TestCommitLoadHistory(t *testing.T) {
 	if len(loaded) != 1 || loaded[0].Value != 4 || loaded[0].Created != 7 || loaded[0].Key != "g" {
 		t.Fatalf("loaded %+v", loaded)
 	}
-	pts, err := s.History("g", 7, 4, 15, 100, nil)
+	pts, err := s.History("g", 7, 4, 15, 100, nil, nil)
 	if err != nil || len(pts) != 2 || pts[0].V != 2 || pts[1].V != 3 {
 		t.Fatalf("history below ordinal 4 from t=15: %v %v", pts, err)
 	}
-	if pts, _ := s.History("g", 8, 100, 0, 100, nil); len(pts) != 0 {
+	if pts, _ := s.History("g", 8, 100, 0, 100, nil, nil); len(pts) != 0 {
 		t.Fatalf("another incarnation's history: %v", pts)
 	}
 	// Wipe removes series and history.
 	if err := s.Commit(13, []Update{{Key: "g", Wipe: true}}); err != nil {
 		t.Fatal(err)
 	}
-	if pts, _ := s.History("g", 7, 100, 0, 100, nil); len(pts) != 0 {
+	if pts, _ := s.History("g", 7, 100, 0, 100, nil, nil); len(pts) != 0 {
 		t.Fatalf("history after wipe: %v", pts)
 	}
 }
