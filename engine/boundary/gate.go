@@ -47,6 +47,10 @@ func (o GateOptions) withDefaults() GateOptions {
 	return o
 }
 
+// PendingCap is the MaxPending of a listener whose server serves maxConns
+// connections at once: half as many.
+func PendingCap(maxConns int) int { return max(maxConns/2, 1) }
+
 // GateStats counts what a Gate did with the connections it accepted.
 type GateStats struct {
 	Pending      int64 `json:"pending"`       // sending their first request head now
