@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -288,5 +289,42 @@ func TestCollectdBodyTooLargeOnMainPort(t *testing.T) {
 		if code, ct, got := httpDo(t, "POST", url, body); code != 413 || ct != "application/json" || got != want {
 			t.Errorf("POST %s with 5000 bytes: %d %s %q, want 413 application/json %q", url, code, ct, got, want)
 		}
+	}
+}
+
+// TestSlowHeadOnKeptAliveConnection: after a complete request, half of
+// the next one on the same connection holds its worker for
+// -http-header-timeout, not for the 30 s a body may take: it is answered
+// 408 and closed.
+func TestSlowHeadOnKeptAliveConnection(t *testing.T) {
+	p := start(t, t.TempDir(), "-http-header-timeout", "1s")
+	c, err := net.Dial("tcp", p.httpAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, "GET /healthz HTTP/1.1\r\nHost: sonde\r\n\r\n")
+	br := bufio.NewReader(c)
+	c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.Close {
+		t.Fatalf("first request: %d, close %v", resp.StatusCode, resp.Close)
+	}
+	io.WriteString(c, "GET /healthz HTTP/1.1\r\nHost: so")
+	// Well within the 30 s the whole request used to have.
+	c.SetReadDeadline(time.Now().Add(20 * time.Second))
+	resp, err = http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("half of a second request: %v, want a 408 within 20 s", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	const want = `{"error":"the request did not arrive in time"}` + "\n"
+	if resp.StatusCode != 408 || resp.Header.Get("Content-Type") != "application/json" || string(body) != want {
+		t.Errorf("half of a second request: %d %s %q, want 408 application/json %q", resp.StatusCode, resp.Header.Get("Content-Type"), body, want)
 	}
 }
