@@ -64,7 +64,8 @@ type GateStats struct {
 // connection only once the connection's first request head has arrived
 // (up to the blank line that ends it, or MaxHead bytes), and the
 // connection then reads those bytes again first. Until then the gate holds
-// the connection in a goroutine of its own, with a deadline of
+// the connection in a goroutine of its own, with a buffer of MaxHead
+// bytes and a deadline of
 // HeaderTimeout and at most MaxPending of them, cutting the oldest past
 // that.
 //
@@ -91,6 +92,8 @@ type Gate struct {
 	pending list.List  // of *headConn, oldest first
 	closed  bool
 	wg      sync.WaitGroup // the accept loop and every connection's goroutine
+
+	buffers sync.Pool // of *[]byte, MaxHead long
 
 	admitted, timeouts, evicted, incomplete atomic.Int64
 }
@@ -228,13 +231,15 @@ func (g *Gate) hold(c net.Conn) {
 // read reads h's first request head, then hands h over or cuts it.
 func (g *Gate) read(h *headConn) {
 	defer g.wg.Done()
-	buf := make([]byte, g.opts.MaxHead)
+	p := g.buffer()
+	defer g.buffers.Put(p)
+	buf := *p
 	n := 0
 	for {
 		m, err := h.Read(buf[n:])
 		n += m
 		if n == len(buf) || headComplete(buf[:n]) {
-			g.admit(h, buf[:n])
+			g.admit(h, bytes.Clone(buf[:n])) // the head alone outlives the buffer
 			return
 		}
 		if err != nil {
@@ -242,6 +247,15 @@ func (g *Gate) read(h *headConn) {
 			return
 		}
 	}
+}
+
+// buffer returns a MaxHead buffer for reading a head.
+func (g *Gate) buffer() *[]byte {
+	if p, ok := g.buffers.Get().(*[]byte); ok {
+		return p
+	}
+	b := make([]byte, g.opts.MaxHead)
+	return &b
 }
 
 // headComplete reports whether b holds a whole request head: the blank
