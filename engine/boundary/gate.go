@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -300,20 +301,21 @@ func (g *Gate) cut(h *headConn, n int, err error) {
 	g.mu.Unlock()
 	var ne net.Error
 	switch {
-	case closed: // shutting down
+	case closed: // shutting down: no answer, but a close, not a reset
+		drain(h.Conn)
 	case evicted:
 		g.evicted.Add(1)
 		g.logs.Log(g.opts.Logger, slog.LevelWarn, "evicted", "too many connections sending their request head: the oldest are cut",
 			"limit", g.opts.MaxPending, "remote", h.RemoteAddr().String())
-		reply(h, 503, fmt.Sprintf("too many connections are sending their request head (limit %d)", g.opts.MaxPending))
+		reply(h.Conn, 503, fmt.Sprintf("too many connections are sending their request head (limit %d)", g.opts.MaxPending))
 	case errors.As(err, &ne) && ne.Timeout():
 		g.timeouts.Add(1)
 		g.logs.Log(g.opts.Logger, slog.LevelWarn, "timeout", "request head not received in time: connection cut",
 			"timeout", g.opts.HeaderTimeout.String(), "remote", h.RemoteAddr().String(), "bytes", n)
-		reply(h, 408, "the request head did not arrive within "+g.opts.HeaderTimeout.String())
+		reply(h.Conn, 408, "the request head did not arrive within "+g.opts.HeaderTimeout.String())
 	case n > 0:
 		g.incomplete.Add(1)
-		reply(h, 400, "the connection ended inside the request head")
+		reply(h.Conn, 400, "the connection ended inside the request head")
 	}
 	h.Close()
 }
@@ -321,12 +323,39 @@ func (g *Gate) cut(h *headConn, n int, err error) {
 // reply writes a whole HTTP response with a JSON error, giving the client
 // a second to take it.
 func reply(c net.Conn, code int, msg string) {
+	drain(c)
 	body, _ := json.Marshal(map[string]string{"error": msg})
 	body = append(body, '\n')
 	b := []byte("HTTP/1.1 " + strconv.Itoa(code) + " " + statusText[code] + "\r\nServer: sonde\r\nContent-Type: application/json\r\n" +
 		"Content-Length: " + strconv.Itoa(len(body)) + "\r\nConnection: close\r\n\r\n")
 	c.SetWriteDeadline(time.Now().Add(time.Second))
 	c.Write(append(b, body...))
+}
+
+// drain reads, without waiting, what the client sent that the gate has
+// not read (an evicted connection may not have been read at all): a socket
+// closed with unread bytes is reset, and the reset can destroy the reply
+// before the client reads it.
+func drain(c net.Conn) {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil || c.SetReadDeadline(time.Time{}) != nil {
+		return
+	}
+	var buf [4096]byte
+	for range 16 { // a client that keeps sending is reset anyway
+		n := 0
+		err := raw.Read(func(fd uintptr) bool {
+			n, _ = syscall.Read(int(fd), buf[:])
+			return true // never wait
+		})
+		if err != nil || n <= 0 {
+			return
+		}
+	}
 }
 
 var statusText = map[int]string{400: "Bad Request", 408: "Request Timeout", 503: "Service Unavailable"}

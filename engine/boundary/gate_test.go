@@ -6,6 +6,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -209,5 +210,40 @@ func TestHeadComplete(t *testing.T) {
 		if got := headComplete([]byte(in)); got != want {
 			t.Errorf("headComplete(%q) = %v, want %v", in, got, want)
 		}
+	}
+}
+
+// TestReplyDrainsUnreadBytes: a connection cut before the gate read what
+// it sent (evicted at once) still gets its answer and a clean close: a
+// socket closed with unread bytes is reset instead.
+func TestReplyDrainsUnreadBytes(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, "GET / HTTP/1.1\r\n")
+	s, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Wait until the bytes are in the server's socket without reading them.
+	raw, _ := s.(*net.TCPConn).SyscallConn()
+	for waiting := true; waiting; {
+		raw.Read(func(fd uintptr) bool {
+			n, _, _ := syscall.Recvfrom(int(fd), make([]byte, 1), syscall.MSG_PEEK)
+			waiting = n <= 0
+			return !waiting
+		})
+	}
+	reply(s, 503, "cut")
+	s.Close()
+	if r, want := readAll(t, c), response("503 Service Unavailable", "cut"); r != want {
+		t.Fatalf("got %q, want %q", r, want)
 	}
 }
