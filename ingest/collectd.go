@@ -12,6 +12,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
+	"github.com/sonde-metrics/sonde/engine/boundary"
 	"github.com/sonde-metrics/sonde/engine/sample"
 	"github.com/sonde-metrics/sonde/ingest/collectd"
 )
@@ -25,6 +26,9 @@ type CollectdOptions struct {
 	MaxBodySize int
 	// MaxConns caps open connections; default 1024.
 	MaxConns int
+	// HeaderTimeout is how long a client has to send a request head (the
+	// first from accept, a later one from its first byte); default 5 s.
+	HeaderTimeout time.Duration
 	// Types names the data sources of PUTVAL lines; default
 	// collectd.Builtin().
 	Types collectd.TypesDB
@@ -41,6 +45,9 @@ func (o CollectdOptions) withDefaults() CollectdOptions {
 	}
 	if o.MaxConns <= 0 {
 		o.MaxConns = 1024
+	}
+	if o.HeaderTimeout <= 0 {
+		o.HeaderTimeout = 5 * time.Second
 	}
 	if o.Types == nil {
 		o.Types = collectd.Builtin()
@@ -59,6 +66,9 @@ type CollectdStats struct {
 	BadRequests int64 `json:"bad_requests"` // malformed bodies: 400, nothing stored
 	BadKeys     int64 `json:"bad_keys"`     // of those, bodies refused for a key (not UTF-8, a missing or too long part)
 	Failed      int64 `json:"failed"`       // values the store refused: 422
+	// Admission counts what the receiver's own listener did with
+	// connections before their first request (absent without one).
+	Admission *boundary.GateStats `json:"admission,omitempty"`
 }
 
 // Collectd receives collectd's write_http posts, JSON or PUTVAL commands,
@@ -67,7 +77,7 @@ type CollectdStats struct {
 type Collectd struct {
 	opts CollectdOptions
 	app  Appender
-	ln   net.Listener
+	ln   *boundary.Gate // admits a connection once its first request head is in
 	srv  *fasthttp.Server
 
 	requests, values, badRequests, badKeys, failed atomic.Int64
@@ -94,32 +104,47 @@ func (c *Collectd) Listen() error {
 	if err != nil {
 		return fmt.Errorf("listen for collectd on %s: %w", c.opts.Addr, err)
 	}
-	c.ln = ln
+	c.ln = boundary.NewGate(ln, boundary.GateOptions{MaxPending: boundary.PendingCap(c.opts.MaxConns),
+		HeaderTimeout: c.opts.HeaderTimeout, MaxHead: collectdReadBuffer, Logger: c.opts.Logger})
 	c.srv = &fasthttp.Server{
-		Handler:            c.Handle,
-		Name:               "sonde",
-		ReadTimeout:        30 * time.Second,
+		Handler:        c.Handle,
+		Name:           "sonde",
+		ReadBufferSize: collectdReadBuffer,
+		// The head of a later request on a kept-alive connection gets
+		// HeaderTimeout from its first byte, its body 30 s more (as on the
+		// query server, query/boundary.go).
+		ReadTimeout: c.opts.HeaderTimeout,
+		HeaderReceived: func(*fasthttp.RequestHeader) fasthttp.RequestConfig {
+			return fasthttp.RequestConfig{ReadTimeout: 30 * time.Second}
+		},
 		WriteTimeout:       30 * time.Second,
 		IdleTimeout:        2 * time.Minute,
 		MaxRequestBodySize: c.opts.MaxBodySize,
 		Concurrency:        c.opts.MaxConns,
 		CloseOnShutdown:    true,
-		Logger:             slogPrintf{c.opts.Logger},
+		Logger:             boundary.Printer{Limiter: boundary.NewLogLimiter(time.Minute), Logger: c.opts.Logger},
 		ErrorHandler: func(ctx *fasthttp.RequestCtx, err error) {
 			c.badRequests.Add(1)
-			if errors.Is(err, fasthttp.ErrBodyTooLarge) {
+			var small *fasthttp.ErrSmallBuffer
+			var ne net.Error
+			switch {
+			case errors.Is(err, fasthttp.ErrBodyTooLarge):
 				replyJSON(ctx, fasthttp.StatusRequestEntityTooLarge, map[string]any{"error": fmt.Sprintf("body is larger than %d bytes", c.opts.MaxBodySize)})
-				return
+			case errors.As(err, &small):
+				replyJSON(ctx, fasthttp.StatusRequestHeaderFieldsTooLarge, map[string]any{"error": fmt.Sprintf("request head is larger than %d bytes", collectdReadBuffer)})
+			case errors.As(err, &ne) && ne.Timeout():
+				replyJSON(ctx, fasthttp.StatusRequestTimeout, map[string]any{"error": "the request did not arrive in time"})
+			default:
+				replyJSON(ctx, fasthttp.StatusBadRequest, map[string]any{"error": "read the request: " + err.Error()})
 			}
-			replyJSON(ctx, fasthttp.StatusBadRequest, map[string]any{"error": "read the request: " + err.Error()})
 		},
 	}
 	return nil
 }
 
-type slogPrintf struct{ l *slog.Logger }
-
-func (p slogPrintf) Printf(format string, args ...any) { p.l.Warn(fmt.Sprintf(format, args...)) }
+// collectdReadBuffer is fasthttp's read buffer per connection: the longest
+// request head the receiver takes.
+const collectdReadBuffer = 4096
 
 // Addr returns the bound address of the receiver's own listener.
 func (c *Collectd) Addr() net.Addr { return c.ln.Addr() }
@@ -143,13 +168,23 @@ func (c *Collectd) Close() error {
 
 // Stats returns the receiver's counters.
 func (c *Collectd) Stats() CollectdStats {
-	return CollectdStats{Requests: c.requests.Load(), Values: c.values.Load(),
+	st := CollectdStats{Requests: c.requests.Load(), Values: c.values.Load(),
 		BadRequests: c.badRequests.Load(), BadKeys: c.badKeys.Load(), Failed: c.failed.Load()}
+	if c.ln != nil {
+		a := c.ln.Stats()
+		st.Admission = &a
+	}
+	return st
 }
 
 // Handle takes one write_http POST. The format is told by the first byte
 // of the body: '[' is JSON, anything else PUTVAL lines.
 func (c *Collectd) Handle(ctx *fasthttp.RequestCtx) {
+	defer boundary.Recover("collectd", c.opts.Logger, func() {
+		ctx.Response.Reset() // fasthttp has written nothing yet
+		replyJSON(ctx, fasthttp.StatusInternalServerError, map[string]any{"error": "internal error"})
+	})
+	boundary.Inject("collectd", ctx.PostBody())
 	c.requests.Add(1)
 	if !ctx.IsPost() && !ctx.IsPut() {
 		ctx.Response.Header.Set("Allow", "POST, PUT")

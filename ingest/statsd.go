@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/sonde-metrics/sonde/engine/boundary"
 	"github.com/sonde-metrics/sonde/engine/sample"
 	"github.com/sonde-metrics/sonde/ingest/statsd"
 )
@@ -214,6 +215,9 @@ func (s *Statsd) Close() error {
 
 func (s *Statsd) read(agg *statsdAgg) {
 	defer s.readers.Done()
+	// After a panic (the datagram is lost) a new reader takes over, counted
+	// before this one is done so that Close still waits for it.
+	defer boundary.Recover("statsd", s.log, func() { s.readers.Add(1); go s.read(agg) })
 	buf := make([]byte, 65536)
 	var samples []statsd.Sample
 	for {
@@ -222,6 +226,7 @@ func (s *Statsd) read(agg *statsdAgg) {
 			return // closed
 		}
 		s.packets.Add(1)
+		boundary.Inject("statsd", buf[:n])
 		var good, bad, badKeys int
 		var first error
 		samples, good, bad, badKeys, first = statsd.Parse(buf[:n], samples[:0])
@@ -234,11 +239,13 @@ func (s *Statsd) read(agg *statsdAgg) {
 			continue
 		}
 		ops := make([]sample.Op, 0, len(samples))
-		agg.mu.Lock()
-		for i := range samples {
-			ops = s.take(agg, &samples[i], ops)
-		}
-		agg.mu.Unlock()
+		func() {
+			agg.mu.Lock()
+			defer agg.mu.Unlock() // a panic must not leave the flusher waiting
+			for i := range samples {
+				ops = s.take(agg, &samples[i], ops)
+			}
+		}()
 		s.lines.Add(int64(good))
 		if len(ops) > 0 {
 			s.queue <- ops // blocks when the WAL falls behind: the kernel buffer takes the rest, or drops
@@ -306,6 +313,8 @@ func statsdKey(prefix, name, suffix string) string {
 // write appends queued samples in batches until the queue is closed.
 func (s *Statsd) write() {
 	defer s.writers.Done()
+	// After a panic (its batch is lost) a new writer takes over.
+	defer boundary.Recover("statsd-writer", s.log, func() { s.writers.Add(1); go s.write() })
 	var batch []sample.Op
 	var errs []error
 	for ops := range s.queue {
@@ -359,6 +368,7 @@ func (s *Statsd) flushLoop() {
 // flush writes the interval's aggregates: counter rates, timer statistics
 // and set sizes, each as a GAUGE at the flush time.
 func (s *Statsd) flush() {
+	defer boundary.Recover("statsd-flusher", s.log, nil) // the interval's aggregates are lost; the next flush goes on
 	counters := map[string]float64{}
 	timers := map[string]*timerAgg{}
 	sets := map[string]map[string]struct{}{}

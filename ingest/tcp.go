@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/sonde-metrics/sonde/engine/boundary"
 	"github.com/sonde-metrics/sonde/engine/sample"
 	"github.com/sonde-metrics/sonde/ingest/graphite"
 	"github.com/sonde-metrics/sonde/ingest/lineproto"
@@ -218,6 +219,14 @@ func (s *TCPServer) handle(c net.Conn) {
 		s.mu.Unlock()
 		c.Close()
 	}()
+	// After a panic the connection's state (a batch half appended, half
+	// answered) is unknown: a command client is told, then both close.
+	defer boundary.Recover(s.where(), s.log, func() {
+		if s.opts.Protocol == Mesures {
+			c.SetWriteDeadline(time.Now().Add(time.Second))
+			io.WriteString(c, "-ERR internal error\r\n")
+		}
+	})
 	accepted := time.Now()
 	br := bufio.NewReaderSize(c, max(64<<10, s.opts.MaxLineLen+2))
 	bw := bufio.NewWriterSize(c, 64<<10)
@@ -313,6 +322,7 @@ func (s *TCPServer) countFailed(errs []error, c net.Conn) {
 }
 
 func (s *TCPServer) parse(line []byte, replies []reply, ops *[]sample.Op) []reply {
+	boundary.Inject(s.where(), line)
 	if s.opts.Protocol == Graphite {
 		op, blank, err := graphite.Parse(line)
 		switch {
@@ -376,6 +386,14 @@ func (s *TCPServer) readLine(br *bufio.Reader) (line []byte, tooLong bool, err e
 func peekBuffered(br *bufio.Reader) []byte {
 	b, _ := br.Peek(br.Buffered())
 	return b
+}
+
+// where names the listener in panic counts, as in /api/v1/stats.
+func (s *TCPServer) where() string {
+	if s.opts.Protocol == Graphite {
+		return "graphite"
+	}
+	return "tcp"
 }
 
 // String names the protocol in messages.

@@ -15,6 +15,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
+	"github.com/sonde-metrics/sonde/engine/boundary"
 	"github.com/sonde-metrics/sonde/engine/sample"
 )
 
@@ -49,6 +50,10 @@ type Options struct {
 	// MaxQueries bounds the reads running at once; one more waits for a
 	// slot for up to QueryTimeout, then gets 503. Default 4.
 	MaxQueries int
+	// HeaderTimeout is how long a client has to send a request head: the
+	// first from accept, on the admission gate; a later one on a kept-alive
+	// connection from its first byte. Default 5 s.
+	HeaderTimeout time.Duration
 	// Stats, when set, is merged into /api/v1/stats as extra JSON members
 	// (each value must be JSON).
 	Stats func() map[string][]byte
@@ -93,6 +98,9 @@ func (o Options) withDefaults() Options {
 	if o.MaxQueries <= 0 {
 		o.MaxQueries = 4
 	}
+	if o.HeaderTimeout <= 0 {
+		o.HeaderTimeout = 5 * time.Second
+	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -103,7 +111,7 @@ func (o Options) withDefaults() Options {
 type Server struct {
 	opts  Options
 	store Store
-	ln    net.Listener
+	ln    *boundary.Gate // admits a connection once its first request head is in
 	srv   *fasthttp.Server
 	done  chan struct{} // closed at shutdown: streams end
 	hub   *hub
@@ -123,31 +131,35 @@ func Listen(opts Options, store Store) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen for http on %s: %w", opts.Addr, err)
 	}
-	s := &Server{opts: opts, store: store, ln: ln, done: make(chan struct{}), streams: make(map[*deadlineConn]struct{}),
+	s := &Server{opts: opts, store: store, done: make(chan struct{}), streams: make(map[*deadlineConn]struct{}),
 		slots: make(chan struct{}, opts.MaxQueries)}
+	s.ln = boundary.NewGate(ln, boundary.GateOptions{MaxPending: boundary.PendingCap(opts.MaxConns), HeaderTimeout: opts.HeaderTimeout,
+		MaxHead: readBufferSize, Logger: opts.Logger})
 	s.hub = newHub(store, s.done)
 	go s.hub.run()
 	s.srv = &fasthttp.Server{
-		Handler:            s.handle,
+		Handler:            s.serve,
+		ErrorHandler:       s.readError,
 		Name:               "sonde",
-		ReadTimeout:        30 * time.Second,
+		ReadBufferSize:     readBufferSize,
+		ReadTimeout:        opts.HeaderTimeout, // see readTimeouts
+		HeaderReceived:     readTimeouts,
 		IdleTimeout:        2 * time.Minute,
 		MaxRequestBodySize: opts.MaxBodySize,
 		Concurrency:        opts.MaxConns,
 		CloseOnShutdown:    true,
 		// No WriteTimeout: in fasthttp it bounds the whole response and
 		// would cut every SSE stream.
-		Logger: slogPrintf{opts.Logger},
+		Logger: boundary.Printer{Limiter: boundary.NewLogLimiter(time.Minute), Logger: opts.Logger},
 	}
 	return s, nil
 }
 
-type slogPrintf struct{ l *slog.Logger }
-
-func (p slogPrintf) Printf(format string, args ...any) { p.l.Warn(fmt.Sprintf(format, args...)) }
-
 // Addr returns the bound address.
 func (s *Server) Addr() net.Addr { return s.ln.Addr() }
+
+// Admission returns the counters of the admission gate.
+func (s *Server) Admission() boundary.GateStats { return s.ln.Stats() }
 
 // Subscribers returns how many SSE streams are open.
 func (s *Server) Subscribers() int {
@@ -675,6 +687,9 @@ func (s *Server) events(ctx *fasthttp.RequestCtx) {
 	}
 	ctx.HijackSetNoResponse(true)
 	ctx.Hijack(func(conn net.Conn) {
+		// A panic ends this stream only. The handler has returned: there is
+		// no response left to replace, and fasthttp closes the connection.
+		defer boundary.Recover("sse", s.opts.Logger, nil)
 		dc := &deadlineConn{Conn: conn, timeout: s.opts.StreamWriteTimeout}
 		// Registered under streamsMu: either Shutdown's wait covers this
 		// stream, or this sees closing and ends at once.
@@ -701,6 +716,7 @@ func (s *Server) events(ctx *fasthttp.RequestCtx) {
 		if _, err := w.WriteString(sseHeader); err != nil {
 			return
 		}
+		boundary.Inject("sse", []byte(pattern))
 		if err := s.stream(w, pattern, match, lastID, hasLast); err != nil {
 			s.opts.Logger.Debug("sse stream ended", "err", err)
 		}

@@ -21,6 +21,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/sonde-metrics/sonde/engine"
+	"github.com/sonde-metrics/sonde/engine/boundary"
 	"github.com/sonde-metrics/sonde/ingest"
 	"github.com/sonde-metrics/sonde/ingest/collectd"
 	"github.com/sonde-metrics/sonde/query"
@@ -46,6 +47,7 @@ type config struct {
 	typesDB          string
 	maxBody          int
 	httpAddr         string
+	headerTimeout    time.Duration
 	fsync            string
 	fsyncInterval    time.Duration
 	snapshotInterval time.Duration
@@ -88,6 +90,7 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&c.typesDB, "collectd-typesdb", "", "collectd's types.db, for PUTVAL data source names (default: /usr/share/collectd/types.db when present, else a built-in subset)")
 	fs.IntVar(&c.maxBody, "max-body", 1<<20, "largest HTTP request body in bytes")
 	fs.StringVar(&c.httpAddr, "http", "127.0.0.1:1337", "listen address of the HTTP API (/data, /events, /api/v1)")
+	fs.DurationVar(&c.headerTimeout, "http-header-timeout", 5*time.Second, "cut an HTTP connection whose request head takes longer (the first from accept, later ones from their first byte); at most half of -max-conns may be sending their first")
 	fs.StringVar(&c.fsync, "fsync", "always", "WAL durability: always (ack after fsync), interval, never")
 	fs.DurationVar(&c.fsyncInterval, "fsync-interval", 100*time.Millisecond, "fsync period with -fsync=interval")
 	fs.DurationVar(&c.snapshotInterval, "snapshot-interval", 10*time.Second, "how often changes are folded into the snapshot database")
@@ -210,11 +213,12 @@ func run(c config, logger *slog.Logger) error {
 	}
 	var lns listeners
 	defer lns.close(logger) // on the error paths; a no-op after the shutdown below
+	app := testAppender(db) // db itself, unless built for the end-to-end tests
 	tcp, err := ingest.ListenTCP(ingest.TCPOptions{
 		Addr: c.tcpAddr, MaxLineLen: c.maxLine, MaxConns: c.maxConns,
 		OneShotIdle: c.oneShotIdle, IdleTimeout: c.idleTimeout,
 		Logger: logger.With("component", "tcp"),
-	}, db)
+	}, app)
 	if err != nil {
 		db.Close()
 		return err
@@ -224,7 +228,7 @@ func run(c config, logger *slog.Logger) error {
 		g, err := ingest.ListenTCP(ingest.TCPOptions{
 			Protocol: ingest.Graphite, Addr: c.graphiteAddr, MaxLineLen: c.maxLine, MaxConns: c.maxConns,
 			IdleTimeout: c.idleTimeout, Logger: logger.With("component", "graphite"),
-		}, db)
+		}, app)
 		if err != nil {
 			lns.close(logger)
 			db.Close()
@@ -241,7 +245,7 @@ func run(c config, logger *slog.Logger) error {
 		}
 		sd, err := ingest.ListenStatsd(ingest.StatsdOptions{Addr: c.statsdAddr, FlushInterval: c.statsdFlush, Percentiles: pcts,
 			MaxNames: c.statsdMaxNames, MaxSetMembers: c.statsdMaxSet,
-			Logger: logger.With("component", "statsd")}, db)
+			Logger: logger.With("component", "statsd")}, app)
 		if err != nil {
 			lns.close(logger)
 			db.Close()
@@ -256,7 +260,7 @@ func run(c config, logger *slog.Logger) error {
 		return err
 	}
 	cd := ingest.NewCollectd(ingest.CollectdOptions{Addr: c.collectdAddr, MaxBodySize: c.maxBody, MaxConns: c.maxConns,
-		Types: types, Logger: logger.With("component", "collectd")}, db)
+		HeaderTimeout: c.headerTimeout, Types: types, Logger: logger.With("component", "collectd")}, app)
 	if c.collectdAddr != "" {
 		if err := cd.Listen(); err != nil {
 			lns.close(logger)
@@ -265,18 +269,21 @@ func run(c config, logger *slog.Logger) error {
 		}
 		lns.add("collectd", cd.Addr().String(), cd.Serve, cd.Close, func() any { return cd.Stats() })
 	}
-	httpSrv, err := query.Listen(query.Options{
+	var httpSrv *query.Server // set before it serves, and so before Stats runs
+	httpSrv, err = query.Listen(query.Options{
 		Routes:      map[string]fasthttp.RequestHandler{"/collectd": cd.Handle},
 		MaxBodySize: c.maxBody,
 		Addr:        c.httpAddr, Heartbeat: c.heartbeat, StreamWriteTimeout: c.sseWriteTimeout, VaporPoints: c.ringSize, MaxConns: c.maxConns,
 		QueryTimeout: c.queryTimeout, MaxPoints: c.queryMaxPoints, MaxBytes: c.queryMaxBytes, MaxSeries: c.queryMaxSeries,
-		MaxQueries: c.queryConcurrency,
-		Logger:     logger.With("component", "http"),
+		MaxQueries: c.queryConcurrency, HeaderTimeout: c.headerTimeout,
+		Logger: logger.With("component", "http"),
 		Stats: func() map[string][]byte {
 			out := lns.stats()
 			out["collectd"], _ = json.Marshal(cd.Stats()) // both of its routes
 			out["engine"], _ = json.Marshal(db.Stats())
 			out["go"], _ = json.Marshal(goStats())
+			out["http"], _ = json.Marshal(map[string]any{"admission": httpSrv.Admission()})
+			out["panics"], _ = json.Marshal(boundary.Panics())
 			return out
 		},
 	}, db)

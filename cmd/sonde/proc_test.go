@@ -18,9 +18,10 @@ import (
 )
 
 // binary is the sonde executable the tests run, built once by TestMain
-// with the race detector so the server is checked too. SONDE_TEST_BINARY
-// names another one instead: a release, to see a regression test fail on
-// the code before its fix.
+// with the race detector so the server is checked too, and with the
+// sondetest tag, which compiles in the panic hook (boundary.Inject).
+// SONDE_TEST_BINARY names another one instead: a release, to see a
+// regression test fail on the code before its fix.
 var binary string
 
 func TestMain(m *testing.M) {
@@ -34,7 +35,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binary = filepath.Join(dir, "sonde")
-	cmd := exec.Command("go", "build", "-race", "-o", binary, ".")
+	cmd := exec.Command("go", "build", "-race", "-tags", "sondetest", "-o", binary, ".")
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "build sonde:", err)
