@@ -29,7 +29,7 @@ func (p *proc) getRaw(path string) (int, string) {
 // are clamped to 1970 and the year 9999; before, the first of these GETs
 // made consolidate panic and Sonde exit.
 func TestRenderTimeOverflow(t *testing.T) {
-	p := start(t, t.TempDir())
+	p := start(t, t.TempDir(), "-tcp-oneshot-idle", "-1s")
 	c := dial(t, p.tcpAddr)
 	if r := c.do(t, "SET base 1")[0]; r != "+OK" {
 		t.Fatal(r)
@@ -72,7 +72,7 @@ func TestRenderTimeOverflow(t *testing.T) {
 // many series or answer too many bytes gets a 422 naming the flag, before
 // it holds them; one past its time gets 503; the server goes on.
 func TestQueryBounds(t *testing.T) {
-	p := start(t, t.TempDir())
+	p := start(t, t.TempDir(), "-tcp-oneshot-idle", "-1s")
 	c := dial(t, p.tcpAddr)
 	if r := c.do(t, "SET base 1")[0]; r != "+OK" {
 		t.Fatal(r)

@@ -315,18 +315,39 @@ func TestSSEResume(t *testing.T) {
 // writes, a live subscriber still sees everything, and the server cuts the
 // stalled one off (its goroutine ends) while it is still connected.
 func TestStalledSubscriber(t *testing.T) {
-	p := start(t, t.TempDir(), "-sse-heartbeat", "100ms", "-sse-write-timeout", "1s")
+	p := start(t, t.TempDir(), "-sse-heartbeat", "100ms", "-sse-write-timeout", "5s", "-tcp-oneshot-idle", "-1s")
 	stalled := openStalled(t, p)
 	defer stalled.Close()
 	live := subscribe(t, p, "", 0)
 	next(t, live) // dump
 	waitFor(t, "two subscribers", func() bool { return subscribers(t, p) == 2 })
 
-	writeChanges(t, p, 100, 1000)
-	for seen := 1; seen <= 100*1000; seen++ {
-		if ev := next(t, live); ev.id != uint64(seen) {
-			t.Fatalf("live subscriber: event %d has id %d", seen, ev.id)
+	// The live subscriber reads while the writes go on, so it never falls
+	// behind by the write timeout (it did when it read only afterwards:
+	// its client's queue filled, and the server cut it off too).
+	seen := make(chan error, 1)
+	go func() {
+		for n := 1; n <= 100*1000; n++ {
+			select {
+			case ev, ok := <-live:
+				if !ok {
+					seen <- fmt.Errorf("the live stream ended after %d events", n-1)
+					return
+				}
+				if ev.id != uint64(n) {
+					seen <- fmt.Errorf("live subscriber: event %d has id %d", n, ev.id)
+					return
+				}
+			case <-time.After(30 * time.Second):
+				seen <- fmt.Errorf("no event %d within 30 s", n)
+				return
+			}
 		}
+		seen <- nil
+	}()
+	writeChanges(t, p, 100, 1000)
+	if err := <-seen; err != nil {
+		t.Fatal(err)
 	}
 	waitFor(t, "the server to cut the stalled subscriber off", func() bool { return subscribers(t, p) == 1 })
 }
@@ -335,7 +356,7 @@ func TestStalledSubscriber(t *testing.T) {
 // cleanly even while a stream is blocked writing to a client that does
 // not read.
 func TestShutdownWithStalledSubscriber(t *testing.T) {
-	p := start(t, t.TempDir())
+	p := start(t, t.TempDir(), "-tcp-oneshot-idle", "-1s")
 	stalled := openStalled(t, p)
 	defer stalled.Close()
 	waitFor(t, "the subscriber", func() bool { return subscribers(t, p) == 1 })

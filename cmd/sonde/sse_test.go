@@ -144,9 +144,12 @@ func TestIdleWindowsCostNoDisk(t *testing.T) {
 // TestStalledSubscribersMemory: 300 subscribers that never read, on a
 // 5 MB dump, cost the server little memory (the dump is streamed from the
 // live state, and blocks of frames are written from the shared blocks),
-// and a live subscriber still gets everything.
+// and a live subscriber still gets its events. (TestStalledSubscriber
+// shows a stalled one is cut off.)
 func TestStalledSubscribersMemory(t *testing.T) {
-	p := start(t, t.TempDir(), "-sse-write-timeout", "5s", "-max-conns", "2000", "-tcp-oneshot-idle", "-1s")
+	// Long timeouts: 300 streams formatting their dumps (under the race
+	// detector) keep both cores busy while the rest connect.
+	p := start(t, t.TempDir(), "-sse-write-timeout", "2m", "-http-header-timeout", "1m", "-max-conns", "2000", "-tcp-oneshot-idle", "-1s")
 	c := dial(t, p.tcpAddr)
 	const keys = 20990
 	lines := make([]string, 0, 1000)
@@ -192,7 +195,6 @@ func TestStalledSubscribersMemory(t *testing.T) {
 	if ev := next(t, live); ev.data != `{"live":1}` {
 		t.Fatalf("live subscriber: %+v", ev)
 	}
-	waitFor(t, "the stalled subscribers to be cut off", func() bool { return subscribers(t, p) == 1 })
 }
 
 // unread is how many bytes wait in c's receive queue.
