@@ -3,8 +3,10 @@ package ingest
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -148,4 +150,87 @@ func TestStatsdAggregateConcurrent(t *testing.T) {
 	if v := s.table.values.Load(); v != 0 {
 		t.Fatalf("%d timer values held after the last flush", v)
 	}
+}
+
+// readerDatagrams are 500 datagrams of 20 lines over 10,000 names, the
+// load of sonde-bench statsd (counters, timers and gauges in turn) with a
+// set member on every fourth line, parsed.
+func readerDatagrams(b *testing.B) [][]statsd.Sample {
+	var out [][]statsd.Sample
+	for d := range 500 {
+		var dgram []byte
+		for l := range 20 {
+			i := d*20 + l
+			name := fmt.Sprintf("app.metric.%d", i%10000)
+			switch i % 4 {
+			case 0:
+				dgram = fmt.Appendf(dgram, "%s:1|c\n", name)
+			case 1:
+				dgram = fmt.Appendf(dgram, "%s:%d|ms\n", name, i%500)
+			case 2:
+				dgram = fmt.Appendf(dgram, "%s:%d|g\n", name, i)
+			case 3:
+				dgram = fmt.Appendf(dgram, "%s:u%d|s\n", name, i%300)
+			}
+		}
+		samples, _, bad, _ := statsd.Parse(dgram, nil)
+		if bad != 0 {
+			b.Fatal("bad lines")
+		}
+		out = append(out, samples)
+	}
+	return out
+}
+
+// BenchmarkStatsdReader is a reader's work on parsed datagrams (adding
+// each sample to the aggregates and making its raw op), with a flush
+// every 500,000 samples of the first reader, in ns per sample: on one
+// reader, then on GOMAXPROCS.
+func BenchmarkStatsdReader(b *testing.B) {
+	dgrams := readerDatagrams(b)
+	run := func(b *testing.B, parallel bool) {
+		s, _ := newBenchStatsd(b)
+		var readers atomic.Int64
+		work := func(next func() bool) {
+			reader := int(readers.Add(1) - 1)
+			var ops []sample.Op
+			for i := 0; next(); i++ {
+				ops = takeDatagram(s, reader, dgrams[i%len(dgrams)], ops[:0])
+				if reader == 0 && i%25000 == 24999 {
+					s.flush() // every 500,000 samples of this reader
+				}
+			}
+		}
+		if parallel {
+			b.RunParallel(func(pb *testing.PB) { work(pb.Next) })
+		} else {
+			work(b.Loop)
+		}
+		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/20, "ns/sample")
+	}
+	b.Run("1", func(b *testing.B) { run(b, false) })
+	b.Run("GOMAXPROCS", func(b *testing.B) { run(b, true) })
+}
+
+// nopAppender takes every op.
+type nopAppender struct{}
+
+func (nopAppender) Append(context.Context, []sample.Op, []error) error { return nil }
+
+func newBenchStatsd(b *testing.B) (*Statsd, nopAppender) {
+	s, err := ListenStatsd(StatsdOptions{Addr: "127.0.0.1:0", FlushInterval: time.Hour, Readers: runtime.GOMAXPROCS(0)}, nopAppender{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { s.Close() })
+	return s, nopAppender{}
+}
+
+// takeDatagram is what a reader does with one parsed datagram.
+func takeDatagram(s *Statsd, _ int, samples []statsd.Sample, ops []sample.Op) []sample.Op {
+	for i := range samples {
+		s.aggregate(&samples[i])
+		ops = rawOp(&samples[i], s.opts.FlushInterval, ops)
+	}
+	return ops
 }
