@@ -45,8 +45,13 @@ var causeFlags = [numCauses]string{"-statsd-max-names", "-statsd-max-set", "-sta
 type aggTable struct {
 	seed   maphash.Seed
 	shards [aggShards]aggShard
-	// What the table holds, against the bounds.
-	names, members, values atomic.Int64
+	// What the table holds, against the bounds, each on its own cache line.
+	names   atomic.Int64
+	_       [56]byte
+	members atomic.Int64
+	_       [56]byte
+	values  atomic.Int64
+	_       [56]byte
 }
 
 type aggShard struct {
@@ -57,6 +62,7 @@ type aggShard struct {
 	// The most entries each map held at a flush: Go maps never shrink, so
 	// one is rebuilt once it holds under a quarter of that.
 	peak [3]int
+	_    [72]byte // a shard to itself in a pair of cache lines: readers on other shards do not slow it
 }
 
 // activity is a name's recency: seen says a sample arrived this
