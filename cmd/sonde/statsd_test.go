@@ -252,6 +252,14 @@ func TestStatsdLimits(t *testing.T) {
 		st.Names != 4 || st.SetMembers != 2 || st.TimerValues != 2 {
 		t.Fatalf("stats %+v, want 4 samples left out (1 name, 2 set members, 1 timer value), holding 4 names, 2 members, 2 values", st)
 	}
+	// One interval: the first refusal is a warning, the others are at
+	// debug level, below the default -log-level. All were logged before
+	// their lines were counted; the log is read from a pipe.
+	warnings := func() int { return strings.Count(p.logText(), `"level":"WARN","msg":"statsd aggregates full`) }
+	p.poll("a warning", func() bool { return warnings() > 0 })
+	if n := warnings(); n != 1 {
+		t.Errorf("%d warnings of full aggregates, want 1:\n%s", n, p.logText())
+	}
 	if code := p.stop(); code != 0 {
 		t.Fatalf("exit %d", code)
 	}
