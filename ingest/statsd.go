@@ -5,11 +5,9 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"math"
 	"net"
 	"os"
 	"runtime"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -39,12 +37,25 @@ type StatsdOptions struct {
 	// Percentiles are the timer percentiles written at each flush; default
 	// 50, 90, 95, 99.
 	Percentiles []float64
-	// MaxNames caps the names one reader aggregates in one interval, and
-	// MaxSetMembers the members one set counts; defaults 100,000 each.
-	// Samples past them still go to the WAL but are left out of the
-	// interval's aggregates, and counted (unaggregated).
-	MaxNames      int
-	MaxSetMembers int
+	// The aggregates hold at most MaxNames counter, timer and set names
+	// (default 50,000; active or idle, over all readers), MaxSetMembers
+	// members of all sets together and MaxTimerValues values of all
+	// timers together in one interval (default 500,000 each). Samples past
+	// them still go to the WAL raw but are left out of the aggregates, and
+	// counted (unaggregated). docs/statsd.md has what the defaults cost.
+	MaxNames       int
+	MaxSetMembers  int
+	MaxTimerValues int
+	// IdleFlushes is how many flushes write zeros for a name that got no
+	// sample (counter rate, timer count and count_ps, set count) before
+	// it is forgotten: dropped from memory, nothing more written. 0 means
+	// the default, 3; negative means none (forgotten at its first flush
+	// without samples, statsd's deleteIdleStats).
+	IdleFlushes int
+	// MaxQueue caps the raw samples read and not yet durable in the WAL;
+	// default 65,536. When it is full the readers wait, and the socket's
+	// receive buffer takes what arrives meanwhile, or the kernel drops it.
+	MaxQueue int
 	// Logger receives messages; nil discards them.
 	Logger *slog.Logger
 }
@@ -66,10 +77,22 @@ func (o StatsdOptions) withDefaults() StatsdOptions {
 		o.Percentiles = []float64{50, 90, 95, 99}
 	}
 	if o.MaxNames <= 0 {
-		o.MaxNames = 100_000
+		o.MaxNames = 50_000
 	}
 	if o.MaxSetMembers <= 0 {
-		o.MaxSetMembers = 100_000
+		o.MaxSetMembers = 500_000
+	}
+	if o.MaxTimerValues <= 0 {
+		o.MaxTimerValues = 500_000
+	}
+	switch {
+	case o.IdleFlushes == 0:
+		o.IdleFlushes = 3
+	case o.IdleFlushes < 0:
+		o.IdleFlushes = 0
+	}
+	if o.MaxQueue <= 0 {
+		o.MaxQueue = 65536
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -88,10 +111,20 @@ type StatsdStats struct {
 	Flushes     int64 `json:"flushes"`      // aggregations written
 	Aggregates  int64 `json:"aggregates"`   // values the flushes wrote
 	KernelDrops int64 `json:"kernel_drops"` // datagrams the kernel dropped: the socket's buffer was full
-	// Unaggregated counts samples left out of the interval's aggregates
-	// by MaxNames or MaxSetMembers (their raw samples are written).
-	Unaggregated int64 `json:"unaggregated"`
-	ReadBuffer   int   `json:"read_buffer"` // the socket's receive buffer, as the kernel reports it
+	// Unaggregated counts samples a bound left out of the aggregates
+	// (their raw samples are written), in all and by bound.
+	Unaggregated            int64 `json:"unaggregated"`
+	UnaggregatedNames       int64 `json:"unaggregated_names"`        // MaxNames
+	UnaggregatedSetMembers  int64 `json:"unaggregated_set_members"`  // MaxSetMembers
+	UnaggregatedTimerValues int64 `json:"unaggregated_timer_values"` // MaxTimerValues
+	// What the aggregates hold now: names (active and idle), set members,
+	// timer values; and the names forgotten after IdleFlushes.
+	Names       int64 `json:"names"`
+	SetMembers  int64 `json:"set_members"`
+	TimerValues int64 `json:"timer_values"`
+	Forgotten   int64 `json:"forgotten"`
+	Queued      int64 `json:"queued"`      // raw samples read, not yet durable
+	ReadBuffer  int   `json:"read_buffer"` // the socket's receive buffer, as the kernel reports it
 }
 
 // Statsd receives the statsd line protocol over UDP. Every counter, gauge
@@ -106,7 +139,9 @@ type Statsd struct {
 	log  *slog.Logger
 
 	queue   chan []sample.Op // raw samples, a datagram's worth per entry
-	aggs    []*statsdAgg     // one per reader
+	queued  opCount          // samples in queue or being written, at most MaxQueue
+	table   aggTable         // the aggregates, shared by the readers
+	flusher flushWriter      // the flusher goroutine's
 	mu      sync.Mutex       // guards closed against readers starting during Close
 	closed  bool
 	readers sync.WaitGroup
@@ -115,25 +150,42 @@ type Statsd struct {
 	flushed chan struct{} // closed when the flusher wrote its last flush
 	rcvbuf  int
 
-	packets, lines, badLines, badKeys, written, failed, flushes, aggregates, unaggregated atomic.Int64
+	packets, lines, badLines, badKeys, written, failed, flushes, aggregates, unaggregated, forgotten atomic.Int64
+
+	unaggregatedBy [numCauses]atomic.Int64
+	warned         atomic.Bool // this interval's first refusal was logged
 }
 
-// statsdAgg is one reader's aggregation of the current interval.
-type statsdAgg struct {
-	mu       sync.Mutex
-	names    int // entries in the three maps
-	counters map[string]float64
-	timers   map[string]*timerAgg
-	sets     map[string]map[string]struct{}
+// opCount bounds the raw samples between the readers and the WAL: a
+// reader waits in add until there is room (or nothing is queued: one
+// datagram bigger than the bound still goes).
+type opCount struct {
+	mu   sync.Mutex
+	room sync.Cond
+	n    int
+	max  int
 }
 
-type timerAgg struct {
-	values []float64
-	count  float64 // samples, each weighed 1/rate
+func (c *opCount) add(n int) {
+	c.mu.Lock()
+	for c.n > 0 && c.n+n > c.max {
+		c.room.Wait()
+	}
+	c.n += n
+	c.mu.Unlock()
 }
 
-func newStatsdAgg() *statsdAgg {
-	return &statsdAgg{counters: map[string]float64{}, timers: map[string]*timerAgg{}, sets: map[string]map[string]struct{}{}}
+func (c *opCount) done(n int) {
+	c.mu.Lock()
+	c.n -= n
+	c.room.Broadcast()
+	c.mu.Unlock()
+}
+
+func (c *opCount) load() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.n
 }
 
 // ListenStatsd binds the UDP socket; Serve reads it.
@@ -150,9 +202,10 @@ func ListenStatsd(opts StatsdOptions, app Appender) (*Statsd, error) {
 	s := &Statsd{opts: opts, app: app, conn: conn, log: opts.Logger,
 		queue: make(chan []sample.Op, 4096), stopped: make(chan struct{}), flushed: make(chan struct{})}
 	s.rcvbuf = setReadBuffer(conn, opts.ReadBuffer)
-	for range opts.Readers {
-		s.aggs = append(s.aggs, newStatsdAgg())
-	}
+	s.queued.max = opts.MaxQueue
+	s.queued.room.L = &s.queued.mu
+	s.table.init()
+	s.flusher.s = s
 	for range 2 {
 		s.writers.Add(1)
 		go s.write()
@@ -186,9 +239,9 @@ func (s *Statsd) Serve() error {
 		s.mu.Unlock()
 		return nil
 	}
-	for i := range s.opts.Readers {
+	for range s.opts.Readers {
 		s.readers.Add(1)
-		go s.read(s.aggs[i])
+		go s.read()
 	}
 	s.mu.Unlock()
 	s.readers.Wait()
@@ -213,11 +266,11 @@ func (s *Statsd) Close() error {
 	return nil
 }
 
-func (s *Statsd) read(agg *statsdAgg) {
+func (s *Statsd) read() {
 	defer s.readers.Done()
 	// After a panic (the datagram is lost) a new reader takes over, counted
 	// before this one is done so that Close still waits for it.
-	defer boundary.Recover("statsd", s.log, func() { s.readers.Add(1); go s.read(agg) })
+	defer boundary.Recover("statsd", s.log, func() { s.readers.Add(1); go s.read() })
 	buf := make([]byte, 65536)
 	var samples []statsd.Sample
 	for {
@@ -239,64 +292,31 @@ func (s *Statsd) read(agg *statsdAgg) {
 			continue
 		}
 		ops := make([]sample.Op, 0, len(samples))
-		func() {
-			agg.mu.Lock()
-			defer agg.mu.Unlock() // a panic must not leave the flusher waiting
-			for i := range samples {
-				ops = s.take(agg, &samples[i], ops)
-			}
-		}()
+		for i := range samples {
+			s.aggregate(&samples[i])
+			ops = rawOp(&samples[i], s.opts.FlushInterval, ops)
+		}
 		s.lines.Add(int64(good))
 		if len(ops) > 0 {
-			s.queue <- ops // blocks when the WAL falls behind: the kernel buffer takes the rest, or drops
+			// Both wait when the WAL falls behind: the kernel buffer takes
+			// the rest, or drops it.
+			s.queued.add(len(ops))
+			s.queue <- ops
 		}
 	}
 }
 
-// take adds one sample to the interval and to the raw writes.
-func (s *Statsd) take(agg *statsdAgg, m *statsd.Sample, ops []sample.Op) []sample.Op {
-	// room reports whether a name not yet in the interval may join it.
-	room := func() bool {
-		if agg.names >= s.opts.MaxNames {
-			s.unaggregated.Add(1)
-			return false
-		}
-		agg.names++
-		return true
-	}
+// rawOp appends the op that writes m to the WAL as it arrives: sets
+// have none.
+func rawOp(m *statsd.Sample, interval time.Duration, ops []sample.Op) []sample.Op {
 	switch m.Type {
 	case statsd.Counter:
-		if _, ok := agg.counters[m.Name]; ok || room() {
-			agg.counters[m.Name] += m.Value
-		}
 		return append(ops, sample.Op{Code: sample.Incr, Key: statsdKey("stats_counts.", m.Name, ""), Value: m.Value,
-			Interval: s.opts.FlushInterval.Milliseconds()})
+			Interval: interval.Milliseconds()})
 	case statsd.Gauge:
 		return append(ops, sample.Op{Code: sample.Set, Key: statsdKey("stats.gauges.", m.Name, ""), Value: m.Value, Delta: m.Delta})
 	case statsd.Timer:
-		t := agg.timers[m.Name]
-		if t == nil && room() {
-			t = &timerAgg{}
-			agg.timers[m.Name] = t
-		}
-		if t != nil {
-			t.values = append(t.values, m.Value)
-			t.count += 1 / m.Rate
-		}
 		return append(ops, sample.Op{Code: sample.Set, Key: statsdKey("stats.timers.", m.Name, ".samples"), Value: m.Value})
-	case statsd.Set:
-		set := agg.sets[m.Name]
-		if set == nil && room() {
-			set = map[string]struct{}{}
-			agg.sets[m.Name] = set
-		}
-		if set != nil {
-			if _, ok := set[m.Set]; ok || len(set) < s.opts.MaxSetMembers {
-				set[m.Set] = struct{}{}
-			} else {
-				s.unaggregated.Add(1)
-			}
-		}
 	}
 	return ops
 }
@@ -332,6 +352,8 @@ func (s *Statsd) write() {
 			}
 		}
 		errs = s.appendOps(batch, errs, &s.written)
+		s.queued.done(len(batch))
+		clear(batch) // let the keys go
 	}
 }
 
@@ -365,112 +387,16 @@ func (s *Statsd) flushLoop() {
 	}
 }
 
-// flush writes the interval's aggregates: counter rates, timer statistics
-// and set sizes, each as a GAUGE at the flush time.
-func (s *Statsd) flush() {
-	defer boundary.Recover("statsd-flusher", s.log, nil) // the interval's aggregates are lost; the next flush goes on
-	counters := map[string]float64{}
-	timers := map[string]*timerAgg{}
-	sets := map[string]map[string]struct{}{}
-	for _, a := range s.aggs {
-		a.mu.Lock()
-		c, t, st := a.counters, a.timers, a.sets
-		a.counters, a.timers, a.sets = map[string]float64{}, map[string]*timerAgg{}, map[string]map[string]struct{}{}
-		a.names = 0
-		a.mu.Unlock()
-		for k, v := range c {
-			counters[k] += v
-		}
-		for k, v := range t {
-			if m := timers[k]; m != nil {
-				m.values = append(m.values, v.values...)
-				m.count += v.count
-			} else {
-				timers[k] = v
-			}
-		}
-		for k, v := range st {
-			if m := sets[k]; m != nil {
-				for member := range v {
-					m[member] = struct{}{}
-				}
-			} else {
-				sets[k] = v
-			}
-		}
-	}
-	secs := s.opts.FlushInterval.Seconds()
-	var ops []sample.Op
-	gauge := func(key string, v float64) {
-		ops = append(ops, sample.Op{Code: sample.Set, Key: key, Value: v})
-	}
-	for name, v := range counters {
-		gauge(statsdKey("stats.", name, ""), v/secs)
-	}
-	for name, t := range timers {
-		for _, st := range timerStats(t, secs, s.opts.Percentiles) {
-			gauge(statsdKey("stats.timers.", name, "."+st.name), st.v)
-		}
-	}
-	for name, set := range sets {
-		gauge(statsdKey("stats.sets.", name, ".count"), float64(len(set)))
-	}
-	s.flushes.Add(1)
-	if len(ops) > 0 {
-		s.appendOps(ops, nil, &s.aggregates)
-	}
-}
-
-type stat struct {
-	name string
-	v    float64
-}
-
-// timerStats computes what statsd's Graphite backend writes for a timer:
-// count (samples weighed by 1/rate), count_ps, lower, upper, mean, median,
-// sum, std, and per percentile p: upper_p, mean_p and sum_p over the
-// lowest p% of the values.
-func timerStats(t *timerAgg, secs float64, pcts []float64) []stat {
-	v := slices.Clone(t.values)
-	slices.Sort(v)
-	n := len(v)
-	var sum float64
-	for _, x := range v {
-		sum += x
-	}
-	mean := sum / float64(n)
-	var sq float64
-	for _, x := range v {
-		sq += (x - mean) * (x - mean)
-	}
-	median := v[n/2]
-	if n%2 == 0 {
-		median = (v[n/2-1] + v[n/2]) / 2
-	}
-	out := []stat{{"count", t.count}, {"count_ps", t.count / secs}, {"lower", v[0]}, {"upper", v[n-1]},
-		{"mean", mean}, {"median", median}, {"sum", sum}, {"std", math.Sqrt(sq / float64(n))}}
-	for _, p := range pcts {
-		k := int(math.Round(p / 100 * float64(n)))
-		if k < 1 {
-			continue // too few values for this percentile, as statsd skips it
-		}
-		var ps float64
-		for _, x := range v[:k] {
-			ps += x
-		}
-		suffix := strings.ReplaceAll(strconv.FormatFloat(p, 'f', -1, 64), ".", "_")
-		out = append(out, stat{"upper_" + suffix, v[k-1]}, stat{"mean_" + suffix, ps / float64(k)}, stat{"sum_" + suffix, ps})
-	}
-	return out
-}
-
 // Stats returns the listener's counters, with the kernel's drop count
 // for its socket.
 func (s *Statsd) Stats() StatsdStats {
 	return StatsdStats{Packets: s.packets.Load(), Lines: s.lines.Load(), BadLines: s.badLines.Load(), BadKeys: s.badKeys.Load(),
 		Written: s.written.Load(), Failed: s.failed.Load(), Flushes: s.flushes.Load(), Aggregates: s.aggregates.Load(),
-		Unaggregated: s.unaggregated.Load(),
-		KernelDrops:  kernelDrops(s.conn.LocalAddr().(*net.UDPAddr)), ReadBuffer: s.rcvbuf}
+		Unaggregated: s.unaggregated.Load(), UnaggregatedNames: s.unaggregatedBy[byNames].Load(),
+		UnaggregatedSetMembers: s.unaggregatedBy[bySetMembers].Load(), UnaggregatedTimerValues: s.unaggregatedBy[byTimerValues].Load(),
+		Names: s.table.names.Load(), SetMembers: s.table.members.Load(), TimerValues: s.table.values.Load(),
+		Forgotten: s.forgotten.Load(), Queued: int64(s.queued.load()),
+		KernelDrops: kernelDrops(s.conn.LocalAddr().(*net.UDPAddr)), ReadBuffer: s.rcvbuf}
 }
 
 // kernelDrops reads the drops column of the socket bound to addr from

@@ -76,7 +76,7 @@ func readToEOF(t *testing.T, c net.Conn) string {
 // panicked included.
 func TestPanicsAtEveryBoundary(t *testing.T) {
 	// -tcp-oneshot-idle=-1s: the connection from before pauses between commands.
-	p := start(t, t.TempDir(), "-statsd-flush", "200ms", "-min-window", "200ms", "-tcp-oneshot-idle", "-1s")
+	p := start(t, t.TempDir(), "-statsd-flush", "200ms", "-min-window", "200ms", "-statsd-idle-flushes", "0", "-tcp-oneshot-idle", "-1s")
 	before := dial(t, p.tcpAddr) // connected before the panics, served after them
 	if r := before.do(t, "SET before 1"); r[0] != "+OK" {
 		t.Fatalf("SET: %q", r)

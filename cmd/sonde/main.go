@@ -44,6 +44,9 @@ type config struct {
 	statsdPcts       string
 	statsdMaxNames   int
 	statsdMaxSet     int
+	statsdMaxTimer   int
+	statsdIdle       int
+	statsdMaxQueue   int
 	typesDB          string
 	maxBody          int
 	httpAddr         string
@@ -84,8 +87,11 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&c.statsdAddr, "statsd", "127.0.0.1:8125", "listen address of statsd (UDP); empty turns it off")
 	fs.DurationVar(&c.statsdFlush, "statsd-flush", 10*time.Second, "statsd flush interval: timer, set and counter-rate aggregates are written this often")
 	fs.StringVar(&c.statsdPcts, "statsd-percentiles", "50,90,95,99", "statsd timer percentiles, comma separated")
-	fs.IntVar(&c.statsdMaxNames, "statsd-max-names", 100_000, "most statsd names one reader aggregates per flush interval (the rest are written raw only)")
-	fs.IntVar(&c.statsdMaxSet, "statsd-max-set", 100_000, "most members one statsd set counts per flush interval")
+	fs.IntVar(&c.statsdMaxNames, "statsd-max-names", 50_000, "most statsd counter, timer and set names the aggregates hold, active or idle (samples of the rest are written raw only)")
+	fs.IntVar(&c.statsdMaxSet, "statsd-max-set", 500_000, "most statsd set members the aggregates hold, all sets together, per flush interval")
+	fs.IntVar(&c.statsdMaxTimer, "statsd-max-timer-values", 500_000, "most statsd timer values the aggregates hold, all timers together, per flush interval")
+	fs.IntVar(&c.statsdIdle, "statsd-idle-flushes", 3, "flushes that write zeros for a statsd name without samples before it is forgotten (0: forgotten at once)")
+	fs.IntVar(&c.statsdMaxQueue, "statsd-max-queue", 65536, "most raw statsd samples read and not yet in the WAL; past it the readers wait and the kernel buffers or drops")
 	fs.StringVar(&c.collectdAddr, "collectd", "127.0.0.1:8125", "listen address of the collectd write_http receiver (HTTP; also at /collectd on -http); empty turns this listener off")
 	fs.StringVar(&c.typesDB, "collectd-typesdb", "", "collectd's types.db, for PUTVAL data source names (default: /usr/share/collectd/types.db when present, else a built-in subset)")
 	fs.IntVar(&c.maxBody, "max-body", 1<<20, "largest HTTP request body in bytes")
@@ -244,7 +250,8 @@ func run(c config, logger *slog.Logger) error {
 			return err
 		}
 		sd, err := ingest.ListenStatsd(ingest.StatsdOptions{Addr: c.statsdAddr, FlushInterval: c.statsdFlush, Percentiles: pcts,
-			MaxNames: c.statsdMaxNames, MaxSetMembers: c.statsdMaxSet,
+			MaxNames: c.statsdMaxNames, MaxSetMembers: c.statsdMaxSet, MaxTimerValues: c.statsdMaxTimer,
+			IdleFlushes: idleFlushes(c.statsdIdle), MaxQueue: c.statsdMaxQueue,
 			Logger: logger.With("component", "statsd")}, app)
 		if err != nil {
 			lns.close(logger)
@@ -409,4 +416,13 @@ func parsePercentiles(s string) ([]float64, error) {
 		out = append(out, p)
 	}
 	return out, nil
+}
+
+// idleFlushes maps -statsd-idle-flushes to StatsdOptions.IdleFlushes,
+// where 0 is the default and a negative number means none.
+func idleFlushes(n int) int {
+	if n <= 0 {
+		return -1
+	}
+	return n
 }
