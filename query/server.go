@@ -233,13 +233,19 @@ func writeJSON(ctx *fasthttp.RequestCtx, b []byte) {
 	ctx.SetBody(b)
 }
 
-// matcher reads ?match=; nil means every key.
-func matcher(ctx *fasthttp.RequestCtx) func(string) bool {
+// matcher reads ?match=; nil means every key. False: the pattern was
+// refused, with a 400 written.
+func matcher(ctx *fasthttp.RequestCtx) (func(string) bool, bool) {
 	m := ctx.QueryArgs().Peek("match")
 	if len(m) == 0 {
-		return nil
+		return nil, true
 	}
-	return Glob(string(m)).Match
+	g, err := CompileGlob(string(m))
+	if err != nil {
+		writeError(ctx, fasthttp.StatusBadRequest, err.Error())
+		return nil, false
+	}
+	return g.Match, true
 }
 
 // appendDump writes {"key":view,...}.
@@ -257,7 +263,11 @@ func appendDump(b []byte, series []sample.Series) []byte {
 }
 
 func (s *Server) data(ctx *fasthttp.RequestCtx) {
-	series := s.store.Series(matcher(ctx), nil)
+	match, ok := matcher(ctx)
+	if !ok {
+		return
+	}
+	series := s.store.Series(match, nil)
 	writeJSON(ctx, append(appendDump(nil, series), '\n'))
 }
 
@@ -277,7 +287,11 @@ func appendPoints(b []byte, pts []sample.Point) []byte {
 }
 
 func (s *Server) vapor(ctx *fasthttp.RequestCtx) {
-	series := s.store.Series(matcher(ctx), nil)
+	match, ok := matcher(ctx)
+	if !ok {
+		return
+	}
+	series := s.store.Series(match, nil)
 	b := []byte{'{'}
 	var pts []sample.Point
 	n := 0
@@ -323,7 +337,11 @@ func appendSeries(b []byte, se sample.Series) []byte {
 }
 
 func (s *Server) seriesList(ctx *fasthttp.RequestCtx) {
-	series := s.store.Series(matcher(ctx), nil)
+	match, ok := matcher(ctx)
+	if !ok {
+		return
+	}
+	series := s.store.Series(match, nil)
 	b := []byte{'['}
 	for i, se := range series {
 		if i > 0 {
@@ -388,18 +406,23 @@ func (s *Server) historyMany(ctx *fasthttp.RequestCtx) {
 		writeError(ctx, fasthttp.StatusBadRequest, "match= is missing")
 		return
 	}
+	g, err := CompileGlob(m)
+	if err != nil {
+		writeError(ctx, fasthttp.StatusBadRequest, err.Error())
+		return
+	}
 	from, err := timeArg(ctx, "from", math.MinInt64)
 	if err == nil {
 		var to int64
 		if to, err = timeArg(ctx, "to", math.MaxInt64); err == nil {
-			s.historyManyRange(ctx, Glob(m), from, to)
+			s.historyManyRange(ctx, g, from, to)
 			return
 		}
 	}
 	writeError(ctx, fasthttp.StatusBadRequest, err.Error())
 }
 
-func (s *Server) historyManyRange(ctx *fasthttp.RequestCtx, g Glob, from, to int64) {
+func (s *Server) historyManyRange(ctx *fasthttp.RequestCtx, g *Glob, from, to int64) {
 	step, agg, err := stepArgs(ctx)
 	if err != nil {
 		writeError(ctx, fasthttp.StatusBadRequest, err.Error())
@@ -565,7 +588,10 @@ func (s *Server) stats(ctx *fasthttp.RequestCtx) {
 func (s *Server) events(ctx *fasthttp.RequestCtx) {
 	// Everything the stream needs is copied now: the stream writer runs
 	// after this handler returns and must not touch ctx.
-	match := matcher(ctx)
+	match, ok := matcher(ctx)
+	if !ok {
+		return
+	}
 	pattern := string(ctx.QueryArgs().Peek("match"))
 	lastID, hasLast := uint64(0), false
 	if v := ctx.Request.Header.Peek("Last-Event-ID"); len(v) > 0 {
