@@ -238,42 +238,43 @@ func wordsKey(mask []uint64, ranges []rune) string {
 
 // affixes sets the literal prefix and suffix of a pattern of one branch.
 func (m *nfa) affixes(b branch, classes [][]rune) {
-	literal := func(it item) (string, bool) {
+	// literal reports whether an item takes one symbol that a key holds
+	// as its bytes: one byte, or a rune other than RuneError (which an
+	// invalid byte also reads as).
+	literal := func(it item) bool {
 		c := classes[it.class]
-		if it.star || len(c) != 2 || c[0] != c[1] {
-			return "", false
+		return !it.star && len(c) == 2 && c[0] == c[1] &&
+			(!m.runes || utf8.ValidRune(c[0]) && c[0] != utf8.RuneError)
+	}
+	bytes := func(items []item) string {
+		var b []byte
+		for _, it := range items {
+			if m.runes {
+				b = utf8.AppendRune(b, classes[it.class][0])
+			} else {
+				b = append(b, byte(classes[it.class][0]))
+			}
 		}
-		if !m.runes {
-			return string([]byte{byte(c[0])}), true
-		}
-		// A rune read from a key is its UTF-8 bytes, except that an
-		// invalid byte reads as RuneError.
-		return string(c[0]), utf8.ValidRune(c[0]) && c[0] != utf8.RuneError
+		return string(b)
 	}
 	k := 0
-	for ; k < len(b.items); k++ {
-		s, ok := literal(b.items[k])
-		if !ok {
-			break
-		}
-		m.prefix += s
+	for k < len(b.items) && literal(b.items[k]) {
+		k++
 	}
-	if m.prefix != "" {
+	if k > 0 {
+		m.prefix = bytes(b.items[:k])
 		m.afterPrefix = make([]uint64, m.n)
 		m.afterPrefix[k/64] |= 1 << (k % 64)
 		m.closure(m.afterPrefix)
 	}
-	if !b.end {
-		return
-	}
-	// The suffix is only a filter: the match still runs to the end. It
-	// may overlap the prefix.
-	for j := len(b.items) - 1; j >= 0; j-- {
-		s, ok := literal(b.items[j])
-		if !ok {
-			break
+	if b.end {
+		// The suffix is only a filter: the match still runs to the
+		// end. It may overlap the prefix.
+		j := len(b.items)
+		for j > 0 && literal(b.items[j-1]) {
+			j--
 		}
-		m.suffix = s + m.suffix
+		m.suffix = bytes(b.items[j:])
 	}
 }
 
