@@ -342,6 +342,19 @@ func TestMatchIsLinear(t *testing.T) {
 			t.Logf("%.20q...: %d word steps; the old matcher %d", c.pattern, ops, old)
 		}
 	}
+	// The widest glob: 17 words, but each key byte matches one
+	// position, so after i bytes no bit above 2i+1 is live and the pass
+	// stops there: a 255-byte key never steps more than 9 words at once
+	// (after a first pass over all 17).
+	wide, err := CompileGlob(strings.Repeat("*?", MaxGlobLen/2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ops := 0
+	if wide.m.match(strings.Repeat("a", 255), &ops) || wide.m.n != 17 || ops > 17+254*9 {
+		t.Errorf("*? x512 over 255 bytes: %d words of %d stepped; at most %d", ops, wide.m.n, 17+254*9)
+	}
+
 	// The control: the old matcher's count is quadratic on hostileGlob.
 	old := 0
 	oldGlobMatch(hostileGlob, strings.Repeat("a", 255), &old)
