@@ -7,15 +7,15 @@ import (
 )
 
 // Limits on client patterns (README.md, Configuration). They bound the
-// state vector a match steps per key byte: at most 17 words of 64 bits
-// for a mesures glob, 16 for a Graphite pattern.
+// state vector a match steps per key byte: at most 17 words of 64 bits.
 const (
 	// MaxGlobLen is the longest pattern, in bytes, of either syntax.
 	MaxGlobLen = 1024
 	// MaxGraphitePositions caps a Graphite pattern with its {a,b}
 	// alternatives expanded into whole paths: the characters of every
-	// path plus one per path. a.{b,c}.d is a.b.d and a.c.d: 12.
-	MaxGraphitePositions = 1024
+	// path plus one per path. a.{b,c}.d is a.b.d and a.c.d: 12. A glob
+	// of MaxGlobLen bytes takes as many.
+	MaxGraphitePositions = 17 * 64
 )
 
 // Glob is a compiled key pattern: '*' matches any run of bytes (slashes

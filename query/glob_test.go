@@ -259,15 +259,18 @@ func TestPatternLimits(t *testing.T) {
 	if _, err := graphiteGlob(long); err == nil {
 		t.Errorf("graphiteGlob of %d bytes compiled", len(long))
 	}
-	// Each alternative takes its own copy of what follows: 1 + 2 + 98
+	if m, err := graphiteGlob(long[1:]); err != nil || !m.MatchString(long[1:]) {
+		t.Errorf("graphiteGlob of %d bytes: %v", MaxGlobLen, err)
+	}
+	// Each alternative takes its own copy of what follows: 1 + 2 + 96
 	// positions each, ten of them fit, eleven do not.
 	alts := []string{"ab", "cd", "ef", "gh", "ij", "kl", "mn", "op", "qr", "st", "uv"}
-	tail := strings.Repeat("x", 98)
-	if _, err := graphiteGlob("{" + strings.Join(alts, ",") + "}" + tail); err == nil || !strings.Contains(err.Error(), "1111 positions") {
-		t.Errorf("1111 positions: %v", err)
+	tail := strings.Repeat("x", 96)
+	if _, err := graphiteGlob("{" + strings.Join(alts, ",") + "}" + tail); err == nil || !strings.Contains(err.Error(), "1089 positions") {
+		t.Errorf("1089 positions: %v", err)
 	}
 	if m, err := graphiteGlob("{" + strings.Join(alts[:10], ",") + "}" + tail); err != nil || !m.MatchString("st"+tail) {
-		t.Errorf("1010 positions: %v", err)
+		t.Errorf("990 positions: %v", err)
 	}
 	// Alternatives multiply: 2^10 paths of 20 characters.
 	if _, err := graphiteGlob(strings.Repeat("{ab,cd}", 10)); err == nil || !strings.Contains(err.Error(), "positions") {

@@ -37,7 +37,7 @@
 // byte, a binary search of rune intervals above ASCII), then set the
 // stars reachable by skipping stars, all blocks of stars at once with one
 // subtraction per word. A key of n symbols costs at most n passes of
-// ceil(positions/64) words: 17 for a glob of MaxGlobLen bytes, 16 for a
+// ceil(positions/64) words: 17 for a glob of MaxGlobLen bytes or a
 // Graphite pattern of MaxGraphitePositions. In practice fewer: a pass
 // stops at the highest live word, a match at the first symbol that
 // leaves no position live, and a literal prefix and suffix are compared
