@@ -106,8 +106,12 @@ func graphiteTime(s, def string, now time.Time) (int64, error) {
 }
 
 // graphiteGlob turns a Graphite path pattern into a regexp over the name
-// part of a key (before any ';tags').
-func graphiteGlob(pattern string) (*regexp.Regexp, error) {
+// part of a key (before any ';tags'), compiled to a matcher linear in the
+// name's length (glob.go).
+func graphiteGlob(pattern string) (*nfa, error) {
+	if len(pattern) > MaxGlobLen {
+		return nil, fmt.Errorf("pattern is %d bytes; at most %d", len(pattern), MaxGlobLen)
+	}
 	if !utf8.ValidString(pattern) {
 		return nil, fmt.Errorf("pattern %q is not UTF-8", pattern)
 	}
@@ -150,11 +154,7 @@ func graphiteGlob(pattern string) (*regexp.Regexp, error) {
 		return nil, fmt.Errorf("pattern %q: { without }", pattern)
 	}
 	b.WriteString("$")
-	re, err := regexp.Compile(b.String())
-	if err != nil {
-		return nil, fmt.Errorf("pattern %q: %w", pattern, err)
-	}
-	return re, nil
+	return graphiteNFA(pattern, b.String())
 }
 
 func keyName(key string) string {

@@ -276,13 +276,19 @@ func writeJSON(ctx *fasthttp.RequestCtx, b []byte) {
 	ctx.SetBody(b)
 }
 
-// matcher reads ?match=; nil means every key.
-func matcher(ctx *fasthttp.RequestCtx) func(string) bool {
+// matcher reads ?match=; nil means every key. False: the pattern was
+// refused, with a 400 written.
+func matcher(ctx *fasthttp.RequestCtx) (func(string) bool, bool) {
 	m := ctx.QueryArgs().Peek("match")
 	if len(m) == 0 {
-		return nil
+		return nil, true
 	}
-	return Glob(string(m)).Match
+	g, err := CompileGlob(string(m))
+	if err != nil {
+		writeError(ctx, fasthttp.StatusBadRequest, err.Error())
+		return nil, false
+	}
+	return g.Match, true
 }
 
 // appendDump writes {"key":view,...}.
@@ -300,7 +306,10 @@ func appendDump(b []byte, series []sample.Series) []byte {
 }
 
 func (s *Server) data(ctx *fasthttp.RequestCtx) {
-	match := matcher(ctx)
+	match, ok := matcher(ctx)
+	if !ok {
+		return
+	}
 	s.bounded(ctx, func(r *read) error {
 		series := s.store.Series(match, nil) // no points: only its bytes bound it
 		b := append(appendDump(nil, series), '\n')
@@ -328,7 +337,10 @@ func appendPoints(b []byte, pts []sample.Point) []byte {
 }
 
 func (s *Server) vapor(ctx *fasthttp.RequestCtx) {
-	match := matcher(ctx)
+	match, ok := matcher(ctx)
+	if !ok {
+		return
+	}
 	s.bounded(ctx, func(r *read) error {
 		series := s.store.Series(match, nil)
 		if err := r.series(len(series)); err != nil {
@@ -388,7 +400,10 @@ func appendSeries(b []byte, se sample.Series) []byte {
 }
 
 func (s *Server) seriesList(ctx *fasthttp.RequestCtx) {
-	match := matcher(ctx)
+	match, ok := matcher(ctx)
+	if !ok {
+		return
+	}
 	s.bounded(ctx, func(r *read) error {
 		series := s.store.Series(match, nil)
 		b := []byte{'['}
@@ -476,12 +491,16 @@ func (s *Server) historyMany(ctx *fasthttp.RequestCtx) {
 		writeError(ctx, fasthttp.StatusBadRequest, "match= is missing")
 		return
 	}
+	g, err := CompileGlob(m)
+	if err != nil {
+		writeError(ctx, fasthttp.StatusBadRequest, err.Error())
+		return
+	}
 	args, err := historyArgs(ctx)
 	if err != nil {
 		writeError(ctx, fasthttp.StatusBadRequest, err.Error())
 		return
 	}
-	g := Glob(m)
 	s.bounded(ctx, func(r *read) error {
 		list := s.store.Series(g.Match, nil)
 		if err := r.series(len(list)); err != nil {
@@ -667,7 +686,10 @@ func (s *Server) stats(ctx *fasthttp.RequestCtx) {
 func (s *Server) events(ctx *fasthttp.RequestCtx) {
 	// Everything the stream needs is copied now: the stream writer runs
 	// after this handler returns and must not touch ctx.
-	match := matcher(ctx)
+	match, ok := matcher(ctx)
+	if !ok {
+		return
+	}
 	pattern := string(ctx.QueryArgs().Peek("match"))
 	lastID, hasLast := uint64(0), false
 	if v := ctx.Request.Header.Peek("Last-Event-ID"); len(v) > 0 {

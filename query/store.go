@@ -18,6 +18,34 @@
 // shutdown. Streams take their connection over from fasthttp (hijack) and
 // write to the socket directly; the response has no length and ends when
 // the connection closes.
+//
+// # Patterns
+//
+// ?match= takes key globs ([CompileGlob]); /render and /metrics/find take
+// Graphite path patterns (graphiteGlob). Both compile, once per request,
+// to one matcher (nfa.go) whose work per key is linear in the key's
+// length, with no backtracking. A pattern becomes positions, one per
+// symbol it matches (a byte for a glob; for Graphite a rune, read as
+// package regexp reads one), in branches: one per path its {a,b}
+// alternatives spell, each with its own copy of the text around them. A
+// '*' is a position that repeats (a self-loop on its class) and may be
+// skipped. The matcher keeps the set of positions live after each symbol
+// of the key as a bit vector and steps it in one pass over its 64-bit
+// words (Shift-And, extended to optional repeated positions as Navarro and
+// Raffinot do): shift every bit to the next position, keep the stars'
+// bits, keep the positions whose class takes the symbol (a table per
+// byte, a binary search of rune intervals above ASCII), then set the
+// stars reachable by skipping stars, all blocks of stars at once with one
+// subtraction per word. A key of n symbols costs at most n passes of
+// ceil(positions/64) words: 17 for a glob of MaxGlobLen bytes or a
+// Graphite pattern of MaxGraphitePositions. In practice fewer: a pass
+// stops at the highest live word, a match at the first symbol that
+// leaves no position live, and a literal prefix and suffix are compared
+// as bytes first.
+//
+// A Graphite pattern is translated to the regexp it always was and parsed
+// by regexp/syntax, so it keeps exactly that regexp's meaning and errors;
+// only the matching is new.
 package query
 
 import (
