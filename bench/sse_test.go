@@ -36,23 +36,49 @@ func TestAccountCountsAndTimesEvents(t *testing.T) {
 	}
 }
 
-// FuzzAccount feeds the subscriber's scanner arbitrary stream bytes: it
-// must count exactly the data lines and never panic.
+// FuzzAccount feeds the subscriber's scanner two streams. One is built
+// from the fuzzer's values the way Sonde writes /events: change frames
+// with ids from start, each value a send time ages[i] ms before now, and
+// ping comments where the bits of pings say. The scanner must count each
+// frame once, time every one (one in lagEvery read, standing for the
+// others) no older than the oldest, and find the last frame's id. The
+// other is arbitrary bytes: it must not panic, nor time more events than
+// it counted.
 func FuzzAccount(f *testing.F) {
-	f.Add(frames(1, 5, 6, 7))
-	f.Add([]byte("id: 3\r\ndata: {\"a\":}\r\n\r\n"))
-	f.Add([]byte("data: data: :}\r\n\r\nid: x\r\n"))
-	f.Add([]byte(": ping\r\n\r\n"))
-	f.Fuzz(func(t *testing.T, b []byte) {
+	f.Add(uint64(1), []byte{5, 6, 7}, uint8(0), []byte("id: 3\r\ndata: {\"a\":}\r\n\r\n"))
+	f.Add(uint64(7), make([]byte, 40), uint8(0xa5), []byte("data: data: :}\r\n\r\nid: x\r\n"))
+	f.Add(uint64(1<<64-3), []byte{255, 0, 1, 2, 3}, uint8(0xff), []byte(": ping\r\n\r\n"))
+	f.Fuzz(func(t *testing.T, start uint64, ages []byte, pings uint8, junk []byte) {
+		const now = int64(1e15)
+		var evs []byte
+		var oldest int64
+		for i, a := range ages {
+			if pings>>(i%8)&1 == 1 {
+				evs = append(evs, ": ping\r\n\r\n"...)
+			}
+			evs = append(evs, frames(start+uint64(i), now-int64(a)*1000)...)
+			oldest = max(oldest, int64(a))
+		}
 		var s subscriber
 		var lag Hist
-		n := s.account(b, 1e15, &lag)
-		if want := int64(bytes.Count(b, sepData)); n != want {
-			t.Fatalf("account = %d, want %d", n, want)
+		n := s.account(evs, now, &lag)
+		if n != int64(len(ages)) || s.got.Load() != n || lag.Count() != n {
+			t.Fatalf("%d frames: account = %d, got %d, timed %d", len(ages), n, s.got.Load(), lag.Count())
 		}
-		if lag.Count() > n {
-			t.Fatalf("timed %d events of %d", lag.Count(), n)
+		if lag.Max() > time.Duration(oldest)*time.Millisecond {
+			t.Fatalf("lag %v, the oldest frame is %d ms old", lag.Max(), oldest)
 		}
-		eventID(b)
+		if len(ages) > 0 {
+			last := evs[bytes.LastIndex(evs[:len(evs)-len(sepEvent)], sepEvent)+1:] // from before the last frame's id line
+			if id := eventID(last); id != start+uint64(len(ages)-1) {
+				t.Fatalf("last event id %d, want %d", id, start+uint64(len(ages)-1))
+			}
+		}
+		var j subscriber
+		var jlag Hist
+		if m := j.account(junk, now, &jlag); jlag.Count() > m || m < 0 {
+			t.Fatalf("arbitrary bytes: timed %d events of %d", jlag.Count(), m)
+		}
+		eventID(junk)
 	})
 }
