@@ -176,6 +176,7 @@ func Open(dir string, opts Options) (*DB, error) {
 		SegmentSize: opts.SegmentSize,
 		Logger:      db.logger.With("component", "wal"),
 		Hooks:       hooks,
+		Covered:     db.store.Index(),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("open wal: %w", err)
@@ -934,8 +935,8 @@ func (db *DB) Changes(after uint64, dst []sample.Change, max int) ([]sample.Chan
 	for i, end := after+1, min(pub, db.feed.oldestID()-1); i <= end && max > 0; i++ {
 		body, err := db.wal.Read(i)
 		if err != nil {
-			if errors.Is(err, wal.ErrNotFound) {
-				return dst, ErrGone
+			if errors.Is(err, wal.ErrNotFound) || (errors.Is(err, wal.ErrCorrupt) && i <= db.store.Index()) {
+				return dst, ErrGone // a damaged record the snapshot holds: start from a dump
 			}
 			return dst, fmt.Errorf("read change %d: %w", i, err)
 		}

@@ -155,6 +155,9 @@ func goStats() map[string]uint64 {
 }
 
 func main() {
+	if len(os.Args) > 1 && (os.Args[1] == "check" || os.Args[1] == "repair") {
+		os.Exit(subcommand(os.Args[1], os.Args[2:], os.Stdout, os.Stderr))
+	}
 	c, err := parseFlags(os.Args[1:])
 	if errors.Is(err, flag.ErrHelp) {
 		os.Exit(0)

@@ -60,9 +60,10 @@ type passTotals struct {
 // maxSpan, when set, caps the time (ms) one merged chunk may cover for a
 // series key: expiry deletes whole chunks, so a chunk must not outlast the
 // raw keep by much.
-func (s *Store) Compact(from []byte, target, budget int, maxSpan func(key string) int64) (CompactResult, error) {
+func (s *Store) Compact(from []byte, target, budget int, maxSpan func(key string) int64) (_ CompactResult, err error) {
+	defer caught(&err)
 	var res CompactResult
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err = s.db.Update(func(tx *bolt.Tx) error {
 		hist := tx.Bucket(bucketHistory)
 		hist.FillPercent = historyFill
 		c := hist.Cursor()
@@ -96,15 +97,15 @@ func (s *Store) Compact(from []byte, target, budget int, maxSpan func(key string
 				for _, p := range run {
 					var err error
 					if pts, err = DecodeChunk(p.value, pts); err != nil {
-						return fmt.Errorf("decode chunk %q: %w", p.key, err)
+						return damaged(bucketHistory, p.key, err)
 					}
 				}
-				m := merge{first: run[0].key, value: AppendChunk(nil, pts)}
+				m := merge{first: run[0].key, value: seal(bucketHistory, run[0].key, AppendChunk(nil, pts))}
 				for i, p := range run {
 					if i > 0 {
 						m.drop = append(m.drop, p.key)
 					}
-					m.oldBytes += int64(len(p.key) + len(p.value))
+					m.oldBytes += int64(len(p.key) + len(p.value) + 5) // + the seal
 				}
 				merges = append(merges, m)
 				rewrites += len(run)
@@ -117,9 +118,14 @@ func (s *Store) Compact(from []byte, target, budget int, maxSpan func(key string
 				res.Next = bytes.Clone(k)
 				break
 			}
+			s.pass.Bytes += int64(len(k) + len(v))
+			v, err := unseal(bucketHistory, k, v)
+			if err != nil {
+				return err
+			}
 			n, first, last, err := chunkHeader(v)
 			if err != nil {
-				return fmt.Errorf("read chunk %q: %w", k, err)
+				return damaged(bucketHistory, k, err)
 			}
 			if len(k) < 17 {
 				return fmt.Errorf("%w: history key %q", ErrFormat, k)
@@ -127,7 +133,6 @@ func (s *Store) Compact(from []byte, target, budget int, maxSpan func(key string
 			ord := binary.BigEndian.Uint64(k[len(k)-8:])
 			s.pass.Chunks++
 			s.pass.Points += int64(n)
-			s.pass.Bytes += int64(len(k) + len(v))
 			if len(run) > 0 {
 				prev := run[len(run)-1]
 				same := bytes.Equal(k[:len(k)-8], prev.key[:len(prev.key)-8])
@@ -174,6 +179,7 @@ func (s *Store) Compact(from []byte, target, budget int, maxSpan func(key string
 		return CompactResult{}, fmt.Errorf("compact history: %w", err)
 	}
 	if res.Next == nil {
+		defer caught(&err)
 		t := s.pass.HistoryTotals
 		if st, err := os.Stat(s.db.Path()); err == nil {
 			t.FileBytes = st.Size()
@@ -185,13 +191,17 @@ func (s *Store) Compact(from []byte, target, budget int, maxSpan func(key string
 				return nil
 			}
 			return arch.ForEach(func(k, v []byte) error {
+				t.Bytes += int64(len(k) + len(v))
+				v, err := unseal(bucketArchive, k, v)
+				if err != nil {
+					return err
+				}
 				n, _, _, err := chunkHeader(v)
 				if err != nil {
-					return fmt.Errorf("read archive chunk %q: %w", k, err)
+					return damaged(bucketArchive, k, err)
 				}
 				t.ArchiveChunks++
 				t.ArchivePoints += int64(n)
-				t.Bytes += int64(len(k) + len(v))
 				return nil
 			})
 		})

@@ -64,9 +64,10 @@ func floorStep(t, step int64) int64 {
 // both the raw keep and every watermark are deleted, and archive chunks
 // wholly older than their keep. A crash leaves all of a series' changes
 // or none of them.
-func (s *Store) Retain(from []byte, now int64, budget int, policy func(key string, kind sample.Kind) Retention) (RetainResult, error) {
+func (s *Store) Retain(from []byte, now int64, budget int, policy func(key string, kind sample.Kind) Retention) (_ RetainResult, err error) {
+	defer caught(&err)
 	var res RetainResult
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err = s.db.Update(func(tx *bolt.Tx) error {
 		series := tx.Bucket(bucketSeries)
 		hist := tx.Bucket(bucketHistory)
 		arch, err := tx.CreateBucketIfNotExists(bucketArchive)
@@ -91,8 +92,8 @@ func (s *Store) Retain(from []byte, now int64, budget int, policy func(key strin
 				break
 			}
 			res.Series++
-			if err := decodeState(v, &st); err != nil {
-				return fmt.Errorf("decode series %q: %w", k, err)
+			if err := readState(k, v, &st); err != nil {
+				return err
 			}
 			key := string(k)
 			r := policy(key, st.Kind)
@@ -117,11 +118,15 @@ func retainSeries(hist, arch, wms *bolt.Bucket, key string, st *State, now int64
 	limit := now - r.Raw // raw points before it may go, once every archive has them
 	for _, a := range r.Archives {
 		wk := archivePrefix(key, st.Created, a.Step)
-		wm := int64(math.MinInt64)
-		if v := wms.Get(wk); len(v) == 8 {
-			wm = int64(binary.BigEndian.Uint64(v))
-		} else if ok {
-			wm = floorStep(firstT, a.Step)
+		wm, stored, err := readWatermark(wms, wk)
+		if err != nil {
+			return err
+		}
+		if !stored {
+			wm = int64(math.MinInt64)
+			if ok {
+				wm = floorStep(firstT, a.Step)
+			}
 		}
 		// Steps up to the one holding the newest stored point are complete:
 		// every later point is at or after it.
@@ -146,27 +151,68 @@ func retainSeries(hist, arch, wms *bolt.Bucket, key string, st *State, now int64
 			}
 			if len(out) > 0 {
 				// bbolt holds keys until commit: a key of its own.
-				if err := arch.Put(orderedTime(bytes.Clone(wk), out[0].T), AppendChunk(nil, out)); err != nil {
+				ak := orderedTime(bytes.Clone(wk), out[0].T)
+				if err := arch.Put(ak, seal(bucketArchive, ak, AppendChunk(nil, out))); err != nil {
 					return err
 				}
 				res.ArchivedPts += len(out)
 			}
 			wm = boundary
-			if err := wms.Put(wk, binary.BigEndian.AppendUint64(nil, uint64(wm))); err != nil {
+			if err := wms.Put(wk, seal(bucketWatermark, wk, binary.BigEndian.AppendUint64(nil, uint64(wm)))); err != nil {
 				return err
 			}
 		}
 		limit = min(limit, wm)
 		// Expire the archive's chunks wholly older than its keep.
-		n, err := deleteOlder(arch, wk, now-a.Keep, a.Step)
+		n, err := deleteOlder(bucketArchive, arch, wk, now-a.Keep, a.Step)
 		if err != nil {
 			return err
 		}
 		res.ExpiredArch += n
 	}
-	n, err := deleteOlder(hist, prefix, limit, 1)
+	n, err := deleteOlder(bucketHistory, hist, prefix, limit, 1)
 	res.ExpiredRaw += n
 	return err
+}
+
+// readWatermark returns the watermark stored under wk, if any.
+func readWatermark(wms *bolt.Bucket, wk []byte) (int64, bool, error) {
+	v := wms.Get(wk)
+	if v == nil {
+		return 0, false, nil
+	}
+	v, err := unseal(bucketWatermark, wk, v)
+	if err != nil {
+		return 0, false, err
+	}
+	if len(v) != 8 {
+		return 0, false, damaged(bucketWatermark, wk, fmt.Errorf("a watermark of %d bytes", len(v)))
+	}
+	return int64(binary.BigEndian.Uint64(v)), true, nil
+}
+
+// header returns the point count and first and last times of the stored
+// chunk v under key k of bucket b.
+func header(b, k, v []byte) (n uint64, first, last int64, err error) {
+	if v, err = unseal(b, k, v); err != nil {
+		return 0, 0, 0, err
+	}
+	if n, first, last, err = chunkHeader(v); err != nil {
+		err = damaged(b, k, err)
+	}
+	return n, first, last, err
+}
+
+// decode appends the points of the stored chunk v under key k of bucket b.
+func decode(b, k, v []byte, dst []sample.Point) ([]sample.Point, error) {
+	v, err := unseal(b, k, v)
+	if err != nil {
+		return dst, err
+	}
+	if dst, err = DecodeChunk(v, dst); err != nil {
+		err = damaged(b, k, err)
+	}
+	return dst, err
 }
 
 // firstRawTime returns the time of the oldest stored raw point under prefix.
@@ -175,7 +221,7 @@ func firstRawTime(hist *bolt.Bucket, prefix []byte) (int64, bool, error) {
 	if k == nil || !bytes.HasPrefix(k, prefix) {
 		return 0, false, nil
 	}
-	_, first, _, err := chunkHeader(v)
+	_, first, _, err := header(bucketHistory, k, v)
 	return first, err == nil, err
 }
 
@@ -185,9 +231,9 @@ func rawPoints(hist *bolt.Bucket, prefix []byte, from, to int64) ([]sample.Point
 	var out []sample.Point
 	c := hist.Cursor()
 	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
-		_, first, last, err := chunkHeader(v)
+		_, first, last, err := header(bucketHistory, k, v)
 		if err != nil {
-			return nil, fmt.Errorf("read chunk %q: %w", k, err)
+			return nil, err
 		}
 		if first > to {
 			break
@@ -196,8 +242,8 @@ func rawPoints(hist *bolt.Bucket, prefix []byte, from, to int64) ([]sample.Point
 			continue
 		}
 		start := len(out)
-		if out, err = DecodeChunk(v, out); err != nil {
-			return nil, fmt.Errorf("decode chunk %q: %w", k, err)
+		if out, err = decode(bucketHistory, k, v, out); err != nil {
+			return nil, err
 		}
 		keep := out[:start]
 		for _, p := range out[start:] {
@@ -213,13 +259,13 @@ func rawPoints(hist *bolt.Bucket, prefix []byte, from, to int64) ([]sample.Point
 // deleteOlder deletes the chunks under prefix whose newest point (plus
 // span, the time one point covers) is at or before limit; chunks are in
 // time order, so it stops at the first it keeps.
-func deleteOlder(b *bolt.Bucket, prefix []byte, limit, span int64) (int, error) {
+func deleteOlder(name []byte, b *bolt.Bucket, prefix []byte, limit, span int64) (int, error) {
 	n := 0
 	c := b.Cursor()
 	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Seek(prefix) {
-		_, _, last, err := chunkHeader(v)
+		_, _, last, err := header(name, k, v)
 		if err != nil {
-			return n, fmt.Errorf("read chunk %q: %w", k, err)
+			return n, err
 		}
 		if last+span > limit {
 			break
@@ -237,6 +283,7 @@ func deleteOlder(b *bolt.Bucket, prefix []byte, limit, span int64) (int, error) 
 // its oldest point (math.MaxInt64: none) and its watermark (the end of
 // what it holds; math.MinInt64: nothing yet).
 func (s *Store) Archive(key string, created uint64, step, from, to int64, dst []sample.Point, take func(n int) error) (out []sample.Point, oldest, watermark int64, err error) {
+	defer caught(&err)
 	oldest, watermark = math.MaxInt64, math.MinInt64
 	err = s.db.View(func(tx *bolt.Tx) error {
 		arch, wms := tx.Bucket(bucketArchive), tx.Bucket(bucketWatermark)
@@ -244,14 +291,16 @@ func (s *Store) Archive(key string, created uint64, step, from, to int64, dst []
 			return nil
 		}
 		wk := archivePrefix(key, created, step)
-		if v := wms.Get(wk); len(v) == 8 {
-			watermark = int64(binary.BigEndian.Uint64(v))
+		if wm, ok, err := readWatermark(wms, wk); err != nil {
+			return err
+		} else if ok {
+			watermark = wm
 		}
 		c := arch.Cursor()
 		for k, v := c.Seek(wk); k != nil && bytes.HasPrefix(k, wk); k, v = c.Next() {
-			n, first, last, err := chunkHeader(v)
+			n, first, last, err := header(bucketArchive, k, v)
 			if err != nil {
-				return fmt.Errorf("read archive chunk %q: %w", k, err)
+				return err
 			}
 			oldest = min(oldest, first)
 			if last < from || first > to {
@@ -263,8 +312,8 @@ func (s *Store) Archive(key string, created uint64, step, from, to int64, dst []
 				}
 			}
 			start := len(dst)
-			if dst, err = DecodeChunk(v, dst); err != nil {
-				return fmt.Errorf("decode archive chunk %q: %w", k, err)
+			if dst, err = decode(bucketArchive, k, v, dst); err != nil {
+				return err
 			}
 			keep := dst[:start]
 			for _, p := range dst[start:] {

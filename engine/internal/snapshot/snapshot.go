@@ -39,7 +39,9 @@ var (
 )
 
 const (
-	formatVersion = 1
+	// formatVersion 2 seals every value (seal.go); version 1 files are
+	// read as they are and become version 2 at open.
+	formatVersion = 2
 	stateVersion  = 1
 	chunkVersion1 = 1 // the chunk package writes version 2
 )
@@ -99,7 +101,13 @@ func (s *Store) SetChunkPoints(n int) {
 }
 
 // Open opens or creates the store at path.
-func Open(path string) (*Store, error) {
+func Open(path string) (s *Store, err error) {
+	defer caught(&err)
+	// bbolt walks every page at open, in a goroutine whose panic on a
+	// damaged page cannot be caught: check the file first.
+	if err := verifyFile(path); err != nil {
+		return nil, fmt.Errorf("open snapshot database %s: %w", path, err)
+	}
 	db, err := bolt.Open(path, 0o640, &bolt.Options{
 		Timeout:        2 * time.Second,
 		FreelistType:   bolt.FreelistMapType,
@@ -108,13 +116,18 @@ func Open(path string) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open snapshot database: %w", err)
 	}
-	s := &Store{db: db, maxChunk: math.MaxInt32}
+	s = &Store{db: db, maxChunk: math.MaxInt32}
+	defer func() {
+		if err != nil {
+			db.Close()
+		}
+	}()
 	err = db.Update(func(tx *bolt.Tx) error {
 		meta, err := tx.CreateBucketIfNotExists(bucketMeta)
 		if err != nil {
 			return err
 		}
-		if v := meta.Get(keyVersion); v == nil {
+		if v := meta.Get(keyVersion); v == nil || (len(v) == 1 && v[0] < formatVersion) {
 			if err := meta.Put(keyVersion, []byte{formatVersion}); err != nil {
 				return err
 			}
@@ -127,14 +140,20 @@ func Open(path string) (*Store, error) {
 		if _, err := tx.CreateBucketIfNotExists(bucketHistory); err != nil {
 			return err
 		}
-		if v := meta.Get(keyIndex); len(v) == 8 {
+		if v := meta.Get(keyIndex); v != nil {
+			v, err := unseal(bucketMeta, keyIndex, v)
+			if err != nil {
+				return err
+			}
+			if len(v) != 8 {
+				return damaged(bucketMeta, keyIndex, fmt.Errorf("an index of %d bytes", len(v)))
+			}
 			s.index.Store(binary.BigEndian.Uint64(v))
 		}
 		return nil
 	})
 	if err != nil {
-		db.Close()
-		return nil, fmt.Errorf("initialise snapshot database: %w", err)
+		return nil, fmt.Errorf("initialise snapshot database %s: %w", path, err)
 	}
 	return s, nil
 }
@@ -143,12 +162,13 @@ func Open(path string) (*Store, error) {
 func (s *Store) Index() uint64 { return s.index.Load() }
 
 // Load calls fn for every stored series. The *State is reused between calls.
-func (s *Store) Load(fn func(*State) error) error {
+func (s *Store) Load(fn func(*State) error) (err error) {
+	defer caught(&err)
 	return s.db.View(func(tx *bolt.Tx) error {
 		var st State
 		return tx.Bucket(bucketSeries).ForEach(func(k, v []byte) error {
-			if err := decodeState(v, &st); err != nil {
-				return fmt.Errorf("decode series %q: %w", k, err)
+			if err := readState(k, v, &st); err != nil {
+				return err
 			}
 			st.Key = string(k)
 			return fn(&st)
@@ -156,10 +176,23 @@ func (s *Store) Load(fn func(*State) error) error {
 	})
 }
 
+// readState decodes the stored state v of series k.
+func readState(k, v []byte, st *State) error {
+	v, err := unseal(bucketSeries, k, v)
+	if err != nil {
+		return err
+	}
+	if err := decodeState(v, st); err != nil {
+		return damaged(bucketSeries, k, err)
+	}
+	return nil
+}
+
 // Commit applies ups and records index in one transaction. A State with
 // Created 0 continues the stored incarnation; Commit fills Created in.
 // ups holds at most one update per key; Commit sorts it by key.
-func (s *Store) Commit(index uint64, ups []Update) error {
+func (s *Store) Commit(index uint64, ups []Update) (err error) {
+	defer caught(&err)
 	// bbolt inserts into a node by shifting the entries after the new one,
 	// and splits nodes only at commit: keys put in random order into one
 	// transaction cost O(n²) (100k keys: 25.7 s). In key order every put
@@ -169,7 +202,7 @@ func (s *Store) Commit(index uint64, ups []Update) error {
 	if s.commitHook != nil {
 		update = func(fn func(*bolt.Tx) error) error { return s.commitHook(func() error { return s.db.Update(fn) }) }
 	}
-	err := update(func(tx *bolt.Tx) error {
+	err = update(func(tx *bolt.Tx) error {
 		series := tx.Bucket(bucketSeries)
 		hist := tx.Bucket(bucketHistory)
 		hist.FillPercent = historyFill
@@ -200,13 +233,13 @@ func (s *Store) Commit(index uint64, ups []Update) error {
 				if v == nil {
 					return fmt.Errorf("%w: update of %q, which is not stored", ErrFormat, u.Key)
 				}
-				if err := decodeState(v, &old); err != nil {
-					return fmt.Errorf("decode series %q: %w", u.Key, err)
+				if err := readState([]byte(u.Key), v, &old); err != nil {
+					return err
 				}
 				u.State.Created = old.Created
 			}
 			// bbolt keeps the value until the transaction commits: no reuse.
-			if err := series.Put([]byte(u.Key), encodeState(nil, u.State)); err != nil {
+			if err := series.Put([]byte(u.Key), seal(bucketSeries, []byte(u.Key), encodeState(nil, u.State))); err != nil {
 				return fmt.Errorf("put series %q: %w", u.Key, err)
 			}
 			// Points beyond the chunk size go into more chunks, so that
@@ -214,14 +247,14 @@ func (s *Store) Commit(index uint64, ups []Update) error {
 			for off := 0; off < len(u.Points); off += s.maxChunk {
 				pts := u.Points[off:min(off+s.maxChunk, len(u.Points))]
 				k := chunkKey(nil, u.Key, u.State.Created, u.FirstOrdinal+uint64(off))
-				if err := hist.Put(k, AppendChunk(nil, pts)); err != nil {
+				if err := hist.Put(k, seal(bucketHistory, k, AppendChunk(nil, pts))); err != nil {
 					return fmt.Errorf("put history chunk of %q: %w", u.Key, err)
 				}
 			}
 		}
 		var ib [8]byte
 		binary.BigEndian.PutUint64(ib[:], index)
-		return tx.Bucket(bucketMeta).Put(keyIndex, ib[:])
+		return tx.Bucket(bucketMeta).Put(keyIndex, seal(bucketMeta, keyIndex, ib[:]))
 	})
 	if err != nil {
 		return fmt.Errorf("commit snapshot at index %d: %w", index, err)
@@ -235,8 +268,9 @@ func (s *Store) Commit(index uint64, ups []Update) error {
 // oldest first. take, when not nil, is called with the point count of each
 // chunk before it is decoded; an error from it ends the read (a query's
 // budget or deadline).
-func (s *Store) History(key string, created, before uint64, from, to int64, dst []sample.Point, take func(n int) error) ([]sample.Point, error) {
-	err := s.db.View(func(tx *bolt.Tx) error {
+func (s *Store) History(key string, created, before uint64, from, to int64, dst []sample.Point, take func(n int) error) (_ []sample.Point, err error) {
+	defer caught(&err)
+	err = s.db.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketHistory).Cursor()
 		prefix := binary.BigEndian.AppendUint64(seriesPrefix(nil, key), created)
 		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
@@ -247,9 +281,13 @@ func (s *Store) History(key string, created, before uint64, from, to int64, dst 
 			if ord >= before {
 				break
 			}
+			v, err := unseal(bucketHistory, k, v)
+			if err != nil {
+				return err
+			}
 			n, first, last, err := chunkHeader(v)
 			if err != nil {
-				return fmt.Errorf("read chunk %q: %w", k, err)
+				return damaged(bucketHistory, k, err)
 			}
 			if last < from || first > to || n == 0 {
 				continue
@@ -262,7 +300,7 @@ func (s *Store) History(key string, created, before uint64, from, to int64, dst 
 			start := len(dst)
 			dst, err = DecodeChunk(v, dst)
 			if err != nil {
-				return fmt.Errorf("decode chunk %q: %w", k, err)
+				return damaged(bucketHistory, k, err)
 			}
 			// Keep ordinals below before and times in range.
 			keep := dst[:start]
@@ -284,10 +322,11 @@ func (s *Store) History(key string, created, before uint64, from, to int64, dst 
 // Newest appends to dst the newest n stored points of the incarnation
 // created at WAL index created with ordinals below before, oldest first,
 // reading chunks from the newest back. take is as for History.
-func (s *Store) Newest(key string, created, before uint64, n int, dst []sample.Point, take func(n int) error) ([]sample.Point, error) {
+func (s *Store) Newest(key string, created, before uint64, n int, dst []sample.Point, take func(n int) error) (_ []sample.Point, err error) {
+	defer caught(&err)
 	var chunks [][]sample.Point // newest first
 	got := 0
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err = s.db.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketHistory).Cursor()
 		prefix := binary.BigEndian.AppendUint64(seriesPrefix(nil, key), created)
 		k, v := c.Seek(binary.BigEndian.AppendUint64(slices.Clone(prefix), before))
@@ -301,9 +340,13 @@ func (s *Store) Newest(key string, created, before uint64, n int, dst []sample.P
 				return fmt.Errorf("%w: history key %q", ErrFormat, k)
 			}
 			ord := binary.BigEndian.Uint64(k[len(prefix):])
+			v, err := unseal(bucketHistory, k, v)
+			if err != nil {
+				return err
+			}
 			cnt, _, _, err := chunkHeader(v)
 			if err != nil {
-				return fmt.Errorf("read chunk %q: %w", k, err)
+				return damaged(bucketHistory, k, err)
 			}
 			if take != nil {
 				if err := take(int(min(cnt, 1<<30))); err != nil {
@@ -312,7 +355,7 @@ func (s *Store) Newest(key string, created, before uint64, n int, dst []sample.P
 			}
 			pts, err := DecodeChunk(v, nil)
 			if err != nil {
-				return fmt.Errorf("decode chunk %q: %w", k, err)
+				return damaged(bucketHistory, k, err)
 			}
 			if keep := before - ord; uint64(len(pts)) > keep {
 				pts = pts[:keep] // ordinals at or above before are newer than asked

@@ -150,6 +150,10 @@ type Options struct {
 	Logger *slog.Logger
 	// Hooks inject I/O faults in tests; nil in production.
 	Hooks *Hooks
+	// Covered is the last index a snapshot already holds: a damaged record
+	// at or below it is not needed, so Open skips it (with a warning)
+	// instead of refusing to start, as long as its length is intact.
+	Covered uint64
 }
 
 // Log is a framed, checksummed write-ahead log.
@@ -194,7 +198,7 @@ func Open(dir string, opts Options) (*Log, error) {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("create wal directory: %w", err)
 	}
-	if err := repairTail(dir, logger); err != nil {
+	if err := repairTail(dir, opts.Covered, logger); err != nil {
 		return nil, err
 	}
 	tw, err := openTidwall(dir, opts.SegmentSize)
@@ -594,8 +598,10 @@ func entryAt(data []byte, off int) int {
 // repairTail cuts a torn tail off the last segment. A bad entry is a torn
 // tail when no valid entry follows it anywhere in the segment: a crash can
 // only tear the last write. A valid entry after a bad one means the middle
-// of the log is damaged, and Open refuses to guess.
-func repairTail(dir string, logger *slog.Logger) error {
+// of the log is damaged, and Open refuses to guess, unless the snapshot
+// already covers the damaged entry (index <= covered) and its length is
+// intact: then it is skipped.
+func repairTail(dir string, covered uint64, logger *slog.Logger) error {
 	plain, start, err := listSegments(dir)
 	if err != nil {
 		return err
@@ -611,9 +617,20 @@ func repairTail(dir string, logger *slog.Logger) error {
 		return fmt.Errorf("read tail segment: %w", err)
 	}
 	off, records := 0, 0
+	first := plain[len(plain)-1]
 	for off < len(data) {
 		n := entryAt(data, off)
 		if n == 0 {
+			// Skipped by its length only when a valid entry (or the end)
+			// follows right there: a damaged length would misnumber the rest.
+			idx := first + uint64(records)
+			if k := lengthAt(data, off); k > 0 && idx <= covered && (off+k == len(data) || entryAt(data, off+k) != 0) {
+				logger.Warn("a damaged wal record is skipped: the snapshot already holds it", "segment", path,
+					"index", idx, "offset", off, "snapshot_index", covered)
+				off += k
+				records++
+				continue
+			}
 			break
 		}
 		off += n
@@ -624,8 +641,8 @@ func repairTail(dir string, logger *slog.Logger) error {
 	}
 	for p := off + 1; p < len(data); p++ {
 		if entryAt(data, p) != 0 {
-			return &CorruptionError{Path: path, Offset: int64(off), Index: plain[len(plain)-1] + uint64(records),
-				Err: fmt.Errorf("valid records follow the bad one at byte %d; refusing to drop them (move the segment aside to start without it)", p)}
+			return &CorruptionError{Path: path, Offset: int64(off), Index: first + uint64(records),
+				Err: fmt.Errorf("valid records follow the bad one at byte %d; refusing to drop them (sonde repair keeps every readable record and says what it drops)", p)}
 		}
 	}
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
@@ -645,6 +662,17 @@ func repairTail(dir string, logger *slog.Logger) error {
 	logger.Warn("cut torn wal tail", "segment", path, "kept_bytes", off, "dropped_bytes", len(data)-off,
 		"kept_records", records)
 	return nil
+}
+
+// lengthAt returns the length of the entry at off by its tidwall length
+// prefix alone, whatever its frame holds, or 0 when the prefix itself is
+// not a possible length.
+func lengthAt(data []byte, off int) int {
+	size, n := binary.Uvarint(data[off:])
+	if n <= 0 || size > MaxBody+headerLen || off+n+int(size) > len(data) {
+		return 0
+	}
+	return n + int(size)
 }
 
 func syncDir(dir string) error {

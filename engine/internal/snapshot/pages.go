@@ -1,0 +1,278 @@
+package snapshot
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"os"
+	"syscall"
+)
+
+// bbolt's file format (go.etcd.io/bbolt, internal/common), read here
+// without bbolt. bbolt trusts its pages: a damaged one makes it panic, and
+// with NoFreelistSync it walks every page at open in a goroutine of its
+// own, where the panic cannot be caught. So Open walks the tree first with
+// this careful reader, and sonde check and sonde repair use it to report
+// and salvage.
+const (
+	pageHeaderSize  = 16 // id u64, flags u16, count u16, overflow u32
+	branchElemSize  = 16 // pos u32, ksize u32, pgid u64
+	leafElemSize    = 16 // flags u32, pos u32, ksize u32, vsize u32
+	bucketHeaderLen = 16 // root pgid u64, sequence u64
+	branchPageFlag  = 0x01
+	leafPageFlag    = 0x02
+	metaPageFlag    = 0x04
+	bucketLeafFlag  = 0x01
+	boltMagic       = 0xED0CDAED
+	boltVersion     = 2
+	metaLen         = 64 // magic, version, page size, flags, root bucket (16), freelist, pgid, txid, checksum
+)
+
+// boltFile is a bbolt file mapped read-only.
+type boltFile struct {
+	data     []byte
+	pageSize int
+	root     uint64 // the root bucket's page
+	hwm      uint64 // pages at or above are not in use
+	txid     uint64
+}
+
+// mapFile maps path read-only; close unmaps it.
+func mapFile(path string) (*boltFile, func(), error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, nil, err
+	}
+	if st.Size() == 0 {
+		return &boltFile{}, func() {}, nil
+	}
+	data, err := syscall.Mmap(int(f.Fd()), 0, int(st.Size()), syscall.PROT_READ, syscall.MAP_SHARED)
+	if err != nil {
+		return nil, nil, fmt.Errorf("map %s: %w", path, err)
+	}
+	return &boltFile{data: data}, func() { syscall.Munmap(data) }, nil
+}
+
+// readMeta picks the valid meta page with the higher transaction id, as
+// bbolt does.
+func (f *boltFile) readMeta() error {
+	var errs []error
+	found := false
+	for i := range 2 {
+		size := 4096
+		if i == 1 && f.pageSize > 0 {
+			size = f.pageSize
+		} else if i == 1 {
+			size = os.Getpagesize() // where bbolt looks when meta 0 is gone
+		}
+		off := i * size
+		if off+pageHeaderSize+metaLen > len(f.data) {
+			errs = append(errs, fmt.Errorf("meta page %d: the file is %d bytes", i, len(f.data)))
+			continue
+		}
+		p := f.data[off:]
+		m := p[pageHeaderSize : pageHeaderSize+metaLen]
+		le := binary.LittleEndian
+		h := fnv.New64a()
+		h.Write(m[:56])
+		switch {
+		case le.Uint16(p[8:]) != metaPageFlag:
+			errs = append(errs, fmt.Errorf("meta page %d: not a meta page", i))
+		case le.Uint32(m) != boltMagic || le.Uint32(m[4:]) != boltVersion:
+			errs = append(errs, fmt.Errorf("meta page %d: not a bbolt meta page of version %d", i, boltVersion))
+		case le.Uint64(m[56:]) != h.Sum64():
+			errs = append(errs, fmt.Errorf("meta page %d: checksum mismatch", i))
+		default:
+			if txid := le.Uint64(m[48:]); !found || txid > f.txid {
+				found = true
+				f.pageSize = int(le.Uint32(m[8:]))
+				f.root = le.Uint64(m[16:])
+				f.hwm = le.Uint64(m[40:])
+				f.txid = txid
+			}
+		}
+	}
+	if !found {
+		return fmt.Errorf("both meta pages are damaged: %w", errors.Join(errs...))
+	}
+	if f.pageSize < 512 || f.pageSize > 1<<16 || f.root < 2 || f.root >= f.hwm {
+		return fmt.Errorf("the meta page holds page size %d, root %d, %d pages", f.pageSize, f.root, f.hwm)
+	}
+	return nil
+}
+
+// walker walks the pages of a bbolt file's tree, checking each before it
+// reads it. In lenient mode it records damage and goes on with the rest;
+// else the first damage ends the walk.
+type walker struct {
+	f       *boltFile
+	seen    map[uint64]bool
+	lenient bool
+	damage  []error
+}
+
+var errStop = errors.New("stop")
+
+func (w *walker) fail(err error) error {
+	w.damage = append(w.damage, err)
+	if w.lenient {
+		return nil
+	}
+	return errStop
+}
+
+// page returns page id with its overflow pages, checked.
+func (w *walker) page(id uint64) ([]byte, error) {
+	f := w.f
+	if id < 2 || id >= f.hwm {
+		return nil, fmt.Errorf("page %d is outside the file's %d pages", id, f.hwm)
+	}
+	if w.seen[id] {
+		return nil, fmt.Errorf("page %d is reached twice", id)
+	}
+	w.seen[id] = true
+	off := int(id) * f.pageSize
+	if off+pageHeaderSize > len(f.data) {
+		return nil, fmt.Errorf("page %d lies past the end of the file", id)
+	}
+	p := f.data[off:]
+	le := binary.LittleEndian
+	if got := le.Uint64(p); got != id {
+		return nil, fmt.Errorf("page %d says it is page %d", id, got)
+	}
+	over := uint64(le.Uint32(p[12:]))
+	if id+over >= f.hwm || off+int(over+1)*f.pageSize > len(f.data) {
+		return nil, fmt.Errorf("page %d runs %d pages past the end", id, over)
+	}
+	for o := id + 1; o <= id+over; o++ {
+		w.seen[o] = true
+	}
+	return p[:int(over+1)*f.pageSize], nil
+}
+
+// walkTree walks the tree rooted at page id (or the inline page given),
+// calling fn for each leaf entry in key order.
+func (w *walker) walkTree(id uint64, inline []byte, fn func(k, v []byte, bucket bool) error) error {
+	var p []byte
+	if inline != nil {
+		p = inline
+	} else {
+		var err error
+		if p, err = w.page(id); err != nil {
+			return w.fail(err)
+		}
+	}
+	le := binary.LittleEndian
+	if len(p) < pageHeaderSize {
+		return w.fail(fmt.Errorf("an inline page of %d bytes", len(p)))
+	}
+	flags, count := le.Uint16(p[8:]), int(le.Uint16(p[10:]))
+	var prev []byte
+	switch flags {
+	case branchPageFlag, leafPageFlag:
+	default:
+		return w.fail(fmt.Errorf("page %d has flags %#x: neither a branch nor a leaf", id, flags))
+	}
+	if pageHeaderSize+count*leafElemSize > len(p) {
+		return w.fail(fmt.Errorf("page %d: %d elements do not fit", id, count))
+	}
+	for i := range count {
+		e := pageHeaderSize + i*leafElemSize
+		if flags == branchPageFlag {
+			pos, ksize, child := int(le.Uint32(p[e:])), int(le.Uint32(p[e+4:])), le.Uint64(p[e+8:])
+			if e+pos+ksize > len(p) {
+				if err := w.fail(fmt.Errorf("page %d: branch element %d points outside the page", id, i)); err != nil {
+					return err
+				}
+				continue
+			}
+			key := p[e+pos : e+pos+ksize]
+			if prev != nil && bytes.Compare(prev, key) >= 0 {
+				if err := w.fail(fmt.Errorf("page %d: keys out of order at element %d", id, i)); err != nil {
+					return err
+				}
+				continue
+			}
+			prev = key
+			if err := w.walkTree(child, nil, fn); err != nil {
+				return err
+			}
+			continue
+		}
+		eflags, pos, ksize, vsize := le.Uint32(p[e:]), int(le.Uint32(p[e+4:])), int(le.Uint32(p[e+8:])), int(le.Uint32(p[e+12:]))
+		if pos < 0 || ksize < 0 || vsize < 0 || e+pos+ksize+vsize > len(p) {
+			if err := w.fail(fmt.Errorf("page %d: leaf element %d points outside the page", id, i)); err != nil {
+				return err
+			}
+			continue
+		}
+		key, val := p[e+pos:e+pos+ksize], p[e+pos+ksize:e+pos+ksize+vsize]
+		if prev != nil && bytes.Compare(prev, key) >= 0 {
+			if err := w.fail(fmt.Errorf("page %d: keys out of order at element %d", id, i)); err != nil {
+				return err
+			}
+			continue
+		}
+		prev = key
+		if err := fn(key, val, eflags&bucketLeafFlag != 0); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// walkBuckets walks every top-level bucket, calling fn with its name and
+// each of its entries.
+func (w *walker) walkBuckets(fn func(bucket, k, v []byte) error) error {
+	return w.walkTree(w.f.root, nil, func(name, v []byte, bucket bool) error {
+		if !bucket {
+			return nil // a key in the root bucket: Sonde writes none
+		}
+		if len(v) < bucketHeaderLen {
+			return w.fail(fmt.Errorf("bucket %q: a header of %d bytes", name, len(v)))
+		}
+		root := binary.LittleEndian.Uint64(v)
+		var inline []byte
+		if root == 0 {
+			inline = v[bucketHeaderLen:]
+		}
+		return w.walkTree(root, inline, func(k, val []byte, sub bool) error {
+			if sub {
+				return w.fail(fmt.Errorf("bucket %q holds a bucket %q: Sonde writes none", name, k))
+			}
+			return fn(name, k, val)
+		})
+	})
+}
+
+// verifyFile checks the structure of the bbolt file at path (meta pages,
+// the tree of every bucket: page ids, flags, element bounds, key order)
+// without bbolt, so that a damaged file is refused with an error instead
+// of a panic. A missing or empty file is fine: bbolt creates it.
+func verifyFile(path string) error {
+	if st, err := os.Stat(path); err != nil || st.Size() == 0 {
+		return nil
+	}
+	f, unmap, err := mapFile(path)
+	if err != nil {
+		return err
+	}
+	defer unmap()
+	if err := f.readMeta(); err != nil {
+		return &DamageError{Err: err}
+	}
+	w := &walker{f: f, seen: make(map[uint64]bool)}
+	if err := w.walkBuckets(func(_, _, _ []byte) error { return nil }); err != nil && len(w.damage) > 0 {
+		return &DamageError{Err: w.damage[0]}
+	} else if err != nil {
+		return err
+	}
+	return nil
+}

@@ -1,0 +1,122 @@
+package wal
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"os"
+	"path/filepath"
+)
+
+// Scanned is a record Scan read back.
+type Scanned struct {
+	Index uint64
+	Body  []byte
+}
+
+// ScanProblem is a part of the log Scan could not read.
+type ScanProblem struct {
+	Path   string
+	Offset int64
+	// First and Last are the indexes lost (Last < First when none is).
+	First, Last uint64
+	// Guessed says the number lost is a guess: a damaged length hid how
+	// many records there were, and no later segment tells.
+	Guessed bool
+	What    string
+	// Body is the damaged record's body when its length was intact: it may
+	// still say which key it was about.
+	Body []byte
+}
+
+func (p ScanProblem) String() string {
+	lost := "no record lost"
+	switch {
+	case p.Last == p.First:
+		lost = fmt.Sprintf("record %d lost", p.First)
+	case p.Last > p.First:
+		lost = fmt.Sprintf("records %d to %d lost", p.First, p.Last)
+	}
+	if p.Guessed {
+		lost += " (at least; how many is not known)"
+	}
+	return fmt.Sprintf("%s at byte %d: %s; %s", p.Path, p.Offset, p.What, lost)
+}
+
+// Scan reads every segment of the log in dir without tidwall/wal, the way
+// sonde check and sonde repair need it: every record whose frame checks
+// out, with its index, and what could not be read. Nothing is changed.
+func Scan(dir string) ([]Scanned, []ScanProblem, error) {
+	plain, _, err := listSegments(dir)
+	if err != nil {
+		if os.IsNotExist(err) {
+			return nil, nil, nil
+		}
+		return nil, nil, err
+	}
+	var out []Scanned
+	var probs []ScanProblem
+	next := uint64(0) // the index the previous segment ended before
+	for si, start := range plain {
+		path := filepath.Join(dir, segmentName(start))
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return out, probs, fmt.Errorf("read segment: %w", err)
+		}
+		if next != 0 && start != next {
+			probs = append(probs, ScanProblem{Path: path, First: next, Last: start - 1,
+				What: fmt.Sprintf("the segment starts at index %d, the one before it ended before %d", start, next)})
+		}
+		idx, off := start, 0
+		for off < len(data) {
+			if n := entryAt(data, off); n > 0 {
+				size, k := binary.Uvarint(data[off:])
+				out = append(out, Scanned{Index: idx, Body: bytes.Clone(data[off+k+headerLen : off+k+int(size)])})
+				idx++
+				off += n
+				continue
+			}
+			if k := lengthAt(data, off); k > 0 && (off+k == len(data) || entryAt(data, off+k) != 0) {
+				var body []byte
+				if _, n := binary.Uvarint(data[off:]); n+headerLen <= k {
+					body = bytes.Clone(data[off+n+headerLen : off+k])
+				}
+				probs = append(probs, ScanProblem{Path: path, Offset: int64(off), First: idx, Last: idx,
+					What: "a record whose checksum or frame is wrong", Body: body})
+				idx++
+				off += k
+				continue
+			}
+			p := off + 1
+			for p < len(data) && entryAt(data, p) == 0 {
+				p++
+			}
+			if p == len(data) {
+				probs = append(probs, ScanProblem{Path: path, Offset: int64(off), First: idx, Last: idx - 1,
+					What: fmt.Sprintf("the last %d bytes are not a record (a torn write, or damage)", len(data)-off)})
+				break
+			}
+			// Records resume at p: how many were lost shows only from the
+			// next segment's start.
+			after := 0
+			for q := p; q < len(data); {
+				n := entryAt(data, q)
+				if n == 0 {
+					break
+				}
+				after++
+				q += n
+			}
+			lost, guessed := uint64(1), true
+			if si+1 < len(plain) && plain[si+1] > idx+uint64(after) {
+				lost, guessed = plain[si+1]-idx-uint64(after), false
+			}
+			probs = append(probs, ScanProblem{Path: path, Offset: int64(off), First: idx, Last: idx + lost - 1, Guessed: guessed,
+				What: fmt.Sprintf("%d bytes that are not records", p-off)})
+			idx += lost
+			off = p
+		}
+		next = idx
+	}
+	return out, probs, nil
+}
