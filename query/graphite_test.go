@@ -1,6 +1,7 @@
 package query
 
 import (
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -64,6 +65,28 @@ func FuzzGraphiteGlob(f *testing.F) {
 		// A pattern without metacharacters matches itself.
 		if !strings.ContainsAny(pattern, "*?[]{},") && !re.MatchString(pattern) {
 			t.Fatalf("%q does not match itself", pattern)
+		}
+	})
+}
+
+// FuzzGraphiteTime: any from/until a client sends is an error or a time
+// between 1970 and the year 9999, never a panic or a wrapped-around value.
+func FuzzGraphiteTime(f *testing.F) {
+	for _, s := range []string{"-9223372036854775808", "now-9999999999999999y", "-24h", "now", "1795327142", "-5min",
+		"99999999999999999999", "-99999999999999999999y", "now-", "-0s", "9223372036854775807"} {
+		f.Add(s)
+	}
+	now := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	f.Fuzz(func(t *testing.T, s string) {
+		v, err := graphiteTime(s, "now", now)
+		if err != nil {
+			return
+		}
+		if v < minTime/1000 || v > maxTime/1000 {
+			t.Fatalf("graphiteTime(%q) = %d, outside 1970..9999", s, v)
+		}
+		if n, err := strconv.ParseInt(s, 10, 64); err == nil && n >= 0 && n <= maxTime/1000 && v != n {
+			t.Fatalf("graphiteTime(%q) = %d", s, v)
 		}
 	})
 }

@@ -1,0 +1,116 @@
+package snapshot
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/sonde-metrics/sonde/engine/sample"
+)
+
+// seedFile writes a small store: states, chunks across several pages, and
+// returns its bytes.
+func seedFile(t testing.TB) []byte {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "snapshot.db")
+	s, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ups []Update
+	for k := range 40 {
+		key := fmt.Sprintf("series.%02d", k)
+		pts := make([]sample.Point, 30)
+		for i := range pts {
+			pts[i] = sample.Point{T: int64(1000 + i*10), V: float64(k*i) / 4}
+		}
+		ups = append(ups, Update{Key: key, State: &State{Key: key, Kind: sample.Gauge, Value: 1, Updated: 1300, Ordinal: 30, Created: uint64(k + 1)},
+			Points: pts, FirstOrdinal: 1})
+	}
+	if err := s.Commit(100, ups); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// FuzzVerifyFile damages a valid snapshot.db at the fuzzer's places and
+// opens it. Whatever the damage, the careful reader, the check and the
+// salvage never panic; and when the careful reader accepts the file, bbolt
+// opens and reads it without a panic in a goroutine of its own (which
+// would kill the process): that is what Open relies on.
+func FuzzVerifyFile(f *testing.F) {
+	seed := seedFile(f)
+	f.Add(uint32(2*4096+20), byte(0xff), uint32(0), byte(0))
+	f.Add(uint32(3*4096+40), byte(0x5a), uint32(3*4096+300), byte(1))
+	f.Add(uint32(16), byte(0x01), uint32(4096+16), byte(0x01))
+	f.Add(uint32(2*4096+10), byte(0x80), uint32(0), byte(0))
+	f.Fuzz(func(t *testing.T, at1 uint32, x1 byte, at2 uint32, x2 byte) {
+		data := append([]byte(nil), seed...)
+		data[int(at1)%len(data)] ^= x1
+		data[int(at2)%len(data)] ^= x2
+		dir := t.TempDir()
+		path := filepath.Join(dir, "snapshot.db")
+		if err := os.WriteFile(path, data, 0o640); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := CheckFile(path); err != nil {
+			t.Fatalf("check: %v", err)
+		}
+		if _, err := Salvage(path, filepath.Join(dir, "salvaged.db")); err != nil {
+			t.Fatalf("salvage: %v", err)
+		}
+		if verifyFile(path) != nil {
+			return
+		}
+		s, err := Open(path)
+		if err != nil {
+			if !errors.Is(err, ErrDamaged) && !errors.Is(err, ErrFormat) {
+				t.Fatalf("open: %v is neither damage nor format", err)
+			}
+			return
+		}
+		defer s.Close()
+		s.Load(func(st *State) error {
+			_, err := s.History(st.Key, st.Created, 1<<62, 0, 1<<62, nil, nil)
+			if err != nil && !errors.Is(err, ErrDamaged) && !errors.Is(err, ErrFormat) {
+				t.Fatalf("history: %v", err)
+			}
+			return nil
+		})
+	})
+}
+
+// A value's seal covers its bucket and key too: the same bytes under
+// another key, or another bucket, do not check out.
+func TestSeal(t *testing.T) {
+	v := seal(bucketSeries, []byte("a"), []byte("payload"))
+	if p, err := unseal(bucketSeries, []byte("a"), v); err != nil || string(p) != "payload" {
+		t.Fatalf("unseal: %q %v", p, err)
+	}
+	for _, c := range []struct{ bucket, key string }{{"series", "b"}, {"history", "a"}} {
+		if _, err := unseal([]byte(c.bucket), []byte(c.key), v); !errors.Is(err, ErrDamaged) {
+			t.Errorf("the value unsealed under %s/%s: %v", c.bucket, c.key, err)
+		}
+	}
+	for i := range v {
+		w := append([]byte(nil), v...)
+		w[i] ^= 0x10
+		if _, err := unseal(bucketSeries, []byte("a"), w); err == nil && i > 0 {
+			t.Errorf("a flipped bit at byte %d went unnoticed", i)
+		}
+	}
+	legacy := binary.BigEndian.AppendUint64(nil, 42)
+	if p, err := unseal(bucketMeta, keyIndex, legacy); err != nil || len(p) != 8 {
+		t.Fatalf("a version 1 value: %v", err)
+	}
+}
