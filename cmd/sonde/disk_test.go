@@ -185,4 +185,8 @@ func TestFullDisk(t *testing.T) {
 	if code := p.stop(); code != 0 {
 		t.Fatalf("exit %d", code)
 	}
+	// Nothing the full disk did left damage behind.
+	if code, out := sondeCmd(t, "check", "-data", dir); code != 0 {
+		t.Fatalf("sonde check after the full disk: exit %d\n%s", code, out)
+	}
 }
