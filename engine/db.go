@@ -968,13 +968,7 @@ func (db *DB) Range(ctx context.Context, key string, from, to int64, limit int, 
 		return dst, fmt.Errorf("%w: %q", ErrNotFound, key)
 	}
 	s := v.(*series)
-	budget := sample.BudgetOf(ctx)
-	take := func(n int) error {
-		if err := ctx.Err(); err != nil {
-			return context.Cause(ctx)
-		}
-		return budget.Take(n)
-	}
+	take := taker(ctx)
 	start := len(dst)
 	ringPts, lo, err := db.ringPoints(ctx, s)
 	if err != nil {
@@ -1039,13 +1033,7 @@ func (db *DB) Recent(ctx context.Context, key string, n int, dst []sample.Point)
 		return dst, fmt.Errorf("%w: %q", ErrNotFound, key)
 	}
 	s := v.(*series)
-	budget := sample.BudgetOf(ctx)
-	take := func(k int) error {
-		if err := ctx.Err(); err != nil {
-			return context.Cause(ctx)
-		}
-		return budget.Take(k)
-	}
+	take := taker(ctx)
 	ringPts, lo, err := db.ringPoints(ctx, s)
 	if err != nil {
 		return dst, err
@@ -1060,6 +1048,18 @@ func (db *DB) Recent(ctx context.Context, key string, n int, dst []sample.Point)
 		return dst, fmt.Errorf("recent points of %q: %w", key, err)
 	}
 	return append(dst, ringPts...), nil
+}
+
+// taker returns what a read calls before it holds n more points: it takes
+// them from the ctx's sample.Budget, and fails once ctx has ended.
+func taker(ctx context.Context) func(n int) error {
+	budget := sample.BudgetOf(ctx)
+	return func(n int) error {
+		if ctx.Err() != nil {
+			return context.Cause(ctx)
+		}
+		return budget.Take(n)
+	}
 }
 
 // ringPoints copies the ring of s and returns the lowest ordinal it holds.

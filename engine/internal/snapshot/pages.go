@@ -252,27 +252,44 @@ func (w *walker) walkBuckets(fn func(bucket, k, v []byte) error) error {
 	})
 }
 
+// walkFile maps the bbolt file at path and walks every bucket's entries
+// with fn (lenient: it goes on past damage). It returns the damage found;
+// a missing or empty file has none, and no entries.
+func walkFile(path string, lenient bool, fn func(bucket, k, v []byte) error) ([]error, error) {
+	if st, err := os.Stat(path); err != nil {
+		if os.IsNotExist(err) {
+			return nil, nil
+		}
+		return nil, err
+	} else if st.Size() == 0 {
+		return nil, nil
+	}
+	f, unmap, err := mapFile(path)
+	if err != nil {
+		return nil, err
+	}
+	defer unmap()
+	if err := f.readMeta(); err != nil {
+		return []error{err}, nil
+	}
+	w := &walker{f: f, seen: make(map[uint64]bool), lenient: lenient}
+	if err := w.walkBuckets(fn); err != nil && !errors.Is(err, errStop) {
+		return w.damage, err
+	}
+	return w.damage, nil
+}
+
 // verifyFile checks the structure of the bbolt file at path (meta pages,
 // the tree of every bucket: page ids, flags, element bounds, key order)
 // without bbolt, so that a damaged file is refused with an error instead
 // of a panic. A missing or empty file is fine: bbolt creates it.
 func verifyFile(path string) error {
-	if st, err := os.Stat(path); err != nil || st.Size() == 0 {
-		return nil
-	}
-	f, unmap, err := mapFile(path)
+	damage, err := walkFile(path, false, func(_, _, _ []byte) error { return nil })
 	if err != nil {
 		return err
 	}
-	defer unmap()
-	if err := f.readMeta(); err != nil {
-		return &DamageError{Err: err}
-	}
-	w := &walker{f: f, seen: make(map[uint64]bool)}
-	if err := w.walkBuckets(func(_, _, _ []byte) error { return nil }); err != nil && len(w.damage) > 0 {
-		return &DamageError{Err: w.damage[0]}
-	} else if err != nil {
-		return err
+	if len(damage) > 0 {
+		return &DamageError{Err: damage[0]}
 	}
 	return nil
 }

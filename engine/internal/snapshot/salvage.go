@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"os"
 	"slices"
 
 	bolt "go.etcd.io/bbolt"
@@ -88,25 +87,7 @@ func CheckFile(path string) (FileReport, error) {
 // salvageWalk walks the file at path leniently and calls keep with every
 // entry of a known bucket that checks out; the damage goes into rep.
 func salvageWalk(path string, rep *FileReport, keep func(bucket, k, v []byte) error) error {
-	if st, err := os.Stat(path); err != nil {
-		if os.IsNotExist(err) {
-			return nil
-		}
-		return err
-	} else if st.Size() == 0 {
-		return nil
-	}
-	f, unmap, err := mapFile(path)
-	if err != nil {
-		return err
-	}
-	defer unmap()
-	if err := f.readMeta(); err != nil {
-		rep.Problems = append(rep.Problems, Problem{Err: err})
-		return nil
-	}
-	w := &walker{f: f, seen: make(map[uint64]bool), lenient: true}
-	err = w.walkBuckets(func(bucket, k, v []byte) error {
+	damage, err := walkFile(path, true, func(bucket, k, v []byte) error {
 		if !slices.ContainsFunc(knownBuckets, func(b []byte) bool { return bytes.Equal(b, bucket) }) {
 			rep.Problems = append(rep.Problems, Problem{Bucket: string(bucket), Err: fmt.Errorf("a bucket Sonde does not write")})
 			return nil
@@ -126,7 +107,7 @@ func salvageWalk(path string, rep *FileReport, keep func(bucket, k, v []byte) er
 		rep.Entries[string(bucket)]++
 		return keep(bucket, k, v)
 	})
-	for _, d := range w.damage {
+	for _, d := range damage {
 		rep.Problems = append(rep.Problems, Problem{Err: d})
 	}
 	return err

@@ -281,13 +281,9 @@ func (s *Store) History(key string, created, before uint64, from, to int64, dst 
 			if ord >= before {
 				break
 			}
-			v, err := unseal(bucketHistory, k, v)
+			n, first, last, err := header(bucketHistory, k, v)
 			if err != nil {
 				return err
-			}
-			n, first, last, err := chunkHeader(v)
-			if err != nil {
-				return damaged(bucketHistory, k, err)
 			}
 			if last < from || first > to || n == 0 {
 				continue
@@ -298,9 +294,8 @@ func (s *Store) History(key string, created, before uint64, from, to int64, dst 
 				}
 			}
 			start := len(dst)
-			dst, err = DecodeChunk(v, dst)
-			if err != nil {
-				return damaged(bucketHistory, k, err)
+			if dst, err = decode(bucketHistory, k, v, dst); err != nil {
+				return err
 			}
 			// Keep ordinals below before and times in range.
 			keep := dst[:start]
@@ -340,22 +335,18 @@ func (s *Store) Newest(key string, created, before uint64, n int, dst []sample.P
 				return fmt.Errorf("%w: history key %q", ErrFormat, k)
 			}
 			ord := binary.BigEndian.Uint64(k[len(prefix):])
-			v, err := unseal(bucketHistory, k, v)
+			cnt, _, _, err := header(bucketHistory, k, v)
 			if err != nil {
 				return err
-			}
-			cnt, _, _, err := chunkHeader(v)
-			if err != nil {
-				return damaged(bucketHistory, k, err)
 			}
 			if take != nil {
 				if err := take(int(min(cnt, 1<<30))); err != nil {
 					return err
 				}
 			}
-			pts, err := DecodeChunk(v, nil)
+			pts, err := decode(bucketHistory, k, v, nil)
 			if err != nil {
-				return damaged(bucketHistory, k, err)
+				return err
 			}
 			if keep := before - ord; uint64(len(pts)) > keep {
 				pts = pts[:keep] // ordinals at or above before are newer than asked
