@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"os"
+	"strings"
 	"syscall"
 )
 
@@ -157,16 +158,42 @@ func (w *walker) page(id uint64) ([]byte, error) {
 	return p[:int(over+1)*f.pageSize], nil
 }
 
+// span names the keys a page holds, for a report of what its damage
+// lost: those from lo (its parent's element for it) up to hi (the next
+// element's), in bucket.
+type span struct {
+	bucket []byte
+	lo, hi []byte
+}
+
+func (s span) String() string {
+	var b strings.Builder
+	if s.bucket != nil {
+		fmt.Fprintf(&b, "bucket %s, ", s.bucket)
+	}
+	switch {
+	case s.lo == nil && s.hi == nil:
+		b.WriteString("all keys")
+	case s.lo == nil:
+		fmt.Fprintf(&b, "keys from the first up to %s", describeKey(string(s.bucket), s.hi))
+	case s.hi == nil:
+		fmt.Fprintf(&b, "keys from %s on", describeKey(string(s.bucket), s.lo))
+	default:
+		fmt.Fprintf(&b, "keys from %s up to %s", describeKey(string(s.bucket), s.lo), describeKey(string(s.bucket), s.hi))
+	}
+	return b.String()
+}
+
 // walkTree walks the tree rooted at page id (or the inline page given),
-// calling fn for each leaf entry in key order.
-func (w *walker) walkTree(id uint64, inline []byte, fn func(k, v []byte, bucket bool) error) error {
+// calling fn for each leaf entry in key order. sp says which keys it holds.
+func (w *walker) walkTree(id uint64, inline []byte, sp span, fn func(k, v []byte, bucket bool) error) error {
 	var p []byte
 	if inline != nil {
 		p = inline
 	} else {
 		var err error
 		if p, err = w.page(id); err != nil {
-			return w.fail(err)
+			return w.fail(fmt.Errorf("%v (%s lost)", err, sp))
 		}
 	}
 	le := binary.LittleEndian
@@ -175,75 +202,110 @@ func (w *walker) walkTree(id uint64, inline []byte, fn func(k, v []byte, bucket 
 	}
 	flags, count := le.Uint16(p[8:]), int(le.Uint16(p[10:]))
 	var prev []byte
+	bad := 0 // unreadable leaf entries since the last good one
 	switch flags {
 	case branchPageFlag, leafPageFlag:
 	default:
-		return w.fail(fmt.Errorf("page %d has flags %#x: neither a branch nor a leaf", id, flags))
+		return w.fail(fmt.Errorf("page %d has flags %#x: neither a branch nor a leaf (%s lost)", id, flags, sp))
 	}
 	if pageHeaderSize+count*leafElemSize > len(p) {
-		return w.fail(fmt.Errorf("page %d: %d elements do not fit", id, count))
+		return w.fail(fmt.Errorf("page %d: %d elements do not fit (%s lost)", id, count, sp))
+	}
+	// A branch element's key is the first key of its child: the child
+	// holds the keys up to the next element's.
+	branchKey := func(i int) []byte {
+		e := pageHeaderSize + i*branchElemSize
+		pos, ksize := int(le.Uint32(p[e:])), int(le.Uint32(p[e+4:]))
+		if e+pos+ksize > len(p) {
+			return nil
+		}
+		return p[e+pos : e+pos+ksize]
 	}
 	for i := range count {
 		e := pageHeaderSize + i*leafElemSize
 		if flags == branchPageFlag {
-			pos, ksize, child := int(le.Uint32(p[e:])), int(le.Uint32(p[e+4:])), le.Uint64(p[e+8:])
-			if e+pos+ksize > len(p) {
-				if err := w.fail(fmt.Errorf("page %d: branch element %d points outside the page", id, i)); err != nil {
+			child := le.Uint64(p[e+8:])
+			key := branchKey(i)
+			childSpan := span{bucket: sp.bucket, lo: key, hi: sp.hi}
+			if i+1 < count {
+				childSpan.hi = branchKey(i + 1)
+			}
+			if key == nil {
+				if err := w.fail(fmt.Errorf("page %d: branch element %d points outside the page (%s lost)", id, i, childSpan)); err != nil {
 					return err
 				}
 				continue
 			}
-			key := p[e+pos : e+pos+ksize]
 			if prev != nil && bytes.Compare(prev, key) >= 0 {
-				if err := w.fail(fmt.Errorf("page %d: keys out of order at element %d", id, i)); err != nil {
+				if err := w.fail(fmt.Errorf("page %d: keys out of order at element %d (%s lost)", id, i, childSpan)); err != nil {
 					return err
 				}
 				continue
 			}
 			prev = key
-			if err := w.walkTree(child, nil, fn); err != nil {
+			if err := w.walkTree(child, nil, childSpan, fn); err != nil {
 				return err
 			}
 			continue
 		}
 		eflags, pos, ksize, vsize := le.Uint32(p[e:]), int(le.Uint32(p[e+4:])), int(le.Uint32(p[e+8:])), int(le.Uint32(p[e+12:]))
-		if pos < 0 || ksize < 0 || vsize < 0 || e+pos+ksize+vsize > len(p) {
-			if err := w.fail(fmt.Errorf("page %d: leaf element %d points outside the page", id, i)); err != nil {
-				return err
-			}
+		var key, val []byte
+		if pos >= 0 && ksize >= 0 && vsize >= 0 && e+pos+ksize+vsize <= len(p) {
+			key, val = p[e+pos:e+pos+ksize], p[e+pos+ksize:e+pos+ksize+vsize]
+		}
+		if key == nil || (prev != nil && bytes.Compare(prev, key) >= 0) {
+			bad++ // reported with the keys around it, once the next good one is known
 			continue
 		}
-		key, val := p[e+pos:e+pos+ksize], p[e+pos+ksize:e+pos+ksize+vsize]
-		if prev != nil && bytes.Compare(prev, key) >= 0 {
-			if err := w.fail(fmt.Errorf("page %d: keys out of order at element %d", id, i)); err != nil {
+		if bad > 0 {
+			if err := w.fail(fmt.Errorf("page %d: %s unreadable (%s lost)", id, entries(bad), span{sp.bucket, lastGood(prev, sp.lo), key})); err != nil {
 				return err
 			}
-			continue
+			bad = 0
 		}
 		prev = key
 		if err := fn(key, val, eflags&bucketLeafFlag != 0); err != nil {
 			return err
 		}
 	}
+	if bad > 0 {
+		if err := w.fail(fmt.Errorf("page %d: %s unreadable (%s lost)", id, entries(bad), span{sp.bucket, lastGood(prev, sp.lo), sp.hi})); err != nil {
+			return err
+		}
+	}
 	return nil
+}
+
+func entries(n int) string {
+	if n == 1 {
+		return "an entry"
+	}
+	return fmt.Sprintf("%d entries", n)
+}
+
+func lastGood(prev, lo []byte) []byte {
+	if prev != nil {
+		return prev
+	}
+	return lo
 }
 
 // walkBuckets walks every top-level bucket, calling fn with its name and
 // each of its entries.
 func (w *walker) walkBuckets(fn func(bucket, k, v []byte) error) error {
-	return w.walkTree(w.f.root, nil, func(name, v []byte, bucket bool) error {
+	return w.walkTree(w.f.root, nil, span{}, func(name, v []byte, bucket bool) error {
 		if !bucket {
 			return nil // a key in the root bucket: Sonde writes none
 		}
 		if len(v) < bucketHeaderLen {
-			return w.fail(fmt.Errorf("bucket %q: a header of %d bytes", name, len(v)))
+			return w.fail(fmt.Errorf("bucket %q: a header of %d bytes (the whole bucket lost)", name, len(v)))
 		}
 		root := binary.LittleEndian.Uint64(v)
 		var inline []byte
 		if root == 0 {
 			inline = v[bucketHeaderLen:]
 		}
-		return w.walkTree(root, inline, func(k, val []byte, sub bool) error {
+		return w.walkTree(root, inline, span{bucket: name}, func(k, val []byte, sub bool) error {
 			if sub {
 				return w.fail(fmt.Errorf("bucket %q holds a bucket %q: Sonde writes none", name, k))
 			}

@@ -324,8 +324,8 @@ func (s *Store) Newest(key string, created, before uint64, n int, dst []sample.P
 	err = s.db.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketHistory).Cursor()
 		prefix := binary.BigEndian.AppendUint64(seriesPrefix(nil, key), created)
-		k, v := c.Seek(binary.BigEndian.AppendUint64(slices.Clone(prefix), before))
-		if k == nil {
+		var k, v []byte
+		if k, _ = c.Seek(binary.BigEndian.AppendUint64(slices.Clone(prefix), before)); k == nil {
 			k, v = c.Last()
 		} else {
 			k, v = c.Prev()
