@@ -84,6 +84,7 @@ type DB struct {
 	pend    []pending
 	ticks   []string    // keys whose idle window ended in this group
 	undo    []undoEntry // committer state before the group's changes
+	group   uint64      // numbers the groups, for touch
 	backoff time.Duration
 	changes []sample.Change
 	body    []byte
@@ -471,6 +472,7 @@ func (db *DB) commit(group []*request) {
 	db.pend = db.pend[:0]
 	db.ticks = db.ticks[:0]
 	db.undo = db.undo[:0]
+	db.group++
 	err := db.blocked()
 	for _, req := range group {
 		for i := range req.ops {
@@ -566,8 +568,13 @@ func (db *DB) resume() {
 		"refused_writes", db.refused.Load())
 }
 
-// touch saves the committer state of s before the group changes it.
+// touch saves the committer state of s before the group changes it, the
+// first time the group does.
 func (db *DB) touch(s *series, created bool) {
+	if s.c.touched == db.group {
+		return
+	}
+	s.c.touched = db.group
 	db.undo = append(db.undo, undoEntry{s: s, c: s.c, created: created})
 }
 

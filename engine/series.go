@@ -36,6 +36,7 @@ type committed struct {
 	updated               int64
 	ordinal               uint64
 	deleted               bool
+	touched               uint64 // the last group that saved this state for its undo
 }
 
 func newSeries(key string, kind sample.Kind, interval int64, created uint64, ringSize int, nextOrdinal uint64) *series {
