@@ -47,16 +47,20 @@ func (p *proc) walFirst() uint64 {
 // the whole state, so it drops what was deleted meanwhile; before, it got
 // a plain dump frame and kept the deleted key for ever.
 func TestSSEResumeAfterTruncation(t *testing.T) {
-	p := start(t, t.TempDir(), "-wal-segment-size", "65536", "-event-buffer", "1024", "-snapshot-interval", "50ms")
+	// Flags the release before the fix has too, so that this shows the bug
+	// there: more changes than memory holds (65536), and more WAL than a
+	// segment (8 MiB), so that a snapshot truncates it.
+	p := start(t, t.TempDir(), "-snapshot-interval", "50ms", "-tcp-oneshot-idle", "-1s")
 	c := dial(t, p.tcpAddr)
 	if r := c.do(t, "SET crlf 1", "SET crx 2"); r[0] != "+OK" || r[1] != "+OK" {
 		t.Fatal(r)
 	}
+	pad := strings.Repeat("p", 200)
 	lines := make([]string, 0, 1000)
-	for round := range 20 {
+	for round := range 80 {
 		lines = lines[:0]
 		for i := range 1000 {
-			lines = append(lines, fmt.Sprintf("SET other.%d %d", i, round))
+			lines = append(lines, fmt.Sprintf("SET other.%s.%d %d", pad, i, round))
 		}
 		c.do(t, lines...)
 	}
@@ -64,7 +68,7 @@ func TestSSEResumeAfterTruncation(t *testing.T) {
 	p.poll("the WAL to be truncated past id 3", func() bool { return p.walFirst() > 3 })
 	evs := subscribe(t, p, "?match=cr*", 2)
 	ev := next(t, evs)
-	if ev.event != "reset" || ev.data != `{"crx":2}` || ev.id < 20003 {
+	if ev.event != "reset" || ev.data != `{"crx":2}` || ev.id < 80003 {
 		t.Fatalf("first event of the resumed stream = %+v, want a reset holding only crx", ev)
 	}
 	c.do(t, "SET crz 3")
@@ -83,14 +87,15 @@ func TestSSEResumeAfterTruncation(t *testing.T) {
 // the WAL index stands still while the events go on, each with the id of
 // the newest stored change.
 func TestIdleWindowsCostNoDisk(t *testing.T) {
-	p := start(t, t.TempDir(), "-min-window", "100ms", "-tcp-oneshot-idle", "-1s")
+	// The default flags, which the release before the fix has too.
+	p := start(t, t.TempDir(), "-tcp-oneshot-idle", "-1s")
 	c := dial(t, p.tcpAddr)
-	if r := c.do(t, "INCR tick1 1 1")[0]; !strings.Contains(r, "shorter than the minimum of 100 ms") {
+	if r := c.do(t, "INCR tick1 1 1")[0]; !strings.Contains(r, "shorter than the minimum of 1000 ms") {
 		t.Fatalf("INCR with a 1 ms window: %q", r)
 	}
 	lines := make([]string, 0, 50)
 	for i := range 50 {
-		lines = append(lines, fmt.Sprintf("INCR idle.%d 1 100", i))
+		lines = append(lines, fmt.Sprintf("INCR idle.%d 1 1000", i))
 	}
 	for _, r := range c.do(t, lines...) {
 		if r != "+OK" {
@@ -112,7 +117,7 @@ func TestIdleWindowsCostNoDisk(t *testing.T) {
 	})
 	stored := p.index()
 	perKey := map[string]int{}
-	for n := 0; n < 50*5; {
+	for n := 0; n < 50*2; {
 		ev := next(t, evs)
 		if ev.id > stored {
 			t.Fatalf("event %+v after the index stood at %d: an idle window was stored", ev, stored)
