@@ -319,10 +319,11 @@ func run(c config, logger *slog.Logger) error {
 	for _, l := range lns.l {
 		attrs = append(attrs, l.name, l.addr)
 	}
-	logger.Info("listening", attrs...)
-
+	// Signals are caught before "listening" is said: a supervisor (or a
+	// test) that stops Sonde as soon as it listens gets a clean stop.
 	sigc := make(chan os.Signal, 1)
 	signal.Notify(sigc, syscall.SIGINT, syscall.SIGTERM)
+	logger.Info("listening", attrs...)
 	var runErr error
 	select {
 	case sig := <-sigc:

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"strconv"
@@ -364,7 +365,39 @@ var statusText = map[int]string{400: "Bad Request", 408: "Request Timeout", 503:
 // Like any net.Conn, it is read by one goroutine at a time.
 type replayConn struct {
 	net.Conn
-	buf []byte
+	buf   []byte
+	close sync.Once
+}
+
+// A closed connection lingers: the answer is out, so the sending side is
+// shut at once (the client sees the end of the response), and what the
+// client still sends is read and dropped for up to lingerTime or
+// lingerBytes before the socket is closed, as nginx's lingering_close
+// does. A socket closed with unread bytes is reset, and the reset can
+// destroy an answer the client has not read yet: a 413 to a client still
+// sending its oversized body.
+const (
+	lingerTime  = 2 * time.Second
+	lingerBytes = 4 << 20
+)
+
+// Close shuts the sending side and lets the connection linger; see above.
+func (r *replayConn) Close() error {
+	err := net.ErrClosed
+	r.close.Do(func() {
+		tc, ok := r.Conn.(*net.TCPConn)
+		if !ok || tc.CloseWrite() != nil {
+			err = r.Conn.Close()
+			return
+		}
+		err = nil
+		go func() {
+			tc.SetReadDeadline(time.Now().Add(lingerTime))
+			io.Copy(io.Discard, io.LimitReader(tc, lingerBytes))
+			tc.Close()
+		}()
+	})
+	return err
 }
 
 // SyscallConn gives the socket's raw connection, so that a running read
