@@ -1,3 +1,5 @@
+//go:build golden
+
 package main
 
 import (
@@ -20,16 +22,16 @@ import (
 // checks every value and point, so every later format change keeps old
 // data readable.
 //
-// It runs only when asked, with the released binary:
+// It is built only with the golden tag, and run with a released binary:
 //
 //	git worktree add /tmp/rel <release commit> && (cd /tmp/rel && go build -o /tmp/sonde-rel ./cmd/sonde)
-//	SONDE_GOLDEN_BINARY=/tmp/sonde-rel SONDE_GOLDEN_NAME=v1 go test -run TestGenerateGolden ./cmd/sonde/
+//	SONDE_GOLDEN_BINARY=/tmp/sonde-rel SONDE_GOLDEN_NAME=v2 go test -tags golden -run TestGenerateGolden ./cmd/sonde/
 //
 // golden-v1 was written by commit 84c0299 (the release before issue 10).
 func TestGenerateGolden(t *testing.T) {
 	rel, name := os.Getenv("SONDE_GOLDEN_BINARY"), os.Getenv("SONDE_GOLDEN_NAME")
 	if rel == "" || name == "" {
-		t.Skip("set SONDE_GOLDEN_BINARY and SONDE_GOLDEN_NAME to write a golden data directory")
+		t.Fatal("set SONDE_GOLDEN_BINARY (a released sonde) and SONDE_GOLDEN_NAME (v2, v3, ...)")
 	}
 	saved := binary
 	binary = rel
@@ -205,14 +207,6 @@ func mustOK(t *testing.T, c *client, line string) {
 	}
 }
 
-func (p *proc) index() uint64 {
-	var st struct {
-		Index uint64 `json:"index"`
-	}
-	p.get("/api/v1/stats", &st)
-	return st.Index
-}
-
 type engineCounters struct {
 	Archived int64 `json:"archived_points"`
 	Expired  int64 `json:"expired_chunks"`
@@ -224,27 +218,4 @@ func (p *proc) engineStats() engineCounters {
 	}
 	p.get("/api/v1/stats", &st)
 	return st.Engine
-}
-
-// copyDir copies the regular files of src (one level of subdirectories).
-func copyDir(t *testing.T, src, dst string) {
-	t.Helper()
-	err := filepath.WalkDir(src, func(path string, d os.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(src, path)
-		target := filepath.Join(dst, rel)
-		if d.IsDir() {
-			return os.MkdirAll(target, 0o755)
-		}
-		b, err := os.ReadFile(path)
-		if err != nil {
-			return err
-		}
-		return os.WriteFile(target, b, 0o644)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
 }

@@ -208,3 +208,35 @@ func (c *client) do(t *testing.T, lines ...string) []string {
 	}
 	return out
 }
+
+// index is the WAL index of the newest change the server published.
+func (p *proc) index() uint64 {
+	var st struct {
+		Index uint64 `json:"index"`
+	}
+	p.get("/api/v1/stats", &st)
+	return st.Index
+}
+
+// copyDir copies the regular files of src (one level of subdirectories).
+func copyDir(t *testing.T, src, dst string) {
+	t.Helper()
+	err := filepath.WalkDir(src, func(path string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(src, path)
+		target := filepath.Join(dst, rel)
+		if d.IsDir() {
+			return os.MkdirAll(target, 0o755)
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(target, b, 0o644)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
