@@ -154,7 +154,8 @@ func Open(dir string, opts Options) (*DB, error) {
 		committerDone: make(chan struct{}),
 		snapDone:      make(chan struct{}),
 	}
-	if err := db.lockDir(); err != nil {
+	var err error
+	if db.lock, err = lockDir(dir); err != nil {
 		return nil, err
 	}
 	ok := false
@@ -163,7 +164,6 @@ func Open(dir string, opts Options) (*DB, error) {
 			db.closeFiles()
 		}
 	}()
-	var err error
 	if db.store, err = snapshot.Open(filepath.Join(dir, "snapshot.db")); err != nil {
 		return nil, err
 	}
@@ -195,20 +195,21 @@ func Open(dir string, opts Options) (*DB, error) {
 	return db, nil
 }
 
-func (db *DB) lockDir() error {
-	f, err := os.OpenFile(filepath.Join(db.dir, "LOCK"), os.O_CREATE|os.O_RDWR, 0o640)
+// lockDir takes the data directory's lock (flock on dir/LOCK), held
+// until the file returned is closed.
+func lockDir(dir string) (*os.File, error) {
+	f, err := os.OpenFile(filepath.Join(dir, "LOCK"), os.O_CREATE|os.O_RDWR, 0o640)
 	if err != nil {
-		return fmt.Errorf("open lock file: %w", err)
+		return nil, fmt.Errorf("open lock file: %w", err)
 	}
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		f.Close()
 		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return fmt.Errorf("%w: %s", ErrLocked, db.dir)
+			return nil, fmt.Errorf("%w: %s", ErrLocked, dir)
 		}
-		return fmt.Errorf("lock data directory: %w", err)
+		return nil, fmt.Errorf("lock data directory: %w", err)
 	}
-	db.lock = f
-	return nil
+	return f, nil
 }
 
 func (db *DB) closeFiles() {
@@ -884,22 +885,23 @@ func (db *DB) Each(match func(string) bool, fn func(sample.Series) bool) {
 // Notify returns a channel that is closed once Index() passes after. It
 // may also be closed earlier, when the feed gains a tick.
 func (db *DB) Notify(after uint64) <-chan struct{} {
-	db.notifyMu.Lock()
-	ch := db.notifyCh
-	db.notifyMu.Unlock()
-	if db.published.Load() > after {
-		return closedChan
-	}
-	return ch
+	return db.notifyUnless(func() bool { return db.published.Load() > after })
 }
 
 // NotifyFeed returns a channel that is closed once the feed holds an entry
 // after position pos.
 func (db *DB) NotifyFeed(pos uint64) <-chan struct{} {
+	return db.notifyUnless(func() bool { return db.feed.head() > pos })
+}
+
+// notifyUnless returns the channel the next publish closes, or a closed
+// one when passed already holds. The channel is taken first, so a publish
+// between the two is not missed.
+func (db *DB) notifyUnless(passed func() bool) <-chan struct{} {
 	db.notifyMu.Lock()
 	ch := db.notifyCh
 	db.notifyMu.Unlock()
-	if db.feed.head() > pos {
+	if passed() {
 		return closedChan
 	}
 	return ch
@@ -967,20 +969,12 @@ func (db *DB) Changes(after uint64, dst []sample.Change, max int) ([]sample.Chan
 // any, and stops with an error wrapping sample.ErrTooMany before it would
 // pass it; it also stops when ctx ends.
 func (db *DB) Range(ctx context.Context, key string, from, to int64, limit int, dst []sample.Point) ([]sample.Point, error) {
-	if err := ctx.Err(); err != nil {
-		return dst, fmt.Errorf("range %q: %w", key, context.Cause(ctx))
-	}
-	v, ok := db.hot.Load(key)
-	if !ok {
-		return dst, fmt.Errorf("%w: %q", ErrNotFound, key)
-	}
-	s := v.(*series)
-	take := taker(ctx)
-	start := len(dst)
-	ringPts, lo, err := db.ringPoints(ctx, s)
+	s, ringPts, lo, err := db.startRead(ctx, key)
 	if err != nil {
 		return dst, err
 	}
+	take := taker(ctx)
+	start := len(dst)
 	if limit > 0 {
 		// The ring holds the newest points: when it has limit of them in
 		// range, all within the raw keep (older ones are read from the
@@ -1032,19 +1026,11 @@ func (db *DB) Range(ctx context.Context, key string, from, to int64, limit int, 
 // from the ring and, for older ones, the snapshot database, read from the
 // newest chunk back. It takes from the ctx's budget as Range does.
 func (db *DB) Recent(ctx context.Context, key string, n int, dst []sample.Point) ([]sample.Point, error) {
-	if err := ctx.Err(); err != nil {
-		return dst, fmt.Errorf("recent points of %q: %w", key, context.Cause(ctx))
-	}
-	v, ok := db.hot.Load(key)
-	if !ok {
-		return dst, fmt.Errorf("%w: %q", ErrNotFound, key)
-	}
-	s := v.(*series)
-	take := taker(ctx)
-	ringPts, lo, err := db.ringPoints(ctx, s)
+	s, ringPts, lo, err := db.startRead(ctx, key)
 	if err != nil {
 		return dst, err
 	}
+	take := taker(ctx)
 	if len(ringPts) < n && lo > 1 {
 		if dst, err = db.store.Newest(key, s.created, lo, n-len(ringPts), dst, take); err != nil {
 			return dst, fmt.Errorf("recent points of %q: %w", key, err)
@@ -1069,9 +1055,25 @@ func taker(ctx context.Context) func(n int) error {
 	}
 }
 
-// ringPoints copies the ring of s and returns the lowest ordinal it holds.
-// When the ring has wrapped past what the snapshot database holds, it
-// takes a snapshot first, so that no point is missing from either.
+// startRead starts a history read of key: its series, and a copy of its
+// ring with the lowest ordinal the ring holds. When the ring has wrapped
+// past what the snapshot database holds, it takes a snapshot first, so
+// that no point is missing from either.
+func (db *DB) startRead(ctx context.Context, key string) (s *series, pts []sample.Point, lo uint64, err error) {
+	if ctx.Err() != nil {
+		return nil, nil, 0, fmt.Errorf("read %q: %w", key, context.Cause(ctx))
+	}
+	v, ok := db.hot.Load(key)
+	if !ok {
+		return nil, nil, 0, fmt.Errorf("%w: %q", ErrNotFound, key)
+	}
+	s = v.(*series)
+	pts, lo, err = db.ringPoints(ctx, s)
+	return s, pts, lo, err
+}
+
+// ringPoints copies the ring of s and returns the lowest ordinal it holds;
+// see startRead.
 func (db *DB) ringPoints(ctx context.Context, s *series) ([]sample.Point, uint64, error) {
 	var pts []sample.Point
 	var lo uint64

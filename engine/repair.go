@@ -76,7 +76,7 @@ func Check(dir string) (*Report, error) {
 	for _, p := range fr.Problems {
 		rep.Problems = append(rep.Problems, p.String())
 	}
-	recs, probs, err := wal.Scan(filepath.Join(dir, "wal"))
+	recs, probs, next, err := wal.Scan(filepath.Join(dir, "wal"))
 	if err != nil {
 		return nil, fmt.Errorf("check the wal: %w", err)
 	}
@@ -97,15 +97,15 @@ func Check(dir string) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	next := fr.Index + 1
+	want := fr.Index + 1 // the index replay needs next
 	for _, s := range recs {
 		if s.Index <= fr.Index {
 			continue
 		}
-		if s.Index != next {
-			rep.Problems = append(rep.Problems, fmt.Sprintf("wal: records %d to %d, after the snapshot, are missing", next, s.Index-1))
+		if s.Index != want {
+			rep.Problems = append(rep.Problems, fmt.Sprintf("wal: records %d to %d, after the snapshot, are missing", want, s.Index-1))
 		}
-		next = s.Index + 1
+		want = s.Index + 1
 		var r record.Record
 		if err := record.Decode(s.Body, &r); err != nil {
 			rep.Problems = append(rep.Problems, fmt.Sprintf("wal: record %d does not decode: %v", s.Index, err))
@@ -115,26 +115,10 @@ func Check(dir string) (*Report, error) {
 			rep.Problems = append(rep.Problems, fmt.Sprintf("wal: record %d: %s", s.Index, note))
 		}
 	}
-	if fr.Index > 0 && (len(recs) == 0 || rep.WALLast < fr.Index) && !hasLaterSegment(filepath.Join(dir, "wal"), fr.Index) {
+	if fr.Index > 0 && (next == 0 || next-1 < fr.Index) {
 		rep.Problems = append(rep.Problems, fmt.Sprintf("wal: it ends before index %d, which the snapshot covers: segments are missing", fr.Index))
 	}
 	return rep, nil
-}
-
-// hasLaterSegment reports whether a segment file of the WAL in dir starts
-// after index: a WAL emptied by a repair holds none, and is whole.
-func hasLaterSegment(dir string, index uint64) bool {
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		return false
-	}
-	for _, e := range ents {
-		var start uint64
-		if _, err := fmt.Sscanf(e.Name(), "%020d", &start); err == nil && len(e.Name()) == 20 && start == index+1 {
-			return true
-		}
-	}
-	return false
 }
 
 // storedChains reads the series states of snapshot.db. When the file has
@@ -293,7 +277,7 @@ func repair(dir string, rep *Report) error {
 	if err != nil {
 		return err
 	}
-	recs, probs, err := wal.Scan(oldWAL)
+	recs, probs, next, err := wal.Scan(oldWAL)
 	if err != nil {
 		return fmt.Errorf("read the wal: %w", err)
 	}
@@ -302,22 +286,14 @@ func repair(dir string, rep *Report) error {
 			rep.Lost = append(rep.Lost, "wal: "+p.String()+probableKey(p))
 		}
 	}
-	origLast := fr.Index
-	if len(recs) > 0 {
-		origLast = max(origLast, recs[len(recs)-1].Index)
+	rep.origLast = fr.Index
+	if next > 0 {
+		rep.origLast = max(fr.Index, next-1)
 	}
-	for _, p := range probs {
-		origLast = max(origLast, p.Last)
-	}
-	rep.origLast = origLast
 	// The records after the snapshot, renumbered densely from it and made
 	// to follow on, go into a new WAL that starts right after the snapshot.
-	idx := fr.Index
-	if err := os.MkdirAll(walDir, 0o750); err != nil {
-		return fmt.Errorf("create the wal directory: %w", err)
-	}
-	if err := os.WriteFile(filepath.Join(walDir, fmt.Sprintf("%020d", idx+1)), nil, 0o640); err != nil {
-		return fmt.Errorf("start the wal at %d: %w", idx+1, err)
+	if err := wal.Create(walDir, fr.Index+1); err != nil {
+		return err
 	}
 	log, err := wal.Open(walDir, wal.Options{})
 	if err != nil {
@@ -343,7 +319,7 @@ func repair(dir string, rep *Report) error {
 			continue
 		}
 		body = record.Append(body[:0], &r)
-		idx = log.Add(body)
+		idx := log.Add(body)
 		if rep.WALFirst == 0 {
 			rep.WALFirst = idx
 		}
@@ -378,13 +354,7 @@ func restartIDs(dir string, last uint64) error {
 	if err := os.RemoveAll(walDir); err != nil {
 		return fmt.Errorf("empty the wal: %w", err)
 	}
-	if err := os.MkdirAll(walDir, 0o750); err != nil {
-		return fmt.Errorf("create the wal directory: %w", err)
-	}
-	if err := os.WriteFile(filepath.Join(walDir, fmt.Sprintf("%020d", last+1)), nil, 0o640); err != nil {
-		return fmt.Errorf("start the wal at %d: %w", last+1, err)
-	}
-	return nil
+	return wal.Create(walDir, last+1)
 }
 
 // lockFile takes the data directory's lock, as a running sonde holds it.
@@ -392,12 +362,12 @@ func lockFile(dir string) (func(), error) {
 	if _, err := os.Stat(dir); err != nil {
 		return nil, fmt.Errorf("data directory: %w", err)
 	}
-	db := &DB{dir: dir}
-	if err := db.lockDir(); err != nil {
+	f, err := lockDir(dir)
+	if err != nil {
 		if errors.Is(err, ErrLocked) {
 			return nil, fmt.Errorf("%w: stop the sonde that runs on it first", err)
 		}
 		return nil, err
 	}
-	return func() { db.lock.Close() }, nil
+	return func() { f.Close() }, nil
 }

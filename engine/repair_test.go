@@ -115,6 +115,32 @@ func runRepair(t *testing.T, dir string) *Report {
 	return rep
 }
 
+// flipEvery damages the byte off bytes past every copy of mark in the
+// file: freed pages keep older copies of an entry, so the live one is hit.
+func flipEvery(t *testing.T, path string, mark []byte, off int) {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for i := 0; ; i++ {
+		j := bytes.Index(data[i:], mark)
+		if j < 0 {
+			break
+		}
+		i += j
+		data[i+len(mark)+off] ^= 0x24
+		n++
+	}
+	if n == 0 {
+		t.Fatalf("%q is not in %s", mark, path)
+	}
+	if err := os.WriteFile(path, data, 0o640); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func flip(t *testing.T, path string, at func([]byte) int) {
 	t.Helper()
 	data, err := os.ReadFile(path)
@@ -157,30 +183,8 @@ func TestRepairDamagedWALRecord(t *testing.T) {
 // the snapshot start its history again; every other series is whole.
 func TestRepairDamagedSeriesState(t *testing.T) {
 	dir, want := damageDir(t)
-	// The series bucket's entry is the key, then its sealed value. Freed
-	// pages keep older copies; damage them all, so the live one is hit.
-	path := filepath.Join(dir, "snapshot.db")
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	mark := []byte("k13\xc3")
-	n := 0
-	for i := 0; ; i++ {
-		j := bytes.Index(data[i:], mark)
-		if j < 0 {
-			break
-		}
-		i += j
-		data[i+len(mark)+10] ^= 0x24
-		n++
-	}
-	if n == 0 {
-		t.Fatal("k13's state is not in the file")
-	}
-	if err := os.WriteFile(path, data, 0o640); err != nil {
-		t.Fatal(err)
-	}
+	// The series bucket's entry is the key, then its sealed value.
+	flipEvery(t, filepath.Join(dir, "snapshot.db"), []byte("k13\xc3"), 10)
 	rep := runRepair(t, dir)
 	if !strings.Contains(strings.Join(rep.Lost, "\n"), `"k13"`) {
 		t.Errorf("the report does not name k13: %v", rep.Lost)

@@ -284,13 +284,13 @@ func (s *Server) renderTarget(r *read, target string, from, until, step int64, e
 		if err := r.alive(); err != nil {
 			return err
 		}
-		held := r.budget.Left()
+		mark := r.budget.Mark()
 		if err := r.budget.Take(slots); err != nil {
 			return err
 		}
 		pts, err := s.store.Range(r.ctx, se.Key, from*1000, until*1000+999, 0, nil)
 		if errors.Is(err, sample.ErrNotFound) {
-			r.budget.Release(held - r.budget.Left())
+			r.budget.Rewind(mark)
 			continue // deleted meanwhile
 		}
 		if err != nil {
@@ -304,7 +304,7 @@ func (s *Server) renderTarget(r *read, target string, from, until, step int64, e
 		if err := emit(se.Key, consolidate(pts, from, until, step)); err != nil {
 			return err
 		}
-		r.budget.Release(held - r.budget.Left())
+		r.budget.Rewind(mark)
 	}
 	return nil
 }

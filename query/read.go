@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -150,8 +151,9 @@ const clientProbe = 50 * time.Millisecond
 
 // watchClient cancels a read with errClientGone when its client closes
 // the connection (or the server shuts down), until stop is called. It
-// peeks at the socket without taking bytes: a pipelined next request
-// stays for fasthttp.
+// peeks at the socket every clientProbe without taking bytes (a pipelined
+// next request stays for fasthttp), from a timer: a read that ends sooner
+// costs a timer and no goroutine.
 func watchClient(conn net.Conn, cancel context.CancelCauseFunc, done <-chan struct{}) (stop func()) {
 	sc, ok := conn.(syscall.Conn)
 	if !ok {
@@ -161,26 +163,37 @@ func watchClient(conn net.Conn, cancel context.CancelCauseFunc, done <-chan stru
 	if err != nil {
 		return func() {}
 	}
-	quit := make(chan struct{})
-	go func() {
-		t := time.NewTicker(clientProbe)
-		defer t.Stop()
-		for {
-			select {
-			case <-quit:
-				return
-			case <-done:
-				cancel(errClientGone)
-				return
-			case <-t.C:
-				if hungUp(raw) {
-					cancel(errClientGone)
-					return
-				}
-			}
+	var (
+		mu      sync.Mutex // guards stopped against a probe re-arming the timer after stop
+		stopped bool
+		t       *time.Timer
+	)
+	probe := func() {
+		select {
+		case <-done:
+			cancel(errClientGone)
+			return
+		default:
 		}
-	}()
-	return func() { close(quit) }
+		if hungUp(raw) {
+			cancel(errClientGone)
+			return
+		}
+		mu.Lock()
+		if !stopped {
+			t.Reset(clientProbe)
+		}
+		mu.Unlock()
+	}
+	mu.Lock()
+	t = time.AfterFunc(clientProbe, probe)
+	mu.Unlock()
+	return func() {
+		mu.Lock()
+		stopped = true
+		t.Stop()
+		mu.Unlock()
+	}
 }
 
 // hungUp peeks at the socket: end of stream or a reset means the client

@@ -353,10 +353,10 @@ func (s *Server) vapor(ctx *fasthttp.RequestCtx) {
 			if err := r.alive(); err != nil {
 				return err
 			}
-			held := r.budget.Left()
+			mark := r.budget.Mark()
 			var err error
 			pts, err = s.store.Recent(r.ctx, se.Key, s.opts.VaporPoints, pts[:0])
-			r.budget.Release(held - r.budget.Left()) // the points are in b now, bounded by MaxBytes
+			r.budget.Rewind(mark) // the points are in b now, bounded by MaxBytes
 			if errors.Is(err, sample.ErrNotFound) {
 				continue // deleted since the listing
 			}
@@ -515,7 +515,7 @@ func (s *Server) historyMany(ctx *fasthttp.RequestCtx) {
 			if err := r.alive(); err != nil {
 				return err
 			}
-			held := r.budget.Left()
+			mark := r.budget.Mark()
 			pts, err := s.store.Range(r.ctx, se.Key, args.from, args.to, args.limit, nil)
 			if errors.Is(err, sample.ErrNotFound) {
 				continue // deleted meanwhile
@@ -540,7 +540,7 @@ func (s *Server) historyMany(ctx *fasthttp.RequestCtx) {
 			if err := r.body(len(b)); err != nil {
 				return err
 			}
-			r.budget.Release(held - r.budget.Left()) // the points are in b now, bounded by MaxBytes
+			r.budget.Rewind(mark) // the points are in b now, bounded by MaxBytes
 		}
 		writeJSON(ctx, append(b, "]}\n"...))
 		return nil

@@ -160,10 +160,19 @@ func (b *Budget) Left() int {
 	return b.Max - b.used
 }
 
-// Release gives n points back, once the query no longer holds them.
-func (b *Budget) Release(n int) {
+// Mark returns the points taken so far; Rewind(mark) gives back what was
+// taken since, once the query no longer holds those points.
+func (b *Budget) Mark() int {
+	if b == nil {
+		return 0
+	}
+	return b.used
+}
+
+// Rewind gives back the points taken since Mark returned mark.
+func (b *Budget) Rewind(mark int) {
 	if b != nil {
-		b.used = max(b.used-n, 0)
+		b.used = min(b.used, mark)
 	}
 }
 

@@ -26,6 +26,18 @@ func (f *faults) hooks() *Hooks {
 	}
 }
 
+// openFaulty opens a log in a new directory with f's hooks.
+func openFaulty(t *testing.T, f *faults, opts *Options) (string, *Log) {
+	t.Helper()
+	dir := t.TempDir()
+	opts.Hooks = f.hooks()
+	l, err := Open(dir, *opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dir, l
+}
+
 // once fails the next call with err, after running it when run is true.
 func once(err error, run bool) func(func() error) error {
 	used := false
@@ -100,13 +112,9 @@ func TestFailedWriteIsCutOff(t *testing.T) {
 		}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			dir := t.TempDir()
 			f := &faults{}
-			opts := Options{SegmentSize: 1 << 20, Hooks: f.hooks()}
-			l, err := Open(dir, opts)
-			if err != nil {
-				t.Fatal(err)
-			}
+			opts := Options{SegmentSize: 1 << 20}
+			dir, l := openFaulty(t, f, &opts)
 			writeN(t, l, 0, 30)
 			f.write = c.fail(dir)
 			if c.name == "a short write" {
@@ -120,7 +128,7 @@ func TestFailedWriteIsCutOff(t *testing.T) {
 				}
 			}
 			addN(l, 30, 10)
-			err = l.Commit(true)
+			err := l.Commit(true)
 			if !errors.Is(err, ErrRolledBack) || !errors.Is(err, syscall.ENOSPC) || errors.Is(err, ErrSyncFailed) {
 				t.Fatalf("commit: %v, want a rolled back ENOSPC", err)
 			}
@@ -143,13 +151,9 @@ func TestFailedWriteIsCutOff(t *testing.T) {
 
 // A failed batch that rolled segments over: the new segments go too.
 func TestFailedWriteAcrossSegments(t *testing.T) {
-	dir := t.TempDir()
 	f := &faults{}
-	opts := Options{SegmentSize: 256, Hooks: f.hooks()}
-	l, err := Open(dir, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
+	opts := Options{SegmentSize: 256}
+	dir, l := openFaulty(t, f, &opts)
 	writeN(t, l, 0, 25)
 	before, _, _ := listSegments(dir)
 	f.write = once(syscall.ENOSPC, true)
@@ -170,17 +174,13 @@ func TestFailedWriteAcrossSegments(t *testing.T) {
 // A failed fsync cuts its batch off and then refuses every write: it is
 // never retried. Reopened, the log holds what was acknowledged.
 func TestFailedFsyncRefusesWrites(t *testing.T) {
-	dir := t.TempDir()
 	f := &faults{}
-	opts := Options{SegmentSize: 1 << 20, Hooks: f.hooks()}
-	l, err := Open(dir, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
+	opts := Options{SegmentSize: 1 << 20}
+	dir, l := openFaulty(t, f, &opts)
 	writeN(t, l, 0, 20)
 	f.sync = once(syscall.EIO, true)
 	addN(l, 20, 5)
-	err = l.Commit(true)
+	err := l.Commit(true)
 	if !errors.Is(err, ErrRolledBack) || !errors.Is(err, ErrSyncFailed) || !errors.Is(err, syscall.EIO) {
 		t.Fatalf("commit: %v, want a rolled back fsync failure", err)
 	}
@@ -203,12 +203,8 @@ func TestFailedFsyncRefusesWrites(t *testing.T) {
 // With fsync=interval a record is acknowledged once written; a failed
 // periodic Sync refuses later writes but cuts nothing off.
 func TestFailedPeriodicSyncKeepsAcknowledged(t *testing.T) {
-	dir := t.TempDir()
 	f := &faults{}
-	l, err := Open(dir, Options{Hooks: f.hooks()})
-	if err != nil {
-		t.Fatal(err)
-	}
+	dir, l := openFaulty(t, f, &Options{})
 	addN(l, 0, 12)
 	if err := l.Commit(false); err != nil {
 		t.Fatal(err)
@@ -222,7 +218,7 @@ func TestFailedPeriodicSyncKeepsAcknowledged(t *testing.T) {
 		t.Fatalf("write after failed sync: %v", err)
 	}
 	l.Close()
-	l, err = Open(dir, Options{})
+	l, err := Open(dir, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -233,17 +229,13 @@ func TestFailedPeriodicSyncKeepsAcknowledged(t *testing.T) {
 // When the cut itself fails, the batch's outcome is unknown: the error
 // does not say it was cut off, and the log refuses writes.
 func TestFailedCutBreaksTheLog(t *testing.T) {
-	dir := t.TempDir()
 	f := &faults{}
-	l, err := Open(dir, Options{Hooks: f.hooks()})
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, l := openFaulty(t, f, &Options{})
 	writeN(t, l, 0, 5)
 	f.write = once(syscall.ENOSPC, true)
 	f.cut = once(syscall.EIO, false)
 	addN(l, 5, 3)
-	err = l.Commit(true)
+	err := l.Commit(true)
 	if errors.Is(err, ErrRolledBack) || !errors.Is(err, ErrBroken) {
 		t.Fatalf("commit: %v, want ErrBroken and not ErrRolledBack", err)
 	}
@@ -255,13 +247,9 @@ func TestFailedCutBreaksTheLog(t *testing.T) {
 
 // A failed directory fsync after a roll is a failed fsync.
 func TestFailedDirSyncAfterRoll(t *testing.T) {
-	dir := t.TempDir()
 	f := &faults{}
-	opts := Options{SegmentSize: 200, Hooks: f.hooks()}
-	l, err := Open(dir, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
+	opts := Options{SegmentSize: 200}
+	dir, l := openFaulty(t, f, &opts)
 	writeN(t, l, 0, 3)
 	f.syncDir = once(syscall.EIO, false)
 	addN(l, 3, 30) // rolls
@@ -269,7 +257,7 @@ func TestFailedDirSyncAfterRoll(t *testing.T) {
 		t.Fatalf("commit: %v", err)
 	}
 	l.Close()
-	l, err = Open(dir, Options{SegmentSize: 200})
+	l, err := Open(dir, Options{SegmentSize: 200})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -293,7 +281,7 @@ func FuzzScan(f *testing.F) {
 		if err := os.WriteFile(filepath.Join(dir, segmentName(7)), seg, 0o640); err != nil {
 			t.Fatal(err)
 		}
-		recs, probs, err := Scan(dir)
+		recs, probs, _, err := Scan(dir)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -3,6 +3,7 @@ package wal
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -45,23 +46,22 @@ func (p ScanProblem) String() string {
 
 // Scan reads every segment of the log in dir without tidwall/wal, the way
 // sonde check and sonde repair need it: every record whose frame checks
-// out, with its index, and what could not be read. Nothing is changed.
-func Scan(dir string) ([]Scanned, []ScanProblem, error) {
+// out, with its index, and what could not be read. next is the index the
+// log's next record would get (0 when there is no segment): a log that
+// holds no record still says where it starts. Nothing is changed.
+func Scan(dir string) (recs []Scanned, probs []ScanProblem, next uint64, err error) {
 	plain, _, err := listSegments(dir)
 	if err != nil {
-		if os.IsNotExist(err) {
-			return nil, nil, nil
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, nil, 0, nil
 		}
-		return nil, nil, err
+		return nil, nil, 0, err
 	}
-	var out []Scanned
-	var probs []ScanProblem
-	next := uint64(0) // the index the previous segment ended before
 	for si, start := range plain {
 		path := filepath.Join(dir, segmentName(start))
 		data, err := os.ReadFile(path)
 		if err != nil {
-			return out, probs, fmt.Errorf("read segment: %w", err)
+			return recs, probs, next, fmt.Errorf("read segment: %w", err)
 		}
 		if next != 0 && start != next {
 			probs = append(probs, ScanProblem{Path: path, First: next, Last: start - 1,
@@ -71,7 +71,7 @@ func Scan(dir string) ([]Scanned, []ScanProblem, error) {
 		for off < len(data) {
 			if n := entryAt(data, off); n > 0 {
 				size, k := binary.Uvarint(data[off:])
-				out = append(out, Scanned{Index: idx, Body: bytes.Clone(data[off+k+headerLen : off+k+int(size)])})
+				recs = append(recs, Scanned{Index: idx, Body: bytes.Clone(data[off+k+headerLen : off+k+int(size)])})
 				idx++
 				off += n
 				continue
@@ -118,5 +118,29 @@ func Scan(dir string) ([]Scanned, []ScanProblem, error) {
 		}
 		next = idx
 	}
-	return out, probs, nil
+	return recs, probs, next, nil
+}
+
+// Create makes an empty log in dir, which must hold no segment, whose
+// first record will get index first: sonde repair starts the log right
+// after what the snapshot holds.
+func Create(dir string, first uint64) error {
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return fmt.Errorf("create wal directory: %w", err)
+	}
+	if plain, _, err := listSegments(dir); err != nil || len(plain) > 0 {
+		return fmt.Errorf("create a wal in %s: it holds segments already (%v)", dir, err)
+	}
+	f, err := os.OpenFile(filepath.Join(dir, segmentName(first)), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o640)
+	if err != nil {
+		return fmt.Errorf("create the first segment: %w", err)
+	}
+	err = f.Sync()
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("create the first segment: %w", err)
+	}
+	return syncDir(dir)
 }
