@@ -68,7 +68,7 @@ func benchAppend(b *testing.B, policy FsyncPolicy, callers, batch int) {
 func BenchmarkApply(b *testing.B) {
 	for _, keys := range []int{1000, 100000} {
 		b.Run(fmt.Sprintf("keys=%d", keys), func(b *testing.B) {
-			db := &DB{opts: Options{RingSize: 120}.withDefaults(), series: make(map[string]*series)}
+			db := &DB{opts: Options{RingSize: 120}.withDefaults(), committer: committer{series: make(map[string]*series)}}
 			bodies := make([][]byte, keys*4)
 			ordinals := make(map[string]uint64)
 			for i := range bodies {

@@ -1,0 +1,207 @@
+package engine
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/sonde-metrics/sonde/engine/internal/record"
+	"github.com/sonde-metrics/sonde/engine/internal/snapshot"
+	"github.com/sonde-metrics/sonde/engine/internal/wal"
+	"github.com/sonde-metrics/sonde/engine/sample"
+)
+
+// Open opens the store in dir, creating it when needed, and recovers it:
+// the snapshot is loaded and the WAL replayed after the index it covers.
+// A torn WAL tail is cut off (and logged); corruption elsewhere makes Open
+// fail with an error wrapping a *wal.CorruptionError.
+func Open(dir string, opts Options) (*DB, error) {
+	opts = opts.withDefaults()
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return nil, fmt.Errorf("create data directory: %w", err)
+	}
+	db := &DB{
+		opts: opts, logger: opts.Logger, dir: dir,
+		committer:     committer{series: make(map[string]*series)},
+		notifyCh:      make(chan struct{}),
+		reqs:          make(chan *request, 1024),
+		syncReq:       make(chan chan error),
+		snapReq:       make(chan chan error),
+		snapKick:      make(chan struct{}, 1),
+		stopSnap:      make(chan struct{}),
+		committerDone: make(chan struct{}),
+		snapDone:      make(chan struct{}),
+	}
+	var err error
+	if db.lock, err = lockDir(dir); err != nil {
+		return nil, err
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			db.closeFiles()
+		}
+	}()
+	if db.store, err = snapshot.Open(filepath.Join(dir, "snapshot.db")); err != nil {
+		return nil, err
+	}
+	db.store.SetChunkPoints(db.opts.ChunkPoints)
+	var hooks *wal.Hooks
+	if opts.faults != nil {
+		hooks = &opts.faults.wal
+		db.store.SetCommitHook(opts.faults.commit)
+	}
+	db.wal, err = wal.Open(filepath.Join(dir, "wal"), wal.Options{
+		SegmentSize: opts.SegmentSize,
+		Logger:      db.logger.With("component", "wal"),
+		Hooks:       hooks,
+		Covered:     db.store.Index(),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open wal: %w", err)
+	}
+	start := time.Now()
+	if err := db.recover(); err != nil {
+		return nil, err
+	}
+	db.logger.Info("recovered", "series", len(db.series), "snapshot_index", db.store.Index(),
+		"wal_index", db.published.Load(), "took", time.Since(start))
+	db.feed = newFeed(opts.EventBuffer, db.published.Load())
+	go db.run()
+	go db.snapshotLoop()
+	ok = true
+	return db, nil
+}
+
+// lockDir takes the data directory's lock (flock on dir/LOCK), held
+// until the file returned is closed.
+func lockDir(dir string) (*os.File, error) {
+	f, err := os.OpenFile(filepath.Join(dir, "LOCK"), os.O_CREATE|os.O_RDWR, 0o640)
+	if err != nil {
+		return nil, fmt.Errorf("open lock file: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("%w: %s", ErrLocked, dir)
+		}
+		return nil, fmt.Errorf("lock data directory: %w", err)
+	}
+	return f, nil
+}
+
+func (db *DB) closeFiles() {
+	if db.wal != nil {
+		if err := db.wal.Close(); err != nil {
+			db.logger.Error("close wal", "err", err)
+		}
+	}
+	if db.store != nil {
+		if err := db.store.Close(); err != nil {
+			db.logger.Error("close snapshot", "err", err)
+		}
+	}
+	if db.lock != nil {
+		db.lock.Close() // releases the flock
+	}
+}
+
+// recover loads the snapshot and replays the WAL after it.
+func (db *DB) recover() error {
+	err := db.store.Load(func(st *snapshot.State) error {
+		s := newSeries(st.Key, st.Kind, st.Interval, st.Created, db.opts.RingSize, st.Ordinal+1)
+		s.c.value, s.c.running, s.c.shown = st.Value, st.Running, st.Shown
+		s.c.winStart, s.c.ordinal, s.c.updated = st.WinStart, st.Ordinal, st.Updated
+		s.flushed.Store(st.Ordinal)
+		s.value.Store(math.Float64bits(st.Value))
+		view := st.Value
+		if st.Kind == sample.Counter {
+			view = st.Shown
+		}
+		s.view.Store(math.Float64bits(view))
+		s.updated.Store(st.Updated)
+		db.series[st.Key] = s
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("load snapshot: %w", err)
+	}
+	snapIdx := db.store.Index()
+	first, err := db.wal.FirstIndex()
+	if err != nil {
+		return fmt.Errorf("read wal first index: %w", err)
+	}
+	last, err := db.wal.LastIndex()
+	if err != nil {
+		return fmt.Errorf("read wal last index: %w", err)
+	}
+	if last < snapIdx {
+		return fmt.Errorf("recover: the snapshot covers wal index %d but the wal ends at %d: wal segments are missing", snapIdx, last)
+	}
+	if last > snapIdx && first > snapIdx+1 {
+		return fmt.Errorf("recover: the wal starts at index %d but the snapshot ends at %d: wal segments are missing", first, snapIdx)
+	}
+	var r record.Record
+	for i := snapIdx + 1; i <= last; i++ {
+		body, err := db.wal.Read(i)
+		if err != nil {
+			return fmt.Errorf("replay wal: %w", err)
+		}
+		key, err := record.DecodeView(body, &r)
+		if err != nil {
+			return fmt.Errorf("replay wal: %w", &wal.CorruptionError{Index: i, Offset: -1, Err: err})
+		}
+		if err := db.replay(&r, key, i); err != nil {
+			return fmt.Errorf("replay wal index %d: %w", i, err)
+		}
+	}
+	for k, s := range db.series {
+		db.hot.Store(k, s)
+		if s.kind == sample.Counter {
+			db.windows.schedule(s)
+		}
+	}
+	db.published.Store(last)
+	db.synced.Store(last)
+	return nil
+}
+
+// replay applies one WAL record, whose key is key, during recovery.
+func (db *DB) replay(r *record.Record, key []byte, idx uint64) error {
+	s := db.series[string(key)]
+	if s != nil {
+		r.Key = s.key
+	} else {
+		r.Key = string(key)
+	}
+	switch r.Code {
+	case sample.Delete:
+		delete(db.series, r.Key)
+		return nil
+	case sample.Window:
+		if s == nil {
+			return fmt.Errorf("window record for missing key %q", r.Key)
+		}
+	default:
+		if r.Ordinal == 1 {
+			kind := sample.Gauge
+			if record.IsCounter(r.Code) {
+				kind = sample.Counter
+			}
+			s = newSeries(r.Key, kind, r.Interval, idx, db.opts.RingSize, 1)
+			db.series[r.Key] = s
+		} else if s == nil {
+			return fmt.Errorf("record for missing key %q", r.Key)
+		}
+		if s.ring.Next() != r.Ordinal {
+			return fmt.Errorf("key %q: record ordinal %d, expected %d", r.Key, r.Ordinal, s.ring.Next())
+		}
+	}
+	s.fromRecord(r)
+	s.publish(r)
+	return nil
+}

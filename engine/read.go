@@ -1,0 +1,310 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+
+	"github.com/sonde-metrics/sonde/engine/internal/record"
+	"github.com/sonde-metrics/sonde/engine/internal/wal"
+	"github.com/sonde-metrics/sonde/engine/sample"
+)
+
+// Index returns the WAL index of the newest change readers can see.
+func (db *DB) Index() uint64 { return db.published.Load() }
+
+// Get returns the current state of key.
+func (db *DB) Get(key string) (sample.Series, bool) {
+	v, ok := db.hot.Load(key)
+	if !ok {
+		return sample.Series{}, false
+	}
+	return v.(*series).snapshot(), true
+}
+
+// Series appends to dst every series whose key match accepts (all when
+// match is nil), sorted by key.
+func (db *DB) Series(match func(string) bool, dst []sample.Series) []sample.Series {
+	start := len(dst)
+	db.hot.Range(func(k, v any) bool {
+		if match == nil || match(k.(string)) {
+			dst = append(dst, v.(*series).snapshot())
+		}
+		return true
+	})
+	out := dst[start:]
+	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
+	return dst
+}
+
+// Each calls fn with every series match accepts (all when match is nil),
+// from the live state, in no particular order, until fn returns false. No
+// lock is held while fn runs, so it may block; a series written meanwhile
+// is seen before or after the write, and one created meanwhile may not be
+// seen at all.
+func (db *DB) Each(match func(string) bool, fn func(sample.Series) bool) {
+	db.hot.Range(func(k, v any) bool {
+		if match != nil && !match(k.(string)) {
+			return true
+		}
+		return fn(v.(*series).snapshot())
+	})
+}
+
+// Notify returns a channel that is closed once Index() passes after. It
+// may also be closed earlier, when the feed gains a tick.
+func (db *DB) Notify(after uint64) <-chan struct{} {
+	return db.notifyUnless(func() bool { return db.published.Load() > after })
+}
+
+// NotifyFeed returns a channel that is closed once the feed holds an entry
+// after position pos.
+func (db *DB) NotifyFeed(pos uint64) <-chan struct{} {
+	return db.notifyUnless(func() bool { return db.feed.head() > pos })
+}
+
+// notifyUnless returns the channel the next publish closes, or a closed
+// one when passed already holds. The channel is taken first, so a publish
+// between the two is not missed.
+func (db *DB) notifyUnless(passed func() bool) <-chan struct{} {
+	db.notifyMu.Lock()
+	ch := db.notifyCh
+	db.notifyMu.Unlock()
+	if passed() {
+		return closedChan
+	}
+	return ch
+}
+
+// Feed appends to dst up to max entries of the change feed after position
+// pos, oldest first: every stored change, and the idle window ends
+// (Change.Tick) after them. ok is false when the feed no longer holds the
+// entry after pos: the caller reads stored changes by ID (Changes), then
+// finds its place again with FeedPos.
+func (db *DB) Feed(pos uint64, dst []sample.Change, max int) ([]sample.Change, bool) {
+	return db.feed.copyAfter(pos, dst, max)
+}
+
+// FeedPos returns the feed position after which a subscriber that has seen
+// the stored change id goes on; ok is false when the feed no longer holds
+// what follows id.
+func (db *DB) FeedPos(id uint64) (uint64, bool) { return db.feed.posOf(id) }
+
+// FeedHead returns the position of the newest entry of the feed.
+func (db *DB) FeedHead() uint64 { return db.feed.head() }
+
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
+// Changes appends to dst up to max stored changes after the WAL index
+// after, oldest first (no ticks). Recent changes come from memory, older
+// ones from the WAL. It returns ErrGone when the WAL no longer holds them:
+// the caller must start again from a full dump.
+func (db *DB) Changes(after uint64, dst []sample.Change, max int) ([]sample.Change, error) {
+	pub := db.published.Load()
+	if after >= pub || max <= 0 {
+		return dst, nil
+	}
+	if out, ok := db.feed.storedAfter(after, dst, max); ok {
+		return out, nil
+	}
+	// Behind the memory feed: read the WAL up to where the feed starts
+	// (its start only moves forward); the caller asks again for the rest.
+	var r record.Record
+	for i, end := after+1, min(pub, db.feed.oldestID()-1); i <= end && max > 0; i++ {
+		body, err := db.wal.Read(i)
+		if err != nil {
+			if errors.Is(err, wal.ErrNotFound) || (errors.Is(err, wal.ErrCorrupt) && i <= db.store.Index()) {
+				return dst, ErrGone // a damaged record the snapshot holds: start from a dump
+			}
+			return dst, fmt.Errorf("read change %d: %w", i, err)
+		}
+		if err := record.Decode(body, &r); err != nil {
+			return dst, fmt.Errorf("decode change %d: %w", i, err)
+		}
+		c := sample.Change{ID: i, Key: r.Key, Deleted: r.Code == sample.Delete}
+		if !c.Deleted {
+			c.Value = viewOf(&r)
+		}
+		dst = append(dst, c)
+		max--
+	}
+	return dst, nil
+}
+
+// Range appends to dst the history points of key with times in
+// [from, to], oldest first; limit > 0 keeps only the newest limit points.
+// Points come from the ring and, for older ones, the snapshot database.
+// The read takes the points it decodes from the sample.Budget in ctx, if
+// any, and stops with an error wrapping sample.ErrTooMany before it would
+// pass it; it also stops when ctx ends.
+func (db *DB) Range(ctx context.Context, key string, from, to int64, limit int, dst []sample.Point) ([]sample.Point, error) {
+	s, ringPts, lo, err := db.startRead(ctx, key)
+	if err != nil {
+		return dst, err
+	}
+	take := taker(ctx)
+	start := len(dst)
+	if limit > 0 {
+		// The ring holds the newest points: when it has limit of them in
+		// range, all within the raw keep (older ones are read from the
+		// archives), those are the answer, and nothing older is read.
+		pol, _ := db.opts.Retention.For(s.key, s.kind)
+		first, n := len(ringPts), 0 // the oldest of the newest limit ring points in range
+		for i := len(ringPts) - 1; i >= 0 && n < limit; i-- {
+			if p := ringPts[i]; p.T >= from && p.T <= to {
+				first, n = i, n+1
+			}
+		}
+		if n == limit && ringPts[first].T >= db.nowMs()-pol.Raw.Milliseconds() {
+			if err := take(limit); err != nil {
+				return dst, fmt.Errorf("range %q: %w", key, err)
+			}
+			for _, p := range ringPts[first:] {
+				if p.T >= from && p.T <= to {
+					dst = append(dst, p)
+				}
+			}
+			return dst, nil
+		}
+	}
+	if lo > 1 {
+		dst, err = db.store.History(key, s.created, lo, from, to, dst, take)
+		if err != nil {
+			return dst[:start], fmt.Errorf("range %q: %w", key, err)
+		}
+	}
+	if err := take(len(ringPts)); err != nil {
+		return dst[:start], fmt.Errorf("range %q: %w", key, err)
+	}
+	for _, p := range ringPts {
+		if p.T >= from && p.T <= to {
+			dst = append(dst, p)
+		}
+	}
+	if dst, err = db.withArchives(s, from, to, start, dst, take); err != nil {
+		return dst[:start], fmt.Errorf("range %q: %w", key, err)
+	}
+	if limit > 0 && len(dst)-start > limit {
+		n := copy(dst[start:], dst[len(dst)-limit:])
+		dst = dst[:start+n]
+	}
+	return dst, nil
+}
+
+// Recent appends to dst the newest n raw points of key, oldest first:
+// from the ring and, for older ones, the snapshot database, read from the
+// newest chunk back. It takes from the ctx's budget as Range does.
+func (db *DB) Recent(ctx context.Context, key string, n int, dst []sample.Point) ([]sample.Point, error) {
+	s, ringPts, lo, err := db.startRead(ctx, key)
+	if err != nil {
+		return dst, err
+	}
+	take := taker(ctx)
+	if len(ringPts) < n && lo > 1 {
+		if dst, err = db.store.Newest(key, s.created, lo, n-len(ringPts), dst, take); err != nil {
+			return dst, fmt.Errorf("recent points of %q: %w", key, err)
+		}
+	}
+	ringPts = ringPts[max(len(ringPts)-n, 0):]
+	if err := take(len(ringPts)); err != nil {
+		return dst, fmt.Errorf("recent points of %q: %w", key, err)
+	}
+	return append(dst, ringPts...), nil
+}
+
+// taker returns what a read calls before it holds n more points: it takes
+// them from the ctx's sample.Budget, and fails once ctx has ended.
+func taker(ctx context.Context) func(n int) error {
+	budget := sample.BudgetOf(ctx)
+	return func(n int) error {
+		if ctx.Err() != nil {
+			return context.Cause(ctx)
+		}
+		return budget.Take(n)
+	}
+}
+
+// startRead starts a history read of key: its series, and a copy of its
+// ring with the lowest ordinal the ring holds. When the ring has wrapped
+// past what the snapshot database holds, it takes a snapshot first, so
+// that no point is missing from either.
+func (db *DB) startRead(ctx context.Context, key string) (s *series, pts []sample.Point, lo uint64, err error) {
+	if ctx.Err() != nil {
+		return nil, nil, 0, fmt.Errorf("read %q: %w", key, context.Cause(ctx))
+	}
+	v, ok := db.hot.Load(key)
+	if !ok {
+		return nil, nil, 0, fmt.Errorf("%w: %q", ErrNotFound, key)
+	}
+	s = v.(*series)
+	pts, lo, err = db.ringPoints(ctx, s)
+	return s, pts, lo, err
+}
+
+// ringPoints copies the ring of s and returns the lowest ordinal it holds;
+// see startRead.
+func (db *DB) ringPoints(ctx context.Context, s *series) ([]sample.Point, uint64, error) {
+	var pts []sample.Point
+	var lo uint64
+	for attempt := 0; ; attempt++ {
+		pts, lo = s.ring.Points(pts[:0])
+		if lo <= 1 || s.flushed.Load()+1 >= lo {
+			return pts, lo, nil
+		}
+		if attempt == 2 {
+			return nil, 0, fmt.Errorf("range %q: history points %d to %d are not in the snapshot yet", s.key, s.flushed.Load()+1, lo-1)
+		}
+		if err := db.Snapshot(ctx); err != nil {
+			return nil, 0, fmt.Errorf("range %q: %w", s.key, err)
+		}
+	}
+}
+
+// withArchives completes a read of dst[start:] (raw points in [from, to])
+// with the archives of the key's retention policy when the read reaches
+// back past the raw points' keep. Raw points are served from the raw cut
+// on: the older of the raw keep and every archive's watermark, which is
+// where expiry may have deleted them. Before the cut come the finest
+// archive's points, before its oldest the next one's, and so on: one
+// ordered series without duplicates.
+func (db *DB) withArchives(s *series, from, to int64, start int, dst []sample.Point, take func(int) error) ([]sample.Point, error) {
+	pol, _ := db.opts.Retention.For(s.key, s.kind)
+	cut := db.nowMs() - pol.Raw.Milliseconds()
+	if from >= cut || len(pol.Archives) == 0 {
+		return dst, nil
+	}
+	type tier struct {
+		pts    []sample.Point
+		oldest int64
+	}
+	tiers := make([]tier, len(pol.Archives))
+	for i, a := range pol.Archives {
+		pts, oldest, wm, err := db.store.Archive(s.key, s.created, a.Step.Milliseconds(), from, to, nil, take)
+		if err != nil {
+			return dst, err
+		}
+		tiers[i] = tier{pts, oldest}
+		cut = min(cut, wm)
+	}
+	raw := dst[start:]
+	i := 0
+	for i < len(raw) && raw[i].T < cut {
+		i++
+	}
+	raw = append([]sample.Point(nil), raw[i:]...)
+	var parts [][]sample.Point
+	for _, t := range tiers {
+		j := 0
+		for j < len(t.pts) && t.pts[j].T < cut {
+			j++
+		}
+		parts = append(parts, t.pts[:j])
+		cut = min(cut, t.oldest)
+	}
+	dst = dst[:start]
+	for k := len(parts) - 1; k >= 0; k-- {
+		dst = append(dst, parts[k]...)
+	}
+	return append(dst, raw...), nil
+}

@@ -1,0 +1,95 @@
+package engine
+
+import (
+	"time"
+
+	"github.com/sonde-metrics/sonde/engine/internal/snapshot"
+)
+
+// Stats is a summary of the engine's state.
+type Stats struct {
+	Series        int    `json:"series"`
+	Index         uint64 `json:"wal_index"`
+	SyncedIndex   uint64 `json:"synced_index"`
+	SnapshotIndex uint64 `json:"snapshot_index"`
+	WALFirstIndex uint64 `json:"wal_first_index"`
+	// History is the stored history as of the last compaction pass: chunks,
+	// points, bytes of chunks, the database file, and file bytes per point.
+	History *HistoryStats `json:"history,omitempty"`
+	// Compacted counts the chunks compaction merged into others since the
+	// store opened.
+	Compacted int64 `json:"compacted_chunks"`
+	// Archived counts the archive points retention wrote, Expired the raw
+	// and archive chunks it deleted, since the store opened.
+	Archived int64 `json:"archived_points"`
+	Expired  int64 `json:"expired_chunks"`
+	// IdleWindows counts the ends of idle counting windows since the store
+	// opened: published to subscribers, not stored.
+	IdleWindows uint64 `json:"idle_windows"`
+	// WAL says whether writes are taken (docs/semantics.md, "When the
+	// disk fails").
+	WAL WALState `json:"wal"`
+	// Snapshots counts failed snapshot database writes, and says why
+	// snapshots stopped when they did.
+	Snapshots SnapshotState `json:"snapshots"`
+}
+
+// WALState is the state of writes.
+type WALState struct {
+	// State is "ok"; "paused" after a write failed and was cut off (a
+	// full disk): writes are refused until the next try (RetryInMs);
+	// or "failed" until a restart (a failed fsync).
+	State         string `json:"state"`
+	Error         string `json:"error,omitempty"`
+	RetryInMs     int64  `json:"retry_in_ms,omitempty"`
+	WriteFailures int64  `json:"write_failures"`
+	// Refused counts writes refused while paused, without trying the disk.
+	Refused int64 `json:"refused_while_paused"`
+}
+
+// SnapshotState is the state of snapshots.
+type SnapshotState struct {
+	State    string `json:"state"` // "ok", or "off" until a restart
+	Error    string `json:"error,omitempty"`
+	Failures int64  `json:"failures"`
+}
+
+// HistoryStats is the size of the stored history; bytes per point are
+// over raw and archive points together.
+type HistoryStats struct {
+	snapshot.HistoryTotals
+	BytesPerPoint     float64 `json:"bytes_per_point"`      // chunk keys and values
+	UsedBytesPerPoint float64 `json:"used_bytes_per_point"` // the snapshot database's pages in use
+	FileBytesPerPoint float64 `json:"file_bytes_per_point"` // its file
+}
+
+// Stats returns a summary of the engine's state.
+func (db *DB) Stats() Stats {
+	st := Stats{Index: db.published.Load(), SyncedIndex: db.synced.Load(), SnapshotIndex: db.store.Index(), Compacted: db.merged.Load(),
+		Archived: db.archived.Load(), Expired: db.expired.Load()}
+	st.WALFirstIndex, _ = db.wal.FirstIndex()
+	if h := db.history.Load(); h != nil {
+		st.History = &HistoryStats{HistoryTotals: *h}
+		if n := float64(h.Points + h.ArchivePoints); n > 0 {
+			st.History.BytesPerPoint = float64(h.Bytes) / n
+			st.History.UsedBytesPerPoint = float64(h.UsedBytes) / n
+			st.History.FileBytesPerPoint = float64(h.FileBytes) / n
+		}
+	}
+	db.hot.Range(func(_, _ any) bool { st.Series++; return true })
+	db.feed.mu.RLock()
+	st.IdleWindows = db.feed.ticks
+	db.feed.mu.RUnlock()
+	st.WAL = WALState{State: "ok", WriteFailures: db.failures.Load(), Refused: db.refused.Load()}
+	if p := db.failed.Load(); p != nil {
+		st.WAL.State, st.WAL.Error = "failed", (*p).Error()
+	} else if p := db.paused.Load(); p != nil {
+		st.WAL.State, st.WAL.Error = "paused", p.cause.Error()
+		st.WAL.RetryInMs = max(time.Until(p.until).Milliseconds(), 0)
+	}
+	st.Snapshots = SnapshotState{State: "ok", Failures: db.snapFail.Load()}
+	if p := db.snapErr.Load(); p != nil {
+		st.Snapshots.State, st.Snapshots.Error = "off", (*p).Error()
+	}
+	return st
+}
