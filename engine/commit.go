@@ -297,19 +297,32 @@ func (db *DB) undoGroup() {
 
 // apply publishes the prepared records to readers and subscribers.
 func (db *DB) apply() {
+	reindex := false
 	for i := range db.pend {
 		p := &db.pend[i]
-		switch p.rec.Code {
-		case sample.Delete:
-			db.hot.CompareAndDelete(p.rec.Key, p.s)
+		if p.rec.Code == sample.Delete {
+			reindex = true
 			db.changes = append(db.changes, sample.Change{ID: p.idx, Key: p.rec.Key, Deleted: true})
 			continue
 		}
 		p.s.publish(&p.rec)
-		if p.rec.Ordinal == 1 && p.rec.Code != sample.Window {
-			db.hot.Store(p.rec.Key, p.s) // a new incarnation: visible once it has its value
-		}
+		reindex = reindex || p.rec.Ordinal == 1 && p.rec.Code != sample.Window
 		db.changes = append(db.changes, sample.Change{ID: p.idx, Key: p.rec.Key, Value: viewOf(&p.rec)})
+	}
+	if reindex {
+		// Created and deleted series, in the group's order, under one hold
+		// of the index's lock: a new incarnation is visible once it has
+		// its value.
+		db.index.mu.Lock()
+		for i := range db.pend {
+			switch p := &db.pend[i]; {
+			case p.rec.Code == sample.Delete:
+				db.index.remove(p.s)
+			case p.rec.Ordinal == 1 && p.rec.Code != sample.Window:
+				db.index.put(p.s)
+			}
+		}
+		db.index.mu.Unlock()
 	}
 	last := db.pend[len(db.pend)-1].idx
 	db.publish(last)

@@ -32,7 +32,7 @@ type DB struct {
 	wal    *wal.Log
 	store  *snapshot.Store
 
-	hot       sync.Map      // key → *series: what readers see
+	index     *index        // the series readers see
 	published atomic.Uint64 // newest WAL index applied to the hot state
 	synced    atomic.Uint64 // newest WAL index known to be fsynced
 	feed      *feed

@@ -68,7 +68,7 @@ func (d *disk) faults() *faults {
 // state is what a test remembers of the store: each key's value.
 func state(db *DB) map[string]float64 {
 	m := map[string]float64{}
-	for _, s := range db.Series(nil, nil) {
+	for _, s := range db.Series("", nil, nil) {
 		m[s.Key] = s.Value
 	}
 	return m

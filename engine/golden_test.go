@@ -80,7 +80,7 @@ func checkGolden(t *testing.T, db *DB, exp *goldenExpect, when string) {
 	if got := db.Index(); got != exp.Index {
 		t.Errorf("%s: index %d, want %d", when, got, exp.Index)
 	}
-	all := db.Series(nil, nil)
+	all := db.Series("", nil, nil)
 	if len(all) != len(exp.Series) {
 		t.Errorf("%s: %d series, want %d", when, len(all), len(exp.Series))
 	}

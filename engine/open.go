@@ -27,6 +27,7 @@ func Open(dir string, opts Options) (*DB, error) {
 	db := &DB{
 		opts: opts, logger: opts.Logger, dir: dir,
 		committer:     committer{series: make(map[string]*series)},
+		index:         newIndex(),
 		notifyCh:      make(chan struct{}),
 		reqs:          make(chan *request, 1024),
 		syncReq:       make(chan chan error),
@@ -159,12 +160,14 @@ func (db *DB) recover() error {
 			return fmt.Errorf("replay wal index %d: %w", i, err)
 		}
 	}
-	for k, s := range db.series {
-		db.hot.Store(k, s)
+	db.index.mu.Lock()
+	for _, s := range db.series {
+		db.index.put(s)
 		if s.kind == sample.Counter {
 			db.windows.schedule(s)
 		}
 	}
+	db.index.mu.Unlock()
 	db.published.Store(last)
 	db.synced.Store(last)
 	return nil

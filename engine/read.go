@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sort"
 
 	"github.com/sonde-metrics/sonde/engine/internal/record"
 	"github.com/sonde-metrics/sonde/engine/internal/wal"
@@ -16,41 +15,38 @@ func (db *DB) Index() uint64 { return db.published.Load() }
 
 // Get returns the current state of key.
 func (db *DB) Get(key string) (sample.Series, bool) {
-	v, ok := db.hot.Load(key)
-	if !ok {
+	s := db.index.get(key)
+	if s == nil {
 		return sample.Series{}, false
 	}
-	return v.(*series).snapshot(), true
+	return s.snapshot(), true
 }
 
-// Series appends to dst every series whose key match accepts (all when
-// match is nil), sorted by key.
-func (db *DB) Series(match func(string) bool, dst []sample.Series) []sample.Series {
-	start := len(dst)
-	db.hot.Range(func(k, v any) bool {
-		if match == nil || match(k.(string)) {
-			dst = append(dst, v.(*series).snapshot())
-		}
+// Series appends to dst every series whose key starts with prefix and
+// that match accepts (all when match is nil), in key order. It costs time
+// in proportion to the keys under prefix, not to all keys.
+func (db *DB) Series(prefix string, match func(string) bool, dst []sample.Series) []sample.Series {
+	db.index.scan(prefix, match, func(s *series) bool {
+		dst = append(dst, s.snapshot())
 		return true
 	})
-	out := dst[start:]
-	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
 	return dst
 }
 
-// Each calls fn with every series match accepts (all when match is nil),
-// from the live state, in no particular order, until fn returns false. No
-// lock is held while fn runs, so it may block; a series written meanwhile
-// is seen before or after the write, and one created meanwhile may not be
-// seen at all.
-func (db *DB) Each(match func(string) bool, fn func(sample.Series) bool) {
-	db.hot.Range(func(k, v any) bool {
-		if match != nil && !match(k.(string)) {
-			return true
-		}
-		return fn(v.(*series).snapshot())
-	})
+// Each calls fn with every series whose key starts with prefix and that
+// match accepts (all when match is nil), from the live state, in key
+// order, until fn returns false. No lock is held while match or fn run,
+// so fn may block; a series written meanwhile is seen before or after the
+// write, and one created or deleted meanwhile is seen or not depending on
+// where the walk is.
+func (db *DB) Each(prefix string, match func(string) bool, fn func(sample.Series) bool) {
+	db.index.scan(prefix, match, func(s *series) bool { return fn(s.snapshot()) })
 }
+
+// Seek returns the smallest key at or after from, in byte order: a walk
+// of a key hierarchy (Graphite's /metrics/find) skips whole subtrees with
+// it.
+func (db *DB) Seek(from string) (string, bool) { return db.index.seek(from) }
 
 // Notify returns a channel that is closed once Index() passes after. It
 // may also be closed earlier, when the feed gains a tick.
@@ -233,11 +229,9 @@ func (db *DB) startRead(ctx context.Context, key string) (s *series, pts []sampl
 	if ctx.Err() != nil {
 		return nil, nil, 0, fmt.Errorf("read %q: %w", key, context.Cause(ctx))
 	}
-	v, ok := db.hot.Load(key)
-	if !ok {
+	if s = db.index.get(key); s == nil {
 		return nil, nil, 0, fmt.Errorf("%w: %q", ErrNotFound, key)
 	}
-	s = v.(*series)
 	pts, lo, err = db.ringPoints(ctx, s)
 	return s, pts, lo, err
 }

@@ -168,10 +168,8 @@ func (db *DB) snapshotNow() error {
 			if u.State == nil {
 				continue
 			}
-			if v, ok := db.hot.Load(u.Key); ok {
-				if s := v.(*series); s.created == u.State.Created {
-					s.flushed.Store(u.State.Ordinal)
-				}
+			if s := db.index.get(u.Key); s != nil && s.created == u.State.Created {
+				s.flushed.Store(u.State.Ordinal)
 			}
 		}
 		folded += int(to - from + 1)

@@ -76,7 +76,7 @@ func (db *DB) Stats() Stats {
 			st.History.FileBytesPerPoint = float64(h.FileBytes) / n
 		}
 	}
-	db.hot.Range(func(_, _ any) bool { st.Series++; return true })
+	st.Series = db.index.len()
 	db.feed.mu.RLock()
 	st.IdleWindows = db.feed.ticks
 	db.feed.mu.RUnlock()

@@ -22,7 +22,28 @@ const (
 // and dots included), '?' one byte, and '\' makes the next byte literal (a
 // '\' that ends the pattern matches nothing). It is safe for concurrent
 // use.
-type Glob struct{ m *nfa }
+type Glob struct {
+	m      *nfa
+	prefix string // the literal bytes before the first '*' or '?'
+}
+
+// Prefix returns the literal start every key the pattern matches has: the
+// series index scans only the keys under it. A nil Glob matches every key
+// and has no prefix.
+func (g *Glob) Prefix() string {
+	if g == nil {
+		return ""
+	}
+	return g.prefix
+}
+
+// Func returns g.Match, or nil (every key) for a nil Glob.
+func (g *Glob) Func() func(string) bool {
+	if g == nil {
+		return nil
+	}
+	return g.Match
+}
 
 // CompileGlob compiles a key pattern. Its only error is a pattern longer
 // than MaxGlobLen.
@@ -41,13 +62,17 @@ func CompileGlob(pattern string) (*Glob, error) {
 		return literal[c]
 	}
 	b := branch{begin: true, end: true}
+	var prefix []byte
+	fixed := true // no '*' or '?' yet: the prefix goes on
 	for i := 0; i < len(pattern); i++ {
 		switch c := pattern[i]; c {
 		case '*':
+			fixed = false
 			if n := len(b.items); n == 0 || !b.items[n-1].star {
 				b.items = append(b.items, item{class: 0, star: true})
 			}
 		case '?':
+			fixed = false
 			b.items = append(b.items, item{class: 0})
 		case '\\':
 			if i+1 == len(pattern) {
@@ -56,15 +81,21 @@ func CompileGlob(pattern string) (*Glob, error) {
 			}
 			i++
 			b.items = append(b.items, item{class: lit(pattern[i])})
+			if fixed {
+				prefix = append(prefix, pattern[i])
+			}
 		default:
 			b.items = append(b.items, item{class: lit(c)})
+			if fixed {
+				prefix = append(prefix, c)
+			}
 		}
 	}
 	m, err := newNFA([]branch{b}, classes, false)
 	if err != nil {
 		return nil, fmt.Errorf("match pattern: %w", err)
 	}
-	return &Glob{m}, nil
+	return &Glob{m: m, prefix: string(prefix)}, nil
 }
 
 // Match reports whether key matches the pattern.

@@ -268,12 +268,12 @@ func (s *Server) renderTarget(r *read, target string, from, until, step int64, e
 	if i := strings.IndexByte(target, '('); i >= 0 {
 		return fmt.Errorf("%w: %s: Graphite functions are not served, only series paths and constantLine (function %s)", errTarget, text([]byte(target)), target[:i])
 	}
-	re, err := graphiteGlob(target)
+	pat, err := compileGraphite(target)
 	if err != nil {
 		return fmt.Errorf("%w: %w", errTarget, err)
 	}
-	list := s.store.Series(func(k string) bool { return re.MatchString(keyName(k)) }, nil)
-	if err := r.series(len(list)); err != nil {
+	list, err := s.graphiteSeries(r, pat)
+	if err != nil {
 		return err
 	}
 	slots := 0 // datapoints per series on the step grid
@@ -352,44 +352,92 @@ func (s *Server) metricsFind(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	depth := strings.Count(q, ".") + 1
-	re, err := graphiteGlob(q)
+	pat, err := compileGraphite(q)
 	if err != nil {
 		writeError(ctx, fasthttp.StatusBadRequest, err.Error())
 		return
 	}
-	s.bounded(ctx, func(r *read) error { return s.find(ctx, r, re, depth) })
+	s.bounded(ctx, func(r *read) error { return s.find(ctx, r, pat, depth) })
 }
 
-// find lists the nodes at depth whose path re matches.
-func (s *Server) find(ctx *fasthttp.RequestCtx, r *read, re interface{ MatchString(string) bool }, depth int) error {
-	type node struct{ leaf, branch bool }
-	nodes := map[string]*node{}
-	s.store.Series(func(k string) bool {
-		parts := strings.SplitN(keyName(k), ".", depth+1)
-		if len(parts) < depth {
-			return false
-		}
-		id := strings.Join(parts[:depth], ".")
-		if !re.MatchString(id) {
-			return false
-		}
-		nd := nodes[id]
-		if nd == nil {
-			nd = &node{}
-			nodes[id] = nd
-		}
-		if len(parts) > depth {
-			nd.branch = true
-		} else {
-			nd.leaf = true
-		}
-		return false // Series is only walked for the names: nothing is copied
-	}, nil)
-	ids := make([]string, 0, len(nodes))
-	for id := range nodes {
-		ids = append(ids, id)
+// graphiteSeries lists the series whose name pat matches, in key order.
+func (s *Server) graphiteSeries(r *read, pat *graphitePattern) ([]sample.Series, error) {
+	list, full, err := graphiteKeys(s.store, pat, r.opts.MaxSeries, r.alive)
+	if full {
+		return nil, r.series(r.opts.MaxSeries + 1)
 	}
-	slices.Sort(ids)
+	return list, err
+}
+
+// graphiteKeys lists the series whose name pat matches, in key order: by
+// a walk of the key hierarchy when pat splits into levels (tree.go), else
+// by matching every key under its literal prefix. full is true when there
+// are more than limit.
+func graphiteKeys(idx keyIndex, pat *graphitePattern, limit int, check func() error) (list []sample.Series, full bool, err error) {
+	if pat.levels == nil {
+		list = idx.Series(pat.prefix, func(k string) bool { return pat.whole.MatchString(keyName(k)) }, nil)
+		return list, len(list) > limit, nil
+	}
+	w := &walker{store: idx, check: check}
+	paths, kinds, full := w.nodes(pat, limit)
+	if full || w.err != nil {
+		return nil, full, w.err
+	}
+	for _, path := range paths {
+		if !kinds[path].leaf {
+			continue
+		}
+		list = idx.Series(path, func(k string) bool {
+			return (len(k) == len(path) || k[len(path)] == ';') && pat.whole.MatchString(keyName(k))
+		}, list)
+		if len(list) > limit {
+			return nil, true, nil
+		}
+	}
+	// Paths sort as their keys do, but not their tagged keys: "a;t" comes
+	// after "a-b".
+	slices.SortFunc(list, func(a, b sample.Series) int { return strings.Compare(a.Key, b.Key) })
+	return list, false, nil
+}
+
+// find lists the nodes at depth whose path pat matches.
+func (s *Server) find(ctx *fasthttp.RequestCtx, r *read, pat *graphitePattern, depth int) error {
+	var ids []string
+	var nodes map[string]node
+	if pat.levels != nil {
+		w := &walker{store: s.store, check: r.alive}
+		var full bool
+		if ids, nodes, full = w.nodes(pat, r.opts.MaxSeries); full {
+			return r.series(r.opts.MaxSeries + 1)
+		}
+		if w.err != nil {
+			return w.err
+		}
+	} else {
+		nodes = map[string]node{}
+		s.store.Series(pat.prefix, func(k string) bool {
+			parts := strings.SplitN(keyName(k), ".", depth+1)
+			if len(parts) < depth {
+				return false
+			}
+			id := strings.Join(parts[:depth], ".")
+			if !pat.whole.MatchString(id) {
+				return false
+			}
+			nd := nodes[id]
+			if len(parts) > depth {
+				nd.branch = true
+			} else {
+				nd.leaf = true
+			}
+			nodes[id] = nd
+			return false // only walked for the names: nothing is copied
+		}, nil)
+		for id := range nodes {
+			ids = append(ids, id)
+		}
+		slices.Sort(ids)
+	}
 	b := []byte{'['}
 	n := 0
 	entry := func(id string, leaf bool) {

@@ -278,7 +278,7 @@ func writeJSON(ctx *fasthttp.RequestCtx, b []byte) {
 
 // matcher reads ?match=; nil means every key. False: the pattern was
 // refused, with a 400 written.
-func matcher(ctx *fasthttp.RequestCtx) (func(string) bool, bool) {
+func matcher(ctx *fasthttp.RequestCtx) (*Glob, bool) {
 	m := ctx.QueryArgs().Peek("match")
 	if len(m) == 0 {
 		return nil, true
@@ -288,7 +288,7 @@ func matcher(ctx *fasthttp.RequestCtx) (func(string) bool, bool) {
 		writeError(ctx, fasthttp.StatusBadRequest, err.Error())
 		return nil, false
 	}
-	return g.Match, true
+	return g, true
 }
 
 // appendDump writes {"key":view,...}.
@@ -311,7 +311,7 @@ func (s *Server) data(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	s.bounded(ctx, func(r *read) error {
-		series := s.store.Series(match, nil) // no points: only its bytes bound it
+		series := s.store.Series(match.Prefix(), match.Func(), nil) // no points: only its bytes bound it
 		b := append(appendDump(nil, series), '\n')
 		if err := r.body(len(b)); err != nil {
 			return err
@@ -342,7 +342,7 @@ func (s *Server) vapor(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	s.bounded(ctx, func(r *read) error {
-		series := s.store.Series(match, nil)
+		series := s.store.Series(match.Prefix(), match.Func(), nil)
 		if err := r.series(len(series)); err != nil {
 			return err
 		}
@@ -405,7 +405,7 @@ func (s *Server) seriesList(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	s.bounded(ctx, func(r *read) error {
-		series := s.store.Series(match, nil)
+		series := s.store.Series(match.Prefix(), match.Func(), nil)
 		b := []byte{'['}
 		for i, se := range series {
 			if i > 0 {
@@ -502,7 +502,7 @@ func (s *Server) historyMany(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	s.bounded(ctx, func(r *read) error {
-		list := s.store.Series(g.Match, nil)
+		list := s.store.Series(g.Prefix(), g.Match, nil)
 		if err := r.series(len(list)); err != nil {
 			return err
 		}
@@ -793,7 +793,8 @@ func (d *deadlineConn) expire() {
 // it has (id, the SSE id) and its position in the feed (pos), when the
 // feed still holds it; a subscriber the feed has left behind reads stored
 // changes by id from the WAL until it catches up.
-func (s *Server) stream(w *bufio.Writer, pattern string, match func(string) bool, lastID uint64, resume bool) error {
+func (s *Server) stream(w *bufio.Writer, pattern string, g *Glob, lastID uint64, resume bool) error {
+	match := g.Func()
 	var (
 		id     uint64 // the newest stored change the client has
 		pos    uint64 // its place in the feed, when onFeed
@@ -801,7 +802,7 @@ func (s *Server) stream(w *bufio.Writer, pattern string, match func(string) bool
 	)
 	dump := func(reset bool) error {
 		idx := s.store.Index()
-		if err := s.writeDump(w, idx, match, reset); err != nil {
+		if err := s.writeDump(w, idx, g, reset); err != nil {
 			return err
 		}
 		id = idx
@@ -931,10 +932,10 @@ func writeChanges(w *bufio.Writer, frame []byte, cs []sample.Change, match func(
 
 // writeDump writes the dump frame of every series match accepts, labelled
 // with the index idx noted before it was read: {"key":view,...}. It is
-// written as it is read from the live state, in no particular order, so
+// written as it is read from the live state, in key order, so
 // a dump costs a subscriber no memory whatever the number of keys. A
 // reset dump is an event of type "reset": it replaces the client's state.
-func (s *Server) writeDump(w *bufio.Writer, idx uint64, match func(string) bool, reset bool) error {
+func (s *Server) writeDump(w *bufio.Writer, idx uint64, g *Glob, reset bool) error {
 	b := append(make([]byte, 0, 512), "id: "...)
 	b = strconv.AppendUint(b, idx, 10)
 	if reset {
@@ -946,7 +947,7 @@ func (s *Server) writeDump(w *bufio.Writer, idx uint64, match func(string) bool,
 	}
 	first := true
 	var err error
-	s.store.Each(match, func(se sample.Series) bool {
+	s.store.Each(g.Prefix(), g.Func(), func(se sample.Series) bool {
 		b = b[:0]
 		if !first {
 			b = append(b, ',')

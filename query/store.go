@@ -62,13 +62,12 @@ type Store interface {
 	Index() uint64
 	// Get returns the current state of key.
 	Get(key string) (sample.Series, bool)
-	// Series appends every series match accepts (nil: all), sorted by key.
-	Series(match func(string) bool, dst []sample.Series) []sample.Series
-	// Each calls fn with every series match accepts (nil: all), from the
-	// live state, in no particular order, until fn returns false. No lock
-	// is held while fn runs, so fn may block (an SSE dump to a slow
-	// client) and nothing is copied but the series at hand.
-	Each(match func(string) bool, fn func(sample.Series) bool)
+	keyIndex
+	// Each calls fn with every series Series would list, from the live
+	// state, in key order, until fn returns false. No lock is held while
+	// fn runs, so fn may block (an SSE dump to a slow client) and nothing
+	// is copied but the series at hand.
+	Each(prefix string, match func(string) bool, fn func(sample.Series) bool)
 	// Range appends the history of key in [from, to]; limit > 0 keeps the
 	// newest limit points.
 	Range(ctx context.Context, key string, from, to int64, limit int, dst []sample.Point) ([]sample.Point, error)
@@ -91,4 +90,14 @@ type Store interface {
 	// NotifyFeed returns a channel closed once the feed has an entry
 	// after pos.
 	NotifyFeed(pos uint64) <-chan struct{}
+}
+
+// keyIndex is the store's series index: what pattern reads go through.
+type keyIndex interface {
+	// Series appends every series whose key starts with prefix and that
+	// match accepts (nil: all), in key order. It costs time in proportion
+	// to the keys under prefix, not to all.
+	Series(prefix string, match func(string) bool, dst []sample.Series) []sample.Series
+	// Seek returns the smallest key at or after from, in byte order.
+	Seek(from string) (string, bool)
 }

@@ -1,0 +1,125 @@
+package engine
+
+import (
+	"strings"
+	"sync"
+
+	"github.com/google/btree"
+)
+
+// index is the readers' view of which series exist: a map for exact keys
+// and a B-tree in key order for prefixes and seeks, so that a read costs
+// time in proportion to what it asks for, not to the number of series.
+// Only the committer changes it (apply, once per group that creates or
+// deletes a series; Open before the committer starts); readers hold the
+// read lock for one lookup or one batch of a scan, never while they call
+// out, so a slow reader holds up nobody.
+//
+// google/btree rather than a sorted slice: a million series are created
+// one group at a time, and a slice would copy itself at each insertion.
+type index struct {
+	mu sync.RWMutex
+	m  map[string]*series
+	t  *btree.BTreeG[*series]
+}
+
+// indexDegree is the B-tree's minimum degree: nodes of 31 to 63 keys, a
+// few cache lines of pointers, a seek of about four levels at a million
+// series.
+const indexDegree = 32
+
+func lessKey(a, b *series) bool { return a.key < b.key }
+
+func newIndex() *index {
+	return &index{m: make(map[string]*series), t: btree.NewG(indexDegree, lessKey)}
+}
+
+// get returns the series of key, nil when there is none.
+func (x *index) get(key string) *series {
+	x.mu.RLock()
+	s := x.m[key]
+	x.mu.RUnlock()
+	return s
+}
+
+// len returns the number of series.
+func (x *index) len() int {
+	x.mu.RLock()
+	n := len(x.m)
+	x.mu.RUnlock()
+	return n
+}
+
+// put makes s the series of its key. The caller holds mu.
+func (x *index) put(s *series) {
+	x.m[s.key] = s
+	x.t.ReplaceOrInsert(s)
+}
+
+// remove drops s, if it is still the series of its key. The caller holds
+// mu.
+func (x *index) remove(s *series) {
+	if x.m[s.key] != s {
+		return
+	}
+	delete(x.m, s.key)
+	x.t.Delete(s)
+}
+
+// seek returns the smallest key at or after from.
+func (x *index) seek(from string) (string, bool) {
+	pivot := &series{key: from}
+	var key string
+	found := false
+	x.mu.RLock()
+	x.t.AscendGreaterOrEqual(pivot, func(s *series) bool {
+		key, found = s.key, true
+		return false
+	})
+	x.mu.RUnlock()
+	return key, found
+}
+
+// scanBatch is how many series a scan copies under one hold of the read
+// lock: the committer waits for at most one batch.
+const scanBatch = 256
+
+// scan calls fn with every series whose key starts with prefix and that
+// match accepts (nil: all), in key order, until fn returns false. No lock
+// is held while match or fn run. A series created or deleted during the
+// scan is seen or not depending on where the scan is.
+func (x *index) scan(prefix string, match func(string) bool, fn func(*series) bool) {
+	var batch [scanBatch]*series
+	pivot := &series{key: prefix}
+	for {
+		n := 0
+		x.mu.RLock()
+		x.t.AscendGreaterOrEqual(pivot, func(s *series) bool {
+			if !strings.HasPrefix(s.key, prefix) {
+				return false
+			}
+			batch[n] = s
+			n++
+			return n < scanBatch
+		})
+		x.mu.RUnlock()
+		last := ""
+		if n > 0 {
+			last = batch[n-1].key
+		}
+		for i := range n {
+			s := batch[i]
+			batch[i] = nil
+			if match != nil && !match(s.key) {
+				continue
+			}
+			if !fn(s) {
+				return
+			}
+		}
+		if n < scanBatch {
+			return
+		}
+		pivot = &series{key: last + "\x00"} // keys hold no zero byte: nothing between
+	}
+}

@@ -1,0 +1,129 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/sonde-metrics/sonde/engine/sample"
+)
+
+func keysOf(list []sample.Series) []string {
+	out := make([]string, len(list))
+	for i, se := range list {
+		out[i] = se.Key
+	}
+	return out
+}
+
+// TestIndexPrefixAndSeek checks Series, Each and Seek against a sorted
+// list of the keys, across batches of the scan, deletes and a restart.
+func TestIndexPrefixAndSeek(t *testing.T) {
+	dir := t.TempDir()
+	db := openDB(t, dir, Options{})
+	var want []string
+	var ops []sample.Op
+	for h := range 40 {
+		for _, m := range []string{"cpu", "cpu.user", "cpu-x", "cpu;t=1", "mem"} {
+			k := fmt.Sprintf("web%02d.%s", h, m)
+			ops = append(ops, set(k, float64(h)))
+			want = append(want, k)
+		}
+	}
+	mustApply(t, db, ops...)
+	mustApply(t, db, del("web07.cpu"), del("web31.mem"))
+	want = slices.DeleteFunc(want, func(k string) bool { return k == "web07.cpu" || k == "web31.mem" })
+	slices.Sort(want)
+
+	check := func(db *DB) {
+		t.Helper()
+		if got := keysOf(db.Series("", nil, nil)); !slices.Equal(got, want) {
+			t.Fatalf("all series: got %d keys, want %d\n got %q\nwant %q", len(got), len(want), got, want)
+		}
+		for _, prefix := range []string{"web0", "web07.", "web07.cpu", "web3", "zzz", "web39.mem"} {
+			var exp []string
+			for _, k := range want {
+				if strings.HasPrefix(k, prefix) && strings.Contains(k, "u") {
+					exp = append(exp, k)
+				}
+			}
+			match := func(k string) bool { return strings.Contains(k, "u") }
+			if got := keysOf(db.Series(prefix, match, nil)); !slices.Equal(got, exp) {
+				t.Fatalf("prefix %q: got %q, want %q", prefix, got, exp)
+			}
+			var each []string
+			db.Each(prefix, match, func(se sample.Series) bool { each = append(each, se.Key); return true })
+			if !slices.Equal(each, exp) {
+				t.Fatalf("each %q: got %q, want %q", prefix, each, exp)
+			}
+		}
+		for _, from := range []string{"", "web07.cpu", "web07.cpu\x00", "web31.mem", "web39.mem", "web39.mem\x00", "a", "z"} {
+			i, _ := slices.BinarySearch(want, from)
+			k, ok := db.Seek(from)
+			if ok != (i < len(want)) || ok && k != want[i] {
+				t.Fatalf("seek %q: got %q %v, want the key at %d of %d", from, k, ok, i, len(want))
+			}
+		}
+		n := 0
+		db.Each("", nil, func(sample.Series) bool { n++; return n < 300 })
+		if n != 198 {
+			t.Fatalf("each stopped by fn: called %d times, want all 198", n)
+		}
+		n = 0
+		db.Each("", nil, func(sample.Series) bool { n++; return n < 3 })
+		if n != 3 {
+			t.Fatalf("each stopped after 3: called %d times", n)
+		}
+	}
+	check(db)
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db = openDB(t, dir, Options{})
+	defer db.Close()
+	check(db)
+}
+
+// TestIndexWhileWriting scans the index while the committer creates,
+// deletes and re-creates series: every scan is in key order, and a key
+// that exists throughout is always seen (run with -race).
+func TestIndexWhileWriting(t *testing.T) {
+	db := openDB(t, t.TempDir(), Options{})
+	defer db.Close()
+	var stable []sample.Op
+	for i := range 1000 {
+		stable = append(stable, set(fmt.Sprintf("s.%04d", i), 1))
+	}
+	mustApply(t, db, stable...)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := 0; ctx.Err() == nil; i++ {
+			k := fmt.Sprintf("s.%04d.x%d", i%1000, i%3)
+			apply(t, db, set(k, 1))
+			apply(t, db, del(k))
+		}
+	}()
+	for range 200 {
+		list := db.Series("s.", nil, nil)
+		stableSeen := 0
+		for i, se := range list {
+			if i > 0 && list[i-1].Key >= se.Key {
+				t.Fatalf("scan out of order: %q then %q", list[i-1].Key, se.Key)
+			}
+			if len(se.Key) == 6 {
+				stableSeen++
+			}
+		}
+		if stableSeen != 1000 {
+			t.Fatalf("a scan saw %d of the 1000 keys that exist throughout", stableSeen)
+		}
+	}
+	cancel()
+	wg.Wait()
+}
