@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -96,5 +97,57 @@ func BenchmarkApply(b *testing.B) {
 				i++
 			}
 		})
+	}
+}
+
+// BenchmarkHotState measures the memory of the hot state: series with a
+// full ring each (120 points of a random walk in steps of 0.01), after a
+// snapshot has stored them all and a GC, in heap bytes per series.
+// Run on two commits to compare (docs/benchmarks.md).
+func BenchmarkHotState(b *testing.B) {
+	const keys, points = 100_000, 120
+	for range b.N {
+		db, err := Open(b.TempDir(), Options{SnapshotInterval: time.Hour, Fsync: FsyncInterval})
+		if err != nil {
+			b.Fatal(err)
+		}
+		var before runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		t0 := time.Now().Add(-time.Hour).UnixMilli()
+		ops := make([]sample.Op, keys)
+		errs := make([]error, keys)
+		for i := range ops {
+			ops[i] = sample.Op{Code: sample.Set, Key: fmt.Sprintf("host%05d.cpu.load", i)}
+		}
+		for p := range points {
+			for i := range ops {
+				ops[i].Value = float64((i*7+p*13)%2001-1000) / 100
+				ops[i].Time = t0 + int64(p*10_000+i%7)
+			}
+			for lo := 0; lo < keys; lo += 1000 {
+				if err := db.Append(context.Background(), ops[lo:lo+1000], errs[lo:lo+1000]); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+		if err := db.Snapshot(context.Background()); err != nil {
+			b.Fatal(err)
+		}
+		// One more point each, so every ring lets go of what is stored.
+		for i := range ops {
+			ops[i].Time = t0 + int64(points*10_000+i%7)
+		}
+		for lo := 0; lo < keys; lo += 1000 {
+			if err := db.Append(context.Background(), ops[lo:lo+1000], errs[lo:lo+1000]); err != nil {
+				b.Fatal(err)
+			}
+		}
+		var after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		b.ReportMetric(float64(after.HeapInuse-before.HeapInuse)/keys, "heap-bytes/series")
+		runtime.KeepAlive(db)
+		db.Close()
 	}
 }

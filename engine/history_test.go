@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sonde-metrics/sonde/engine/internal/ring"
 	"github.com/sonde-metrics/sonde/engine/sample"
 )
 
@@ -176,5 +177,34 @@ func TestReadBudgetAndRecent(t *testing.T) {
 	cancel()
 	if _, err := db.Range(ctx, "g", 0, 1<<62, 0, nil); !errors.Is(err, context.Canceled) {
 		t.Fatalf("a range whose context ended: %v", err)
+	}
+}
+
+// TestReadsNeverSnapshot reads a history whose ring has long passed its
+// capacity while no snapshot has run: the ring keeps every point the
+// snapshot database does not hold, so the read is whole and takes no
+// snapshot; once one ran, the ring lets the stored points go.
+func TestReadsNeverSnapshot(t *testing.T) {
+	db := openDB(t, t.TempDir(), Options{RingSize: 8, SnapshotInterval: time.Hour})
+	defer db.Close()
+	for i := 1; i <= 1000; i++ {
+		mustApply(t, db, set("k", float64(i)))
+	}
+	if got := history(t, db, "k"); !equalFloats(got, seq(1000)) {
+		t.Fatalf("history before any snapshot: %d points, want 1..1000", len(got))
+	}
+	if idx := db.store.Index(); idx != 0 {
+		t.Fatalf("a read took a snapshot: the store covers index %d", idx)
+	}
+	if err := db.Snapshot(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	mustApply(t, db, set("k", 1001)) // the ring drops what is stored as it takes points
+	s := db.index.get("k")
+	if pts, lo := s.ring.Points(nil); len(pts) > 8+ring.BlockPoints || lo+uint64(len(pts)) != 1002 {
+		t.Fatalf("after a snapshot the ring holds %d points from %d, capacity 8", len(pts), lo)
+	}
+	if got := history(t, db, "k"); !equalFloats(got, seq(1001)) {
+		t.Fatalf("history after the snapshot: %d points, want 1..1001", len(got))
 	}
 }

@@ -222,9 +222,9 @@ func taker(ctx context.Context) func(n int) error {
 }
 
 // startRead starts a history read of key: its series, and a copy of its
-// ring with the lowest ordinal the ring holds. When the ring has wrapped
-// past what the snapshot database holds, it takes a snapshot first, so
-// that no point is missing from either.
+// ring with the lowest ordinal the ring holds. The ring keeps every point
+// the snapshot database does not hold yet, so no point is missing from
+// either, and a read never waits for a snapshot.
 func (db *DB) startRead(ctx context.Context, key string) (s *series, pts []sample.Point, lo uint64, err error) {
 	if ctx.Err() != nil {
 		return nil, nil, 0, fmt.Errorf("read %q: %w", key, context.Cause(ctx))
@@ -232,27 +232,12 @@ func (db *DB) startRead(ctx context.Context, key string) (s *series, pts []sampl
 	if s = db.index.get(key); s == nil {
 		return nil, nil, 0, fmt.Errorf("%w: %q", ErrNotFound, key)
 	}
-	pts, lo, err = db.ringPoints(ctx, s)
-	return s, pts, lo, err
-}
-
-// ringPoints copies the ring of s and returns the lowest ordinal it holds;
-// see startRead.
-func (db *DB) ringPoints(ctx context.Context, s *series) ([]sample.Point, uint64, error) {
-	var pts []sample.Point
-	var lo uint64
-	for attempt := 0; ; attempt++ {
-		pts, lo = s.ring.Points(pts[:0])
-		if lo <= 1 || s.flushed.Load()+1 >= lo {
-			return pts, lo, nil
-		}
-		if attempt == 2 {
-			return nil, 0, fmt.Errorf("range %q: history points %d to %d are not in the snapshot yet", s.key, s.flushed.Load()+1, lo-1)
-		}
-		if err := db.Snapshot(ctx); err != nil {
-			return nil, 0, fmt.Errorf("range %q: %w", s.key, err)
-		}
+	pts, lo = s.ring.Points(nil)
+	if flushed := s.flushed.Load(); lo > flushed+1 {
+		// The ring drops only stored points: this is a bug, not a state.
+		return nil, nil, 0, fmt.Errorf("range %q: history points %d to %d are in neither the ring nor the snapshot", key, flushed+1, lo-1)
 	}
+	return s, pts, lo, nil
 }
 
 // withArchives completes a read of dst[start:] (raw points in [from, to])

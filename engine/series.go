@@ -58,7 +58,7 @@ func (s *series) publish(r *record.Record) {
 	if r.Code != sample.Window {
 		s.value.Store(math.Float64bits(r.Value))
 		s.updated.Store(r.Time)
-		s.ring.Push(sample.Point{T: r.Time, V: r.Value})
+		s.ring.Push(sample.Point{T: r.Time, V: r.Value}, s.flushed.Load())
 	}
 	s.view.Store(math.Float64bits(viewOf(r)))
 }

@@ -1,127 +1,174 @@
-// Package ring is a capped ring of recent history points that one writer
-// fills and any number of readers copy without locks.
+// Package ring holds the recent history points of one series in memory,
+// compressed, filled by one writer and read by any number of readers
+// without locks.
 //
-// Points are numbered by ordinal (1, 2, 3, ... for one series). The ring
-// keeps the newest points up to its capacity, growing its backing arrays by
-// doubling so that rarely written series cost little memory. Every slot is
-// a pair of atomics. The writer announces the ordinal it is about to write
-// (begin), writes the slot, then publishes it (head). A reader copies the
-// ordinals below head, then re-reads begin and drops any slot the writer may
-// have reused meanwhile: a seqlock made of atomics, clean under the race
-// detector.
+// Points are numbered by ordinal (1, 2, 3, ... for one series). They are
+// encoded as they come into blocks of up to BlockPoints points, a few
+// bytes a point (encode.go): a block is a byte string that only grows at
+// its end, so what a reader has been shown never changes under it. The
+// writer appends a point's bytes past the published end, then publishes
+// the new end and point count in one atomic word; a full block is sealed
+// (its bytes trimmed to size) and a new one opened, and the list of
+// blocks is replaced, never changed in place. A reader loads the list,
+// then each block's published end, and decodes: no seqlock, no retry.
+//
+// The ring keeps at least its capacity of newest points, and up to a
+// block more: the oldest sealed block goes once the points after it are
+// enough. It never drops a point past the ordinal the caller says is
+// stored elsewhere (Push's stored argument): until the snapshot database
+// has them, the points stay here, so a read never finds a gap between
+// the two.
 package ring
 
 import (
-	"math"
 	"sync/atomic"
 
 	"github.com/sonde-metrics/sonde/engine/sample"
 )
 
-type slots struct {
-	t []atomic.Int64
-	v []atomic.Uint64
+// BlockPoints is the most points one block holds.
+const BlockPoints = 32
+
+// block is a run of encoded points. Sealed blocks never change; the open
+// one grows at its end only.
+type block struct {
+	first uint64 // ordinal of its first point
+	// meta is the published state: points << 32 | bytes.
+	meta atomic.Uint64
+	// data holds the bytes up to the published end, and room after it;
+	// replaced by a larger copy when it must grow.
+	data atomic.Pointer[[]byte]
+}
+
+func (b *block) published() (n int, buf []byte) {
+	m := b.meta.Load()
+	d := *b.data.Load()
+	return int(m >> 32), d[:uint32(m)]
+}
+
+// view is what readers load: the blocks, oldest first, the last open.
+type view struct {
+	blocks []*block
 }
 
 // Ring holds the newest points of one series. Push must be called from one
 // goroutine at a time; Points may be called concurrently with it.
 type Ring struct {
-	max   int
-	first uint64                // ordinal of the first point pushed into this ring
-	head  atomic.Uint64         // ordinal the next Push gets; published after the slot is written
-	begin atomic.Uint64         // ordinal+1 of the point being written; stored before the slot
-	buf   atomic.Pointer[slots] // nil until the first Push
+	max  int
+	next uint64 // ordinal the next Push gets (writer)
+	head atomic.Uint64
+	v    atomic.Pointer[view] // nil until the first Push
+	enc  encoder              // the open block's encoder state (writer)
 }
 
 // New returns a ring of capacity max whose first point will have ordinal
 // next (points before it live on disk only).
-func New(max int, next uint64) *Ring {
-	if max < 1 {
-		max = 1
-	}
+func New(capacity int, next uint64) *Ring {
 	r := &Ring{}
-	r.Init(max, next)
+	r.Init(capacity, next)
 	return r
 }
 
 // Init is New for a Ring embedded in another struct.
-func (r *Ring) Init(max int, next uint64) {
-	if max < 1 {
-		max = 1
-	}
-	r.max = max
-	r.first = next
+func (r *Ring) Init(capacity int, next uint64) {
+	r.max = max(capacity, 1)
+	r.next = next
 	r.head.Store(next)
-	r.begin.Store(next)
 }
 
 // Next returns the ordinal the next Push will get.
 func (r *Ring) Next() uint64 { return r.head.Load() }
 
-// Push appends a point with the ordinal Next().
-func (r *Ring) Push(p sample.Point) {
-	h := r.head.Load()
-	b := r.buf.Load()
-	n := h - r.first // points pushed so far
-	if b == nil || (uint64(len(b.t)) <= n && len(b.t) < r.max) {
-		b = r.grow(b, h)
+// Push appends a point with the ordinal Next(). Points up to ordinal
+// stored are kept elsewhere: blocks of only such points may be dropped
+// once the ring holds its capacity without them.
+func (r *Ring) Push(p sample.Point, stored uint64) {
+	v := r.v.Load()
+	var open *block
+	if v != nil {
+		open = v.blocks[len(v.blocks)-1]
 	}
-	i := h % uint64(len(b.t))
-	r.begin.Store(h + 1)
-	b.t[i].Store(p.T)
-	b.v[i].Store(math.Float64bits(p.V))
-	r.head.Store(h + 1)
+	if open == nil || int(open.meta.Load()>>32) >= BlockPoints {
+		v = r.openBlock(v, stored)
+		open = v.blocks[len(v.blocks)-1]
+	} else if len(v.blocks) > 1 && r.droppable(v.blocks, stored) > 0 {
+		v = r.publish(v.blocks, stored)
+	}
+	m := open.meta.Load()
+	n, size := m>>32, uint32(m)
+	buf := *open.data.Load()
+	var tmp [maxPointBytes]byte
+	enc := r.enc.append(tmp[:0], p, n == 0)
+	if int(size)+len(enc) > len(buf) {
+		// A larger copy; the slice behind the pointer never changes (its
+		// length is its capacity), only the bytes past the published end.
+		nb := make([]byte, max(2*len(buf), int(size)+len(enc), 16))
+		copy(nb, buf[:size])
+		open.data.Store(&nb)
+		buf = nb
+	}
+	copy(buf[size:], enc)
+	open.meta.Store((n+1)<<32 | uint64(size+uint32(len(enc))))
+	r.next++
+	r.head.Store(r.next)
 }
 
-func (r *Ring) grow(old *slots, h uint64) *slots {
-	size := 4
+// openBlock seals the open block (if any), drops the blocks that are no
+// longer needed, and publishes a view with a new open block.
+func (r *Ring) openBlock(old *view, stored uint64) *view {
+	var blocks []*block
 	if old != nil {
-		size = len(old.t) * 2
+		last := old.blocks[len(old.blocks)-1]
+		n, buf := last.published()
+		sealed := &block{first: last.first}
+		exact := append([]byte(nil), buf...)
+		sealed.data.Store(&exact)
+		sealed.meta.Store(uint64(n)<<32 | uint64(len(exact)))
+		blocks = append(blocks, old.blocks[:len(old.blocks)-1]...)
+		blocks = append(blocks, sealed)
 	}
-	size = min(size, r.max)
-	nb := &slots{t: make([]atomic.Int64, size), v: make([]atomic.Uint64, size)}
-	if old != nil {
-		lo := r.first
-		if h-lo > uint64(len(old.t)) {
-			lo = h - uint64(len(old.t))
+	open := &block{first: r.next}
+	empty := []byte{}
+	open.data.Store(&empty)
+	return r.publish(append(blocks, open), stored)
+}
+
+// droppable counts the oldest blocks that may go: the rest hold the
+// capacity, and their points are stored elsewhere.
+func (r *Ring) droppable(blocks []*block, stored uint64) int {
+	drop := 0
+	for drop < len(blocks)-1 {
+		after := blocks[drop+1].first // the first ordinal kept if blocks[drop] goes
+		if r.next-after < uint64(r.max) || after-1 > stored {
+			break
 		}
-		for o := lo; o < h; o++ {
-			nb.t[o%uint64(size)].Store(old.t[o%uint64(len(old.t))].Load())
-			nb.v[o%uint64(size)].Store(old.v[o%uint64(len(old.t))].Load())
-		}
+		drop++
 	}
-	r.buf.Store(nb)
-	return nb
+	return drop
+}
+
+// publish makes blocks, less those that may go, what readers load.
+func (r *Ring) publish(blocks []*block, stored uint64) *view {
+	v := &view{blocks: append([]*block(nil), blocks[r.droppable(blocks, stored):]...)}
+	r.v.Store(v)
+	return v
 }
 
 // Points appends the ring's points, oldest first, to dst and returns it
 // with the ordinal of the first point appended (Next() when none).
 func (r *Ring) Points(dst []sample.Point) ([]sample.Point, uint64) {
-	h1 := r.head.Load()
-	b := r.buf.Load()
-	if b == nil {
-		return dst, h1
+	v := r.v.Load()
+	if v == nil {
+		return dst, r.head.Load()
 	}
-	size := uint64(len(b.t))
-	lo := r.first
-	if h1-lo > size {
-		lo = h1 - size
-	}
-	start := len(dst)
-	for o := lo; o < h1; o++ {
-		dst = append(dst, sample.Point{T: b.t[o%size].Load(), V: math.Float64frombits(b.v[o%size].Load())})
-	}
-	// The writer may have reused slots while we copied: writing ordinal w it
-	// first stores begin = w+1, then overwrites ordinal w-size. So every
-	// ordinal at or above begin-size is certain.
-	b2 := r.begin.Load()
-	if b2 > size && lo < b2-size {
-		drop := b2 - size - lo
-		if drop > uint64(len(dst)-start) {
-			drop = uint64(len(dst) - start)
+	lo := v.blocks[0].first
+	for _, b := range v.blocks {
+		n, buf := b.published()
+		var err error
+		if dst, err = decode(dst, buf, n); err != nil {
+			// Only this package writes the bytes: a failure is a bug.
+			panic("ring: " + err.Error())
 		}
-		dst = append(dst[:start], dst[start+int(drop):]...)
-		lo += drop
 	}
 	return dst, lo
 }
