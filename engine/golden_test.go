@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/sonde-metrics/sonde/engine/sample"
+	"github.com/sonde-metrics/sonde/retention"
 )
 
 // goldenDirs are data directories written by released versions of sonde
@@ -57,8 +58,10 @@ func TestGoldenDataDir(t *testing.T) {
 			dir := t.TempDir()
 			copyTree(t, src, dir)
 			// The clock stands still at the moment the release answered, so
-			// that windows and retention see the same time it saw.
-			opts := Options{Now: func() time.Time { return time.UnixMilli(exp.NowMs) }, SnapshotInterval: time.Hour}
+			// that windows and retention see the same time it saw, and the
+			// retention is the server's default, as it was then.
+			opts := Options{Now: func() time.Time { return time.UnixMilli(exp.NowMs) }, SnapshotInterval: time.Hour,
+				Retention: retention.Default()}
 			db := openDB(t, dir, opts)
 			checkGolden(t, db, &exp, "recovered")
 			if err := db.Snapshot(context.Background()); err != nil {

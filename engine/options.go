@@ -3,10 +3,11 @@ package engine
 import (
 	"fmt"
 	"log/slog"
+	"math"
 	"time"
 
 	"github.com/sonde-metrics/sonde/engine/internal/wal"
-	"github.com/sonde-metrics/sonde/retention"
+	"github.com/sonde-metrics/sonde/engine/sample"
 )
 
 // FsyncPolicy says when the committer fsyncs the WAL, and so when a write
@@ -78,10 +79,10 @@ type Options struct {
 	CompactBudget int
 	CompactTime   time.Duration
 	// Retention says how long each key's raw points are kept and which
-	// archives they are averaged into (package retention); default
-	// retention.Default(). The snapshotter applies it after each snapshot,
-	// for up to CompactTime.
-	Retention *retention.Policies
+	// archives they are folded into (*retention.Policies is one); nil
+	// keeps raw points for ever, without archives. The snapshotter applies
+	// it after each snapshot, for up to CompactTime.
+	Retention Retention
 	// RingSize is how many recent points each series keeps in memory;
 	// default 120.
 	RingSize int
@@ -146,7 +147,7 @@ func (o Options) withDefaults() Options {
 		o.CompactTime = time.Second
 	}
 	if o.Retention == nil {
-		o.Retention = retention.Default()
+		o.Retention = keepForever{}
 	}
 	if o.RingSize <= 0 {
 		o.RingSize = 120
@@ -174,4 +175,18 @@ func (o Options) withDefaults() Options {
 		o.Now = time.Now
 	}
 	return o
+}
+
+// Retention is how the engine learns each series' retention. The engine
+// declares it, so that it knows nothing of where policies come from
+// (package retention parses and matches them).
+type Retention interface {
+	Keep(key string, kind sample.Kind) sample.Keep
+}
+
+// keepForever keeps raw points for ever, without archives.
+type keepForever struct{}
+
+func (keepForever) Keep(string, sample.Kind) sample.Keep {
+	return sample.Keep{Raw: time.Duration(math.MaxInt64), Agg: sample.Avg}
 }

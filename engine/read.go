@@ -145,7 +145,7 @@ func (db *DB) Range(ctx context.Context, key string, from, to int64, limit int, 
 		// The ring holds the newest points: when it has limit of them in
 		// range, all within the raw keep (older ones are read from the
 		// archives), those are the answer, and nothing older is read.
-		pol, _ := db.opts.Retention.For(s.key, s.kind)
+		pol := db.opts.Retention.Keep(s.key, s.kind)
 		first, n := len(ringPts), 0 // the oldest of the newest limit ring points in range
 		for i := len(ringPts) - 1; i >= 0 && n < limit; i-- {
 			if p := ringPts[i]; p.T >= from && p.T <= to {
@@ -248,7 +248,7 @@ func (db *DB) startRead(ctx context.Context, key string) (s *series, pts []sampl
 // archive's points, before its oldest the next one's, and so on: one
 // ordered series without duplicates.
 func (db *DB) withArchives(s *series, from, to int64, start int, dst []sample.Point, take func(int) error) ([]sample.Point, error) {
-	pol, _ := db.opts.Retention.For(s.key, s.kind)
+	pol := db.opts.Retention.Keep(s.key, s.kind)
 	cut := db.nowMs() - pol.Raw.Milliseconds()
 	if from >= cut || len(pol.Archives) == 0 {
 		return dst, nil

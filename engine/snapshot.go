@@ -12,7 +12,6 @@ import (
 	"github.com/sonde-metrics/sonde/engine/internal/record"
 	"github.com/sonde-metrics/sonde/engine/internal/snapshot"
 	"github.com/sonde-metrics/sonde/engine/sample"
-	"github.com/sonde-metrics/sonde/retention"
 )
 
 // foldBatch caps the records folded into one bbolt transaction, so a
@@ -264,7 +263,7 @@ func (db *DB) fold(from, to uint64) ([]snapshot.Update, error) {
 // quarter of its raw keep, so that expiry, which deletes whole chunks,
 // frees space soon after the keep.
 func (db *DB) maxChunkSpan(key string) int64 {
-	pol, _ := db.opts.Retention.For(key, sample.Gauge)
+	pol := db.opts.Retention.Keep(key, sample.Gauge)
 	return max(pol.Raw.Milliseconds()/4, 1)
 }
 
@@ -302,23 +301,23 @@ func (db *DB) retain() error {
 
 // retentionOf turns a key's policy into what the snapshot store needs.
 func (db *DB) retentionOf(key string, kind sample.Kind) snapshot.Retention {
-	pol, agg := db.opts.Retention.For(key, kind)
-	r := snapshot.Retention{Raw: pol.Raw.Milliseconds(), Fold: foldFunc(agg)}
+	pol := db.opts.Retention.Keep(key, kind)
+	r := snapshot.Retention{Raw: pol.Raw.Milliseconds(), Fold: foldFunc(pol.Agg)}
 	for _, a := range pol.Archives {
 		r.Archives = append(r.Archives, snapshot.ArchiveSpec{Step: a.Step.Milliseconds(), Keep: a.Keep.Milliseconds()})
 	}
 	return r
 }
 
-func foldFunc(agg retention.Agg) func([]sample.Point) float64 {
+func foldFunc(agg sample.Agg) func([]sample.Point) float64 {
 	switch agg {
-	case retention.Sum:
+	case sample.Sum:
 		return fold(func(a, b float64) float64 { return a + b })
-	case retention.Min:
+	case sample.Min:
 		return fold(math.Min)
-	case retention.Max:
+	case sample.Max:
 		return fold(math.Max)
-	case retention.Last:
+	case sample.Last:
 		return func(p []sample.Point) float64 { return p[len(p)-1].V }
 	}
 	return chunk.Mean // as a chunk stores it best: sums of decimals over counts

@@ -29,28 +29,21 @@ import (
 )
 
 // Agg folds the points of one archive step into one value.
-type Agg uint8
+type Agg = sample.Agg
 
 // The aggregations.
 const (
-	Avg Agg = iota + 1
-	Sum
-	Min
-	Max
-	Last
+	Avg  = sample.Avg
+	Sum  = sample.Sum
+	Min  = sample.Min
+	Max  = sample.Max
+	Last = sample.Last
 )
 
 var aggNames = map[string]Agg{"avg": Avg, "average": Avg, "sum": Sum, "min": Min, "max": Max, "last": Last}
 
-func (a Agg) String() string {
-	return [...]string{"", "avg", "sum", "min", "max", "last"}[a]
-}
-
 // Archive is one resolution of a policy.
-type Archive struct {
-	Step time.Duration // 0 for the raw points
-	Keep time.Duration
-}
+type Archive = sample.Archive
 
 // Policy is the retention of the keys one pattern matches.
 type Policy struct {
@@ -90,6 +83,13 @@ func (p *Policies) For(key string, kind sample.Kind) (Policy, Agg) {
 		}
 	}
 	return Policy{}, 0 // unreachable: Parse ends every list with a catch-all
+}
+
+// Keep returns how key's history is kept: its policy, as the engine takes
+// it (engine.Retention).
+func (p *Policies) Keep(key string, kind sample.Kind) sample.Keep {
+	pol, agg := p.For(key, kind)
+	return sample.Keep{Raw: pol.Raw, Archives: pol.Archives, Agg: agg}
 }
 
 // List returns the policies in match order.

@@ -25,11 +25,11 @@ host*.cpu-*     10s:6h,5m:90d        # Graphite style: the first is raw
 		arch []Archive
 		agg  Agg
 	}{
-		{"stats.timers.api.mean", sample.Gauge, day, []Archive{{time.Minute, 30 * day}, {time.Hour, 2 * 365 * day}}, Max},
-		{"stats.timers.api.mean;env=prod", sample.Gauge, day, []Archive{{time.Minute, 30 * day}, {time.Hour, 2 * 365 * day}}, Max},
-		{"host1.cpu-0.idle", sample.Counter, 6 * time.Hour, []Archive{{5 * time.Minute, 90 * day}}, Last},
-		{"other", sample.Gauge, 7 * day, []Archive{{time.Minute, 90 * day}, {time.Hour, 5 * 365 * day}}, Avg},
-		{"a/b", sample.Gauge, 7 * day, []Archive{{time.Minute, 90 * day}, {time.Hour, 5 * 365 * day}}, Avg},
+		{"stats.timers.api.mean", sample.Gauge, day, []Archive{{Step: time.Minute, Keep: 30 * day}, {Step: time.Hour, Keep: 2 * 365 * day}}, Max},
+		{"stats.timers.api.mean;env=prod", sample.Gauge, day, []Archive{{Step: time.Minute, Keep: 30 * day}, {Step: time.Hour, Keep: 2 * 365 * day}}, Max},
+		{"host1.cpu-0.idle", sample.Counter, 6 * time.Hour, []Archive{{Step: 5 * time.Minute, Keep: 90 * day}}, Last},
+		{"other", sample.Gauge, 7 * day, []Archive{{Step: time.Minute, Keep: 90 * day}, {Step: time.Hour, Keep: 5 * 365 * day}}, Avg},
+		{"a/b", sample.Gauge, 7 * day, []Archive{{Step: time.Minute, Keep: 90 * day}, {Step: time.Hour, Keep: 5 * 365 * day}}, Avg},
 	} {
 		pol, agg := p.For(c.key, c.kind)
 		if pol.Raw != c.raw || agg != c.agg || len(pol.Archives) != len(c.arch) {

@@ -40,7 +40,7 @@ func TestImportDirection(t *testing.T) {
 		}},
 		{mod + "retention", func(i string) bool { return stdlib(i) || i == sample }},
 		{mod + "engine", func(i string) bool {
-			return stdlib(i) || strings.HasPrefix(i, mod+"engine/") || i == mod+"retention" || i == "github.com/tidwall/wal" || i == "github.com/google/btree"
+			return stdlib(i) || strings.HasPrefix(i, mod+"engine/") || i == "github.com/tidwall/wal" || i == "github.com/google/btree"
 		}},
 		{mod + "ingest", func(i string) bool {
 			return stdlib(i) || i == sample || i == boundary || strings.HasPrefix(i, mod+"ingest/") || i == "github.com/valyala/fasthttp"
