@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -15,14 +14,15 @@ import (
 // CompareConfig runs the same load against Sonde and a peer, one after
 // the other, each on a fresh data directory.
 type CompareConfig struct {
-	Load     Config // Keys, Conns, Count, Shape...; targets are filled in
-	SondeBin string
-	PeerBin  string // VictoriaMetrics' single-node binary
-	WorkDir  string // data directories go under it
-	Crash    bool   // also kill -9 each right after the load and count what survived
-	// SondeFlags are more flags for every Sonde the comparison starts.
-	SondeFlags []string
-	Log        io.Writer
+	Load  Config // Keys, Conns, Count, Shape...; targets are filled in
+	Crash bool   // also kill -9 each right after the load and count what survived
+	// Cardinality, when above 0, adds the cardinality phase: that many
+	// keys, 4 samples each, over Graphite to each server (Cardinality),
+	// which waits Pair.Idle for each server to go quiet.
+	Cardinality int
+	// Pair's SondeFlags are more flags for every Sonde the comparison
+	// starts.
+	Pair
 }
 
 // Phase is one server run of a comparison.
@@ -63,6 +63,8 @@ type CompareResult struct {
 	// GraphiteEndToEnd is EndToEnd with Sonde taking the peer's protocol,
 	// Graphite plaintext, instead of its own commands.
 	GraphiteEndToEnd float64 `json:"graphite_end_to_end_ratio"`
+	// Cardinality is the cardinality phase, Sonde then the peer.
+	Cardinality []WatchedRun `json:"cardinality,omitempty"`
 }
 
 // Machine describes where a run happened.
@@ -97,11 +99,7 @@ func ThisMachine() Machine {
 func Compare(ctx context.Context, cc CompareConfig) (*CompareResult, error) {
 	cc.Load.setDefaults()
 	out := &CompareResult{Machine: ThisMachine()}
-	logf := func(format string, a ...any) {
-		if cc.Log != nil {
-			fmt.Fprintf(cc.Log, format+"\n", a...)
-		}
-	}
+	logf := cc.logf
 	n := 0
 	dir := func(name string) string {
 		n++
@@ -177,6 +175,16 @@ func Compare(ctx context.Context, cc CompareConfig) (*CompareResult, error) {
 			return nil, err
 		}
 		out.Crash = append(out.Crash, *c)
+	}
+	if cc.Cardinality > 0 {
+		logf("== cardinality: %d keys x 4 samples over graphite, sonde then victoria-metrics", cc.Cardinality)
+		pair := cc.Pair
+		pair.WorkDir = dir("cardinality")
+		runs, err := Cardinality(ctx, CardinalityConfig{Load: cc.Load, Keys: cc.Cardinality, Pair: pair})
+		if err != nil {
+			return nil, err
+		}
+		out.Cardinality = runs
 	}
 	return out, nil
 }

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -102,7 +103,7 @@ func TestReadBackCatchesAWrongValue(t *testing.T) {
 }
 
 func TestKill9AfterTheLoadLosesNothingAcked(t *testing.T) {
-	cc := CompareConfig{Load: Config{Keys: 200, Conns: 4, Count: 30_000, Shape: Mixed}, SondeBin: sondeBin}
+	cc := CompareConfig{Load: Config{Keys: 200, Conns: 4, Count: 30_000, Shape: Mixed}, Pair: Pair{SondeBin: sondeBin}}
 	cc.Load.setDefaults()
 	c, err := crashSonde(context.Background(), cc, t.TempDir())
 	if err != nil {
@@ -113,18 +114,21 @@ func TestKill9AfterTheLoadLosesNothingAcked(t *testing.T) {
 	}
 }
 
-// compare on a small load, with the crash rounds: Graphite plaintext into
-// VictoriaMetrics (Debian's package, which make test installs), read back
-// over its Prometheus API; Sonde twice over its command protocol and once
-// over Graphite plaintext.
+// compare on a small load, with the crash rounds and the cardinality
+// phase: Graphite plaintext into VictoriaMetrics (Debian's package, which
+// make test installs), read back over its Prometheus API; Sonde twice over
+// its command protocol and once over Graphite plaintext.
 func TestCompareSmallLoad(t *testing.T) {
-	bin := "/usr/bin/victoria-metrics"
-	if _, err := os.Stat(bin); err != nil {
-		t.Fatalf("%s: %v (make test-deps installs Debian's victoria-metrics)", bin, err)
-	}
+	bin := debianPeer
+	needPeer(t, bin)
+	// A snapshot every 300 ms, so that Sonde reports its history size
+	// soon, costs Sonde (built with -race) about 3 % of a core at rest:
+	// the cardinality phase waits for it to go under 25 %.
+	idle := fastIdle
+	idle.Quiet = 0.25
 	cc := CompareConfig{Load: Config{Keys: 200, Conns: 2, Count: 20_000, Shape: Mixed, VisibleTimeout: time.Minute},
-		SondeBin: sondeBin, PeerBin: bin, WorkDir: t.TempDir(), Crash: true,
-		SondeFlags: []string{"-snapshot-interval", "300ms"}} // so that Sonde reports its history size soon
+		Crash: true, Cardinality: 300,
+		Pair: Pair{SondeBin: sondeBin, PeerBin: bin, WorkDir: t.TempDir(), Idle: idle, SondeFlags: []string{"-snapshot-interval", "300ms"}}}
 	cr, err := Compare(context.Background(), cc)
 	if err != nil {
 		t.Fatal(err)
@@ -164,15 +168,35 @@ func TestCompareSmallLoad(t *testing.T) {
 	if c := cr.Crash[1]; c.Server != "victoria-metrics" || c.Sent != 20_000 || c.Survived > c.Sent {
 		t.Errorf("victoria-metrics after kill -9: %+v", c)
 	}
+	// The cardinality phase: 300 keys x 4 samples over Graphite to each,
+	// visible (TestCountsMeanVisible checks what that means), then quiet.
+	if len(cr.Cardinality) != 2 || cr.Cardinality[0].Server != "sonde" || cr.Cardinality[1].Server != "victoria-metrics" {
+		t.Fatalf("%d cardinality runs, want sonde then victoria-metrics", len(cr.Cardinality))
+	}
+	for _, r := range cr.Cardinality {
+		checkWatched(t, r, idle)
+		res := r.Result
+		if res.Scenario != "graphite" || res.Keys != 300 || res.Sent != 1200 {
+			t.Errorf("cardinality, %s: %s, %d keys, %d samples; want graphite, 300 and 1200", r.Server, res.Scenario, res.Keys, res.Sent)
+		}
+		if r.VisibleSeconds < res.IngestSeconds || r.BusySeconds < r.VisibleSeconds || r.CPUVisible <= 0 || r.CPUVisible > r.CPUSeconds {
+			t.Errorf("cardinality, %s: ingested at %vs, visible at %vs, quiet at %vs; CPU %vs at visible, %vs in all",
+				r.Server, res.IngestSeconds, r.VisibleSeconds, r.BusySeconds, r.CPUVisible, r.CPUSeconds)
+		}
+	}
+	if f := cr.Cardinality[1].Flags; !slices.Equal(f, []string{"-search.maxUniqueTimeseries", "600"}) {
+		t.Errorf("the peer's flags in the cardinality phase: %q", f)
+	}
 }
 
-func TestPlotWritesPNGAndSVG(t *testing.T) {
-	runs := []PlotRun{{Label: "a", Visible: 0.25, Timeline: []Tick{{T: 0.1, Rate: 100, P50: 1, P99: 2}, {T: 0.2, Rate: 2e6, P50: 1.5, P99: 3}}},
-		{Label: "b", Timeline: []Tick{{T: 0.1, Rate: 50}, {T: 0.2, Rate: 70}}}}
+// checkPlots draws with draw to a PNG and an SVG file, checks each is
+// one, and that the SVG holds texts; and that a .gif is refused.
+func checkPlots(t *testing.T, draw func(path string) error, texts ...string) {
+	t.Helper()
 	dir := t.TempDir()
 	for name, magic := range map[string][]byte{"p.png": []byte("\x89PNG"), "p.svg": []byte("<?xml")} {
 		path := filepath.Join(dir, name)
-		if err := Plot(path, "test", runs); err != nil {
+		if err := draw(path); err != nil {
 			t.Fatal(err)
 		}
 		b, err := os.ReadFile(path)
@@ -183,16 +207,32 @@ func TestPlotWritesPNGAndSVG(t *testing.T) {
 			t.Errorf("%s: %d bytes starting %q", name, len(b), b[:min(len(b), 8)])
 		}
 		if name == "p.svg" {
-			for _, text := range []string{"a: all visible at 0.25s", "2M", "ack latency, ms"} {
+			for _, text := range texts {
 				if !bytes.Contains(b, []byte(text)) {
 					t.Errorf("p.svg has no %q", text)
 				}
 			}
 		}
 	}
-	if err := Plot(filepath.Join(dir, "p.gif"), "test", runs); err == nil {
-		t.Error("Plot to a .gif: no error")
+	if err := draw(filepath.Join(dir, "p.gif")); err == nil {
+		t.Error("a plot to a .gif: no error")
 	}
+}
+
+func TestPlotWritesPNGAndSVG(t *testing.T) {
+	runs := []PlotRun{{Label: "a", Visible: 0.25, Timeline: []Tick{{T: 0.1, Rate: 100, P50: 1, P99: 2}, {T: 0.2, Rate: 2e6, P50: 1.5, P99: 3}}},
+		{Label: "b", Timeline: []Tick{{T: 0.1, Rate: 50}, {T: 0.2, Rate: 70}}}}
+	checkPlots(t, func(path string) error { return Plot(path, "test", runs) }, "a: all visible at 0.25s", "2M", "ack latency, ms", "a p99")
+}
+
+func TestPlotProc(t *testing.T) {
+	runs := []ProcRun{
+		{Label: "a", LoadEnd: 1.5, Samples: []ProcSample{{T: 0, CPU: 0.1, RSS: 20 << 20, Disk: 0}, {T: 1, CPU: 0.9, RSS: 300 << 20, Disk: 5 << 30}, {T: 2, CPU: 1.2, RSS: 310 << 20, Disk: 6 << 30}}},
+		{Label: "b", Samples: []ProcSample{{T: 0, CPU: 0, RSS: 10 << 20}, {T: 1, CPU: 0.5, RSS: 40 << 20, Disk: 1 << 30}}},
+	}
+	// Each panel's axis in its unit: RSS up to 310 MiB, the disk up to 6 GiB.
+	checkPlots(t, func(path string) error { return PlotProc(path, "test", runs) },
+		"a: load ends at 1.5s", "server CPU seconds", "300 MiB", "6 GiB", "data directory, bytes")
 }
 
 func TestSSESubscribersGetEveryUpdate(t *testing.T) {
@@ -219,15 +259,15 @@ func TestSSESubscribersGetEveryUpdate(t *testing.T) {
 
 func TestQueryBenchAnswersEveryKind(t *testing.T) {
 	srv := startSonde(t, t.TempDir())
-	if _, err := Run(context.Background(), Config{Target: srv.Ingest, Keys: 20, Conns: 2, Count: 400, Prefix: "q"}); err != nil {
+	if _, err := Run(context.Background(), Config{Target: srv.Ingest, Keys: 300, Conns: 2, Count: 1200, Prefix: "q"}); err != nil {
 		t.Fatal(err)
 	}
-	qs, err := QueryBench(context.Background(), QueryConfig{Query: srv.Query, Prefix: "q", Keys: 20, Conns: 2, Duration: 200 * time.Millisecond})
+	qs, err := QueryBench(context.Background(), QueryConfig{Query: srv.Query, Prefix: "q", Keys: 300, Conns: 2, Duration: 200 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(qs) != 2 {
-		t.Fatalf("%d kinds, want 2", len(qs))
+	if len(qs) != 5 {
+		t.Fatalf("%d kinds, want 5", len(qs))
 	}
 	// Nothing is written during the queries, so the answers do not change:
 	// the bytes the tool counts are those of the answers it got, which the
@@ -244,21 +284,38 @@ func TestQueryBenchAnswersEveryKind(t *testing.T) {
 		}
 		return n
 	}
+	type span struct{ least, most int64 }
+	perKey := func(path func(key string) string) span {
+		s := span{math.MaxInt64, 0}
+		for i := range 300 {
+			n := size(path(KeyName("q", i)))
+			s.least, s.most = min(s.least, n), max(s.most, n)
+		}
+		return s
+	}
 	dump := size("/data?match=q.*")
-	least, most := int64(math.MaxInt64), int64(0)
-	for i := range 20 {
-		n := size("/api/v1/series/" + KeyName("q", i) + "/history?limit=100")
-		least, most = min(least, n), max(most, n)
+	want := []struct {
+		path  string
+		bytes span
+		items int
+	}{
+		{"/data?match=q.*", span{dump, dump}, 0},
+		{"/api/v1/series/{key}/history?limit=100", perKey(func(k string) string { return "/api/v1/series/" + k + "/history?limit=100" }), 0},
+		{"/render?target={key}&from=-1h&format=json", perKey(func(k string) string { return "/render?target=" + k + "&from=-1h&format=json" }), 1},
+		// k0000100 to k0000199.
+		{"/render?target=q.k00001*&from=-1h&format=json", span{size("/render?target=q.k00001*&from=-1h&format=json"), 0}, 100},
+		{"/metrics/find?query=q.*", span{size("/metrics/find?query=q.*"), 0}, 300},
 	}
 	for i, q := range qs {
-		if q.Requests == 0 || q.Errors != 0 || q.Latency.Count != q.Requests {
-			t.Errorf("%s: %+v", q.Path, q)
+		w := want[i]
+		if w.bytes.most == 0 {
+			w.bytes.most = w.bytes.least
 		}
-		if i == 0 && q.Bytes != q.Requests*dump {
-			t.Errorf("%s: %d bytes in %d answers of %d bytes", q.Path, q.Bytes, q.Requests, dump)
+		if q.Path != w.path || q.Requests == 0 || q.Errors != 0 || q.Latency.Count != q.Requests || q.Items != w.items {
+			t.Errorf("%s: %+v; want %s answered, %d items", q.Path, q, w.path, w.items)
 		}
-		if i == 1 && (q.Bytes < q.Requests*least || q.Bytes > q.Requests*most) {
-			t.Errorf("%s: %d bytes in %d answers of %d to %d bytes", q.Path, q.Bytes, q.Requests, least, most)
+		if q.Bytes < q.Requests*w.bytes.least || q.Bytes > q.Requests*w.bytes.most {
+			t.Errorf("%s: %d bytes in %d answers of %d to %d bytes", q.Path, q.Bytes, q.Requests, w.bytes.least, w.bytes.most)
 		}
 	}
 }

@@ -32,6 +32,9 @@ type Config struct {
 	// Taken, when set, is the server's own count of samples taken in; a
 	// run without replies (graphite) is ingested once it has grown by Sent.
 	Taken func() (int64, error)
+	// Poll is how often the server's own counts (Taken, and what it shows
+	// its readers) are read; 5 ms when 0.
+	Poll time.Duration
 	// Progress receives a live status line; nil for none. TTY rewrites one
 	// line in place; otherwise a line is printed every five seconds.
 	Progress io.Writer
@@ -69,6 +72,9 @@ func (c *Config) setDefaults() {
 	if c.VisibleTimeout <= 0 {
 		c.VisibleTimeout = 2 * time.Minute
 	}
+	if c.Poll <= 0 {
+		c.Poll = 5 * time.Millisecond
+	}
 }
 
 // Result is what a load run measured. Times are seconds from the first
@@ -96,6 +102,8 @@ type Result struct {
 	Latency        *Summary      `json:"ack_latency,omitempty"`
 	Verify         *VerifyResult `json:"verify,omitempty"`
 	Timeline       []Tick        `json:"timeline"`
+	// Start is when the run began: the origin of its times.
+	Start time.Time `json:"-"`
 }
 
 // Tick is one 100 ms step of the timeline.
@@ -250,7 +258,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	wg.Wait()
 	res := &Result{Scenario: cfg.Scenario, Target: cfg.Target, Conns: cfg.Conns, Keys: cfg.Keys,
-		Shape: cfg.Shape, Paced: cfg.Rate, Errors: rec.errs.Load()}
+		Shape: cfg.Shape, Paced: cfg.Rate, Errors: rec.errs.Load(), Start: rec.start}
 	for _, w := range works {
 		res.Sent += w.n
 	}
@@ -460,7 +468,7 @@ func waitTaken(ctx context.Context, cfg Config, want int64, rec *recorder) error
 		if time.Now().After(deadline) {
 			return fmt.Errorf("the server counted %d of %d samples after %s (last error: %v)", n, want, cfg.VisibleTimeout, err)
 		}
-		if err := pause(ctx, 5*time.Millisecond); err != nil {
+		if err := pause(ctx, cfg.Poll); err != nil {
 			return err
 		}
 	}

@@ -55,37 +55,26 @@ func Plot(path, title string, runs []PlotRun) error {
 		}
 		c := palette[i%len(palette)]
 		if len(rate) > 0 {
-			l, err := plotter.NewLine(rate)
-			if err != nil {
+			if _, err := addLine(tp, rate, c, r.Label); err != nil {
 				return fmt.Errorf("plot %s: %w", r.Label, err)
 			}
-			l.Color = c
-			tp.Add(l)
-			tp.Legend.Add(r.Label, l)
 		}
 		if r.Visible > 0 {
-			v, err := plotter.NewLine(plotter.XYs{{X: r.Visible, Y: 0}, {X: r.Visible, Y: top}})
-			if err != nil {
+			label := fmt.Sprintf("%s: all visible at %.2fs", r.Label, r.Visible)
+			if err := addDotted(tp, r.Visible, top, c, label); err != nil {
 				return fmt.Errorf("plot %s: %w", r.Label, err)
 			}
-			v.Color = c
-			v.Dashes = []vg.Length{vg.Points(1), vg.Points(3)}
-			tp.Add(v)
-			tp.Legend.Add(fmt.Sprintf("%s: all visible at %.2fs", r.Label, r.Visible), v)
 		}
 		if len(p99) > 0 {
 			hasLat = true
 			for j, pts := range []plotter.XYs{p50, p99} {
-				l, err := plotter.NewLine(pts)
+				l, err := addLine(lp, pts, c, r.Label+[]string{" p50", " p99"}[j])
 				if err != nil {
 					return fmt.Errorf("plot %s: %w", r.Label, err)
 				}
-				l.Color = c
 				if j == 0 {
 					l.Dashes = []vg.Length{vg.Points(3), vg.Points(2)}
 				}
-				lp.Add(l)
-				lp.Legend.Add(r.Label+[]string{" p50", " p99"}[j], l)
 			}
 		}
 	}
@@ -93,10 +82,46 @@ func Plot(path, title string, runs []PlotRun) error {
 	lp.Legend.Top = true
 	tp.Add(plotter.NewGrid())
 	lp.Add(plotter.NewGrid())
-	rows := 1
+	plots := []*plot.Plot{tp}
 	if hasLat {
-		rows = 2
+		plots = append(plots, lp)
 	}
+	return writePlots(path, plots)
+}
+
+// addLine adds a line through pts, in colour c, to p, and to its legend
+// as label.
+func addLine(p *plot.Plot, pts plotter.XYs, c color.Color, label string) (*plotter.Line, error) {
+	l, err := plotter.NewLine(pts)
+	if err != nil {
+		return nil, err
+	}
+	l.Color = c
+	p.Add(l)
+	p.Legend.Add(label, l)
+	return l, nil
+}
+
+// addDotted adds a dotted vertical line at x, from 0 to top, to p; and to
+// its legend as label, unless label is empty.
+func addDotted(p *plot.Plot, x, top float64, c color.Color, label string) error {
+	v, err := plotter.NewLine(plotter.XYs{{X: x, Y: 0}, {X: x, Y: top}})
+	if err != nil {
+		return err
+	}
+	v.Color = c
+	v.Dashes = []vg.Length{vg.Points(1), vg.Points(3)}
+	p.Add(v)
+	if label != "" {
+		p.Legend.Add(label, v)
+	}
+	return nil
+}
+
+// writePlots draws plots one above the other, sharing their X axis, to
+// path; the extension picks PNG or SVG.
+func writePlots(path string, plots []*plot.Plot) error {
+	rows := len(plots)
 	w, h := 9*vg.Inch, vg.Length(rows)*3.5*vg.Inch
 	var canvas interface {
 		vg.CanvasSizer
@@ -111,14 +136,14 @@ func Plot(path, title string, runs []PlotRun) error {
 		return fmt.Errorf("plot %s: want a .png or .svg file", path)
 	}
 	dc := draw.New(canvas)
-	plots := [][]*plot.Plot{{tp}}
-	if hasLat {
-		plots = append(plots, []*plot.Plot{lp})
+	grid := make([][]*plot.Plot, rows)
+	for i, p := range plots {
+		grid[i] = []*plot.Plot{p}
 	}
 	tiles := draw.Tiles{Rows: rows, Cols: 1, PadY: vg.Points(8), PadX: vg.Points(8), PadTop: vg.Points(4), PadBottom: vg.Points(4)}
-	cs := plot.Align(plots, tiles, dc)
-	for i := range plots {
-		plots[i][0].Draw(cs[i][0])
+	cs := plot.Align(grid, tiles, dc)
+	for i := range grid {
+		grid[i][0].Draw(cs[i][0])
 	}
 	f, err := os.Create(path)
 	if err != nil {
@@ -132,6 +157,91 @@ func Plot(path, title string, runs []PlotRun) error {
 		return fmt.Errorf("plot %s: %w", path, err)
 	}
 	return nil
+}
+
+// ProcRun is one server on a process plot: its samples, and a dotted
+// vertical line at LoadEnd (seconds; 0 for none), when the load ended.
+type ProcRun struct {
+	Label   string
+	Samples []ProcSample
+	LoadEnd float64
+}
+
+// PlotProc draws the servers' CPU seconds, RSS and data-directory size
+// over time, one panel each, to path; the extension picks PNG or SVG.
+func PlotProc(path, title string, runs []ProcRun) error {
+	panels := []struct {
+		label string
+		ticks plot.Ticker
+		y     func(ProcSample) float64
+	}{
+		{"server CPU seconds (utime+stime)", plot.DefaultTicks{}, func(s ProcSample) float64 { return s.CPU }},
+		{"RSS, bytes", byteTicks{}, func(s ProcSample) float64 { return float64(s.RSS) }},
+		{"data directory, bytes", byteTicks{}, func(s ProcSample) float64 { return float64(s.Disk) }},
+	}
+	var plots []*plot.Plot
+	for i, pn := range panels {
+		p := plot.New()
+		if i == 0 {
+			p.Title.Text = title
+		}
+		p.X.Label.Text = "seconds from the first byte"
+		p.Y.Label.Text = pn.label
+		p.Y.Tick.Marker = pn.ticks
+		p.Legend.Top, p.Legend.Left = true, true
+		top := 0.0
+		for _, r := range runs {
+			for _, s := range r.Samples {
+				top = max(top, pn.y(s))
+			}
+		}
+		for j, r := range runs {
+			c := palette[j%len(palette)]
+			pts := make(plotter.XYs, len(r.Samples))
+			for k, s := range r.Samples {
+				pts[k] = plotter.XY{X: s.T, Y: pn.y(s)}
+			}
+			if len(pts) > 0 {
+				if _, err := addLine(p, pts, c, r.Label); err != nil {
+					return fmt.Errorf("plot %s: %w", r.Label, err)
+				}
+			}
+			if r.LoadEnd > 0 {
+				label := "" // in the first panel's legend only
+				if i == 0 {
+					label = fmt.Sprintf("%s: load ends at %.1fs", r.Label, r.LoadEnd)
+				}
+				if err := addDotted(p, r.LoadEnd, top, c, label); err != nil {
+					return fmt.Errorf("plot %s: %w", r.Label, err)
+				}
+			}
+		}
+		p.Add(plotter.NewGrid())
+		plots = append(plots, p)
+	}
+	return writePlots(path, plots)
+}
+
+// byteTicks labels an axis in B, KiB, MiB or GiB, on round numbers of
+// the unit that suits the axis' top.
+type byteTicks struct{}
+
+func (byteTicks) Ticks(lo, hi float64) []plot.Tick {
+	unit, name := 1.0, "B"
+	for _, u := range []string{"KiB", "MiB", "GiB"} {
+		if hi < unit*1024 {
+			break
+		}
+		unit, name = unit*1024, u
+	}
+	ts := plot.DefaultTicks{}.Ticks(lo/unit, hi/unit)
+	for i := range ts {
+		ts[i].Value *= unit
+		if ts[i].Label != "" {
+			ts[i].Label += " " + name
+		}
+	}
+	return ts
 }
 
 // siTicks labels an axis 500k, 1.5M, ... instead of 1500000.00.

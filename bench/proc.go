@@ -30,6 +30,7 @@ type Server struct {
 	Query    string // host:port of its HTTP API
 	Started  time.Time
 	Ready    time.Duration // from exec to ready to serve
+	StopTime time.Duration // from SIGTERM to exit, once Stop has run
 
 	cmd     *exec.Cmd
 	exited  chan struct{}
@@ -171,11 +172,67 @@ func procStatus(pid int, field string) (int64, error) {
 	return 0, fmt.Errorf("read process status: no %s line", field)
 }
 
-// Stop sends SIGTERM and waits for the process to exit.
+// CPU is the CPU time the process has used so far: utime+stime from
+// /proc/PID/stat, in clock ticks of 10 ms.
+func (s *Server) CPU() (time.Duration, error) { return procCPU(s.cmd.Process.Pid) }
+
+// clockTick is Linux's USER_HZ, the unit of /proc/PID/stat's times: 100
+// on every architecture Go supports.
+const clockTick = 10 * time.Millisecond
+
+func procCPU(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, fmt.Errorf("read process CPU time: %w", err)
+	}
+	// "pid (comm) state ppid ...": comm may hold spaces and parentheses,
+	// so the fields are counted from the last ')'. utime and stime are
+	// fields 14 and 15; f[0] is field 3.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("read process CPU time: no command name in %q", b)
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0, fmt.Errorf("read process CPU time: %d fields in %q", len(f)+2, b)
+	}
+	ut, err1 := strconv.ParseInt(f[11], 10, 64)
+	st, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err := errors.Join(err1, err2); err != nil {
+		return 0, fmt.Errorf("read process CPU time: %w", err)
+	}
+	return time.Duration(ut+st) * clockTick, nil
+}
+
+// Usage is what the kernel accounted to the process over its whole life,
+// shutdown included: CPU time (user and system) and peak resident set
+// size. ok is false until the process has exited.
+func (s *Server) Usage() (cpu time.Duration, peakRSS int64, ok bool) {
+	select {
+	case <-s.exited:
+	default:
+		return 0, 0, false
+	}
+	ps := s.cmd.ProcessState
+	if ps == nil {
+		return 0, 0, false
+	}
+	if ru, isRusage := ps.SysUsage().(*syscall.Rusage); isRusage {
+		peakRSS = ru.Maxrss << 10 // kB on Linux
+	}
+	return ps.UserTime() + ps.SystemTime(), peakRSS, true
+}
+
+// Stop sends SIGTERM and waits for the process to exit; StopTime is how
+// long that took.
 func (s *Server) Stop() error {
+	t := time.Now()
 	s.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-s.exited:
+		if s.StopTime == 0 {
+			s.StopTime = time.Since(t)
+		}
 	case <-time.After(2 * time.Minute):
 		s.Kill()
 		return fmt.Errorf("stop %s: no exit two minutes after SIGTERM", s.Name)

@@ -5,6 +5,9 @@
 //	sonde-bench tcp      -target 127.0.0.1:8124 -http 127.0.0.1:1337
 //	sonde-bench graphite -target 127.0.0.1:2003 -http 127.0.0.1:8428 -api prometheus
 //	sonde-bench compare  -sonde bin/sonde -peer /usr/bin/victoria-metrics
+//	sonde-bench -cardinality 1000000 compare
+//	sonde-bench -keys 100000 -rate 200000 -duration 5m -plot soak.png soak
+//	sonde-bench -peer ./victoria-metrics -count 1200000 query
 //
 // See docs/benchmarks.md for the figures and the commands behind them.
 package main
@@ -16,8 +19,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -33,10 +38,20 @@ scenarios:
   graphite  Graphite plaintext lines, no replies (-taken reads the server's count)
   statsd    statsd lines over UDP (-per-datagram in each), counters, gauges and
             timers mixed; loss = sent minus what the server counted
-  query     concurrent /data and history reads
+  query     concurrent reads of a running Sonde at -http: /data, history,
+            and Graphite's /render of one key and of -glob, /metrics/find
+            of -find; with -peer, it starts Sonde and the peer itself,
+            sends both the same Graphite data, and asks each the Graphite
+            reads (the peer must serve /render: VictoriaMetrics from source)
   sse       subscribers on /events while -rate writes arrive: delivery lag
   compare   Sonde (-fsync=always, then interval), VictoriaMetrics, then Sonde
-            over Graphite plaintext, all on the same load
+            over Graphite plaintext, all on the same load; -cardinality N
+            adds N keys x 4 samples over Graphite to Sonde, then the peer:
+            peak RSS, CPU, time until visible, time to stop
+  soak      a steady -rate load for -duration over -keys, to Sonde (over
+            -protocol) and then to the peer (Graphite), each server's CPU,
+            RSS and data directory sampled every -sample-every; CPU per
+            sample, peak RSS and disk bytes per sample, plotted with -plot
   mem       peak RSS and bytes per series at each of -keys-list
   restart   restart time with -keys series and -count records in the WAL
   disk      the ack latency floor of the disk under -workdir: an ideal
@@ -71,6 +86,11 @@ type flags struct {
 	extra    string
 	memDir   string
 	perDgram int
+	card     int
+	protocol string
+	idle     bench.IdleConfig
+	glob     string
+	find     string
 }
 
 func run(args []string) error {
@@ -94,13 +114,21 @@ func run(args []string) error {
 	fs.StringVar(&f.out, "out", "", "write the result as JSON to this file")
 	fs.StringVar(&f.plot, "plot", "", "draw throughput and latency over time to this .png or .svg file")
 	fs.StringVar(&f.sondeBin, "sonde", "bin/sonde", "compare, mem, restart: the sonde binary to start")
-	fs.StringVar(&f.peerBin, "peer", "/usr/bin/victoria-metrics", "compare: VictoriaMetrics' single-node binary")
+	fs.StringVar(&f.peerBin, "peer", "/usr/bin/victoria-metrics", "compare, soak, query: VictoriaMetrics' single-node binary (query: only when given)")
 	fs.StringVar(&f.workDir, "workdir", "", "compare, mem, restart: where data directories go (default: a new temporary directory, removed after)")
 	fs.BoolVar(&f.crash, "crash", false, "compare: also kill -9 each server right after the load and count what survived")
+	fs.IntVar(&f.card, "cardinality", 0, "compare: add the cardinality phase with this many keys, 4 samples each (0: none)")
+	fs.StringVar(&f.protocol, "protocol", "tcp", "soak: what Sonde takes: tcp (acknowledged SETs) or graphite; the peer takes graphite")
+	fs.DurationVar(&f.idle.Every, "sample-every", time.Second, "soak, compare -cardinality, query -peer: how often each server's CPU, RSS and data directory are read")
+	fs.DurationVar(&f.idle.Window, "idle-window", 15*time.Second, "soak, compare -cardinality, query -peer: a server is done with a load once its CPU stays under -idle-cpu this long")
+	fs.Float64Var(&f.idle.Quiet, "idle-cpu", 0.03, "soak, compare -cardinality, query -peer: the share of one core under which a server counts as idle")
+	fs.DurationVar(&f.idle.Most, "idle-wait", 5*time.Minute, "soak, compare -cardinality, query -peer: the longest wait for a server to go idle after a load")
+	fs.StringVar(&f.glob, "glob", "", "query: the /render target matching many series (default PREFIX.k00001*: 100 keys)")
+	fs.StringVar(&f.find, "find", "", "query: the /metrics/find query (default PREFIX.*: one level down from the prefix)")
 	fs.IntVar(&f.subs, "subscribers", 100, "sse: subscribers")
 	fs.StringVar(&f.keysList, "keys-list", "10000,100000,1000000", "mem: key counts")
 	fs.IntVar(&f.points, "points", 0, "mem: samples per key (0: enough to fill the default ring)")
-	fs.StringVar(&f.extra, "sonde-flags", "", "mem, restart: more flags for sonde, space separated")
+	fs.StringVar(&f.extra, "sonde-flags", "", "mem, restart, compare, soak, query -peer: more flags for sonde, space separated")
 	fs.IntVar(&f.perDgram, "per-datagram", 20, "statsd: lines in each datagram")
 	fs.StringVar(&f.memDir, "mem-dir", "/dev/shm", "disk: a tmpfs for the data of the Sonde that makes the CPU load")
 	if err := fs.Parse(args); err != nil {
@@ -148,7 +176,10 @@ func run(args []string) error {
 			return err
 		}
 		defer cleanup()
-		cr, err := bench.Compare(ctx, bench.CompareConfig{Load: *l, SondeBin: f.sondeBin, PeerBin: f.peerBin, WorkDir: dir, Crash: f.crash, Log: os.Stderr})
+		if f.card < 0 {
+			return fmt.Errorf("-cardinality %d: want a key count, or 0 for none", f.card)
+		}
+		cr, err := bench.Compare(ctx, bench.CompareConfig{Load: *l, Crash: f.crash, Cardinality: f.card, Pair: f.pair(dir)})
 		if err != nil {
 			return err
 		}
@@ -164,12 +195,57 @@ func run(args []string) error {
 			if err := bench.Plot(f.plot, "compare: the same load on each server", runs); err != nil {
 				return err
 			}
+			if len(cr.Cardinality) > 0 {
+				title := fmt.Sprintf("cardinality: %d keys x 4 samples over graphite", f.card)
+				if err := bench.PlotProc(suffixed(f.plot, "-cardinality"), title, procRuns(cr.Cardinality)); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	case "soak":
+		if explicit(fs, "count") {
+			return fmt.Errorf("soak runs for -duration: -count does not apply")
+		}
+		if !explicit(fs, "rate") {
+			l.Rate = 200_000
+		}
+		dir, cleanup, err := workDir(f.workDir)
+		if err != nil {
+			return err
+		}
+		defer cleanup()
+		runs, err := bench.Soak(ctx, bench.SoakConfig{Load: *l, Protocol: f.protocol, Pair: f.pair(dir)})
+		if err != nil {
+			return err
+		}
+		printSoak(os.Stdout, l, f.protocol, runs)
+		if err := writeOut(f.out, runs); err != nil {
+			return err
+		}
+		if f.plot != "" {
+			title := fmt.Sprintf("soak: %d keys at %s for %s (sonde over %s, the peer over graphite)", l.Keys, rate(l.Rate), l.Duration, f.protocol)
+			return bench.PlotProc(f.plot, title, procRuns(runs))
 		}
 		return nil
 	case "query":
-		qs, err := bench.QueryBench(ctx, bench.QueryConfig{Query: l.Query, Prefix: l.Prefix, Keys: l.Keys, Conns: l.Conns, Duration: l.Duration})
+		qc := bench.QueryConfig{Query: l.Query, Prefix: l.Prefix, Keys: l.Keys, Conns: l.Conns, Duration: l.Duration, Glob: f.glob, Find: f.find}
+		if explicit(fs, "peer") {
+			dir, cleanup, err := workDir(f.workDir)
+			if err != nil {
+				return err
+			}
+			defer cleanup()
+			r, err := bench.QueryCompare(ctx, bench.QueryCompareConfig{Load: *l, Query: qc, Pair: f.pair(dir)})
+			if err != nil {
+				return err
+			}
+			printQueryCompare(os.Stdout, r)
+			return writeOut(f.out, r)
+		}
+		qs, err := bench.QueryBench(ctx, qc)
 		for _, q := range qs {
-			fmt.Printf("%-44s %8.0f req/s  p50 %.2fms p99 %.2fms  %d requests, %d errors, %.1f MiB\n", q.Path, q.Rate, q.Latency.P50, q.Latency.P99, q.Requests, q.Errors, mib(q.Bytes))
+			printKind(os.Stdout, "", q)
 		}
 		if werr := writeOut(f.out, qs); werr != nil {
 			return werr
@@ -264,6 +340,12 @@ func run(args []string) error {
 	return fmt.Errorf("unknown scenario %q", scenario)
 }
 
+// pair is the servers that compare, soak and query -peer start, their
+// data directories under dir.
+func (f *flags) pair(dir string) bench.Pair {
+	return bench.Pair{SondeBin: f.sondeBin, PeerBin: f.peerBin, SondeFlags: strings.Fields(f.extra), WorkDir: dir, Idle: f.idle, Log: os.Stderr}
+}
+
 func printDisk(w io.Writer, r *bench.DiskFloor) {
 	fmt.Fprintf(w, "disk floor under %s: one write+fsync per group, samples arriving at %s\n", r.Idle.Dir, rate(r.Idle.Rate))
 	for _, c := range []struct {
@@ -279,6 +361,17 @@ func printDisk(w io.Writer, r *bench.DiskFloor) {
 }
 
 func mib(n int64) float64 { return float64(n) / (1 << 20) }
+
+// size is n bytes in B, KiB, MiB or GiB, three digits at most.
+func size(n int64) string {
+	v, units := float64(n), []string{"B", "KiB", "MiB", "GiB"}
+	u := 0
+	for v >= 1000 && u < len(units)-1 {
+		v /= 1024
+		u++
+	}
+	return strconv.FormatFloat(v, 'f', max(2-int(math.Log10(max(v, 1))), 0), 64) + " " + units[u]
+}
 
 func workDir(dir string) (string, func(), error) {
 	if dir != "" {
@@ -358,6 +451,98 @@ func printCompare(w io.Writer, cr *bench.CompareResult) {
 	fmt.Fprintf(w, "end to end over graphite: victoria-metrics needs %.2fx the time of sonde -fsync=always\n", cr.GraphiteEndToEnd)
 	for _, c := range cr.Crash {
 		fmt.Fprintf(w, "kill -9 after %.2fs: %-17s sent %d, acked %d, survived %d, lost %.2f%%\n", c.KilledAfter, c.Server, c.Sent, c.Acked, c.Survived, c.LostPct)
+	}
+	if len(cr.Cardinality) == 2 {
+		s, p := cr.Cardinality[0], cr.Cardinality[1]
+		fmt.Fprintf(w, "cardinality: %d keys x 4 samples over graphite, 4 connections; seconds from the first byte\n", s.Result.Keys)
+		fmt.Fprintf(w, "%-18s %9s %9s %9s %6s %13s %12s %10s %8s %10s\n", "", "ingest s", "visible s", "busy s", "rest", "CPU s to idle", "CPU s (life)", "peak RSS", "stop s", "disk")
+		for _, r := range cr.Cardinality {
+			busy := fmt.Sprintf("%.1f", r.BusySeconds)
+			if !r.Idle {
+				busy = ">" + busy
+			}
+			fmt.Fprintf(w, "%-18s %9.2f %9.2f %9s %5.1f%% %13.2f %12.2f %10s %8.2f %10s\n", r.Server, r.Result.IngestSeconds, r.VisibleSeconds, busy,
+				100*r.RestCPU, r.CPULoad, r.CPUSeconds, size(r.PeakRSS), r.StopSeconds, size(r.DiskBytes))
+		}
+		fmt.Fprintln(w, "busy s: until the CPU went quiet (> when it had not by -idle-wait); rest: the share of a core over the last -idle-window; CPU s to idle: from the first byte until quiet; (life): from exec to exit, the stop included")
+		fmt.Fprintf(w, "cardinality, sonde over victoria-metrics (target <= 1): peak RSS %.2fx, CPU seconds to idle %.2fx (life %.2fx), time to stop %.2fx\n",
+			ratio(float64(s.PeakRSS), float64(p.PeakRSS)), ratio(s.CPULoad, p.CPULoad), ratio(s.CPUSeconds, p.CPUSeconds), ratio(s.StopSeconds, p.StopSeconds))
+	}
+}
+
+func ratio(a, b float64) float64 {
+	if b == 0 {
+		return 0
+	}
+	return a / b
+}
+
+// suffixed puts suffix before path's extension: a.png, "-x" -> a-x.png.
+func suffixed(path, suffix string) string {
+	ext := filepath.Ext(path)
+	return strings.TrimSuffix(path, ext) + suffix + ext
+}
+
+func procRuns(runs []bench.WatchedRun) []bench.ProcRun {
+	out := make([]bench.ProcRun, len(runs))
+	for i, r := range runs {
+		out[i] = bench.ProcRun{Label: r.Server, Samples: r.Timeline, LoadEnd: r.Result.IngestSeconds}
+	}
+	return out
+}
+
+func printSoak(w io.Writer, l *bench.Config, protocol string, runs []bench.WatchedRun) {
+	fmt.Fprintf(w, "soak: %d keys at %s for %s, %d connections; sonde over %s, the peer over graphite\n", l.Keys, rate(l.Rate), l.Duration, l.Conns, protocol)
+	fmt.Fprintf(w, "%-18s %11s %7s %9s %10s %9s %6s %10s %10s %10s %9s %7s\n", "", "samples", "errors", "CPU s", "us/sample", "busy s", "rest",
+		"peak RSS", "peak disk", "disk", "B/sample", "stop s")
+	for _, r := range runs {
+		busy := fmt.Sprintf("%.1f", r.BusySeconds)
+		if !r.Idle {
+			busy = ">" + busy
+		}
+		fmt.Fprintf(w, "%-18s %11d %7d %9.2f %10.3f %9s %5.1f%% %10s %10s %10s %9.2f %7.2f\n", r.Server, r.Result.Sent, r.Result.Errors,
+			r.CPULoad, r.CPUPerSample, busy, 100*r.RestCPU, size(r.PeakRSS), size(r.PeakDisk), size(r.DiskBytes), r.BytesPerSample, r.StopSeconds)
+	}
+	fmt.Fprintln(w, "CPU s: server CPU from the first byte until it went quiet after the load (busy s; > when it had not by -idle-wait); rest: the share of a core over the last -idle-window; disk: after a clean stop")
+	if len(runs) == 2 {
+		s, p := runs[0], runs[1]
+		fmt.Fprintf(w, "sonde over victoria-metrics (target <= 1): CPU per sample %.2fx, peak RSS %.2fx, disk bytes per sample %.2fx\n",
+			ratio(s.CPUPerSample, p.CPUPerSample), ratio(float64(s.PeakRSS), float64(p.PeakRSS)), ratio(s.BytesPerSample, p.BytesPerSample))
+	}
+	for _, r := range runs {
+		if h := r.History; h != nil {
+			fmt.Fprintf(w, "%s reports %d points stored (%d archived) of %d sent: %.2f bytes per point in use, %.2f in the file\n",
+				r.Server, h.Points, h.ArchivePoints, r.Result.Sent, h.UsedBytesPerPoint, h.FileBytesPerPoint)
+		}
+	}
+}
+
+func printKind(w io.Writer, server string, q bench.QueryKind) {
+	if server != "" {
+		server += " "
+	}
+	items := ""
+	if q.Items > 0 {
+		items = fmt.Sprintf(", %d items", q.Items)
+	}
+	fmt.Fprintf(w, "%s%-48s %8.0f req/s  p50 %.2fms p99 %.2fms p999 %.2fms  %d requests, %d errors, %.1f MiB%s\n", server, q.Path, q.Rate,
+		q.Latency.P50, q.Latency.P99, q.Latency.P999, q.Requests, q.Errors, mib(q.Bytes), items)
+	if q.FirstErr != "" {
+		fmt.Fprintf(w, "%s  the first error: %s\n", strings.Repeat(" ", len(server)), q.FirstErr)
+	}
+}
+
+func printQueryCompare(w io.Writer, r *bench.QueryCompareResult) {
+	m := r.Machine
+	fmt.Fprintf(w, "machine: %s, %d cores, %s, %s\n", m.CPU, m.Cores, m.Memory, m.Go)
+	for _, s := range r.Servers {
+		fmt.Fprintf(w, "%s: %d samples over %d keys (graphite), idle before the reads: %v\n", s.Server, s.Load.Sent, s.Load.Keys, s.Idle)
+	}
+	for j, x := range r.Ratios {
+		for _, s := range r.Servers {
+			printKind(w, fmt.Sprintf("%-16s", s.Server), s.Kinds[j])
+		}
+		fmt.Fprintf(w, "  sonde over the peer: %.2fx the requests per second (target >= 1)\n", x)
 	}
 }
 

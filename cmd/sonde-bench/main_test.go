@@ -50,12 +50,60 @@ func TestTCPScenarioWritesResultAndPlot(t *testing.T) {
 	}
 }
 
+// soak end to end: flags in, Sonde over Graphite and then Debian's
+// VictoriaMetrics, the JSON result and the plot of both out.
+func TestSoakScenarioWritesResultAndPlot(t *testing.T) {
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "sonde")
+	if out, err := exec.Command("go", "build", "-o", bin, "../sonde").CombinedOutput(); err != nil {
+		t.Fatalf("build sonde: %v\n%s", err, out)
+	}
+	out, plot := filepath.Join(dir, "soak.json"), filepath.Join(dir, "soak.svg")
+	err := run([]string{"-sonde", bin, "-peer", "/usr/bin/victoria-metrics", "-workdir", filepath.Join(dir, "work"),
+		"-keys", "100", "-conns", "2", "-rate", "2000", "-duration", "1s", "-protocol", "graphite",
+		"-sample-every", "250ms", "-idle-window", "1s", "-idle-wait", "30s", "-out", out, "-plot", plot, "soak"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var runs []bench.WatchedRun
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &runs); err != nil {
+		t.Fatal(err)
+	}
+	if len(runs) != 2 || runs[0].Server != "sonde" || runs[1].Server != "victoria-metrics" {
+		t.Fatalf("%d runs, want sonde then victoria-metrics", len(runs))
+	}
+	for _, r := range runs {
+		res := r.Result
+		if res.Scenario != "graphite" || res.Keys != 100 || res.Paced != 2000 || res.Sent == 0 || res.Errors != 0 || len(r.Timeline) < 2 || !r.Idle {
+			t.Errorf("%s: %s, %d keys at %v/s, sent %d, errors %d, %d samples, idle %v", r.Server, res.Scenario, res.Keys, res.Paced,
+				res.Sent, res.Errors, len(r.Timeline), r.Idle)
+		}
+	}
+	svg, err := os.ReadFile(plot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, text := range []string{"server CPU seconds", "RSS, bytes", "data directory, bytes", "sonde", "victoria-metrics"} {
+		if !strings.Contains(string(svg), text) {
+			t.Errorf("the plot has no %q", text)
+		}
+	}
+}
+
 func TestBadArguments(t *testing.T) {
 	for _, args := range [][]string{
 		{"-shape", "sine", "tcp"},
 		{"nosuch"},
 		{},
 		{"-keys-list", "10,x", "mem"},
+		{"-count", "1000", "soak"},
+		{"-protocol", "udp", "soak"},
+		{"-rate", "-5", "soak"},
+		{"-cardinality", "-1", "compare"},
 	} {
 		err := run(args)
 		if err == nil {
