@@ -92,7 +92,7 @@ func (r *Ring) Push(p sample.Point, stored uint64) {
 		v = r.openBlock(v, stored)
 		open = v.blocks[len(v.blocks)-1]
 	} else if len(v.blocks) > 1 && r.droppable(v.blocks, stored) > 0 {
-		v = r.publish(v.blocks, stored)
+		r.publish(v.blocks, stored) // the open block stays; older ones go
 	}
 	m := open.meta.Load()
 	n, size := m>>32, uint32(m)
