@@ -50,6 +50,7 @@ var errFormat = errors.New("malformed block")
 type encoder struct {
 	t, delta int64
 	v        float64
+	exp      int8 // digits after the point of the last decimal delta; -1 after an XOR
 }
 
 // mantissa returns round(v×10^e), false when it is not an exact integer
@@ -62,22 +63,31 @@ func mantissa(v float64, e int) (int64, bool) {
 	return int64(f), true
 }
 
-// decimal returns the fewest digits e after the point with which v is
+// decimal returns digits e after the point with which v is
 // float64(m)/10^e, and the delta of m from prev's m at e, when prev is one
-// too; false when there is none.
-func decimal(v, prev float64) (e int, delta int64, ok bool) {
+// too; false when there is none. It tries the digits the last point took
+// first (a series keeps its precision; none when last < 0), then the
+// fewest that serve.
+func decimal(v, prev float64, last int) (e int, delta int64, ok bool) {
+	if last >= 0 {
+		m, ok := exactAt(v, last)
+		if pm, pok := exactAt(prev, last); ok && pok {
+			return last, m - pm, true
+		}
+	}
 	for e = 0; e <= maxExp; e++ {
-		m, ok := mantissa(v, e)
-		if !ok || math.Float64bits(float64(m)/pow10[e]) != math.Float64bits(v) {
-			continue
+		if m, ok := exactAt(v, e); ok {
+			pm, ok := exactAt(prev, e)
+			return e, m - pm, ok // !ok: prev has more digits than v, or none
 		}
-		pm, ok := mantissa(prev, e)
-		if !ok || math.Float64bits(float64(pm)/pow10[e]) != math.Float64bits(prev) {
-			return 0, 0, false
-		}
-		return e, m - pm, true
 	}
 	return 0, 0, false
+}
+
+// exactAt returns m with float64(m)/10^e == v bit for bit, if there is one.
+func exactAt(v float64, e int) (int64, bool) {
+	m, ok := mantissa(v, e)
+	return m, ok && math.Float64bits(float64(m)/pow10[e]) == math.Float64bits(v)
 }
 
 // append encodes p after the encoder's state (as a block's first point
@@ -97,14 +107,20 @@ func (e *encoder) append(dst []byte, p sample.Point, first bool) []byte {
 		dst = binary.AppendVarint(dst, dod)
 	}
 	x := math.Float64bits(p.V) ^ math.Float64bits(e.v)
-	switch exp, dm, ok := decimal(p.V, e.v); {
+	exp, dm, ok := 0, int64(0), false
+	if x != 0 {
+		exp, dm, ok = decimal(p.V, e.v, int(e.exp))
+	}
+	switch {
 	case x == 0:
 		h |= modeSame
 	case ok && varintLen(dm) <= 8:
 		h |= modeDecimal | byte(exp)
 		dst = binary.AppendVarint(dst, dm)
+		e.exp = int8(exp)
 	default:
 		h |= modeXOR
+		e.exp = -1
 		lz := bits.LeadingZeros64(x) / 8
 		n := 8 - lz - bits.TrailingZeros64(x)/8
 		dst = append(dst, byte(lz<<4|n))

@@ -117,20 +117,26 @@ func (r *Ring) Push(p sample.Point, stored uint64) {
 // longer needed, and publishes a view with a new open block.
 func (r *Ring) openBlock(old *view, stored uint64) *view {
 	var blocks []*block
+	room := 16
 	if old != nil {
-		last := old.blocks[len(old.blocks)-1]
+		blocks = old.blocks
+		last := blocks[len(blocks)-1]
 		n, buf := last.published()
-		sealed := &block{first: last.first}
-		exact := append([]byte(nil), buf...)
-		sealed.data.Store(&exact)
-		sealed.meta.Store(uint64(n)<<32 | uint64(len(exact)))
-		blocks = append(blocks, old.blocks[:len(old.blocks)-1]...)
-		blocks = append(blocks, sealed)
+		// The block stops growing here; it is trimmed only when its slack
+		// is worth a copy. The next one starts with room for as many bytes.
+		if d := *last.data.Load(); len(d)-len(buf) > len(buf)/8 {
+			sealed := &block{first: last.first}
+			exact := append([]byte(nil), buf...)
+			sealed.data.Store(&exact)
+			sealed.meta.Store(uint64(n)<<32 | uint64(len(exact)))
+			blocks = append(blocks[:len(blocks)-1:len(blocks)-1], sealed)
+		}
+		room = len(buf) + len(buf)/8
 	}
 	open := &block{first: r.next}
-	empty := []byte{}
-	open.data.Store(&empty)
-	return r.publish(append(blocks, open), stored)
+	buf := make([]byte, room)
+	open.data.Store(&buf)
+	return r.publish(append(blocks[:len(blocks):len(blocks)], open), stored)
 }
 
 // droppable counts the oldest blocks that may go: the rest hold the

@@ -192,3 +192,28 @@ func FuzzRoundTrip(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkPush is the ring's share of a write, per point: a decimal
+// walk (the common case) and floats that are no short decimal (every
+// exponent is tried before the XOR).
+func BenchmarkPush(b *testing.B) {
+	rng := rand.New(rand.NewPCG(7, 8))
+	walk, floats := make([]float64, 4096), make([]float64, 4096)
+	v := 20.0
+	for i := range walk {
+		v = math.Round((v+float64(rng.IntN(201)-100)/100)*100) / 100
+		walk[i] = v
+		floats[i] = rng.NormFloat64() * 1e3
+	}
+	for _, c := range []struct {
+		name string
+		vals []float64
+	}{{"walk", walk}, {"floats", floats}} {
+		b.Run(c.name, func(b *testing.B) {
+			r := New(120, 1)
+			for i := range b.N {
+				r.Push(sample.Point{T: int64(i) * 1000, V: c.vals[i%len(c.vals)]}, uint64(i))
+			}
+		})
+	}
+}
