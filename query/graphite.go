@@ -379,7 +379,7 @@ func graphiteKeys(idx keyIndex, pat *graphitePattern, limit int, check func() er
 		return list, len(list) > limit, nil
 	}
 	w := &walker{store: idx, check: check}
-	paths, kinds, full := w.nodes(pat, limit)
+	paths, kinds, full := w.nodes(pat, limit, true)
 	if full || w.err != nil {
 		return nil, full, w.err
 	}
@@ -407,7 +407,7 @@ func (s *Server) find(ctx *fasthttp.RequestCtx, r *read, pat *graphitePattern, d
 	if pat.levels != nil {
 		w := &walker{store: s.store, check: r.alive}
 		var full bool
-		if ids, nodes, full = w.nodes(pat, r.opts.MaxSeries); full {
+		if ids, nodes, full = w.nodes(pat, r.opts.MaxSeries, false); full {
 			return r.series(r.opts.MaxSeries + 1)
 		}
 		if w.err != nil {

@@ -174,8 +174,10 @@ func (w *walker) nodeOf(path string) node {
 
 // nodes returns the paths at the pattern's last level that it matches,
 // sorted, with what the keys say of each; at most limit of them (then
-// full is true). It needs p.levels.
-func (w *walker) nodes(p *graphitePattern, limit int) (paths []string, kinds map[string]node, full bool) {
+// full is true). It needs p.levels. With leaves, only leaves are asked
+// for, and a literal last level is not looked up: its path is returned as
+// a leaf that may have no key, for the caller's scan of its keys to find.
+func (w *walker) nodes(p *graphitePattern, limit int, leaves bool) (paths []string, kinds map[string]node, full bool) {
 	kinds = map[string]node{}
 	parents := []string{""}
 	for i, lv := range p.levels {
@@ -188,7 +190,12 @@ func (w *walker) nodes(p *graphitePattern, limit int) (paths []string, kinds map
 					continue
 				}
 				path := parent + lv.text
-				if n := w.nodeOf(path); (n.leaf || n.branch) && p.whole.MatchString(path) {
+				if !p.whole.MatchString(path) {
+					continue
+				}
+				if leaves {
+					kinds[path] = node{leaf: true}
+				} else if n := w.nodeOf(path); n.leaf || n.branch {
 					kinds[path] = n
 				}
 				continue
@@ -213,7 +220,7 @@ func (w *walker) nodes(p *graphitePattern, limit int) (paths []string, kinds map
 					}
 					continue
 				}
-				if path := parent + seg; p.whole.MatchString(path) {
+				if path := parent + seg; (n.leaf || !leaves) && p.whole.MatchString(path) {
 					kinds[path] = n
 				}
 			}
