@@ -103,10 +103,15 @@ func TestIndexWhileWriting(t *testing.T) {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
+		errs := make([]error, 1)
 		for i := 0; ctx.Err() == nil; i++ {
 			k := fmt.Sprintf("s.%04d.x%d", i%1000, i%3)
-			apply(t, db, set(k, 1))
-			apply(t, db, del(k))
+			for _, op := range []sample.Op{set(k, 1), del(k)} {
+				if err := db.Append(ctx, []sample.Op{op}, errs); (err != nil && ctx.Err() == nil) || (err == nil && errs[0] != nil) {
+					t.Errorf("%+v: %v %v", op, err, errs[0]) // not Fatal: another goroutine
+					return
+				}
+			}
 		}
 	}()
 	for range 200 {
