@@ -66,60 +66,63 @@ func (x *index) remove(s *series) {
 	x.t.Delete(s)
 }
 
-// seek returns the smallest key at or after from.
-func (x *index) seek(from string) (string, bool) {
-	pivot := &series{key: from}
-	var key string
-	found := false
-	x.mu.RLock()
-	x.t.AscendGreaterOrEqual(pivot, func(s *series) bool {
-		key, found = s.key, true
-		return false
-	})
-	x.mu.RUnlock()
-	return key, found
-}
+// pivots are the B-tree's search keys: a *series, of which only the key
+// is read, pooled because a series is some 200 bytes.
+var pivots = sync.Pool{New: func() any { return new(series) }}
 
-// scanBatch is how many series a scan copies under one hold of the read
-// lock: the committer waits for at most one batch.
-const scanBatch = 256
+// Batches of an ascent: the first is small, since many callers want a
+// key or two (a seek), then they double up to maxBatch, the most series
+// copied under one hold of the read lock: the committer waits for at
+// most one batch.
+const (
+	firstBatch = 16
+	maxBatch   = 256
+)
 
-// scan calls fn with every series whose key starts with prefix and that
-// match accepts (nil: all), in key order, until fn returns false. No lock
-// is held while match or fn run. A series created or deleted during the
-// scan is seen or not depending on where the scan is.
-func (x *index) scan(prefix string, match func(string) bool, fn func(*series) bool) {
-	var batch [scanBatch]*series
-	pivot := &series{key: prefix}
+// ascend calls fn with every series from the key from on, in key order,
+// until fn returns false. No lock is held while fn runs. A series created
+// or deleted during the ascent is seen or not depending on where it is.
+func (x *index) ascend(from string, fn func(*series) bool) {
+	var batch [maxBatch]*series
+	size := firstBatch
+	pivot := pivots.Get().(*series)
+	defer pivots.Put(pivot)
+	pivot.key = from
 	for {
 		n := 0
 		x.mu.RLock()
 		x.t.AscendGreaterOrEqual(pivot, func(s *series) bool {
-			if !strings.HasPrefix(s.key, prefix) {
-				return false
-			}
 			batch[n] = s
 			n++
-			return n < scanBatch
+			return n < size
 		})
 		x.mu.RUnlock()
-		last := ""
-		if n > 0 {
-			last = batch[n-1].key
+		if n == 0 {
+			return
 		}
+		pivot.key = batch[n-1].key + "\x00" // keys hold no zero byte: nothing between
 		for i := range n {
 			s := batch[i]
 			batch[i] = nil
-			if match != nil && !match(s.key) {
-				continue
-			}
 			if !fn(s) {
 				return
 			}
 		}
-		if n < scanBatch {
+		if n < size {
 			return
 		}
-		pivot = &series{key: last + "\x00"} // keys hold no zero byte: nothing between
+		size = min(2*size, maxBatch)
 	}
+}
+
+// scan calls fn with every series whose key starts with prefix and that
+// match accepts (nil: all), in key order, until fn returns false; as
+// ascend, no lock is held while match or fn run.
+func (x *index) scan(prefix string, match func(string) bool, fn func(*series) bool) {
+	x.ascend(prefix, func(s *series) bool {
+		if !strings.HasPrefix(s.key, prefix) {
+			return false
+		}
+		return (match != nil && !match(s.key)) || fn(s)
+	})
 }

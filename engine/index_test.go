@@ -62,10 +62,16 @@ func TestIndexPrefixAndSeek(t *testing.T) {
 		}
 		for _, from := range []string{"", "web07.cpu", "web07.cpu\x00", "web31.mem", "web39.mem", "web39.mem\x00", "a", "z"} {
 			i, _ := slices.BinarySearch(want, from)
-			k, ok := db.Seek(from)
+			k, ok := "", false
+			db.Keys(from, func(key string) bool { k, ok = key, true; return false })
 			if ok != (i < len(want)) || ok && k != want[i] {
 				t.Fatalf("seek %q: got %q %v, want the key at %d of %d", from, k, ok, i, len(want))
 			}
+		}
+		var run []string
+		db.Keys("web07.cpu", func(k string) bool { run = append(run, k); return true })
+		if i, _ := slices.BinarySearch(want, "web07.cpu"); !slices.Equal(run, want[i:]) {
+			t.Fatalf("keys from web07.cpu: got %d keys, want the %d from there on", len(run), len(want)-i)
 		}
 		n := 0
 		db.Each("", nil, func(sample.Series) bool { n++; return n < 300 })

@@ -43,10 +43,13 @@ func (db *DB) Each(prefix string, match func(string) bool, fn func(sample.Series
 	db.index.scan(prefix, match, func(s *series) bool { return fn(s.snapshot()) })
 }
 
-// Seek returns the smallest key at or after from, in byte order: a walk
-// of a key hierarchy (Graphite's /metrics/find) skips whole subtrees with
-// it.
-func (db *DB) Seek(from string) (string, bool) { return db.index.seek(from) }
+// Keys calls fn with every key from the key from on, in byte order, until
+// fn returns false: a walk of a key hierarchy (Graphite's /metrics/find)
+// reads a run of keys with it and skips whole subtrees by starting again
+// further on. No lock is held while fn runs.
+func (db *DB) Keys(from string, fn func(key string) bool) {
+	db.index.ascend(from, func(s *series) bool { return fn(s.key) })
+}
 
 // Notify returns a channel that is closed once Index() passes after. It
 // may also be closed earlier, when the feed gains a tick.

@@ -98,6 +98,7 @@ type keyIndex interface {
 	// match accepts (nil: all), in key order. It costs time in proportion
 	// to the keys under prefix, not to all.
 	Series(prefix string, match func(string) bool, dst []sample.Series) []sample.Series
-	// Seek returns the smallest key at or after from, in byte order.
-	Seek(from string) (string, bool)
+	// Keys calls fn with every key from the key from on, in byte order,
+	// until fn returns false.
+	Keys(from string, fn func(key string) bool)
 }

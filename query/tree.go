@@ -7,10 +7,9 @@ import (
 
 // Graphite patterns are answered by walking the key hierarchy, as
 // Graphite walks its tree of directories, over the store's sorted key
-// index: the children of a node "a.b." are found by seeking to the first
-// key after it and then past each child's subtree (Store.Seek), so a
-// level costs one seek per child there, and a literal level costs
-// nothing. /render of one exact path is one short scan; a.b.* costs the
+// index: the children of a node "a.b." are read from the first key after
+// it, starting again past each child's subtree (Store.Keys), so a level
+// costs a read per child there, and a literal level costs nothing. /render of one exact path is one short scan; a.b.* costs the
 // children of a.b; the number of series elsewhere does not count.
 //
 // A pattern whose {a,b} alternatives or [...] classes hold a dot does
@@ -99,27 +98,36 @@ func splitLevels(pattern string) ([]string, bool) {
 }
 
 // walker walks the key hierarchy of a store. check is called every
-// walkCheck seeks, and ends the walk with its error (a client gone, a
+// walkCheck keys read, and ends the walk with its error (a client gone, a
 // read over its time).
 type walker struct {
 	store keyIndex
 	check func() error
-	seeks int
+	steps int
 	err   error
 }
 
 const walkCheck = 1024
 
-func (w *walker) seek(from string) (string, bool) {
+// keys is the store's Keys, counting the keys read for check.
+func (w *walker) keys(from string, fn func(key string) bool) {
 	if w.err != nil {
-		return "", false
+		return
 	}
-	if w.seeks++; w.seeks%walkCheck == 0 {
-		if w.err = w.check(); w.err != nil {
-			return "", false
+	w.store.Keys(from, func(k string) bool {
+		if w.steps++; w.steps%walkCheck == 0 {
+			if w.err = w.check(); w.err != nil {
+				return false
+			}
 		}
-	}
-	return w.store.Seek(from)
+		return fn(k)
+	})
+}
+
+// seek returns the smallest key at or after from.
+func (w *walker) seek(from string) (key string, ok bool) {
+	w.keys(from, func(k string) bool { key, ok = k, true; return false })
+	return key, ok
 }
 
 // node is what the keys say of a path: a key's name is the path (leaf),
@@ -128,28 +136,33 @@ type node struct{ leaf, branch bool }
 
 // children calls visit for the children of the node whose path is parent
 // ("" for the root, else ending in '.') that start with prefix: each
-// child's segment once per kind of key it was seen in, in key order.
+// child's segment once per kind of key it was seen in, in key order. A
+// run of leaves is read in one pass; the keys below a child, or its
+// tagged keys, are skipped by starting again after them.
 func (w *walker) children(parent, prefix string, visit func(seg string, n node)) {
 	start := parent + prefix
-	from := start
-	for {
-		k, ok := w.seek(from)
-		if !ok || !strings.HasPrefix(k, start) {
-			return
-		}
-		rest := k[len(parent):]
-		end := strings.IndexAny(rest, ".;")
-		switch {
-		case end < 0: // the key is the child's name
-			visit(rest, node{leaf: true})
-			from = k + "\x00" // keys hold no zero byte: the next key
-		case rest[end] == ';': // the child's name with tags: skip them all
-			visit(rest[:end], node{leaf: true})
-			from = parent + rest[:end] + "<" // ';'+1
-		default: // keys below the child: skip its subtree
-			visit(rest[:end], node{branch: true})
-			from = parent + rest[:end] + "/" // '.'+1
-		}
+	for from, more := start, true; more; {
+		more = false
+		w.keys(from, func(k string) bool {
+			if !strings.HasPrefix(k, start) {
+				return false
+			}
+			rest := k[len(parent):]
+			end := strings.IndexAny(rest, ".;")
+			switch {
+			case end < 0: // the key is the child's name
+				visit(rest, node{leaf: true})
+				return true
+			case rest[end] == ';': // the child's name with tags: skip them all
+				visit(rest[:end], node{leaf: true})
+				from = parent + rest[:end] + "<" // ';'+1
+			default: // keys below the child: skip its subtree
+				visit(rest[:end], node{branch: true})
+				from = parent + rest[:end] + "/" // '.'+1
+			}
+			more = true
+			return false
+		})
 	}
 }
 
