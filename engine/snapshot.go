@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
 	"syscall"
 	"time"
 
@@ -310,26 +309,8 @@ func (db *DB) retentionOf(key string, kind sample.Kind) snapshot.Retention {
 }
 
 func foldFunc(agg sample.Agg) func([]sample.Point) float64 {
-	switch agg {
-	case sample.Sum:
-		return fold(func(a, b float64) float64 { return a + b })
-	case sample.Min:
-		return fold(math.Min)
-	case sample.Max:
-		return fold(math.Max)
-	case sample.Last:
-		return func(p []sample.Point) float64 { return p[len(p)-1].V }
+	if agg == sample.Avg || agg == 0 {
+		return chunk.Mean // as a chunk stores it best: sums of decimals over counts
 	}
-	return chunk.Mean // as a chunk stores it best: sums of decimals over counts
-}
-
-// fold reduces a step's values with f, from the first.
-func fold(f func(a, b float64) float64) func([]sample.Point) float64 {
-	return func(p []sample.Point) float64 {
-		v := p[0].V
-		for _, x := range p[1:] {
-			v = f(v, x.V)
-		}
-		return v
-	}
+	return func(p []sample.Point) float64 { return sample.Fold(agg, p) }
 }

@@ -2,7 +2,6 @@ package query
 
 import (
 	"fmt"
-	"math"
 	"strconv"
 	"time"
 
@@ -58,15 +57,8 @@ func ParseStep(s string) (int64, error) {
 // last point before it, so steps add up to the whole range's Increase.
 func Downsample(pts []sample.Point, step int64, agg Agg) []sample.Point {
 	var out []sample.Point
-	floor := func(t int64) int64 {
-		b := t - t%step
-		if t%step < 0 {
-			b -= step
-		}
-		return b
-	}
 	for i := 0; i < len(pts); {
-		start := floor(pts[i].T)
+		start := sample.FloorStep(pts[i].T, step)
 		j := i
 		for j < len(pts) && pts[j].T < start+step {
 			j++
@@ -74,27 +66,18 @@ func Downsample(pts []sample.Point, step int64, agg Agg) []sample.Point {
 		in := pts[i:j]
 		var v float64
 		switch agg {
-		case AggSum, AggAvg:
-			for _, p := range in {
-				v += p.V
-			}
-			if agg == AggAvg {
-				v /= float64(len(in))
-			}
+		case AggSum:
+			v = sample.Fold(sample.Sum, in)
+		case AggAvg:
+			v = sample.Fold(sample.Avg, in)
 		case AggMin:
-			v = math.Inf(1)
-			for _, p := range in {
-				v = math.Min(v, p.V)
-			}
+			v = sample.Fold(sample.Min, in)
 		case AggMax:
-			v = math.Inf(-1)
-			for _, p := range in {
-				v = math.Max(v, p.V)
-			}
+			v = sample.Fold(sample.Max, in)
 		case AggFirst:
 			v = in[0].V
 		case AggLast:
-			v = in[len(in)-1].V
+			v = sample.Fold(sample.Last, in)
 		case AggCount:
 			v = float64(len(in))
 		case AggIncrease, AggRate:

@@ -322,22 +322,20 @@ func consolidate(pts []sample.Point, from, until, step int64) []sample.Point {
 		return out
 	}
 	n := (until-from)/step + 1
-	sums := make([]float64, n)
-	counts := make([]int, n)
-	for _, p := range pts {
-		i := (p.T/1000 - from) / step
-		if i >= 0 && i < n {
-			sums[i] += p.V
-			counts[i]++
-		}
-	}
 	out := make([]sample.Point, n)
 	for i := range out {
-		v := math.NaN()
-		if counts[i] > 0 {
-			v = sums[i] / float64(counts[i])
+		out[i] = sample.Point{T: from + int64(i)*step, V: math.NaN()}
+	}
+	slot := func(p sample.Point) int64 { return sample.FloorStep(p.T/1000-from, step) / step }
+	for i := 0; i < len(pts); {
+		k, j := slot(pts[i]), i+1
+		for j < len(pts) && slot(pts[j]) == k {
+			j++
 		}
-		out[i] = sample.Point{T: from + int64(i)*step, V: v}
+		if k >= 0 && k < n {
+			out[k].V = sample.Fold(sample.Avg, pts[i:j])
+		}
+		i = j
 	}
 	return out
 }

@@ -265,9 +265,10 @@ func appendMode(dst []byte, pts []sample.Point, mode byte, exp int) []byte {
 	return w.b
 }
 
-// Header returns a chunk's point count and its first and last times.
+// Header returns a chunk's point count and its first and last times, of
+// either version (v1.go).
 func Header(b []byte) (n uint64, first, last int64, rest []byte, err error) {
-	if len(b) < 1 || b[0] != Version {
+	if len(b) < 1 || (b[0] != Version && b[0] != version1) {
 		return 0, 0, 0, nil, fmt.Errorf("%w: version", ErrFormat)
 	}
 	b = b[1:]
@@ -286,12 +287,16 @@ func Header(b []byte) (n uint64, first, last int64, rest []byte, err error) {
 	return n, first, last, b[k:], nil
 }
 
-// Decode appends the points of chunk b to dst.
+// Decode appends the points of chunk b, of either version, to dst.
 func Decode(b []byte, dst []sample.Point) ([]sample.Point, error) {
-	n, first, _, b, err := Header(b)
+	n, first, _, rest, err := Header(b)
 	if err != nil {
 		return dst, err
 	}
+	if b[0] == version1 {
+		return decodeV1(rest, n, first, dst)
+	}
+	b = rest
 	if n > uint64(len(b))*8+1 { // every later point takes at least one bit
 		return dst, fmt.Errorf("%w: %d points in %d bytes", ErrFormat, n, len(b))
 	}

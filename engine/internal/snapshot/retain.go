@@ -49,14 +49,6 @@ func orderedTime(dst []byte, t int64) []byte {
 	return binary.BigEndian.AppendUint64(dst, uint64(t)^1<<63)
 }
 
-func floorStep(t, step int64) int64 {
-	f := t - t%step
-	if t%step < 0 {
-		f -= step
-	}
-	return f
-}
-
 // Retain applies the retention of up to budget series, from the series key
 // from (nil: the first), in one transaction: for each archive, the
 // complete steps of raw points past its watermark are aggregated into an
@@ -125,12 +117,12 @@ func retainSeries(hist, arch, wms *bolt.Bucket, key string, st *State, now int64
 		if !stored {
 			wm = int64(math.MinInt64)
 			if ok {
-				wm = floorStep(firstT, a.Step)
+				wm = sample.FloorStep(firstT, a.Step)
 			}
 		}
 		// Steps up to the one holding the newest stored point are complete:
 		// every later point is at or after it.
-		boundary := min(floorStep(st.Updated, a.Step), floorStep(now, a.Step))
+		boundary := min(sample.FloorStep(st.Updated, a.Step), sample.FloorStep(now, a.Step))
 		// Write an archive in big chunks (up to 1024 steps), but soon enough
 		// that raw points are never held past their keep waiting for it.
 		batch := min(1024*a.Step, max(r.Raw/2, a.Step))
@@ -141,7 +133,7 @@ func retainSeries(hist, arch, wms *bolt.Bucket, key string, st *State, now int64
 			}
 			var out []sample.Point
 			for i := 0; i < len(pts); {
-				start := floorStep(pts[i].T, a.Step)
+				start := sample.FloorStep(pts[i].T, a.Step)
 				j := i
 				for j < len(pts) && pts[j].T < start+a.Step {
 					j++

@@ -43,7 +43,6 @@ const (
 	// read as they are and become version 2 at open.
 	formatVersion = 2
 	stateVersion  = 1
-	chunkVersion1 = 1 // the chunk package writes version 2
 )
 
 // ErrFormat is returned for stored data this version cannot read.
@@ -462,89 +461,18 @@ func AppendChunk(dst []byte, pts []sample.Point) []byte { return chunk.Append(ds
 // chunkHeader returns the point count and the first and last times of a
 // chunk of either version.
 func chunkHeader(b []byte) (n uint64, first, last int64, err error) {
-	if len(b) > 0 && b[0] == chunk.Version {
-		n, first, last, _, err = chunk.Header(b)
-		if err != nil {
-			err = fmt.Errorf("%w: %w", ErrFormat, err)
-		}
-		return n, first, last, err
+	n, first, last, _, err = chunk.Header(b)
+	if err != nil {
+		err = fmt.Errorf("%w: %w", ErrFormat, err)
 	}
-	return chunkHeaderV1(b)
+	return n, first, last, err
 }
 
 // DecodeChunk appends the points of chunk b, of either version, to dst.
 func DecodeChunk(b []byte, dst []sample.Point) ([]sample.Point, error) {
-	if len(b) > 0 && b[0] == chunk.Version {
-		dst, err := chunk.Decode(b, dst)
-		if err != nil {
-			err = fmt.Errorf("%w: %w", ErrFormat, err)
-		}
-		return dst, err
-	}
-	return decodeChunkV1(b, dst)
-}
-
-// Version 1 chunks (written before the chunk package) are still read:
-//
-//	version 1 byte | count uvarint | first T varint | last T varint |
-//	first V 8 bytes | per later point: delta-of-delta T (varint),
-//	XOR of V with the previous V: 0x00 when equal, else one byte holding
-//	(trailing zero bits + 1) and the shifted XOR as a uvarint.
-func chunkHeaderV1(b []byte) (n uint64, first, last int64, err error) {
-	if len(b) < 1 || b[0] != chunkVersion1 {
-		return 0, 0, 0, fmt.Errorf("%w: chunk version", ErrFormat)
-	}
-	b = b[1:]
-	var ok bool
-	if n, b, ok = uvarint(b); !ok {
-		return 0, 0, 0, fmt.Errorf("%w: chunk count", ErrFormat)
-	}
-	if first, b, ok = varint(b); !ok {
-		return 0, 0, 0, fmt.Errorf("%w: chunk first time", ErrFormat)
-	}
-	if last, _, ok = varint(b); !ok {
-		return 0, 0, 0, fmt.Errorf("%w: chunk last time", ErrFormat)
-	}
-	return n, first, last, nil
-}
-
-func decodeChunkV1(b []byte, dst []sample.Point) ([]sample.Point, error) {
-	n, first, _, err := chunkHeaderV1(b)
+	dst, err := chunk.Decode(b, dst)
 	if err != nil {
-		return dst, err
+		err = fmt.Errorf("%w: %w", ErrFormat, err)
 	}
-	// Skip the header again to reach the values.
-	b = b[1:]
-	_, b, _ = uvarint(b)
-	_, b, _ = varint(b)
-	_, b, _ = varint(b)
-	if len(b) < 8 || n == 0 || n > uint64(len(b)) {
-		return dst, fmt.Errorf("%w: chunk of %d points in %d bytes", ErrFormat, n, len(b))
-	}
-	prevV := binary.LittleEndian.Uint64(b)
-	b = b[8:]
-	dst = append(dst, sample.Point{T: first, V: math.Float64frombits(prevV)})
-	prevT, prevD := first, int64(0)
-	for i := uint64(1); i < n; i++ {
-		dod, rest, ok := varint(b)
-		if !ok || len(rest) == 0 {
-			return dst, fmt.Errorf("%w: chunk point %d", ErrFormat, i)
-		}
-		prevD += dod
-		prevT += prevD
-		tz, rest := int(rest[0]), rest[1:]
-		if tz > 64 {
-			return dst, fmt.Errorf("%w: chunk point %d xor", ErrFormat, i)
-		}
-		if tz > 0 {
-			var x uint64
-			if x, rest, ok = uvarint(rest); !ok {
-				return dst, fmt.Errorf("%w: chunk point %d xor", ErrFormat, i)
-			}
-			prevV ^= x << (tz - 1)
-		}
-		b = rest
-		dst = append(dst, sample.Point{T: prevT, V: math.Float64frombits(prevV)})
-	}
-	return dst, nil
+	return dst, err
 }

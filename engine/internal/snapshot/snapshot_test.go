@@ -18,6 +18,8 @@ import (
 //	first V 8 bytes | per later point: delta-of-delta T (varint),
 //	XOR of V with the previous V: 0x00 when equal, else one byte holding
 //	(trailing zero bits + 1) and the shifted XOR as a uvarint.
+const chunkVersion1 = 1
+
 func appendChunkV1(dst []byte, pts []sample.Point) []byte {
 	dst = append(dst, chunkVersion1)
 	dst = binary.AppendUvarint(dst, uint64(len(pts)))
