@@ -50,9 +50,8 @@ type DB struct {
 	snapMu   sync.Mutex      // serialises snapshots.
 	stopSnap chan struct{}
 	// compactNext is where the compaction pass goes on (guarded by
-	// snapMu); history holds the totals of the last finished pass.
+	// snapMu).
 	compactNext []byte
-	history     atomic.Pointer[snapshot.HistoryTotals]
 	merged      atomic.Int64 // chunks compaction merged away since Open
 	retainNext  []byte       // where the retention pass goes on (guarded by snapMu)
 	archived    atomic.Int64 // archive points written since Open

@@ -208,3 +208,23 @@ func TestReadsNeverSnapshot(t *testing.T) {
 		t.Fatalf("history after the snapshot: %d points, want 1..1001", len(got))
 	}
 }
+
+// TestStatsHistoryIsExact reads the stored history's totals right after
+// each snapshot: they count every point stored, with no compaction pass
+// in between (issue 11: they lagged a pass behind).
+func TestStatsHistoryIsExact(t *testing.T) {
+	db := openDB(t, t.TempDir(), Options{SnapshotInterval: time.Hour, ChunkPoints: -1})
+	defer db.Close()
+	for round := 1; round <= 3; round++ {
+		for i := range 100 {
+			mustApply(t, db, set(fmt.Sprintf("k%d", i%7), float64(i)))
+		}
+		if err := db.Snapshot(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		h := db.Stats().History
+		if h == nil || h.Points != int64(100*round) || h.Chunks < 7 || h.BytesPerPoint <= 0 {
+			t.Fatalf("after %d points stored: history %+v", 100*round, h)
+		}
+	}
+}

@@ -98,8 +98,7 @@ func (db *DB) compact() error {
 		if res.Merged > 0 {
 			db.logger.Debug("compacted history", "merged", res.Merged, "into", res.Written)
 		}
-		if res.Pass != nil {
-			db.history.Store(res.Pass)
+		if res.Next == nil {
 			return nil // one pass per snapshot at most
 		}
 	}

@@ -13,7 +13,8 @@ type Stats struct {
 	SyncedIndex   uint64 `json:"synced_index"`
 	SnapshotIndex uint64 `json:"snapshot_index"`
 	WALFirstIndex uint64 `json:"wal_first_index"`
-	// History is the stored history as of the last compaction pass: chunks,
+	// History is the stored history as of the last snapshot database
+	// commit (exact: every transaction keeps the totals): chunks,
 	// points, bytes of chunks, the database file, and file bytes per point.
 	History *HistoryStats `json:"history,omitempty"`
 	// Compacted counts the chunks compaction merged into others since the
@@ -68,8 +69,8 @@ func (db *DB) Stats() Stats {
 	st := Stats{Index: db.published.Load(), SyncedIndex: db.synced.Load(), SnapshotIndex: db.store.Index(), Compacted: db.merged.Load(),
 		Archived: db.archived.Load(), Expired: db.expired.Load()}
 	st.WALFirstIndex, _ = db.wal.FirstIndex()
-	if h := db.history.Load(); h != nil {
-		st.History = &HistoryStats{HistoryTotals: *h}
+	if h, err := db.store.Totals(); err == nil {
+		st.History = &HistoryStats{HistoryTotals: h}
 		if n := float64(h.Points + h.ArchivePoints); n > 0 {
 			st.History.BytesPerPoint = float64(h.Bytes) / n
 			st.History.UsedBytesPerPoint = float64(h.UsedBytes) / n

@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
-	"os"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -23,12 +22,9 @@ type CompactResult struct {
 	Merged  int    // chunks that were merged into others and deleted
 	Written int    // chunks written in their place
 	Next    []byte // the history key to resume from; nil: the pass reached the end
-	// When a pass ends (Next nil), its totals over the whole history.
-	Pass *HistoryTotals
 }
 
-// HistoryTotals are the size of the stored history as of the end of a
-// compaction pass.
+// HistoryTotals are the size of the stored history (Store.Totals).
 type HistoryTotals struct {
 	Chunks int64 `json:"chunks"`
 	Points int64 `json:"points"` // raw points
@@ -42,11 +38,6 @@ type HistoryTotals struct {
 	// bbolt grows ahead of need and never shrinks.
 	UsedBytes int64 `json:"used_bytes"`
 	FileBytes int64 `json:"file_bytes"`
-}
-
-// passTotals accumulates HistoryTotals over the calls of one pass.
-type passTotals struct {
-	HistoryTotals
 }
 
 // Compact merges runs of small chunks of one series into chunks of up to
@@ -63,6 +54,7 @@ type passTotals struct {
 func (s *Store) Compact(from []byte, target, budget int, maxSpan func(key string) int64) (_ CompactResult, err error) {
 	defer caught(&err)
 	var res CompactResult
+	var totals HistoryTotals
 	err = s.db.Update(func(tx *bolt.Tx) error {
 		hist := tx.Bucket(bucketHistory)
 		hist.FillPercent = historyFill
@@ -78,17 +70,18 @@ func (s *Store) Compact(from []byte, target, budget int, maxSpan func(key string
 			ord         uint64
 			n           uint64
 			first, last int64
-			value       []byte
+			value       []byte // unsealed
+			stored      int    // the length of the value as stored
 		}
 		var run []piece // contiguous chunks of one incarnation, in key order
 		var runPoints uint64
 		span := int64(math.MaxInt64) // for the series of the run
 		type merge struct {
-			first    []byte
-			value    []byte
-			drop     [][]byte
-			oldBytes int64 // keys and values of the chunks it replaces
+			first []byte
+			value []byte
+			drop  [][]byte
 		}
+		var t tally
 		var merges []merge
 		rewrites := 0
 		flush := func() error {
@@ -105,8 +98,9 @@ func (s *Store) Compact(from []byte, target, budget int, maxSpan func(key string
 					if i > 0 {
 						m.drop = append(m.drop, p.key)
 					}
-					m.oldBytes += int64(len(p.key) + len(p.value) + 5) // + the seal
+					t.add(bucketHistory, p.key, p.stored, p.n, -1)
 				}
+				t.add(bucketHistory, m.first, len(m.value), uint64(len(pts)), 1)
 				merges = append(merges, m)
 				rewrites += len(run)
 			}
@@ -118,7 +112,7 @@ func (s *Store) Compact(from []byte, target, budget int, maxSpan func(key string
 				res.Next = bytes.Clone(k)
 				break
 			}
-			s.pass.Bytes += int64(len(k) + len(v))
+			stored := len(v)
 			v, err := unseal(bucketHistory, k, v)
 			if err != nil {
 				return err
@@ -131,8 +125,6 @@ func (s *Store) Compact(from []byte, target, budget int, maxSpan func(key string
 				return fmt.Errorf("%w: history key %q", ErrFormat, k)
 			}
 			ord := binary.BigEndian.Uint64(k[len(k)-8:])
-			s.pass.Chunks++
-			s.pass.Points += int64(n)
 			if len(run) > 0 {
 				prev := run[len(run)-1]
 				same := bytes.Equal(k[:len(k)-8], prev.key[:len(prev.key)-8])
@@ -153,7 +145,7 @@ func (s *Store) Compact(from []byte, target, budget int, maxSpan func(key string
 			}
 			// Keys and values are only valid in the transaction; the merge
 			// writes in it too, after the walk.
-			run = append(run, piece{key: bytes.Clone(k), ord: ord, n: n, first: first, last: last, value: bytes.Clone(v)})
+			run = append(run, piece{key: bytes.Clone(k), ord: ord, n: n, first: first, last: last, value: bytes.Clone(v), stored: stored})
 			runPoints += n
 		}
 		if err := flush(); err != nil {
@@ -170,46 +162,14 @@ func (s *Store) Compact(from []byte, target, budget int, maxSpan func(key string
 			}
 			res.Written++
 			res.Merged += len(m.drop)
-			s.pass.Bytes += int64(len(m.first)+len(m.value)) - m.oldBytes
 		}
-		s.pass.Chunks -= int64(res.Merged)
-		return nil
+		var err error
+		totals, err = s.saveTotals(tx, t)
+		return err
 	})
 	if err != nil {
 		return CompactResult{}, fmt.Errorf("compact history: %w", err)
 	}
-	if res.Next == nil {
-		defer caught(&err)
-		t := s.pass.HistoryTotals
-		if st, err := os.Stat(s.db.Path()); err == nil {
-			t.FileBytes = st.Size()
-		}
-		err := s.db.View(func(tx *bolt.Tx) error {
-			t.UsedBytes = tx.Size() - int64(s.db.Stats().FreeAlloc)
-			arch := tx.Bucket(bucketArchive)
-			if arch == nil {
-				return nil
-			}
-			return arch.ForEach(func(k, v []byte) error {
-				t.Bytes += int64(len(k) + len(v))
-				v, err := unseal(bucketArchive, k, v)
-				if err != nil {
-					return err
-				}
-				n, _, _, err := chunkHeader(v)
-				if err != nil {
-					return damaged(bucketArchive, k, err)
-				}
-				t.ArchiveChunks++
-				t.ArchivePoints += int64(n)
-				return nil
-			})
-		})
-		if err != nil {
-			return res, fmt.Errorf("compact history: count archives: %w", err)
-		}
-		res.Pass = &t
-		s.pass = passTotals{}
-	}
+	s.totals.Store(&totals)
 	return res, nil
 }

@@ -59,7 +59,8 @@ func orderedTime(dst []byte, t int64) []byte {
 func (s *Store) Retain(from []byte, now int64, budget int, policy func(key string, kind sample.Kind) Retention) (_ RetainResult, err error) {
 	defer caught(&err)
 	var res RetainResult
-	err = s.db.Update(func(tx *bolt.Tx) error {
+	var totals HistoryTotals
+	err = s.db.Update(func(tx *bolt.Tx) (err error) {
 		series := tx.Bucket(bucketSeries)
 		hist := tx.Bucket(bucketHistory)
 		arch, err := tx.CreateBucketIfNotExists(bucketArchive)
@@ -78,6 +79,12 @@ func (s *Store) Retain(from []byte, now int64, budget int, policy func(key strin
 			k, v = c.Seek(from)
 		}
 		var st State
+		var t tally
+		defer func() {
+			if err == nil {
+				totals, err = s.saveTotals(tx, t)
+			}
+		}()
 		for ; k != nil; k, v = c.Next() {
 			if res.Series >= budget {
 				res.Next = bytes.Clone(k)
@@ -89,7 +96,7 @@ func (s *Store) Retain(from []byte, now int64, budget int, policy func(key strin
 			}
 			key := string(k)
 			r := policy(key, st.Kind)
-			if err := retainSeries(hist, arch, wms, key, &st, now, r, &res); err != nil {
+			if err := retainSeries(hist, arch, wms, key, &st, now, r, &res, &t); err != nil {
 				return fmt.Errorf("retain %q: %w", key, err)
 			}
 		}
@@ -98,10 +105,11 @@ func (s *Store) Retain(from []byte, now int64, budget int, policy func(key strin
 	if err != nil {
 		return RetainResult{}, fmt.Errorf("apply retention: %w", err)
 	}
+	s.totals.Store(&totals)
 	return res, nil
 }
 
-func retainSeries(hist, arch, wms *bolt.Bucket, key string, st *State, now int64, r Retention, res *RetainResult) error {
+func retainSeries(hist, arch, wms *bolt.Bucket, key string, st *State, now int64, r Retention, res *RetainResult, t *tally) error {
 	prefix := binary.BigEndian.AppendUint64(seriesPrefix(nil, key), st.Created)
 	firstT, ok, err := firstRawTime(hist, prefix)
 	if err != nil {
@@ -144,9 +152,16 @@ func retainSeries(hist, arch, wms *bolt.Bucket, key string, st *State, now int64
 			if len(out) > 0 {
 				// bbolt holds keys until commit: a key of its own.
 				ak := orderedTime(bytes.Clone(wk), out[0].T)
-				if err := arch.Put(ak, seal(bucketArchive, ak, AppendChunk(nil, out))); err != nil {
+				if old := arch.Get(ak); old != nil {
+					if err := t.addStored(bucketArchive, ak, old, -1); err != nil {
+						return err
+					}
+				}
+				av := seal(bucketArchive, ak, AppendChunk(nil, out))
+				if err := arch.Put(ak, av); err != nil {
 					return err
 				}
+				t.add(bucketArchive, ak, len(av), uint64(len(out)), 1)
 				res.ArchivedPts += len(out)
 			}
 			wm = boundary
@@ -156,13 +171,13 @@ func retainSeries(hist, arch, wms *bolt.Bucket, key string, st *State, now int64
 		}
 		limit = min(limit, wm)
 		// Expire the archive's chunks wholly older than its keep.
-		n, err := deleteOlder(bucketArchive, arch, wk, now-a.Keep, a.Step)
+		n, err := deleteOlder(bucketArchive, arch, wk, now-a.Keep, a.Step, t)
 		if err != nil {
 			return err
 		}
 		res.ExpiredArch += n
 	}
-	n, err := deleteOlder(bucketHistory, hist, prefix, limit, 1)
+	n, err := deleteOlder(bucketHistory, hist, prefix, limit, 1, t)
 	res.ExpiredRaw += n
 	return err
 }
@@ -251,17 +266,18 @@ func rawPoints(hist *bolt.Bucket, prefix []byte, from, to int64) ([]sample.Point
 // deleteOlder deletes the chunks under prefix whose newest point (plus
 // span, the time one point covers) is at or before limit; chunks are in
 // time order, so it stops at the first it keeps.
-func deleteOlder(name []byte, b *bolt.Bucket, prefix []byte, limit, span int64) (int, error) {
+func deleteOlder(name []byte, b *bolt.Bucket, prefix []byte, limit, span int64, t *tally) (int, error) {
 	n := 0
 	c := b.Cursor()
 	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Seek(prefix) {
-		_, _, last, err := header(name, k, v)
+		pts, _, last, err := header(name, k, v)
 		if err != nil {
 			return n, err
 		}
 		if last+span > limit {
 			break
 		}
+		t.add(name, k, len(v), pts, -1)
 		if err := c.Delete(); err != nil {
 			return n, err
 		}

@@ -129,7 +129,9 @@ func Salvage(src, dst string) (FileReport, error) {
 		switch {
 		case bytes.Equal(bucket, bucketSeries):
 			series = append(series, entry{bytes.Clone(k), bytes.Clone(payload)})
-		case bytes.Equal(bucket, bucketMeta) && !bytes.Equal(k, keyVersion):
+		case bytes.Equal(bucket, bucketMeta) && !bytes.Equal(k, keyVersion) && !bytes.Equal(k, keyTotals):
+			// The totals are counted again at open: what is salvaged
+			// is not what they counted.
 			meta = append(meta, entry{bytes.Clone(k), bytes.Clone(payload)})
 		}
 		return nil

@@ -76,9 +76,9 @@ type Update struct {
 
 // Store is an open snapshot database.
 type Store struct {
-	db    *bolt.DB
-	index atomic.Uint64 // WAL index covered by the stored state
-	pass  passTotals    // the compaction pass in progress; Compact's caller only
+	db     *bolt.DB
+	index  atomic.Uint64                 // WAL index covered by the stored state
+	totals atomic.Pointer[HistoryTotals] // as of the last commit (totals.go)
 	// maxChunk caps the points of a chunk Commit writes (SetChunkPoints).
 	maxChunk int
 	// commitHook wraps each Commit's transaction, for fault injection.
@@ -149,7 +149,7 @@ func Open(path string) (s *Store, err error) {
 			}
 			s.index.Store(binary.BigEndian.Uint64(v))
 		}
-		return nil
+		return s.loadTotals(tx)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("initialise snapshot database %s: %w", path, err)
@@ -201,7 +201,9 @@ func (s *Store) Commit(index uint64, ups []Update) (err error) {
 	if s.commitHook != nil {
 		update = func(fn func(*bolt.Tx) error) error { return s.commitHook(func() error { return s.db.Update(fn) }) }
 	}
+	var totals HistoryTotals
 	err = update(func(tx *bolt.Tx) error {
+		var t tally
 		series := tx.Bucket(bucketSeries)
 		hist := tx.Bucket(bucketHistory)
 		hist.FillPercent = historyFill
@@ -211,12 +213,9 @@ func (s *Store) Commit(index uint64, ups []Update) (err error) {
 				if err := series.Delete([]byte(u.Key)); err != nil {
 					return fmt.Errorf("delete series %q: %w", u.Key, err)
 				}
-				if err := deletePrefix(hist, seriesPrefix(nil, u.Key)); err != nil {
-					return fmt.Errorf("delete history of %q: %w", u.Key, err)
-				}
-				for _, name := range [][]byte{bucketArchive, bucketWatermark} {
+				for _, name := range [][]byte{bucketHistory, bucketArchive, bucketWatermark} {
 					if b := tx.Bucket(name); b != nil {
-						if err := deletePrefix(b, seriesPrefix(nil, u.Key)); err != nil {
+						if err := deletePrefix(b, name, seriesPrefix(nil, u.Key), &t); err != nil {
 							return fmt.Errorf("delete %s of %q: %w", name, u.Key, err)
 						}
 					}
@@ -246,10 +245,16 @@ func (s *Store) Commit(index uint64, ups []Update) (err error) {
 			for off := 0; off < len(u.Points); off += s.maxChunk {
 				pts := u.Points[off:min(off+s.maxChunk, len(u.Points))]
 				k := chunkKey(nil, u.Key, u.State.Created, u.FirstOrdinal+uint64(off))
-				if err := hist.Put(k, seal(bucketHistory, k, AppendChunk(nil, pts))); err != nil {
+				v := seal(bucketHistory, k, AppendChunk(nil, pts))
+				if err := hist.Put(k, v); err != nil {
 					return fmt.Errorf("put history chunk of %q: %w", u.Key, err)
 				}
+				t.add(bucketHistory, k, len(v), uint64(len(pts)), 1)
 			}
+		}
+		var err error
+		if totals, err = s.saveTotals(tx, t); err != nil {
+			return err
 		}
 		var ib [8]byte
 		binary.BigEndian.PutUint64(ib[:], index)
@@ -259,6 +264,7 @@ func (s *Store) Commit(index uint64, ups []Update) (err error) {
 		return fmt.Errorf("commit snapshot at index %d: %w", index, err)
 	}
 	s.index.Store(index)
+	s.totals.Store(&totals)
 	return nil
 }
 
@@ -388,9 +394,17 @@ func chunkKey(dst []byte, key string, created, firstOrdinal uint64) []byte {
 	return binary.BigEndian.AppendUint64(dst, firstOrdinal)
 }
 
-func deletePrefix(b *bolt.Bucket, prefix []byte) error {
+// deletePrefix deletes every key of b (named name) under prefix, counting
+// the chunks it deletes in t.
+func deletePrefix(b *bolt.Bucket, name, prefix []byte, t *tally) error {
+	chunks := !bytes.Equal(name, bucketWatermark)
 	c := b.Cursor()
-	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Seek(prefix) {
+	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Seek(prefix) {
+		if chunks {
+			if err := t.addStored(name, k, v, -1); err != nil {
+				return err
+			}
+		}
 		if err := c.Delete(); err != nil {
 			return err
 		}
