@@ -49,13 +49,15 @@ type DB struct {
 	snapKick chan struct{}   // committer → snapshotter: many records since the last one
 	snapMu   sync.Mutex      // serialises snapshots.
 	stopSnap chan struct{}
-	// compactNext is where the compaction pass goes on (guarded by
-	// snapMu).
-	compactNext []byte
-	merged      atomic.Int64 // chunks compaction merged away since Open
-	retainNext  []byte       // where the retention pass goes on (guarded by snapMu)
-	archived    atomic.Int64 // archive points written since Open
-	expired     atomic.Int64 // chunks retention deleted since Open
+	// Guarded by snapMu: the records snapshots stored since Open, and the
+	// compaction and retention passes (snapshot.go).
+	stored     int64
+	compaction pass
+	retention  pass
+	snapshots  atomic.Int64 // snapshots taken since Open, empty ones included
+	merged     atomic.Int64 // chunks compaction merged away since Open
+	archived   atomic.Int64 // archive points written since Open
+	expired    atomic.Int64 // chunks retention deleted since Open
 
 	committerDone chan struct{}
 	snapDone      chan struct{}

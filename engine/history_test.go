@@ -72,7 +72,8 @@ func compactAll(tb testing.TB, db *DB) {
 	for {
 		before := db.merged.Load()
 		db.snapMu.Lock()
-		db.compactNext = nil
+		db.compaction.next = nil   // a pass from the start,
+		db.compaction.started = -1 // due now
 		db.snapMu.Unlock()
 		if err := db.compact(); err != nil {
 			tb.Fatal(err)
@@ -226,5 +227,39 @@ func TestStatsHistoryIsExact(t *testing.T) {
 		if h == nil || h.Points != int64(100*round) || h.Chunks < 7 || h.BytesPerPoint <= 0 {
 			t.Fatalf("after %d points stored: history %+v", 100*round, h)
 		}
+	}
+}
+
+// TestIdleStoreRunsNoPasses checks that snapshots with nothing new to
+// store start no compaction or retention pass, and that new data does.
+func TestIdleStoreRunsNoPasses(t *testing.T) {
+	db := openDB(t, t.TempDir(), Options{SnapshotInterval: time.Hour, ChunkPoints: 16})
+	defer db.Close()
+	// Snapshot returns after the snapshot; the passes after it run before
+	// the snapshotter takes the next request, so a second one waits for
+	// them.
+	snapshots := func(n int) SnapshotState {
+		t.Helper()
+		for range n {
+			if err := db.Snapshot(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return db.Stats().Snapshots
+	}
+	for i := range 100 {
+		mustApply(t, db, set(fmt.Sprintf("k%d", i%5), float64(i)))
+	}
+	before := snapshots(2)
+	if before.CompactionPasses < 1 || before.RetentionPasses < 1 {
+		t.Fatalf("after new data and two snapshots: %+v", before)
+	}
+	idle := snapshots(30)
+	if idle.Taken < before.Taken+30 || idle.CompactionPasses != before.CompactionPasses || idle.RetentionPasses != before.RetentionPasses {
+		t.Fatalf("30 idle snapshots ran passes: before %+v, after %+v", before, idle)
+	}
+	mustApply(t, db, set("k0", 1000))
+	if after := snapshots(2); after.CompactionPasses <= idle.CompactionPasses || after.RetentionPasses <= idle.RetentionPasses {
+		t.Fatalf("new data ran no pass: idle %+v, after %+v", idle, after)
 	}
 }

@@ -43,7 +43,8 @@ func TestRetention(t *testing.T) {
 	retainAll := func() {
 		t.Helper()
 		db.snapMu.Lock()
-		db.retainNext = nil
+		db.retention.next = nil          // a pass from the start,
+		db.retention.ended = time.Time{} // due now
 		db.snapMu.Unlock()
 		if err := db.retain(); err != nil {
 			t.Fatal(err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -55,6 +56,39 @@ func (db *DB) snapshotLoop() {
 	}
 }
 
+// pass is where a background pass over the stored history (compaction,
+// retention) stands. A pass is due while one is in progress, when
+// snapshots stored records since the last one started, or, for a pass
+// that also follows the clock (retention's expiry), every `every`: an
+// idle store with a million series does not walk them all at each tick.
+// Snapshotter-owned (under snapMu).
+type pass struct {
+	next    []byte    // where the pass in progress goes on; nil: none
+	started int64     // db.stored when the pass in progress or the last one started
+	ended   time.Time // when the last one ended
+	done    atomic.Int64
+}
+
+func (p *pass) due(stored int64, every time.Duration, now time.Time) bool {
+	return p.next != nil || p.done.Load() == 0 || stored != p.started || (every > 0 && now.Sub(p.ended) >= every)
+}
+
+// step records a call of the pass that ended at next (nil: the pass is
+// over).
+func (p *pass) step(stored int64, next []byte, now time.Time) {
+	if p.next == nil {
+		p.started = stored
+	}
+	if p.next = next; next == nil {
+		p.ended = now
+		p.done.Add(1)
+	}
+}
+
+// retainEvery is how often an idle store runs a retention pass, for the
+// expiry that time alone brings.
+const retainEvery = time.Minute
+
 // errSnapshotsOff wraps the error returned by snapshots once they are off.
 var errSnapshotsOff = errors.New("snapshots are off until restart")
 
@@ -87,13 +121,16 @@ func (db *DB) compact() error {
 	}
 	db.snapMu.Lock()
 	defer db.snapMu.Unlock()
+	if !db.compaction.due(db.stored, 0, time.Now()) {
+		return nil // nothing new since the last pass: nothing to merge
+	}
 	deadline := time.Now().Add(db.opts.CompactTime)
 	for time.Now().Before(deadline) {
-		res, err := db.store.Compact(db.compactNext, db.opts.ChunkPoints, db.opts.CompactBudget, db.maxChunkSpan)
+		res, err := db.store.Compact(db.compaction.next, db.opts.ChunkPoints, db.opts.CompactBudget, db.maxChunkSpan)
 		if err != nil {
 			return err
 		}
-		db.compactNext = res.Next
+		db.compaction.step(db.stored, res.Next, time.Now())
 		db.merged.Add(int64(res.Merged))
 		if res.Merged > 0 {
 			db.logger.Debug("compacted history", "merged", res.Merged, "into", res.Written)
@@ -170,12 +207,14 @@ func (db *DB) snapshotNow() error {
 			}
 		}
 		folded += int(to - from + 1)
+		db.stored += int64(to - from + 1)
 		from = to + 1
 	}
 	first, err := db.wal.TruncateFront(db.store.Index() + 1)
 	if err != nil {
 		return fmt.Errorf("truncate wal after snapshot: %w", err)
 	}
+	db.snapshots.Add(1)
 	if folded > 0 {
 		db.logger.Debug("snapshot", "records", folded, "index", db.store.Index(), "wal_first", first,
 			"took", time.Since(start), "fold", foldTook, "commit", commitTook)
@@ -277,13 +316,16 @@ func (db *DB) retain() error {
 	}
 	db.snapMu.Lock()
 	defer db.snapMu.Unlock()
+	if !db.retention.due(db.stored, retainEvery, db.opts.Now()) {
+		return nil
+	}
 	deadline := time.Now().Add(db.opts.CompactTime)
 	for time.Now().Before(deadline) {
-		res, err := db.store.Retain(db.retainNext, db.nowMs(), retainBudget, db.retentionOf)
+		res, err := db.store.Retain(db.retention.next, db.nowMs(), retainBudget, db.retentionOf)
 		if err != nil {
 			return err
 		}
-		db.retainNext = res.Next
+		db.retention.step(db.stored, res.Next, db.opts.Now())
 		db.archived.Add(int64(res.ArchivedPts))
 		db.expired.Add(int64(res.ExpiredRaw + res.ExpiredArch))
 		if res.ArchivedPts+res.ExpiredRaw+res.ExpiredArch > 0 {

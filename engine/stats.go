@@ -53,6 +53,14 @@ type SnapshotState struct {
 	State    string `json:"state"` // "ok", or "off" until a restart
 	Error    string `json:"error,omitempty"`
 	Failures int64  `json:"failures"`
+	// Taken counts the snapshots taken since the store opened, empty ones
+	// included; CompactionPasses and RetentionPasses the passes over the
+	// stored history that ended. A pass runs only when snapshots stored
+	// something since the last one began, or (retention) a minute after
+	// the last one ended.
+	Taken            int64 `json:"taken"`
+	CompactionPasses int64 `json:"compaction_passes"`
+	RetentionPasses  int64 `json:"retention_passes"`
 }
 
 // HistoryStats is the size of the stored history; bytes per point are
@@ -88,7 +96,8 @@ func (db *DB) Stats() Stats {
 		st.WAL.State, st.WAL.Error = "paused", p.cause.Error()
 		st.WAL.RetryInMs = max(time.Until(p.until).Milliseconds(), 0)
 	}
-	st.Snapshots = SnapshotState{State: "ok", Failures: db.snapFail.Load()}
+	st.Snapshots = SnapshotState{State: "ok", Failures: db.snapFail.Load(), Taken: db.snapshots.Load(),
+		CompactionPasses: db.compaction.done.Load(), RetentionPasses: db.retention.done.Load()}
 	if p := db.snapErr.Load(); p != nil {
 		st.Snapshots.State, st.Snapshots.Error = "off", (*p).Error()
 	}
