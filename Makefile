@@ -80,6 +80,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzGraphiteMatch$$' -fuzztime $(FUZZTIME) ./query
 	$(GO) test -run '^$$' -fuzz '^FuzzGlobMatch$$' -fuzztime $(FUZZTIME) ./query
 	$(GO) test -run '^$$' -fuzz '^FuzzGraphiteWalk$$' -fuzztime $(FUZZTIME) ./query
+	$(GO) test -run '^$$' -fuzz '^FuzzTagExprs$$' -fuzztime $(FUZZTIME) ./query
 	$(GO) test -run '^$$' -fuzz '^FuzzAccount$$' -fuzztime $(FUZZTIME) ./bench
 
 # Fails, changing nothing, when go.mod or go.sum is not what go mod tidy

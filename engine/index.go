@@ -21,6 +21,40 @@ type index struct {
 	mu sync.RWMutex
 	m  map[string]*series
 	t  *btree.BTreeG[*series]
+	// tags holds the postings of Graphite tags: for each "tag=value" of a
+	// key "name;tag=value;...", the keys that carry it, in key order.
+	tags *btree.BTreeG[posting]
+}
+
+// posting says that key carries pair ("tag=value"), a substring of key.
+type posting struct{ pair, key string }
+
+func lessPosting(a, b posting) bool {
+	if a.pair != b.pair {
+		return a.pair < b.pair
+	}
+	return a.key < b.key
+}
+
+// pairs calls fn with each "tag=value" of key (none when it has no ';'),
+// substrings of key.
+func pairs(key string, fn func(pair string)) {
+	i := strings.IndexByte(key, ';')
+	for i >= 0 {
+		rest := key[i+1:]
+		j := strings.IndexByte(rest, ';')
+		pair := rest
+		if j >= 0 {
+			pair = rest[:j]
+		}
+		if eq := strings.IndexByte(pair, '='); eq > 0 {
+			fn(pair)
+		}
+		if j < 0 {
+			return
+		}
+		i += 1 + j
+	}
 }
 
 // indexDegree is the B-tree's minimum degree: nodes of 31 to 63 keys, a
@@ -31,7 +65,7 @@ const indexDegree = 32
 func lessKey(a, b *series) bool { return a.key < b.key }
 
 func newIndex() *index {
-	return &index{m: make(map[string]*series), t: btree.NewG(indexDegree, lessKey)}
+	return &index{m: make(map[string]*series), t: btree.NewG(indexDegree, lessKey), tags: btree.NewG(indexDegree, lessPosting)}
 }
 
 // get returns the series of key, nil when there is none.
@@ -54,6 +88,7 @@ func (x *index) len() int {
 func (x *index) put(s *series) {
 	x.m[s.key] = s
 	x.t.ReplaceOrInsert(s)
+	pairs(s.key, func(pair string) { x.tags.ReplaceOrInsert(posting{pair, s.key}) })
 }
 
 // remove drops s, if it is still the series of its key. The caller holds
@@ -64,6 +99,38 @@ func (x *index) remove(s *series) {
 	}
 	delete(x.m, s.key)
 	x.t.Delete(s)
+	pairs(s.key, func(pair string) { x.tags.Delete(posting{pair, s.key}) })
+}
+
+// postings calls fn with every posting from (pair, "") on, in order, until
+// fn returns false; as ascend, in batches, no lock held while fn runs.
+func (x *index) postings(pair string, fn func(pair, key string) bool) {
+	var batch [maxBatch]posting
+	size := firstBatch
+	pivot := posting{pair: pair}
+	for {
+		n := 0
+		x.mu.RLock()
+		x.tags.AscendGreaterOrEqual(pivot, func(p posting) bool {
+			batch[n] = p
+			n++
+			return n < size
+		})
+		x.mu.RUnlock()
+		if n == 0 {
+			return
+		}
+		pivot = posting{pair: batch[n-1].pair, key: batch[n-1].key + "\x00"}
+		for i := range n {
+			if !fn(batch[i].pair, batch[i].key) {
+				return
+			}
+		}
+		if n < size {
+			return
+		}
+		size = min(2*size, maxBatch)
+	}
 }
 
 // pivots are the B-tree's search keys: a *series, of which only the key

@@ -138,3 +138,34 @@ func TestIndexWhileWriting(t *testing.T) {
 	cancel()
 	wg.Wait()
 }
+
+// TestTagPostings checks the tag postings through creates, deletes and a
+// restart: every "tag=value" of every key, once, in order.
+func TestTagPostings(t *testing.T) {
+	dir := t.TempDir()
+	db := openDB(t, dir, Options{})
+	mustApply(t, db, set("cpu;dc=eu;host=a", 1), set("cpu;dc=us;host=b", 1), set("cpu", 1),
+		set("mem;host=a", 1), set("odd;=x;t;u=", 1), set("gone;dc=eu", 1))
+	mustApply(t, db, del("gone;dc=eu"))
+	want := "dc=eu cpu;dc=eu;host=a|dc=us cpu;dc=us;host=b|host=a cpu;dc=eu;host=a|host=a mem;host=a|host=b cpu;dc=us;host=b|u= odd;=x;t;u="
+	check := func(db *DB) {
+		t.Helper()
+		var got []string
+		db.Postings("", func(pair, key string) bool { got = append(got, pair+" "+key); return true })
+		if g := strings.Join(got, "|"); g != want {
+			t.Fatalf("postings:\n got %s\nwant %s", g, want)
+		}
+		got = got[:0]
+		db.Postings("host=", func(pair, key string) bool { got = append(got, key); return len(got) < 2 })
+		if g := strings.Join(got, "|"); g != "cpu;dc=eu;host=a|mem;host=a" {
+			t.Fatalf("postings from host= for 2: %s", g)
+		}
+	}
+	check(db)
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db = openDB(t, dir, Options{})
+	defer db.Close()
+	check(db)
+}

@@ -43,6 +43,15 @@ func (db *DB) Each(prefix string, match func(string) bool, fn func(sample.Series
 	db.index.scan(prefix, match, func(s *series) bool { return fn(s.snapshot()) })
 }
 
+// Postings calls fn with the Graphite tag postings from the pair ("tag=
+// value") from on, in order of pair then key, until fn returns false:
+// every key "name;tag=value;..." once per tag it carries. A tag filter
+// reads the keys of one pair, or of one tag's values, and nothing else.
+// No lock is held while fn runs.
+func (db *DB) Postings(from string, fn func(pair, key string) bool) {
+	db.index.postings(from, fn)
+}
+
 // Keys calls fn with every key from the key from on, in byte order, until
 // fn returns false: a walk of a key hierarchy (Graphite's /metrics/find)
 // reads a run of keys with it and skips whole subtrees by starting again

@@ -157,6 +157,25 @@ func graphiteGlob(pattern string) (*nfa, error) {
 	return graphiteNFA(pattern, b.String())
 }
 
+// appendTags writes a series' "tags" as Graphite does: its name, and
+// each tag of a key "name;tag=value;...".
+func appendTags(b []byte, key string) []byte {
+	name, rest, tagged := strings.Cut(key, ";")
+	b = append(b, `,"tags":{"name":`...)
+	b = appendString(b, name)
+	for tagged {
+		var pair string
+		pair, rest, tagged = strings.Cut(rest, ";")
+		if k, v, ok := strings.Cut(pair, "="); ok && k != "" && k != "name" {
+			b = append(b, ',')
+			b = appendString(b, k)
+			b = append(b, ':')
+			b = appendString(b, v)
+		}
+	}
+	return append(b, '}')
+}
+
 func keyName(key string) string {
 	name, _, _ := strings.Cut(key, ";")
 	return name
@@ -216,9 +235,8 @@ func (s *Server) renderRange(ctx *fasthttp.RequestCtx, from, until int64) {
 				n++
 				b = append(b, `{"target":`...)
 				b = appendString(b, name)
-				b = append(b, `,"tags":{"name":`...)
-				b = appendString(b, name)
-				b = append(b, `},"datapoints":[`...)
+				b = appendTags(b, name)
+				b = append(b, `,"datapoints":[`...)
 				for i, p := range pts {
 					if i > 0 {
 						b = append(b, ',')
@@ -265,15 +283,25 @@ func (s *Server) renderTarget(r *read, target string, from, until, step int64, e
 		}
 		return emit(strconv.FormatFloat(v, 'g', -1, 64), []sample.Point{{T: from, V: v}, {T: until, V: v}})
 	}
-	if i := strings.IndexByte(target, '('); i >= 0 {
-		return fmt.Errorf("%w: %s: Graphite functions are not served, only series paths and constantLine (function %s)", errTarget, text([]byte(target)), target[:i])
-	}
-	pat, err := compileGraphite(target)
-	if err != nil {
+	var list []sample.Series
+	if exprs, ok, err := seriesByTag(target); err != nil {
 		return fmt.Errorf("%w: %w", errTarget, err)
+	} else if ok {
+		if list, err = s.taggedSeries(r, exprs); err != nil {
+			return err
+		}
+	} else if i := strings.IndexByte(target, '('); i >= 0 {
+		return fmt.Errorf("%w: %s: Graphite functions are not served, only series paths, seriesByTag and constantLine (function %s)", errTarget, text([]byte(target)), target[:i])
+	} else {
+		pat, err := compileGraphite(target)
+		if err != nil {
+			return fmt.Errorf("%w: %w", errTarget, err)
+		}
+		if list, err = s.graphiteSeries(r, pat); err != nil {
+			return err
+		}
 	}
-	list, err := s.graphiteSeries(r, pat)
-	if err != nil {
+	if err := r.series(len(list)); err != nil {
 		return err
 	}
 	slots := 0 // datapoints per series on the step grid

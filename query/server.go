@@ -215,6 +215,9 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 	case "/metrics/find":
 		s.metricsFind(ctx)
 		return
+	case "/tags/findSeries":
+		s.findSeries(ctx)
+		return
 	}
 	if !ctx.IsGet() && !ctx.IsHead() {
 		writeError(ctx, fasthttp.StatusMethodNotAllowed, "only GET is served here")

@@ -63,6 +63,9 @@ type Store interface {
 	// Get returns the current state of key.
 	Get(key string) (sample.Series, bool)
 	keyIndex
+	// Postings calls fn with the Graphite tag postings ("tag=value", key)
+	// from the pair from on, in order, until fn returns false.
+	Postings(from string, fn func(pair, key string) bool)
 	// Each calls fn with every series Series would list, from the live
 	// state, in key order, until fn returns false. No lock is held while
 	// fn runs, so fn may block (an SSE dump to a slow client) and nothing

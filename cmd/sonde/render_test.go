@@ -191,3 +191,69 @@ func TestHistoryStepAndMatch(t *testing.T) {
 		t.Fatalf("increase per hour: %+v, want steps adding up to 10", inc)
 	}
 }
+
+// TestGraphiteTags sends tagged series over Graphite plaintext and
+// selects them by tag: /tags/findSeries and /render?target=seriesByTag.
+func TestGraphiteTags(t *testing.T) {
+	p := start(t, t.TempDir())
+	c := p.dialGraphite()
+	t0 := time.Now().Unix() - 100
+	lines := []string{
+		"cpu;dc=eu;host=a 1", "cpu;dc=eu;host=b 2", "cpu;dc=us;host=c 3",
+		"mem;dc=eu;host=a 4", "cpu 5", "cpu.user;dc=eu 6",
+	}
+	for _, l := range lines {
+		fmt.Fprintf(c, "%s %d\n", l, t0)
+	}
+	p.waitStats("graphite", func(s listenerStats) bool { return s.Commands == int64(len(lines)) })
+	find := func(exprs ...string) (int, []string, string) {
+		t.Helper()
+		q := url.Values{"expr": exprs}
+		resp, err := http.Get(p.url("/tags/findSeries?" + q.Encode()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		var keys []string
+		if resp.StatusCode == 200 {
+			if err := json.Unmarshal(body, &keys); err != nil {
+				t.Fatalf("findSeries: %v in %s", err, body)
+			}
+		}
+		return resp.StatusCode, keys, string(body)
+	}
+	for _, c := range []struct {
+		exprs []string
+		want  string
+	}{
+		{[]string{"dc=eu"}, "cpu.user;dc=eu cpu;dc=eu;host=a cpu;dc=eu;host=b mem;dc=eu;host=a"},
+		{[]string{"name=cpu", "dc=eu"}, "cpu;dc=eu;host=a cpu;dc=eu;host=b"},
+		{[]string{"name=cpu", "host!=a"}, "cpu cpu;dc=eu;host=b cpu;dc=us;host=c"},
+		{[]string{"host=~[ab]", "name!=mem"}, "cpu;dc=eu;host=a cpu;dc=eu;host=b"},
+		{[]string{"dc=~u"}, "cpu;dc=us;host=c"},
+	} {
+		code, keys, body := find(c.exprs...)
+		if code != 200 || strings.Join(keys, " ") != c.want {
+			t.Errorf("findSeries %q: %d %q (%s), want %q", c.exprs, code, keys, body, c.want)
+		}
+	}
+	for _, bad := range [][]string{{"dc!=eu"}, {"dc"}, {"dc=~("}, nil} {
+		if code, _, body := find(bad...); code != 400 {
+			t.Errorf("findSeries %q: %d %s, want 400", bad, code, body)
+		}
+	}
+	code, out, body := grafanaRender(t, p, url.Values{"target": {"seriesByTag('name=cpu','dc=eu')"},
+		"from": {fmt.Sprint(t0 - 10)}, "until": {fmt.Sprint(t0 + 10)}, "format": {"json"}})
+	if code != 200 || len(out) != 2 {
+		t.Fatalf("render seriesByTag: %d %s", code, body)
+	}
+	for i, want := range []string{"cpu;dc=eu;host=a", "cpu;dc=eu;host=b"} {
+		if out[i].Tags["name"] != "cpu" || out[i].Tags["host"] != want[len(want)-1:] || out[i].Tags["dc"] != "eu" || len(out[i].Datapoints) == 0 {
+			t.Errorf("render seriesByTag: series %d is %+v, want %s", i, out[i], want)
+		}
+	}
+	if code, _, body := grafanaRender(t, p, url.Values{"target": {"seriesByTag(name=cpu)"}, "format": {"json"}}); code != 400 {
+		t.Errorf("seriesByTag without quotes: %d %s, want 400", code, body)
+	}
+}
