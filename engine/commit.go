@@ -110,6 +110,9 @@ func (db *DB) run() {
 		case ch := <-db.syncReq:
 			ch <- db.syncWAL()
 			continue
+		case fn := <-db.calls:
+			fn()
+			continue
 		}
 		db.commit(group)
 		if closing {
@@ -282,6 +285,7 @@ func (db *DB) undoGroup() {
 				delete(db.series, s.key)
 			}
 			s.c.deleted = true // its window entry goes stale
+			s.gone = true      // and a snapshot skips it
 			continue
 		}
 		moved := s.c.winStart != u.c.winStart
@@ -509,6 +513,21 @@ func (db *DB) queue(s *series, r *record.Record) {
 	db.body = record.Append(db.body[:0], r)
 	idx := db.wal.Add(db.body)
 	db.pend = append(db.pend, pending{s: s, rec: *r, idx: idx})
+	db.changed(s, r.Code, idx)
+}
+
+// changed notes that the record at WAL index idx, with code, changes s:
+// the next snapshot stores s.
+func (db *DB) changed(s *series, code sample.Code, idx uint64) {
+	if code == sample.Delete {
+		s.c.delIdx = idx
+	} else {
+		s.c.lastIdx = idx
+	}
+	if s.dirtyGen != db.dirtyGen {
+		s.dirtyGen = db.dirtyGen
+		db.dirty = append(db.dirty, s)
+	}
 }
 
 // closeWindows ends every counting window that is due: the count of the

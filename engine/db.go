@@ -45,6 +45,7 @@ type DB struct {
 	reqs   chan *request
 
 	syncReq  chan chan error // snapshotter → committer: fsync now
+	calls    chan func()     // snapshotter → committer: run this between groups
 	snapReq  chan chan error // anyone → snapshotter: snapshot now
 	snapKick chan struct{}   // committer → snapshotter: many records since the last one
 	snapMu   sync.Mutex      // serialises snapshots.
@@ -72,7 +73,10 @@ type DB struct {
 
 	committer // owned by the committer goroutine (and by Open before it starts)
 
-	foldKeys int // snapshotter-owned: keys in the last fold, to size the next
+	// Snapshotter-owned: the series the snapshot in progress (or a failed
+	// one) has still to store, and the batch it writes.
+	snapQueue []*series
+	snapBatch batch
 }
 
 // committer is the state only the committer goroutine reads or writes.
@@ -86,6 +90,10 @@ type committer struct {
 	backoff time.Duration
 	changes []sample.Change
 	body    []byte
+	// dirty lists the series changed since the last snapshot took the
+	// list, each once: the series of generation dirtyGen.
+	dirty    []*series
+	dirtyGen uint64
 }
 
 type request struct {

@@ -26,11 +26,12 @@ func Open(dir string, opts Options) (*DB, error) {
 	}
 	db := &DB{
 		opts: opts, logger: opts.Logger, dir: dir,
-		committer:     committer{series: make(map[string]*series)},
+		committer:     committer{series: make(map[string]*series), dirtyGen: 1},
 		index:         newIndex(),
 		notifyCh:      make(chan struct{}),
 		reqs:          make(chan *request, 1024),
 		syncReq:       make(chan chan error),
+		calls:         make(chan func()),
 		snapReq:       make(chan chan error),
 		snapKick:      make(chan struct{}, 1),
 		stopSnap:      make(chan struct{}),
@@ -111,12 +112,17 @@ func (db *DB) closeFiles() {
 	}
 }
 
-// recover loads the snapshot and replays the WAL after it.
+// recover loads the snapshot and replays the WAL after it. A series
+// whose stored state covers records past the snapshot's index (Covers)
+// skips those.
 func (db *DB) recover() error {
+	var covers uint64 // the newest record any stored state covers
 	err := db.store.Load(func(st *snapshot.State) error {
 		s := newSeries(st.Key, st.Kind, st.Interval, st.Created, db.opts.RingSize, st.Ordinal+1)
 		s.c.value, s.c.running, s.c.shown = st.Value, st.Running, st.Shown
 		s.c.winStart, s.c.ordinal, s.c.updated = st.WinStart, st.Ordinal, st.Updated
+		s.c.lastIdx = st.Covers
+		covers = max(covers, st.Covers)
 		s.flushed.Store(st.Ordinal)
 		s.value.Store(math.Float64bits(st.Value))
 		view := st.Value
@@ -145,6 +151,9 @@ func (db *DB) recover() error {
 	}
 	if last > snapIdx && first > snapIdx+1 {
 		return fmt.Errorf("recover: the wal starts at index %d but the snapshot ends at %d: wal segments are missing", first, snapIdx)
+	}
+	if covers > last {
+		return fmt.Errorf("recover: a stored series covers wal index %d but the wal ends at %d: wal segments are missing", covers, last)
 	}
 	var r record.Record
 	for i := snapIdx + 1; i <= last; i++ {
@@ -177,13 +186,20 @@ func (db *DB) recover() error {
 func (db *DB) replay(r *record.Record, key []byte, idx uint64) error {
 	s := db.series[string(key)]
 	if s != nil {
+		if idx <= s.c.lastIdx {
+			return nil // the stored state holds it (a snapshot was under way)
+		}
 		r.Key = s.key
 	} else {
 		r.Key = string(key)
 	}
 	switch r.Code {
 	case sample.Delete:
-		delete(db.series, r.Key)
+		if s != nil {
+			delete(db.series, r.Key)
+			s.c.deleted = true
+			db.changed(s, r.Code, idx)
+		}
 		return nil
 	case sample.Window:
 		if s == nil {
@@ -206,5 +222,6 @@ func (db *DB) replay(r *record.Record, key []byte, idx uint64) error {
 	}
 	s.fromRecord(r)
 	s.publish(r)
+	db.changed(s, r.Code, idx)
 	return nil
 }

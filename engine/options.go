@@ -57,7 +57,7 @@ type Options struct {
 	Fsync FsyncPolicy
 	// FsyncInterval is the fsync period for FsyncInterval; default 100 ms.
 	FsyncInterval time.Duration
-	// SnapshotInterval is how often changes are folded into the snapshot
+	// SnapshotInterval is how often changes are stored into the snapshot
 	// database; default 10 s.
 	SnapshotInterval time.Duration
 	// SnapshotRecords starts a snapshot early once this many records were
@@ -66,6 +66,12 @@ type Options struct {
 	// far less; the bound on replay is the price (10M records replay in
 	// about 7 s, docs/benchmarks.md).
 	SnapshotRecords int
+	// SnapshotMemory bounds the memory one snapshot uses, whatever the
+	// number of changed series, beyond 8 bytes per changed series: it
+	// writes them in transactions of at most a quarter of it of encoded
+	// states and chunks (bbolt's dirty pages take the rest); default
+	// 64 MiB.
+	SnapshotMemory int
 	// ChunkPoints is how many points compaction gathers into one history
 	// chunk; default 4096 (11 hours at 10 s). Larger chunks waste less of
 	// bbolt's 4 KiB pages: a realistic day took 2.47 bytes a point in use
@@ -117,6 +123,9 @@ type Options struct {
 	Now func() time.Time
 
 	faults *faults // injected I/O failures, in tests
+	// captureBatch overrides how many series a snapshot captures at a
+	// time (captureBatch), in tests.
+	captureBatch int
 }
 
 // faults wrap the engine's calls into the WAL and the snapshot database
@@ -136,6 +145,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.SnapshotRecords <= 0 {
 		o.SnapshotRecords = 1 << 23
+	}
+	if o.SnapshotMemory <= 0 {
+		o.SnapshotMemory = 64 << 20
 	}
 	if o.ChunkPoints == 0 {
 		o.ChunkPoints = 4096

@@ -53,6 +53,14 @@ type chain struct {
 	kind    sample.Kind
 	ordinal uint64 // the newest history ordinal, as renumbered
 	read    uint64 // that point's ordinal as the WAL had it
+	covers  uint64 // the stored state holds this key's records up to this WAL index
+}
+
+// covered reports whether the stored state of r's key holds the record
+// at WAL index idx already (a snapshot was under way): replay skips it.
+func covered(chains map[string]*chain, r *record.Record, idx uint64) bool {
+	c := chains[r.Key]
+	return c != nil && idx <= c.covers
 }
 
 // Check reads a data directory the way startup does, without changing it
@@ -111,6 +119,9 @@ func Check(dir string) (*Report, error) {
 			rep.Problems = append(rep.Problems, fmt.Sprintf("wal: record %d does not decode: %v", s.Index, err))
 			continue
 		}
+		if covered(chains, &r, s.Index) {
+			continue
+		}
 		if _, note := follow(chains, &r); note != "" {
 			rep.Problems = append(rep.Problems, fmt.Sprintf("wal: record %d: %s", s.Index, note))
 		}
@@ -144,7 +155,7 @@ func storedChains(path string, damaged bool) (map[string]*chain, error) {
 	}
 	defer st.Close()
 	err = st.Load(func(s *snapshot.State) error {
-		chains[s.Key] = &chain{exists: true, kind: s.Kind, ordinal: s.Ordinal, read: s.Ordinal}
+		chains[s.Key] = &chain{exists: true, kind: s.Kind, ordinal: s.Ordinal, read: s.Ordinal, covers: s.Covers}
 		return nil
 	})
 	if err != nil {
@@ -277,6 +288,11 @@ func repair(dir string, rep *Report) error {
 	if err != nil {
 		return err
 	}
+	// The new WAL leaves out the records the stored states cover and is
+	// numbered anew: the states then cover nothing past the snapshot.
+	if err := clearCovers(snap); err != nil {
+		return err
+	}
 	recs, probs, next, err := wal.Scan(oldWAL)
 	if err != nil {
 		return fmt.Errorf("read the wal: %w", err)
@@ -311,6 +327,9 @@ func repair(dir string, rep *Report) error {
 			rep.Lost = append(rep.Lost, fmt.Sprintf("wal: record %d does not decode (%v): dropped", s.Index, err))
 			continue
 		}
+		if covered(chains, &r, s.Index) {
+			continue // stored already; the new WAL leaves it out
+		}
 		keep, note := follow(chains, &r)
 		if note != "" {
 			rep.Lost = append(rep.Lost, fmt.Sprintf("wal: record %d: %s", s.Index, note))
@@ -334,6 +353,18 @@ func repair(dir string, rep *Report) error {
 		return fmt.Errorf("write the new wal: %w", err)
 	}
 	return nil
+}
+
+func clearCovers(path string) error {
+	st, err := snapshot.Open(path)
+	if err != nil {
+		return fmt.Errorf("open the repaired snapshot: %w", err)
+	}
+	err = st.ClearCovers()
+	if cerr := st.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // restartIDs makes the snapshot of a fully snapshotted directory cover

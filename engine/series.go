@@ -26,6 +26,12 @@ type series struct {
 	ring    ring.Ring
 
 	c committed // committer-owned
+	// Committer-owned, outside c because a failed group's undo does not
+	// change them: the generation of the dirty list that last took this
+	// series (snapshot.go), and whether a failed group's undo removed the
+	// series it had created (it never existed).
+	dirtyGen uint64
+	gone     bool
 }
 
 // committed is the committer's state of a series: what the records it
@@ -37,6 +43,8 @@ type committed struct {
 	ordinal               uint64
 	deleted               bool
 	touched               uint64 // the last group that saved this state for its undo
+	lastIdx               uint64 // WAL index of the newest record of this series other than its DELETE
+	delIdx                uint64 // WAL index of its DELETE (0: none)
 }
 
 func newSeries(key string, kind sample.Kind, interval int64, created uint64, ringSize int, nextOrdinal uint64) *series {

@@ -1,27 +1,20 @@
 package engine
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/sonde-metrics/sonde/engine/internal/chunk"
-	"github.com/sonde-metrics/sonde/engine/internal/record"
 	"github.com/sonde-metrics/sonde/engine/internal/snapshot"
 	"github.com/sonde-metrics/sonde/engine/sample"
 )
-
-// foldBatch caps the records folded into one bbolt transaction, so a
-// snapshot after a long burst is several transactions, not one huge one.
-// Each transaction rewrites every page its keys touch, so splitting a
-// snapshot multiplies the writing; the cap trades that against the fold's
-// memory (16 bytes per point) after a long burst. At 100k keys, 1 << 18 made a server's
-// stop take 76.5 s and ingest 788k SET/s; 1 << 21 made them 4.6 s and
-// 1.12M/s (sonde-bench -keys-list 100000 mem).
-const foldBatch = 1 << 21
 
 // snapshotLoop owns periodic snapshots.
 func (db *DB) snapshotLoop() {
@@ -161,139 +154,272 @@ func (db *DB) Snapshot(ctx context.Context) error {
 	}
 }
 
-// snapshotNow folds the WAL records after the stored index into the store.
-// Only fsynced records are folded, so the store never runs ahead of the WAL.
+// snapshotNow stores every change made so far: the state and new history
+// points of each series changed since the last snapshot, in key order, in
+// transactions that each hold at most Options.SnapshotMemory/4 bytes of
+// encoded data, and then the WAL index they cover, after which the WAL
+// is cut in front of that index.
+//
+// The committer keeps the list of changed series (dirty). A snapshot takes
+// the list and the newest published index, target, in one call between
+// the committer's groups: every record up to target changed a series on
+// this list or an earlier one, all stored. It then asks the committer for
+// the state of a few thousand series at a time (capture); a series may
+// have moved past target by then, and its stored state says which record
+// it covers (State.Covers), so that replay skips what it holds. Nothing
+// is stored before the WAL is fsynced past it. A DELETE is stored (the
+// incarnation dropped) in the last transaction, with target, unless the
+// key was created again; a key deleted after target keeps its state until
+// the next snapshot, which finds it on the next list.
+//
+// Memory: 8 bytes per changed series for the list, the batch, and bbolt's
+// pages for one transaction; never a copy of the WAL's records.
 func (db *DB) snapshotNow() error {
 	db.snapMu.Lock()
 	defer db.snapMu.Unlock()
 	if p := db.snapErr.Load(); p != nil {
 		return *p
 	}
-	target := db.published.Load()
-	if db.synced.Load() < target {
-		ch := make(chan error, 1)
-		select {
-		case db.syncReq <- ch:
-			if err := <-ch; err != nil {
-				return fmt.Errorf("sync wal before snapshot: %w", err)
-			}
-		case <-db.committerDone:
-		}
-		target = min(target, db.synced.Load())
-	}
 	start := time.Now()
-	from := db.store.Index() + 1
-	folded := 0
-	var foldTook, commitTook time.Duration
-	for from <= target {
-		to := min(target, from+foldBatch-1)
-		t0 := time.Now()
-		ups, err := db.fold(from, to)
-		if err != nil {
-			return err
-		}
-		t1 := time.Now()
-		if err := db.store.Commit(to, ups); err != nil {
-			return db.storeFailed(err)
-		}
-		foldTook, commitTook = foldTook+t1.Sub(t0), commitTook+time.Since(t1)
-		for i := range ups {
-			u := &ups[i]
-			if u.State == nil {
-				continue
-			}
-			if s := db.index.get(u.Key); s != nil && s.created == u.State.Created {
-				s.flushed.Store(u.State.Ordinal)
-			}
-		}
-		folded += int(to - from + 1)
-		db.stored += int64(to - from + 1)
-		from = to + 1
+	var target uint64
+	db.onCommitter(func() {
+		db.snapQueue = append(db.snapQueue, db.dirty...)
+		clear(db.dirty)
+		db.dirty = db.dirty[:0]
+		db.dirtyGen++
+		target = db.published.Load()
+	})
+	from := db.store.Index()
+	if target <= from && len(db.snapQueue) == 0 {
+		db.snapshots.Add(1)
+		return nil
 	}
+	q := db.snapQueue
+	slices.SortFunc(q, func(a, b *series) int {
+		if c := strings.Compare(a.key, b.key); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.created, b.created)
+	})
+	q = slices.Compact(q) // a failed snapshot's list and the next overlap
+	w := &db.snapBatch
+	w.reset(db, target)
+	step := captureBatch
+	if db.opts.captureBatch > 0 {
+		step = db.opts.captureBatch
+	}
+	caps := make([]capture, 0, step)
+	for i := 0; i < len(q); {
+		j := min(i+step, len(q))
+		for j < len(q) && q[j].key == q[j-1].key {
+			j++ // the series of one key go together
+		}
+		caps = db.capture(q[i:j], caps[:0])
+		for k := 0; k < len(caps); {
+			n := k + 1
+			for n < len(caps) && caps[n].s.key == caps[k].s.key {
+				n++
+			}
+			if err := w.key(caps[k:n]); err != nil {
+				return err
+			}
+			k = n
+		}
+		i = j
+	}
+	if err := w.finish(); err != nil {
+		return err
+	}
+	clear(db.snapQueue)
+	db.snapQueue = db.snapQueue[:0]
+	db.stored += int64(target - from)
 	first, err := db.wal.TruncateFront(db.store.Index() + 1)
 	if err != nil {
 		return fmt.Errorf("truncate wal after snapshot: %w", err)
 	}
 	db.snapshots.Add(1)
-	if folded > 0 {
-		db.logger.Debug("snapshot", "records", folded, "index", db.store.Index(), "wal_first", first,
-			"took", time.Since(start), "fold", foldTook, "commit", commitTook)
+	db.logger.Debug("snapshot", "series", len(q), "records", target-from, "index", db.store.Index(),
+		"wal_first", first, "transactions", w.txs, "took", time.Since(start))
+	return nil
+}
+
+// captureBatch is how many series one call to the committer captures.
+const captureBatch = 2048
+
+// capture is a series' committer state, as a snapshot stores it.
+type capture struct {
+	s     *series
+	c     committed
+	gone  bool
+	index uint64 // the published index when it was captured
+}
+
+// capture copies the committer state of the series in q, skipping none,
+// in one call between the committer's groups.
+func (db *DB) capture(q []*series, dst []capture) []capture {
+	db.onCommitter(func() {
+		idx := db.published.Load()
+		for _, s := range q {
+			dst = append(dst, capture{s: s, c: s.c, gone: s.gone, index: idx})
+		}
+	})
+	return dst
+}
+
+// onCommitter runs fn on the committer goroutine, between two groups,
+// and returns once it ran; once the committer has stopped, it runs fn
+// itself.
+func (db *DB) onCommitter(fn func()) {
+	done := make(chan struct{})
+	select {
+	case db.calls <- func() { fn(); close(done) }:
+		<-done
+	case <-db.committerDone:
+		fn()
+	}
+}
+
+// syncTo makes sure the WAL is fsynced at least up to idx.
+func (db *DB) syncTo(idx uint64) error {
+	if db.synced.Load() >= idx {
+		return nil
+	}
+	ch := make(chan error, 1)
+	select {
+	case db.syncReq <- ch:
+		if err := <-ch; err != nil {
+			return fmt.Errorf("sync wal before snapshot: %w", err)
+		}
+	case <-db.committerDone:
+	}
+	if s := db.synced.Load(); s < idx {
+		return fmt.Errorf("sync wal before snapshot: synced to %d, the snapshot holds %d", s, idx)
 	}
 	return nil
 }
 
-type foldEntry struct {
-	wipe   bool
-	has    bool // state is set
-	state  snapshot.State
-	points []sample.Point
-	first  uint64 // ordinal of points[0]
+// batch is one snapshot transaction being filled.
+type batch struct {
+	db      *DB
+	target  uint64
+	ups     []snapshot.Update
+	states  []snapshot.State
+	flushed []flushedTo // what the transaction stores, for the series' rings
+	drops   []snapshot.Update
+	arena   []byte
+	pts     []sample.Point
+	bytes   int
+	index   uint64 // the newest published index of the captures in ups
+	txs     int
 }
 
-// fold reads WAL records [from, to] and reduces them to one update per key:
-// its final state and the history points it gained.
-func (db *DB) fold(from, to uint64) ([]snapshot.Update, error) {
-	// Keys are looked up by their bytes in the record: a key costs one
-	// string and one entry per fold, not one per record.
-	m := make(map[string]int, db.foldKeys)
-	var entries []foldEntry
-	var r record.Record
-	for i := from; i <= to; i++ {
-		body, err := db.wal.Read(i)
-		if err != nil {
-			return nil, fmt.Errorf("fold wal: %w", err)
-		}
-		key, err := record.DecodeView(body, &r)
-		if err != nil {
-			return nil, fmt.Errorf("fold wal index %d: %w", i, err)
-		}
-		j, ok := m[string(key)]
-		if !ok {
-			j = len(entries)
-			r.Key = string(key)
-			m[r.Key] = j
-			entries = append(entries, foldEntry{state: snapshot.State{Key: r.Key}})
-		}
-		e := &entries[j]
-		k := e.state.Key
-		if r.Code == sample.Delete {
-			*e = foldEntry{wipe: true, state: snapshot.State{Key: k}}
-			continue
-		}
-		created := e.state.Created
-		if r.AddsPoint() && r.Ordinal == 1 {
-			// A new incarnation: whatever was stored for the key goes.
-			*e = foldEntry{wipe: true, state: snapshot.State{Key: k}, points: e.points[:0]}
-			created = i
-		}
-		kind := sample.Gauge
-		if record.IsCounter(r.Code) {
-			kind = sample.Counter
-		}
-		e.has = true
-		e.state = snapshot.State{
-			Key: k, Kind: kind, Value: r.Value, Running: r.Running, Shown: r.Shown,
-			WinStart: r.WinStart, Interval: r.Interval, Updated: r.Time,
-			Ordinal: r.Ordinal, Created: created,
-		}
-		if r.AddsPoint() {
-			if len(e.points) == 0 {
-				e.first = r.Ordinal
+type flushedTo struct {
+	s       *series
+	ordinal uint64
+}
+
+func (b *batch) reset(db *DB, target uint64) {
+	b.db, b.target, b.txs = db, target, 0
+	b.clear()
+	clear(b.drops)
+	b.drops = b.drops[:0]
+}
+
+func (b *batch) clear() {
+	clear(b.ups)
+	clear(b.flushed)
+	b.ups, b.states, b.flushed, b.arena = b.ups[:0], b.states[:0], b.flushed[:0], b.arena[:0]
+	b.bytes, b.index = 0, 0
+}
+
+// key adds the captured series of one key, oldest incarnation first.
+// The newest one is stored unless it was deleted by target (then every
+// one is dropped in the last transaction); the older ones are dropped
+// with it.
+func (b *batch) key(caps []capture) error {
+	for len(caps) > 0 && caps[len(caps)-1].gone {
+		caps = caps[:len(caps)-1]
+	}
+	if len(caps) == 0 {
+		return nil
+	}
+	last := &caps[len(caps)-1]
+	if del := last.c.delIdx; del != 0 && del <= b.target {
+		for _, c := range caps {
+			if !c.gone {
+				b.drops = append(b.drops, snapshot.Update{Key: c.s.key, Drop: c.s.created})
 			}
-			e.points = append(e.points, sample.Point{T: r.Time, V: r.Value})
+		}
+		return nil
+	}
+	for _, c := range caps[:len(caps)-1] {
+		if !c.gone {
+			b.ups = append(b.ups, snapshot.Update{Key: c.s.key, Drop: c.s.created})
+			b.bytes += 2*len(c.s.key) + 64
 		}
 	}
-	db.foldKeys = len(entries)
-	ups := make([]snapshot.Update, 0, len(entries))
-	for j := range entries {
-		e := &entries[j]
-		u := snapshot.Update{Key: e.state.Key, Wipe: e.wipe, Points: e.points, FirstOrdinal: e.first}
-		if e.has {
-			u.State = &e.state
-		}
-		ups = append(ups, u)
+	b.add(last)
+	if b.bytes >= max(b.db.opts.SnapshotMemory/4, 1) {
+		return b.commit(b.db.store.Index())
 	}
-	return ups, nil
+	return nil
+}
+
+// add adds the state of c's series, and its points the store lacks.
+func (b *batch) add(c *capture) {
+	s := c.s
+	st := snapshot.State{
+		Key: s.key, Kind: s.kind, Value: c.c.value, Running: c.c.running, Shown: c.c.shown,
+		WinStart: c.c.winStart, Interval: s.interval, Updated: c.c.updated,
+		Ordinal: c.c.ordinal, Created: s.created, Covers: c.c.lastIdx,
+	}
+	b.states = append(b.states, st)
+	u := snapshot.Update{Key: s.key}
+	if flushed := s.flushed.Load(); c.c.ordinal > flushed {
+		b.pts = s.ring.Range(flushed, c.c.ordinal, b.pts[:0])
+		at := len(b.arena)
+		u.Chunks, b.arena = b.db.store.EncodeChunks(nil, b.arena, b.pts, flushed+1)
+		b.bytes += len(b.arena) - at + len(u.Chunks)*(len(s.key)+48)
+	}
+	b.ups = append(b.ups, u)
+	b.flushed = append(b.flushed, flushedTo{s: s, ordinal: c.c.ordinal})
+	b.bytes += 2*len(s.key) + 96
+	b.index = max(b.index, c.index)
+}
+
+// commit writes the batch in one transaction that records index.
+func (b *batch) commit(index uint64) error {
+	// The states were appended after the updates that point at them were:
+	// point them now that the slice no longer moves.
+	n := 0
+	for i := range b.ups {
+		if u := &b.ups[i]; u.Drop == 0 {
+			u.State = &b.states[n]
+			n++
+		}
+	}
+	if err := b.db.syncTo(max(b.index, index)); err != nil {
+		return err
+	}
+	if err := b.db.store.Commit(index, b.ups); err != nil {
+		return b.db.storeFailed(err)
+	}
+	for _, f := range b.flushed {
+		f.s.flushed.Store(f.ordinal)
+	}
+	b.txs++
+	b.clear()
+	return nil
+}
+
+// finish writes what is left with the drops, and the index the snapshot
+// covers.
+func (b *batch) finish() error {
+	if len(b.ups) == 0 && len(b.drops) == 0 && b.target == b.db.store.Index() {
+		return nil
+	}
+	b.ups = append(b.ups, b.drops...)
+	return b.commit(b.target)
 }
 
 // maxChunkSpan is the most time one compacted chunk of key may cover: a

@@ -55,6 +55,7 @@ type config struct {
 	fsyncInterval    time.Duration
 	snapshotInterval time.Duration
 	snapshotRecords  int
+	snapshotMemory   int
 	ringSize         int
 	chunkPoints      int
 	retentionFile    string
@@ -99,8 +100,9 @@ func parseFlags(args []string) (config, error) {
 	fs.DurationVar(&c.headerTimeout, "http-header-timeout", 5*time.Second, "cut an HTTP connection whose request head takes longer (the first from accept, later ones from their first byte); at most half of -max-conns may be sending their first")
 	fs.StringVar(&c.fsync, "fsync", "always", "WAL durability: always (ack after fsync), interval, never")
 	fs.DurationVar(&c.fsyncInterval, "fsync-interval", 100*time.Millisecond, "fsync period with -fsync=interval")
-	fs.DurationVar(&c.snapshotInterval, "snapshot-interval", 10*time.Second, "how often changes are folded into the snapshot database")
+	fs.DurationVar(&c.snapshotInterval, "snapshot-interval", 10*time.Second, "how often changes are stored into the snapshot database")
 	fs.IntVar(&c.snapshotRecords, "snapshot-records", 1<<23, "take a snapshot early once the WAL holds this many records past the last one")
+	fs.IntVar(&c.snapshotMemory, "snapshot-memory", 64<<20, "bytes one snapshot may use whatever the number of changed series (beyond 8 per changed series); it writes in transactions of a quarter of it")
 	fs.IntVar(&c.ringSize, "ring", 120, "recent history points kept in memory per series")
 	fs.StringVar(&c.retentionFile, "retention", "", "retention policy file (docs/retention.md); default: "+retention.DefaultText)
 	fs.IntVar(&c.chunkPoints, "chunk-points", 4096, "history points compaction gathers into one stored chunk (negative: no compaction)")
@@ -202,6 +204,7 @@ func run(c config, logger *slog.Logger) error {
 		FsyncInterval:    c.fsyncInterval,
 		SnapshotInterval: c.snapshotInterval,
 		SnapshotRecords:  c.snapshotRecords,
+		SnapshotMemory:   c.snapshotMemory,
 		RingSize:         c.ringSize,
 		ChunkPoints:      c.chunkPoints,
 		MaxSeries:        c.maxSeries,

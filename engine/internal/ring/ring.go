@@ -178,3 +178,44 @@ func (r *Ring) Points(dst []sample.Point) ([]sample.Point, uint64) {
 	}
 	return dst, lo
 }
+
+// Range appends to dst the points with ordinals in (after, upTo], oldest
+// first: what a snapshot stores of a series past what it stored before.
+// Every one of them must still be in the ring (Push never drops a point
+// past its stored argument), and upTo must be at most Next()-1; a point
+// missing from the ring is a bug and panics.
+func (r *Ring) Range(after, upTo uint64, dst []sample.Point) []sample.Point {
+	if upTo <= after {
+		return dst
+	}
+	v := r.v.Load()
+	if v == nil || v.blocks[0].first > after+1 {
+		panic("ring: points asked for are no longer held")
+	}
+	start := len(dst)
+	for _, b := range v.blocks {
+		n, buf := b.published()
+		if b.first+uint64(n) <= after+1 {
+			continue // every point of b is at or before after
+		}
+		if b.first > upTo {
+			break
+		}
+		at := len(dst)
+		var err error
+		if dst, err = decode(dst, buf, n); err != nil {
+			panic("ring: " + err.Error())
+		}
+		// Keep the ordinals in range: skip those at or before after.
+		if b.first <= after {
+			skip := int(after + 1 - b.first)
+			dst = append(dst[:at], dst[at+skip:]...)
+		}
+	}
+	if want := int(upTo - after); len(dst)-start < want {
+		panic("ring: points asked for are not published")
+	} else {
+		dst = dst[:start+want]
+	}
+	return dst
+}

@@ -217,3 +217,30 @@ func BenchmarkPush(b *testing.B) {
 		})
 	}
 }
+
+// TestRingRange checks Range against every (after, upTo) window a
+// snapshot could ask for, across block edges, while the ring holds only
+// the points past what is stored.
+func TestRingRange(t *testing.T) {
+	const stored = 37
+	r := New(4, 1)
+	value := func(o int64) float64 { return float64(o)*0.25 - 3 }
+	for i := int64(1); i <= 150; i++ {
+		r.Push(sample.Point{T: i, V: value(i)}, stored)
+	}
+	for after := uint64(stored); after <= 150; after++ {
+		for upTo := after; upTo <= 150; upTo++ {
+			got := r.Range(after, upTo, []sample.Point{{T: -1}})
+			if len(got) != 1+int(upTo-after) || got[0].T != -1 {
+				t.Fatalf("Range(%d, %d): %d points (dst kept: %v), want %d", after, upTo, len(got)-1, got[0].T == -1, upTo-after)
+			}
+			checkOrdinals(t, got[1:], after+1, value)
+		}
+	}
+	defer func() {
+		if recover() == nil {
+			t.Fatal("Range of points the ring dropped did not panic")
+		}
+	}()
+	r.Range(0, 10, nil)
+}

@@ -24,8 +24,8 @@ func TestCompact(t *testing.T) {
 		var ups []Update
 		for ki, k := range keys {
 			if k == "c" && snap == 20 { // c is deleted and created again
+				ups = append(ups, Update{Key: k, Drop: created["c"]})
 				created["c"], ord["c"] = idx, 0
-				ups = append(ups, Update{Key: k, Wipe: true})
 				// the new incarnation's first chunk comes in the same update
 			}
 			var pts []sample.Point

@@ -2,11 +2,13 @@
 // of every series, its history points in compressed chunks, and the WAL
 // index the stored state covers. It is the only importer of bbolt.
 //
-// The engine writes a snapshot as a fold of WAL records: one Commit per
-// batch of records, in one bbolt transaction that also records the index
-// of the last record folded in. On restart the engine loads the state and
-// replays the WAL after that index. docs/format/snapshot.md describes the
-// buckets, keys and encodings.
+// The engine writes a snapshot as several Commits, each one bbolt
+// transaction holding the states and new chunks of a run of changed
+// series in key order; the last one also records the WAL index the
+// snapshot covers. A state may cover records past the index stored with
+// it (State.Covers). On restart the engine loads the states and replays
+// the WAL after the index, skipping what each state covers.
+// docs/format/snapshot.md describes the buckets, keys and encodings.
 //
 // A Store may be used from several goroutines: Commit is called by one
 // writer, History and Index by any number of readers.
@@ -42,7 +44,8 @@ const (
 	// formatVersion 2 seals every value (seal.go); version 1 files are
 	// read as they are and become version 2 at open.
 	formatVersion = 2
-	stateVersion  = 1
+	// stateVersion 2 adds Covers; version 1 states are read with Covers 0.
+	stateVersion = 2
 )
 
 // ErrFormat is returned for stored data this version cannot read.
@@ -59,19 +62,48 @@ type State struct {
 	Updated        int64
 	Ordinal        uint64 // ordinal of the newest point (0: none yet)
 	Created        uint64 // WAL index of the record that created this incarnation
+	// Covers is the WAL index of the newest record of this series the
+	// state holds. It may be past the store's Index: a snapshot writes
+	// series in several transactions and captures each as it is then, so
+	// replay skips this series' records up to Covers. 0: up to Index.
+	Covers uint64
 }
 
 // Update is what one snapshot changes for one key.
 type Update struct {
 	Key string
-	// Wipe deletes the stored series and all of its history first (the key
-	// was deleted, possibly created again, since the last snapshot).
-	Wipe bool
-	// State is the state to store; nil means the key ends deleted.
+	// Drop, when not 0, deletes the incarnation of the key created at WAL
+	// index Drop first: its state (if the stored state is that
+	// incarnation's), history, archives and watermarks.
+	Drop uint64
+	// State is the state to store; nil stores none.
 	State *State
 	// Points are new history points with ordinals FirstOrdinal, +1, ...
 	Points       []sample.Point
 	FirstOrdinal uint64
+	// Chunks, when not nil, are the new history points already encoded
+	// (EncodeChunks), and Points is ignored.
+	Chunks []Chunk
+}
+
+// Chunk is an encoded run of a series' history points.
+type Chunk struct {
+	First  uint64 // ordinal of its first point
+	Points int
+	Data   []byte // AppendChunk's encoding
+}
+
+// EncodeChunks encodes pts, with ordinals first, +1, ..., as chunks of at
+// most the store's chunk size, appending their bytes to arena. The chunks
+// refer to arena's bytes; arena is returned grown.
+func (s *Store) EncodeChunks(dst []Chunk, arena []byte, pts []sample.Point, first uint64) ([]Chunk, []byte) {
+	for off := 0; off < len(pts); off += s.maxChunk {
+		part := pts[off:min(off+s.maxChunk, len(pts))]
+		at := len(arena)
+		arena = AppendChunk(arena, part)
+		dst = append(dst, Chunk{First: first + uint64(off), Points: len(part), Data: arena[at:len(arena):len(arena)]})
+	}
+	return dst, arena
 }
 
 // Store is an open snapshot database.
@@ -189,14 +221,15 @@ func readState(k, v []byte, st *State) error {
 
 // Commit applies ups and records index in one transaction. A State with
 // Created 0 continues the stored incarnation; Commit fills Created in.
-// ups holds at most one update per key; Commit sorts it by key.
+// Commit sorts ups by key, keeping the order of the updates of one key,
+// and applies them in that order.
 func (s *Store) Commit(index uint64, ups []Update) (err error) {
 	defer caught(&err)
 	// bbolt inserts into a node by shifting the entries after the new one,
 	// and splits nodes only at commit: keys put in random order into one
 	// transaction cost O(n²) (100k keys: 25.7 s). In key order every put
 	// lands at the end of its node (BenchmarkCommit).
-	slices.SortFunc(ups, func(a, b Update) int { return strings.Compare(a.Key, b.Key) })
+	slices.SortStableFunc(ups, func(a, b Update) int { return strings.Compare(a.Key, b.Key) })
 	update := s.db.Update
 	if s.commitHook != nil {
 		update = func(fn func(*bolt.Tx) error) error { return s.commitHook(func() error { return s.db.Update(fn) }) }
@@ -209,16 +242,9 @@ func (s *Store) Commit(index uint64, ups []Update) (err error) {
 		hist.FillPercent = historyFill
 		for i := range ups {
 			u := &ups[i]
-			if u.Wipe {
-				if err := series.Delete([]byte(u.Key)); err != nil {
-					return fmt.Errorf("delete series %q: %w", u.Key, err)
-				}
-				for _, name := range [][]byte{bucketHistory, bucketArchive, bucketWatermark} {
-					if b := tx.Bucket(name); b != nil {
-						if err := deletePrefix(b, name, seriesPrefix(nil, u.Key), &t); err != nil {
-							return fmt.Errorf("delete %s of %q: %w", name, u.Key, err)
-						}
-					}
+			if u.Drop != 0 {
+				if err := s.drop(tx, series, u.Key, u.Drop, &t); err != nil {
+					return err
 				}
 			}
 			if u.State == nil {
@@ -240,16 +266,19 @@ func (s *Store) Commit(index uint64, ups []Update) (err error) {
 			if err := series.Put([]byte(u.Key), seal(bucketSeries, []byte(u.Key), encodeState(nil, u.State))); err != nil {
 				return fmt.Errorf("put series %q: %w", u.Key, err)
 			}
-			// Points beyond the chunk size go into more chunks, so that
-			// expiry, which deletes whole chunks, can follow time closely.
-			for off := 0; off < len(u.Points); off += s.maxChunk {
-				pts := u.Points[off:min(off+s.maxChunk, len(u.Points))]
-				k := chunkKey(nil, u.Key, u.State.Created, u.FirstOrdinal+uint64(off))
-				v := seal(bucketHistory, k, AppendChunk(nil, pts))
+			chunks := u.Chunks
+			if chunks == nil {
+				// Points beyond the chunk size go into more chunks, so that
+				// expiry, which deletes whole chunks, can follow time closely.
+				chunks, _ = s.EncodeChunks(nil, nil, u.Points, u.FirstOrdinal)
+			}
+			for _, c := range chunks {
+				k := chunkKey(nil, u.Key, u.State.Created, c.First)
+				v := seal(bucketHistory, k, c.Data)
 				if err := hist.Put(k, v); err != nil {
 					return fmt.Errorf("put history chunk of %q: %w", u.Key, err)
 				}
-				t.add(bucketHistory, k, len(v), uint64(len(pts)), 1)
+				t.add(bucketHistory, k, len(v), uint64(c.Points), 1)
 			}
 		}
 		var err error
@@ -265,6 +294,67 @@ func (s *Store) Commit(index uint64, ups []Update) (err error) {
 	}
 	s.index.Store(index)
 	s.totals.Store(&totals)
+	return nil
+}
+
+// ClearCovers sets every stored state's Covers to 0, in one transaction:
+// for a WAL that no longer holds the records they covered (a repair
+// writes one without them, numbered anew).
+func (s *Store) ClearCovers() (err error) {
+	defer caught(&err)
+	err = s.db.Update(func(tx *bolt.Tx) error {
+		series := tx.Bucket(bucketSeries)
+		var keys [][]byte
+		var vals [][]byte
+		var st State
+		err := series.ForEach(func(k, v []byte) error {
+			if err := readState(k, v, &st); err != nil {
+				return err
+			}
+			if st.Covers != 0 {
+				st.Covers = 0
+				keys = append(keys, bytes.Clone(k)) // puts may remap the file
+				vals = append(vals, seal(bucketSeries, k, encodeState(nil, &st)))
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for i, k := range keys {
+			if err := series.Put(k, vals[i]); err != nil {
+				return fmt.Errorf("put series %q: %w", k, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("clear what series states cover: %w", err)
+	}
+	return nil
+}
+
+// drop deletes the incarnation of key created at WAL index created.
+func (s *Store) drop(tx *bolt.Tx, series *bolt.Bucket, key string, created uint64, t *tally) error {
+	if v := series.Get([]byte(key)); v != nil {
+		var old State
+		if err := readState([]byte(key), v, &old); err != nil {
+			return err
+		}
+		if old.Created == created {
+			if err := series.Delete([]byte(key)); err != nil {
+				return fmt.Errorf("delete series %q: %w", key, err)
+			}
+		}
+	}
+	prefix := binary.BigEndian.AppendUint64(seriesPrefix(nil, key), created)
+	for _, name := range [][]byte{bucketHistory, bucketArchive, bucketWatermark} {
+		if b := tx.Bucket(name); b != nil {
+			if err := deletePrefix(b, name, prefix, t); err != nil {
+				return fmt.Errorf("delete %s of %q: %w", name, key, err)
+			}
+		}
+	}
 	return nil
 }
 
@@ -421,13 +511,15 @@ func encodeState(dst []byte, st *State) []byte {
 	dst = binary.AppendVarint(dst, st.Interval)
 	dst = binary.AppendVarint(dst, st.Updated)
 	dst = binary.AppendUvarint(dst, st.Ordinal)
-	return binary.AppendUvarint(dst, st.Created)
+	dst = binary.AppendUvarint(dst, st.Created)
+	return binary.AppendUvarint(dst, st.Covers)
 }
 
 func decodeState(b []byte, st *State) error {
-	if len(b) < 26 || b[0] != stateVersion {
+	if len(b) < 26 || b[0] < 1 || b[0] > stateVersion {
 		return fmt.Errorf("%w: series state of %d bytes", ErrFormat, len(b))
 	}
+	b0 := b[0]
 	*st = State{Kind: sample.Kind(b[1])}
 	st.Value = math.Float64frombits(binary.LittleEndian.Uint64(b[2:]))
 	st.Running = math.Float64frombits(binary.LittleEndian.Uint64(b[10:]))
@@ -446,8 +538,13 @@ func decodeState(b []byte, st *State) error {
 	if st.Ordinal, b, ok = uvarint(b); !ok {
 		return fmt.Errorf("%w: ordinal", ErrFormat)
 	}
-	if st.Created, _, ok = uvarint(b); !ok {
+	if st.Created, b, ok = uvarint(b); !ok {
 		return fmt.Errorf("%w: created", ErrFormat)
+	}
+	if version := b0; version >= 2 {
+		if st.Covers, _, ok = uvarint(b); !ok {
+			return fmt.Errorf("%w: covers", ErrFormat)
+		}
 	}
 	return nil
 }

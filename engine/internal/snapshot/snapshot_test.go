@@ -82,12 +82,12 @@ func TestCommitLoadHistory(t *testing.T) {
 		t.Fatal(err)
 	}
 	st := &State{Key: "g", Kind: sample.Gauge, Value: 3, Updated: 30, Ordinal: 3, Created: 7}
-	if err := s.Commit(10, []Update{{Key: "g", Wipe: true, State: st, FirstOrdinal: 1,
+	if err := s.Commit(10, []Update{{Key: "g", State: st, FirstOrdinal: 1,
 		Points: []sample.Point{{T: 10, V: 1}, {T: 20, V: 2}, {T: 30, V: 3}}}}); err != nil {
 		t.Fatal(err)
 	}
 	// A later update without Created continues the same incarnation.
-	st2 := &State{Key: "g", Kind: sample.Gauge, Value: 4, Updated: 40, Ordinal: 4}
+	st2 := &State{Key: "g", Kind: sample.Gauge, Value: 4, Updated: 40, Ordinal: 4, Covers: 15}
 	if err := s.Commit(12, []Update{{Key: "g", State: st2, FirstOrdinal: 4, Points: []sample.Point{{T: 40, V: 4}}}}); err != nil {
 		t.Fatal(err)
 	}
@@ -105,7 +105,7 @@ func TestCommitLoadHistory(t *testing.T) {
 	}
 	var loaded []State
 	s.Load(func(st *State) error { loaded = append(loaded, *st); return nil })
-	if len(loaded) != 1 || loaded[0].Value != 4 || loaded[0].Created != 7 || loaded[0].Key != "g" {
+	if len(loaded) != 1 || loaded[0].Value != 4 || loaded[0].Created != 7 || loaded[0].Key != "g" || loaded[0].Covers != 15 {
 		t.Fatalf("loaded %+v", loaded)
 	}
 	pts, err := s.History("g", 7, 4, 15, 100, nil, nil)
@@ -115,12 +115,24 @@ func TestCommitLoadHistory(t *testing.T) {
 	if pts, _ := s.History("g", 8, 100, 0, 100, nil, nil); len(pts) != 0 {
 		t.Fatalf("another incarnation's history: %v", pts)
 	}
-	// Wipe removes series and history.
-	if err := s.Commit(13, []Update{{Key: "g", Wipe: true}}); err != nil {
+	// Dropping another incarnation leaves this one; dropping it removes
+	// the series and its history.
+	if err := s.Commit(13, []Update{{Key: "g", Drop: 8}}); err != nil {
+		t.Fatal(err)
+	}
+	if pts, _ := s.History("g", 7, 100, 0, 100, nil, nil); len(pts) != 4 {
+		t.Fatalf("history after dropping another incarnation: %v", pts)
+	}
+	if err := s.Commit(13, []Update{{Key: "g", Drop: 7}}); err != nil {
 		t.Fatal(err)
 	}
 	if pts, _ := s.History("g", 7, 100, 0, 100, nil, nil); len(pts) != 0 {
 		t.Fatalf("history after wipe: %v", pts)
+	}
+	n := 0
+	s.Load(func(*State) error { n++; return nil })
+	if n != 0 {
+		t.Fatalf("%d series after dropping the only one", n)
 	}
 }
 
@@ -157,7 +169,7 @@ func BenchmarkCommit(b *testing.B) {
 			ups := make([]Update, n)
 			for i := range ups {
 				k := fmt.Sprintf("bench.k%07d", (i*7919)%n)
-				ups[i] = Update{Key: k, Wipe: true, FirstOrdinal: 1,
+				ups[i] = Update{Key: k, FirstOrdinal: 1,
 					State:  &State{Key: k, Kind: sample.Gauge, Value: 1, Updated: 2, Ordinal: 2, Created: uint64(i + 1)},
 					Points: []sample.Point{{T: 1, V: 1}, {T: 2, V: 1}}}
 			}

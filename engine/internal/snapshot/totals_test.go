@@ -82,7 +82,11 @@ func TestTotalsAreExact(t *testing.T) {
 				pts = append(pts, sample.Point{T: (from + i) * 10_000, V: float64(i%7) / 10})
 			}
 			st := &State{Key: k, Kind: sample.Gauge, Value: 1, Updated: pts[len(pts)-1].T, Ordinal: ord[k] + uint64(n), Created: 1}
-			ups = append(ups, Update{Key: k, Wipe: wipe, State: st, Points: pts, FirstOrdinal: ord[k] + 1})
+			var drop uint64
+			if wipe {
+				drop = 1
+			}
+			ups = append(ups, Update{Key: k, Drop: drop, State: st, Points: pts, FirstOrdinal: ord[k] + 1})
 			ord[k] += uint64(n)
 		}
 		idx++
