@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"time"
 )
@@ -39,6 +40,11 @@ func Mem(ctx context.Context, mc MemConfig) ([]MemStep, error) {
 	var out []MemStep
 	for i, keys := range mc.KeysList {
 		dir := filepath.Join(mc.WorkDir, fmt.Sprintf("mem-%d", i))
+		// Fresh means empty: a directory left by an earlier run would be
+		// loaded first and counted.
+		if err := os.RemoveAll(dir); err != nil {
+			return out, fmt.Errorf("clear %s: %w", dir, err)
+		}
 		if mc.Log != nil {
 			fmt.Fprintf(mc.Log, "== %d keys x %d points\n", keys, mc.Points)
 		}

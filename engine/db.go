@@ -56,6 +56,8 @@ type DB struct {
 	compaction pass
 	retention  pass
 	snapshots  atomic.Int64 // snapshots taken since Open, empty ones included
+	snapTxs    atomic.Int64 // their transactions
+	recovery   Recovery     // set by Open
 	merged     atomic.Int64 // chunks compaction merged away since Open
 	archived   atomic.Int64 // archive points written since Open
 	expired    atomic.Int64 // chunks retention deleted since Open

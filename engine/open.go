@@ -71,7 +71,8 @@ func Open(dir string, opts Options) (*DB, error) {
 		return nil, err
 	}
 	db.logger.Info("recovered", "series", len(db.series), "snapshot_index", db.store.Index(),
-		"wal_index", db.published.Load(), "took", time.Since(start))
+		"wal_index", db.published.Load(), "replayed", db.recovery.Replayed, "covered", db.recovery.Covered,
+		"took", time.Since(start))
 	db.feed = newFeed(opts.EventBuffer, db.published.Load())
 	go db.run()
 	go db.snapshotLoop()
@@ -187,6 +188,7 @@ func (db *DB) replay(r *record.Record, key []byte, idx uint64) error {
 	s := db.series[string(key)]
 	if s != nil {
 		if idx <= s.c.lastIdx {
+			db.recovery.Covered++
 			return nil // the stored state holds it (a snapshot was under way)
 		}
 		r.Key = s.key
@@ -200,6 +202,7 @@ func (db *DB) replay(r *record.Record, key []byte, idx uint64) error {
 			s.c.deleted = true
 			db.changed(s, r.Code, idx)
 		}
+		db.recovery.Replayed++
 		return nil
 	case sample.Window:
 		if s == nil {
@@ -223,5 +226,6 @@ func (db *DB) replay(r *record.Record, key []byte, idx uint64) error {
 	s.fromRecord(r)
 	s.publish(r)
 	db.changed(s, r.Code, idx)
+	db.recovery.Replayed++
 	return nil
 }

@@ -408,6 +408,7 @@ func (b *batch) commit(index uint64) error {
 		f.s.flushed.Store(f.ordinal)
 	}
 	b.txs++
+	b.db.snapTxs.Add(1)
 	b.clear()
 	return nil
 }

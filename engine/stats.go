@@ -33,6 +33,17 @@ type Stats struct {
 	// Snapshots counts failed snapshot database writes, and says why
 	// snapshots stopped when they did.
 	Snapshots SnapshotState `json:"snapshots"`
+	// Recovery is what Open replayed.
+	Recovery Recovery `json:"recovery"`
+}
+
+// Recovery is what Open replayed of the WAL: the records after the
+// snapshot's index it applied, and those it skipped because a series'
+// stored state held them already (a snapshot was stopped between its
+// transactions).
+type Recovery struct {
+	Replayed int64 `json:"replayed"`
+	Covered  int64 `json:"covered"`
 }
 
 // WALState is the state of writes.
@@ -58,7 +69,11 @@ type SnapshotState struct {
 	// stored history that ended. A pass runs only when snapshots stored
 	// something since the last one began, or (retention) a minute after
 	// the last one ended.
-	Taken            int64 `json:"taken"`
+	Taken int64 `json:"taken"`
+	// Transactions counts the snapshot database transactions snapshots
+	// wrote (a snapshot writes its series in transactions of at most
+	// Options.SnapshotMemory/4 bytes).
+	Transactions     int64 `json:"transactions"`
 	CompactionPasses int64 `json:"compaction_passes"`
 	RetentionPasses  int64 `json:"retention_passes"`
 }
@@ -96,7 +111,8 @@ func (db *DB) Stats() Stats {
 		st.WAL.State, st.WAL.Error = "paused", p.cause.Error()
 		st.WAL.RetryInMs = max(time.Until(p.until).Milliseconds(), 0)
 	}
-	st.Snapshots = SnapshotState{State: "ok", Failures: db.snapFail.Load(), Taken: db.snapshots.Load(),
+	st.Recovery = db.recovery
+	st.Snapshots = SnapshotState{State: "ok", Failures: db.snapFail.Load(), Taken: db.snapshots.Load(), Transactions: db.snapTxs.Load(),
 		CompactionPasses: db.compaction.done.Load(), RetentionPasses: db.retention.done.Load()}
 	if p := db.snapErr.Load(); p != nil {
 		st.Snapshots.State, st.Snapshots.Error = "off", (*p).Error()
