@@ -23,7 +23,12 @@
 //     one level down. QueryCompare loads the same Graphite data into Sonde
 //     and the peer and asks each the Graphite reads (a peer with /render:
 //     Debian's VictoriaMetrics 1.79 has none, a build from source has).
-//   - SSE, Statsd, Mem, Restart, Disk: the other scenarios of the command.
+//   - Restart: the same load into Sonde and the peer, each killed with
+//     SIGKILL and, on another directory, stopped with SIGTERM, then started
+//     again on its own directory: seconds from exec until it listens and
+//     until it serves every series, Sonde's over the peer's, and a
+//     read-back of what came back.
+//   - SSE, Statsd, Mem, Disk: the other scenarios of the command.
 //
 // What a server shows its readers is read from its own counts, cheaply
 // (Sonde: /api/v1/stats; VictoriaMetrics: /metrics, then one query to

@@ -320,14 +320,80 @@ func TestQueryBenchAnswersEveryKind(t *testing.T) {
 	}
 }
 
-func TestRestartReplaysTheWholeWAL(t *testing.T) {
-	r, err := Restart(context.Background(), RestartConfig{Load: Config{Keys: 300, Conns: 2, Count: 30_000},
-		SondeBin: sondeBin, WorkDir: t.TempDir()})
+// restart on a small load: Sonde after kill -9 (every record in its WAL,
+// all replayed) and after a clean stop (nothing left to replay), then
+// Debian's VictoriaMetrics after each. Every field of the table is filled,
+// and what came back is counted right: all of Sonde's, and of the peer's
+// all after a clean stop, at most what was sent after kill -9.
+func TestRestartSondeAndThePeer(t *testing.T) {
+	needPeer(t, debianPeer)
+	const keys, count = 2000, 20_000
+	r, err := Restart(context.Background(), RestartConfig{Load: Config{Keys: keys, Conns: 2, Count: count},
+		Pair: Pair{SondeBin: sondeBin, PeerBin: debianPeer, WorkDir: t.TempDir()}, Settle: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !r.Verified || r.Records != 30_000 || r.Keys != 300 || r.WALBytes <= 0 {
-		t.Fatalf("restart: %+v", r)
+	if len(r.Cases) != 4 {
+		t.Fatalf("%d cases, want 4", len(r.Cases))
+	}
+	for i, c := range r.Cases {
+		server, kase := []string{"sonde", "victoria-metrics"}[i/2], []string{RestartKill, RestartStop}[i%2]
+		if c.Server != server || c.Case != kase {
+			t.Fatalf("case %d: %s after %s, want %s after %s", i, c.Server, c.Case, server, kase)
+		}
+		name := server + " after " + kase
+		if l := c.Load; l == nil || l.Sent != count || l.Errors != 0 || l.IngestSeconds <= 0 {
+			t.Fatalf("%s: the load %+v", name, l)
+		}
+		if c.ListeningSeconds <= 0 || c.ReadySeconds < c.ListeningSeconds || c.CPUReady <= 0 {
+			t.Errorf("%s: listening at %vs, ready at %vs, %v CPU seconds by then", name, c.ListeningSeconds, c.ReadySeconds, c.CPUReady)
+		}
+		if (kase == RestartStop) != (c.StopSeconds > 0) {
+			t.Errorf("%s: stopped in %vs", name, c.StopSeconds)
+		}
+		if c.Complete != (c.SeriesCount >= keys) || c.Series > keys || c.Samples > count ||
+			c.Verified != (c.Series == keys && c.Samples == count) {
+			t.Errorf("%s: complete %v at a series count of %d; read back %d series, %d samples, verified %v",
+				name, c.Complete, c.SeriesCount, c.Series, c.Samples, c.Verified)
+		}
+		if server == "sonde" || kase == RestartStop {
+			if !c.Complete || !c.Verified || c.DiskBytes <= 0 {
+				t.Errorf("%s: complete %v, %d series and %d samples back, of %d and %d; %d bytes on disk",
+					name, c.Complete, c.Series, c.Samples, keys, count, c.DiskBytes)
+			}
+		}
+	}
+	kill, stop := r.Cases[0], r.Cases[1]
+	if kill.Replayed != count || kill.WALBytes <= 0 || kill.WALBytes > kill.DiskBytes || !slices.Equal(kill.Flags[len(kill.Flags)-4:], neverSnapshot) {
+		t.Errorf("sonde after kill -9: replayed %d of %d records, WAL %d of %d bytes, flags %q", kill.Replayed, count, kill.WALBytes, kill.DiskBytes, kill.Flags)
+	}
+	if stop.Replayed != 0 || len(stop.Flags) != 0 {
+		t.Errorf("sonde after a clean stop: replayed %d records, flags %q; want none", stop.Replayed, stop.Flags)
+	}
+	if r.Keys != keys || r.Records != count || r.WALBytes != kill.WALBytes || r.AfterKill != kill.ListeningSeconds || !r.Verified {
+		t.Errorf("the figures of before: %d keys, %d records, %d WAL bytes, %vs after kill, verified %v", r.Keys, r.Records, r.WALBytes, r.AfterKill, r.Verified)
+	}
+	if len(r.Ratios) != 2 {
+		t.Fatalf("%d ratios, want 2", len(r.Ratios))
+	}
+	for i, x := range r.Ratios {
+		s, p := r.Cases[i], r.Cases[2+i]
+		if x.Case != s.Case || x.Ready != s.ReadySeconds/p.ReadySeconds || x.Listening != s.ListeningSeconds/p.ListeningSeconds || x.PeerComplete != p.Complete {
+			t.Errorf("ratio %+v of sonde %+v and the peer %+v", x, s, p)
+		}
+	}
+	t.Logf("the peer after kill -9: %d series, %d samples of %d", r.Cases[2].Series, r.Cases[2].Samples, count)
+}
+
+// Without a peer, only Sonde's cases run.
+func TestRestartWithoutAPeer(t *testing.T) {
+	r, err := Restart(context.Background(), RestartConfig{Load: Config{Keys: 300, Conns: 2, Count: 3000},
+		Pair: Pair{SondeBin: sondeBin, WorkDir: t.TempDir()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Cases) != 2 || len(r.Ratios) != 0 || !r.Verified || r.Cases[0].Samples != 3000 || r.Cases[1].Samples != 3000 {
+		t.Fatalf("%d cases, %d ratios, verified %v: %+v", len(r.Cases), len(r.Ratios), r.Verified, r.Cases)
 	}
 }
 

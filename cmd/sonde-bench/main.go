@@ -8,6 +8,7 @@
 //	sonde-bench -cardinality 1000000 compare
 //	sonde-bench -keys 100000 -rate 200000 -duration 5m -plot soak.png soak
 //	sonde-bench -peer ./victoria-metrics -count 1200000 query
+//	sonde-bench -keys 1000000 -count 10000000 restart
 //
 // See docs/benchmarks.md for the figures and the commands behind them.
 package main
@@ -53,7 +54,12 @@ scenarios:
             RSS and data directory sampled every -sample-every; CPU per
             sample, peak RSS and disk bytes per sample, plotted with -plot
   mem       peak RSS and bytes per series at each of -keys-list
-  restart   restart time with -keys series and -count records in the WAL
+  restart   -count samples over -keys series into Sonde (acknowledged SETs),
+            then kill -9, all of them in its WAL; again on a fresh
+            directory, then SIGTERM; then the same load into the peer over
+            Graphite, kill -9 and SIGTERM: each server restarted on its own
+            directory, timed from exec until it listens and until it
+            serves every series, and read back (-peer '': Sonde only)
   disk      the ack latency floor of the disk under -workdir: an ideal
             fsync-per-group log at -rate, idle and beside a -rate load
             on a Sonde whose data is in memory (-mem-dir)
@@ -91,6 +97,7 @@ type flags struct {
 	idle     bench.IdleConfig
 	glob     string
 	find     string
+	settle   time.Duration
 }
 
 func run(args []string) error {
@@ -114,7 +121,7 @@ func run(args []string) error {
 	fs.StringVar(&f.out, "out", "", "write the result as JSON to this file")
 	fs.StringVar(&f.plot, "plot", "", "draw throughput and latency over time to this .png or .svg file")
 	fs.StringVar(&f.sondeBin, "sonde", "bin/sonde", "compare, mem, restart: the sonde binary to start")
-	fs.StringVar(&f.peerBin, "peer", "/usr/bin/victoria-metrics", "compare, soak, query: VictoriaMetrics' single-node binary (query: only when given)")
+	fs.StringVar(&f.peerBin, "peer", "/usr/bin/victoria-metrics", "compare, soak, query, restart: VictoriaMetrics' single-node binary (query: only when given; restart: '' for none)")
 	fs.StringVar(&f.workDir, "workdir", "", "compare, mem, restart: where data directories go (default: a new temporary directory, removed after)")
 	fs.BoolVar(&f.crash, "crash", false, "compare: also kill -9 each server right after the load and count what survived")
 	fs.IntVar(&f.card, "cardinality", 0, "compare: add the cardinality phase with this many keys, 4 samples each (0: none)")
@@ -125,6 +132,7 @@ func run(args []string) error {
 	fs.DurationVar(&f.idle.Most, "idle-wait", 5*time.Minute, "soak, compare -cardinality, query -peer: the longest wait for a server to go idle after a load")
 	fs.StringVar(&f.glob, "glob", "", "query: the /render target matching many series (default PREFIX.k00001*: 100 keys)")
 	fs.StringVar(&f.find, "find", "", "query: the /metrics/find query (default PREFIX.*: one level down from the prefix)")
+	fs.DurationVar(&f.settle, "settle", 5*time.Second, "restart: how long a restarted server's series count must stay below the keys sent, unchanged, to be taken as final")
 	fs.IntVar(&f.subs, "subscribers", 100, "sse: subscribers")
 	fs.StringVar(&f.keysList, "keys-list", "10000,100000,1000000", "mem: key counts")
 	fs.IntVar(&f.points, "points", 0, "mem: samples per key (0: enough to fill the default ring)")
@@ -302,12 +310,11 @@ func run(args []string) error {
 			return err
 		}
 		defer cleanup()
-		r, err := bench.Restart(ctx, bench.RestartConfig{Load: *l, SondeBin: f.sondeBin, WorkDir: dir})
+		r, err := bench.Restart(ctx, bench.RestartConfig{Load: *l, Pair: f.pair(dir), Settle: f.settle})
 		if err != nil {
 			return err
 		}
-		fmt.Printf("%d keys, %d records in the WAL (%.0f MiB): restart after kill -9 took %.2fs; every key and sample read back: %v\n",
-			r.Keys, r.Records, mib(r.WALBytes), r.AfterKill, r.Verified)
+		printRestart(os.Stdout, r)
 		return writeOut(f.out, r)
 	case "statsd":
 		if !explicit(fs, "target") {
@@ -468,6 +475,42 @@ func printCompare(w io.Writer, cr *bench.CompareResult) {
 		fmt.Fprintf(w, "cardinality, sonde over victoria-metrics (target <= 1): peak RSS %.2fx, CPU seconds to idle %.2fx (life %.2fx), time to stop %.2fx\n",
 			ratio(float64(s.PeakRSS), float64(p.PeakRSS)), ratio(s.CPULoad, p.CPULoad), ratio(s.CPUSeconds, p.CPUSeconds), ratio(s.StopSeconds, p.StopSeconds))
 	}
+}
+
+func printRestart(w io.Writer, r *bench.RestartResult) {
+	m := r.Machine
+	fmt.Fprintf(w, "machine: %s, %d cores, %s, %s\n", m.CPU, m.Cores, m.Memory, m.Go)
+	fmt.Fprintf(w, "restart: %d samples over %d keys; sonde takes acknowledged SETs, the peer graphite plaintext; seconds from exec\n", r.Records, r.Keys)
+	fmt.Fprintf(w, "%-18s %-5s %8s %7s %10s %11s %8s %11s %9s %11s %10s %9s\n", "", "case", "ingest s", "stop s", "data dir",
+		"listening s", "ready s", "CPU s ready", "series", "samples", "replayed", "read back")
+	for _, c := range r.Cases {
+		stop, ready, replayed, back := "-", fmt.Sprintf("%.2f", c.ReadySeconds), "-", "all"
+		if c.Case == bench.RestartStop {
+			stop = fmt.Sprintf("%.2f", c.StopSeconds)
+		}
+		if !c.Complete {
+			ready += "*"
+		}
+		if c.Server == "sonde" {
+			replayed = strconv.FormatInt(c.Replayed, 10)
+		}
+		if !c.Verified {
+			back = "NOT ALL"
+		}
+		fmt.Fprintf(w, "%-18s %-5s %8.2f %7s %10s %11.2f %8s %11.2f %9d %11d %10s %9s\n", c.Server, c.Case, c.Load.IngestSeconds, stop,
+			size(c.DiskBytes), c.ListeningSeconds, ready, c.CPUReady, c.Series, c.Samples, replayed, back)
+	}
+	fmt.Fprintln(w, "kill: kill -9 right after the last acknowledgement (sonde: snapshots off, every record in the WAL) or the peer's count of the last line; stop: SIGTERM, stop s until exit")
+	fmt.Fprintln(w, "listening: exec until sonde logs \"listening\" (the WAL replayed) or the peer's /health answers 200; ready: until the series count it serves reaches the keys sent (* when it stayed short: until it reached what it had)")
+	for _, x := range r.Ratios {
+		note := ""
+		if !x.PeerComplete {
+			note = " (the peer came back without every series)"
+		}
+		fmt.Fprintf(w, "after %s, sonde over victoria-metrics (target <= 1): ready %.2fx, listening %.2fx%s\n", x.Case, x.Ready, x.Listening, note)
+	}
+	fmt.Fprintf(w, "%d keys, %d records in the WAL (%.0f MiB): restart after kill -9 took %.2fs; every key and sample read back: %v\n",
+		r.Keys, r.Records, mib(r.WALBytes), r.AfterKill, r.Verified)
 }
 
 func ratio(a, b float64) float64 {

@@ -94,6 +94,51 @@ func TestSoakScenarioWritesResultAndPlot(t *testing.T) {
 	}
 }
 
+// restart end to end: Sonde and Debian's VictoriaMetrics, each after kill
+// -9 and after a clean stop; the JSON holds every case, the ratios, and
+// the figures the scenario wrote before it restarted the peer.
+func TestRestartScenarioWritesEveryCase(t *testing.T) {
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "sonde")
+	if out, err := exec.Command("go", "build", "-o", bin, "../sonde").CombinedOutput(); err != nil {
+		t.Fatalf("build sonde: %v\n%s", err, out)
+	}
+	out := filepath.Join(dir, "restart.json")
+	err := run([]string{"-sonde", bin, "-peer", "/usr/bin/victoria-metrics", "-workdir", filepath.Join(dir, "work"),
+		"-keys", "500", "-count", "5000", "-conns", "2", "-settle", "1s", "-out", out, "restart"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r bench.RestartResult
+	if err := json.Unmarshal(b, &r); err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Cases) != 4 || len(r.Ratios) != 2 || r.Cases[0].Server != "sonde" || r.Cases[3].Server != "victoria-metrics" {
+		t.Fatalf("%d cases, %d ratios", len(r.Cases), len(r.Ratios))
+	}
+	for _, c := range r.Cases {
+		if c.Load == nil || c.Load.Sent != 5000 || c.ReadySeconds <= 0 {
+			t.Errorf("%s after %s: load %+v, ready at %vs", c.Server, c.Case, c.Load, c.ReadySeconds)
+		}
+	}
+	var old map[string]any
+	if err := json.Unmarshal(b, &old); err != nil {
+		t.Fatal(err)
+	}
+	for k, want := range map[string]any{"keys": 500.0, "wal_records": 5000.0, "verified": true} {
+		if old[k] != want {
+			t.Errorf("%s: %v, want %v", k, old[k], want)
+		}
+	}
+	if v, ok := old["after_kill_s"].(float64); !ok || v <= 0 {
+		t.Errorf("after_kill_s: %v", old["after_kill_s"])
+	}
+}
+
 func TestBadArguments(t *testing.T) {
 	for _, args := range [][]string{
 		{"-shape", "sine", "tcp"},
