@@ -91,20 +91,32 @@ func same(a, b float64) bool {
 func readBack(ctx context.Context, cfg Config) (map[string]float64, int64, error) {
 	switch cfg.API {
 	case "sonde":
-		var list []struct {
-			Key    string  `json:"key"`
-			Value  float64 `json:"value"`
-			Points int64   `json:"points"`
+		// One answer holds at most -query-max-bytes (32 MiB: about 400k
+		// series): past 100k keys, read them a hundredth at a time, by the
+		// first two digits of KeyName's number.
+		globs := []string{cfg.Prefix + ".*"}
+		if cfg.Keys > 100_000 {
+			globs = globs[:0]
+			for d := range 100 {
+				globs = append(globs, fmt.Sprintf("%s.k%02d*", cfg.Prefix, d))
+			}
 		}
-		u := "http://" + cfg.Query + "/api/v1/series?match=" + url.QueryEscape(cfg.Prefix+".*")
-		if err := getJSON(ctx, u, &list); err != nil {
-			return nil, 0, err
-		}
-		got := make(map[string]float64, len(list))
+		got := make(map[string]float64, cfg.Keys)
 		var stored int64
-		for _, s := range list {
-			got[s.Key] = s.Value
-			stored += s.Points
+		for _, g := range globs {
+			var list []struct {
+				Key    string  `json:"key"`
+				Value  float64 `json:"value"`
+				Points int64   `json:"points"`
+			}
+			u := "http://" + cfg.Query + "/api/v1/series?match=" + url.QueryEscape(g)
+			if err := getJSON(ctx, u, &list); err != nil {
+				return nil, 0, err
+			}
+			for _, s := range list {
+				got[s.Key] = s.Value
+				stored += s.Points
+			}
 		}
 		return got, stored, nil
 	case "prometheus":

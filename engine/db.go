@@ -96,6 +96,8 @@ type committer struct {
 	// list, each once: the series of generation dirtyGen.
 	dirty    []*series
 	dirtyGen uint64
+	// replayMade lists the series replay created, for Open's index.
+	replayMade []*series
 }
 
 type request struct {

@@ -68,6 +68,15 @@ func newIndex() *index {
 	return &index{m: make(map[string]*series), t: btree.NewG(indexDegree, lessKey), tags: btree.NewG(indexDegree, lessPosting)}
 }
 
+// grow sizes the empty index's map for n series (Open).
+func (x *index) grow(n int) {
+	x.mu.Lock()
+	if len(x.m) == 0 {
+		x.m = make(map[string]*series, n)
+	}
+	x.mu.Unlock()
+}
+
 // get returns the series of key, nil when there is none.
 func (x *index) get(key string) *series {
 	x.mu.RLock()

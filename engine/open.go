@@ -6,6 +6,8 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"syscall"
 	"time"
 
@@ -117,7 +119,8 @@ func (db *DB) closeFiles() {
 // whose stored state covers records past the snapshot's index (Covers)
 // skips those.
 func (db *DB) recover() error {
-	var covers uint64 // the newest record any stored state covers
+	var covers uint64    // the newest record any stored state covers
+	var loaded []*series // in key order, as bbolt stores them
 	err := db.store.Load(func(st *snapshot.State) error {
 		s := newSeries(st.Key, st.Kind, st.Interval, st.Created, db.opts.RingSize, st.Ordinal+1)
 		s.c.value, s.c.running, s.c.shown = st.Value, st.Running, st.Shown
@@ -132,11 +135,17 @@ func (db *DB) recover() error {
 		}
 		s.view.Store(math.Float64bits(view))
 		s.updated.Store(st.Updated)
-		db.series[st.Key] = s
+		loaded = append(loaded, s)
 		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("load snapshot: %w", err)
+	}
+	// Sized once: growing a map of a million keys step by step took a
+	// third of a restart.
+	db.series = make(map[string]*series, len(loaded))
+	for _, s := range loaded {
+		db.series[s.key] = s
 	}
 	snapIdx := db.store.Index()
 	first, err := db.wal.FirstIndex()
@@ -170,8 +179,28 @@ func (db *DB) recover() error {
 			return fmt.Errorf("replay wal index %d: %w", i, err)
 		}
 	}
+	// The index is built in key order (the stored series come in it; those
+	// replay made are sorted in): a B-tree filled in a map's random order
+	// took half of a restart in comparisons that miss the cache.
+	all := loaded[:0]
+	for _, s := range loaded {
+		if db.series[s.key] == s {
+			all = append(all, s)
+		}
+	}
+	made := false
+	for _, s := range db.replayMade {
+		if db.series[s.key] == s {
+			all, made = append(all, s), true
+		}
+	}
+	db.replayMade = nil
+	if made {
+		slices.SortFunc(all, func(a, b *series) int { return strings.Compare(a.key, b.key) })
+	}
+	db.index.grow(len(all))
 	db.index.mu.Lock()
-	for _, s := range db.series {
+	for _, s := range all {
 		db.index.put(s)
 		if s.kind == sample.Counter {
 			db.windows.schedule(s)
@@ -216,6 +245,7 @@ func (db *DB) replay(r *record.Record, key []byte, idx uint64) error {
 			}
 			s = newSeries(r.Key, kind, r.Interval, idx, db.opts.RingSize, 1)
 			db.series[r.Key] = s
+			db.replayMade = append(db.replayMade, s)
 		} else if s == nil {
 			return fmt.Errorf("record for missing key %q", r.Key)
 		}
