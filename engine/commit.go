@@ -284,8 +284,9 @@ func (db *DB) undoGroup() {
 			if db.series[s.key] == s {
 				delete(db.series, s.key)
 			}
-			s.c.deleted = true // its window entry goes stale
-			s.gone = true      // and a snapshot skips it
+			// Its window entry goes stale, and a snapshot skips it: deleted
+			// by no DELETE (gone).
+			s.c.deleted, s.c.delIdx = true, 0
 			continue
 		}
 		moved := s.c.winStart != u.c.winStart

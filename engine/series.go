@@ -27,11 +27,9 @@ type series struct {
 
 	c committed // committer-owned
 	// Committer-owned, outside c because a failed group's undo does not
-	// change them: the generation of the dirty list that last took this
-	// series (snapshot.go), and whether a failed group's undo removed the
-	// series it had created (it never existed).
+	// change it: the generation of the dirty list that last took this
+	// series (snapshot.go).
 	dirtyGen uint64
-	gone     bool
 }
 
 // committed is the committer's state of a series: what the records it
@@ -46,6 +44,10 @@ type committed struct {
 	lastIdx               uint64 // WAL index of the newest record of this series other than its DELETE
 	delIdx                uint64 // WAL index of its DELETE (0: none)
 }
+
+// gone reports whether a failed group's undo removed the series it had
+// created: it never existed, and a snapshot skips it.
+func (c *committed) gone() bool { return c.deleted && c.delIdx == 0 }
 
 func newSeries(key string, kind sample.Kind, interval int64, created uint64, ringSize int, nextOrdinal uint64) *series {
 	s := &series{key: key, kind: kind, interval: interval, created: created}

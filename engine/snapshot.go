@@ -250,7 +250,6 @@ const captureBatch = 2048
 type capture struct {
 	s     *series
 	c     committed
-	gone  bool
 	index uint64 // the published index when it was captured
 }
 
@@ -260,7 +259,7 @@ func (db *DB) capture(q []*series, dst []capture) []capture {
 	db.onCommitter(func() {
 		idx := db.published.Load()
 		for _, s := range q {
-			dst = append(dst, capture{s: s, c: s.c, gone: s.gone, index: idx})
+			dst = append(dst, capture{s: s, c: s.c, index: idx})
 		}
 	})
 	return dst
@@ -337,7 +336,7 @@ func (b *batch) clear() {
 // one is dropped in the last transaction); the older ones are dropped
 // with it.
 func (b *batch) key(caps []capture) error {
-	for len(caps) > 0 && caps[len(caps)-1].gone {
+	for len(caps) > 0 && caps[len(caps)-1].c.gone() {
 		caps = caps[:len(caps)-1]
 	}
 	if len(caps) == 0 {
@@ -346,14 +345,14 @@ func (b *batch) key(caps []capture) error {
 	last := &caps[len(caps)-1]
 	if del := last.c.delIdx; del != 0 && del <= b.target {
 		for _, c := range caps {
-			if !c.gone {
+			if !c.c.gone() {
 				b.drops = append(b.drops, snapshot.Update{Key: c.s.key, Drop: c.s.created})
 			}
 		}
 		return nil
 	}
 	for _, c := range caps[:len(caps)-1] {
-		if !c.gone {
+		if !c.c.gone() {
 			b.ups = append(b.ups, snapshot.Update{Key: c.s.key, Drop: c.s.created})
 			b.bytes += 2*len(c.s.key) + 64
 		}

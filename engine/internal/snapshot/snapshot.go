@@ -219,9 +219,7 @@ func readState(k, v []byte, st *State) error {
 	return nil
 }
 
-// Commit applies ups and records index in one transaction. A State with
-// Created 0 continues the stored incarnation; Commit fills Created in.
-// Commit sorts ups by key, keeping the order of the updates of one key,
+// Commit applies ups and records index in one transaction. Commit sorts ups by key, keeping the order of the updates of one key,
 // and applies them in that order.
 func (s *Store) Commit(index uint64, ups []Update) (err error) {
 	defer caught(&err)
@@ -251,16 +249,7 @@ func (s *Store) Commit(index uint64, ups []Update) (err error) {
 				continue
 			}
 			if u.State.Created == 0 {
-				// The fold did not see the key created: keep the stored incarnation.
-				var old State
-				v := series.Get([]byte(u.Key))
-				if v == nil {
-					return fmt.Errorf("%w: update of %q, which is not stored", ErrFormat, u.Key)
-				}
-				if err := readState([]byte(u.Key), v, &old); err != nil {
-					return err
-				}
-				u.State.Created = old.Created
+				return fmt.Errorf("%w: a state of %q names no incarnation", ErrFormat, u.Key)
 			}
 			// bbolt keeps the value until the transaction commits: no reuse.
 			if err := series.Put([]byte(u.Key), seal(bucketSeries, []byte(u.Key), encodeState(nil, u.State))); err != nil {

@@ -2,6 +2,7 @@ package snapshot
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math"
 	"math/bits"
@@ -86,13 +87,16 @@ func TestCommitLoadHistory(t *testing.T) {
 		Points: []sample.Point{{T: 10, V: 1}, {T: 20, V: 2}, {T: 30, V: 3}}}}); err != nil {
 		t.Fatal(err)
 	}
-	// A later update without Created continues the same incarnation.
-	st2 := &State{Key: "g", Kind: sample.Gauge, Value: 4, Updated: 40, Ordinal: 4, Covers: 15}
+	// A later update of the same incarnation adds to it.
+	st2 := &State{Key: "g", Kind: sample.Gauge, Value: 4, Updated: 40, Ordinal: 4, Created: 7, Covers: 15}
 	if err := s.Commit(12, []Update{{Key: "g", State: st2, FirstOrdinal: 4, Points: []sample.Point{{T: 40, V: 4}}}}); err != nil {
 		t.Fatal(err)
 	}
-	if st2.Created != 7 {
-		t.Fatalf("created not carried over: %d", st2.Created)
+	// A state that names no incarnation is refused, and nothing of the
+	// transaction is applied.
+	bad := &State{Key: "g", Kind: sample.Gauge, Value: 9, Ordinal: 5}
+	if err := s.Commit(99, []Update{{Key: "g", State: bad}}); !errors.Is(err, ErrFormat) || s.Index() != 12 {
+		t.Fatalf("commit of a state without Created: %v, index %d", err, s.Index())
 	}
 	s.Close()
 	s, err = Open(path)
