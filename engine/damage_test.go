@@ -94,7 +94,8 @@ func TestDamagedSnapshotValue(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			dir := t.TempDir()
-			db := openDB(t, dir, Options{SnapshotInterval: time.Hour, RingSize: 4})
+			// Chunks of 8 points: history gets chunks, not only the tail.
+			db := openDB(t, dir, Options{SnapshotInterval: time.Hour, RingSize: 4, ChunkPoints: 8})
 			for i := range 20 {
 				mustApply(t, db, set("victim", float64(i)), set("other", float64(i)))
 			}

@@ -54,6 +54,7 @@ func Open(dir string, opts Options) (*DB, error) {
 		return nil, err
 	}
 	db.store.SetChunkPoints(db.opts.ChunkPoints)
+	db.store.SetMaxSpan(db.maxChunkSpan)
 	var hooks *wal.Hooks
 	if opts.faults != nil {
 		hooks = &opts.faults.wal

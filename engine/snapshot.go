@@ -243,6 +243,10 @@ func (db *DB) snapshotNow() error {
 	return nil
 }
 
+// tailEstimate is what a snapshot transaction is taken to hold for the
+// tail of a series it stores (snapshot/tail.go): half a tail.
+const tailEstimate = 256
+
 // captureBatch is how many series one call to the committer captures.
 const captureBatch = 2048
 
@@ -382,7 +386,9 @@ func (b *batch) add(c *capture) {
 	}
 	b.ups = append(b.ups, u)
 	b.flushed = append(b.flushed, flushedTo{s: s, ordinal: c.c.ordinal})
-	b.bytes += 2*len(s.key) + 96
+	// The state, and the tail the store rewrites beside it (unknown here:
+	// up to snapshot.TailPoints points, a few hundred bytes).
+	b.bytes += 2*len(s.key) + 96 + tailEstimate
 	b.index = max(b.index, c.index)
 }
 

@@ -80,9 +80,20 @@ func (s *Store) Retain(from []byte, now int64, budget int, policy func(key strin
 		}
 		var st State
 		var t tally
+		var expired [][]byte // series whose tails expired
 		defer func() {
 			if err == nil {
 				totals, err = s.saveTotals(tx, t)
+			}
+		}()
+		// The series bucket changes only after the walk: a put moves a
+		// cursor.
+		defer func() {
+			for _, k := range expired {
+				if err != nil {
+					return
+				}
+				err = dropTail(series, k, &t)
 			}
 		}()
 		for ; k != nil; k, v = c.Next() {
@@ -96,8 +107,12 @@ func (s *Store) Retain(from []byte, now int64, budget int, policy func(key strin
 			}
 			key := string(k)
 			r := policy(key, st.Kind)
-			if err := retainSeries(hist, arch, wms, key, &st, now, r, &res, &t); err != nil {
+			tailGone, err := retainSeries(hist, arch, wms, key, &st, now, r, &res, &t)
+			if err != nil {
 				return fmt.Errorf("retain %q: %w", key, err)
+			}
+			if tailGone {
+				expired = append(expired, bytes.Clone(k))
 			}
 		}
 		return nil
@@ -109,18 +124,28 @@ func (s *Store) Retain(from []byte, now int64, budget int, policy func(key strin
 	return res, nil
 }
 
-func retainSeries(hist, arch, wms *bolt.Bucket, key string, st *State, now int64, r Retention, res *RetainResult, t *tally) error {
+// retainSeries applies retention to one series; it reports whether its
+// tail expired, which the caller drops once its walk of the series is
+// over.
+func retainSeries(hist, arch, wms *bolt.Bucket, key string, st *State, now int64, r Retention, res *RetainResult, t *tally) (bool, error) {
 	prefix := binary.BigEndian.AppendUint64(seriesPrefix(nil, key), st.Created)
+	tail, err := readTail(st.Tail)
+	if err != nil {
+		return false, damaged(bucketSeries, []byte(key), err)
+	}
 	firstT, ok, err := firstRawTime(hist, prefix)
 	if err != nil {
-		return err
+		return false, err
+	}
+	if !ok && tail.pieces > 0 {
+		firstT, ok = tail.first, true
 	}
 	limit := now - r.Raw // raw points before it may go, once every archive has them
 	for _, a := range r.Archives {
 		wk := archivePrefix(key, st.Created, a.Step)
 		wm, stored, err := readWatermark(wms, wk)
 		if err != nil {
-			return err
+			return false, err
 		}
 		if !stored {
 			wm = int64(math.MinInt64)
@@ -135,9 +160,9 @@ func retainSeries(hist, arch, wms *bolt.Bucket, key string, st *State, now int64
 		// that raw points are never held past their keep waiting for it.
 		batch := min(1024*a.Step, max(r.Raw/2, a.Step))
 		if ok && wm != math.MinInt64 && boundary-wm >= batch {
-			pts, err := rawPoints(hist, prefix, wm, boundary-1)
+			pts, err := rawPoints(hist, prefix, st.Tail, wm, boundary-1)
 			if err != nil {
-				return err
+				return false, err
 			}
 			var out []sample.Point
 			for i := 0; i < len(pts); {
@@ -154,32 +179,59 @@ func retainSeries(hist, arch, wms *bolt.Bucket, key string, st *State, now int64
 				ak := orderedTime(bytes.Clone(wk), out[0].T)
 				if old := arch.Get(ak); old != nil {
 					if err := t.addStored(bucketArchive, ak, old, -1); err != nil {
-						return err
+						return false, err
 					}
 				}
 				av := seal(bucketArchive, ak, AppendChunk(nil, out))
 				if err := arch.Put(ak, av); err != nil {
-					return err
+					return false, err
 				}
 				t.add(bucketArchive, ak, len(av), uint64(len(out)), 1)
 				res.ArchivedPts += len(out)
 			}
 			wm = boundary
 			if err := wms.Put(wk, seal(bucketWatermark, wk, binary.BigEndian.AppendUint64(nil, uint64(wm)))); err != nil {
-				return err
+				return false, err
 			}
 		}
 		limit = min(limit, wm)
 		// Expire the archive's chunks wholly older than its keep.
 		n, err := deleteOlder(bucketArchive, arch, wk, now-a.Keep, a.Step, t)
 		if err != nil {
-			return err
+			return false, err
 		}
 		res.ExpiredArch += n
 	}
 	n, err := deleteOlder(bucketHistory, hist, prefix, limit, 1, t)
 	res.ExpiredRaw += n
-	return err
+	if err != nil {
+		return false, err
+	}
+	// The tail holds the newest points: it goes once all of them are
+	// older than the limit (then so are every history chunk's).
+	if tail.pieces > 0 && tail.last+1 <= limit {
+		res.ExpiredRaw += tail.pieces
+		return true, nil
+	}
+	return false, nil
+}
+
+// dropTail rewrites the state of series k without its tail.
+func dropTail(series *bolt.Bucket, k []byte, t *tally) error {
+	var st State
+	if err := readState(k, series.Get(k), &st); err != nil {
+		return err
+	}
+	ti, err := readTail(st.Tail)
+	if err != nil {
+		return damaged(bucketSeries, k, err)
+	}
+	t.tail(len(st.Tail), ti, -1)
+	st.Tail, st.TailFirst = nil, 0
+	if err := series.Put(k, seal(bucketSeries, k, encodeState(nil, &st))); err != nil {
+		return fmt.Errorf("put series %q: %w", k, err)
+	}
+	return nil
 }
 
 // readWatermark returns the watermark stored under wk, if any.
@@ -232,9 +284,9 @@ func firstRawTime(hist *bolt.Bucket, prefix []byte) (int64, bool, error) {
 	return first, err == nil, err
 }
 
-// rawPoints returns the stored raw points under prefix with times in
-// [from, to].
-func rawPoints(hist *bolt.Bucket, prefix []byte, from, to int64) ([]sample.Point, error) {
+// rawPoints returns the stored raw points under prefix, and in tail, with
+// times in [from, to].
+func rawPoints(hist *bolt.Bucket, prefix, tail []byte, from, to int64) ([]sample.Point, error) {
 	var out []sample.Point
 	c := hist.Cursor()
 	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
@@ -260,7 +312,18 @@ func rawPoints(hist *bolt.Bucket, prefix []byte, from, to int64) ([]sample.Point
 		}
 		out = keep
 	}
-	return out, nil
+	start := len(out)
+	out, err := tailPoints(tail, out)
+	if err != nil {
+		return nil, err
+	}
+	keep := out[:start]
+	for _, p := range out[start:] {
+		if p.T >= from && p.T <= to {
+			keep = append(keep, p)
+		}
+	}
+	return keep, nil
 }
 
 // deleteOlder deletes the chunks under prefix whose newest point (plus

@@ -63,7 +63,10 @@ func checkEntry(bucket, k, v []byte) error {
 	switch {
 	case bytes.Equal(bucket, bucketSeries):
 		var st State
-		return decodeState(payload, &st)
+		if err := decodeState(payload, &st); err != nil {
+			return err
+		}
+		return checkTail(&st)
 	case bytes.Equal(bucket, bucketHistory), bytes.Equal(bucket, bucketArchive):
 		_, err := DecodeChunk(payload, nil)
 		return err

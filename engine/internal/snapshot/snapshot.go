@@ -45,7 +45,8 @@ const (
 	// read as they are and become version 2 at open.
 	formatVersion = 2
 	// stateVersion 2 adds Covers; version 1 states are read with Covers 0.
-	stateVersion = 2
+	// Version 3 adds the tail (tail.go); earlier states have none.
+	stateVersion = 3
 )
 
 // ErrFormat is returned for stored data this version cannot read.
@@ -67,6 +68,13 @@ type State struct {
 	// series in several transactions and captures each as it is then, so
 	// replay skips this series' records up to Covers. 0: up to Index.
 	Covers uint64
+	// Tail holds the newest stored points of the incarnation that are not
+	// in history chunks (tail.go), from ordinal TailFirst to Ordinal.
+	// Commit sets it; what is given to Commit is ignored. A state read
+	// from the store aliases the stored bytes: Tail is valid only as long
+	// as they are (for Load, until fn returns).
+	Tail      []byte
+	TailFirst uint64
 }
 
 // Update is what one snapshot changes for one key.
@@ -113,9 +121,17 @@ type Store struct {
 	totals atomic.Pointer[HistoryTotals] // as of the last commit (totals.go)
 	// maxChunk caps the points of a chunk Commit writes (SetChunkPoints).
 	maxChunk int
+	// maxSpan caps the time (ms) a tail of key may cover (SetMaxSpan).
+	maxSpan func(key string) int64
 	// commitHook wraps each Commit's transaction, for fault injection.
 	commitHook func(commit func() error) error
 }
+
+// SetMaxSpan caps the time (ms) the points of one series' tail may cover
+// before they move into a history chunk: expiry deletes whole chunks, so
+// a chunk must not outlast the raw keep by much. Call it before the first
+// Commit.
+func (s *Store) SetMaxSpan(fn func(key string) int64) { s.maxSpan = fn }
 
 // SetCommitHook wraps every Commit's bbolt transaction in hook, which may
 // fail it before or after letting it run: tests make snapshots fail the
@@ -251,23 +267,28 @@ func (s *Store) Commit(index uint64, ups []Update) (err error) {
 			if u.State.Created == 0 {
 				return fmt.Errorf("%w: a state of %q names no incarnation", ErrFormat, u.Key)
 			}
-			// bbolt keeps the value until the transaction commits: no reuse.
-			if err := series.Put([]byte(u.Key), seal(bucketSeries, []byte(u.Key), encodeState(nil, u.State))); err != nil {
-				return fmt.Errorf("put series %q: %w", u.Key, err)
-			}
 			chunks := u.Chunks
 			if chunks == nil {
-				// Points beyond the chunk size go into more chunks, so that
-				// expiry, which deletes whole chunks, can follow time closely.
 				chunks, _ = s.EncodeChunks(nil, nil, u.Points, u.FirstOrdinal)
 			}
-			for _, c := range chunks {
-				k := chunkKey(nil, u.Key, u.State.Created, c.First)
-				v := seal(bucketHistory, k, c.Data)
-				if err := hist.Put(k, v); err != nil {
-					return fmt.Errorf("put history chunk of %q: %w", u.Key, err)
+			k := []byte(u.Key)
+			var old *State
+			var prev State
+			if v := series.Get(k); v != nil {
+				if err := readState(k, v, &prev); err != nil {
+					return err
 				}
-				t.add(bucketHistory, k, len(v), uint64(c.Points), 1)
+				if prev.Created == u.State.Created {
+					old = &prev
+				}
+			}
+			st := *u.State
+			if err := s.storeTail(hist, u.Key, &st, old, chunks, &t); err != nil {
+				return fmt.Errorf("store the points of %q: %w", u.Key, err)
+			}
+			// bbolt keeps the value until the transaction commits: no reuse.
+			if err := series.Put(k, seal(bucketSeries, k, encodeState(nil, &st))); err != nil {
+				return fmt.Errorf("put series %q: %w", u.Key, err)
 			}
 		}
 		var err error
@@ -331,6 +352,11 @@ func (s *Store) drop(tx *bolt.Tx, series *bolt.Bucket, key string, created uint6
 			return err
 		}
 		if old.Created == created {
+			ti, err := readTail(old.Tail)
+			if err != nil {
+				return damaged(bucketSeries, []byte(key), err)
+			}
+			t.tail(len(old.Tail), ti, -1)
 			if err := series.Delete([]byte(key)); err != nil {
 				return fmt.Errorf("delete series %q: %w", key, err)
 			}
@@ -393,9 +419,62 @@ func (s *Store) History(key string, created, before uint64, from, to int64, dst 
 			}
 			dst = keep
 		}
-		return nil
+		tail, ord, err := storedTail(tx, key, created)
+		if err != nil || ord >= before {
+			return err
+		}
+		return eachPiece(tail, func(data []byte) error {
+			n, first, last, err := chunkHeader(data)
+			if err != nil {
+				return damaged(bucketSeries, []byte(key), err)
+			}
+			at := ord
+			ord += n
+			if at >= before || last < from || first > to {
+				return nil
+			}
+			if take != nil {
+				if err := take(int(min(n, 1<<30))); err != nil {
+					return err
+				}
+			}
+			start := len(dst)
+			if dst, err = DecodeChunk(data, dst); err != nil {
+				return damaged(bucketSeries, []byte(key), err)
+			}
+			keep := dst[:start]
+			for i, p := range dst[start:] {
+				if at+uint64(i) >= before {
+					break
+				}
+				if p.T >= from && p.T <= to {
+					keep = append(keep, p)
+				}
+			}
+			dst = keep
+			return nil
+		})
 	})
 	return dst, err
+}
+
+// storedTail returns the tail of the incarnation of key created at WAL
+// index created, and the ordinal of its first point; nil when it has
+// none. The bytes are valid while tx is.
+func storedTail(tx *bolt.Tx, key string, created uint64) ([]byte, uint64, error) {
+	k := []byte(key)
+	v := tx.Bucket(bucketSeries).Get(k)
+	if v == nil {
+		return nil, 0, nil
+	}
+	var st State
+	if err := readState(k, v, &st); err != nil {
+		return nil, 0, err
+	}
+	if st.Created != created || len(st.Tail) == 0 {
+		return nil, 0, nil
+	}
+	return st.Tail, st.TailFirst, nil
 }
 
 // Newest appends to dst the newest n stored points of the incarnation
@@ -406,6 +485,42 @@ func (s *Store) Newest(key string, created, before uint64, n int, dst []sample.P
 	var chunks [][]sample.Point // newest first
 	got := 0
 	err = s.db.View(func(tx *bolt.Tx) error {
+		tail, ord, err := storedTail(tx, key, created)
+		if err != nil {
+			return err
+		}
+		var pieces [][]byte
+		if err := eachPiece(tail, func(data []byte) error { pieces = append(pieces, data); return nil }); err != nil {
+			return damaged(bucketSeries, []byte(key), err)
+		}
+		starts := make([]uint64, len(pieces))
+		for i, data := range pieces {
+			cnt, _, _, err := chunkHeader(data)
+			if err != nil {
+				return damaged(bucketSeries, []byte(key), err)
+			}
+			starts[i], ord = ord, ord+cnt
+		}
+		for i := len(pieces) - 1; i >= 0 && got < n; i-- {
+			if starts[i] >= before {
+				continue
+			}
+			cnt, _, _, _ := chunkHeader(pieces[i])
+			if take != nil {
+				if err := take(int(min(cnt, 1<<30))); err != nil {
+					return err
+				}
+			}
+			pts, err := DecodeChunk(pieces[i], nil)
+			if err != nil {
+				return damaged(bucketSeries, []byte(key), err)
+			}
+			if keep := before - starts[i]; uint64(len(pts)) > keep {
+				pts = pts[:keep]
+			}
+			chunks = append(chunks, pts)
+			got += len(pts)
+		}
 		c := tx.Bucket(bucketHistory).Cursor()
 		prefix := binary.BigEndian.AppendUint64(seriesPrefix(nil, key), created)
 		var k, v []byte
@@ -501,7 +616,12 @@ func encodeState(dst []byte, st *State) []byte {
 	dst = binary.AppendVarint(dst, st.Updated)
 	dst = binary.AppendUvarint(dst, st.Ordinal)
 	dst = binary.AppendUvarint(dst, st.Created)
-	return binary.AppendUvarint(dst, st.Covers)
+	dst = binary.AppendUvarint(dst, st.Covers)
+	if len(st.Tail) == 0 {
+		return binary.AppendUvarint(dst, 0)
+	}
+	dst = binary.AppendUvarint(dst, st.TailFirst)
+	return append(dst, st.Tail...)
 }
 
 func decodeState(b []byte, st *State) error {
@@ -530,10 +650,22 @@ func decodeState(b []byte, st *State) error {
 	if st.Created, b, ok = uvarint(b); !ok {
 		return fmt.Errorf("%w: created", ErrFormat)
 	}
-	if version := b0; version >= 2 {
-		if st.Covers, _, ok = uvarint(b); !ok {
+	if b0 >= 2 {
+		if st.Covers, b, ok = uvarint(b); !ok {
 			return fmt.Errorf("%w: covers", ErrFormat)
 		}
+	}
+	if b0 >= 3 {
+		if st.TailFirst, b, ok = uvarint(b); !ok {
+			return fmt.Errorf("%w: tail", ErrFormat)
+		}
+		if st.TailFirst == 0 && len(b) > 0 {
+			return fmt.Errorf("%w: a tail without its first ordinal", ErrFormat)
+		}
+		if err := eachPiece(b, func([]byte) error { return nil }); err != nil {
+			return err
+		}
+		st.Tail = b
 	}
 	return nil
 }

@@ -34,6 +34,14 @@ func (t *tally) add(bucket, k []byte, stored int, n uint64, sign int64) {
 	t.points += sign * int64(n)
 }
 
+// tail counts a series' tail of size bytes (sign 1) or its removal (-1):
+// each piece as a chunk.
+func (t *tally) tail(size int, ti tailInfo, sign int64) {
+	t.bytes += sign * int64(size)
+	t.chunks += sign * int64(ti.pieces)
+	t.points += sign * int64(ti.points)
+}
+
 // addStored is add for a chunk read from the database, whose points its
 // header gives.
 func (t *tally) addStored(bucket, k, stored []byte, sign int64) error {
@@ -94,6 +102,21 @@ func (s *Store) loadTotals(tx *bolt.Tx) error {
 		return nil
 	}
 	var t tally
+	var st State
+	err := tx.Bucket(bucketSeries).ForEach(func(k, v []byte) error {
+		if err := readState(k, v, &st); err != nil {
+			return err
+		}
+		ti, err := readTail(st.Tail)
+		if err != nil {
+			return damaged(bucketSeries, k, err)
+		}
+		t.tail(len(st.Tail), ti, 1)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
 	for _, name := range [][]byte{bucketHistory, bucketArchive} {
 		if b := tx.Bucket(name); b != nil {
 			if err := b.ForEach(func(k, v []byte) error { return t.addStored(name, k, v, 1) }); err != nil {
@@ -102,7 +125,7 @@ func (s *Store) loadTotals(tx *bolt.Tx) error {
 		}
 	}
 	s.totals.Store(&HistoryTotals{})
-	h, err := s.saveTotals(tx, t)
+	h, err = s.saveTotals(tx, t)
 	if err != nil {
 		return err
 	}
