@@ -33,9 +33,15 @@ import (
 // into a history chunk (fewer with a small SetChunkPoints).
 const TailPoints = 128
 
-// tailPieces is how many pieces a tail holds before they are re-encoded
-// as one: each piece's chunk header costs a dozen bytes.
-const tailPieces = 4
+// smallPiece is the size under which tail pieces are merged: each piece's
+// chunk header costs a dozen bytes, worth merging away for a few points
+// but not for many. Two newest pieces both under it merge when the newer
+// holds at least as many points as the older (a binary counter): a
+// series that gets one point a snapshot keeps about log2(n) pieces and
+// re-encodes each point about log2(smallPiece) times; one that gets
+// smallPiece points or more a snapshot is never re-encoded before its
+// tail moves to history.
+const smallPiece = 32
 
 // eachPiece calls fn with each piece of tail, oldest first.
 func eachPiece(tail []byte, fn func(data []byte) error) error {
@@ -169,16 +175,39 @@ func (s *Store) storeTail(hist *bolt.Bucket, key string, st *State, old *State, 
 		st.Tail, st.TailFirst = nil, 0
 		return s.toHistory(hist, key, st.Created, tail, ti, first, chunks, t)
 	}
-	out := append([]byte(nil), tail...)
-	for _, c := range chunks {
-		out = appendPiece(out, c.Data)
+	type piece struct {
+		data []byte
+		n    uint64
 	}
-	if ti.pieces+ci.pieces > tailPieces {
-		pts, err := tailPoints(out, nil)
-		if err != nil {
-			return damaged(bucketSeries, []byte(key), err)
+	var pieces []piece
+	err = eachPiece(tail, func(data []byte) error {
+		n, _, _, err := chunkHeader(data)
+		pieces = append(pieces, piece{data, n})
+		return err
+	})
+	if err != nil {
+		return damaged(bucketSeries, []byte(key), err)
+	}
+	for _, c := range chunks {
+		pieces = append(pieces, piece{c.Data, uint64(c.Points)})
+		for len(pieces) >= 2 {
+			a, b := pieces[len(pieces)-2], pieces[len(pieces)-1]
+			if a.n >= smallPiece || b.n >= smallPiece || b.n < a.n {
+				break
+			}
+			pts, err := DecodeChunk(a.data, nil)
+			if err == nil {
+				pts, err = DecodeChunk(b.data, pts)
+			}
+			if err != nil {
+				return damaged(bucketSeries, []byte(key), err)
+			}
+			pieces = append(pieces[:len(pieces)-2], piece{AppendChunk(nil, pts), a.n + b.n})
 		}
-		out = appendPiece(nil, AppendChunk(nil, pts))
+	}
+	var out []byte
+	for _, p := range pieces {
+		out = appendPiece(out, p.data)
 	}
 	ni, err := readTail(out)
 	if err != nil {
