@@ -280,6 +280,14 @@ func (s *Store) Commit(index uint64, ups []Update) (err error) {
 				}
 				if prev.Created == u.State.Created {
 					old = &prev
+				} else {
+					// Never expected (a batch drops the ended incarnation
+					// first); its tail goes with the state put over it.
+					ti, err := readTail(prev.Tail)
+					if err != nil {
+						return damaged(bucketSeries, k, err)
+					}
+					t.tail(len(prev.Tail), ti, -1)
 				}
 			}
 			st := *u.State

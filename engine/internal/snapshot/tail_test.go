@@ -338,3 +338,27 @@ func FuzzDecodeState(f *testing.F) {
 		}
 	})
 }
+
+// A state put over another incarnation's (no Drop before it, which a
+// snapshot never does) takes that one's tail with it, and the totals
+// say so.
+func TestTailOfAReplacedIncarnation(t *testing.T) {
+	s, err := Open(filepath.Join(t.TempDir(), "s.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for created := uint64(1); created <= 2; created++ {
+		st := &State{Key: "g", Kind: sample.Gauge, Ordinal: 2, Created: created}
+		pts := []sample.Point{{T: 1, V: 1}, {T: 2, V: 2}}
+		if err := s.Commit(created, []Update{{Key: "g", State: st, Points: pts, FirstOrdinal: 1}}); err != nil {
+			t.Fatal(err)
+		}
+		if got := checkTotals(t, s); got.Points != 2 {
+			t.Fatalf("incarnation %d: totals %+v, want 2 points", created, got)
+		}
+	}
+	if pts, _ := s.History("g", 1, 100, 0, 100, nil, nil); len(pts) != 0 {
+		t.Fatalf("the replaced incarnation's points: %v", pts)
+	}
+}
