@@ -21,6 +21,7 @@ const historyFill = 0.9
 type CompactResult struct {
 	Merged  int    // chunks that were merged into others and deleted
 	Written int    // chunks written in their place
+	Points  int    // points re-encoded into them
 	Next    []byte // the history key to resume from; nil: the pass reached the end
 }
 
@@ -73,28 +74,47 @@ func (s *Store) Compact(from []byte, target, budget int, maxSpan func(key string
 			value       []byte // unsealed
 			stored      int    // the length of the value as stored
 		}
-		var run []piece // contiguous chunks of one incarnation, in key order
-		var runPoints uint64
-		span := int64(math.MaxInt64) // for the series of the run
+		// group is a run of contiguous chunks of one incarnation that will
+		// become one chunk.
+		type group struct {
+			pieces      []piece
+			n           uint64
+			first, last int64
+		}
+		// groups are the chunks seen of the current incarnation, grouped
+		// the way a binary counter carries: the newest group joins the one
+		// before it when it holds at least half as many points (and the two
+		// fit the target and the span). A group grows by half at least at
+		// each merge, so a series whose history grows a chunk at a time has
+		// each point re-encoded about log1.5(target/chunk) times; merging
+		// every run whole, as before, re-encoded the run at each new chunk
+		// (TestCompactGrowingSeries: 4 against 32 times a point). The
+		// newest groups, still growing, stay smaller until more come.
+		var groups []group
+		span := int64(math.MaxInt64) // for the series of the groups
 		type merge struct {
-			first []byte
-			value []byte
-			drop  [][]byte
+			first  []byte
+			value  []byte
+			drop   [][]byte
+			points int
 		}
 		var t tally
 		var merges []merge
 		rewrites := 0
 		flush := func() error {
-			if len(run) > 1 {
+			for _, g := range groups {
+				if len(g.pieces) < 2 {
+					continue
+				}
 				var pts []sample.Point
-				for _, p := range run {
+				for _, p := range g.pieces {
 					var err error
 					if pts, err = DecodeChunk(p.value, pts); err != nil {
 						return damaged(bucketHistory, p.key, err)
 					}
 				}
-				m := merge{first: run[0].key, value: seal(bucketHistory, run[0].key, AppendChunk(nil, pts))}
-				for i, p := range run {
+				m := merge{first: g.pieces[0].key, value: seal(bucketHistory, g.pieces[0].key, AppendChunk(nil, pts)), points: len(pts)}
+				for i, p := range g.pieces {
 					if i > 0 {
 						m.drop = append(m.drop, p.key)
 					}
@@ -102,9 +122,9 @@ func (s *Store) Compact(from []byte, target, budget int, maxSpan func(key string
 				}
 				t.add(bucketHistory, m.first, len(m.value), uint64(len(pts)), 1)
 				merges = append(merges, m)
-				rewrites += len(run)
+				rewrites += len(g.pieces)
 			}
-			run, runPoints = run[:0], 0
+			groups = groups[:0]
 			return nil
 		}
 		for ; k != nil; k, v = c.Next() {
@@ -125,28 +145,42 @@ func (s *Store) Compact(from []byte, target, budget int, maxSpan func(key string
 				return fmt.Errorf("%w: history key %q", ErrFormat, k)
 			}
 			ord := binary.BigEndian.Uint64(k[len(k)-8:])
-			if len(run) > 0 {
-				prev := run[len(run)-1]
-				same := bytes.Equal(k[:len(k)-8], prev.key[:len(prev.key)-8])
-				if !same || ord != prev.ord+prev.n || runPoints+n > uint64(target) || last-run[0].first > span {
+			if len(groups) > 0 {
+				g := groups[len(groups)-1]
+				prev := g.pieces[len(g.pieces)-1]
+				if !bytes.Equal(k[:len(k)-8], prev.key[:len(prev.key)-8]) || ord != prev.ord+prev.n {
 					if err := flush(); err != nil {
 						return err
 					}
 				}
 			}
-			if len(run) == 0 {
+			if len(groups) == 0 {
 				span = math.MaxInt64
 				if maxSpan != nil {
 					span = maxSpan(string(k[:len(k)-17])) // the key before 0x00|created|ordinal
 				}
 			}
 			if n >= uint64(target) {
-				continue // full already
+				// Full already: the groups before it cannot join the ones after.
+				if err := flush(); err != nil {
+					return err
+				}
+				continue
 			}
 			// Keys and values are only valid in the transaction; the merge
 			// writes in it too, after the walk.
-			run = append(run, piece{key: bytes.Clone(k), ord: ord, n: n, first: first, last: last, value: bytes.Clone(v), stored: stored})
-			runPoints += n
+			p := piece{key: bytes.Clone(k), ord: ord, n: n, first: first, last: last, value: bytes.Clone(v), stored: stored}
+			groups = append(groups, group{pieces: []piece{p}, n: n, first: first, last: last})
+			for len(groups) >= 2 {
+				a, b := &groups[len(groups)-2], groups[len(groups)-1]
+				if 2*b.n < a.n || a.n+b.n > uint64(target) || b.last-a.first > span {
+					break
+				}
+				a.pieces = append(a.pieces, b.pieces...)
+				a.n += b.n
+				a.last = b.last
+				groups = groups[:len(groups)-1]
+			}
 		}
 		if err := flush(); err != nil {
 			return err
@@ -162,6 +196,7 @@ func (s *Store) Compact(from []byte, target, budget int, maxSpan func(key string
 			}
 			res.Written++
 			res.Merged += len(m.drop)
+			res.Points += m.points
 		}
 		var err error
 		totals, err = s.saveTotals(tx, t)

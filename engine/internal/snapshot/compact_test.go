@@ -2,6 +2,7 @@ package snapshot
 
 import (
 	"fmt"
+	"math/bits"
 	"path/filepath"
 	"testing"
 
@@ -104,4 +105,64 @@ func TestCompact(t *testing.T) {
 		t.Fatalf("second pass %+v after %+v", second, total)
 	}
 	t.Logf("%d points: %d chunks, %d bytes after compaction (%d merged in %d calls)", points, total.Chunks, total.Bytes, merged, calls)
+}
+
+// A series whose history grows a chunk at a time, compacted after each:
+// each point is re-encoded about log2(target/chunk) times, not once per
+// new chunk (merging the whole run each time re-encoded what the series
+// had, again and again).
+func TestCompactGrowingSeries(t *testing.T) {
+	s, err := Open(filepath.Join(t.TempDir(), "s.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	s.SetChunkPoints(10) // history chunks of 10 points, from the tail
+	const chunks, per, target = 128, 10, 640
+	var all []sample.Point
+	reencoded := 0
+	for i := range chunks {
+		var pts []sample.Point
+		for j := range per {
+			o := i*per + j + 1
+			pts = append(pts, sample.Point{T: int64(o) * 1000, V: float64(o % 9)})
+		}
+		all = append(all, pts...)
+		st := &State{Key: "g", Kind: sample.Gauge, Ordinal: uint64(len(all)), Created: 1}
+		if err := s.Commit(uint64(i+1), []Update{{Key: "g", State: st, Points: pts, FirstOrdinal: uint64(i*per + 1)}}); err != nil {
+			t.Fatal(err)
+		}
+		for next := []byte(nil); ; {
+			res, err := s.Compact(next, target, 1000, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			reencoded += res.Points
+			if next = res.Next; next == nil {
+				break
+			}
+		}
+		checkTotals(t, s)
+	}
+	t.Logf("%d points re-encoded for %d stored", reencoded, len(all))
+	if got, _ := s.History("g", 1, 1<<62, 0, 1<<62, nil, nil); len(got) != len(all) {
+		t.Fatalf("%d points after compaction, want %d", len(got), len(all))
+	}
+	// A group at least half again as big at each merge: log1.5(64) ≈ 10
+	// re-encodings a point; merging the whole run each time was 32.
+	if limit := len(all) * 12; reencoded > limit {
+		t.Fatalf("%d points re-encoded for %d stored, want at most %d", reencoded, len(all), limit)
+	}
+	// Whole groups hold at least half the target; the newest few, still
+	// growing, halve in size one after the other at most.
+	got := storedChunks(t, s, "g")
+	growing := bits.Len(target / per)
+	for i, n := range got[:max(len(got)-growing, 0)] {
+		if n < target/2 {
+			t.Fatalf("chunk %d of %v holds %d points, want at least %d", i, got, n, target/2)
+		}
+	}
+	if len(got) > 2*len(all)/target+growing {
+		t.Fatalf("%d chunks left %v", len(got), got)
+	}
 }
