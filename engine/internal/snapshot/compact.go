@@ -71,8 +71,7 @@ func (s *Store) Compact(from []byte, target, budget int, maxSpan func(key string
 			ord         uint64
 			n           uint64
 			first, last int64
-			value       []byte // unsealed
-			stored      int    // the length of the value as stored
+			value       []byte // as stored (sealed)
 		}
 		// group is a run of contiguous chunks of one incarnation that will
 		// become one chunk.
@@ -108,8 +107,11 @@ func (s *Store) Compact(from []byte, target, budget int, maxSpan func(key string
 				}
 				var pts []sample.Point
 				for _, p := range g.pieces {
-					var err error
-					if pts, err = DecodeChunk(p.value, pts); err != nil {
+					payload, err := unseal(bucketHistory, p.key, p.value)
+					if err != nil {
+						return err
+					}
+					if pts, err = DecodeChunk(payload, pts); err != nil {
 						return damaged(bucketHistory, p.key, err)
 					}
 				}
@@ -118,7 +120,7 @@ func (s *Store) Compact(from []byte, target, budget int, maxSpan func(key string
 					if i > 0 {
 						m.drop = append(m.drop, p.key)
 					}
-					t.add(bucketHistory, p.key, p.stored, p.n, -1)
+					t.add(bucketHistory, p.key, len(p.value), p.n, -1)
 				}
 				t.add(bucketHistory, m.first, len(m.value), uint64(len(pts)), 1)
 				merges = append(merges, m)
@@ -132,12 +134,9 @@ func (s *Store) Compact(from []byte, target, budget int, maxSpan func(key string
 				res.Next = bytes.Clone(k)
 				break
 			}
-			stored := len(v)
-			v, err := unseal(bucketHistory, k, v)
-			if err != nil {
-				return err
-			}
-			n, first, last, err := chunkHeader(v)
+			// Most chunks are not rewritten: their headers are read without
+			// checking the seal, which a merge checks (flush).
+			n, first, last, err := chunkHeader(peek(v))
 			if err != nil {
 				return damaged(bucketHistory, k, err)
 			}
@@ -169,7 +168,7 @@ func (s *Store) Compact(from []byte, target, budget int, maxSpan func(key string
 			}
 			// Keys and values are only valid in the transaction; the merge
 			// writes in it too, after the walk.
-			p := piece{key: bytes.Clone(k), ord: ord, n: n, first: first, last: last, value: bytes.Clone(v), stored: stored}
+			p := piece{key: bytes.Clone(k), ord: ord, n: n, first: first, last: last, value: bytes.Clone(v)}
 			groups = append(groups, group{pieces: []piece{p}, n: n, first: first, last: last})
 			for len(groups) >= 2 {
 				a, b := &groups[len(groups)-2], groups[len(groups)-1]

@@ -280,8 +280,14 @@ func firstRawTime(hist *bolt.Bucket, prefix []byte) (int64, bool, error) {
 	if k == nil || !bytes.HasPrefix(k, prefix) {
 		return 0, false, nil
 	}
-	_, first, _, err := header(bucketHistory, k, v)
-	return first, err == nil, err
+	// The header alone, without checking the seal (a chunk of thousands
+	// of points, at every pass over every series): the points are read
+	// through the seal when they are downsampled.
+	_, first, _, err := chunkHeader(peek(v))
+	if err != nil {
+		return 0, false, damaged(bucketHistory, k, err)
+	}
+	return first, true, nil
 }
 
 // rawPoints returns the stored raw points under prefix, and in tail, with
@@ -333,12 +339,18 @@ func deleteOlder(name []byte, b *bolt.Bucket, prefix []byte, limit, span int64, 
 	n := 0
 	c := b.Cursor()
 	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Seek(prefix) {
-		pts, _, last, err := header(name, k, v)
+		// The newest chunk of a series is looked at by every pass: its
+		// header only; the seal is checked before a chunk goes.
+		_, _, last, err := chunkHeader(peek(v))
 		if err != nil {
-			return n, err
+			return n, damaged(name, k, err)
 		}
 		if last+span > limit {
 			break
+		}
+		pts, _, _, err := header(name, k, v)
+		if err != nil {
+			return n, err
 		}
 		t.add(name, k, len(v), pts, -1)
 		if err := c.Delete(); err != nil {

@@ -84,6 +84,17 @@ func unseal(bucket, key, v []byte) ([]byte, error) {
 	return payload, nil
 }
 
+// peek returns the payload of a stored value without checking its seal:
+// for a look at a chunk's header that decides nothing a damaged value
+// could make wrong (compaction reads a chunk whole, through unseal,
+// before it rewrites it).
+func peek(v []byte) []byte {
+	if len(v) >= 5 && v[0] == sealMark {
+		return v[5:]
+	}
+	return v
+}
+
 // caught turns a panic of bbolt's on a damaged page into a DamageError in
 // *err. bbolt's View and Update roll their transaction back on a panic,
 // so the database is left as it was. Use it as defer caught(&err) in a
