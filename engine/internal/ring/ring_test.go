@@ -90,8 +90,8 @@ func roundTrip(t *testing.T, pts []sample.Point) int {
 		}
 	}
 	size := 0
-	for _, b := range r.v.Load().blocks {
-		_, buf := b.published()
+	for b := r.oldest.Load(); b != nil; b = b.next.Load() {
+		_, buf, _ := b.published()
 		size += len(buf)
 	}
 	return size
@@ -222,7 +222,7 @@ func BenchmarkPush(b *testing.B) {
 // snapshot could ask for, across block edges, while the ring holds only
 // the points past what is stored.
 func TestRingRange(t *testing.T) {
-	const stored = 37
+	const stored = 100 // past the first blocks (up to BlockBytes bytes each), which go
 	r := New(4, 1)
 	value := func(o int64) float64 { return float64(o)*0.25 - 3 }
 	for i := int64(1); i <= 150; i++ {
