@@ -53,6 +53,11 @@ scenarios:
             -protocol) and then to the peer (Graphite), each server's CPU,
             RSS and data directory sampled every -sample-every; CPU per
             sample, peak RSS and disk bytes per sample, plotted with -plot
+  ingest    raw ingest: -count samples over -keys, flat out, to a fresh Sonde
+            over acknowledged SETs, a fresh Sonde over Graphite and the peer
+            over Graphite, -runs times; each server watched until its CPU
+            goes quiet: server CPU per sample and the rate until quiet,
+            the median of the runs
   mem       peak RSS and bytes per series at each of -keys-list
   restart   -count samples over -keys series into Sonde (acknowledged SETs),
             then kill -9, all of them in its WAL; again on a fresh
@@ -93,6 +98,7 @@ type flags struct {
 	memDir   string
 	perDgram int
 	card     int
+	runs     int
 	protocol string
 	idle     bench.IdleConfig
 	glob     string
@@ -125,6 +131,7 @@ func run(args []string) error {
 	fs.StringVar(&f.workDir, "workdir", "", "compare, mem, restart: where data directories go (default: a new temporary directory, removed after)")
 	fs.BoolVar(&f.crash, "crash", false, "compare: also kill -9 each server right after the load and count what survived")
 	fs.IntVar(&f.card, "cardinality", 0, "compare: add the cardinality phase with this many keys, 4 samples each (0: none)")
+	fs.IntVar(&f.runs, "runs", 3, "ingest: runs of each case; the medians are reported")
 	fs.StringVar(&f.protocol, "protocol", "tcp", "soak: what Sonde takes: tcp (acknowledged SETs) or graphite; the peer takes graphite")
 	fs.DurationVar(&f.idle.Every, "sample-every", time.Second, "soak, compare -cardinality, query -peer: how often each server's CPU, RSS and data directory are read")
 	fs.DurationVar(&f.idle.Window, "idle-window", 15*time.Second, "soak, compare -cardinality, query -peer: a server is done with a load once its CPU stays under -idle-cpu this long")
@@ -211,6 +218,21 @@ func run(args []string) error {
 			}
 		}
 		return nil
+	case "ingest":
+		if explicit(fs, "rate") || explicit(fs, "duration") {
+			return fmt.Errorf("ingest sends -count samples flat out: -rate and -duration do not apply")
+		}
+		dir, cleanup, err := workDir(f.workDir)
+		if err != nil {
+			return err
+		}
+		defer cleanup()
+		runs, err := bench.Ingest(ctx, bench.IngestConfig{Load: *l, Runs: f.runs, Pair: f.pair(dir)})
+		if err != nil {
+			return err
+		}
+		printIngest(os.Stdout, l, runs)
+		return writeOut(f.out, runs)
 	case "soak":
 		if explicit(fs, "count") {
 			return fmt.Errorf("soak runs for -duration: -count does not apply")
@@ -556,6 +578,38 @@ func printSoak(w io.Writer, l *bench.Config, protocol string, runs []bench.Watch
 		if h := r.History; h != nil {
 			fmt.Fprintf(w, "%s reports %d points stored (%d archived) of %d sent: %.2f bytes per point in use, %.2f in the file\n",
 				r.Server, h.Points, h.ArchivePoints, r.Result.Sent, h.UsedBytesPerPoint, h.FileBytesPerPoint)
+		}
+	}
+}
+
+func printIngest(w io.Writer, l *bench.Config, runs []bench.IngestRun) {
+	fmt.Fprintf(w, "ingest: %d samples over %d keys, %d connections, flat out\n", l.Count, l.Keys, l.Conns)
+	fmt.Fprintf(w, "%-4s %-18s %-9s %11s %7s %9s %10s %9s %12s %10s\n", "run", "", "over", "samples", "errors", "CPU s", "us/sample", "busy s", "rate to idle", "peak RSS")
+	for _, r := range runs {
+		busy := fmt.Sprintf("%.2f", r.BusySeconds)
+		if !r.Idle {
+			busy = ">" + busy
+		}
+		fmt.Fprintf(w, "%-4d %-18s %-9s %11d %7d %9.2f %10.3f %9s %12s %10s\n", r.Run, r.Server, r.Protocol, r.Result.Sent, r.Result.Errors,
+			r.CPULoad, r.CPUPerSample, busy, rate(r.Rate), size(r.PeakRSS))
+	}
+	fmt.Fprintln(w, "CPU s: server CPU from the first byte until it went quiet after the load (busy s; > when it had not by -idle-wait); rate to idle: samples over busy s")
+	med := bench.IngestMedians(runs)
+	var peer *bench.IngestMedian
+	for i := range med {
+		m := &med[i]
+		fmt.Fprintf(w, "median %-18s over %-9s %8.3f us/sample %12s to idle\n", m.Server, m.Protocol, m.CPUPerSample, rate(m.Rate))
+		if m.Server != "sonde" {
+			peer = m
+		}
+	}
+	if peer == nil {
+		return
+	}
+	for _, m := range med {
+		if m.Server == "sonde" {
+			fmt.Fprintf(w, "sonde over %s against the peer: CPU per sample %.2fx (target <= 1), rate to idle %.2fx (target >= 1)\n",
+				m.Protocol, ratio(m.CPUPerSample, peer.CPUPerSample), ratio(m.Rate, peer.Rate))
 		}
 	}
 }
