@@ -122,8 +122,10 @@ func (db *DB) closeFiles() {
 func (db *DB) recover() error {
 	var covers uint64    // the newest record any stored state covers
 	var loaded []*series // in key order, as bbolt stores them
+	var slab seriesSlab
 	err := db.store.Load(func(st *snapshot.State) error {
-		s := newSeries(st.Key, st.Kind, st.Interval, st.Created, db.opts.RingSize, st.Ordinal+1)
+		s := slab.next()
+		s.init(st.Key, st.Kind, st.Interval, st.Created, db.opts.RingSize, st.Ordinal+1)
 		s.c.value, s.c.running, s.c.shown = st.Value, st.Running, st.Shown
 		s.c.winStart, s.c.ordinal, s.c.updated = st.WinStart, st.Ordinal, st.Updated
 		s.c.lastIdx = st.Covers

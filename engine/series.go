@@ -50,8 +50,33 @@ type committed struct {
 func (c *committed) gone() bool { return c.deleted && c.delIdx == 0 }
 
 func newSeries(key string, kind sample.Kind, interval int64, created uint64, ringSize int, nextOrdinal uint64) *series {
-	s := &series{key: key, kind: kind, interval: interval, created: created}
+	s := &series{}
+	s.init(key, kind, interval, created, ringSize, nextOrdinal)
+	return s
+}
+
+// init sets up a zero series.
+func (s *series) init(key string, kind sample.Kind, interval int64, created uint64, ringSize int, nextOrdinal uint64) {
+	s.key, s.kind, s.interval, s.created = key, kind, interval, created
 	s.ring.Init(ringSize, nextOrdinal)
+}
+
+// slabSeries is how many series a slab holds.
+const slabSeries = 1024
+
+// seriesSlab hands out zero series from arrays of slabSeries: loading a
+// million stored series at startup one allocation each spent a quarter
+// of the open in the allocator (0.7 of 3.1 s, mostly fresh spans set up
+// for 240-byte objects). A slab stays in memory while any of its series
+// does, so it serves what is loaded together and lives on together.
+type seriesSlab []series
+
+func (sl *seriesSlab) next() *series {
+	if len(*sl) == 0 {
+		*sl = make([]series, slabSeries)
+	}
+	s := &(*sl)[0]
+	*sl = (*sl)[1:]
 	return s
 }
 
