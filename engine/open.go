@@ -144,6 +144,23 @@ func (db *DB) recover() error {
 	if err != nil {
 		return fmt.Errorf("load snapshot: %w", err)
 	}
+	// The readers' index of the stored series is built on another core
+	// while this one builds the committer's map and replays the WAL
+	// (replay changes neither the index nor the keys it reads); what
+	// replay changed is patched in after. In key order, as bbolt stores
+	// them: a B-tree filled in a map's random order took half of a
+	// restart in comparisons that miss the cache.
+	indexed := make(chan struct{})
+	go func() {
+		defer close(indexed)
+		db.index.grow(len(loaded))
+		db.index.mu.Lock()
+		for _, s := range loaded {
+			db.index.put(s)
+		}
+		db.index.mu.Unlock()
+	}()
+	defer func() { <-indexed }() // on every return: nothing may touch the index after
 	// Sized once: growing a map of a million keys step by step took a
 	// third of a restart.
 	db.series = make(map[string]*series, len(loaded))
@@ -182,28 +199,26 @@ func (db *DB) recover() error {
 			return fmt.Errorf("replay wal index %d: %w", i, err)
 		}
 	}
-	// The index is built in key order (the stored series come in it; those
-	// replay made are sorted in): a B-tree filled in a map's random order
-	// took half of a restart in comparisons that miss the cache.
-	all := loaded[:0]
-	for _, s := range loaded {
-		if db.series[s.key] == s {
-			all = append(all, s)
-		}
-	}
-	made := false
+	<-indexed
+	// Replay's DELETE marks the series it ends (a key made again was
+	// deleted first), so no map lookup is needed to tell what is current.
+	made := db.replayMade[:0]
 	for _, s := range db.replayMade {
-		if db.series[s.key] == s {
-			all, made = append(all, s), true
+		if !s.c.deleted {
+			made = append(made, s)
 		}
 	}
 	db.replayMade = nil
-	if made {
-		slices.SortFunc(all, func(a, b *series) int { return strings.Compare(a.key, b.key) })
-	}
-	db.index.grow(len(all))
+	slices.SortFunc(made, func(a, b *series) int { return strings.Compare(a.key, b.key) })
 	db.index.mu.Lock()
-	for _, s := range all {
+	for _, s := range loaded {
+		if s.c.deleted {
+			db.index.remove(s)
+		} else if s.kind == sample.Counter {
+			db.windows.schedule(s)
+		}
+	}
+	for _, s := range made {
 		db.index.put(s)
 		if s.kind == sample.Counter {
 			db.windows.schedule(s)
