@@ -96,8 +96,10 @@ type committer struct {
 	// list, each once: the series of generation dirtyGen.
 	dirty    []*series
 	dirtyGen uint64
-	// replayMade lists the series replay created, for Open's index.
+	// replayMade lists the series replay created, for Open's index;
+	// replaySlab is where they come from.
 	replayMade []*series
+	replaySlab seriesSlab
 }
 
 type request struct {

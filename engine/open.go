@@ -208,7 +208,7 @@ func (db *DB) recover() error {
 			made = append(made, s)
 		}
 	}
-	db.replayMade = nil
+	db.replayMade, db.replaySlab = nil, nil
 	slices.SortFunc(made, func(a, b *series) int { return strings.Compare(a.key, b.key) })
 	db.index.mu.Lock()
 	for _, s := range loaded {
@@ -261,7 +261,8 @@ func (db *DB) replay(r *record.Record, key []byte, idx uint64) error {
 			if record.IsCounter(r.Code) {
 				kind = sample.Counter
 			}
-			s = newSeries(r.Key, kind, r.Interval, idx, db.opts.RingSize, 1)
+			s = db.replaySlab.next()
+			s.init(r.Key, kind, r.Interval, idx, db.opts.RingSize, 1)
 			db.series[r.Key] = s
 			db.replayMade = append(db.replayMade, s)
 		} else if s == nil {
