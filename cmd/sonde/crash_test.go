@@ -539,9 +539,13 @@ func sendGraphite(addr, key string, from, to int, at func(v int) int64) {
 }
 
 // TestCrashKill9ManySeries: 200,000 series, each snapshot written in
-// many small transactions (-snapshot-memory 1 MiB: 256 KiB each) while
-// acknowledged SETs sweep over every key; SIGKILL at random moments, so
-// that some kills fall between a snapshot's transactions. After each
+// many small transactions (-snapshot-memory 64 KiB: 16 KiB each, about
+// 40 series) while acknowledged SETs sweep over every key; SIGKILL at
+// random moments. The snapshots run back to back, each hundreds of
+// transactions long, so a kill falls between a snapshot's transactions
+// all but always (with 256 KiB transactions, once a snapshot's tail
+// points no longer rewrote history pages, a snapshot took a few
+// transactions and three kills could all miss them). After each
 // restart every key's value and history hold every acknowledged write,
 // nothing twice. The test fails unless some restart replayed a WAL whose
 // records a stopped snapshot had partly stored (engine.recovery.covered).
@@ -551,7 +555,7 @@ func TestCrashKill9ManySeries(t *testing.T) {
 	t.Logf("seed %d", seed)
 	rng := rand.New(rand.NewPCG(seed, 2))
 	dir := t.TempDir()
-	flags := []string{"-snapshot-interval", "20ms", "-snapshot-memory", "1048576", "-ring", "8"}
+	flags := []string{"-snapshot-interval", "20ms", "-snapshot-memory", "65536", "-ring", "8"}
 	// sent[c][i] is the newest value sent to key i of connection c,
 	// acked[c][i] the newest acknowledged; values go 1, 2, 3, ... and a
 	// connection's replies come in order, so 1..acked are all acknowledged.
