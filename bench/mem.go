@@ -25,9 +25,9 @@ type MemConfig struct {
 type MemStep struct {
 	Keys           int     `json:"keys"`
 	Points         int     `json:"points_per_key"`
-	BaseRSS        int64   `json:"base_rss_bytes"` // just after start
-	RSS            int64   `json:"rss_bytes"`      // after the load
-	PeakRSS        int64   `json:"peak_rss_bytes"`
+	BaseRSS        int64   `json:"base_rss_bytes"`       // just after start
+	RSS            int64   `json:"rss_bytes"`            // after the load
+	PeakRSS        int64   `json:"peak_rss_bytes"`       // over the whole life, the final snapshot at SIGTERM included
 	BytesPerSeries float64 `json:"rss_bytes_per_series"` // (RSS - BaseRSS) / Keys
 	HeapInuse      int64   `json:"go_heap_inuse_bytes"`
 	IngestRate     float64 `json:"ingest_rate"`
@@ -80,6 +80,11 @@ func Mem(ctx context.Context, mc MemConfig) ([]MemStep, error) {
 		t := time.Now()
 		err = srv.Stop()
 		st.StopSeconds = time.Since(t).Seconds()
+		// The final snapshot at SIGTERM counts: the kernel's peak over the
+		// whole life, read once the process has exited.
+		if _, peak, ok := srv.Usage(); ok && peak > st.PeakRSS {
+			st.PeakRSS = peak
+		}
 		out = append(out, st)
 		if err != nil {
 			return out, err
