@@ -415,17 +415,7 @@ func (s *Store) History(key string, created, before uint64, from, to int64, dst 
 			if dst, err = decode(bucketHistory, k, v, dst); err != nil {
 				return err
 			}
-			// Keep ordinals below before and times in range.
-			keep := dst[:start]
-			for i, p := range dst[start:] {
-				if ord+uint64(i) >= before {
-					break
-				}
-				if p.T >= from && p.T <= to {
-					keep = append(keep, p)
-				}
-			}
-			dst = keep
+			dst = keepRange(dst, start, ord, before, from, to)
 		}
 		tail, ord, err := storedTail(tx, key, created)
 		if err != nil || ord >= before {
@@ -450,20 +440,26 @@ func (s *Store) History(key string, created, before uint64, from, to int64, dst 
 			if dst, err = DecodeChunk(data, dst); err != nil {
 				return damaged(bucketSeries, []byte(key), err)
 			}
-			keep := dst[:start]
-			for i, p := range dst[start:] {
-				if at+uint64(i) >= before {
-					break
-				}
-				if p.T >= from && p.T <= to {
-					keep = append(keep, p)
-				}
-			}
-			dst = keep
+			dst = keepRange(dst, start, at, before, from, to)
 			return nil
 		})
 	})
 	return dst, err
+}
+
+// keepRange keeps, of the points dst holds from start (ordinals ord, ord+1,
+// ...), those with ordinals below before and times in [from, to].
+func keepRange(dst []sample.Point, start int, ord, before uint64, from, to int64) []sample.Point {
+	keep := dst[:start]
+	for i, p := range dst[start:] {
+		if ord+uint64(i) >= before {
+			break
+		}
+		if p.T >= from && p.T <= to {
+			keep = append(keep, p)
+		}
+	}
+	return keep
 }
 
 // storedTail returns the tail of the incarnation of key created at WAL
