@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math"
 	"strings"
 	"sync"
@@ -330,4 +331,37 @@ func TestFullDiskConcurrentWriters(t *testing.T) {
 	db = openDB(t, dir, Options{SnapshotInterval: time.Hour})
 	defer db.Close()
 	sameState(t, "after a crash", state(db), last)
+}
+
+// Snapshots that fail on a full disk, again and again while the same
+// series keep changing, keep their lists without losing or doubling a
+// series (a failed snapshot's list and the next overlap), and the one
+// that succeeds stores every change.
+func TestRepeatedFullDiskSnapshots(t *testing.T) {
+	dir := t.TempDir()
+	d := &disk{}
+	db := openDB(t, dir, Options{SnapshotInterval: time.Hour, faults: d.faults()})
+	enospc := error(syscall.ENOSPC)
+	d.commitFail.Store(&enospc)
+	for round := range 4 {
+		mustApply(t, db, set("a", float64(round)), set("b", float64(round)), set(fmt.Sprintf("k%d", round), 1))
+		if err := db.Snapshot(context.Background()); !errors.Is(err, syscall.ENOSPC) {
+			t.Fatalf("round %d: snapshot on a full disk: %v", round, err)
+		}
+		if n := len(db.snapQueue); n != 3+round {
+			t.Fatalf("round %d: %d series kept for the next snapshot, want %d", round, n, 3+round)
+		}
+	}
+	d.commitFail.Store(nil)
+	if err := db.Snapshot(context.Background()); err != nil {
+		t.Fatalf("snapshot once there is room: %v", err)
+	}
+	want := state(db)
+	abandon(t, db)
+	db = openDB(t, dir, Options{SnapshotInterval: time.Hour})
+	defer db.Close()
+	if st := db.Stats().Recovery; st.Replayed != 0 {
+		t.Fatalf("the snapshot left %d records to replay", st.Replayed)
+	}
+	sameState(t, "after the restart", state(db), want)
 }

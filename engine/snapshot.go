@@ -201,7 +201,11 @@ func (db *DB) snapshotNow() error {
 		}
 		return cmp.Compare(a.created, b.created)
 	})
-	q = slices.Compact(q) // a failed snapshot's list and the next overlap
+	// A failed snapshot's list and the next overlap. What is kept for the
+	// next one, should this one fail too, is the compacted list: Compact
+	// zeroes the entries it drops.
+	q = slices.Compact(q)
+	db.snapQueue = q
 	w := &db.snapBatch
 	w.reset(db, target)
 	step := captureBatch
