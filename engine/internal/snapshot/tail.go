@@ -206,12 +206,10 @@ func (s *Store) storeTail(hist *bolt.Bucket, key string, st *State, old *State, 
 		}
 	}
 	var out []byte
+	ni := tailInfo{pieces: len(pieces)}
 	for _, p := range pieces {
 		out = appendPiece(out, p.data)
-	}
-	ni, err := readTail(out)
-	if err != nil {
-		return err
+		ni.points += p.n
 	}
 	t.tail(len(out), ni, 1)
 	st.Tail, st.TailFirst = out, first
