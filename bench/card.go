@@ -56,18 +56,28 @@ func (p Pair) watchEach(ctx context.Context, name string, cfg Config, sondeScena
 			c.Scenario = sondeScenario
 		}
 		p.logf("== %s: %s over %s", name, server, c.Scenario)
-		srv, flags, err := p.start(ctx, server, name+"-"+server, c.Keys)
-		if err != nil {
-			return nil, err
-		}
-		r, err := runWatched(ctx, srv, c, p.Idle, visible)
+		r, err := p.watchOne(ctx, name+"-"+server, server, c, visible)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", name, err)
 		}
-		r.Flags = flags
 		out = append(out, *r)
 	}
 	return out, nil
+}
+
+// watchOne runs the load cfg on a fresh server (Sonde or the peer) in
+// dir under WorkDir, watched (runWatched).
+func (p Pair) watchOne(ctx context.Context, dir, server string, cfg Config, visible bool) (*WatchedRun, error) {
+	srv, flags, err := p.start(ctx, server, dir, cfg.Keys)
+	if err != nil {
+		return nil, err
+	}
+	r, err := runWatched(ctx, srv, cfg, p.Idle, visible)
+	if err != nil {
+		return nil, err
+	}
+	r.Flags = flags
+	return r, nil
 }
 
 // CardinalityConfig is the cardinality phase of a comparison: Keys keys

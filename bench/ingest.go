@@ -55,15 +55,10 @@ func Ingest(ctx context.Context, ic IngestConfig) ([]IngestRun, error) {
 			lc := cfg
 			lc.Scenario = c.Protocol
 			ic.logf("== ingest run %d of %d: %s over %s", run, ic.Runs, c.Server, c.Protocol)
-			srv, flags, err := ic.start(ctx, c.Server, fmt.Sprintf("ingest%d-%s-%s", run, c.Server, c.Protocol), lc.Keys)
-			if err != nil {
-				return out, err
-			}
-			r, err := runWatched(ctx, srv, lc, ic.Idle, false)
+			r, err := ic.watchOne(ctx, fmt.Sprintf("ingest%d-%s-%s", run, c.Server, c.Protocol), c.Server, lc, false)
 			if err != nil {
 				return out, fmt.Errorf("ingest run %d: %w", run, err)
 			}
-			r.Flags = flags
 			ir := IngestRun{Protocol: c.Protocol, Run: run, WatchedRun: *r}
 			if r.BusySeconds > 0 {
 				ir.Rate = float64(r.Result.Sent) / r.BusySeconds

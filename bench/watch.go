@@ -157,7 +157,7 @@ type WatchedRun struct {
 	CPULoad      float64 `json:"cpu_load_s"`
 	CPUPerSample float64 `json:"cpu_us_per_sample"`
 	CPUSeconds   float64 `json:"cpu_s"`
-	PeakRSS      int64   `json:"peak_rss_bytes"` // over its whole life, stop included
+	PeakRSS      int64   `json:"peak_rss_bytes"` // over its whole life, stop included: the kernel's, or a higher sampled RSS
 	PeakDisk     int64   `json:"peak_disk_bytes"`
 	// DiskBytes is its data directory after the stop.
 	DiskBytes      int64   `json:"disk_bytes"`
@@ -215,9 +215,11 @@ func runWatched(ctx context.Context, srv *Server, cfg Config, ic IdleConfig, vis
 	}
 	// The samples' times from the first byte; the first sample was taken
 	// just before it, with the server idle.
+	var sampledRSS int64
 	for i := range samples {
 		samples[i].T -= off
 		p.PeakDisk = max(p.PeakDisk, samples[i].Disk)
+		sampledRSS = max(sampledRSS, samples[i].RSS)
 		if samples[i].T <= quiet-off {
 			p.CPULoad = samples[i].CPU - samples[0].CPU
 		}
@@ -225,8 +227,11 @@ func runWatched(ctx context.Context, srv *Server, cfg Config, ic IdleConfig, vis
 	p.Timeline, p.BusySeconds, p.Idle = samples, quiet-off, idle
 	p.RestCPU = restCPU(samples, ic.Window.Seconds())
 	p.StopSeconds = srv.StopTime.Seconds()
+	// Linux keeps a process's high-water RSS lazily (it is brought up to
+	// date on unmaps and at exit), so the peak it reports at exit may be
+	// a few pages under an RSS read while it ran: the peak is the higher.
 	cpu, peak, _ := srv.Usage()
-	p.CPUSeconds, p.PeakRSS = cpu.Seconds(), peak
+	p.CPUSeconds, p.PeakRSS = cpu.Seconds(), max(peak, sampledRSS)
 	if p.DiskBytes, err = DiskBytes(srv.Dir); err != nil {
 		return nil, err
 	}

@@ -105,7 +105,8 @@ func checkWatched(t *testing.T, r WatchedRun, ic IdleConfig) {
 	if first := r.Timeline[0].T; first > 0 || first < -ic.Every.Seconds() {
 		t.Errorf("%s: the first sample at %vs from the first byte, want just before it", r.Server, first)
 	}
-	// The kernel's account of the whole life bounds every reading.
+	// The accounts of the whole life (the peak RSS, the kernel's CPU time)
+	// bound every reading.
 	last := r.Timeline[len(r.Timeline)-1]
 	if r.PeakRSS < peakRSS || r.CPUSeconds+clockTick.Seconds() < last.CPU {
 		t.Errorf("%s: peak RSS %d over its life, %d sampled; CPU %vs over its life, %vs sampled", r.Server, r.PeakRSS, peakRSS, r.CPUSeconds, last.CPU)
