@@ -66,12 +66,13 @@ type DB struct {
 	snapDone      chan struct{}
 
 	// When the disk fails (docs/semantics.md, "When the disk fails"):
-	failed   atomic.Pointer[error] // set for good: an fsync failed, or a failed write could not be cut off
-	paused   atomic.Pointer[pause] // set while writes are paused after a write was cut off
-	failures atomic.Int64          // WAL writes that failed
-	refused  atomic.Int64          // writes refused while paused
-	snapErr  atomic.Pointer[error] // set for good when a snapshot failed other than for space
-	snapFail atomic.Int64          // snapshots that failed
+	failed        atomic.Pointer[error] // set for good: an fsync failed, or a failed write could not be cut off
+	paused        atomic.Pointer[pause] // set while writes are paused after a write was cut off
+	failures      atomic.Int64          // WAL writes that failed
+	refused       atomic.Int64          // writes refused while paused
+	snapErr       atomic.Pointer[error] // set for good when a snapshot failed other than for space
+	snapFail      atomic.Int64          // snapshots that failed
+	releaseFailed atomic.Bool           // a Release of mapped pages failed (logged once)
 
 	committer // owned by the committer goroutine (and by Open before it starts)
 

@@ -123,6 +123,7 @@ func (db *DB) compact() error {
 		if err != nil {
 			return err
 		}
+		db.releasePages()
 		db.compaction.step(db.stored, res.Next, time.Now())
 		db.merged.Add(int64(res.Merged))
 		if res.Merged > 0 {
@@ -416,6 +417,7 @@ func (b *batch) commit(index uint64) error {
 	for _, f := range b.flushed {
 		f.s.flushed.Store(f.ordinal)
 	}
+	b.db.releasePages()
 	b.txs++
 	b.db.snapTxs.Add(1)
 	b.clear()
@@ -440,6 +442,19 @@ func (db *DB) maxChunkSpan(key string) int64 {
 	return max(pol.Raw.Milliseconds()/4, 1)
 }
 
+// releasePages gives back the pages of the snapshot database that the
+// last transaction mapped into the process (snapshot.Store.Release): a
+// snapshot at a million series walks hundreds of MiB of the file, which
+// would otherwise stay in the process's resident set until the kernel
+// runs short. Run after each write transaction, it bounds what the
+// mapping holds to what one transaction and the reads since touch.
+// Failing only costs memory; it is logged once.
+func (db *DB) releasePages() {
+	if err := db.store.Release(); err != nil && db.releaseFailed.CompareAndSwap(false, true) {
+		db.logger.Warn("giving back the snapshot database's mapped pages failed; they stay resident", "err", err)
+	}
+}
+
 // retainBudget caps the series one retention transaction looks at.
 const retainBudget = 512
 
@@ -461,6 +476,7 @@ func (db *DB) retain() error {
 		if err != nil {
 			return err
 		}
+		db.releasePages()
 		db.retention.step(db.stored, res.Next, db.opts.Now())
 		db.archived.Add(int64(res.ArchivedPts))
 		db.expired.Add(int64(res.ExpiredRaw + res.ExpiredArch))
