@@ -186,6 +186,7 @@ type Log struct {
 	segSize  int
 	segBytes int  // bytes in tidwall's tail segment, mirrored to see rolls
 	dirDirty bool // a segment was created and the directory not yet fsynced
+	rolled   bool // the next batch creates a segment (Commit clears tidwall's cache)
 	broken   error
 
 	truncMu sync.Mutex // serialises TruncateFront callers.
@@ -276,12 +277,12 @@ func (l *Log) Add(body []byte) uint64 {
 	// is over the size, and after any entry that brings it to the size.
 	if l.pending == 0 && l.segBytes > l.segSize {
 		l.segBytes = 0
-		l.dirDirty = true
+		l.dirDirty, l.rolled = true, true
 	}
 	l.segBytes += uvarintLen(uint64(len(l.frame))) + len(l.frame)
 	if l.segBytes >= l.segSize {
 		l.segBytes = 0
-		l.dirDirty = true
+		l.dirDirty, l.rolled = true, true
 	}
 	idx := l.next
 	l.batch.Write(idx, l.frame)
@@ -312,6 +313,16 @@ func (l *Log) Commit(sync bool) error {
 	l.pending = 0
 	if err := l.writeBatch(); err != nil {
 		return l.rollback(fmt.Errorf("write batch: %w", err), false)
+	}
+	if l.rolled {
+		// tidwall/wal keeps the segments a roll closes in its read cache,
+		// each with its whole content and 16 bytes of position per record
+		// (up to twice the segment size, as the buffer grew by doubling).
+		// Nothing reads them while the engine runs (a snapshot never
+		// rereads the WAL), so they are let go. It fails only on a closed
+		// or corrupt log, which the next write reports.
+		l.rolled = false
+		_ = l.tw.ClearCache()
 	}
 	if sync {
 		if err := l.syncTail(); err != nil {
