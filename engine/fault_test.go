@@ -109,7 +109,12 @@ func TestFullDiskRefusedWritesNeverApply(t *testing.T) {
 	ops := []sample.Op{set("a", 99), incr("c", 5), del("b"), set("new", 1), incr("newc", 3)}
 	errs := make([]error, len(ops))
 	err := db.Append(context.Background(), ops, errs)
-	if !errors.Is(err, ErrNotApplied) || !errors.Is(err, syscall.ENOSPC) {
+	// The committer may take the due window end on its own first (it
+	// rearms its timer from the clock between groups): then that group
+	// hits the full disk, and this one is refused as paused.
+	if errors.Is(err, ErrPaused) && db.Stats().WAL.WriteFailures == 1 {
+		t.Log("the window end's own group hit the full disk first")
+	} else if !errors.Is(err, ErrNotApplied) || !errors.Is(err, syscall.ENOSPC) {
 		t.Fatalf("append on a full disk: %v, want ErrNotApplied wrapping ENOSPC", err)
 	}
 	sameState(t, "after the refused batch", state(db), acked)
@@ -117,7 +122,7 @@ func TestFullDiskRefusedWritesNeverApply(t *testing.T) {
 		t.Fatalf("index moved to %d from %d", db.Index(), index)
 	}
 	// Paused: refused at once, the disk untouched.
-	tried := d.writes.Load()
+	tried, refused := d.writes.Load(), db.Stats().WAL.Refused
 	err = db.Append(context.Background(), ops[:1], errs)
 	if !errors.Is(err, ErrPaused) || !strings.Contains(err.Error(), "no space left on device") {
 		t.Fatalf("append while paused: %v", err)
@@ -125,7 +130,7 @@ func TestFullDiskRefusedWritesNeverApply(t *testing.T) {
 	if d.writes.Load() != tried {
 		t.Fatal("a write was tried while paused")
 	}
-	if st := db.Stats().WAL; st.State != "paused" || st.WriteFailures != 1 || st.Refused != 1 || st.RetryInMs <= 0 {
+	if st := db.Stats().WAL; st.State != "paused" || st.WriteFailures != 1 || st.Refused != refused+1 || st.RetryInMs <= 0 {
 		t.Fatalf("stats while paused: %+v", st)
 	}
 	// Still full at the next try (this append's, or the due window end's):
