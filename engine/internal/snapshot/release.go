@@ -2,9 +2,9 @@ package snapshot
 
 import (
 	"fmt"
+	"syscall"
 
 	bolt "go.etcd.io/bbolt"
-	"golang.org/x/sys/unix"
 )
 
 // Release tells the kernel the process no longer needs the pages of the
@@ -34,7 +34,7 @@ func release(addr, size uintptr) error {
 	if size == 0 {
 		return nil
 	}
-	if _, _, e := unix.Syscall(unix.SYS_MADVISE, addr, size, unix.MADV_DONTNEED); e != 0 {
+	if _, _, e := syscall.Syscall(syscall.SYS_MADVISE, addr, size, syscall.MADV_DONTNEED); e != 0 {
 		return e
 	}
 	return nil
