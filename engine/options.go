@@ -89,8 +89,11 @@ type Options struct {
 	// keeps raw points for ever, without archives. The snapshotter applies
 	// it after each snapshot, for up to CompactTime.
 	Retention Retention
-	// RingSize is how many recent points each series keeps in memory;
-	// default 120.
+	// RingSize is how many of its newest stored points each series also
+	// keeps in memory, for reads that would otherwise go to the snapshot
+	// database; default 0. Whatever it is, a series keeps every point the
+	// snapshot database does not hold yet, and the block of points being
+	// filled (docs/architecture.md, "Hot state").
 	RingSize int
 	// MaxSeries caps how many keys may exist; default 1,000,000.
 	MaxSeries int
@@ -161,9 +164,7 @@ func (o Options) withDefaults() Options {
 	if o.Retention == nil {
 		o.Retention = keepForever{}
 	}
-	if o.RingSize <= 0 {
-		o.RingSize = 120
-	}
+	o.RingSize = max(o.RingSize, 0)
 	if o.MaxSeries <= 0 {
 		o.MaxSeries = 1_000_000
 	}

@@ -314,7 +314,7 @@ func run(args []string) error {
 		}
 		points := f.points
 		if points <= 0 {
-			points = 120 // sonde's default -ring
+			points = 120 // /vapor's length, and issue 11's figure
 		}
 		steps, err := bench.Mem(ctx, bench.MemConfig{Load: *l, SondeBin: f.sondeBin, Flags: strings.Fields(f.extra),
 			WorkDir: dir, KeysList: keys, Points: points, Log: os.Stderr})

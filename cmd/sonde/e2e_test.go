@@ -446,7 +446,7 @@ func TestCleanRestart(t *testing.T) {
 	if !strings.Contains(p.logText(), "stopped cleanly") {
 		t.Fatalf("no clean stop in the log")
 	}
-	p = start(t, dir, "-ring", "4")
+	p = start(t, dir, "-ring", "4", "-vapor-points", "4")
 	var st struct {
 		Engine struct {
 			Index    uint64 `json:"wal_index"`
@@ -464,7 +464,8 @@ func TestCleanRestart(t *testing.T) {
 	if len(h.Points) != 10 || h.Points[0][1] != 1 || h.Points[9][1] != 10 {
 		t.Fatalf("history of g = %v", h.Points)
 	}
-	// /vapor: the newest -ring points per key, from disk after a restart.
+	// /vapor: the newest -vapor-points points per key, from disk after a
+	// restart.
 	var vapor map[string][][2]float64
 	p.get("/vapor?match=g", &vapor)
 	if g := vapor["g"]; len(vapor) != 1 || len(g) != 4 || g[0][1] != 7 || g[3][1] != 10 {

@@ -57,6 +57,7 @@ type config struct {
 	snapshotRecords  int
 	snapshotMemory   int
 	ringSize         int
+	vaporPoints      int
 	chunkPoints      int
 	retentionFile    string
 	maxSeries        int
@@ -103,7 +104,8 @@ func parseFlags(args []string) (config, error) {
 	fs.DurationVar(&c.snapshotInterval, "snapshot-interval", 10*time.Second, "how often changes are stored into the snapshot database")
 	fs.IntVar(&c.snapshotRecords, "snapshot-records", 1<<23, "take a snapshot early once the WAL holds this many records past the last one")
 	fs.IntVar(&c.snapshotMemory, "snapshot-memory", 64<<20, "bytes one snapshot may use whatever the number of changed series (beyond 8 per changed series); it writes in transactions of a quarter of it")
-	fs.IntVar(&c.ringSize, "ring", 120, "recent history points kept in memory per series")
+	fs.IntVar(&c.ringSize, "ring", 0, "stored history points each series also keeps in memory (points not yet in the snapshot database are always there)")
+	fs.IntVar(&c.vaporPoints, "vapor-points", 120, "recent points /vapor returns per key")
 	fs.StringVar(&c.retentionFile, "retention", "", "retention policy file (docs/retention.md); default: "+retention.DefaultText)
 	fs.IntVar(&c.chunkPoints, "chunk-points", 4096, "history points compaction gathers into one stored chunk (negative: no compaction)")
 	fs.IntVar(&c.maxSeries, "max-series", 1_000_000, "most keys the store holds")
@@ -286,7 +288,7 @@ func run(c config, logger *slog.Logger) error {
 	httpSrv, err = query.Listen(query.Options{
 		Routes:      map[string]fasthttp.RequestHandler{"/collectd": cd.Handle},
 		MaxBodySize: c.maxBody,
-		Addr:        c.httpAddr, Heartbeat: c.heartbeat, StreamWriteTimeout: c.sseWriteTimeout, VaporPoints: c.ringSize, MaxConns: c.maxConns,
+		Addr:        c.httpAddr, Heartbeat: c.heartbeat, StreamWriteTimeout: c.sseWriteTimeout, VaporPoints: c.vaporPoints, MaxConns: c.maxConns,
 		QueryTimeout: c.queryTimeout, MaxPoints: c.queryMaxPoints, MaxBytes: c.queryMaxBytes, MaxSeries: c.queryMaxSeries,
 		MaxQueries: c.queryConcurrency, HeaderTimeout: c.headerTimeout,
 		Logger: logger.With("component", "http"),

@@ -14,12 +14,14 @@
 // successor is full, so no point between two blocks is ever missed. No
 // lock, no retry, and no list of blocks to copy at each new block.
 //
-// The ring keeps at least its capacity of newest points, and up to a
-// block more: the oldest block goes once the points after it are enough.
-// It never drops a point past the ordinal the caller says is stored
-// elsewhere (Push's stored argument): until the snapshot database has
-// them, the points stay here, so a read never finds a gap between the
-// two.
+// The ring keeps its newest block, and at least its capacity of newest
+// points (0 and up), up to a block more: the oldest block goes once the
+// points after it are enough. It never drops a point past the ordinal
+// the caller says is stored elsewhere (Push's stored argument): until the
+// snapshot database has them, the points stay here, so a read never
+// finds a gap between the two. With capacity 0 a ring holds what is not
+// stored yet and the block being filled: memory in proportion to the
+// rate of writes, not to the history kept.
 package ring
 
 import (
@@ -77,7 +79,7 @@ func New(capacity int, next uint64) *Ring {
 
 // Init is New for a Ring embedded in another struct.
 func (r *Ring) Init(capacity int, next uint64) {
-	r.max = max(capacity, 1)
+	r.max = max(capacity, 0)
 	r.next = next
 	r.head.Store(next)
 }

@@ -63,6 +63,34 @@ func TestRingKeepsWhatIsNotStored(t *testing.T) {
 	}
 }
 
+// TestRingOfCapacityZero: a ring of capacity 0 holds every point not yet
+// stored and, once they all are, only the block being filled.
+func TestRingOfCapacityZero(t *testing.T) {
+	r := New(0, 1)
+	value := func(o int64) float64 { return float64(o) * 0.25 }
+	for i := int64(1); i <= 2000; i++ {
+		stored := uint64(max(i-1-i%50, 0)) // a snapshot every 50 points
+		r.Push(sample.Point{T: i, V: value(i)}, stored)
+		pts, lo := r.Points(nil)
+		if lo > stored+1 || lo+uint64(len(pts)) != uint64(i+1) {
+			t.Fatalf("after %d pushes, stored to %d: points %d from %d", i, stored, len(pts), lo)
+		}
+		checkOrdinals(t, pts, lo, value)
+		// Whole blocks of stored points before the one being filled go.
+		if kept := uint64(i) - stored; len(pts) > int(kept)+2*BlockPoints {
+			t.Fatalf("after %d pushes, %d unstored: the ring holds %d points", i, kept, len(pts))
+		}
+	}
+	for i := int64(2001); i <= 2000+3*BlockPoints; i++ {
+		r.Push(sample.Point{T: i, V: value(i)}, uint64(i))
+	}
+	pts, lo := r.Points(nil)
+	if len(pts) == 0 || len(pts) > BlockPoints {
+		t.Fatalf("all stored: the ring holds %d points, want the open block's", len(pts))
+	}
+	checkOrdinals(t, pts, lo, value)
+}
+
 func TestRingStartsAtOrdinal(t *testing.T) {
 	r := New(4, 100)
 	r.Push(sample.Point{T: 5, V: 5}, allStored)
