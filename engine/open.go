@@ -153,7 +153,6 @@ func (db *DB) recover() error {
 	indexed := make(chan struct{})
 	go func() {
 		defer close(indexed)
-		db.index.grow(len(loaded))
 		db.index.mu.Lock()
 		for _, s := range loaded {
 			db.index.put(s)
