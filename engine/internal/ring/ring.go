@@ -62,8 +62,7 @@ func (b *block) published() (n int, buf []byte, next *block) {
 // goroutine at a time; Points may be called concurrently with it.
 type Ring struct {
 	max    int
-	next   uint64 // ordinal the next Push gets (writer)
-	head   atomic.Uint64
+	head   atomic.Uint64         // ordinal the next Push gets; only Push stores it
 	oldest atomic.Pointer[block] // nil until the first Push
 	open   *block                // the newest block (writer)
 	enc    encoder               // the newest block's encoder state (writer)
@@ -80,7 +79,6 @@ func New(capacity int, next uint64) *Ring {
 // Init is New for a Ring embedded in another struct.
 func (r *Ring) Init(capacity int, next uint64) {
 	r.max = max(capacity, 0)
-	r.next = next
 	r.head.Store(next)
 }
 
@@ -103,7 +101,7 @@ func (r *Ring) Push(p sample.Point, stored uint64) {
 		}
 	}
 	// A new block; the encoder starts again from this point.
-	b := &block{first: r.next}
+	b := &block{first: r.head.Load()}
 	enc := r.enc.append(tmp[:0], p, true)
 	copy(b.data[:], enc)
 	b.meta.Store(1<<32 | uint64(len(enc)))
@@ -119,8 +117,8 @@ func (r *Ring) Push(p sample.Point, stored uint64) {
 // pushed publishes the new head and drops the oldest blocks that may go:
 // the rest hold the capacity, and their points are stored elsewhere.
 func (r *Ring) pushed(stored uint64) {
-	r.next++
-	r.head.Store(r.next)
+	next := r.head.Load() + 1
+	r.head.Store(next)
 	old := r.oldest.Load()
 	b := old
 	for {
@@ -129,7 +127,7 @@ func (r *Ring) pushed(stored uint64) {
 			break
 		}
 		after := nb.first // the first ordinal kept if b goes
-		if r.next-after < uint64(r.max) || after-1 > stored {
+		if next-after < uint64(r.max) || after-1 > stored {
 			break
 		}
 		b = nb
