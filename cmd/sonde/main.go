@@ -176,10 +176,10 @@ func newLogger(c config) (*slog.Logger, error) {
 	return nil, fmt.Errorf("unknown -log-format %q (want text or json)", c.logFormat)
 }
 
-// goStats is the Go runtime's view of the process' memory.
 // gogc is the collector's GOGC the server runs with (run sets it).
 var gogc atomic.Int64
 
+// goStats is the Go runtime's view of the process' memory.
 func goStats() map[string]uint64 {
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)
@@ -214,9 +214,11 @@ func run(c config, logger *slog.Logger) error {
 	if c.gogc != 0 {
 		debug.SetGCPercent(c.gogc)
 	}
-	// What the runtime runs with, for /api/v1/stats: setting it returns it.
-	gogc.Store(int64(debug.SetGCPercent(100)))
-	debug.SetGCPercent(int(gogc.Load()))
+	// What the runtime runs with, for /api/v1/stats: setting it is the
+	// only way to read it.
+	prev := debug.SetGCPercent(100)
+	debug.SetGCPercent(prev)
+	gogc.Store(int64(prev))
 	policy, err := engine.ParseFsyncPolicy(c.fsync)
 	if err != nil {
 		return fmt.Errorf("parse -fsync: %w", err)
