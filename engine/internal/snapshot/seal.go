@@ -67,6 +67,17 @@ func seal(bucket, key, payload []byte) []byte {
 	return append(v, payload...)
 }
 
+// sealState returns st encoded and sealed, the value stored for series
+// key: one allocation of its size, where encoding and then sealing took
+// a growing buffer and a copy (a snapshot writes one per changed series).
+func sealState(key []byte, st *State) []byte {
+	v := make([]byte, 5, 5+maxStateHeader+len(st.Tail))
+	v = encodeState(v, st)
+	v[0] = sealMark
+	binary.LittleEndian.PutUint32(v[1:], sealSum(bucketSeries, key, v[5:]))
+	return v
+}
+
 // unseal returns the payload of a stored value, checking its seal; a
 // value without one (format version 1) is its own payload.
 func unseal(bucket, key, v []byte) ([]byte, error) {

@@ -295,7 +295,7 @@ func (s *Store) Commit(index uint64, ups []Update) (err error) {
 				return fmt.Errorf("store the points of %q: %w", u.Key, err)
 			}
 			// bbolt keeps the value until the transaction commits: no reuse.
-			if err := series.Put(k, seal(bucketSeries, k, encodeState(nil, &st))); err != nil {
+			if err := series.Put(k, sealState(k, &st)); err != nil {
 				return fmt.Errorf("put series %q: %w", u.Key, err)
 			}
 		}
@@ -332,7 +332,7 @@ func (s *Store) ClearCovers() (err error) {
 			if st.Covers != 0 {
 				st.Covers = 0
 				keys = append(keys, bytes.Clone(k)) // puts may remap the file
-				vals = append(vals, seal(bucketSeries, k, encodeState(nil, &st)))
+				vals = append(vals, sealState(k, &st))
 			}
 			return nil
 		})
@@ -609,6 +609,11 @@ func deletePrefix(b *bolt.Bucket, name, prefix []byte, t *tally) error {
 	}
 	return nil
 }
+
+// maxStateHeader is the most bytes encodeState writes before the tail:
+// version and kind, three float64s, six varints and the tail's first
+// ordinal.
+const maxStateHeader = 2 + 3*8 + 7*binary.MaxVarintLen64
 
 func encodeState(dst []byte, st *State) []byte {
 	dst = append(dst, stateVersion, byte(st.Kind))

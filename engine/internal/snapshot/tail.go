@@ -179,7 +179,8 @@ func (s *Store) storeTail(hist *bolt.Bucket, key string, st *State, old *State, 
 		data []byte
 		n    uint64
 	}
-	var pieces []piece
+	var few [16]piece // a tail has about log2 of its points in pieces
+	pieces := few[:0]
 	err = eachPiece(tail, func(data []byte) error {
 		n, _, _, err := chunkHeader(data)
 		pieces = append(pieces, piece{data, n})
@@ -205,7 +206,15 @@ func (s *Store) storeTail(hist *bolt.Bucket, key string, st *State, old *State, 
 			pieces = append(pieces[:len(pieces)-2], piece{AppendChunk(nil, pts), a.n + b.n})
 		}
 	}
-	var out []byte
+	// One allocation of the tail's size: bbolt keeps what is put until the
+	// transaction commits, and a snapshot writes one tail per changed
+	// series.
+	bytes := 0
+	var lenBuf [binary.MaxVarintLen64]byte
+	for _, p := range pieces {
+		bytes += binary.PutUvarint(lenBuf[:], uint64(len(p.data))) + len(p.data)
+	}
+	out := make([]byte, 0, bytes)
 	ni := tailInfo{pieces: len(pieces)}
 	for _, p := range pieces {
 		out = appendPiece(out, p.data)
