@@ -16,7 +16,6 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -79,6 +78,7 @@ type config struct {
 	sseWriteTimeout  time.Duration
 	pprofAddr        string
 	gogc             int // 0: leave the runtime's (the GOGC environment variable)
+	gcFloor          uint64
 	logLevel         string
 	logFormat        string
 }
@@ -126,7 +126,8 @@ func parseFlags(args []string) (config, error) {
 	fs.IntVar(&c.queryConcurrency, "query-concurrency", 4, "reads served at once; more wait up to -query-timeout for a slot")
 	fs.DurationVar(&c.heartbeat, "sse-heartbeat", 15*time.Second, "period of SSE heartbeat comments")
 	fs.DurationVar(&c.sseWriteTimeout, "sse-write-timeout", 30*time.Second, "cut off an SSE subscriber whose socket takes nothing for this long")
-	fs.IntVar(&c.gogc, "gogc", defaultGOGC, "the Go collector's GOGC: heap growth in percent between collections (the GOGC environment variable wins over the default, not over this flag)")
+	fs.IntVar(&c.gogc, "gogc", defaultGOGC, "the Go collector's GOGC: heap growth in percent of the live heap between collections (the GOGC environment variable wins over the default, not over this flag)")
+	fs.Uint64Var(&c.gcFloor, "gogc-floor", defaultGCFloor, "the least heap growth in bytes between collections, whatever -gogc says of a small heap (0: none)")
 	fs.StringVar(&c.pprofAddr, "pprof", "", "serve Go's profiler (net/http/pprof) on this address; off when empty")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.logFormat, "log-format", "text", "text or json")
@@ -144,15 +145,6 @@ func parseFlags(args []string) (config, error) {
 	}
 	return c, nil
 }
-
-// defaultGOGC is the Go collector's GOGC unless -gogc or the GOGC
-// environment variable says otherwise. Go's own default, 100, lets the
-// heap grow to twice what is live before collecting: at a million series
-// that was 1.9 GiB of RSS for 0.8 GiB live. VictoriaMetrics runs with 30
-// for the same reason (app/victoria-metrics/main.go, cgroup.SetGOGC).
-// The cost is collector CPU in proportion to what is allocated, which is
-// why the ingest path allocates little (docs/benchmarks.md).
-const defaultGOGC = 30
 
 // explicit reports whether the flag name was given on the command line.
 func explicit(fs *flag.FlagSet, name string) bool {
@@ -176,15 +168,12 @@ func newLogger(c config) (*slog.Logger, error) {
 	return nil, fmt.Errorf("unknown -log-format %q (want text or json)", c.logFormat)
 }
 
-// gogc is the collector's GOGC the server runs with (run sets it).
-var gogc atomic.Int64
-
 // goStats is the Go runtime's view of the process' memory.
 func goStats() map[string]uint64 {
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)
 	return map[string]uint64{"heap_alloc": m.HeapAlloc, "heap_inuse": m.HeapInuse, "heap_sys": m.HeapSys,
-		"sys": m.Sys, "num_gc": uint64(m.NumGC), "goroutines": uint64(runtime.NumGoroutine()), "gogc": uint64(max(gogc.Load(), 0))}
+		"sys": m.Sys, "num_gc": uint64(m.NumGC), "goroutines": uint64(runtime.NumGoroutine()), "gogc": uint64(gcTuning.percent.Load()), "gogc_floor": uint64(gcTuning.floor.Load()), "gc_percent": uint64(max(gcTuning.now.Load(), 0))}
 }
 
 func main() {
@@ -212,13 +201,14 @@ func main() {
 
 func run(c config, logger *slog.Logger) error {
 	if c.gogc != 0 {
-		debug.SetGCPercent(c.gogc)
+		tuneGC(c.gogc, c.gcFloor)
+	} else {
+		// The GOGC environment variable's, as the runtime read it: setting
+		// it is the only way to read it.
+		prev := debug.SetGCPercent(100)
+		debug.SetGCPercent(prev)
+		gcTuning.now.Store(int64(prev))
 	}
-	// What the runtime runs with, for /api/v1/stats: setting it is the
-	// only way to read it.
-	prev := debug.SetGCPercent(100)
-	debug.SetGCPercent(prev)
-	gogc.Store(int64(prev))
 	policy, err := engine.ParseFsyncPolicy(c.fsync)
 	if err != nil {
 		return fmt.Errorf("parse -fsync: %w", err)
