@@ -142,7 +142,7 @@ func run(args []string) error {
 	fs.DurationVar(&f.settle, "settle", 5*time.Second, "restart: how long a restarted server's series count must stay below the keys sent, unchanged, to be taken as final")
 	fs.IntVar(&f.subs, "subscribers", 100, "sse: subscribers")
 	fs.StringVar(&f.keysList, "keys-list", "10000,100000,1000000", "mem: key counts")
-	fs.IntVar(&f.points, "points", 0, "mem: samples per key (0: enough to fill the default ring)")
+	fs.IntVar(&f.points, "points", 0, "mem: samples per key (0: 120, /vapor's length)")
 	fs.StringVar(&f.extra, "sonde-flags", "", "mem, restart, compare, soak, query -peer: more flags for sonde, space separated")
 	fs.IntVar(&f.perDgram, "per-datagram", 20, "statsd: lines in each datagram")
 	fs.StringVar(&f.memDir, "mem-dir", "/dev/shm", "disk: a tmpfs for the data of the Sonde that makes the CPU load")
