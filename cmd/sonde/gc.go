@@ -27,12 +27,20 @@ const defaultGCFloor = 64 << 20
 // gcPercent returns the GOGC that lets a heap of live bytes grow by
 // percent of itself or by floor bytes, whichever is more.
 func gcPercent(live uint64, percent int, floor uint64) int {
-	live = max(live, 1<<20) // a heap is never smaller than this is worth
+	// The runtime's smallest heap goal is 4 MiB scaled by GOGC/100: a live
+	// heap taken as smaller than 4 MiB would give a GOGC whose smallest
+	// goal is far past live + floor. At startup (nothing live yet) the
+	// first collection came at 256 MiB, the peak of a whole soak.
+	live = max(live, heapMinimum)
 	if p := floor * 100 / live; p > uint64(percent) {
 		return int(min(p, 1<<20))
 	}
 	return percent
 }
+
+// heapMinimum is the Go runtime's smallest heap goal at GOGC 100
+// (runtime/mgcpacer.go, defaultHeapMinimum).
+const heapMinimum = 4 << 20
 
 // gcTuning is the collector's setting as run sets it, for /api/v1/stats.
 var gcTuning struct {

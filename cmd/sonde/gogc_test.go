@@ -48,7 +48,8 @@ func TestGCPercent(t *testing.T) {
 		{200 * mib, 64 * mib, 32},  // 64 MiB is 32 %
 		{64 * mib, 64 * mib, 100},
 		{8 * mib, 64 * mib, 800},
-		{0, 64 * mib, 6400}, // counted as 1 MiB
+		{0, 64 * mib, 1600},       // counted as the runtime's 4 MiB: the smallest goal is then 64 MiB
+		{2 * mib, 64 * mib, 1600}, // the same
 		{8 * mib, 0, 30},
 	} {
 		if got := gcPercent(tc.live, 30, tc.floor); got != tc.want {
