@@ -93,7 +93,7 @@ type Options struct {
 	// keeps in memory, for reads that would otherwise go to the snapshot
 	// database; default 0. Whatever it is, a series keeps every point the
 	// snapshot database does not hold yet, and the block of points being
-	// filled (docs/architecture.md, "Hot state").
+	// filled (docs/architecture.md, "History reads").
 	RingSize int
 	// MaxSeries caps how many keys may exist; default 1,000,000.
 	MaxSeries int

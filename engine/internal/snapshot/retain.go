@@ -228,7 +228,7 @@ func dropTail(series *bolt.Bucket, k []byte, t *tally) error {
 	}
 	t.tail(len(st.Tail), ti, -1)
 	st.Tail, st.TailFirst = nil, 0
-	if err := series.Put(k, seal(bucketSeries, k, encodeState(nil, &st))); err != nil {
+	if err := series.Put(k, sealState(k, &st)); err != nil {
 		return fmt.Errorf("put series %q: %w", k, err)
 	}
 	return nil

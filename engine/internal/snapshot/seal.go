@@ -62,9 +62,15 @@ func sealSum(bucket, key, payload []byte) uint32 {
 // result is a new slice: bbolt keeps it until the transaction commits.
 func seal(bucket, key, payload []byte) []byte {
 	v := make([]byte, 5, 5+len(payload))
+	return sealed(bucket, key, append(v, payload...))
+}
+
+// sealed writes the seal into the first 5 bytes of v, over the payload
+// that follows them, and returns v.
+func sealed(bucket, key, v []byte) []byte {
 	v[0] = sealMark
-	binary.LittleEndian.PutUint32(v[1:], sealSum(bucket, key, payload))
-	return append(v, payload...)
+	binary.LittleEndian.PutUint32(v[1:], sealSum(bucket, key, v[5:]))
+	return v
 }
 
 // sealState returns st encoded and sealed, the value stored for series
@@ -72,10 +78,7 @@ func seal(bucket, key, payload []byte) []byte {
 // a growing buffer and a copy (a snapshot writes one per changed series).
 func sealState(key []byte, st *State) []byte {
 	v := make([]byte, 5, 5+maxStateHeader+len(st.Tail))
-	v = encodeState(v, st)
-	v[0] = sealMark
-	binary.LittleEndian.PutUint32(v[1:], sealSum(bucketSeries, key, v[5:]))
-	return v
+	return sealed(bucketSeries, key, encodeState(v, st))
 }
 
 // unseal returns the payload of a stored value, checking its seal; a
