@@ -51,8 +51,15 @@ var gcTuning struct {
 
 // tuneGC sets GOGC from percent and floor now and after every collection
 // (a finalizer on an object dropped at once runs after each cycle that
-// frees it, and arms the next).
+// frees it, and arms the next). Percent 0 leaves the runtime's setting,
+// the GOGC environment variable's, and only records it.
 func tuneGC(percent int, floor uint64) {
+	if percent == 0 {
+		prev := debug.SetGCPercent(100) // setting it is the only way to read it
+		debug.SetGCPercent(prev)
+		gcTuning.now.Store(int64(prev))
+		return
+	}
 	gcTuning.percent.Store(int64(percent))
 	gcTuning.floor.Store(int64(floor))
 	live := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}

@@ -17,20 +17,25 @@ func TestGOGC(t *testing.T) {
 		GCPercent uint64 `json:"gc_percent"`
 	}
 	for _, tc := range []struct {
+		env   string // the server's GOGC environment variable
 		flags []string
 		check func(g goStats) bool
 	}{
 		// A heap of a few MiB: 64 MiB of growth is far more than 30 %.
-		{nil, func(g goStats) bool { return g.GOGC == defaultGOGC && g.Floor == defaultGCFloor && g.GCPercent > 1000 }},
-		{[]string{"-gogc", "75", "-gogc-floor", "0"}, func(g goStats) bool { return g.GOGC == 75 && g.Floor == 0 && g.GCPercent == 75 }},
+		{"", nil, func(g goStats) bool { return g.GOGC == defaultGOGC && g.Floor == defaultGCFloor && g.GCPercent > 1000 }},
+		{"", []string{"-gogc", "75", "-gogc-floor", "0"}, func(g goStats) bool { return g.GOGC == 75 && g.Floor == 0 && g.GCPercent == 75 }},
+		// The environment's replaces the default, untuned.
+		{"200", nil, func(g goStats) bool { return g.GOGC == 0 && g.GCPercent == 200 }},
+		{"200", []string{"-gogc", "75", "-gogc-floor", "0"}, func(g goStats) bool { return g.GOGC == 75 && g.GCPercent == 75 }},
 	} {
+		t.Setenv("GOGC", tc.env) // the server inherits it
 		p := start(t, t.TempDir(), tc.flags...)
 		var st struct {
 			Go goStats `json:"go"`
 		}
 		p.get("/api/v1/stats", &st)
 		if !tc.check(st.Go) {
-			t.Errorf("%v: the server runs with %+v", tc.flags, st.Go)
+			t.Errorf("GOGC=%q %v: the server runs with %+v", tc.env, tc.flags, st.Go)
 		}
 		p.stop()
 	}

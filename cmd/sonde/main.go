@@ -13,7 +13,6 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
-	"runtime/debug"
 	"strconv"
 	"strings"
 	"syscall"
@@ -200,15 +199,7 @@ func main() {
 }
 
 func run(c config, logger *slog.Logger) error {
-	if c.gogc != 0 {
-		tuneGC(c.gogc, c.gcFloor)
-	} else {
-		// The GOGC environment variable's, as the runtime read it: setting
-		// it is the only way to read it.
-		prev := debug.SetGCPercent(100)
-		debug.SetGCPercent(prev)
-		gcTuning.now.Store(int64(prev))
-	}
+	tuneGC(c.gogc, c.gcFloor)
 	policy, err := engine.ParseFsyncPolicy(c.fsync)
 	if err != nil {
 		return fmt.Errorf("parse -fsync: %w", err)
