@@ -107,7 +107,7 @@ type RestartResult struct {
 }
 
 // neverSnapshot keeps every record in Sonde's WAL: its snapshots never run.
-var neverSnapshot = []string{"-snapshot-interval", "1000h", "-snapshot-records", "1000000000000"}
+var neverSnapshot = []string{"-snapshot-interval", "1000h", "-snapshot-records", "1000000000000", "-snapshot-quiet", "0"}
 
 // Restart runs the cases: Sonde after kill -9 with every record in its WAL
 // (its snapshots never run), Sonde after a clean stop (default snapshot

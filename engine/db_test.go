@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
@@ -736,5 +737,71 @@ func TestCompactionAfterSnapshots(t *testing.T) {
 	}
 	if got := history(t, db, "c"); len(got) != 150 || got[149] != 150 {
 		t.Fatalf("counter history %v", got)
+	}
+}
+
+// TestQuietSnapshot: once writes stop, a burst of SnapshotQuietRecords
+// records or more is stored at the next quiet check, without waiting for
+// SnapshotInterval; a smaller one waits for the interval.
+func TestQuietSnapshot(t *testing.T) {
+	checks := make(chan bool, 64)
+	stored := make(chan struct{}, 64)
+	db := openDB(t, t.TempDir(), Options{
+		SnapshotInterval:     time.Hour,
+		SnapshotQuiet:        5 * time.Millisecond,
+		SnapshotQuietRecords: 100,
+		faults: &faults{
+			quiet: func(started bool) {
+				select {
+				case checks <- started:
+				default:
+				}
+			},
+			commit: func(c func() error) error {
+				err := c()
+				stored <- struct{}{}
+				return err
+			},
+		},
+	})
+	defer db.Close()
+	var ops []sample.Op
+	for i := range 99 {
+		ops = append(ops, set(fmt.Sprintf("q.%d", i), float64(i)))
+	}
+	mustApply(t, db, ops...)
+	drain := func() {
+		for {
+			select {
+			case <-checks:
+			default:
+				return
+			}
+		}
+	}
+	drain() // checks that may have seen the writes land
+	for range 3 {
+		if <-checks {
+			t.Fatal("a quiet snapshot started with 99 records waiting, under SnapshotQuietRecords (100)")
+		}
+	}
+	if got := db.Stats().SnapshotIndex; got != 0 {
+		t.Fatalf("snapshot index %d before any snapshot", got)
+	}
+	mustApply(t, db, set("q.last", 1))
+	for n := 0; !<-checks; n++ {
+		if n == 1000 {
+			t.Fatal("no quiet snapshot after 1000 checks with 100 records waiting")
+		}
+	}
+	<-stored
+	for i := range 3 {
+		if <-checks {
+			t.Fatal("a quiet snapshot started again with nothing new to store")
+		}
+		// The snapshotter checks again only once the snapshot is over.
+		if st := db.Stats(); i == 0 && (st.SnapshotIndex != st.Index || st.Index != 100) {
+			t.Fatalf("after the quiet snapshot: snapshot index %d, index %d; want both 100", st.SnapshotIndex, st.Index)
+		}
 	}
 }

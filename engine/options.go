@@ -66,6 +66,19 @@ type Options struct {
 	// far less; the bound on replay is the price (10M records replay in
 	// about 7 s, docs/benchmarks.md).
 	SnapshotRecords int
+	// SnapshotQuiet starts a snapshot early once no record was written for
+	// this long and at least SnapshotQuietRecords records wait to be
+	// stored: the work a burst defers (folding its points into history,
+	// cutting the WAL) is done once the burst is over, not up to
+	// SnapshotInterval later, and the ring memory its unstored points hold
+	// goes back. Writes are checked every SnapshotQuiet, so a snapshot
+	// starts between one and two of it after the last write. Default 1 s;
+	// negative turns it off.
+	SnapshotQuiet time.Duration
+	// SnapshotQuietRecords is how many records must wait for a quiet
+	// snapshot to start (default 65536): a trickle of writes waits for
+	// SnapshotInterval, so it does not cost a snapshot at each pause.
+	SnapshotQuietRecords int
 	// SnapshotMemory bounds the memory one snapshot uses, whatever the
 	// number of changed series, beyond 8 bytes per changed series: it
 	// writes them in transactions of at most a quarter of it of encoded
@@ -137,6 +150,7 @@ type Options struct {
 type faults struct {
 	wal    wal.Hooks
 	commit func(commit func() error) error // one snapshot transaction
+	quiet  func(started bool)              // after each quiet check of the snapshotter
 }
 
 func (o Options) withDefaults() Options {
@@ -148,6 +162,12 @@ func (o Options) withDefaults() Options {
 	}
 	if o.SnapshotRecords <= 0 {
 		o.SnapshotRecords = 1 << 23
+	}
+	if o.SnapshotQuiet == 0 {
+		o.SnapshotQuiet = time.Second
+	}
+	if o.SnapshotQuietRecords <= 0 {
+		o.SnapshotQuietRecords = 1 << 16
 	}
 	if o.SnapshotMemory <= 0 {
 		o.SnapshotMemory = 64 << 20

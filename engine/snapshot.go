@@ -16,17 +16,37 @@ import (
 	"github.com/sonde-metrics/sonde/engine/sample"
 )
 
-// snapshotLoop owns periodic snapshots.
+// snapshotLoop owns periodic snapshots: every SnapshotInterval, early
+// when the WAL grew by SnapshotRecords (snapKick), when writes went quiet
+// (Options.SnapshotQuiet), and on request.
 func (db *DB) snapshotLoop() {
 	defer close(db.snapDone)
 	t := time.NewTicker(db.opts.SnapshotInterval)
 	defer t.Stop()
+	var quietC <-chan time.Time
+	if db.opts.SnapshotQuiet > 0 {
+		q := time.NewTicker(db.opts.SnapshotQuiet)
+		defer q.Stop()
+		quietC = q.C
+	}
+	var seen uint64 // the published index at the last quiet tick
 	for {
 		var err error
 		select {
 		case <-db.stopSnap:
 			return
 		case <-t.C:
+			err = db.snapshotNow()
+		case <-quietC:
+			pub := db.published.Load()
+			start := pub == seen && pub >= db.store.Index()+uint64(db.opts.SnapshotQuietRecords)
+			seen = pub
+			if f := db.opts.faults; f != nil && f.quiet != nil {
+				f.quiet(start)
+			}
+			if !start {
+				continue
+			}
 			err = db.snapshotNow()
 		case <-db.snapKick:
 			err = db.snapshotNow()

@@ -55,6 +55,7 @@ type config struct {
 	fsyncInterval    time.Duration
 	snapshotInterval time.Duration
 	snapshotRecords  int
+	snapshotQuiet    time.Duration
 	snapshotMemory   int
 	ringSize         int
 	vaporPoints      int
@@ -105,6 +106,7 @@ func parseFlags(args []string) (config, error) {
 	fs.DurationVar(&c.fsyncInterval, "fsync-interval", 100*time.Millisecond, "fsync period with -fsync=interval")
 	fs.DurationVar(&c.snapshotInterval, "snapshot-interval", 10*time.Second, "how often changes are stored into the snapshot database")
 	fs.IntVar(&c.snapshotRecords, "snapshot-records", 1<<23, "take a snapshot early once the WAL holds this many records past the last one")
+	fs.DurationVar(&c.snapshotQuiet, "snapshot-quiet", time.Second, "take a snapshot early once writes have been quiet this long with 65536 records or more not yet stored; 0 turns it off")
 	fs.IntVar(&c.snapshotMemory, "snapshot-memory", 64<<20, "bytes one snapshot may use whatever the number of changed series (beyond 8 per changed series); it writes in transactions of a quarter of it")
 	fs.IntVar(&c.ringSize, "ring", 0, "stored history points each series also keeps in memory (points not yet in the snapshot database are always there)")
 	fs.IntVar(&c.vaporPoints, "vapor-points", 120, "recent points /vapor returns per key")
@@ -224,6 +226,7 @@ func run(c config, logger *slog.Logger) error {
 		FsyncInterval:    c.fsyncInterval,
 		SnapshotInterval: c.snapshotInterval,
 		SnapshotRecords:  c.snapshotRecords,
+		SnapshotQuiet:    quietOption(c.snapshotQuiet),
 		SnapshotMemory:   c.snapshotMemory,
 		RingSize:         c.ringSize,
 		ChunkPoints:      c.chunkPoints,
@@ -452,4 +455,13 @@ func idleFlushes(n int) int {
 		return -1
 	}
 	return n
+}
+
+// quietOption maps -snapshot-quiet to engine.Options.SnapshotQuiet, where
+// zero means the default: the flag's 0 (or less) turns quiet snapshots off.
+func quietOption(d time.Duration) time.Duration {
+	if d <= 0 {
+		return -1
+	}
+	return d
 }
