@@ -53,6 +53,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	twal "github.com/tidwall/wal"
 )
@@ -190,6 +191,14 @@ type Log struct {
 	broken   error
 
 	truncMu sync.Mutex // serialises TruncateFront callers.
+	// first is the first index the log holds. TruncateFront removes whole
+	// segment files itself (see there), and tidwall/wal, which still lists
+	// them, is not asked about indexes below first. dropped counts the
+	// segments removed since tidwall/wal last read the directory; the
+	// writer opens it again after a roll while any are (a cheap moment:
+	// the new tail segment holds one batch), so its list stays short.
+	first   atomic.Uint64
+	dropped atomic.Int64
 	// readMu serialises Reads: tidwall/wal loads and evicts cached
 	// segments while holding only its read lock, so concurrent Reads can
 	// find a segment emptied under them and panic (tidwall/wal issue #34).
@@ -220,7 +229,13 @@ func Open(dir string, opts Options) (*Log, error) {
 		tw.Close()
 		return nil, fmt.Errorf("read last wal index: %w", err)
 	}
+	first, err := tw.FirstIndex()
+	if err != nil {
+		tw.Close()
+		return nil, fmt.Errorf("read first wal index: %w", err)
+	}
 	l := &Log{dir: dir, tw: tw, logger: logger, next: last + 1, acked: last, segSize: opts.SegmentSize}
+	l.first.Store(first)
 	if opts.Hooks != nil {
 		l.hooks = *opts.Hooks
 	}
@@ -314,6 +329,7 @@ func (l *Log) Commit(sync bool) error {
 	if err := l.writeBatch(); err != nil {
 		return l.rollback(fmt.Errorf("write batch: %w", err), false)
 	}
+	rolled := l.rolled
 	if l.rolled {
 		// tidwall/wal keeps the segments a roll closes in its read cache,
 		// each with its whole content and 16 bytes of position per record
@@ -330,6 +346,37 @@ func (l *Log) Commit(sync bool) error {
 		}
 	}
 	l.acked = l.next - 1
+	if rolled && l.dropped.Load() > 0 {
+		if err := l.reopen(); err != nil {
+			// The batch is in the log (and synced as asked): it stands.
+			// The log does not know its own state now, so it takes no more
+			// writes; a restart reads what the files hold.
+			l.broken = fmt.Errorf("%w: reopen after dropping segments: %w", ErrBroken, err)
+			l.logger.Error("wal reopen failed; refusing further writes", "err", err)
+		}
+	}
+	return nil
+}
+
+// reopen opens tidwall/wal again on the files, so that it forgets the
+// segments TruncateFront removed. Writer only.
+func (l *Log) reopen() error {
+	l.twMu.Lock()
+	defer l.twMu.Unlock()
+	n := l.dropped.Load()
+	if err := l.tw.Close(); err != nil {
+		return fmt.Errorf("close: %w", err)
+	}
+	tw, err := openTidwall(l.dir, l.segSize)
+	if err != nil {
+		return err
+	}
+	if got, err := tw.LastIndex(); err != nil || got != l.acked {
+		tw.Close()
+		return fmt.Errorf("last index %d (%v), want %d", got, err, l.acked)
+	}
+	l.tw = tw
+	l.dropped.Add(-n)
 	return nil
 }
 
@@ -457,6 +504,7 @@ func (l *Log) cutBack(last uint64) error {
 		return fmt.Errorf("reopen after the cut: last index %d (%v), want %d", got, err, last)
 	}
 	l.tw = tw
+	l.dropped.Store(0)
 	l.segBytes = off
 	l.dirDirty = false
 	return nil
@@ -471,7 +519,11 @@ func (l *Log) Failed() error { return l.broken }
 func (l *Log) Read(index uint64) ([]byte, error) {
 	l.twMu.RLock()
 	l.readMu.Lock()
-	frame, err := l.tw.Read(index)
+	var frame []byte
+	err := twal.ErrNotFound
+	if index >= l.first.Load() { // TruncateFront removes files under readMu
+		frame, err = l.tw.Read(index)
+	}
 	l.readMu.Unlock()
 	l.twMu.RUnlock()
 	if err != nil {
@@ -495,7 +547,8 @@ func (l *Log) Read(index uint64) ([]byte, error) {
 func (l *Log) FirstIndex() (uint64, error) {
 	l.twMu.RLock()
 	defer l.twMu.RUnlock()
-	return l.tw.FirstIndex()
+	first, err := l.tw.FirstIndex()
+	return max(first, l.first.Load()), err
 }
 
 // LastIndex returns the last index written, 0 when none ever was.
@@ -508,15 +561,20 @@ func (l *Log) LastIndex() (uint64, error) {
 // TruncateFront drops whole segments that hold only indexes below keep.
 // It never cuts inside a segment, so the log may keep some records below
 // keep. It returns the new first index.
+//
+// It removes the segment files itself rather than through tidwall/wal's
+// TruncateFront, which rewrites the segment keep falls in (up to the whole
+// segment, with an fsync) and reloads it while holding the lock every
+// write takes: at 200k acknowledged writes a second that stalled the
+// committer 84–95 ms after each snapshot (docs/benchmarks.md). Only closed
+// segments go, never the tail, so tidwall/wal never writes to a removed
+// file; it only still lists them until Commit opens it again (see reopen).
 func (l *Log) TruncateFront(keep uint64) (uint64, error) {
 	l.truncMu.Lock()
 	defer l.truncMu.Unlock()
 	l.twMu.RLock()
 	defer l.twMu.RUnlock()
-	first, err := l.tw.FirstIndex()
-	if err != nil {
-		return 0, fmt.Errorf("read first index: %w", err)
-	}
+	first := l.first.Load()
 	last, err := l.tw.LastIndex()
 	if err != nil {
 		return 0, fmt.Errorf("read last index: %w", err)
@@ -536,8 +594,19 @@ func (l *Log) TruncateFront(keep uint64) (uint64, error) {
 	if cut <= first {
 		return first, nil
 	}
-	if err := l.tw.TruncateFront(cut); err != nil {
-		return 0, fmt.Errorf("truncate wal front to %d: %w", cut, err)
+	// Reads below the new first index stop before the files go, and the
+	// ones under way finish first.
+	l.readMu.Lock()
+	l.first.Store(cut)
+	l.readMu.Unlock()
+	for _, s := range segs {
+		if s >= cut {
+			break
+		}
+		if err := os.Remove(filepath.Join(l.dir, segmentName(s))); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return 0, fmt.Errorf("remove wal segment %s: %w", segmentName(s), err)
+		}
+		l.dropped.Add(1)
 	}
 	if err := syncDir(l.dir); err != nil {
 		return 0, err

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"testing"
 )
 
@@ -118,6 +119,87 @@ func TestTruncateFrontKeepsWholeSegments(t *testing.T) {
 	if last, _ := l.LastIndex(); last != 200 {
 		t.Fatalf("last index %d", last)
 	}
+}
+
+// TestTruncateFrontRewritesNothing: a front truncation removes the whole
+// segments below the cut and leaves the segment it falls in as it was
+// (tidwall/wal's own TruncateFront rewrites that segment under the lock
+// writes take); writes go on, tidwall/wal forgets the removed segments at
+// the next roll, and a reopened log starts at the cut.
+func TestTruncateFrontRewritesNothing(t *testing.T) {
+	dir := t.TempDir()
+	l, err := Open(dir, Options{SegmentSize: 256})
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeN(t, l, 0, 200)
+	before, err := l.segments()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stat := func(s uint64) os.FileInfo {
+		t.Helper()
+		fi, err := os.Stat(filepath.Join(dir, segmentName(s)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi
+	}
+	infos := map[uint64]os.FileInfo{}
+	for _, s := range before {
+		infos[s] = stat(s)
+	}
+	first, err := l.TruncateFront(150)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := l.FirstIndex(); got != first || first > 150 || first < 100 {
+		t.Fatalf("first index %d (FirstIndex %d) after keeping 150", first, got)
+	}
+	after, err := l.segments()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range before {
+		switch {
+		case s < first && slices.Contains(after, s):
+			t.Errorf("segment %d below the cut %d is still there", s, first)
+		case s >= first && !os.SameFile(infos[s], stat(s)):
+			t.Errorf("segment %d was rewritten", s)
+		}
+	}
+	if _, err := l.Read(first - 1); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("read below first: %v", err)
+	}
+	if l.dropped.Load() == 0 {
+		t.Fatal("no segment counted as dropped")
+	}
+	writeN(t, l, 200, 100) // rolls: tidwall/wal is opened again
+	if n := l.dropped.Load(); n != 0 {
+		t.Fatalf("%d dropped segments still listed by tidwall/wal after rolls", n)
+	}
+	check := func(l *Log) {
+		t.Helper()
+		for i := first; i <= 300; i++ {
+			b, err := l.Read(i)
+			if want := fmt.Sprintf("record-%06d", i-1); err != nil || string(b) != want {
+				t.Fatalf("read %d = %q, %v; want %q", i, b, err, want)
+			}
+		}
+	}
+	check(l)
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	l, err = Open(dir, Options{SegmentSize: 256})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if got, _ := l.FirstIndex(); got != first {
+		t.Fatalf("first index %d after reopening, want %d", got, first)
+	}
+	check(l)
 }
 
 // FuzzOpenTail appends arbitrary bytes to a log's tail segment and opens
