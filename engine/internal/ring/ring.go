@@ -26,6 +26,7 @@ package ring
 
 import (
 	"encoding/binary"
+	"math"
 	"sync/atomic"
 
 	"github.com/sonde-metrics/sonde/engine/sample"
@@ -61,7 +62,12 @@ func (b *block) published() (n int, buf []byte, next *block) {
 // Ring holds the newest points of one series. Push must be called from one
 // goroutine at a time; Points may be called concurrently with it.
 type Ring struct {
-	max    int
+	max int32
+	// seen is the low half of the stored ordinal of the last walk over
+	// the blocks (writer): with capacity 0 what may go changes only when
+	// that moves or a block is added, so a push otherwise skips the walk,
+	// which reads the oldest block, cold in memory, at every point.
+	seen   uint32
 	head   atomic.Uint64         // ordinal the next Push gets; only Push stores it
 	oldest atomic.Pointer[block] // nil until the first Push
 	open   *block                // the newest block (writer)
@@ -78,7 +84,7 @@ func New(capacity int, next uint64) *Ring {
 
 // Init is New for a Ring embedded in another struct.
 func (r *Ring) Init(capacity int, next uint64) {
-	r.max = max(capacity, 0)
+	r.max = int32(min(max(capacity, 0), math.MaxInt32))
 	r.head.Store(next)
 }
 
@@ -96,7 +102,7 @@ func (r *Ring) Push(p sample.Point, stored uint64) {
 		if enc := r.enc.append(tmp[:0], p, false); size+len(enc) <= BlockBytes {
 			copy(b.data[size:], enc)
 			b.meta.Store((n+1)<<32 | uint64(size+len(enc)))
-			r.pushed(stored)
+			r.pushed(stored, false)
 			return
 		}
 	}
@@ -111,14 +117,21 @@ func (r *Ring) Push(p sample.Point, stored uint64) {
 		r.oldest.Store(b)
 	}
 	r.open = b
-	r.pushed(stored)
+	r.pushed(stored, true)
 }
 
 // pushed publishes the new head and drops the oldest blocks that may go:
-// the rest hold the capacity, and their points are stored elsewhere.
-func (r *Ring) pushed(stored uint64) {
+// the rest hold the capacity, and their points are stored elsewhere. With
+// capacity 0 it looks only when a block was added (added) or stored moved
+// since it last looked; stored never moves by 2^32 between two pushes (it
+// is at most the head).
+func (r *Ring) pushed(stored uint64, added bool) {
 	next := r.head.Load() + 1
 	r.head.Store(next)
+	if r.max == 0 && !added && uint32(stored) == r.seen {
+		return
+	}
+	r.seen = uint32(stored)
 	old := r.oldest.Load()
 	b := old
 	for {

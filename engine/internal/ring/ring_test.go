@@ -246,6 +246,29 @@ func BenchmarkPush(b *testing.B) {
 	}
 }
 
+// BenchmarkPushMany pushes to 100k rings of capacity 0 in turn, as the
+// committer does under a load over many keys: a push whose stored
+// ordinal has not moved need not look at the oldest block, which by then
+// is cold in memory.
+func BenchmarkPushMany(b *testing.B) {
+	const rings = 100_000
+	rng := rand.New(rand.NewPCG(7, 9))
+	rs := make([]*Ring, rings)
+	for i := range rs {
+		rs[i] = New(0, 1)
+		for j := range 40 { // floats: several blocks each, none stored
+			rs[i].Push(sample.Point{T: int64(j) * 1000, V: rng.NormFloat64()}, 0)
+		}
+	}
+	order := rng.Perm(rings) // the heap's order, not the allocation's
+	i := 0
+	for b.Loop() {
+		r := rs[order[i%rings]]
+		r.Push(sample.Point{T: int64(40+i/rings) * 1000, V: float64(i % 7)}, 0)
+		i++
+	}
+}
+
 // TestRingRange checks Range against every (after, upTo) window a
 // snapshot could ask for, across block edges, while the ring holds only
 // the points past what is stored.
