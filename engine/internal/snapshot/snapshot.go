@@ -125,6 +125,9 @@ type Store struct {
 	maxSpan func(key string) int64
 	// commitHook wraps each Commit's transaction, for fault injection.
 	commitHook func(commit func() error) error
+	// scratch holds decoded points while a write transaction merges a
+	// tail; write transactions run one at a time (bbolt's writer lock).
+	scratch []sample.Point
 }
 
 // SetMaxSpan caps the time (ms) the points of one series' tail may cover

@@ -194,3 +194,44 @@ func BenchmarkCommit(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkCommitTails is the steady state of a soak: every snapshot
+// stores 20 new points of each of 10k series into its tail (merging the
+// tail's small pieces, moving a full tail into history). One op is one
+// such snapshot.
+func BenchmarkCommitTails(b *testing.B) {
+	const n, per = 10_000, 20
+	s, err := Open(filepath.Join(b.TempDir(), "s.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	keys := make([]string, n)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("bench.k%07d", (i*7919)%n)
+	}
+	ups := make([]Update, n)
+	states := make([]State, n)
+	var pts []sample.Point
+	round := 0
+	b.ReportAllocs()
+	for b.Loop() {
+		var arena []byte
+		first := uint64(round*per + 1)
+		for i, k := range keys {
+			pts = pts[:0]
+			for j := range per {
+				t := int64(round*per+j) * 1000
+				pts = append(pts, sample.Point{T: t, V: float64((i+j+round)%200) / 100})
+			}
+			states[i] = State{Key: k, Kind: sample.Gauge, Value: 1, Updated: pts[per-1].T, Ordinal: first + per - 1, Created: uint64(i + 1)}
+			var chunks []Chunk
+			chunks, arena = s.EncodeChunks(nil, arena, pts, first)
+			ups[i] = Update{Key: k, State: &states[i], Chunks: chunks}
+		}
+		round++
+		if err := s.Commit(uint64(round*n*per), ups); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -196,10 +196,11 @@ func (s *Store) storeTail(hist *bolt.Bucket, key string, st *State, old *State, 
 			if a.n >= smallPiece || b.n >= smallPiece || b.n < a.n {
 				break
 			}
-			pts, err := DecodeChunk(a.data, nil)
+			pts, err := DecodeChunk(a.data, s.scratch[:0])
 			if err == nil {
 				pts, err = DecodeChunk(b.data, pts)
 			}
+			s.keepScratch(pts)
 			if err != nil {
 				return damaged(bucketSeries, []byte(key), err)
 			}
@@ -223,6 +224,15 @@ func (s *Store) storeTail(hist *bolt.Bucket, key string, st *State, old *State, 
 	t.tail(len(out), ni, 1)
 	st.Tail, st.TailFirst = out, first
 	return nil
+}
+
+// keepScratch keeps pts' array for the next merge, unless a rare large
+// one grew it past what merges of tails need.
+func (s *Store) keepScratch(pts []sample.Point) {
+	if cap(pts) > 1<<16 {
+		pts = nil
+	}
+	s.scratch = pts[:0]
 }
 
 // chunksInfo is readTail for new chunks.
@@ -254,7 +264,7 @@ func (s *Store) toHistory(hist *bolt.Bucket, key string, created uint64, tail []
 		})
 	}
 	if ti.pieces > 0 {
-		pts, err := tailPoints(tail, nil)
+		pts, err := tailPoints(tail, s.scratch[:0])
 		if err != nil {
 			return damaged(bucketSeries, []byte(key), err)
 		}
@@ -263,6 +273,7 @@ func (s *Store) toHistory(hist *bolt.Bucket, key string, created uint64, tail []
 				return err
 			}
 		}
+		s.keepScratch(pts)
 		chunks, _ = s.EncodeChunks(nil, nil, pts, first)
 	}
 	for _, c := range chunks {
