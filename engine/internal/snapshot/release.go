@@ -30,6 +30,24 @@ func (s *Store) Release() (err error) {
 	return nil
 }
 
+// releaseEvery is how many updates Commit puts between two releases of
+// the pages its transaction has read: a snapshot at 100k series read
+// 100 MiB of state and history leaves in one transaction (the soak in
+// docs/benchmarks.md), all resident until the Release after it.
+const releaseEvery = 1024
+
+// releaseInTx is Release from inside a write transaction of db, between
+// two of its puts. No read transaction is taken (bbolt would deadlock if
+// this one grew the file): only the writer remaps, and it is here. Pages
+// the transaction still refers to map back from the page cache when read,
+// with the same bytes: bbolt writes with pwrite, never into a page a
+// transaction can see. A failure only costs memory; the Release after the
+// transaction reports it.
+func releaseInTx(db *bolt.DB, tx *bolt.Tx) {
+	defer func() { _ = recover() }()
+	_ = release(db.Info().Data, uintptr(tx.Size()))
+}
+
 func release(addr, size uintptr) error {
 	if size == 0 {
 		return nil

@@ -96,3 +96,44 @@ func TestReleaseDropsMappedPages(t *testing.T) {
 		t.Fatalf("%d KiB resident after reading again, %d the first time", again, before)
 	}
 }
+
+// TestCommitReleasesAsItGoes: a commit over many series gives back the
+// pages it read every releaseEvery updates, not only once it is over.
+func TestCommitReleasesAsItGoes(t *testing.T) {
+	s, err := Open(filepath.Join(t.TempDir(), "s.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	const keys = 4*releaseEvery + releaseEvery/2
+	ups := func(round int) []Update {
+		var out []Update
+		for k := range keys {
+			key := fmt.Sprintf("k%06d", k)
+			pts := []sample.Point{{T: int64(1000 * (round + 1)), V: float64(k) * 1.37}}
+			st := &State{Key: key, Kind: sample.Gauge, Value: pts[0].V, Updated: pts[0].T, Ordinal: uint64(round + 1), Created: 1,
+				Running: float64(k)} // a state of a few dozen bytes: 4k of them fill MiBs of leaves
+			out = append(out, Update{Key: key, State: st, FirstOrdinal: uint64(round + 1), Points: pts})
+		}
+		return out
+	}
+	if err := s.Commit(1, ups(0)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Release(); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(s.db.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	size := fi.Size()
+	var resident int
+	s.afterUpdates = func() { resident = mappedKiB(t, s.db.Info().Data) }
+	if err := s.Commit(2, ups(1)); err != nil { // reads every state and tail
+		t.Fatal(err)
+	}
+	if limit := int(size>>10) / 4; resident > limit {
+		t.Fatalf("%d KiB of a %d KiB database resident at the end of a commit that read all of it; want under %d", resident, size>>10, limit)
+	}
+}

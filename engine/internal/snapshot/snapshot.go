@@ -128,6 +128,9 @@ type Store struct {
 	// scratch holds decoded points while a write transaction merges a
 	// tail; write transactions run one at a time (bbolt's writer lock).
 	scratch []sample.Point
+	// afterUpdates, in tests, runs inside Commit's transaction once every
+	// update is in, before it commits.
+	afterUpdates func()
 }
 
 // SetMaxSpan caps the time (ms) the points of one series' tail may cover
@@ -301,6 +304,12 @@ func (s *Store) Commit(index uint64, ups []Update) (err error) {
 			if err := series.Put(k, sealState(k, &st)); err != nil {
 				return fmt.Errorf("put series %q: %w", u.Key, err)
 			}
+			if i%releaseEvery == releaseEvery-1 {
+				releaseInTx(s.db, tx)
+			}
+		}
+		if s.afterUpdates != nil {
+			s.afterUpdates()
 		}
 		var err error
 		if totals, err = s.saveTotals(tx, t); err != nil {
