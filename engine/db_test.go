@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -803,5 +804,57 @@ func TestQuietSnapshot(t *testing.T) {
 		if st := db.Stats(); i == 0 && (st.SnapshotIndex != st.Index || st.Index != 100) {
 			t.Fatalf("after the quiet snapshot: snapshot index %d, index %d; want both 100", st.SnapshotIndex, st.Index)
 		}
+	}
+}
+
+// TestQuietSnapshotFailureWaitsForInterval: a quiet snapshot that fails
+// (a full disk) is not tried again at every quiet check while nothing new
+// comes; the next write makes it due again.
+func TestQuietSnapshotFailureWaitsForInterval(t *testing.T) {
+	checks := make(chan bool, 64)
+	var commits atomic.Int64
+	db := openDB(t, t.TempDir(), Options{
+		SnapshotInterval:     time.Hour,
+		SnapshotQuiet:        5 * time.Millisecond,
+		SnapshotQuietRecords: 1,
+		faults: &faults{
+			quiet: func(started bool) {
+				select {
+				case checks <- started:
+				default:
+				}
+			},
+			commit: func(c func() error) error {
+				if commits.Add(1) == 1 {
+					return fmt.Errorf("write snapshot: %w", syscall.ENOSPC)
+				}
+				return c()
+			},
+		},
+	})
+	defer db.Close()
+	mustApply(t, db, set("q.a", 1))
+	for n := 0; !<-checks; n++ {
+		if n == 1000 {
+			t.Fatal("no quiet snapshot after 1000 checks")
+		}
+	}
+	for range 5 {
+		if <-checks {
+			t.Fatal("a failed quiet snapshot was tried again with nothing new written")
+		}
+	}
+	if got := commits.Load(); got != 1 {
+		t.Fatalf("%d snapshot transactions, want the one that failed", got)
+	}
+	mustApply(t, db, set("q.a", 2))
+	for n := 0; !<-checks; n++ {
+		if n == 1000 {
+			t.Fatal("no quiet snapshot after a new write")
+		}
+	}
+	<-checks // the snapshot is over
+	if st := db.Stats(); st.SnapshotIndex != st.Index {
+		t.Fatalf("snapshot index %d, index %d after the second quiet snapshot", st.SnapshotIndex, st.Index)
 	}
 }

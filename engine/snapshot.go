@@ -29,7 +29,10 @@ func (db *DB) snapshotLoop() {
 		defer q.Stop()
 		quietC = q.C
 	}
-	var seen uint64 // the published index at the last quiet tick
+	// The published index at the last quiet tick, and the one a quiet
+	// snapshot last started at: a failed one is tried again by the
+	// interval, not at every quiet tick.
+	var seen, quietAt uint64
 	for {
 		var err error
 		select {
@@ -39,8 +42,11 @@ func (db *DB) snapshotLoop() {
 			err = db.snapshotNow()
 		case <-quietC:
 			pub := db.published.Load()
-			start := pub == seen && pub >= db.store.Index()+uint64(db.opts.SnapshotQuietRecords)
+			start := pub == seen && pub != quietAt && pub >= db.store.Index()+uint64(db.opts.SnapshotQuietRecords)
 			seen = pub
+			if start {
+				quietAt = pub
+			}
 			if f := db.opts.faults; f != nil && f.quiet != nil {
 				f.quiet(start)
 			}
