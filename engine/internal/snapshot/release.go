@@ -36,6 +36,10 @@ func (s *Store) Release() (err error) {
 // docs/benchmarks.md), all resident until the Release after it.
 const releaseEvery = 1024
 
+// releaseWalk is how many history chunks a compaction walk reads between
+// two such releases (a chunk's leaf holds a few).
+const releaseWalk = 4096
+
 // releaseInTx is Release from inside a write transaction of db, between
 // two of its puts. No read transaction is taken (bbolt would deadlock if
 // this one grew the file): only the writer remaps, and it is here. Pages

@@ -137,3 +137,42 @@ func TestCommitReleasesAsItGoes(t *testing.T) {
 		t.Fatalf("%d KiB of a %d KiB database resident at the end of a commit that read all of it; want under %d", resident, size>>10, limit)
 	}
 }
+
+// TestCompactReleasesAsItWalks: a compaction pass that finds nothing to
+// merge reads every chunk in one transaction, and gives their pages back
+// as it goes.
+func TestCompactReleasesAsItWalks(t *testing.T) {
+	s, err := Open(filepath.Join(t.TempDir(), "s.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	s.SetChunkPoints(2) // every update's two points go to history as one chunk
+	const keys = 4*releaseWalk + releaseWalk/2
+	var ups []Update
+	for k := range keys {
+		key := fmt.Sprintf("k%06d", k)
+		pts := []sample.Point{{T: 1000, V: float64(k) * 1.37}, {T: 2000, V: float64(k) * 2.71}}
+		st := &State{Key: key, Kind: sample.Gauge, Value: pts[1].V, Updated: pts[1].T, Ordinal: 2, Created: 1}
+		ups = append(ups, Update{Key: key, State: st, FirstOrdinal: 1, Points: pts})
+	}
+	if err := s.Commit(1, ups); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Release(); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(s.db.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	resident := -1
+	s.afterUpdates = func() { resident = mappedKiB(t, s.db.Info().Data) }
+	res, err := s.Compact(nil, 2, 1<<20, nil)
+	if err != nil || res.Next != nil {
+		t.Fatalf("compact: %+v, %v", res, err)
+	}
+	if limit := int(fi.Size()>>10) / 4; resident < 0 || resident > limit {
+		t.Fatalf("%d KiB of a %d KiB database resident at the end of a compaction walk over all of it; want under %d", resident, fi.Size()>>10, limit)
+	}
+}

@@ -129,7 +129,8 @@ type Store struct {
 	// tail; write transactions run one at a time (bbolt's writer lock).
 	scratch []sample.Point
 	// afterUpdates, in tests, runs inside Commit's transaction once every
-	// update is in, before it commits.
+	// update is in, before it commits, and inside Compact's once its walk
+	// is over.
 	afterUpdates func()
 }
 
