@@ -741,16 +741,15 @@ func TestCompactionAfterSnapshots(t *testing.T) {
 	}
 }
 
-// TestQuietSnapshot: once writes stop, a burst of SnapshotQuietRecords
-// records or more is stored at the next quiet check, without waiting for
-// SnapshotInterval; a smaller one waits for the interval.
-func TestQuietSnapshot(t *testing.T) {
+// quietOptions are Options whose snapshots start only on quiet (checked
+// every 5 ms, at least records waiting): each check's outcome is sent on
+// the returned channel, and each snapshot transaction goes through commit.
+func quietOptions(records int, commit func(c func() error) error) (Options, chan bool) {
 	checks := make(chan bool, 64)
-	stored := make(chan struct{}, 64)
-	db := openDB(t, t.TempDir(), Options{
+	return Options{
 		SnapshotInterval:     time.Hour,
 		SnapshotQuiet:        5 * time.Millisecond,
-		SnapshotQuietRecords: 100,
+		SnapshotQuietRecords: records,
 		faults: &faults{
 			quiet: func(started bool) {
 				select {
@@ -758,13 +757,22 @@ func TestQuietSnapshot(t *testing.T) {
 				default:
 				}
 			},
-			commit: func(c func() error) error {
-				err := c()
-				stored <- struct{}{}
-				return err
-			},
+			commit: commit,
 		},
+	}, checks
+}
+
+// TestQuietSnapshot: once writes stop, a burst of SnapshotQuietRecords
+// records or more is stored at the next quiet check, without waiting for
+// SnapshotInterval; a smaller one waits for the interval.
+func TestQuietSnapshot(t *testing.T) {
+	stored := make(chan struct{}, 64)
+	opts, checks := quietOptions(100, func(c func() error) error {
+		err := c()
+		stored <- struct{}{}
+		return err
 	})
+	db := openDB(t, t.TempDir(), opts)
 	defer db.Close()
 	var ops []sample.Op
 	for i := range 99 {
@@ -811,27 +819,14 @@ func TestQuietSnapshot(t *testing.T) {
 // (a full disk) is not tried again at every quiet check while nothing new
 // comes; the next write makes it due again.
 func TestQuietSnapshotFailureWaitsForInterval(t *testing.T) {
-	checks := make(chan bool, 64)
 	var commits atomic.Int64
-	db := openDB(t, t.TempDir(), Options{
-		SnapshotInterval:     time.Hour,
-		SnapshotQuiet:        5 * time.Millisecond,
-		SnapshotQuietRecords: 1,
-		faults: &faults{
-			quiet: func(started bool) {
-				select {
-				case checks <- started:
-				default:
-				}
-			},
-			commit: func(c func() error) error {
-				if commits.Add(1) == 1 {
-					return fmt.Errorf("write snapshot: %w", syscall.ENOSPC)
-				}
-				return c()
-			},
-		},
+	opts, checks := quietOptions(1, func(c func() error) error {
+		if commits.Add(1) == 1 {
+			return fmt.Errorf("write snapshot: %w", syscall.ENOSPC)
+		}
+		return c()
 	})
+	db := openDB(t, t.TempDir(), opts)
 	defer db.Close()
 	mustApply(t, db, set("q.a", 1))
 	for n := 0; !<-checks; n++ {

@@ -120,14 +120,7 @@ func TestCommitReleasesAsItGoes(t *testing.T) {
 	if err := s.Commit(1, ups(0)); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Release(); err != nil {
-		t.Fatal(err)
-	}
-	fi, err := os.Stat(s.db.Path())
-	if err != nil {
-		t.Fatal(err)
-	}
-	size := fi.Size()
+	size := releasedSize(t, s)
 	var resident int
 	s.afterUpdates = func() { resident = mappedKiB(t, s.db.Info().Data) }
 	if err := s.Commit(2, ups(1)); err != nil { // reads every state and tail
@@ -159,6 +152,21 @@ func TestCompactReleasesAsItWalks(t *testing.T) {
 	if err := s.Commit(1, ups); err != nil {
 		t.Fatal(err)
 	}
+	size := releasedSize(t, s)
+	resident := -1
+	s.afterUpdates = func() { resident = mappedKiB(t, s.db.Info().Data) }
+	res, err := s.Compact(nil, 2, 1<<20, nil)
+	if err != nil || res.Next != nil {
+		t.Fatalf("compact: %+v, %v", res, err)
+	}
+	if limit := int(size>>10) / 4; resident < 0 || resident > limit {
+		t.Fatalf("%d KiB of a %d KiB database resident at the end of a compaction walk over all of it; want under %d", resident, size>>10, limit)
+	}
+}
+
+// releasedSize releases s's mapped pages and returns the size of its file.
+func releasedSize(t *testing.T, s *Store) int64 {
+	t.Helper()
 	if err := s.Release(); err != nil {
 		t.Fatal(err)
 	}
@@ -166,13 +174,5 @@ func TestCompactReleasesAsItWalks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	resident := -1
-	s.afterUpdates = func() { resident = mappedKiB(t, s.db.Info().Data) }
-	res, err := s.Compact(nil, 2, 1<<20, nil)
-	if err != nil || res.Next != nil {
-		t.Fatalf("compact: %+v, %v", res, err)
-	}
-	if limit := int(fi.Size()>>10) / 4; resident < 0 || resident > limit {
-		t.Fatalf("%d KiB of a %d KiB database resident at the end of a compaction walk over all of it; want under %d", resident, fi.Size()>>10, limit)
-	}
+	return fi.Size()
 }
