@@ -330,7 +330,7 @@ func (l *Log) Commit(sync bool) error {
 		return l.rollback(fmt.Errorf("write batch: %w", err), false)
 	}
 	rolled := l.rolled
-	if l.rolled {
+	if rolled {
 		// tidwall/wal keeps the segments a roll closes in its read cache,
 		// each with its whole content and 16 bytes of position per record
 		// (up to twice the segment size, as the buffer grew by doubling).
