@@ -47,11 +47,15 @@ const (
 func Mean(pts []sample.Point) float64 {
 	if exp, ok := decimalExp(pts); ok && len(pts) <= maxMeanN {
 		var sum int64
+		exact := true
 		for _, p := range pts {
 			m, _ := mantissa(p.V, exp)
-			sum += m
+			if sum += m; sum >= 1<<53 || sum <= -1<<53 { // |m| < 2^53: no overflow
+				exact = false
+				break
+			}
 		}
-		if math.Abs(float64(sum)) < 1<<53 {
+		if exact {
 			return float64(sum) / float64(len(pts)) / pow10[exp]
 		}
 	}
@@ -118,6 +122,13 @@ func decimalExp(pts []sample.Point) (int, bool) {
 			}
 		}
 		if exp > maxExp {
+			return 0, false
+		}
+	}
+	// A value found exact at a smaller exp may be too large at the final
+	// one (its mantissa past 2^53): check them all again.
+	for _, p := range pts {
+		if _, ok := mantissa(p.V, exp); !ok {
 			return 0, false
 		}
 	}

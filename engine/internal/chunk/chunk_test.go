@@ -103,6 +103,31 @@ func TestDecodeRejects(t *testing.T) {
 	}
 }
 
+// A value exact as a decimal at a smaller exp can be too large for the
+// exp a later value needs: the chunk is then not decimal. (Found by
+// FuzzRoundTrip: the first value came back 0.)
+func TestDecimalExpChecksEveryValue(t *testing.T) {
+	pts := []sample.Point{{T: 1, V: 576741472.384222}, {T: 2, V: 1060912.188235294}}
+	if exp, ok := decimalExp(pts); ok {
+		t.Fatalf("decimal at exp %d; 576741472.384222e9 is past 2^53", exp)
+	}
+	roundTrip(t, pts)
+	if m, want := Mean(pts), (pts[0].V+pts[1].V)/2; m != want {
+		t.Fatalf("Mean = %v, want %v", m, want)
+	}
+}
+
+// A sum of mantissas that would overflow int64 falls back to floats.
+func TestMeanDoesNotOverflow(t *testing.T) {
+	pts := make([]sample.Point, 2048)
+	for i := range pts {
+		pts[i].V = 1<<53 - 1 // the sum is 2^64 - 2048
+	}
+	if m := Mean(pts); m != 1<<53-1 {
+		t.Fatalf("Mean = %v, want %v", m, float64(1<<53-1))
+	}
+}
+
 func withByte(b []byte, i int, v byte) []byte {
 	b = append([]byte(nil), b...)
 	b[i] = v
