@@ -1,5 +1,7 @@
 package chunk
 
+import "math/bits"
+
 // bitWriter appends bits, most significant first.
 type bitWriter struct {
 	b    []byte
@@ -61,4 +63,27 @@ func (r *bitReader) readBits(n uint8) (uint64, bool) {
 		r.pos += uint64(k)
 	}
 	return v, true
+}
+
+// readOnes reads 1 bits up to the first 0, which it consumes too, or up
+// to max 1s (then no 0 follows), and returns how many 1s it read.
+func (r *bitReader) readOnes(max uint64) (uint64, bool) {
+	var q uint64
+	for {
+		if r.pos >= uint64(len(r.b))*8 {
+			return 0, false
+		}
+		off := r.pos % 8
+		ones := uint64(bits.LeadingZeros8(^(r.b[r.pos/8] << off))) // the shift fills with 0s
+		if q+ones >= max {
+			r.pos += max - q
+			return max, true
+		}
+		q += ones
+		r.pos += ones
+		if off+ones < 8 {
+			r.pos++ // the 0
+			return q, true
+		}
+	}
 }

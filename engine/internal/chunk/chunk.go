@@ -1,18 +1,22 @@
 // Package chunk encodes a run of history points compactly, in the spirit
-// of the Gorilla paper, with one addition for the decimal values metrics
-// mostly carry:
+// of the Gorilla paper, with two additions for the data metrics carry:
 //
-//   - times: delta-of-delta, bit-packed; a regular interval costs one bit
-//     a point;
-//   - values: when every value of the chunk is a decimal with at most 9
-//     digits after the point (21.5, 0.01, 1200), the integers
-//     value×10^exp are bit-packed as deltas, or as deltas of deltas when
-//     that is shorter (a counter at a steady rate): a constant costs one
-//     bit a point, a random walk in steps of 0.01 three on average;
-//     otherwise the float64 bits are XORed with the previous value,
-//     Gorilla-style.
+//   - decimal values: when every value of the chunk is a decimal with at
+//     most 9 digits after the point (21.5, 0.01, 1200), the integers
+//     value×10^exp are coded as deltas, or as deltas of deltas when that
+//     is shorter (a counter at a steady rate); otherwise the float64 bits
+//     are XORed with the previous value, Gorilla-style;
+//   - Rice codes fitted to each chunk: every integer stream (times as
+//     deltas from the chunk's mean interval or as deltas of deltas,
+//     decimal deltas) is zigzagged and Rice-coded with the parameter that
+//     makes that chunk's stream shortest, so a clock jittering by a few
+//     ms costs about 3 bits a point and a random walk in steps of up to
+//     ±1.00 about 8; a stream that is all zeros (a regular interval, a
+//     constant, a counter at a steady rate) costs nothing.
 //
-// docs/format/snapshot.md describes the bytes. The package is pure.
+// Chunks of versions 1 and 2 (v1.go, v2.go), written by earlier Sondes,
+// are still read. docs/format/snapshot.md describes the bytes. The
+// package is pure.
 package chunk
 
 import (
@@ -26,7 +30,7 @@ import (
 )
 
 // Version is the first byte of every chunk this package writes.
-const Version = 2
+const Version = 3
 
 // ErrFormat is returned for bytes that are not a chunk.
 var ErrFormat = errors.New("chunk: malformed")
@@ -147,141 +151,144 @@ func mantissa(v float64, exp int) (int64, bool) {
 func zigzag(v int64) uint64   { return uint64(v<<1) ^ uint64(v>>63) }
 func unzigzag(u uint64) int64 { return int64(u>>1) ^ -int64(u&1) }
 
-// Buckets for a zigzagged integer: a prefix of 1s ended by a 0 picks the
-// width; the last bucket has no terminating 0.
-var (
-	// A regular interval is 0; a clock that jitters by a few ms fits 4 bits.
-	timeWidths = []uint8{0, 4, 8, 14, 24, 64}
-	// A 0.01 random walk steps by -1, 0 or +1.
-	deltaWidths = []uint8{0, 2, 7, 14, 24, 64}
-)
-
-func writeVarBits(w *bitWriter, u uint64, widths []uint8) {
-	for i, width := range widths {
-		last := i == len(widths)-1
-		if last || (width == 0 && u == 0) || (width > 0 && width < 64 && u < 1<<width) {
-			for range i {
-				w.writeBit(true)
-			}
-			if !last {
-				w.writeBit(false)
-			}
-			w.writeBits(u, width)
-			return
-		}
-	}
+// valueHead is what a chunk of version 2 or 3 says of its values before
+// the bit stream: the mode and the first value.
+type valueHead struct {
+	mode byte
+	exp  int
+	m, n int64  // first mantissa (or sum) and, mode 3, first count
+	v    uint64 // mode 0: the first value's bits
 }
 
-func readVarBits(r *bitReader, widths []uint8) (uint64, bool) {
-	i := 0
-	for i < len(widths)-1 {
-		bit, ok := r.readBit()
-		if !ok {
-			return 0, false
-		}
-		if !bit {
-			break
-		}
-		i++
+func (h valueHead) first() float64 {
+	switch h.mode {
+	case modeFloat:
+		return math.Float64frombits(h.v)
+	case modeMean:
+		return float64(h.m) / float64(h.n) / pow10[h.exp]
 	}
-	return r.readBits(widths[i])
+	return float64(h.m) / pow10[h.exp]
 }
 
-// Append encodes pts (oldest first, at least one) onto dst. Decimal
-// values are tried as deltas and as deltas of deltas; the shorter wins.
-func Append(dst []byte, pts []sample.Point) []byte {
-	exp, decimal := decimalExp(pts)
-	if !decimal {
-		if exp, ok := meanExp(pts); ok {
-			return appendMode(dst, pts, modeMean, exp)
-		}
-		return appendMode(dst, pts, modeFloat, 0)
+func appendValueHead(dst []byte, h valueHead) []byte {
+	if h.mode == modeFloat {
+		return binary.LittleEndian.AppendUint64(append(dst, modeFloat), h.v)
 	}
-	n := len(dst)
-	dst = appendMode(dst, pts, modeDecimal, exp)
-	alt := appendMode(nil, pts, modeDecimalDoD, exp)
-	if len(alt) < len(dst)-n {
-		dst = append(dst[:n], alt...)
+	dst = binary.AppendVarint(append(dst, h.mode, byte(h.exp)), h.m)
+	if h.mode == modeMean {
+		dst = binary.AppendUvarint(dst, uint64(h.n))
 	}
 	return dst
 }
 
-func appendMode(dst []byte, pts []sample.Point, mode byte, exp int) []byte {
-	dst = append(dst, Version)
-	dst = binary.AppendUvarint(dst, uint64(len(pts)))
-	dst = binary.AppendVarint(dst, pts[0].T)
-	dst = binary.AppendVarint(dst, pts[len(pts)-1].T)
-	var prevM, prevMD, prevN int64
-	prevV := math.Float64bits(pts[0].V)
-	switch mode {
+func readValueHead(b []byte) (valueHead, []byte, error) {
+	var h valueHead
+	if len(b) < 1 {
+		return h, nil, fmt.Errorf("%w: value mode", ErrFormat)
+	}
+	h.mode = b[0]
+	b = b[1:]
+	switch h.mode {
+	case modeDecimal, modeDecimalDoD, modeMean:
+		if len(b) < 1 || b[0] > maxExp {
+			return h, nil, fmt.Errorf("%w: decimal exponent", ErrFormat)
+		}
+		h.exp = int(b[0])
+		var k int
+		if h.m, k = binary.Varint(b[1:]); k <= 0 {
+			return h, nil, fmt.Errorf("%w: first value", ErrFormat)
+		}
+		b = b[1+k:]
+		if h.mode == modeMean {
+			n, k := binary.Uvarint(b)
+			if k <= 0 || n == 0 || n > maxMeanN {
+				return h, nil, fmt.Errorf("%w: first count", ErrFormat)
+			}
+			b = b[k:]
+			h.n = int64(n)
+		}
 	case modeFloat:
-		dst = append(dst, modeFloat)
-		dst = binary.LittleEndian.AppendUint64(dst, prevV)
-	case modeMean:
-		dst = append(dst, mode, byte(exp))
-		prevM, prevN, _ = meanParts(pts[0].V, exp, 1)
-		dst = binary.AppendVarint(dst, prevM)
-		dst = binary.AppendUvarint(dst, uint64(prevN))
+		if len(b) < 8 {
+			return h, nil, fmt.Errorf("%w: first value", ErrFormat)
+		}
+		h.v = binary.LittleEndian.Uint64(b)
+		b = b[8:]
 	default:
-		dst = append(dst, mode, byte(exp))
-		prevM, _ = mantissa(pts[0].V, exp)
-		dst = binary.AppendVarint(dst, prevM)
+		return h, nil, fmt.Errorf("%w: value mode %d", ErrFormat, h.mode)
 	}
-	w := bitWriter{b: dst}
-	prevT, prevD := pts[0].T, int64(0)
-	lead, trail := uint8(255), uint8(0) // the XOR window in use; 255: none yet
-	for _, p := range pts[1:] {
-		d := p.T - prevT
-		writeVarBits(&w, zigzag(d-prevD), timeWidths)
-		prevT, prevD = p.T, d
-		switch mode {
-		case modeDecimal:
-			m, _ := mantissa(p.V, exp)
-			writeVarBits(&w, zigzag(m-prevM), deltaWidths)
-			prevM = m
-			continue
-		case modeDecimalDoD:
-			m, _ := mantissa(p.V, exp)
-			md := m - prevM
-			writeVarBits(&w, zigzag(md-prevMD), deltaWidths)
-			prevM, prevMD = m, md
-			continue
-		case modeMean:
-			m, n, _ := meanParts(p.V, exp, prevN)
-			writeVarBits(&w, zigzag(n-prevN), deltaWidths)
-			writeVarBits(&w, zigzag(m-prevM), deltaWidths)
-			prevM, prevN = m, n
-			continue
-		}
-		v := math.Float64bits(p.V)
-		x := v ^ prevV
-		prevV = v
-		if x == 0 {
-			w.writeBit(false)
-			continue
-		}
-		w.writeBit(true)
-		l, t := uint8(bits.LeadingZeros64(x)), uint8(bits.TrailingZeros64(x))
-		if lead != 255 && l >= lead && t >= trail {
-			w.writeBit(false) // inside the previous window
-			w.writeBits(x>>trail, 64-lead-trail)
-			continue
-		}
-		w.writeBit(true)
-		lead, trail = l, t
-		w.writeBits(uint64(lead), 6)
-		w.writeBits(uint64(64-lead-trail-1), 6)
-		w.writeBits(x>>trail, 64-lead-trail)
+	return h, b, nil
+}
+
+// xorWriter codes float64 values as the XOR of their bits with the
+// previous value's (Gorilla): 0 for the same value; 10 and the XOR's
+// bits inside the previous window; 11, 6 bits of leading zeros, 6 bits
+// of length-1, and the bits.
+type xorWriter struct {
+	prev        uint64
+	lead, trail uint8 // the window in use; lead 255: none yet
+}
+
+func (x *xorWriter) write(w *bitWriter, v float64) {
+	b := math.Float64bits(v)
+	d := b ^ x.prev
+	x.prev = b
+	if d == 0 {
+		w.writeBit(false)
+		return
 	}
-	return w.b
+	w.writeBit(true)
+	l, t := uint8(bits.LeadingZeros64(d)), uint8(bits.TrailingZeros64(d))
+	if x.lead != 255 && l >= x.lead && t >= x.trail {
+		w.writeBit(false) // inside the previous window
+		w.writeBits(d>>x.trail, 64-x.lead-x.trail)
+		return
+	}
+	w.writeBit(true)
+	x.lead, x.trail = l, t
+	w.writeBits(uint64(l), 6)
+	w.writeBits(uint64(64-l-t-1), 6)
+	w.writeBits(d>>t, 64-l-t)
+}
+
+// xorReader reads what an xorWriter wrote.
+type xorReader xorWriter
+
+func (x *xorReader) next(r *bitReader, i uint64) (float64, error) {
+	changed, ok := r.readBit()
+	if !ok {
+		return 0, fmt.Errorf("%w: value of point %d", ErrFormat, i)
+	}
+	if changed {
+		fresh, ok := r.readBit()
+		if !ok {
+			return 0, fmt.Errorf("%w: value of point %d", ErrFormat, i)
+		}
+		if fresh {
+			l, ok1 := r.readBits(6)
+			size, ok2 := r.readBits(6)
+			if !ok1 || !ok2 || l+size+1 > 64 {
+				return 0, fmt.Errorf("%w: value window of point %d", ErrFormat, i)
+			}
+			x.lead, x.trail = uint8(l), uint8(64-l-size-1)
+		} else if x.lead == 255 {
+			return 0, fmt.Errorf("%w: value of point %d reuses no window", ErrFormat, i)
+		}
+		d, ok := r.readBits(64 - x.lead - x.trail)
+		if !ok {
+			return 0, fmt.Errorf("%w: value of point %d", ErrFormat, i)
+		}
+		x.prev ^= d << x.trail
+	}
+	return math.Float64frombits(x.prev), nil
 }
 
 // Header returns a chunk's point count and its first and last times, of
-// either version (v1.go).
+// any version, and what follows them (the value mode first).
 func Header(b []byte) (n uint64, first, last int64, rest []byte, err error) {
-	if len(b) < 1 || (b[0] != Version && b[0] != version1) {
+	if len(b) < 1 || b[0] < version1 || b[0] > Version {
 		return 0, 0, 0, nil, fmt.Errorf("%w: version", ErrFormat)
 	}
+	v := b[0]
 	b = b[1:]
 	var k int
 	if n, k = binary.Uvarint(b); k <= 0 || n == 0 {
@@ -292,124 +299,30 @@ func Header(b []byte) (n uint64, first, last int64, rest []byte, err error) {
 		return 0, 0, 0, nil, fmt.Errorf("%w: first time", ErrFormat)
 	}
 	b = b[k:]
+	if v >= 3 {
+		span, k := binary.Uvarint(b)
+		if k <= 0 {
+			return 0, 0, 0, nil, fmt.Errorf("%w: time span", ErrFormat)
+		}
+		return n, first, first + int64(span), b[k:], nil
+	}
 	if last, k = binary.Varint(b); k <= 0 {
 		return 0, 0, 0, nil, fmt.Errorf("%w: last time", ErrFormat)
 	}
 	return n, first, last, b[k:], nil
 }
 
-// Decode appends the points of chunk b, of either version, to dst.
+// Decode appends the points of chunk b, of any version, to dst.
 func Decode(b []byte, dst []sample.Point) ([]sample.Point, error) {
-	n, first, _, rest, err := Header(b)
+	n, first, last, rest, err := Header(b)
 	if err != nil {
 		return dst, err
 	}
-	if b[0] == version1 {
+	switch b[0] {
+	case version1:
 		return decodeV1(rest, n, first, dst)
+	case version2:
+		return decodeV2(rest, n, first, dst)
 	}
-	b = rest
-	if n > uint64(len(b))*8+1 { // every later point takes at least one bit
-		return dst, fmt.Errorf("%w: %d points in %d bytes", ErrFormat, n, len(b))
-	}
-	if len(b) < 1 {
-		return dst, fmt.Errorf("%w: value mode", ErrFormat)
-	}
-	mode := b[0]
-	b = b[1:]
-	var exp int
-	var prevM, prevMD, prevN int64
-	var prevV uint64
-	switch mode {
-	case modeDecimal, modeDecimalDoD, modeMean:
-		if len(b) < 1 || b[0] > maxExp {
-			return dst, fmt.Errorf("%w: decimal exponent", ErrFormat)
-		}
-		exp = int(b[0])
-		var k int
-		if prevM, k = binary.Varint(b[1:]); k <= 0 {
-			return dst, fmt.Errorf("%w: first value", ErrFormat)
-		}
-		b = b[1+k:]
-		prevV = math.Float64bits(float64(prevM) / pow10[exp])
-		if mode == modeMean {
-			n, k := binary.Uvarint(b)
-			if k <= 0 || n == 0 || n > maxMeanN {
-				return dst, fmt.Errorf("%w: first count", ErrFormat)
-			}
-			b = b[k:]
-			prevN = int64(n)
-			prevV = math.Float64bits(float64(prevM) / float64(prevN) / pow10[exp])
-		}
-	case modeFloat:
-		if len(b) < 8 {
-			return dst, fmt.Errorf("%w: first value", ErrFormat)
-		}
-		prevV = binary.LittleEndian.Uint64(b)
-		b = b[8:]
-	default:
-		return dst, fmt.Errorf("%w: value mode %d", ErrFormat, mode)
-	}
-	dst = append(dst, sample.Point{T: first, V: math.Float64frombits(prevV)})
-	r := bitReader{b: b}
-	prevT, prevD := first, int64(0)
-	lead, trail := uint8(255), uint8(0)
-	for i := uint64(1); i < n; i++ {
-		u, ok := readVarBits(&r, timeWidths)
-		if !ok {
-			return dst, fmt.Errorf("%w: time of point %d", ErrFormat, i)
-		}
-		prevD += unzigzag(u)
-		prevT += prevD
-		if mode == modeMean {
-			un, ok1 := readVarBits(&r, deltaWidths)
-			um, ok2 := readVarBits(&r, deltaWidths)
-			prevN += unzigzag(un)
-			if !ok1 || !ok2 || prevN < 1 || prevN > maxMeanN {
-				return dst, fmt.Errorf("%w: value of point %d", ErrFormat, i)
-			}
-			prevM += unzigzag(um)
-			dst = append(dst, sample.Point{T: prevT, V: float64(prevM) / float64(prevN) / pow10[exp]})
-			continue
-		}
-		if mode != modeFloat {
-			if u, ok = readVarBits(&r, deltaWidths); !ok {
-				return dst, fmt.Errorf("%w: value of point %d", ErrFormat, i)
-			}
-			if mode == modeDecimalDoD {
-				prevMD += unzigzag(u)
-				prevM += prevMD
-			} else {
-				prevM += unzigzag(u)
-			}
-			dst = append(dst, sample.Point{T: prevT, V: float64(prevM) / pow10[exp]})
-			continue
-		}
-		changed, ok := r.readBit()
-		if !ok {
-			return dst, fmt.Errorf("%w: value of point %d", ErrFormat, i)
-		}
-		if changed {
-			fresh, ok := r.readBit()
-			if !ok {
-				return dst, fmt.Errorf("%w: value of point %d", ErrFormat, i)
-			}
-			if fresh {
-				l, ok1 := r.readBits(6)
-				size, ok2 := r.readBits(6)
-				if !ok1 || !ok2 || l+size+1 > 64 {
-					return dst, fmt.Errorf("%w: value window of point %d", ErrFormat, i)
-				}
-				lead, trail = uint8(l), uint8(64-l-size-1)
-			} else if lead == 255 {
-				return dst, fmt.Errorf("%w: value of point %d reuses no window", ErrFormat, i)
-			}
-			x, ok := r.readBits(64 - lead - trail)
-			if !ok {
-				return dst, fmt.Errorf("%w: value of point %d", ErrFormat, i)
-			}
-			prevV ^= x << trail
-		}
-		dst = append(dst, sample.Point{T: prevT, V: math.Float64frombits(prevV)})
-	}
-	return dst, nil
+	return decodeV3(rest, n, first, last, dst)
 }

@@ -8,7 +8,8 @@ import (
 	"strings"
 )
 
-// Every value Sonde writes into snapshot.db is sealed (format version 2):
+// Every value Sonde writes into snapshot.db is sealed (format version 2
+// and later):
 //
 //	+------+------------------------------------------+---------+
 //	| 0xC3 | CRC32-C(bucket | 0x00 | key | payload) LE | payload |
@@ -19,7 +20,7 @@ import (
 // value: a flipped byte there reads back as other data. The seal finds it
 // when the value is read, and names the bucket and key. Values written by
 // format version 1 have no seal and are read as they are; their first byte
-// is never 0xC3 (a state or chunk version, 1 or 2, or the high byte of a
+// is never 0xC3 (a state or chunk version, 1 to 3, or the high byte of a
 // big-endian index or time, 0).
 const sealMark = 0xC3
 

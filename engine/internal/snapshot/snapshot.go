@@ -42,8 +42,11 @@ var (
 
 const (
 	// formatVersion 2 seals every value (seal.go); version 1 files are
-	// read as they are and become version 2 at open.
-	formatVersion = 2
+	// read as they are. Version 3 may hold chunks of chunk version 3,
+	// which a Sonde from before cannot read: it refuses the file instead
+	// of taking its history for damage. Older files become version 3 at
+	// open.
+	formatVersion = 3
 	// stateVersion 2 adds Covers; version 1 states are read with Covers 0.
 	// Version 3 adds the tail (tail.go); earlier states have none.
 	stateVersion = 3

@@ -51,7 +51,7 @@ func TestChunkRoundTrip(t *testing.T) {
 	pts := []sample.Point{{T: 1000, V: 1}, {T: 2000, V: 1}, {T: 3000, V: 1.5}, {T: 3000, V: -7},
 		{T: 2500, V: math.MaxFloat64}, {T: 1 << 50, V: math.SmallestNonzeroFloat64}, {T: -3, V: 0}}
 	// What is written now, and what older Sondes wrote: both are read.
-	for version, enc := range map[int]func([]byte, []sample.Point) []byte{2: AppendChunk, 1: appendChunkV1} {
+	for version, enc := range map[int]func([]byte, []sample.Point) []byte{3: AppendChunk, 1: appendChunkV1} {
 		for n := 1; n <= len(pts); n++ {
 			b := enc(nil, pts[:n])
 			if int(b[0]) != version {
