@@ -107,7 +107,7 @@ func parseFlags(args []string) (config, error) {
 	fs.DurationVar(&c.snapshotInterval, "snapshot-interval", 10*time.Second, "how often changes are stored into the snapshot database")
 	fs.IntVar(&c.snapshotRecords, "snapshot-records", 1<<23, "take a snapshot early once the WAL holds this many records past the last one")
 	fs.DurationVar(&c.snapshotQuiet, "snapshot-quiet", time.Second, "take a snapshot early once writes have been quiet this long with 65536 records or more not yet stored; 0 turns it off")
-	fs.IntVar(&c.snapshotMemory, "snapshot-memory", 64<<20, "bytes one snapshot may use whatever the number of changed series (beyond 8 per changed series); it writes in transactions of a quarter of it")
+	fs.IntVar(&c.snapshotMemory, "snapshot-memory", 16<<20, "bytes one snapshot may use whatever the number of changed series (beyond 8 per changed series); it writes in transactions of a quarter of it")
 	fs.IntVar(&c.ringSize, "ring", 0, "stored history points each series also keeps in memory (points not yet in the snapshot database are always there)")
 	fs.IntVar(&c.vaporPoints, "vapor-points", 120, "recent points /vapor returns per key")
 	fs.StringVar(&c.retentionFile, "retention", "", "retention policy file (docs/retention.md); default: "+retention.DefaultText)
