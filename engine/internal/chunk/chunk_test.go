@@ -134,6 +134,8 @@ func TestDecodeRejects(t *testing.T) {
 	good := Append(nil, []sample.Point{{T: 1, V: 1.5}, {T: 2, V: 2.5}, {T: 3, V: 7}})
 	// A constant at a regular interval: both streams are zeros, no bits.
 	free := Append(nil, []sample.Point{{T: 10, V: 1}, {T: 20, V: 1}, {T: 30, V: 1}})
+	// The same, all at one time: more of them would decode to one time.
+	same := Append(nil, []sample.Point{{T: 10, V: 1}, {T: 10, V: 1}, {T: 10, V: 1}})
 	if got := free[len(free)-1]; got != timeBase|kZero {
 		t.Fatalf("time byte %#x, want zeros", got)
 	}
@@ -149,6 +151,8 @@ func TestDecodeRejects(t *testing.T) {
 		"bad value k":       withByte(free, len(free)-2, kZero+1),
 		"bad time byte":     withByte(free, len(free)-1, 0x40|kZero),
 		"times miss last":   withByte(free, 3, 21), // span 21, not 20
+		"one point, a span": {Version, 1, 0, 5, modeFloat, 0, 0, 0, 0, 0, 0, 0, 0, 0xBF},
+		"many points, free": append(binary.AppendUvarint([]byte{Version}, maxFree+1), append(same[2:], make([]byte, maxFree/8)...)...),
 	} {
 		if _, err := Decode(b, nil); !errors.Is(err, ErrFormat) {
 			t.Errorf("%s: %v, want ErrFormat", name, err)

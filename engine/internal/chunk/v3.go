@@ -136,7 +136,7 @@ var encoders = sync.Pool{New: func() any { return new(encoder) }}
 func Append(dst []byte, pts []sample.Point) []byte {
 	e := encoders.Get().(*encoder)
 	dst = e.append(dst, pts)
-	if cap(e.m) <= 1<<16 {
+	if max(cap(e.m), cap(e.t[0]), cap(e.t[1])) <= 1<<16 {
 		encoders.Put(e)
 	}
 	return dst
@@ -269,6 +269,12 @@ func decodeV3(b []byte, n uint64, first, last int64, dst []sample.Point) ([]samp
 	b = b[ks+1:]
 	if vk[0] > kZero || vk[1] > kZero || tb&0x40 != 0 {
 		return dst, fmt.Errorf("%w: stream parameters", ErrFormat)
+	}
+	if n > maxFree && (vk[0] == kZero || vk[1] == kZero || tb&0x3f == kZero) {
+		return dst, fmt.Errorf("%w: %d points with a stream of no bits", ErrFormat, n)
+	}
+	if n == 1 && last != first {
+		return dst, fmt.Errorf("%w: one point spanning %d ms", ErrFormat, last-first)
 	}
 	r := bitReader{b: b}
 	start := len(dst)
