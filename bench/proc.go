@@ -40,8 +40,14 @@ type Server struct {
 
 // StartSonde starts bin on dir with free loopback ports and waits for its
 // "listening" log line. extra are more flags.
+//
+// The command listener's one-shot rule is off (-tcp-oneshot-idle -1s): the
+// load's clients write as soon as they connect, so Sonde would take them
+// for scripted nc sessions and close them after 300 ms without a line,
+// which a paced or CPU-starved client can reach (seen with the machine
+// three times oversubscribed: "the server closed the connection").
 func StartSonde(ctx context.Context, bin, dir string, extra ...string) (*Server, error) {
-	args := append([]string{"-data", dir, "-tcp", "127.0.0.1:0", "-graphite", "127.0.0.1:0", "-collectd", "127.0.0.1:0", "-statsd", "127.0.0.1:0", "-http", "127.0.0.1:0", "-log-format", "json"}, extra...)
+	args := append([]string{"-data", dir, "-tcp", "127.0.0.1:0", "-graphite", "127.0.0.1:0", "-collectd", "127.0.0.1:0", "-statsd", "127.0.0.1:0", "-http", "127.0.0.1:0", "-log-format", "json", "-tcp-oneshot-idle", "-1s"}, extra...)
 	cmd := exec.Command(bin, args...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {

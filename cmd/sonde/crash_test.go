@@ -563,7 +563,9 @@ func TestCrashKill9ManySeries(t *testing.T) {
 	t.Logf("seed %d", seed)
 	rng := rand.New(rand.NewPCG(seed, 2))
 	dir := t.TempDir()
-	flags := []string{"-snapshot-interval", "20ms", "-snapshot-memory", "65536", "-ring", "8"}
+	// -tcp-oneshot-idle=-1s: the load's connections write at once, and a
+	// starved client pausing 300 ms would be closed as a scripted one.
+	flags := []string{"-snapshot-interval", "20ms", "-snapshot-memory", "65536", "-ring", "8", "-tcp-oneshot-idle", "-1s"}
 	// sent[c][i] is the newest value sent to key i of connection c,
 	// acked[c][i] the newest acknowledged; values go 1, 2, 3, ... and a
 	// connection's replies come in order, so 1..acked are all acknowledged.
