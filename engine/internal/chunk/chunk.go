@@ -49,7 +49,7 @@ const (
 // float64(n) / 10^exp, which a chunk stores in a few bits (mode 3); else
 // as the float sum over n.
 func Mean(pts []sample.Point) float64 {
-	if exp, ok := decimalExp(pts); ok && len(pts) <= maxMeanN {
+	if exp, ok := decimalExp(pts, nil); ok && len(pts) <= maxMeanN {
 		var sum int64
 		exact := true
 		for _, p := range pts {
@@ -116,8 +116,10 @@ func meanExp(pts []sample.Point) (int, bool) {
 var pow10 = [maxExp + 1]float64{1, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9}
 
 // decimalExp returns the smallest exp such that every value is exactly
-// float64(m)/10^exp for an integer m of at most 53 bits.
-func decimalExp(pts []sample.Point) (int, bool) {
+// float64(m)/10^exp for an integer m of at most 53 bits. When ms is not
+// nil, the mantissas m are appended to it (a chunk's encoder uses them);
+// nothing is when it fails.
+func decimalExp(pts []sample.Point, ms *[]int64) (int, bool) {
 	exp := 0
 	for _, p := range pts {
 		for ; exp <= maxExp; exp++ {
@@ -131,9 +133,16 @@ func decimalExp(pts []sample.Point) (int, bool) {
 	}
 	// A value found exact at a smaller exp may be too large at the final
 	// one (its mantissa past 2^53): check them all again.
-	for _, p := range pts {
-		if _, ok := mantissa(p.V, exp); !ok {
+	for i, p := range pts {
+		m, ok := mantissa(p.V, exp)
+		if !ok {
+			if ms != nil {
+				*ms = (*ms)[:len(*ms)-i] // none of them on failure
+			}
 			return 0, false
+		}
+		if ms != nil {
+			*ms = append(*ms, m)
 		}
 	}
 	return exp, true

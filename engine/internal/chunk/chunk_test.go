@@ -165,8 +165,13 @@ func TestDecodeRejects(t *testing.T) {
 // FuzzRoundTrip: the first value came back 0.)
 func TestDecimalExpChecksEveryValue(t *testing.T) {
 	pts := []sample.Point{{T: 1, V: 576741472.384222}, {T: 2, V: 1060912.188235294}}
-	if exp, ok := decimalExp(pts); ok {
-		t.Fatalf("decimal at exp %d; 576741472.384222e9 is past 2^53", exp)
+	ms := []int64{7}
+	if exp, ok := decimalExp(pts, &ms); ok || len(ms) != 1 {
+		t.Fatalf("decimal at exp %d (%v), mantissas %v; 576741472.384222e9 is past 2^53", exp, ok, ms)
+	}
+	// Failing on a later value leaves no mantissa of the earlier ones.
+	if exp, ok := decimalExp(append([]sample.Point{{V: 0.5}}, pts...), &ms); ok || len(ms) != 1 {
+		t.Fatalf("decimal at exp %d (%v), mantissas %v", exp, ok, ms)
 	}
 	roundTrip(t, pts)
 	if m, want := Mean(pts), (pts[0].V+pts[1].V)/2; m != want {

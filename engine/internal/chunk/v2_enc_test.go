@@ -3,7 +3,6 @@ package chunk
 import (
 	"encoding/binary"
 	"math"
-	"math/bits"
 
 	"github.com/sonde-metrics/sonde/engine/sample"
 )
@@ -27,7 +26,7 @@ func writeVarBits(w *bitWriter, u uint64, widths []uint8) {
 // appendV2 is the version 2 encoder, kept to test that version 2 chunks
 // still decode.
 func appendV2(dst []byte, pts []sample.Point) []byte {
-	exp, decimal := decimalExp(pts)
+	exp, decimal := decimalExp(pts, nil)
 	if !decimal {
 		if exp, ok := meanExp(pts); ok {
 			return appendModeV2(dst, pts, modeMean, exp)
@@ -48,25 +47,17 @@ func appendModeV2(dst []byte, pts []sample.Point, mode byte, exp int) []byte {
 	dst = binary.AppendUvarint(dst, uint64(len(pts)))
 	dst = binary.AppendVarint(dst, pts[0].T)
 	dst = binary.AppendVarint(dst, pts[len(pts)-1].T)
-	var prevM, prevMD, prevN int64
-	prevV := math.Float64bits(pts[0].V)
+	h := valueHead{mode: mode, exp: exp, v: math.Float64bits(pts[0].V)}
 	switch mode {
-	case modeFloat:
-		dst = append(dst, modeFloat)
-		dst = binary.LittleEndian.AppendUint64(dst, prevV)
 	case modeMean:
-		dst = append(dst, mode, byte(exp))
-		prevM, prevN, _ = meanParts(pts[0].V, exp, 1)
-		dst = binary.AppendVarint(dst, prevM)
-		dst = binary.AppendUvarint(dst, uint64(prevN))
-	default:
-		dst = append(dst, mode, byte(exp))
-		prevM, _ = mantissa(pts[0].V, exp)
-		dst = binary.AppendVarint(dst, prevM)
+		h.m, h.n, _ = meanParts(pts[0].V, exp, 1)
+	case modeDecimal, modeDecimalDoD:
+		h.m, _ = mantissa(pts[0].V, exp)
 	}
-	w := bitWriter{b: dst}
+	w := bitWriter{b: appendValueHead(dst, h)}
+	prevM, prevMD, prevN := h.m, int64(0), h.n
 	prevT, prevD := pts[0].T, int64(0)
-	lead, trail := uint8(255), uint8(0) // the XOR window in use; 255: none yet
+	x := xorWriter{prev: h.v, lead: 255}
 	for _, p := range pts[1:] {
 		d := p.T - prevT
 		writeVarBits(&w, zigzag(d-prevD), timeWidths)
@@ -76,39 +67,19 @@ func appendModeV2(dst []byte, pts []sample.Point, mode byte, exp int) []byte {
 			m, _ := mantissa(p.V, exp)
 			writeVarBits(&w, zigzag(m-prevM), deltaWidths)
 			prevM = m
-			continue
 		case modeDecimalDoD:
 			m, _ := mantissa(p.V, exp)
 			md := m - prevM
 			writeVarBits(&w, zigzag(md-prevMD), deltaWidths)
 			prevM, prevMD = m, md
-			continue
 		case modeMean:
 			m, n, _ := meanParts(p.V, exp, prevN)
 			writeVarBits(&w, zigzag(n-prevN), deltaWidths)
 			writeVarBits(&w, zigzag(m-prevM), deltaWidths)
 			prevM, prevN = m, n
-			continue
+		default:
+			x.write(&w, p.V)
 		}
-		v := math.Float64bits(p.V)
-		x := v ^ prevV
-		prevV = v
-		if x == 0 {
-			w.writeBit(false)
-			continue
-		}
-		w.writeBit(true)
-		l, t := uint8(bits.LeadingZeros64(x)), uint8(bits.TrailingZeros64(x))
-		if lead != 255 && l >= lead && t >= trail {
-			w.writeBit(false) // inside the previous window
-			w.writeBits(x>>trail, 64-lead-trail)
-			continue
-		}
-		w.writeBit(true)
-		lead, trail = l, t
-		w.writeBits(uint64(lead), 6)
-		w.writeBits(uint64(64-lead-trail-1), 6)
-		w.writeBits(x>>trail, 64-lead-trail)
 	}
 	return w.b
 }

@@ -154,12 +154,8 @@ func (e *encoder) append(dst []byte, pts []sample.Point) []byte {
 	h := valueHead{mode: modeFloat, v: math.Float64bits(pts[0].V)}
 	e.m, e.n = e.m[:0], e.n[:0]
 	e.v[0], e.v[1] = e.v[0][:0], e.v[1][:0]
-	if exp, ok := decimalExp(pts); ok {
+	if exp, ok := decimalExp(pts, &e.m); ok {
 		h = valueHead{mode: modeDecimal, exp: exp}
-		for _, p := range pts {
-			m, _ := mantissa(p.V, exp)
-			e.m = append(e.m, m)
-		}
 		var prevD int64
 		for i := 1; i < n; i++ {
 			d := e.m[i] - e.m[i-1]
