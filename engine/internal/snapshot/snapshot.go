@@ -157,6 +157,13 @@ func (s *Store) SetChunkPoints(n int) {
 	}
 }
 
+// allocSize is how much bbolt grows the file by past what its pages
+// need (its default is 16 MiB). The file never shrinks, and the slack
+// counts in its size: 16 MiB was a sixth of the file after five minutes
+// of the soak (docs/benchmarks.md). Each step costs a truncate and an
+// fsync; 1 MiB steps are a few a second at the soak's 200k samples/s.
+const allocSize = 1 << 20
+
 // Open opens or creates the store at path.
 func Open(path string) (s *Store, err error) {
 	defer caught(&err)
@@ -173,6 +180,7 @@ func Open(path string) (s *Store, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("open snapshot database: %w", err)
 	}
+	db.AllocSize = allocSize
 	s = &Store{db: db, maxChunk: math.MaxInt32}
 	defer func() {
 		if err != nil {

@@ -6,8 +6,12 @@ import (
 	"fmt"
 	"math"
 	"math/bits"
+	"math/rand/v2"
+	"os"
 	"path/filepath"
 	"testing"
+
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/sonde-metrics/sonde/engine/sample"
 )
@@ -137,6 +141,50 @@ func TestCommitLoadHistory(t *testing.T) {
 	s.Load(func(*State) error { n++; return nil })
 	if n != 0 {
 		t.Fatalf("%d series after dropping the only one", n)
+	}
+}
+
+// TestFileGrowsInSmallSteps: the file is never more than allocSize past
+// the pages it holds, where bbolt's default grows it 16 MiB at a time
+// once it is past 16 MiB.
+func TestFileGrowsInSmallSteps(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "s.db")
+	s, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	rng := rand.New(rand.NewPCG(1, 2))
+	const perCommit, points = 500, 600 // random floats: about 8 bytes a point
+	var ups []Update
+	var states []State
+	for c := 0; c < 10; c++ {
+		ups, states = ups[:0], states[:0]
+		for i := range perCommit {
+			states = append(states, State{Key: fmt.Sprintf("k%02d.%04d", c, i), Kind: sample.Gauge, Ordinal: points, Created: 1})
+		}
+		for i := range states {
+			pts := make([]sample.Point, points)
+			for j := range pts {
+				pts[j] = sample.Point{T: int64(j+1) * 1000, V: rng.Float64()}
+			}
+			ups = append(ups, Update{Key: states[i].Key, State: &states[i], Points: pts, FirstOrdinal: 1})
+		}
+		if err := s.Commit(uint64(c+1), ups); err != nil {
+			t.Fatal(err)
+		}
+		st, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var used int64
+		s.db.View(func(tx *bolt.Tx) error { used = tx.Size(); return nil })
+		if st.Size()-used > allocSize+2*int64(os.Getpagesize()) { // bbolt counts a page or two past its last
+			t.Fatalf("after commit %d: the file is %d bytes for %d bytes of pages", c, st.Size(), used)
+		}
+		if c == 9 && used < 24<<20 {
+			t.Fatalf("the test wrote %d bytes of pages, too few to pass bbolt's 16 MiB steps", used)
+		}
 	}
 }
 
