@@ -87,6 +87,7 @@ type committer struct {
 	series  map[string]*series // the committer's view: what its queued records leave
 	windows windowHeap
 	pend    []pending
+	found   []*series   // the group's ops' series as the group began (commit)
 	ticks   []string    // keys whose idle window ended in this group
 	undo    []undoEntry // committer state before the group's changes
 	group   uint64      // numbers the groups, for touch

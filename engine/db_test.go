@@ -132,6 +132,36 @@ func TestOperationsAndErrors(t *testing.T) {
 	}
 }
 
+// TestDeleteAndCreateInOneGroup: the committer looks up a group's series
+// before it takes the ops (find); an op after a DELETE of a series that
+// existed before the group must see the new incarnation, or none.
+func TestDeleteAndCreateInOneGroup(t *testing.T) {
+	db := openDB(t, t.TempDir(), Options{})
+	defer db.Close()
+	if errs := apply(t, db, set("a", 1), set("a", 2), incr("c", 1)); errs[0] != nil || errs[1] != nil || errs[2] != nil {
+		t.Fatalf("setup: %v", errs)
+	}
+	errs := apply(t, db,
+		del("a"), del("a"), set("a", 7), incr("a", 1),
+		del("c"), set("c", 2), set("c", 3),
+	)
+	want := []error{nil, ErrNotFound, nil, ErrKind, nil, nil, nil}
+	for i := range want {
+		if (want[i] == nil) != (errs[i] == nil) || (want[i] != nil && !errors.Is(errs[i], want[i])) {
+			t.Errorf("op %d: err %v, want %v", i, errs[i], want[i])
+		}
+	}
+	if a, ok := db.Get("a"); !ok || a.Value != 7 || a.Kind != sample.Gauge || a.Points != 1 {
+		t.Errorf("a = %+v, want 7 with one point (deleted then set again)", a)
+	}
+	if c, ok := db.Get("c"); !ok || c.Value != 3 || c.Kind != sample.Gauge || c.Points != 2 {
+		t.Errorf("c = %+v, want a GAUGE 3 with two points (a COUNTER deleted, then set)", c)
+	}
+	if got := history(t, db, "c"); !equalFloats(got, []float64{2, 3}) {
+		t.Errorf("history c = %v, want [2 3]", got)
+	}
+}
+
 func TestSeriesLimit(t *testing.T) {
 	db := openDB(t, t.TempDir(), Options{MaxSeries: 2})
 	defer db.Close()
