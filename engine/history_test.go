@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/sonde-metrics/sonde/engine/internal/ring"
 	"github.com/sonde-metrics/sonde/engine/sample"
+	"github.com/sonde-metrics/sonde/retention"
 )
 
 // dayLoad writes a day of points at 10 s for the given series through the
@@ -231,9 +233,14 @@ func TestStatsHistoryIsExact(t *testing.T) {
 }
 
 // TestIdleStoreRunsNoPasses checks that snapshots with nothing new to
-// store start no compaction or retention pass, and that new data does.
+// store start no compaction or retention pass, that new data starts a
+// compaction pass at the next snapshot and a retention pass a minute
+// after the last one at most (fake clock).
 func TestIdleStoreRunsNoPasses(t *testing.T) {
-	db := openDB(t, t.TempDir(), Options{SnapshotInterval: time.Hour, ChunkPoints: 16})
+	var clock atomic.Int64
+	clock.Store(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).UnixMilli())
+	db := openDB(t, t.TempDir(), Options{SnapshotInterval: time.Hour, ChunkPoints: 16,
+		Now: func() time.Time { return time.UnixMilli(clock.Load()) }})
 	defer db.Close()
 	// Snapshot returns after the snapshot; the passes after it run before
 	// the snapshotter takes the next request, so a second one waits for
@@ -254,12 +261,81 @@ func TestIdleStoreRunsNoPasses(t *testing.T) {
 	if before.CompactionPasses < 1 || before.RetentionPasses < 1 {
 		t.Fatalf("after new data and two snapshots: %+v", before)
 	}
-	idle := snapshots(30)
+	// Idle, even for hours: nothing is kept for less than for ever here.
+	for range 30 {
+		clock.Add(10 * 60_000)
+		snapshots(1)
+	}
+	idle := db.Stats().Snapshots
 	if idle.Taken < before.Taken+30 || idle.CompactionPasses != before.CompactionPasses || idle.RetentionPasses != before.RetentionPasses {
 		t.Fatalf("30 idle snapshots ran passes: before %+v, after %+v", before, idle)
 	}
 	mustApply(t, db, set("k0", 1000))
-	if after := snapshots(2); after.CompactionPasses <= idle.CompactionPasses || after.RetentionPasses <= idle.RetentionPasses {
-		t.Fatalf("new data ran no pass: idle %+v, after %+v", idle, after)
+	after := snapshots(2)
+	if after.CompactionPasses <= idle.CompactionPasses {
+		t.Fatalf("new data ran no compaction pass: idle %+v, after %+v", idle, after)
+	}
+	if after.RetentionPasses <= idle.RetentionPasses {
+		t.Fatalf("new data ran no retention pass, the last an hour and more ago: idle %+v, after %+v", idle, after)
+	}
+	// More new data within the minute: no retention pass until it is over.
+	mustApply(t, db, set("k0", 1001))
+	soon := snapshots(2)
+	if soon.RetentionPasses != after.RetentionPasses {
+		t.Fatalf("a retention pass within a minute of the last: %+v, then %+v", after, soon)
+	}
+	clock.Add(60_000)
+	if later := snapshots(2); later.RetentionPasses <= soon.RetentionPasses {
+		t.Fatalf("new data ran no retention pass a minute on: %+v, then %+v", soon, later)
+	}
+}
+
+// TestRetentionPassWhenDue: an idle store runs a retention pass when the
+// stored history may have work, not before (fake clock).
+func TestRetentionPassWhenDue(t *testing.T) {
+	pols, err := retention.Parse("* raw:2m")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).UnixMilli()
+	var clock atomic.Int64
+	clock.Store(t0)
+	db := openDB(t, t.TempDir(), Options{SnapshotInterval: time.Hour, Retention: pols,
+		Now: func() time.Time { return time.UnixMilli(clock.Load()) }})
+	defer db.Close()
+	for i := range 10 {
+		mustApply(t, db, sample.Op{Code: sample.Set, Key: "g", Value: float64(i), Time: t0 - 10_000 + int64(i)*1000})
+	}
+	// The passes after a snapshot run before the snapshotter takes the
+	// next request: the second waits for the first's. It runs none of its
+	// own (nothing new, the same clock).
+	passes := func() int64 {
+		t.Helper()
+		for range 2 {
+			if err := db.Snapshot(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return db.Stats().Snapshots.RetentionPasses
+	}
+	first := passes() // stores the points; the first pass
+	// The newest point, t0-1s, is 2 minutes old at t0+119s: not yet due.
+	for _, at := range []int64{61_000, 90_000, 118_000} {
+		clock.Store(t0 + at)
+		if n := passes(); n != first {
+			t.Fatalf("at t0+%d ms: %d retention passes, want %d (nothing due)", at, n, first)
+		}
+		if pts := history(t, db, "g"); len(pts) != 10 {
+			t.Fatalf("at t0+%d ms: %d points, want 10", at, len(pts))
+		}
+	}
+	clock.Store(t0 + 120_000)
+	if n := passes(); n != first+1 {
+		t.Fatalf("at t0+2m: %d retention passes, want %d", n, first+1)
+	}
+	// Every point is past its keep: the ring still shows them (it is not
+	// history on disk), the stored history holds none.
+	if h := db.Stats().History; h == nil || h.Points != 0 {
+		t.Fatalf("stored history after the keep: %+v", h)
 	}
 }

@@ -30,24 +30,27 @@ func TestRetention(t *testing.T) {
 		ChunkPoints: 100, Retention: pols, RingSize: 4}
 	db := openDB(t, dir, opts)
 	defer func() { db.Close() }()
+	retainAll := func() {
+		t.Helper()
+		db.snapMu.Lock()
+		db.retention.next = nil          // a pass from the start,
+		db.retention.ended = time.Time{} // a minute after the last
+		db.snapMu.Unlock()
+		if err := db.retain(); err != nil {
+			t.Fatal(err)
+		}
+	}
 	// 1800 points, one a second from t0, value = seconds since t0; a
-	// snapshot every 100 points, so raw history is 18 chunks of 100.
+	// snapshot every 100 points, so raw history is 18 chunks of 100, and
+	// a retention pass after each (the clock stands still: passes run a
+	// minute apart by themselves).
 	for i := range 1800 {
 		mustApply(t, db, sample.Op{Code: sample.Set, Key: "g", Value: float64(i), Time: t0 + int64(i)*1000})
 		if (i+1)%100 == 0 {
 			if err := db.Snapshot(context.Background()); err != nil {
 				t.Fatal(err)
 			}
-		}
-	}
-	retainAll := func() {
-		t.Helper()
-		db.snapMu.Lock()
-		db.retention.next = nil          // a pass from the start,
-		db.retention.ended = time.Time{} // due now
-		db.snapMu.Unlock()
-		if err := db.retain(); err != nil {
-			t.Fatal(err)
+			retainAll()
 		}
 	}
 	read := func() []sample.Point {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -76,20 +77,38 @@ func (db *DB) snapshotLoop() {
 }
 
 // pass is where a background pass over the stored history (compaction,
-// retention) stands. A pass is due while one is in progress, when
-// snapshots stored records since the last one started, or, for a pass
-// that also follows the clock (retention's expiry), every `every`: an
-// idle store with a million series does not walk them all at each tick.
+// retention) stands. A compaction pass is due while one is in progress
+// or when snapshots stored records since the last one started (due);
+// retention's rule also follows the clock (retainDue). An idle store with
+// a million series does not walk them all at each tick.
 // Snapshotter-owned (under snapMu).
 type pass struct {
 	next    []byte    // where the pass in progress goes on; nil: none
 	started int64     // db.stored when the pass in progress or the last one started
 	ended   time.Time // when the last one ended
 	done    atomic.Int64
+	// Retention's: the soonest time (ms) the stored history may have work
+	// for it (snapshot.RetainResult.Due), over the last pass (at) and the
+	// one in progress (soonest).
+	at, soonest int64
 }
 
-func (p *pass) due(stored int64, every time.Duration, now time.Time) bool {
-	return p.next != nil || p.done.Load() == 0 || stored != p.started || (every > 0 && now.Sub(p.ended) >= every)
+func (p *pass) due(stored int64) bool {
+	return p.next != nil || p.done.Load() == 0 || stored != p.started
+}
+
+// retainDue says whether a retention pass is due: one is in progress,
+// none ran yet, the time came when the stored history may have work
+// (at), or snapshots stored records since the last pass started (they
+// may bring work: a point older than its keep, an archive batch
+// completed) and that pass ended a minute ago or more. A walk of every
+// series costs about a microsecond each: a loaded store runs one a
+// minute, not one per snapshot, and an idle one none until work is due.
+func (p *pass) retainDue(stored int64, every time.Duration, now time.Time) bool {
+	if p.next != nil || p.done.Load() == 0 || now.UnixMilli() >= p.at {
+		return true
+	}
+	return stored != p.started && now.Sub(p.ended) >= every
 }
 
 // step records a call of the pass that ended at next (nil: the pass is
@@ -104,8 +123,8 @@ func (p *pass) step(stored int64, next []byte, now time.Time) {
 	}
 }
 
-// retainEvery is how often an idle store runs a retention pass, for the
-// expiry that time alone brings.
+// retainEvery is how often retention passes run at most, unless one is
+// in progress.
 const retainEvery = time.Minute
 
 // errSnapshotsOff wraps the error returned by snapshots once they are off.
@@ -140,7 +159,7 @@ func (db *DB) compact() error {
 	}
 	db.snapMu.Lock()
 	defer db.snapMu.Unlock()
-	if !db.compaction.due(db.stored, 0, time.Now()) {
+	if !db.compaction.due(db.stored) {
 		return nil // nothing new since the last pass: nothing to merge
 	}
 	deadline := time.Now().Add(db.opts.CompactTime)
@@ -493,17 +512,25 @@ func (db *DB) retain() error {
 	}
 	db.snapMu.Lock()
 	defer db.snapMu.Unlock()
-	if !db.retention.due(db.stored, retainEvery, db.opts.Now()) {
+	p := &db.retention
+	if !p.retainDue(db.stored, retainEvery, db.opts.Now()) {
 		return nil
 	}
 	deadline := time.Now().Add(db.opts.CompactTime)
 	for time.Now().Before(deadline) {
-		res, err := db.store.Retain(db.retention.next, db.nowMs(), retainBudget, db.retentionOf)
+		if p.next == nil {
+			p.soonest = math.MaxInt64
+		}
+		res, err := db.store.Retain(p.next, db.nowMs(), retainBudget, db.retentionOf)
 		if err != nil {
 			return err
 		}
 		db.releasePages()
-		db.retention.step(db.stored, res.Next, db.opts.Now())
+		p.soonest = min(p.soonest, res.Due)
+		if res.Next == nil {
+			p.at = p.soonest
+		}
+		p.step(db.stored, res.Next, db.opts.Now())
 		db.archived.Add(int64(res.ArchivedPts))
 		db.expired.Add(int64(res.ExpiredRaw + res.ExpiredArch))
 		if res.ArchivedPts+res.ExpiredRaw+res.ExpiredArch > 0 {

@@ -37,6 +37,13 @@ type RetainResult struct {
 	ExpiredRaw  int    // raw chunks deleted
 	ExpiredArch int    // archive chunks deleted
 	Next        []byte // the series key to resume from; nil: the pass is over
+	// Due is the soonest time (ms) at which a series this call looked at
+	// may have retention work again, given what is stored now:
+	// math.MaxInt64 when none ever will. Points stored later are not in
+	// it (the caller's to follow). It errs early, never late: a pass that
+	// starts before it finds nothing to do, one that waited for it has
+	// missed nothing.
+	Due int64
 }
 
 func archivePrefix(key string, created uint64, step int64) []byte {
@@ -80,6 +87,7 @@ func (s *Store) Retain(from []byte, now int64, budget int, policy func(key strin
 		}
 		var st State
 		var t tally
+		res.Due = math.MaxInt64
 		var expired [][]byte // series whose tails expired
 		defer func() {
 			if err == nil {
@@ -107,10 +115,11 @@ func (s *Store) Retain(from []byte, now int64, budget int, policy func(key strin
 			}
 			key := string(k)
 			r := policy(key, st.Kind)
-			tailGone, err := retainSeries(hist, arch, wms, key, &st, now, r, &res, &t)
+			tailGone, due, err := retainSeries(hist, arch, wms, key, &st, now, r, &res, &t)
 			if err != nil {
 				return fmt.Errorf("retain %q: %w", key, err)
 			}
+			res.Due = min(res.Due, due)
 			if tailGone {
 				expired = append(expired, bytes.Clone(k))
 			}
@@ -126,26 +135,34 @@ func (s *Store) Retain(from []byte, now int64, budget int, policy func(key strin
 
 // retainSeries applies retention to one series; it reports whether its
 // tail expired, which the caller drops once its walk of the series is
-// over.
-func retainSeries(hist, arch, wms *bolt.Bucket, key string, st *State, now int64, r Retention, res *RetainResult, t *tally) (bool, error) {
+// over, and when the series may have work again (RetainResult.Due).
+func retainSeries(hist, arch, wms *bolt.Bucket, key string, st *State, now int64, r Retention, res *RetainResult, t *tally) (tailGone bool, due int64, err error) {
+	due = math.MaxInt64
+	// soon notes work that may come once now reaches at+keep.
+	soon := func(at, keep int64) {
+		if at != math.MaxInt64 {
+			due = min(due, addSat(at, keep))
+		}
+	}
 	prefix := binary.BigEndian.AppendUint64(seriesPrefix(nil, key), st.Created)
 	tail, err := readTail(st.Tail)
 	if err != nil {
-		return false, damaged(bucketSeries, []byte(key), err)
+		return false, 0, damaged(bucketSeries, []byte(key), err)
 	}
 	firstT, ok, err := firstRawTime(hist, prefix)
 	if err != nil {
-		return false, err
+		return false, 0, err
 	}
 	if !ok && tail.pieces > 0 {
 		firstT, ok = tail.first, true
 	}
-	limit := now - r.Raw // raw points before it may go, once every archive has them
+	limit := now - r.Raw         // raw points before it may go, once every archive has them
+	gate := int64(math.MaxInt64) // the oldest watermark: raw points from it on wait for archives
 	for _, a := range r.Archives {
 		wk := archivePrefix(key, st.Created, a.Step)
 		wm, stored, err := readWatermark(wms, wk)
 		if err != nil {
-			return false, err
+			return false, 0, err
 		}
 		if !stored {
 			wm = int64(math.MinInt64)
@@ -162,7 +179,7 @@ func retainSeries(hist, arch, wms *bolt.Bucket, key string, st *State, now int64
 		if ok && wm != math.MinInt64 && boundary-wm >= batch {
 			pts, err := rawPoints(hist, prefix, st.Tail, wm, boundary-1)
 			if err != nil {
-				return false, err
+				return false, 0, err
 			}
 			var out []sample.Point
 			for i := 0; i < len(pts); {
@@ -179,41 +196,66 @@ func retainSeries(hist, arch, wms *bolt.Bucket, key string, st *State, now int64
 				ak := orderedTime(bytes.Clone(wk), out[0].T)
 				if old := arch.Get(ak); old != nil {
 					if err := t.addStored(bucketArchive, ak, old, -1); err != nil {
-						return false, err
+						return false, 0, err
 					}
 				}
 				av := seal(bucketArchive, ak, AppendChunk(nil, out))
 				if err := arch.Put(ak, av); err != nil {
-					return false, err
+					return false, 0, err
 				}
 				t.add(bucketArchive, ak, len(av), uint64(len(out)), 1)
 				res.ArchivedPts += len(out)
 			}
 			wm = boundary
 			if err := wms.Put(wk, seal(bucketWatermark, wk, binary.BigEndian.AppendUint64(nil, uint64(wm)))); err != nil {
-				return false, err
+				return false, 0, err
 			}
 		}
+		// The boundary reaches wm+batch once the step of now does; and
+		// never, until the series gets newer points, if the step of its
+		// newest is short of it (then the snapshot storing them makes a
+		// pass due).
+		if ok && wm != math.MinInt64 && sample.FloorStep(st.Updated, a.Step)-wm >= batch {
+			soon(sample.FloorStep(addSat(wm, batch+a.Step-1), a.Step), 0)
+		}
 		limit = min(limit, wm)
+		gate = min(gate, wm)
 		// Expire the archive's chunks wholly older than its keep.
-		n, err := deleteOlder(bucketArchive, arch, wk, now-a.Keep, a.Step, t)
+		n, kept, err := deleteOlder(bucketArchive, arch, wk, now-a.Keep, a.Step, t)
 		if err != nil {
-			return false, err
+			return false, 0, err
 		}
 		res.ExpiredArch += n
+		soon(kept, a.Keep)
 	}
-	n, err := deleteOlder(bucketHistory, hist, prefix, limit, 1, t)
+	// Raw points past the oldest watermark wait for the archive that
+	// moves it, whose own time is counted above.
+	n, kept, err := deleteOlder(bucketHistory, hist, prefix, limit, 1, t)
 	res.ExpiredRaw += n
 	if err != nil {
-		return false, err
+		return false, 0, err
+	}
+	if kept <= gate {
+		soon(kept, r.Raw)
 	}
 	// The tail holds the newest points: it goes once all of them are
 	// older than the limit (then so are every history chunk's).
 	if tail.pieces > 0 && tail.last+1 <= limit {
 		res.ExpiredRaw += tail.pieces
-		return true, nil
+		return true, due, nil
 	}
-	return false, nil
+	if tail.pieces > 0 && tail.last+1 <= gate {
+		soon(tail.last+1, r.Raw)
+	}
+	return false, due, nil
+}
+
+// addSat returns a+b, or math.MaxInt64 past it (b >= 0).
+func addSat(a, b int64) int64 {
+	if a > math.MaxInt64-b {
+		return math.MaxInt64
+	}
+	return a + b
 }
 
 // dropTail rewrites the state of series k without its tail.
@@ -334,31 +376,31 @@ func rawPoints(hist *bolt.Bucket, prefix, tail []byte, from, to int64) ([]sample
 
 // deleteOlder deletes the chunks under prefix whose newest point (plus
 // span, the time one point covers) is at or before limit; chunks are in
-// time order, so it stops at the first it keeps.
-func deleteOlder(name []byte, b *bolt.Bucket, prefix []byte, limit, span int64, t *tally) (int, error) {
-	n := 0
+// time order, so it stops at the first it keeps, and returns that one's
+// newest point plus span (math.MaxInt64: it kept none).
+func deleteOlder(name []byte, b *bolt.Bucket, prefix []byte, limit, span int64, t *tally) (n int, kept int64, err error) {
 	c := b.Cursor()
 	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Seek(prefix) {
 		// The newest chunk of a series is looked at by every pass: its
 		// header only; the seal is checked before a chunk goes.
 		_, _, last, err := chunkHeader(peek(v))
 		if err != nil {
-			return n, damaged(name, k, err)
+			return n, 0, damaged(name, k, err)
 		}
 		if last+span > limit {
-			break
+			return n, last + span, nil
 		}
 		pts, _, _, err := header(name, k, v)
 		if err != nil {
-			return n, err
+			return n, 0, err
 		}
 		t.add(name, k, len(v), pts, -1)
 		if err := c.Delete(); err != nil {
-			return n, err
+			return n, 0, err
 		}
 		n++
 	}
-	return n, nil
+	return n, math.MaxInt64, nil
 }
 
 // Archive appends the points of the archive of step ms of an incarnation

@@ -3,7 +3,9 @@ package snapshot
 import (
 	"bytes"
 	"fmt"
+	"math"
 	"math/bits"
+	"math/rand/v2"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -360,5 +362,83 @@ func TestTailOfAReplacedIncarnation(t *testing.T) {
 	}
 	if pts, _ := s.History("g", 1, 100, 0, 100, nil, nil); len(pts) != 0 {
 		t.Fatalf("the replaced incarnation's points: %v", pts)
+	}
+}
+
+// TestRetainDueIsNeverLate: Retain's Due errs early, never late. For
+// random policies and histories (chunks, tails, archives), a pass at any
+// time before the Due of the pass before it finds nothing to do; passes
+// at each Due then carry the history through all of its retention.
+func TestRetainDueIsNeverLate(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 11))
+	fold := func(p []sample.Point) float64 { return sample.Fold(sample.Sum, p) }
+	worked := 0
+	for trial := range 40 {
+		s, err := Open(filepath.Join(t.TempDir(), "s.db"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := Retention{Raw: int64(30+rng.IntN(600)) * 1000, Fold: fold}
+		for step := int64(10_000); step <= 60_000 && rng.IntN(3) > 0; step *= 6 {
+			r.Archives = append(r.Archives, ArchiveSpec{Step: step, Keep: int64(1+rng.IntN(60)) * 60_000})
+		}
+		pol := func(string, sample.Kind) Retention { return r }
+		// Points with gaps of 1 to 20 s, stored by 1 to 5 commits.
+		n := 50 + rng.IntN(550)
+		pts := make([]sample.Point, n)
+		at := int64(1_000_000)
+		for i := range pts {
+			at += int64(1+rng.IntN(20)) * 1000
+			pts[i] = sample.Point{T: at, V: float64(i)}
+		}
+		commits := 1 + rng.IntN(5)
+		for c, from := 0, 0; c < commits; c++ {
+			to := n * (c + 1) / commits
+			st := &State{Key: "g", Kind: sample.Gauge, Updated: pts[to-1].T, Ordinal: uint64(to), Created: 1}
+			if err := s.Commit(uint64(c+1), []Update{{Key: "g", State: st, Points: pts[from:to], FirstOrdinal: uint64(from + 1)}}); err != nil {
+				t.Fatal(err)
+			}
+			from = to
+		}
+		now := pts[0].T
+		res, err := s.Retain(nil, now, 100, pol)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for pass := 0; res.Due != math.MaxInt64; pass++ {
+			if pass > 10_000 {
+				t.Fatalf("trial %d: passes never end: due %d, now %d", trial, res.Due, now)
+			}
+			due := res.Due
+			if due <= now {
+				t.Fatalf("trial %d: a pass at %d says work is due at %d, no later than itself", trial, now, due)
+			}
+			// Any time before due: nothing to do.
+			for range 3 {
+				before := now + rng.Int64N(due-now)
+				got, err := s.Retain(nil, before, 100, pol)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got.ArchivedPts+got.ExpiredRaw+got.ExpiredArch != 0 {
+					t.Fatalf("trial %d (%+v): a pass at %d, before the due %d, did %+v", trial, r, before, due, got)
+				}
+			}
+			now = due
+			if res, err = s.Retain(nil, now, 100, pol); err != nil {
+				t.Fatal(err)
+			}
+			worked += res.ArchivedPts + res.ExpiredRaw + res.ExpiredArch
+		}
+		// Nothing due ever again: every raw point and archive has expired
+		// (no archive, or one whose newest step is incomplete, keeps them).
+		later, err := s.Retain(nil, now+1<<40, 100, pol)
+		if err != nil || later.ArchivedPts+later.ExpiredRaw+later.ExpiredArch != 0 {
+			t.Fatalf("trial %d (%+v): after the last due, a pass much later did %+v (%v)", trial, r, later, err)
+		}
+		s.Close()
+	}
+	if worked == 0 {
+		t.Fatal("the passes at each due never did anything: the test tests nothing")
 	}
 }
