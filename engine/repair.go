@@ -19,6 +19,7 @@ type Report struct {
 	SnapshotIndex uint64 // the WAL index snapshot.db covers
 	Series        int    // series stored in snapshot.db
 	Entries       map[string]int
+	Pages         Pages  // Check's: how snapshot.db's pages are used
 	Records       int    // WAL records that read back
 	WALFirst      uint64 // first and last WAL index read (0: none)
 	WALLast       uint64
@@ -31,6 +32,23 @@ type Report struct {
 	Backup string
 
 	origLast uint64 // Repair: the last index the damaged WAL reached
+}
+
+// Pages says how the pages of snapshot.db are used: where its size goes.
+type Pages struct {
+	PageSize int
+	// InUse is the pages up to the highest one in use (bbolt grows the
+	// file ahead of them, and never shrinks it); Free is those of them no
+	// bucket holds (the two meta pages included): bbolt reuses them.
+	InUse, Free int
+	Buckets     map[string]BucketPages // "" is the tree of bucket names
+}
+
+// BucketPages is what the pages of one bucket hold.
+type BucketPages struct {
+	Pages int   // overflow pages included
+	Bytes int64 // their size
+	Used  int64 // what is written in them: headers, elements, keys, values
 }
 
 // probableKey names the key a damaged record seems to be about, when its
@@ -81,6 +99,10 @@ func Check(dir string) (*Report, error) {
 	}
 	rep.SnapshotIndex, rep.Entries = fr.Index, fr.Entries
 	rep.Series = fr.Entries["series"]
+	rep.Pages = Pages{PageSize: fr.Pages.PageSize, InUse: fr.Pages.InUse, Free: fr.Pages.Free, Buckets: map[string]BucketPages{}}
+	for b, u := range fr.Pages.Buckets {
+		rep.Pages.Buckets[b] = BucketPages{Pages: u.Pages, Bytes: u.Bytes, Used: u.Used}
+	}
 	for _, p := range fr.Problems {
 		rep.Problems = append(rep.Problems, p.String())
 	}

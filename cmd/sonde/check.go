@@ -80,6 +80,25 @@ func printReport(w io.Writer, rep *engine.Report) {
 	}
 	sort.Strings(parts)
 	fmt.Fprintf(w, "snapshot.db: covers WAL index %d; entries: %s\n", rep.SnapshotIndex, strings.Join(parts, ", "))
+	if pg := rep.Pages; pg.InUse > 0 {
+		mb := func(pages int) float64 { return float64(pages) * float64(pg.PageSize) / 1e6 }
+		fmt.Fprintf(w, "snapshot.db pages: %d of %d bytes (%.1f MB) up to the last in use, %d of them free (%.1f MB)\n",
+			pg.InUse, pg.PageSize, mb(pg.InUse), pg.Free, mb(pg.Free))
+		names := make([]string, 0, len(pg.Buckets))
+		for b := range pg.Buckets {
+			names = append(names, b)
+		}
+		sort.Strings(names)
+		for _, b := range names {
+			u := pg.Buckets[b]
+			label := b
+			if b == "" {
+				label = "(bucket names)"
+			}
+			fmt.Fprintf(w, "  %-14s %8d pages (%.1f MB), %.0f %% of their bytes written\n",
+				label, u.Pages, float64(u.Bytes)/1e6, 100*float64(u.Used)/float64(max(u.Bytes, 1)))
+		}
+	}
 	if rep.Records > 0 {
 		fmt.Fprintf(w, "wal: %d records read, %d to %d\n", rep.Records, rep.WALFirst, rep.WALLast)
 	}

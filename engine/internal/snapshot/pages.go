@@ -117,6 +117,24 @@ type walker struct {
 	seen    map[uint64]bool
 	lenient bool
 	damage  []error
+	pages   map[string]*PageUse // by bucket ("" for the root's own pages)
+}
+
+// PageUse is what the pages of one bucket hold.
+type PageUse struct {
+	Pages int   // pages, overflow pages included
+	Bytes int64 // their size
+	Used  int64 // bytes written in them: headers, elements, keys, values
+}
+
+// use returns the page use of bucket.
+func (w *walker) use(bucket []byte) *PageUse {
+	u := w.pages[string(bucket)]
+	if u == nil {
+		u = &PageUse{}
+		w.pages[string(bucket)] = u
+	}
+	return u
 }
 
 var errStop = errors.New("stop")
@@ -211,6 +229,13 @@ func (w *walker) walkTree(id uint64, inline []byte, sp span, fn func(k, v []byte
 	if pageHeaderSize+count*leafElemSize > len(p) {
 		return w.fail(fmt.Errorf("page %d: %d elements do not fit (%s lost)", id, count, sp))
 	}
+	var use *PageUse // nil for a bucket's inline page, which its parent's counts
+	if inline == nil {
+		use = w.use(sp.bucket)
+		use.Pages += len(p) / w.f.pageSize
+		use.Bytes += int64(len(p))
+		use.Used += pageHeaderSize
+	}
 	// A branch element's key is the first key of its child: the child
 	// holds the keys up to the next element's.
 	branchKey := func(i int) []byte {
@@ -226,6 +251,9 @@ func (w *walker) walkTree(id uint64, inline []byte, sp span, fn func(k, v []byte
 		if flags == branchPageFlag {
 			child := le.Uint64(p[e+8:])
 			key := branchKey(i)
+			if use != nil {
+				use.Used += int64(branchElemSize + len(key))
+			}
 			childSpan := span{bucket: sp.bucket, lo: key, hi: sp.hi}
 			if i+1 < count {
 				childSpan.hi = branchKey(i + 1)
@@ -256,6 +284,9 @@ func (w *walker) walkTree(id uint64, inline []byte, sp span, fn func(k, v []byte
 		if key == nil || (prev != nil && bytes.Compare(prev, key) >= 0) {
 			bad++ // reported with the keys around it, once the next good one is known
 			continue
+		}
+		if use != nil {
+			use.Used += int64(leafElemSize + ksize + vsize)
 		}
 		if bad > 0 {
 			if err := w.fail(fmt.Errorf("page %d: %s unreadable (%s lost)", id, entries(bad), span{sp.bucket, lastGood(prev, sp.lo), key})); err != nil {
@@ -314,31 +345,52 @@ func (w *walker) walkBuckets(fn func(bucket, k, v []byte) error) error {
 	})
 }
 
+// FilePages is how a bbolt file's pages are used.
+type FilePages struct {
+	PageSize int
+	// InUse is the pages up to the highest one in use (the file may be
+	// longer: bbolt grows it ahead); Free those of them that no bucket
+	// holds (bbolt's free list, rebuilt at open, and the meta pages).
+	InUse, Free int
+	Buckets     map[string]PageUse
+}
+
 // walkFile maps the bbolt file at path and walks every bucket's entries
 // with fn (lenient: it goes on past damage). It returns the damage found;
 // a missing or empty file has none, and no entries.
 func walkFile(path string, lenient bool, fn func(bucket, k, v []byte) error) ([]error, error) {
+	damage, _, err := walkPages(path, lenient, fn)
+	return damage, err
+}
+
+// walkPages is walkFile, and what the pages it reached hold.
+func walkPages(path string, lenient bool, fn func(bucket, k, v []byte) error) ([]error, FilePages, error) {
+	var fp FilePages
 	if st, err := os.Stat(path); err != nil {
 		if os.IsNotExist(err) {
-			return nil, nil
+			return nil, fp, nil
 		}
-		return nil, err
+		return nil, fp, err
 	} else if st.Size() == 0 {
-		return nil, nil
+		return nil, fp, nil
 	}
 	f, unmap, err := mapFile(path)
 	if err != nil {
-		return nil, err
+		return nil, fp, err
 	}
 	defer unmap()
 	if err := f.readMeta(); err != nil {
-		return []error{err}, nil
+		return []error{err}, fp, nil
 	}
-	w := &walker{f: f, seen: make(map[uint64]bool), lenient: lenient}
+	w := &walker{f: f, seen: make(map[uint64]bool), lenient: lenient, pages: map[string]*PageUse{}}
 	if err := w.walkBuckets(fn); err != nil && !errors.Is(err, errStop) {
-		return w.damage, err
+		return w.damage, fp, err
 	}
-	return w.damage, nil
+	fp = FilePages{PageSize: f.pageSize, InUse: int(f.hwm), Free: int(f.hwm) - len(w.seen), Buckets: map[string]PageUse{}}
+	for b, u := range w.pages {
+		fp.Buckets[b] = *u
+	}
+	return w.damage, fp, nil
 }
 
 // verifyFile checks the structure of the bbolt file at path (meta pages,

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"testing"
 
+	bolt "go.etcd.io/bbolt"
+
 	"github.com/sonde-metrics/sonde/engine/sample"
 )
 
@@ -112,5 +114,85 @@ func TestSeal(t *testing.T) {
 	legacy := binary.BigEndian.AppendUint64(nil, 42)
 	if p, err := unseal(bucketMeta, keyIndex, legacy); err != nil || len(p) != 8 {
 		t.Fatalf("a version 1 value: %v", err)
+	}
+}
+
+// TestCheckFileCountsPages: CheckFile's page use per bucket is bbolt's
+// own statistics of the same file, and the buckets' pages, the root's
+// and the free ones add up to the pages in use.
+func TestCheckFileCountsPages(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "s.db")
+	s, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Enough series for a tree of several levels, and points enough for
+	// history chunks; then half of them deleted, for free pages.
+	for round := range 3 {
+		var ups []Update
+		var states []State
+		for i := range 3000 {
+			key := fmt.Sprintf("host%04d.cpu", i)
+			states = append(states, State{Key: key, Kind: sample.Gauge, Ordinal: uint64(200 * (round + 1)), Created: 1})
+			pts := make([]sample.Point, 200)
+			for j := range pts {
+				pts[j] = sample.Point{T: int64(round*200+j+1) * 1000, V: float64(i*j%97) / 4}
+			}
+			ups = append(ups, Update{Key: key, Points: pts, FirstOrdinal: uint64(200*round + 1)})
+		}
+		for i := range ups {
+			ups[i].State = &states[i]
+		}
+		if err := s.Commit(uint64(round+1), ups); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var drops []Update
+	for i := 0; i < 3000; i += 2 {
+		drops = append(drops, Update{Key: fmt.Sprintf("host%04d.cpu", i), Drop: 1})
+	}
+	if err := s.Commit(4, drops); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+
+	rep, err := CheckFile(path)
+	if err != nil || len(rep.Problems) > 0 {
+		t.Fatalf("check: %v %v", err, rep.Problems)
+	}
+	pg := rep.Pages
+	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	sum := pg.Free
+	for _, u := range pg.Buckets {
+		sum += u.Pages
+	}
+	if pg.PageSize != db.Info().PageSize || sum != pg.InUse || pg.Free < 3 {
+		t.Fatalf("page size %d (bbolt's %d); %d pages in the buckets and free, %d in use, %d free", pg.PageSize, db.Info().PageSize, sum, pg.InUse, pg.Free)
+	}
+	err = db.View(func(tx *bolt.Tx) error {
+		if int(tx.Size()) != pg.InUse*pg.PageSize {
+			t.Errorf("in use %d pages, bbolt's tx.Size %d bytes", pg.InUse, tx.Size())
+		}
+		return tx.ForEach(func(name []byte, b *bolt.Bucket) error {
+			st, u := b.Stats(), pg.Buckets[string(name)]
+			if st.InlineBucketN > 0 {
+				return nil // in its parent's page
+			}
+			pages := st.BranchPageN + st.BranchOverflowN + st.LeafPageN + st.LeafOverflowN
+			if u.Pages != pages || u.Bytes != int64(st.BranchAlloc+st.LeafAlloc) || u.Used != int64(st.BranchInuse+st.LeafInuse) {
+				t.Errorf("bucket %s: %+v; bbolt's: %d pages, %d bytes, %d in use", name, u, pages, st.BranchAlloc+st.LeafAlloc, st.BranchInuse+st.LeafInuse)
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h := pg.Buckets["history"]; h.Pages < 100 {
+		t.Fatalf("history on %d pages: the test stored too little to test", h.Pages)
 	}
 }

@@ -47,6 +47,7 @@ type FileReport struct {
 	Index    uint64         // the WAL index the stored state covers (0: unknown or none)
 	Entries  map[string]int // readable entries per bucket
 	Problems []Problem
+	Pages    FilePages // CheckFile's: how the pages are used
 }
 
 // knownBuckets are the buckets Sonde writes, in the order a salvage
@@ -90,7 +91,7 @@ func CheckFile(path string) (FileReport, error) {
 // salvageWalk walks the file at path leniently and calls keep with every
 // entry of a known bucket that checks out; the damage goes into rep.
 func salvageWalk(path string, rep *FileReport, keep func(bucket, k, v []byte) error) error {
-	damage, err := walkFile(path, true, func(bucket, k, v []byte) error {
+	damage, pages, err := walkPages(path, true, func(bucket, k, v []byte) error {
 		if !slices.ContainsFunc(knownBuckets, func(b []byte) bool { return bytes.Equal(b, bucket) }) {
 			rep.Problems = append(rep.Problems, Problem{Bucket: string(bucket), Err: fmt.Errorf("a bucket Sonde does not write")})
 			return nil
@@ -113,6 +114,7 @@ func salvageWalk(path string, rep *FileReport, keep func(bucket, k, v []byte) er
 	for _, d := range damage {
 		rep.Problems = append(rep.Problems, Problem{Err: d})
 	}
+	rep.Pages = pages
 	return err
 }
 
