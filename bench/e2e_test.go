@@ -174,7 +174,7 @@ func TestCompareSmallLoad(t *testing.T) {
 		t.Fatalf("%d cardinality runs, want sonde then victoria-metrics", len(cr.Cardinality))
 	}
 	for _, r := range cr.Cardinality {
-		checkWatched(t, r, idle)
+		checkWatched(t, r, idle, false)
 		res := r.Result
 		if res.Scenario != "graphite" || res.Keys != 300 || res.Sent != 1200 {
 			t.Errorf("cardinality, %s: %s, %d keys, %d samples; want graphite, 300 and 1200", r.Server, res.Scenario, res.Keys, res.Sent)

@@ -83,7 +83,10 @@ func TestQuietSince(t *testing.T) {
 
 // checkWatched checks what the tool says of one server's watched run
 // against the kernel's account and against itself.
-func checkWatched(t *testing.T, r WatchedRun, ic IdleConfig) {
+//
+// loadCPU says whether the load is big enough to take a clock tick of the
+// server's CPU (10 ms): 1200 Graphite lines may not.
+func checkWatched(t *testing.T, r WatchedRun, ic IdleConfig, loadCPU bool) {
 	t.Helper()
 	res := r.Result
 	if res.Errors != 0 || res.Sent == 0 {
@@ -111,7 +114,7 @@ func checkWatched(t *testing.T, r WatchedRun, ic IdleConfig) {
 	if r.PeakRSS < peakRSS || r.CPUSeconds+clockTick.Seconds() < last.CPU {
 		t.Errorf("%s: peak RSS %d over its life, %d sampled; CPU %vs over its life, %vs sampled", r.Server, r.PeakRSS, peakRSS, r.CPUSeconds, last.CPU)
 	}
-	if r.CPULoad <= 0 || r.CPULoad > last.CPU-r.Timeline[0].CPU || r.CPUPerSample != r.CPULoad/float64(res.Sent)*1e6 {
+	if r.CPULoad < 0 || (loadCPU && r.CPULoad == 0) || r.CPULoad > last.CPU-r.Timeline[0].CPU || r.CPUPerSample != r.CPULoad/float64(res.Sent)*1e6 {
 		t.Errorf("%s: CPU %vs for the load, %v µs per sample of %d", r.Server, r.CPULoad, r.CPUPerSample, res.Sent)
 	}
 	// Quiet for a window, every step under ic.Quiet of a core: the samples
@@ -140,7 +143,7 @@ func TestSoak(t *testing.T) {
 		t.Fatalf("%d runs, want sonde then victoria-metrics", len(runs))
 	}
 	for _, r := range runs {
-		checkWatched(t, r, fastIdle)
+		checkWatched(t, r, fastIdle, true) // 6000 acknowledged SETs, -fsync always
 		checkPaced(t, r.Server, r.Result, rate, conns, 0)
 		if r.Result.SendSeconds < 1.5 {
 			t.Errorf("%s: the load ran %vs, want its 1.5 s", r.Server, r.Result.SendSeconds)
