@@ -291,7 +291,8 @@ func TestIdleStoreRunsNoPasses(t *testing.T) {
 }
 
 // TestRetentionPassWhenDue: an idle store runs a retention pass when the
-// stored history may have work, not before (fake clock).
+// stored history may have work, not before, and a minute after the last
+// one at the soonest (fake clock).
 func TestRetentionPassWhenDue(t *testing.T) {
 	pols, err := retention.Parse("* raw:2m")
 	if err != nil {
@@ -303,39 +304,35 @@ func TestRetentionPassWhenDue(t *testing.T) {
 	db := openDB(t, t.TempDir(), Options{SnapshotInterval: time.Hour, Retention: pols,
 		Now: func() time.Time { return time.UnixMilli(clock.Load()) }})
 	defer db.Close()
+	// b's newest point is t0-31s, a's t0-1s: past their keep of 2 minutes
+	// (a point is kept while t+1ms > now-keep) from t0+89.001s and
+	// t0+119.001s.
 	for i := range 10 {
-		mustApply(t, db, sample.Op{Code: sample.Set, Key: "g", Value: float64(i), Time: t0 - 10_000 + int64(i)*1000})
+		mustApply(t, db, sample.Op{Code: sample.Set, Key: "a", Value: float64(i), Time: t0 - 10_000 + int64(i)*1000},
+			sample.Op{Code: sample.Set, Key: "b", Value: float64(i), Time: t0 - 40_000 + int64(i)*1000})
 	}
 	// The passes after a snapshot run before the snapshotter takes the
 	// next request: the second waits for the first's. It runs none of its
 	// own (nothing new, the same clock).
-	passes := func() int64 {
+	step := func(at int64, passes, points int64) {
 		t.Helper()
+		clock.Store(t0 + at)
 		for range 2 {
 			if err := db.Snapshot(context.Background()); err != nil {
 				t.Fatal(err)
 			}
 		}
-		return db.Stats().Snapshots.RetentionPasses
-	}
-	first := passes() // stores the points; the first pass
-	// The newest point, t0-1s, is 2 minutes old at t0+119s: not yet due.
-	for _, at := range []int64{61_000, 90_000, 118_000} {
-		clock.Store(t0 + at)
-		if n := passes(); n != first {
-			t.Fatalf("at t0+%d ms: %d retention passes, want %d (nothing due)", at, n, first)
-		}
-		if pts := history(t, db, "g"); len(pts) != 10 {
-			t.Fatalf("at t0+%d ms: %d points, want 10", at, len(pts))
+		st := db.Stats()
+		if st.Snapshots.RetentionPasses != passes || st.History == nil || st.History.Points != points {
+			t.Fatalf("at t0+%d ms: %d retention passes and %+v stored; want %d passes and %d points",
+				at, st.Snapshots.RetentionPasses, st.History, passes, points)
 		}
 	}
-	clock.Store(t0 + 120_000)
-	if n := passes(); n != first+1 {
-		t.Fatalf("at t0+2m: %d retention passes, want %d", n, first+1)
-	}
-	// Every point is past its keep: the ring still shows them (it is not
-	// history on disk), the stored history holds none.
-	if h := db.Stats().History; h == nil || h.Points != 0 {
-		t.Fatalf("stored history after the keep: %+v", h)
-	}
+	step(0, 1, 20)       // stores the points; the first pass
+	step(61_000, 1, 20)  // a minute on, nothing due yet
+	step(89_000, 1, 20)  // still not
+	step(90_000, 2, 10)  // b's points are past their keep
+	step(120_000, 2, 10) // a's are too, but the last pass ended 30 s ago
+	step(150_000, 3, 0)  // a minute after it
+	step(600_000, 3, 0)  // nothing is stored: nothing is ever due
 }

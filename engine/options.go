@@ -101,8 +101,13 @@ type Options struct {
 	// Retention says how long each key's raw points are kept and which
 	// archives they are folded into (*retention.Policies is one); nil
 	// keeps raw points for ever, without archives. The snapshotter applies
-	// it after each snapshot, for up to CompactTime.
+	// it after snapshots, for up to CompactTime each time.
 	Retention Retention
+	// RetainEvery is the least time between the end of a retention pass
+	// and the start of the next (default 1 min): a pass walks every
+	// series. A pass starts once it has passed and either new points
+	// were stored or some stored history may have work by now.
+	RetainEvery time.Duration
 	// RingSize is how many of its newest stored points each series also
 	// keeps in memory, for reads that would otherwise go to the snapshot
 	// database; default 0. Whatever it is, a series keeps every point the
@@ -184,6 +189,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.Retention == nil {
 		o.Retention = keepForever{}
+	}
+	if o.RetainEvery <= 0 {
+		o.RetainEvery = time.Minute
 	}
 	o.RingSize = max(o.RingSize, 0)
 	if o.MaxSeries <= 0 {

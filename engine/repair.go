@@ -42,6 +42,9 @@ type Pages struct {
 	// bucket holds (the two meta pages included): bbolt reuses them.
 	InUse, Free int
 	Buckets     map[string]BucketPages // "" is the tree of bucket names
+	// Partial: the file has damage; pages the walk could not read, or
+	// reach, count in no bucket, and those it could not reach as free.
+	Partial bool
 }
 
 // BucketPages is what the pages of one bucket hold.
@@ -99,7 +102,8 @@ func Check(dir string) (*Report, error) {
 	}
 	rep.SnapshotIndex, rep.Entries = fr.Index, fr.Entries
 	rep.Series = fr.Entries["series"]
-	rep.Pages = Pages{PageSize: fr.Pages.PageSize, InUse: fr.Pages.InUse, Free: fr.Pages.Free, Buckets: map[string]BucketPages{}}
+	rep.Pages = Pages{PageSize: fr.Pages.PageSize, InUse: fr.Pages.InUse, Free: fr.Pages.Free, Buckets: map[string]BucketPages{},
+		Partial: len(fr.Problems) > 0}
 	for b, u := range fr.Pages.Buckets {
 		rep.Pages.Buckets[b] = BucketPages{Pages: u.Pages, Bytes: u.Bytes, Used: u.Used}
 	}

@@ -98,17 +98,18 @@ func (p *pass) due(stored int64) bool {
 }
 
 // retainDue says whether a retention pass is due: one is in progress,
-// none ran yet, the time came when the stored history may have work
-// (at), or snapshots stored records since the last pass started (they
-// may bring work: a point older than its keep, an archive batch
-// completed) and that pass ended a minute ago or more. A walk of every
-// series costs about a microsecond each: a loaded store runs one a
-// minute, not one per snapshot, and an idle one none until work is due.
+// or none ran yet, or the last one ended `every` ago or more and since
+// then either snapshots stored records (they may bring work: a point
+// older than its keep, an archive batch completed) or the time came when
+// the stored history may have work (at). A walk of every series costs
+// about a microsecond each: a loaded store runs one every `every`, not
+// one per snapshot (with many series, some series' work is nearly always
+// due), and an idle one none until work is due.
 func (p *pass) retainDue(stored int64, every time.Duration, now time.Time) bool {
-	if p.next != nil || p.done.Load() == 0 || now.UnixMilli() >= p.at {
+	if p.next != nil || p.done.Load() == 0 {
 		return true
 	}
-	return stored != p.started && now.Sub(p.ended) >= every
+	return now.Sub(p.ended) >= every && (stored != p.started || now.UnixMilli() >= p.at)
 }
 
 // step records a call of the pass that ended at next (nil: the pass is
@@ -122,10 +123,6 @@ func (p *pass) step(stored int64, next []byte, now time.Time) {
 		p.done.Add(1)
 	}
 }
-
-// retainEvery is how often retention passes run at most, unless one is
-// in progress.
-const retainEvery = time.Minute
 
 // errSnapshotsOff wraps the error returned by snapshots once they are off.
 var errSnapshotsOff = errors.New("snapshots are off until restart")
@@ -513,7 +510,7 @@ func (db *DB) retain() error {
 	db.snapMu.Lock()
 	defer db.snapMu.Unlock()
 	p := &db.retention
-	if !p.retainDue(db.stored, retainEvery, db.opts.Now()) {
+	if !p.retainDue(db.stored, db.opts.RetainEvery, db.opts.Now()) {
 		return nil
 	}
 	deadline := time.Now().Add(db.opts.CompactTime)

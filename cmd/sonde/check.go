@@ -82,8 +82,12 @@ func printReport(w io.Writer, rep *engine.Report) {
 	fmt.Fprintf(w, "snapshot.db: covers WAL index %d; entries: %s\n", rep.SnapshotIndex, strings.Join(parts, ", "))
 	if pg := rep.Pages; pg.InUse > 0 {
 		mb := func(pages int) float64 { return float64(pages) * float64(pg.PageSize) / 1e6 }
-		fmt.Fprintf(w, "snapshot.db pages: %d of %d bytes (%.1f MB) up to the last in use, %d of them free (%.1f MB)\n",
-			pg.InUse, pg.PageSize, mb(pg.InUse), pg.Free, mb(pg.Free))
+		partial := ""
+		if pg.Partial {
+			partial = " (partial: pages past the damage count as free)"
+		}
+		fmt.Fprintf(w, "snapshot.db pages: %d of %d bytes (%.1f MB) up to the last in use, %d of them free (%.1f MB)%s\n",
+			pg.InUse, pg.PageSize, mb(pg.InUse), pg.Free, mb(pg.Free), partial)
 		names := make([]string, 0, len(pg.Buckets))
 		for b := range pg.Buckets {
 			names = append(names, b)

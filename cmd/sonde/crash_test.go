@@ -441,7 +441,7 @@ func TestCrashRetention(t *testing.T) {
 	if err := os.WriteFile(pol, []byte("* raw:1m,10s:1d,1m:7d avg\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	flags := []string{"-snapshot-interval", "40ms", "-ring", "8", "-chunk-points", "256", "-retention", pol}
+	flags := []string{"-snapshot-interval", "40ms", "-ring", "8", "-chunk-points", "256", "-retention", pol, "-retention-every", "20ms"}
 	base := (time.Now().Add(-30*time.Minute).UnixMilli() / 60_000) * 60_000
 	have := make([]int, conns) // seconds of key r<c> that survived so far
 	var archived, expired int64

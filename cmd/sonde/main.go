@@ -60,6 +60,7 @@ type config struct {
 	ringSize         int
 	vaporPoints      int
 	chunkPoints      int
+	retainEvery      time.Duration
 	retentionFile    string
 	maxSeries        int
 	minWindow        time.Duration
@@ -111,6 +112,7 @@ func parseFlags(args []string) (config, error) {
 	fs.IntVar(&c.ringSize, "ring", 0, "stored history points each series also keeps in memory (points not yet in the snapshot database are always there)")
 	fs.IntVar(&c.vaporPoints, "vapor-points", 120, "recent points /vapor returns per key")
 	fs.StringVar(&c.retentionFile, "retention", "", "retention policy file (docs/retention.md); default: "+retention.DefaultText)
+	fs.DurationVar(&c.retainEvery, "retention-every", time.Minute, "least time between retention passes (each walks every series; docs/retention.md)")
 	fs.IntVar(&c.chunkPoints, "chunk-points", 4096, "history points compaction gathers into one stored chunk (negative: no compaction)")
 	fs.IntVar(&c.maxSeries, "max-series", 1_000_000, "most keys the store holds")
 	fs.IntVar(&c.walSegment, "wal-segment-size", 8<<20, "WAL segment size in bytes; the WAL is truncated a whole segment at a time after snapshots")
@@ -230,6 +232,7 @@ func run(c config, logger *slog.Logger) error {
 		SnapshotMemory:   c.snapshotMemory,
 		RingSize:         c.ringSize,
 		ChunkPoints:      c.chunkPoints,
+		RetainEvery:      c.retainEvery,
 		MaxSeries:        c.maxSeries,
 		MinWindow:        c.minWindow,
 		SegmentSize:      c.walSegment,

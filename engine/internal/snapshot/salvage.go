@@ -165,6 +165,7 @@ func Salvage(src, dst string) (FileReport, error) {
 	if err != nil {
 		return rep, fmt.Errorf("create %s: %w", dst, err)
 	}
+	db.AllocSize = allocSize // the file keeps whatever slack it is given
 	defer db.Close()
 	var batch []struct {
 		bucket []byte
