@@ -34,24 +34,15 @@ type Report struct {
 	origLast uint64 // Repair: the last index the damaged WAL reached
 }
 
-// Pages says how the pages of snapshot.db are used: where its size goes.
+// Pages says how the pages of snapshot.db are used: where its size goes
+// (snapshot.FilePages: the pages up to the highest in use, the free ones
+// among them, and per bucket, "" being the tree of bucket names, its
+// pages and the bytes written in them).
 type Pages struct {
-	PageSize int
-	// InUse is the pages up to the highest one in use (bbolt grows the
-	// file ahead of them, and never shrinks it); Free is those of them no
-	// bucket holds (the two meta pages included): bbolt reuses them.
-	InUse, Free int
-	Buckets     map[string]BucketPages // "" is the tree of bucket names
+	snapshot.FilePages
 	// Partial: the file has damage; pages the walk could not read, or
 	// reach, count in no bucket, and those it could not reach as free.
 	Partial bool
-}
-
-// BucketPages is what the pages of one bucket hold.
-type BucketPages struct {
-	Pages int   // overflow pages included
-	Bytes int64 // their size
-	Used  int64 // what is written in them: headers, elements, keys, values
 }
 
 // probableKey names the key a damaged record seems to be about, when its
@@ -102,11 +93,7 @@ func Check(dir string) (*Report, error) {
 	}
 	rep.SnapshotIndex, rep.Entries = fr.Index, fr.Entries
 	rep.Series = fr.Entries["series"]
-	rep.Pages = Pages{PageSize: fr.Pages.PageSize, InUse: fr.Pages.InUse, Free: fr.Pages.Free, Buckets: map[string]BucketPages{},
-		Partial: len(fr.Problems) > 0}
-	for b, u := range fr.Pages.Buckets {
-		rep.Pages.Buckets[b] = BucketPages{Pages: u.Pages, Bytes: u.Bytes, Used: u.Used}
-	}
+	rep.Pages = Pages{FilePages: fr.Pages, Partial: len(fr.Problems) > 0}
 	for _, p := range fr.Problems {
 		rep.Problems = append(rep.Problems, p.String())
 	}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -59,7 +60,9 @@ func TestCheckAndRepair(t *testing.T) {
 	for k := range 10 {
 		want[fmt.Sprintf("key.%d", k)] = float64(k*1000 + 29)
 	}
-	if code, out := sondeCmd(t, "check", "-data", base); code != 0 || !strings.Contains(out, "clean") {
+	if code, out := sondeCmd(t, "check", "-data", base); code != 0 || !strings.Contains(out, "clean") ||
+		!regexp.MustCompile(`(?m)^snapshot\.db pages: [1-9]\d* of \d+ bytes .* free \([\d.]+ MB\)$`).MatchString(out) ||
+		!regexp.MustCompile(`(?m)^  \(bucket names\) +[1-9]\d* pages \([\d.]+ MB\), [1-9]\d* % of their bytes written$`).MatchString(out) {
 		t.Fatalf("check of the intact directory: %d\n%s", code, out)
 	}
 

@@ -117,7 +117,7 @@ type walker struct {
 	seen    map[uint64]bool
 	lenient bool
 	damage  []error
-	pages   map[string]*PageUse // by bucket ("" for the root's own pages)
+	pages   map[string]*PageUse // by bucket ("" for the root's own pages); nil: not counted
 }
 
 // PageUse is what the pages of one bucket hold.
@@ -230,7 +230,7 @@ func (w *walker) walkTree(id uint64, inline []byte, sp span, fn func(k, v []byte
 		return w.fail(fmt.Errorf("page %d: %d elements do not fit (%s lost)", id, count, sp))
 	}
 	var use *PageUse // nil for a bucket's inline page, which its parent's counts
-	if inline == nil {
+	if inline == nil && w.pages != nil {
 		use = w.use(sp.bucket)
 		use.Pages += len(p) / w.f.pageSize
 		use.Bytes += int64(len(p))
@@ -359,12 +359,13 @@ type FilePages struct {
 // with fn (lenient: it goes on past damage). It returns the damage found;
 // a missing or empty file has none, and no entries.
 func walkFile(path string, lenient bool, fn func(bucket, k, v []byte) error) ([]error, error) {
-	damage, _, err := walkPages(path, lenient, fn)
+	damage, _, err := walkPages(path, lenient, false, fn)
 	return damage, err
 }
 
-// walkPages is walkFile, and what the pages it reached hold.
-func walkPages(path string, lenient bool, fn func(bucket, k, v []byte) error) ([]error, FilePages, error) {
+// walkPages is walkFile, and, when count is set, what the pages it
+// reached hold (startup's check of the file skips that).
+func walkPages(path string, lenient, count bool, fn func(bucket, k, v []byte) error) ([]error, FilePages, error) {
 	var fp FilePages
 	if st, err := os.Stat(path); err != nil {
 		if os.IsNotExist(err) {
@@ -382,9 +383,15 @@ func walkPages(path string, lenient bool, fn func(bucket, k, v []byte) error) ([
 	if err := f.readMeta(); err != nil {
 		return []error{err}, fp, nil
 	}
-	w := &walker{f: f, seen: make(map[uint64]bool), lenient: lenient, pages: map[string]*PageUse{}}
+	w := &walker{f: f, seen: make(map[uint64]bool), lenient: lenient}
+	if count {
+		w.pages = map[string]*PageUse{}
+	}
 	if err := w.walkBuckets(fn); err != nil && !errors.Is(err, errStop) {
 		return w.damage, fp, err
+	}
+	if !count {
+		return w.damage, fp, nil
 	}
 	fp = FilePages{PageSize: f.pageSize, InUse: int(f.hwm), Free: int(f.hwm) - len(w.seen), Buckets: map[string]PageUse{}}
 	for b, u := range w.pages {

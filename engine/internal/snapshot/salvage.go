@@ -91,7 +91,7 @@ func CheckFile(path string) (FileReport, error) {
 // salvageWalk walks the file at path leniently and calls keep with every
 // entry of a known bucket that checks out; the damage goes into rep.
 func salvageWalk(path string, rep *FileReport, keep func(bucket, k, v []byte) error) error {
-	damage, pages, err := walkPages(path, true, func(bucket, k, v []byte) error {
+	damage, pages, err := walkPages(path, true, true, func(bucket, k, v []byte) error {
 		if !slices.ContainsFunc(knownBuckets, func(b []byte) bool { return bytes.Equal(b, bucket) }) {
 			rep.Problems = append(rep.Problems, Problem{Bucket: string(bucket), Err: fmt.Errorf("a bucket Sonde does not write")})
 			return nil
