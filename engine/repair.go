@@ -37,12 +37,10 @@ type Report struct {
 // Pages says how the pages of snapshot.db are used: where its size goes
 // (snapshot.FilePages: the pages up to the highest in use, the free ones
 // among them, and per bucket, "" being the tree of bucket names, its
-// pages and the bytes written in them).
+// pages and the bytes written in them; Partial when damage in the tree
+// left some pages unread).
 type Pages struct {
 	snapshot.FilePages
-	// Partial: the file has damage; pages the walk could not read, or
-	// reach, count in no bucket, and those it could not reach as free.
-	Partial bool
 }
 
 // probableKey names the key a damaged record seems to be about, when its
@@ -93,7 +91,7 @@ func Check(dir string) (*Report, error) {
 	}
 	rep.SnapshotIndex, rep.Entries = fr.Index, fr.Entries
 	rep.Series = fr.Entries["series"]
-	rep.Pages = Pages{FilePages: fr.Pages, Partial: len(fr.Problems) > 0}
+	rep.Pages = Pages{FilePages: fr.Pages}
 	for _, p := range fr.Problems {
 		rep.Problems = append(rep.Problems, p.String())
 	}

@@ -353,6 +353,10 @@ type FilePages struct {
 	// holds (bbolt's free list, rebuilt at open, and the meta pages).
 	InUse, Free int
 	Buckets     map[string]PageUse
+	// Partial: the walk met damage in the tree; pages it could not read
+	// count in no bucket, and those it could not reach count as free. A
+	// value that fails its seal or its decoder is not tree damage.
+	Partial bool
 }
 
 // walkFile maps the bbolt file at path and walks every bucket's entries
@@ -393,7 +397,8 @@ func walkPages(path string, lenient, count bool, fn func(bucket, k, v []byte) er
 	if !count {
 		return w.damage, fp, nil
 	}
-	fp = FilePages{PageSize: f.pageSize, InUse: int(f.hwm), Free: int(f.hwm) - len(w.seen), Buckets: map[string]PageUse{}}
+	fp = FilePages{PageSize: f.pageSize, InUse: int(f.hwm), Free: int(f.hwm) - len(w.seen), Buckets: map[string]PageUse{},
+		Partial: len(w.damage) > 0}
 	for b, u := range w.pages {
 		fp.Buckets[b] = *u
 	}

@@ -1,6 +1,7 @@
 package snapshot
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -194,5 +195,72 @@ func TestCheckFileCountsPages(t *testing.T) {
 	}
 	if h := pg.Buckets["history"]; h.Pages < 100 {
 		t.Fatalf("history on %d pages: the test stored too little to test", h.Pages)
+	}
+}
+
+// TestCheckFilePagesPartial: page counts are partial only when damage in
+// the tree left pages unread; a value that fails its seal, or a bucket
+// Sonde does not write, is a problem, but every page is still counted.
+func TestCheckFilePagesPartial(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "snapshot.db")
+	if err := os.WriteFile(path, seedFile(t), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var root uint64 // the series bucket's root page
+	err = db.Update(func(tx *bolt.Tx) error {
+		if err := tx.Bucket(bucketSeries).Put([]byte("series.07"), []byte{0xC3, 1, 2, 3, 4, 5}); err != nil {
+			return err
+		}
+		b, err := tx.CreateBucket([]byte("stranger"))
+		if err != nil {
+			return err
+		}
+		if err := b.Put([]byte("k"), []byte("v")); err != nil {
+			return err
+		}
+		return nil
+	})
+	if err == nil {
+		err = db.View(func(tx *bolt.Tx) error {
+			root = uint64(tx.Bucket(bucketSeries).Root()) // as committed
+			return nil
+		})
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	pageSize := db.Info().PageSize
+	db.Close()
+	rep, err := CheckFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := rep.Pages.Free
+	for _, u := range rep.Pages.Buckets {
+		sum += u.Pages
+	}
+	if len(rep.Problems) != 2 || rep.Pages.Partial || sum != rep.Pages.InUse {
+		t.Fatalf("a bad seal and a strange bucket: problems %v, pages %+v (%d counted)", rep.Problems, rep.Pages, sum)
+	}
+
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt(bytes.Repeat([]byte{0xff}, pageSize), int64(root)*int64(pageSize)); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	rep, err = CheckFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rep.Pages.Partial {
+		t.Fatalf("the series bucket's root overwritten: problems %v, pages %+v, not partial", rep.Problems, rep.Pages)
 	}
 }
