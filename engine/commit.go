@@ -22,6 +22,22 @@ import (
 // for the whole batch: ErrClosed, a context error before queueing, or a
 // WAL failure. Once queued, Append waits for the outcome.
 func (db *DB) Append(ctx context.Context, ops []sample.Op, errs []error) error {
+	return db.append(ctx, ops, errs, true)
+}
+
+// AppendUnacked is Append for writes whose sender gets no reply that
+// depends on them: Graphite plaintext, statsd's flushes. It returns once
+// the batch is applied and in the WAL's file, with the same outcomes and
+// errors as Append. Under FsyncAlways its group is fsynced with the next
+// acknowledged group or at most FsyncInterval later, whichever comes
+// first, as under FsyncInterval: a process crash loses none of it, a
+// power loss at most that interval of it. Under the other policies it is
+// Append.
+func (db *DB) AppendUnacked(ctx context.Context, ops []sample.Op, errs []error) error {
+	return db.append(ctx, ops, errs, false)
+}
+
+func (db *DB) append(ctx context.Context, ops []sample.Op, errs []error, acked bool) error {
 	if len(ops) == 0 {
 		return nil
 	}
@@ -35,7 +51,7 @@ func (db *DB) Append(ctx context.Context, ops []sample.Op, errs []error) error {
 		return err
 	}
 	req := reqPool.Get().(*request)
-	req.ops, req.errs = ops, errs
+	req.ops, req.errs, req.acked = ops, errs, acked
 	db.sendMu.RLock()
 	if db.closed {
 		db.sendMu.RUnlock()
@@ -60,12 +76,13 @@ func (db *DB) Append(ctx context.Context, ops []sample.Op, errs []error) error {
 // the hot state.
 func (db *DB) run() {
 	defer close(db.committerDone)
-	var syncTick <-chan time.Time
-	if db.opts.Fsync == FsyncInterval {
-		t := time.NewTicker(db.opts.FsyncInterval)
-		defer t.Stop()
-		syncTick = t.C
-	}
+	// syncTimer runs while a group written to the WAL is not fsynced yet
+	// (FsyncInterval, and unacknowledged groups under FsyncAlways): it
+	// fsyncs at most FsyncInterval after the first such group.
+	syncTimer := time.NewTimer(time.Hour)
+	syncTimer.Stop()
+	defer syncTimer.Stop()
+	syncArmed := false
 	winTimer := time.NewTimer(time.Hour)
 	defer winTimer.Stop()
 	group := make([]*request, 0, 64)
@@ -104,7 +121,8 @@ func (db *DB) run() {
 				}
 			}
 		case <-winC:
-		case <-syncTick:
+		case <-syncTimer.C:
+			syncArmed = false
 			db.syncWAL()
 			continue
 		case ch := <-db.syncReq:
@@ -118,6 +136,10 @@ func (db *DB) run() {
 		if closing {
 			db.syncWAL()
 			return
+		}
+		if !syncArmed && db.opts.Fsync != FsyncNever && db.synced.Load() < db.published.Load() {
+			syncTimer.Reset(db.opts.FsyncInterval)
+			syncArmed = true
 		}
 	}
 }
@@ -193,14 +215,15 @@ func (db *DB) commit(group []*request) {
 	}
 	if err == nil && len(db.pend) > 0 {
 		start := time.Now()
-		err = db.wal.Commit(db.opts.Fsync == FsyncAlways)
+		sync := db.opts.Fsync == FsyncAlways && anyAcked(group)
+		err = db.wal.Commit(sync)
 		if d := time.Since(start); d > time.Second {
 			db.logger.Warn("slow wal commit", "took", d, "records", len(db.pend))
 		}
 		if err != nil {
 			err = db.writeFailed(err)
 		} else {
-			db.apply()
+			db.apply(sync)
 			db.resume()
 		}
 	} else if err == nil && len(db.ticks) > 0 {
@@ -225,6 +248,17 @@ func (db *DB) find(group []*request) {
 			db.found = append(db.found, db.series[req.ops[i].Key])
 		}
 	}
+}
+
+// anyAcked reports whether a request of the group waits for an
+// acknowledgement (Append rather than AppendUnacked).
+func anyAcked(group []*request) bool {
+	for _, r := range group {
+		if r.acked {
+			return true
+		}
+	}
+	return false
 }
 
 func countOps(group []*request) int {
@@ -322,8 +356,9 @@ func (db *DB) undoGroup() {
 	db.undo = db.undo[:0]
 }
 
-// apply publishes the prepared records to readers and subscribers.
-func (db *DB) apply() {
+// apply publishes the prepared records to readers and subscribers; synced
+// says the WAL was fsynced past them.
+func (db *DB) apply(synced bool) {
 	reindex := false
 	for i := range db.pend {
 		p := &db.pend[i]
@@ -353,7 +388,7 @@ func (db *DB) apply() {
 	}
 	last := db.pend[len(db.pend)-1].idx
 	db.publish(last)
-	if db.opts.Fsync == FsyncAlways {
+	if synced {
 		db.synced.Store(last)
 	}
 	if last-db.store.Index() >= uint64(db.opts.SnapshotRecords) {

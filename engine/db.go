@@ -105,9 +105,10 @@ type committer struct {
 }
 
 type request struct {
-	ops  []sample.Op
-	errs []error
-	done chan error
+	ops   []sample.Op
+	errs  []error
+	acked bool // Append: under FsyncAlways, fsync the group before answering
+	done  chan error
 }
 
 type pending struct {

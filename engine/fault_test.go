@@ -370,3 +370,83 @@ func TestRepeatedFullDiskSnapshots(t *testing.T) {
 	}
 	sameState(t, "after the restart", state(db), want)
 }
+
+// TestFsyncUnacked: under FsyncAlways an acknowledged write (Append) is
+// fsynced before it returns and an unacknowledged one (AppendUnacked) is
+// not; the next acknowledged group or FsyncInterval later fsyncs it, and
+// a crash loses none of it. Under FsyncInterval, Append is not fsynced
+// either until the interval.
+func TestFsyncUnacked(t *testing.T) {
+	var syncs atomic.Int64
+	synced := make(chan struct{}, 16)
+	f := &faults{wal: wal.Hooks{Sync: func(s func() error) error {
+		syncs.Add(1)
+		select {
+		case synced <- struct{}{}:
+		default:
+		}
+		return s()
+	}}}
+	between := func(db *DB) { // waits until the committer is between groups
+		done := make(chan struct{})
+		db.calls <- func() { close(done) }
+		<-done
+	}
+	opts := Options{SnapshotInterval: time.Hour, SnapshotQuiet: -1, FsyncInterval: time.Hour, faults: f}
+	dir := t.TempDir()
+	db := openDB(t, dir, opts)
+	before := syncs.Load()
+	errs := make([]error, 1)
+	if err := db.AppendUnacked(context.Background(), []sample.Op{set("quiet", 1)}, errs); err != nil || errs[0] != nil {
+		t.Fatalf("append unacked: %v %v", err, errs[0])
+	}
+	if st := db.Stats(); syncs.Load() != before || st.SyncedIndex >= st.Index {
+		t.Fatalf("an unacknowledged write was fsynced: %d fsyncs, synced to %d of %d", syncs.Load()-before, st.SyncedIndex, st.Index)
+	}
+	mustApply(t, db, set("acked", 2))
+	if st := db.Stats(); syncs.Load() != before+1 || st.SyncedIndex != st.Index {
+		t.Fatalf("an acknowledged write: %d fsyncs, synced to %d of %d; want 1 and all", syncs.Load()-before, st.SyncedIndex, st.Index)
+	}
+	if err := db.AppendUnacked(context.Background(), []sample.Op{set("quiet", 3)}, errs); err != nil || errs[0] != nil {
+		t.Fatalf("append unacked: %v %v", err, errs[0])
+	}
+	abandon(t, db)
+	db = openDB(t, dir, opts)
+	if got := state(db); got["quiet"] != 3 || got["acked"] != 2 {
+		t.Fatalf("after a crash: %v, want quiet=3 acked=2", got)
+	}
+	closeDB(t, db)
+
+	// The interval: the first unsynced group starts it.
+	for _, policy := range []FsyncPolicy{FsyncAlways, FsyncInterval} {
+		opts.Fsync, opts.FsyncInterval = policy, 20*time.Millisecond
+		db = openDB(t, t.TempDir(), opts)
+		between(db)
+		for len(synced) > 0 {
+			<-synced
+		}
+		if err := db.AppendUnacked(context.Background(), []sample.Op{set("quiet", 1)}, errs); err != nil || errs[0] != nil {
+			t.Fatalf("%v: append unacked: %v %v", policy, err, errs[0])
+		}
+		if policy == FsyncInterval {
+			mustApply(t, db, set("acked", 1)) // not fsynced either
+		}
+		select {
+		case <-synced:
+		case <-time.After(time.Minute):
+			t.Fatalf("%v: no fsync a minute after an unsynced write (interval 20ms)", policy)
+		}
+		between(db)
+		if st := db.Stats(); st.SyncedIndex != st.Index {
+			t.Fatalf("%v: after the interval, synced to %d of %d", policy, st.SyncedIndex, st.Index)
+		}
+		closeDB(t, db)
+	}
+}
+
+func closeDB(t *testing.T, db *DB) {
+	t.Helper()
+	if err := db.Close(); err != nil {
+		t.Fatalf("close: %v", err)
+	}
+}

@@ -16,10 +16,13 @@ type FsyncPolicy int
 
 const (
 	// FsyncAlways fsyncs every group before acknowledging it (the default).
+	// A group of AppendUnacked writes only is not fsynced: the next
+	// acknowledged group or, at most FsyncInterval later, the committer
+	// fsyncs it, as under FsyncInterval.
 	FsyncAlways FsyncPolicy = iota
 	// FsyncInterval acknowledges once the group is written to the OS and
-	// fsyncs every FsyncInterval: a power loss may lose that much. A process
-	// crash loses nothing.
+	// fsyncs at most FsyncInterval after it: a power loss may lose that
+	// much. A process crash loses nothing.
 	FsyncInterval
 	// FsyncNever leaves flushing to the OS (and to snapshots). UNSAFE on
 	// power loss; a process crash loses nothing.
@@ -55,7 +58,9 @@ func (p FsyncPolicy) String() string {
 type Options struct {
 	// Fsync is the durability policy; default FsyncAlways.
 	Fsync FsyncPolicy
-	// FsyncInterval is the fsync period for FsyncInterval; default 100 ms.
+	// FsyncInterval is the longest a group stays unfsynced under
+	// FsyncInterval, and an AppendUnacked group under FsyncAlways; default
+	// 100 ms.
 	FsyncInterval time.Duration
 	// SnapshotInterval is how often changes are stored into the snapshot
 	// database; default 10 s.

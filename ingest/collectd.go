@@ -217,7 +217,7 @@ func (c *Collectd) Handle(ctx *fasthttp.RequestCtx) {
 		replyJSON(ctx, fasthttp.StatusOK, map[string]any{"stored": 0})
 		return
 	}
-	errs, err := appendBatch(ctx, c.app, ops, nil)
+	errs, err := appendBatch(ctx, c.app, ops, nil, true) // the HTTP reply waits for them
 	if err != nil {
 		replyJSON(ctx, fasthttp.StatusServiceUnavailable, map[string]any{"error": err.Error()})
 		return

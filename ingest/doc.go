@@ -39,20 +39,30 @@ import (
 //
 // Append waits until the batch is acknowledged under the store's fsync
 // policy; errs[i] receives the outcome of ops[i]. The returned error
-// concerns the whole batch.
+// concerns the whole batch. AppendUnacked is the same for writes whose
+// sender gets no reply that depends on them (Graphite plaintext, statsd):
+// it returns once the batch is applied and written to the OS, and leaves
+// the fsync to the next acknowledged write or the store's fsync interval.
 type Appender interface {
 	Append(ctx context.Context, ops []sample.Op, errs []error) error
+	AppendUnacked(ctx context.Context, ops []sample.Op, errs []error) error
 }
 
-// appendBatch appends ops, reusing errs for their outcomes. An error for
-// the whole batch (the store is closed or failed) is set for every op and
-// also returned.
-func appendBatch(ctx context.Context, app Appender, ops []sample.Op, errs []error) ([]error, error) {
+// appendBatch appends ops, reusing errs for their outcomes; acked says a
+// reply to the sender waits on them (Append, not AppendUnacked). An error
+// for the whole batch (the store is closed or failed) is set for every op
+// and also returned.
+func appendBatch(ctx context.Context, app Appender, ops []sample.Op, errs []error, acked bool) ([]error, error) {
 	if cap(errs) < len(ops) {
 		errs = make([]error, len(ops))
 	}
 	errs = errs[:len(ops)]
-	err := app.Append(ctx, ops, errs)
+	var err error
+	if acked {
+		err = app.Append(ctx, ops, errs)
+	} else {
+		err = app.AppendUnacked(ctx, ops, errs)
+	}
 	if err != nil {
 		for i := range errs {
 			errs[i] = err

@@ -359,7 +359,8 @@ func (s *Statsd) write() {
 
 // appendOps appends ops and adds the number stored to stored.
 func (s *Statsd) appendOps(ops []sample.Op, errs []error, stored *atomic.Int64) []error {
-	errs, _ = appendBatch(context.Background(), s.app, ops, errs) // a whole-batch error is in every errs[i]
+	// Nobody is answered: statsd's senders get no reply.
+	errs, _ = appendBatch(context.Background(), s.app, ops, errs, false) // a whole-batch error is in every errs[i]
 	ok := int64(0)
 	for i, err := range errs {
 		if err == nil {

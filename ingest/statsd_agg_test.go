@@ -14,13 +14,22 @@ import (
 	"github.com/sonde-metrics/sonde/ingest/statsd"
 )
 
-// recorder is an Appender that keeps every op appended to it.
+// recorder is an Appender that keeps every op appended to it, and counts
+// the batches that asked to wait for an fsync (Append).
 type recorder struct {
-	mu  sync.Mutex
-	ops []sample.Op
+	mu    sync.Mutex
+	ops   []sample.Op
+	acked int
 }
 
-func (r *recorder) Append(_ context.Context, ops []sample.Op, _ []error) error {
+func (r *recorder) Append(ctx context.Context, ops []sample.Op, errs []error) error {
+	r.mu.Lock()
+	r.acked++
+	r.mu.Unlock()
+	return r.AppendUnacked(ctx, ops, errs)
+}
+
+func (r *recorder) AppendUnacked(_ context.Context, ops []sample.Op, _ []error) error {
 	r.mu.Lock()
 	r.ops = append(r.ops, ops...)
 	r.mu.Unlock()
@@ -49,7 +58,16 @@ func newTestStatsd(t *testing.T, opts StatsdOptions) (*Statsd, *recorder) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { s.Close() })
+	t.Cleanup(func() {
+		s.Close()
+		rec.mu.Lock()
+		defer rec.mu.Unlock()
+		if rec.acked > 0 {
+			// Nobody waits for a statsd write: it must not hold up the
+			// committer's fsync (AppendUnacked).
+			t.Errorf("statsd appended %d batches with Append, want AppendUnacked", rec.acked)
+		}
+	})
 	return s, rec
 }
 
@@ -213,7 +231,8 @@ func BenchmarkStatsdReader(b *testing.B) {
 // nopAppender takes every op.
 type nopAppender struct{}
 
-func (nopAppender) Append(context.Context, []sample.Op, []error) error { return nil }
+func (nopAppender) Append(context.Context, []sample.Op, []error) error        { return nil }
+func (nopAppender) AppendUnacked(context.Context, []sample.Op, []error) error { return nil }
 
 func newBenchStatsd(b *testing.B) (*Statsd, nopAppender) {
 	s, err := ListenStatsd(StatsdOptions{Addr: "127.0.0.1:0", FlushInterval: time.Hour, Readers: runtime.GOMAXPROCS(0)}, nopAppender{})

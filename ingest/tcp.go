@@ -277,7 +277,9 @@ func (s *TCPServer) handle(c net.Conn) {
 		if len(ops) > 0 {
 			// A whole-batch error (writes paused on a full disk, a failed
 			// WAL) is answered line by line; the client may try again.
-			errs, _ = appendBatch(context.Background(), s.app, ops, errs)
+			// Graphite has no replies, so its writes are not waited on
+			// for an fsync; each command is answered after its own.
+			errs, _ = appendBatch(context.Background(), s.app, ops, errs, s.opts.Protocol != Graphite)
 		}
 		if s.opts.Protocol == Graphite {
 			s.countFailed(errs[:len(ops)], c)

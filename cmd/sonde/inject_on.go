@@ -19,8 +19,17 @@ func testAppender(app ingest.Appender) ingest.Appender { return injectingAppende
 type injectingAppender struct{ ingest.Appender }
 
 func (a injectingAppender) Append(ctx context.Context, ops []sample.Op, errs []error) error {
+	inject(ops)
+	return a.Appender.Append(ctx, ops, errs)
+}
+
+func (a injectingAppender) AppendUnacked(ctx context.Context, ops []sample.Op, errs []error) error {
+	inject(ops)
+	return a.Appender.AppendUnacked(ctx, ops, errs)
+}
+
+func inject(ops []sample.Op) {
 	for _, op := range ops {
 		boundary.Inject("append", []byte(op.Key))
 	}
-	return a.Appender.Append(ctx, ops, errs)
 }

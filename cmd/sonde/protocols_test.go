@@ -116,6 +116,34 @@ func TestGraphitePlaintext(t *testing.T) {
 	p.waitStats("graphite", func(s listenerStats) bool { return s.Commands == 6 })
 }
 
+// TestGraphiteNotFsyncedPerWrite: with -fsync=always, Graphite lines
+// (which get no reply) are applied without an fsync of their own; the
+// next acknowledged command fsyncs them with itself.
+func TestGraphiteNotFsyncedPerWrite(t *testing.T) {
+	p := start(t, t.TempDir(), "-fsync-interval", "1h", "-snapshot-interval", "1h")
+	var st struct {
+		Engine struct {
+			WAL    uint64 `json:"wal_index"`
+			Synced uint64 `json:"synced_index"`
+		} `json:"engine"`
+	}
+	c := p.dialGraphite()
+	first := p.index()
+	fmt.Fprintf(c, "quiet.one 1 %d\nquiet.two 2 %d\n", time.Now().Unix(), time.Now().Unix())
+	p.poll("both lines stored", func() bool { return p.index() >= first+2 })
+	p.get("/api/v1/stats", &st)
+	if st.Engine.WAL < first+2 || st.Engine.Synced >= st.Engine.WAL {
+		t.Fatalf("Graphite lines were fsynced: synced to %d of %d", st.Engine.Synced, st.Engine.WAL)
+	}
+	if got := dial(t, p.tcpAddr).do(t, "SET acked 3"); got[0] != "+OK" {
+		t.Fatalf("SET: %q", got)
+	}
+	p.get("/api/v1/stats", &st)
+	if st.Engine.WAL < first+3 || st.Engine.Synced != st.Engine.WAL {
+		t.Fatalf("after an acknowledged SET: synced to %d of %d, want all", st.Engine.Synced, st.Engine.WAL)
+	}
+}
+
 // post sends body to url and returns the status and decoded JSON reply.
 func post(t *testing.T, url, contentType, body string) (int, map[string]any) {
 	t.Helper()
