@@ -94,8 +94,12 @@ type CardinalityConfig struct {
 // the work it deferred (snapshots, merges): until its CPU stays under
 // Quiet of a core for Window, sampled every Every, for at most Most.
 type IdleConfig struct {
-	Every  time.Duration // 1 s when 0
-	Window time.Duration // 15 s when 0: longer than Sonde's 10 s -snapshot-interval
+	Every time.Duration // 1 s when 0
+	// Window is 15 s when 0. Sonde stores a load's records 1-2 s after it
+	// ends (-snapshot-quiet) when 64k or more wait; fewer wait for its
+	// 30 s -snapshot-interval, which may come after the window: a few ms of
+	// work left out.
+	Window time.Duration
 	Most   time.Duration // 5 min when 0
 	// Quiet is the share of one core under which a server counts as
 	// idle: what it spends on timers and flushes with nothing to do (3 %

@@ -258,8 +258,8 @@ func runPhase(ctx context.Context, name string, srv *Server, flags []string, cfg
 	}
 	p := &Phase{Name: name, Server: srv.Name, Flags: flags, Result: res}
 	if srv.Name == "sonde" {
-		// The first snapshot comes within -snapshot-interval (10 s).
-		if h, err := SondeHistory(ctx, srv.Query, 20*time.Second); err == nil {
+		// The first snapshot comes within -snapshot-interval (30 s).
+		if h, err := SondeHistory(ctx, srv.Query, 40*time.Second); err == nil {
 			p.HistoryBytesPerPoint = h.UsedBytesPerPoint
 		}
 	}

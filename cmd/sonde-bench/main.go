@@ -126,7 +126,7 @@ func run(args []string) error {
 	fs.DurationVar(&l.VisibleTimeout, "visible-timeout", 2*time.Minute, "how long the read-back waits for every sample to show")
 	fs.StringVar(&f.out, "out", "", "write the result as JSON to this file")
 	fs.StringVar(&f.plot, "plot", "", "draw throughput and latency over time to this .png or .svg file")
-	fs.StringVar(&f.sondeBin, "sonde", "bin/sonde", "compare, mem, restart: the sonde binary to start")
+	fs.StringVar(&f.sondeBin, "sonde", "bin/sonde", "compare, ingest, soak, query -peer, mem, restart: the sonde binary to start")
 	fs.StringVar(&f.peerBin, "peer", "/usr/bin/victoria-metrics", "compare, soak, query, restart: VictoriaMetrics' single-node binary (query: only when given; restart: '' for none)")
 	fs.StringVar(&f.workDir, "workdir", "", "compare, mem, restart: where data directories go (default: a new temporary directory, removed after)")
 	fs.BoolVar(&f.crash, "crash", false, "compare: also kill -9 each server right after the load and count what survived")
@@ -143,7 +143,7 @@ func run(args []string) error {
 	fs.IntVar(&f.subs, "subscribers", 100, "sse: subscribers")
 	fs.StringVar(&f.keysList, "keys-list", "10000,100000,1000000", "mem: key counts")
 	fs.IntVar(&f.points, "points", 0, "mem: samples per key (0: 120, /vapor's length)")
-	fs.StringVar(&f.extra, "sonde-flags", "", "mem, restart, compare, soak, query -peer: more flags for sonde, space separated")
+	fs.StringVar(&f.extra, "sonde-flags", "", "compare, ingest, soak, query -peer, mem, restart: more flags for sonde, space separated")
 	fs.IntVar(&f.perDgram, "per-datagram", 20, "statsd: lines in each datagram")
 	fs.StringVar(&f.memDir, "mem-dir", "/dev/shm", "disk: a tmpfs for the data of the Sonde that makes the CPU load")
 	if err := fs.Parse(args); err != nil {

@@ -105,7 +105,7 @@ func parseFlags(args []string) (config, error) {
 	fs.DurationVar(&c.headerTimeout, "http-header-timeout", 5*time.Second, "cut an HTTP connection whose request head takes longer (the first from accept, later ones from their first byte); at most half of -max-conns may be sending their first")
 	fs.StringVar(&c.fsync, "fsync", "always", "WAL durability: always (ack after fsync), interval, never")
 	fs.DurationVar(&c.fsyncInterval, "fsync-interval", 100*time.Millisecond, "the longest a write stays in the WAL unfsynced with -fsync=interval, and a Graphite or statsd write (no ack) with -fsync=always")
-	fs.DurationVar(&c.snapshotInterval, "snapshot-interval", 10*time.Second, "how often changes are stored into the snapshot database")
+	fs.DurationVar(&c.snapshotInterval, "snapshot-interval", 30*time.Second, "how often changes are stored into the snapshot database")
 	fs.IntVar(&c.snapshotRecords, "snapshot-records", 1<<23, "take a snapshot early once the WAL holds this many records past the last one")
 	fs.DurationVar(&c.snapshotQuiet, "snapshot-quiet", time.Second, "take a snapshot early once writes have been quiet this long with 65536 records or more not yet stored; 0 turns it off")
 	fs.IntVar(&c.snapshotMemory, "snapshot-memory", 16<<20, "bytes one snapshot may use whatever the number of changed series (beyond 8 per changed series); it writes in transactions of a quarter of it")
