@@ -26,7 +26,7 @@ func (db *DB) Append(ctx context.Context, ops []sample.Op, errs []error) error {
 }
 
 // AppendUnacked is Append for writes whose sender gets no reply that
-// depends on them: Graphite plaintext, statsd's flushes. It returns once
+// depends on them: Graphite plaintext, statsd. It returns once
 // the batch is applied and in the WAL's file, with the same outcomes and
 // errors as Append. Under FsyncAlways its group is fsynced with the next
 // acknowledged group or at most FsyncInterval later, whichever comes
