@@ -1,6 +1,7 @@
 package main
 
 import (
+	"math"
 	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
@@ -18,11 +19,25 @@ import (
 // -gogc-floor (64 MiB), whichever is more: after each collection GOGC is
 // set from the live heap it found.
 
+// The heap's pages freed by a collection stay with the process until the
+// runtime's background scavenger returns them, and it works slowly: under
+// the soak's load 40-80 MiB of freed pages were resident beside a heap
+// of 70-130 MiB (docs/benchmarks.md). A soft memory limit makes the runtime
+// return them as soon as the process' memory nears it. A fixed limit
+// cannot fit both a small store and a million series (650 MiB live), so
+// after each collection the limit is set to the heap goal just computed
+// plus the runtime's memory outside the heap plus -gc-headroom. It only
+// binds when memory outgrows the goal by more than the headroom: freed
+// pages are then returned, and a collection may come early.
+
 // defaultGOGC is -gogc's default.
 const defaultGOGC = 30
 
 // defaultGCFloor is -gogc-floor's default.
 const defaultGCFloor = 64 << 20
+
+// defaultGCHeadroom is -gc-headroom's default.
+const defaultGCHeadroom = 16 << 20
 
 // gcPercent returns the GOGC that lets a heap of live bytes grow by
 // percent of itself or by floor bytes, whichever is more.
@@ -42,45 +57,106 @@ func gcPercent(live uint64, percent int, floor uint64) int {
 // (runtime/mgcpacer.go, defaultHeapMinimum).
 const heapMinimum = 4 << 20
 
-// gcTuning is the collector's setting as run sets it, for /api/v1/stats.
-var gcTuning struct {
-	percent atomic.Int64 // -gogc; 0 when the GOGC environment variable decides
-	floor   atomic.Int64 // -gogc-floor
-	now     atomic.Int64 // GOGC as last set
+// memoryLimit returns the soft memory limit for a heap goal, the
+// runtime's memory outside the heap and the headroom.
+func memoryLimit(goal, outside, headroom uint64) int64 {
+	l := goal + outside + headroom
+	if l < goal || l > math.MaxInt64 { // overflowed
+		return math.MaxInt64
+	}
+	return int64(l)
 }
 
-// tuneGC sets GOGC from percent and floor now and after every collection
-// (a finalizer on an object dropped at once runs after each cycle that
-// frees it, and arms the next). Percent 0 leaves the runtime's setting,
-// the GOGC environment variable's, and only records it.
-func tuneGC(percent int, floor uint64) {
+// gcTuning is the collector's setting as run sets it, for /api/v1/stats.
+var gcTuning struct {
+	percent  atomic.Int64 // -gogc; 0 when the GOGC environment variable decides
+	floor    atomic.Int64 // -gogc-floor
+	headroom atomic.Int64 // -gc-headroom; 0: the limit is left to GOMEMLIMIT
+	now      atomic.Int64 // GOGC as last set
+	limit    atomic.Int64 // the soft memory limit as last set or read
+}
+
+// The runtime's figures the tuner reads after each collection.
+var gcSamples = []string{
+	"/gc/heap/live:bytes",
+	"/gc/scan/stack:bytes",
+	"/gc/scan/globals:bytes",
+	"/memory/classes/total:bytes",
+	"/memory/classes/heap/objects:bytes",
+	"/memory/classes/heap/unused:bytes",
+	"/memory/classes/heap/free:bytes",
+	"/memory/classes/heap/released:bytes",
+}
+
+// heapGoal is the heap size at which GOGC percent starts the next
+// collection, as the runtime computes it (runtime/mgcpacer.go, heapGoal
+// without a memory limit): the live heap plus percent of it, of the
+// stacks and of the globals, and never below the smallest goal. The
+// runtime's own reading (/gc/heap/goal) is lowered by the memory limit
+// when that binds: a limit set from it would ratchet down.
+func heapGoal(live, stacks, globals uint64, percent int) uint64 {
+	goal := live + (live+stacks+globals)*uint64(percent)/100
+	return max(goal, heapMinimum*uint64(percent)/100)
+}
+
+// tuneGC sets GOGC from percent and floor, and the soft memory limit from
+// the heap goal and headroom, now and after every collection (a finalizer
+// on an object dropped at once runs after each cycle that frees it, and
+// arms the next). Percent 0 leaves GOGC to the runtime (the GOGC
+// environment variable's), headroom 0 the memory limit (GOMEMLIMIT's);
+// both are then only recorded. stop ends the tuning after the next
+// collection and leaves both as last set (tests restore their own).
+func tuneGC(percent int, floor, headroom uint64) (stop func()) {
 	if percent == 0 {
+		floor = 0                       // not used
 		prev := debug.SetGCPercent(100) // setting it is the only way to read it
 		debug.SetGCPercent(prev)
 		gcTuning.now.Store(int64(prev))
-		return
 	}
 	gcTuning.percent.Store(int64(percent))
 	gcTuning.floor.Store(int64(floor))
-	live := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+	gcTuning.headroom.Store(int64(headroom))
+	gcTuning.limit.Store(debug.SetMemoryLimit(-1)) // a negative limit only reads it
+	ms := make([]metrics.Sample, len(gcSamples))
+	for i, name := range gcSamples {
+		ms[i].Name = name
+	}
 	set := func() {
-		metrics.Read(live)
-		p := gcPercent(live[0].Value.Uint64(), percent, floor)
-		if int64(p) != gcTuning.now.Load() {
-			debug.SetGCPercent(p)
-			gcTuning.now.Store(int64(p))
+		metrics.Read(ms)
+		live := ms[0].Value.Uint64()
+		if percent != 0 {
+			p := gcPercent(live, percent, floor)
+			if int64(p) != gcTuning.now.Load() {
+				debug.SetGCPercent(p)
+				gcTuning.now.Store(int64(p))
+			}
+		}
+		if headroom != 0 {
+			goal := heapGoal(live, ms[1].Value.Uint64(), ms[2].Value.Uint64(), int(gcTuning.now.Load()))
+			total := ms[3].Value.Uint64()
+			heap := ms[4].Value.Uint64() + ms[5].Value.Uint64() + ms[6].Value.Uint64() + ms[7].Value.Uint64()
+			l := memoryLimit(goal, total-min(heap, total), headroom)
+			debug.SetMemoryLimit(l)
+			gcTuning.limit.Store(l)
 		}
 	}
 	set()
-	if floor == 0 {
-		return
+	var stopped atomic.Bool
+	if floor == 0 && headroom == 0 {
+		return func() {} // nothing changes with the live heap
 	}
 	var arm func()
 	arm = func() {
 		s := &gcSentinel{}
-		runtime.SetFinalizer(s, func(*gcSentinel) { set(); arm() })
+		runtime.SetFinalizer(s, func(*gcSentinel) {
+			if !stopped.Load() {
+				set()
+				arm()
+			}
+		})
 	}
 	arm()
+	return func() { stopped.Store(true) }
 }
 
 // gcSentinel is big enough to be its own allocation (the tiny allocator

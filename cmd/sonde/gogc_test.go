@@ -1,8 +1,10 @@
 package main
 
 import (
+	"math"
 	"runtime"
 	"runtime/debug"
+	"runtime/metrics"
 	"testing"
 	"time"
 )
@@ -12,30 +14,45 @@ import (
 // the floor decides.
 func TestGOGC(t *testing.T) {
 	type goStats struct {
-		GOGC      uint64 `json:"gogc"`
-		Floor     uint64 `json:"gogc_floor"`
-		GCPercent uint64 `json:"gc_percent"`
+		GOGC        uint64 `json:"gogc"`
+		Floor       uint64 `json:"gogc_floor"`
+		GCPercent   uint64 `json:"gc_percent"`
+		Headroom    uint64 `json:"gc_headroom"`
+		MemoryLimit uint64 `json:"memory_limit"`
 	}
+	const mib = 1 << 20
 	for _, tc := range []struct {
-		env   string // the server's GOGC environment variable
-		flags []string
-		check func(g goStats) bool
+		env, limitEnv string // the server's GOGC and GOMEMLIMIT environment variables
+		flags         []string
+		check         func(g goStats) bool
 	}{
 		// A heap of a few MiB: 64 MiB of growth is far more than 30 %.
-		{"", nil, func(g goStats) bool { return g.GOGC == defaultGOGC && g.Floor == defaultGCFloor && g.GCPercent > 1000 }},
-		{"", []string{"-gogc", "75", "-gogc-floor", "0"}, func(g goStats) bool { return g.GOGC == 75 && g.Floor == 0 && g.GCPercent == 75 }},
+		// The limit is the goal (at least the floor) plus the headroom and
+		// the runtime's own memory: far below what nothing set would be.
+		{"", "", nil, func(g goStats) bool {
+			return g.GOGC == defaultGOGC && g.Floor == defaultGCFloor && g.GCPercent > 1000 &&
+				g.Headroom == defaultGCHeadroom && g.MemoryLimit > (defaultGCFloor+defaultGCHeadroom) && g.MemoryLimit < 1<<30
+		}},
+		{"", "", []string{"-gogc", "75", "-gogc-floor", "0", "-gc-headroom", "0"}, func(g goStats) bool {
+			return g.GOGC == 75 && g.Floor == 0 && g.GCPercent == 75 && g.Headroom == 0 && g.MemoryLimit == math.MaxInt64
+		}},
 		// The environment's replaces the default, untuned.
-		{"200", nil, func(g goStats) bool { return g.GOGC == 0 && g.GCPercent == 200 }},
-		{"200", []string{"-gogc", "75", "-gogc-floor", "0"}, func(g goStats) bool { return g.GOGC == 75 && g.GCPercent == 75 }},
+		{"200", "", nil, func(g goStats) bool {
+			return g.GOGC == 0 && g.Floor == 0 && g.GCPercent == 200 && g.MemoryLimit < 1<<30
+		}},
+		{"200", "", []string{"-gogc", "75", "-gogc-floor", "0"}, func(g goStats) bool { return g.GOGC == 75 && g.GCPercent == 75 }},
+		{"", "300MiB", nil, func(g goStats) bool { return g.Headroom == 0 && g.MemoryLimit == 300*mib }},
+		{"", "300MiB", []string{"-gc-headroom", "1048576"}, func(g goStats) bool { return g.Headroom == mib && g.MemoryLimit < 300*mib }},
 	} {
-		t.Setenv("GOGC", tc.env) // the server inherits it
+		t.Setenv("GOGC", tc.env) // the server inherits them
+		t.Setenv("GOMEMLIMIT", tc.limitEnv)
 		p := start(t, t.TempDir(), tc.flags...)
 		var st struct {
 			Go goStats `json:"go"`
 		}
 		p.get("/api/v1/stats", &st)
 		if !tc.check(st.Go) {
-			t.Errorf("GOGC=%q %v: the server runs with %+v", tc.env, tc.flags, st.Go)
+			t.Errorf("GOGC=%q GOMEMLIMIT=%q %v: the server runs with %+v", tc.env, tc.limitEnv, tc.flags, st.Go)
 		}
 		p.stop()
 	}
@@ -84,28 +101,70 @@ func TestGOGCFlag(t *testing.T) {
 	}
 }
 
-// TestTuneGCFollowsTheLiveHeap: after each collection GOGC follows the
-// live heap: 30 once it is big, the floor's share again once it is not.
+// TestTuneGCFollowsTheLiveHeap: after each collection GOGC and the
+// memory limit follow the live heap: GOGC 30 and a limit above 1.3 times
+// it once it is big, the floor's share and a limit near the floor again
+// once it is not.
 func TestTuneGCFollowsTheLiveHeap(t *testing.T) {
 	defer debug.SetGCPercent(debug.SetGCPercent(100))
-	tuneGC(defaultGOGC, defaultGCFloor)
-	waitFor := func(what string, ok func(p int64) bool) {
+	defer debug.SetMemoryLimit(debug.SetMemoryLimit(-1))
+	defer tuneGC(defaultGOGC, defaultGCFloor, defaultGCHeadroom)()
+	waitFor := func(what string, ok func(p, limit int64) bool) {
 		t.Helper()
 		deadline := time.Now().Add(20 * time.Second)
-		for !ok(gcTuning.now.Load()) {
+		for !ok(gcTuning.now.Load(), gcTuning.limit.Load()) {
 			if time.Now().After(deadline) {
-				t.Fatalf("%s: GOGC is %d", what, gcTuning.now.Load())
+				t.Fatalf("%s: GOGC is %d, the memory limit %d", what, gcTuning.now.Load(), gcTuning.limit.Load())
 			}
 			runtime.GC() // the tuner runs after a collection; this makes one
 			runtime.Gosched()
 		}
+		if got := debug.SetMemoryLimit(-1); got != gcTuning.limit.Load() {
+			t.Fatalf("%s: the runtime's memory limit is %d, the tuner's %d", what, got, gcTuning.limit.Load())
+		}
 	}
-	big := make([]byte, 256<<20) // 64 MiB is a quarter of it
-	for i := range big {
-		big[i] = byte(i)
+	const big = 256 << 20 // 64 MiB is a quarter of it
+	b := make([]byte, big)
+	for i := range b {
+		b[i] = byte(i)
 	}
-	waitFor("256 MiB live", func(p int64) bool { return p == defaultGOGC })
-	runtime.KeepAlive(big)
-	big = nil
-	waitFor("the 256 MiB dropped", func(p int64) bool { return p > 1000 })
+	waitFor("256 MiB live", func(p, limit int64) bool {
+		return p == defaultGOGC && limit >= big*13/10+defaultGCHeadroom && limit < 2*big
+	})
+	runtime.KeepAlive(b)
+	b = nil
+	waitFor("the 256 MiB dropped", func(p, limit int64) bool { return p > 1000 && limit < big })
+}
+
+// TestHeapGoal: heapGoal is the runtime's goal while no memory limit
+// binds.
+func TestHeapGoal(t *testing.T) {
+	defer debug.SetGCPercent(debug.SetGCPercent(100))
+	defer debug.SetMemoryLimit(debug.SetMemoryLimit(math.MaxInt64))
+	keep := make([][]byte, 0, 64)
+	for _, p := range []int{30, 100, 1600} {
+		debug.SetGCPercent(p)
+		keep = append(keep, make([]byte, 8<<20))
+		runtime.GC()
+		ms := []metrics.Sample{{Name: "/gc/heap/live:bytes"}, {Name: "/gc/scan/stack:bytes"}, {Name: "/gc/scan/globals:bytes"}, {Name: "/gc/heap/goal:bytes"}}
+		metrics.Read(ms)
+		got := heapGoal(ms[0].Value.Uint64(), ms[1].Value.Uint64(), ms[2].Value.Uint64(), p)
+		if want := ms[3].Value.Uint64(); got != want {
+			t.Errorf("GOGC %d, live %d: heapGoal %d, the runtime's goal %d", p, ms[0].Value.Uint64(), got, want)
+		}
+	}
+	runtime.KeepAlive(keep)
+}
+
+// TestMemoryLimit: the limit is the goal plus the rest, and never wraps.
+func TestMemoryLimit(t *testing.T) {
+	if got := memoryLimit(100, 20, 3); got != 123 {
+		t.Fatalf("memoryLimit(100, 20, 3) = %d", got)
+	}
+	if got := memoryLimit(math.MaxUint64-1, 20, 3); got != math.MaxInt64 {
+		t.Fatalf("an overflowing limit: %d", got)
+	}
+	if got := memoryLimit(math.MaxInt64, 1, 0); got != math.MaxInt64 {
+		t.Fatalf("a limit past int64: %d", got)
+	}
 }

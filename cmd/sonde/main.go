@@ -78,7 +78,8 @@ type config struct {
 	queryConcurrency int
 	sseWriteTimeout  time.Duration
 	pprofAddr        string
-	gogc             int // 0: leave the runtime's (the GOGC environment variable)
+	gogc             int    // 0: leave the runtime's (the GOGC environment variable)
+	gcHeadroom       uint64 // 0: leave the runtime's memory limit (the GOMEMLIMIT environment variable)
 	gcFloor          uint64
 	logLevel         string
 	logFormat        string
@@ -131,6 +132,7 @@ func parseFlags(args []string) (config, error) {
 	fs.DurationVar(&c.sseWriteTimeout, "sse-write-timeout", 30*time.Second, "cut off an SSE subscriber whose socket takes nothing for this long")
 	fs.IntVar(&c.gogc, "gogc", defaultGOGC, "the Go collector's GOGC: heap growth in percent of the live heap between collections (the GOGC environment variable wins over the default, not over this flag)")
 	fs.Uint64Var(&c.gcFloor, "gogc-floor", defaultGCFloor, "the least heap growth in bytes between collections, whatever -gogc says of a small heap (0: none)")
+	fs.Uint64Var(&c.gcHeadroom, "gc-headroom", defaultGCHeadroom, "after each collection, set Go's soft memory limit to the heap goal plus the runtime's memory outside the heap plus this many bytes, so that freed pages go back to the system (0: no limit; the GOMEMLIMIT environment variable wins over the default, not over this flag)")
 	fs.StringVar(&c.pprofAddr, "pprof", "", "serve Go's profiler (net/http/pprof) on this address; off when empty")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.logFormat, "log-format", "text", "text or json")
@@ -145,6 +147,9 @@ func parseFlags(args []string) (config, error) {
 	}
 	if !explicit(fs, "gogc") && os.Getenv("GOGC") != "" {
 		c.gogc = 0 // the environment's, as the runtime read it
+	}
+	if !explicit(fs, "gc-headroom") && os.Getenv("GOMEMLIMIT") != "" {
+		c.gcHeadroom = 0 // the environment's limit, as the runtime read it
 	}
 	return c, nil
 }
@@ -176,7 +181,8 @@ func goStats() map[string]uint64 {
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)
 	return map[string]uint64{"heap_alloc": m.HeapAlloc, "heap_inuse": m.HeapInuse, "heap_sys": m.HeapSys,
-		"sys": m.Sys, "num_gc": uint64(m.NumGC), "goroutines": uint64(runtime.NumGoroutine()), "gogc": uint64(gcTuning.percent.Load()), "gogc_floor": uint64(gcTuning.floor.Load()), "gc_percent": uint64(max(gcTuning.now.Load(), 0))}
+		"sys": m.Sys, "num_gc": uint64(m.NumGC), "goroutines": uint64(runtime.NumGoroutine()), "gogc": uint64(gcTuning.percent.Load()), "gogc_floor": uint64(gcTuning.floor.Load()), "gc_percent": uint64(max(gcTuning.now.Load(), 0)),
+		"gc_headroom": uint64(gcTuning.headroom.Load()), "memory_limit": uint64(max(gcTuning.limit.Load(), 0))}
 }
 
 func main() {
@@ -203,7 +209,7 @@ func main() {
 }
 
 func run(c config, logger *slog.Logger) error {
-	tuneGC(c.gogc, c.gcFloor)
+	tuneGC(c.gogc, c.gcFloor, c.gcHeadroom)
 	policy, err := engine.ParseFsyncPolicy(c.fsync)
 	if err != nil {
 		return fmt.Errorf("parse -fsync: %w", err)
