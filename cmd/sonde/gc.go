@@ -26,9 +26,10 @@ import (
 // return them as soon as the process' memory nears it. A fixed limit
 // cannot fit both a small store and a million series (650 MiB live), so
 // after each collection the limit is set to the heap goal just computed
-// plus the runtime's memory outside the heap plus -gc-headroom. It only
-// binds when memory outgrows the goal by more than the headroom: freed
-// pages are then returned, and a collection may come early.
+// plus the runtime's memory outside the heap plus -gc-headroom or a tenth
+// of the goal, whichever is more. It only binds when memory outgrows the
+// goal by more than that: freed pages are then returned, and a collection
+// may come early.
 
 // defaultGOGC is -gogc's default.
 const defaultGOGC = 30
@@ -58,9 +59,13 @@ func gcPercent(live uint64, percent int, floor uint64) int {
 const heapMinimum = 4 << 20
 
 // memoryLimit returns the soft memory limit for a heap goal, the
-// runtime's memory outside the heap and the headroom.
+// runtime's memory outside the heap and the headroom: the headroom or a
+// tenth of the goal, whichever is more. The runtime's own scavenger keeps
+// a tenth over the goal; a limit closer than that to a big heap makes it
+// return pages the next cycle takes again: at a million series (goal
+// 800 MiB) ingest went 26 % slower with 16 MiB over the goal.
 func memoryLimit(goal, outside, headroom uint64) int64 {
-	l := goal + outside + headroom
+	l := goal + outside + max(headroom, goal/10)
 	if l < goal || l > math.MaxInt64 { // overflowed
 		return math.MaxInt64
 	}

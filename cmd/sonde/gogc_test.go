@@ -158,8 +158,11 @@ func TestHeapGoal(t *testing.T) {
 
 // TestMemoryLimit: the limit is the goal plus the rest, and never wraps.
 func TestMemoryLimit(t *testing.T) {
-	if got := memoryLimit(100, 20, 3); got != 123 {
-		t.Fatalf("memoryLimit(100, 20, 3) = %d", got)
+	if got := memoryLimit(100, 20, 30); got != 150 {
+		t.Fatalf("memoryLimit(100, 20, 30) = %d", got)
+	}
+	if got := memoryLimit(1000, 20, 30); got != 1120 { // a tenth of the goal is more
+		t.Fatalf("memoryLimit(1000, 20, 30) = %d", got)
 	}
 	if got := memoryLimit(math.MaxUint64-1, 20, 3); got != math.MaxInt64 {
 		t.Fatalf("an overflowing limit: %d", got)
