@@ -109,7 +109,8 @@ func heapGoal(live, stacks, globals uint64, percent int) uint64 {
 // on an object dropped at once runs after each cycle that frees it, and
 // arms the next). Percent 0 leaves GOGC to the runtime (the GOGC
 // environment variable's), headroom 0 the memory limit (GOMEMLIMIT's);
-// both are then only recorded. stop ends the tuning after the next
+// both are then only recorded. With the collector off (GOGC=off) there
+// is no goal, and the limit is left as it is. stop ends the tuning after the next
 // collection and leaves both as last set (tests restore their own).
 func tuneGC(percent int, floor, headroom uint64) (stop func()) {
 	if percent == 0 {
@@ -136,7 +137,7 @@ func tuneGC(percent int, floor, headroom uint64) (stop func()) {
 				gcTuning.now.Store(int64(p))
 			}
 		}
-		if headroom != 0 {
+		if headroom != 0 && gcTuning.now.Load() > 0 { // GOGC=off: no goal to follow
 			goal := heapGoal(live, ms[1].Value.Uint64(), ms[2].Value.Uint64(), int(gcTuning.now.Load()))
 			total := ms[3].Value.Uint64()
 			heap := ms[4].Value.Uint64() + ms[5].Value.Uint64() + ms[6].Value.Uint64() + ms[7].Value.Uint64()

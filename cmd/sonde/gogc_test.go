@@ -41,6 +41,7 @@ func TestGOGC(t *testing.T) {
 			return g.GOGC == 0 && g.Floor == 0 && g.GCPercent == 200 && g.MemoryLimit < 1<<30
 		}},
 		{"200", "", []string{"-gogc", "75", "-gogc-floor", "0"}, func(g goStats) bool { return g.GOGC == 75 && g.GCPercent == 75 }},
+		{"off", "", nil, func(g goStats) bool { return g.GOGC == 0 && g.GCPercent == 0 && g.MemoryLimit == math.MaxInt64 }},
 		{"", "300MiB", nil, func(g goStats) bool { return g.Headroom == 0 && g.MemoryLimit == 300*mib }},
 		{"", "300MiB", []string{"-gc-headroom", "1048576"}, func(g goStats) bool { return g.Headroom == mib && g.MemoryLimit < 300*mib }},
 	} {
