@@ -93,6 +93,20 @@ var gcSamples = []string{
 	"/memory/classes/heap/released:bytes",
 }
 
+// readSamples reads ms and reports whether every one is a count of
+// bytes: a name the runtime does not know reads as KindBad, and Uint64
+// panics on it, here on the finalizer goroutine, which would end the
+// process.
+func readSamples(ms []metrics.Sample) bool {
+	metrics.Read(ms)
+	for _, m := range ms {
+		if m.Value.Kind() != metrics.KindUint64 {
+			return false
+		}
+	}
+	return true
+}
+
 // heapGoal is the heap size at which GOGC percent starts the next
 // collection, as the runtime computes it (runtime/mgcpacer.go, heapGoal
 // without a memory limit): the live heap plus percent of it, of the
@@ -128,7 +142,9 @@ func tuneGC(percent int, floor, headroom uint64) (stop func()) {
 		ms[i].Name = name
 	}
 	set := func() {
-		metrics.Read(ms)
+		if !readSamples(ms) {
+			return // a runtime without these figures: leave both as they are
+		}
 		live := ms[0].Value.Uint64()
 		if percent != 0 {
 			p := gcPercent(live, percent, floor)

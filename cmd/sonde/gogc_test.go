@@ -157,6 +157,21 @@ func TestHeapGoal(t *testing.T) {
 	runtime.KeepAlive(keep)
 }
 
+// TestReadSamples: every figure the tuner reads is one this runtime
+// has, and a name it does not know is refused rather than read.
+func TestReadSamples(t *testing.T) {
+	ms := make([]metrics.Sample, len(gcSamples))
+	for i, name := range gcSamples {
+		ms[i].Name = name
+	}
+	if !readSamples(ms) {
+		t.Fatalf("the runtime lacks one of %v", gcSamples)
+	}
+	if readSamples([]metrics.Sample{{Name: "/gc/heap/live:bytes"}, {Name: "/no/such/figure:bytes"}}) {
+		t.Fatal("an unknown figure was taken")
+	}
+}
+
 // TestMemoryLimit: the limit is the goal plus the rest, and never wraps.
 func TestMemoryLimit(t *testing.T) {
 	if got := memoryLimit(100, 20, 30); got != 150 {
