@@ -5,6 +5,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
+	"sync"
 	"sync/atomic"
 )
 
@@ -27,9 +28,15 @@ import (
 // cannot fit both a small store and a million series (650 MiB live), so
 // after each collection the limit is set to the heap goal just computed
 // plus the runtime's memory outside the heap plus -gc-headroom or a tenth
-// of the goal, whichever is more. It only binds when memory outgrows the
-// goal by more than that: freed pages are then returned, and a collection
-// may come early.
+// of the goal, whichever is more (and never above a GOMEMLIMIT the
+// environment gave). With a limit, the scavenger keeps the process' memory
+// under 95 % of it. The runtime also derives a heap goal of its own from
+// the limit: the limit, less what it counts outside the heap (which takes
+// in the free slots of spans in use, not only what the limit here adds
+// for it), less 3 %. Where that is under GOGC's goal, a collection comes
+// earlier. So the limit binds a little in most cycles: the headroom must
+// cover those 3 % and the fragmentation, or collections come early in
+// every cycle (16 MiB over an 800 MiB goal: ingest 26 % slower).
 
 // defaultGOGC is -gogc's default.
 const defaultGOGC = 30
@@ -60,10 +67,10 @@ const heapMinimum = 4 << 20
 
 // memoryLimit returns the soft memory limit for a heap goal, the
 // runtime's memory outside the heap and the headroom: the headroom or a
-// tenth of the goal, whichever is more. The runtime's own scavenger keeps
-// a tenth over the goal; a limit closer than that to a big heap makes it
-// return pages the next cycle takes again: at a million series (goal
-// 800 MiB) ingest went 26 % slower with 16 MiB over the goal.
+// tenth of the goal, whichever is more. A tenth covers the 3 % the runtime
+// takes off the limit for its own goal, the 5 % under the limit its
+// scavenger aims at, and some fragmentation; 16 MiB over an 800 MiB goal
+// (a million series) did not, and ingest went 26 % slower.
 func memoryLimit(goal, outside, headroom uint64) int64 {
 	l := goal + outside + max(headroom, goal/10)
 	if l < goal || l > math.MaxInt64 { // overflowed
@@ -108,8 +115,8 @@ func readSamples(ms []metrics.Sample) bool {
 }
 
 // heapGoal is the heap size at which GOGC percent starts the next
-// collection, as the runtime computes it (runtime/mgcpacer.go, heapGoal
-// without a memory limit): the live heap plus percent of it, of the
+// collection, as the runtime computes it (runtime/mgcpacer.go,
+// gcControllerState.commit, gcPercentHeapGoal): the live heap plus percent of it, of the
 // stacks and of the globals, and never below the smallest goal. The
 // runtime's own reading (/gc/heap/goal) is lowered by the memory limit
 // when that binds: a limit set from it would ratchet down.
@@ -124,19 +131,25 @@ func heapGoal(live, stacks, globals uint64, percent int) uint64 {
 // arms the next). Percent 0 leaves GOGC to the runtime (the GOGC
 // environment variable's), headroom 0 the memory limit (GOMEMLIMIT's);
 // both are then only recorded. With the collector off (GOGC=off) there
-// is no goal, and the limit is left as it is. stop ends the tuning after the next
-// collection and leaves both as last set (tests restore their own).
+// is no goal, and the limit is left as it is. A limit the environment
+// set (GOMEMLIMIT) is the most the tuner sets. stop ends the tuning: once
+// it returns, the tuner changes neither again, and both stay as last set
+// (tests restore their own).
 func tuneGC(percent int, floor, headroom uint64) (stop func()) {
 	if percent == 0 {
 		floor = 0                       // not used
 		prev := debug.SetGCPercent(100) // setting it is the only way to read it
 		debug.SetGCPercent(prev)
 		gcTuning.now.Store(int64(prev))
+		if prev < 0 {
+			headroom = 0 // GOGC=off: no goal to follow
+		}
 	}
 	gcTuning.percent.Store(int64(percent))
 	gcTuning.floor.Store(int64(floor))
 	gcTuning.headroom.Store(int64(headroom))
-	gcTuning.limit.Store(debug.SetMemoryLimit(-1)) // a negative limit only reads it
+	ceiling := debug.SetMemoryLimit(-1) // a negative limit only reads it: GOMEMLIMIT's, or none
+	gcTuning.limit.Store(ceiling)
 	ms := make([]metrics.Sample, len(gcSamples))
 	for i, name := range gcSamples {
 		ms[i].Name = name
@@ -153,32 +166,39 @@ func tuneGC(percent int, floor, headroom uint64) (stop func()) {
 				gcTuning.now.Store(int64(p))
 			}
 		}
-		if headroom != 0 && gcTuning.now.Load() > 0 { // GOGC=off: no goal to follow
+		if headroom != 0 {
 			goal := heapGoal(live, ms[1].Value.Uint64(), ms[2].Value.Uint64(), int(gcTuning.now.Load()))
 			total := ms[3].Value.Uint64()
 			heap := ms[4].Value.Uint64() + ms[5].Value.Uint64() + ms[6].Value.Uint64() + ms[7].Value.Uint64()
-			l := memoryLimit(goal, total-min(heap, total), headroom)
+			l := min(memoryLimit(goal, total-min(heap, total), headroom), ceiling)
 			debug.SetMemoryLimit(l)
 			gcTuning.limit.Store(l)
 		}
 	}
 	set()
-	var stopped atomic.Bool
 	if floor == 0 && headroom == 0 {
 		return func() {} // nothing changes with the live heap
 	}
+	var mu sync.Mutex // a set under way finishes before stop returns
+	stopped := false
 	var arm func()
 	arm = func() {
 		s := &gcSentinel{}
 		runtime.SetFinalizer(s, func(*gcSentinel) {
-			if !stopped.Load() {
+			mu.Lock()
+			defer mu.Unlock()
+			if !stopped {
 				set()
 				arm()
 			}
 		})
 	}
 	arm()
-	return func() { stopped.Store(true) }
+	return func() {
+		mu.Lock()
+		stopped = true
+		mu.Unlock()
+	}
 }
 
 // gcSentinel is big enough to be its own allocation (the tiny allocator

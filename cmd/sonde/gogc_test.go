@@ -41,9 +41,14 @@ func TestGOGC(t *testing.T) {
 			return g.GOGC == 0 && g.Floor == 0 && g.GCPercent == 200 && g.MemoryLimit < 1<<30
 		}},
 		{"200", "", []string{"-gogc", "75", "-gogc-floor", "0"}, func(g goStats) bool { return g.GOGC == 75 && g.GCPercent == 75 }},
-		{"off", "", nil, func(g goStats) bool { return g.GOGC == 0 && g.GCPercent == 0 && g.MemoryLimit == math.MaxInt64 }},
+		{"off", "", nil, func(g goStats) bool {
+			return g.GOGC == 0 && g.GCPercent == 0 && g.Headroom == 0 && g.MemoryLimit == math.MaxInt64
+		}},
 		{"", "300MiB", nil, func(g goStats) bool { return g.Headroom == 0 && g.MemoryLimit == 300*mib }},
 		{"", "300MiB", []string{"-gc-headroom", "1048576"}, func(g goStats) bool { return g.Headroom == mib && g.MemoryLimit < 300*mib }},
+		{"", "300MiB", []string{"-gc-headroom", "0"}, func(g goStats) bool { return g.Headroom == 0 && g.MemoryLimit == 300*mib }},
+		// The environment's limit caps the tuned one (at least the 64 MiB floor plus the headroom).
+		{"", "50MiB", []string{"-gc-headroom", "16777216"}, func(g goStats) bool { return g.Headroom == 16*mib && g.MemoryLimit == 50*mib }},
 	} {
 		t.Setenv("GOGC", tc.env) // the server inherits them
 		t.Setenv("GOMEMLIMIT", tc.limitEnv)
@@ -100,6 +105,17 @@ func TestGOGCFlag(t *testing.T) {
 			t.Fatalf("-gogc %s taken", bad)
 		}
 	}
+	t.Setenv("GOMEMLIMIT", "")
+	if c, err := parseFlags(nil); err != nil || c.gcHeadroom != defaultGCHeadroom {
+		t.Fatalf("no GOMEMLIMIT, no flag: headroom %d %v", c.gcHeadroom, err)
+	}
+	t.Setenv("GOMEMLIMIT", "300MiB")
+	if c, err := parseFlags(nil); err != nil || c.gcHeadroom != 0 {
+		t.Fatalf("GOMEMLIMIT=300MiB, no flag: headroom %d %v, want 0 (the runtime's limit)", c.gcHeadroom, err)
+	}
+	if c, err := parseFlags([]string{"-gc-headroom", "1024"}); err != nil || c.gcHeadroom != 1024 {
+		t.Fatalf("GOMEMLIMIT=300MiB, -gc-headroom 1024: headroom %d %v", c.gcHeadroom, err)
+	}
 }
 
 // TestTuneGCFollowsTheLiveHeap: after each collection GOGC and the
@@ -155,6 +171,13 @@ func TestHeapGoal(t *testing.T) {
 		}
 	}
 	runtime.KeepAlive(keep)
+	// A small heap's goal is the runtime's smallest, scaled by GOGC.
+	if got := heapGoal(1<<20, 0, 0, 100); got != heapMinimum {
+		t.Errorf("1 MiB live at GOGC 100: heapGoal %d, want %d", got, heapMinimum)
+	}
+	if got := heapGoal(1<<20, 0, 0, 200); got != 2*heapMinimum {
+		t.Errorf("1 MiB live at GOGC 200: heapGoal %d, want %d", got, 2*heapMinimum)
+	}
 }
 
 // TestReadSamples: every figure the tuner reads is one this runtime

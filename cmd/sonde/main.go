@@ -132,7 +132,7 @@ func parseFlags(args []string) (config, error) {
 	fs.DurationVar(&c.sseWriteTimeout, "sse-write-timeout", 30*time.Second, "cut off an SSE subscriber whose socket takes nothing for this long")
 	fs.IntVar(&c.gogc, "gogc", defaultGOGC, "the Go collector's GOGC: heap growth in percent of the live heap between collections (the GOGC environment variable wins over the default, not over this flag)")
 	fs.Uint64Var(&c.gcFloor, "gogc-floor", defaultGCFloor, "the least heap growth in bytes between collections, whatever -gogc says of a small heap (0: none)")
-	fs.Uint64Var(&c.gcHeadroom, "gc-headroom", defaultGCHeadroom, "after each collection, set Go's soft memory limit to the heap goal plus the runtime's memory outside the heap plus this many bytes or a tenth of the goal, whichever is more, so that freed pages go back to the system (0: no limit; the GOMEMLIMIT environment variable wins over the default, not over this flag)")
+	fs.Uint64Var(&c.gcHeadroom, "gc-headroom", defaultGCHeadroom, "after each collection, set Go's soft memory limit to the heap goal plus the runtime's memory outside the heap plus this many bytes or a tenth of the goal, whichever is more, so that freed pages go back to the system (0: leave the limit to the GOMEMLIMIT environment variable, none without it; GOMEMLIMIT wins over the default, and caps the limit this flag sets)")
 	fs.StringVar(&c.pprofAddr, "pprof", "", "serve Go's profiler (net/http/pprof) on this address; off when empty")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.logFormat, "log-format", "text", "text or json")
