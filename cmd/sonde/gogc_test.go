@@ -87,7 +87,8 @@ func TestGCPercent(t *testing.T) {
 }
 
 // TestGOGCFlag: the GOGC environment variable wins over the default, the
-// flag over both; a percentage must be above 0.
+// flag over both; a percentage must be above 0. GOMEMLIMIT and
+// -gc-headroom go the same way (headroom 0: the environment's limit).
 func TestGOGCFlag(t *testing.T) {
 	t.Setenv("GOGC", "")
 	if c, err := parseFlags(nil); err != nil || c.gogc != defaultGOGC {
