@@ -34,9 +34,8 @@ import (
 // the limit: the limit, less what it counts outside the heap (which takes
 // in the free slots of spans in use, not only what the limit here adds
 // for it), less 3 %. Where that is under GOGC's goal, a collection comes
-// earlier. So the limit binds a little in most cycles: the headroom must
-// cover those 3 % and the fragmentation, or collections come early in
-// every cycle (16 MiB over an 800 MiB goal: ingest 26 % slower).
+// earlier. So the limit binds a little in most cycles; memoryLimit says
+// why the headroom grows with the goal.
 
 // defaultGOGC is -gogc's default.
 const defaultGOGC = 30
@@ -100,6 +99,15 @@ var gcSamples = []string{
 	"/memory/classes/heap/released:bytes",
 }
 
+// newGCSamples returns the samples of gcSamples, to be read by readSamples.
+func newGCSamples() []metrics.Sample {
+	ms := make([]metrics.Sample, len(gcSamples))
+	for i, name := range gcSamples {
+		ms[i].Name = name
+	}
+	return ms
+}
+
 // readSamples reads ms and reports whether every one is a count of
 // bytes: a name the runtime does not know reads as KindBad, and Uint64
 // panics on it, here on the finalizer goroutine, which would end the
@@ -116,8 +124,9 @@ func readSamples(ms []metrics.Sample) bool {
 
 // heapGoal is the heap size at which GOGC percent starts the next
 // collection, as the runtime computes it (runtime/mgcpacer.go,
-// gcControllerState.commit, gcPercentHeapGoal): the live heap plus percent of it, of the
-// stacks and of the globals, and never below the smallest goal. The
+// gcControllerState.commit, gcPercentHeapGoal): the live heap plus
+// percent of it, of the stacks and of the globals, and never below the
+// smallest goal. The
 // runtime's own reading (/gc/heap/goal) is lowered by the memory limit
 // when that binds: a limit set from it would ratchet down.
 func heapGoal(live, stacks, globals uint64, percent int) uint64 {
@@ -150,10 +159,7 @@ func tuneGC(percent int, floor, headroom uint64) (stop func()) {
 	gcTuning.headroom.Store(int64(headroom))
 	ceiling := debug.SetMemoryLimit(-1) // a negative limit only reads it: GOMEMLIMIT's, or none
 	gcTuning.limit.Store(ceiling)
-	ms := make([]metrics.Sample, len(gcSamples))
-	for i, name := range gcSamples {
-		ms[i].Name = name
-	}
+	ms := newGCSamples()
 	set := func() {
 		if !readSamples(ms) {
 			return // a runtime without these figures: leave both as they are

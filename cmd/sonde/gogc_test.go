@@ -184,11 +184,7 @@ func TestHeapGoal(t *testing.T) {
 // TestReadSamples: every figure the tuner reads is one this runtime
 // has, and a name it does not know is refused rather than read.
 func TestReadSamples(t *testing.T) {
-	ms := make([]metrics.Sample, len(gcSamples))
-	for i, name := range gcSamples {
-		ms[i].Name = name
-	}
-	if !readSamples(ms) {
+	if !readSamples(newGCSamples()) {
 		t.Fatalf("the runtime lacks one of %v", gcSamples)
 	}
 	if readSamples([]metrics.Sample{{Name: "/gc/heap/live:bytes"}, {Name: "/no/such/figure:bytes"}}) {
