@@ -57,6 +57,7 @@ type DB struct {
 	retention  pass
 	snapshots  atomic.Int64 // snapshots taken since Open, empty ones included
 	snapTxs    atomic.Int64 // their transactions
+	snapLast   atomic.Int64 // ns the last snapshot that stored something took
 	recovery   Recovery     // set by Open
 	merged     atomic.Int64 // chunks compaction merged away since Open
 	archived   atomic.Int64 // archive points written since Open

@@ -418,6 +418,13 @@ func TestWALBoundedUnderLoad(t *testing.T) {
 	if st.WALFirstIndex < 15000 {
 		t.Errorf("wal first index %d: front not truncated", st.WALFirstIndex)
 	}
+	// Stats says what the WAL holds on disk, and how long a snapshot took.
+	if size, _ := dirSize(t, walDir(dir)); st.WALBytes != size || size == 0 {
+		t.Errorf("stats say %d wal bytes, the directory holds %d", st.WALBytes, size)
+	}
+	if st.Snapshots.LastSeconds <= 0 || st.Snapshots.LastSeconds > 60 {
+		t.Errorf("last snapshot took %v s", st.Snapshots.LastSeconds)
+	}
 	t.Logf("max wal size %d bytes, %+v", maxSize, st)
 }
 

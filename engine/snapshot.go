@@ -285,6 +285,7 @@ func (db *DB) snapshotNow() error {
 		return fmt.Errorf("truncate wal after snapshot: %w", err)
 	}
 	db.snapshots.Add(1)
+	db.snapLast.Store(int64(time.Since(start)))
 	db.logger.Debug("snapshot", "series", len(q), "records", target-from, "index", db.store.Index(),
 		"wal_first", first, "transactions", w.txs, "took", time.Since(start))
 	return nil

@@ -13,6 +13,8 @@ type Stats struct {
 	SyncedIndex   uint64 `json:"synced_index"`
 	SnapshotIndex uint64 `json:"snapshot_index"`
 	WALFirstIndex uint64 `json:"wal_first_index"`
+	// WALBytes is the size of the WAL's files on disk.
+	WALBytes int64 `json:"wal_bytes"`
 	// History is the stored history as of the last snapshot database
 	// commit (exact: every transaction keeps the totals): chunks,
 	// points, bytes of chunks, the database file, and file bytes per point.
@@ -73,9 +75,12 @@ type SnapshotState struct {
 	// Transactions counts the snapshot database transactions snapshots
 	// wrote (a snapshot writes its series in transactions of at most
 	// Options.SnapshotMemory/4 bytes).
-	Transactions     int64 `json:"transactions"`
-	CompactionPasses int64 `json:"compaction_passes"`
-	RetentionPasses  int64 `json:"retention_passes"`
+	Transactions int64 `json:"transactions"`
+	// LastSeconds is how long the last snapshot that stored something
+	// took, WAL truncation included (0 until one has).
+	LastSeconds      float64 `json:"last_seconds"`
+	CompactionPasses int64   `json:"compaction_passes"`
+	RetentionPasses  int64   `json:"retention_passes"`
 }
 
 // HistoryStats is the size of the stored history; bytes per point are
@@ -92,6 +97,7 @@ func (db *DB) Stats() Stats {
 	st := Stats{Index: db.published.Load(), SyncedIndex: db.synced.Load(), SnapshotIndex: db.store.Index(), Compacted: db.merged.Load(),
 		Archived: db.archived.Load(), Expired: db.expired.Load()}
 	st.WALFirstIndex, _ = db.wal.FirstIndex()
+	st.WALBytes, _ = db.wal.Bytes()
 	if h, err := db.store.Totals(); err == nil {
 		st.History = &HistoryStats{HistoryTotals: h}
 		if n := float64(h.Points + h.ArchivePoints); n > 0 {
@@ -113,6 +119,7 @@ func (db *DB) Stats() Stats {
 	}
 	st.Recovery = db.recovery
 	st.Snapshots = SnapshotState{State: "ok", Failures: db.snapFail.Load(), Taken: db.snapshots.Load(), Transactions: db.snapTxs.Load(),
+		LastSeconds:      time.Duration(db.snapLast.Load()).Seconds(),
 		CompactionPasses: db.compaction.done.Load(), RetentionPasses: db.retention.done.Load()}
 	if p := db.snapErr.Load(); p != nil {
 		st.Snapshots.State, st.Snapshots.Error = "off", (*p).Error()

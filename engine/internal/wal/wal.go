@@ -46,6 +46,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -281,6 +282,31 @@ func openTidwall(dir string, segSize int) (*twal.Log, error) {
 
 // Dir returns the directory the log lives in.
 func (l *Log) Dir() string { return l.dir }
+
+// Bytes returns the size of the files in the log's directory: what the
+// WAL holds on disk. It reads only the directory, so it may be called
+// from any goroutine.
+func (l *Log) Bytes() (int64, error) {
+	ents, err := os.ReadDir(l.dir)
+	if err != nil {
+		return 0, fmt.Errorf("list wal directory: %w", err)
+	}
+	var n int64
+	for _, e := range ents {
+		if !e.Type().IsRegular() {
+			continue
+		}
+		info, err := e.Info()
+		if errors.Is(err, fs.ErrNotExist) {
+			continue // truncated away since the listing
+		}
+		if err != nil {
+			return 0, fmt.Errorf("stat wal file: %w", err)
+		}
+		n += info.Size()
+	}
+	return n, nil
+}
 
 // Add frames body and queues it for the next Commit. It returns the index
 // the record will have. body is copied.
