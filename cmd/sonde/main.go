@@ -77,6 +77,7 @@ type config struct {
 	queryMaxSeries   int
 	queryConcurrency int
 	sseWriteTimeout  time.Duration
+	selfInterval     time.Duration
 	pprofAddr        string
 	gogc             int    // 0: leave the runtime's (the GOGC environment variable)
 	gcHeadroom       uint64 // 0: leave the runtime's memory limit (the GOMEMLIMIT environment variable)
@@ -133,6 +134,7 @@ func parseFlags(args []string) (config, error) {
 	fs.IntVar(&c.gogc, "gogc", defaultGOGC, "the Go collector's GOGC: heap growth in percent of the live heap between collections (the GOGC environment variable wins over the default, not over this flag)")
 	fs.Uint64Var(&c.gcFloor, "gogc-floor", defaultGCFloor, "the least heap growth in bytes between collections, whatever -gogc says of a small heap (0: none)")
 	fs.Uint64Var(&c.gcHeadroom, "gc-headroom", defaultGCHeadroom, "after each collection, set Go's soft memory limit to the heap goal plus the runtime's memory outside the heap plus this many bytes or a tenth of the goal, whichever is more, so that freed pages go back to the system (0: leave the limit to the GOMEMLIMIT environment variable, none without it; GOMEMLIMIT wins over the default, and caps the limit this flag sets)")
+	fs.DurationVar(&c.selfInterval, "self-interval", 10*time.Second, "how often Sonde records its own figures as series ("+selfNames()+"); 0 turns it off, else at least 100ms (GET /metrics serves them either way)")
 	fs.StringVar(&c.pprofAddr, "pprof", "", "serve Go's profiler (net/http/pprof) on this address; off when empty")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.logFormat, "log-format", "text", "text or json")
@@ -144,6 +146,9 @@ func parseFlags(args []string) (config, error) {
 	}
 	if explicit(fs, "gogc") && c.gogc <= 0 {
 		return c, fmt.Errorf("-gogc %d: want a percentage above 0", c.gogc)
+	}
+	if c.selfInterval < 0 || (c.selfInterval > 0 && c.selfInterval < minSelfInterval) {
+		return c, fmt.Errorf("-self-interval %s: want 0 (off) or at least %s", c.selfInterval, minSelfInterval)
 	}
 	if !explicit(fs, "gogc") && os.Getenv("GOGC") != "" {
 		c.gogc = 0 // the environment's, as the runtime read it
@@ -314,9 +319,10 @@ func run(c config, logger *slog.Logger) error {
 		}
 		lns.add("collectd", cd.Addr().String(), cd.Serve, cd.Close, func() any { return cd.Stats() })
 	}
-	var httpSrv *query.Server // set before it serves, and so before Stats runs
+	var httpSrv *query.Server   // set before it serves, and so before Stats runs
+	self := &selfSource{db: db} // its http is set with httpSrv
 	httpSrv, err = query.Listen(query.Options{
-		Routes:      map[string]fasthttp.RequestHandler{"/collectd": cd.Handle},
+		Routes:      map[string]fasthttp.RequestHandler{"/collectd": cd.Handle, "/metrics": metricsHandler(self, logger.With("component", "metrics"))},
 		MaxBodySize: c.maxBody,
 		Addr:        c.httpAddr, Heartbeat: c.heartbeat, StreamWriteTimeout: c.sseWriteTimeout, VaporPoints: c.vaporPoints, MaxConns: c.maxConns,
 		QueryTimeout: c.queryTimeout, MaxPoints: c.queryMaxPoints, MaxBytes: c.queryMaxBytes, MaxSeries: c.queryMaxSeries,
@@ -349,7 +355,9 @@ func run(c config, logger *slog.Logger) error {
 	for _, l := range lns.l {
 		go func() { errc <- l.serve() }()
 	}
+	self.http = httpSrv
 	go func() { errc <- httpSrv.Serve() }()
+	rec := startSelf(self, app, c.selfInterval, logger.With("component", "self"))
 	attrs := []any{"http", httpSrv.Addr().String(), "data", c.dataDir, "fsync", policy.String()}
 	for _, l := range lns.l {
 		attrs = append(attrs, l.name, l.addr)
@@ -367,6 +375,7 @@ func run(c config, logger *slog.Logger) error {
 		logger.Error("listener failed", "err", runErr)
 	}
 	signal.Stop(sigc)
+	rec.stop()
 	// Reverse order: stop taking writes (finishing those in flight), stop
 	// serving reads, then the final snapshot.
 	lns.close(logger)

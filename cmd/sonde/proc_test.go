@@ -61,10 +61,11 @@ type proc struct {
 }
 
 // start runs sonde on dataDir with loopback listeners on free ports and
-// waits for its "listening" log line.
+// waits for its "listening" log line. Self-monitoring is off unless flags
+// set -self-interval: the tests count and compare the keys they wrote.
 func start(t *testing.T, dataDir string, flags ...string) *proc {
 	t.Helper()
-	args := append([]string{"-data", dataDir, "-tcp", "127.0.0.1:0", "-graphite", "127.0.0.1:0", "-collectd", "127.0.0.1:0", "-statsd", "127.0.0.1:0", "-http", "127.0.0.1:0", "-log-format", "json"}, flags...)
+	args := append([]string{"-data", dataDir, "-tcp", "127.0.0.1:0", "-graphite", "127.0.0.1:0", "-collectd", "127.0.0.1:0", "-statsd", "127.0.0.1:0", "-http", "127.0.0.1:0", "-log-format", "json", "-self-interval", "0"}, flags...)
 	cmd := exec.Command(binary, args...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
