@@ -229,6 +229,13 @@ func (db *DB) commit(group []*request) {
 	} else if err == nil && len(db.ticks) > 0 {
 		db.publish(db.published.Load())
 	}
+	// A resend stored nothing, but its +OK says its point is durable: the
+	// point it repeats may be in a group not fsynced yet (unacknowledged,
+	// or under FsyncInterval, which then keeps its own promise).
+	if err == nil && db.resent && db.opts.Fsync == FsyncAlways && anyAcked(group) {
+		err = db.syncWAL()
+	}
+	db.resent = false
 	for _, req := range group {
 		req.done <- err
 	}
@@ -463,6 +470,13 @@ func (db *DB) prepare(op *sample.Op, now int64, found *series) error {
 			return fmt.Errorf("%w: time %d ms is not after 1970", ErrValue, op.Time)
 		}
 		t = op.Time
+	}
+	if op.Resend && op.Time != 0 && op.Code == sample.Set && !op.Delta && s != nil && s.kind == sample.Gauge && t == s.c.updated {
+		if math.Float64bits(v) != math.Float64bits(s.c.value) {
+			return fmt.Errorf("%w: %q has a point at %d ms with another value (%g)", ErrOutOfOrder, op.Key, t, s.c.value)
+		}
+		db.resent = true // stored already: the reply waits for that point's fsync (commit)
+		return nil
 	}
 	if s != nil && t < s.c.updated && op.Code != sample.Delete {
 		if op.Time != 0 {

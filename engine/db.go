@@ -90,6 +90,7 @@ type committer struct {
 	pend    []pending
 	found   []*series   // the group's ops' series as the group began (commit)
 	ticks   []string    // keys whose idle window ended in this group
+	resent  bool        // an op of the group was a resend of a stored point (prepare)
 	undo    []undoEntry // committer state before the group's changes
 	group   uint64      // numbers the groups, for touch
 	backoff time.Duration

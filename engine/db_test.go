@@ -7,6 +7,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -694,6 +695,64 @@ func TestExplicitTimes(t *testing.T) {
 	if errs := apply(t, db, at("g", 9, 9_999_999)); !errors.Is(errs[0], ErrOutOfOrder) {
 		t.Fatalf("after restart: %v", errs[0])
 	}
+}
+
+// A timestamped SET marked as a resend (the command protocol's "SET key
+// value @ms") that repeats the key's newest point succeeds and stores
+// nothing, before and after a crash; the same time with another value, or
+// an older time, is refused.
+func TestResend(t *testing.T) {
+	dir := t.TempDir()
+	opts := Options{SnapshotInterval: time.Hour, Fsync: FsyncAlways, FsyncInterval: time.Hour}
+	db := openDB(t, dir, opts)
+	now := time.Now().UnixMilli()
+	resend := func(k string, v float64, ms int64) sample.Op {
+		return sample.Op{Code: sample.Set, Key: k, Value: v, Time: ms, Resend: true}
+	}
+	// The first write comes unacknowledged: with FsyncInterval an hour it
+	// is not fsynced when the resend arrives, and the resend's +OK waits
+	// for that fsync.
+	errs := make([]error, 1)
+	if err := db.AppendUnacked(context.Background(), []sample.Op{resend("g", 1.5, now-2000)}, errs); err != nil || errs[0] != nil {
+		t.Fatalf("unacked write: %v %v", err, errs[0])
+	}
+	if st := db.Stats(); st.SyncedIndex >= st.Index {
+		t.Fatalf("the unacked write is fsynced already (%d of %d): the test shows nothing", st.SyncedIndex, st.Index)
+	}
+	mustApply(t, db, resend("g", 1.5, now-2000))
+	if st := db.Stats(); st.SyncedIndex < st.Index || st.Index != 1 {
+		t.Fatalf("after the resend's reply: index %d, synced %d; want 1, 1", st.Index, st.SyncedIndex)
+	}
+	mustApply(t, db, resend("g", 2.5, now-1000), resend("g", 2.5, now-1000)) // in one group too
+	errs = apply(t, db, resend("g", 3, now-1000), resend("g", 1.5, now-2000), resend("g", 4, now-3000))
+	for i, err := range errs {
+		if !errors.Is(err, ErrOutOfOrder) {
+			t.Errorf("write %d: %v, want ErrOutOfOrder", i, err)
+		}
+	}
+	// Without the mark a write at the newest time is another point, as
+	// before (Graphite, collectd).
+	mustApply(t, db, sample.Op{Code: sample.Set, Key: "g", Value: 2.5, Time: now - 1000})
+	want := []sample.Point{{T: now - 2000, V: 1.5}, {T: now - 1000, V: 2.5}, {T: now - 1000, V: 2.5}}
+	check := func(db *DB) {
+		t.Helper()
+		pts, err := db.Range(context.Background(), "g", 0, 1<<62, 0, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(pts, want) {
+			t.Fatalf("history %v, want %v", pts, want)
+		}
+	}
+	check(db)
+	if st := db.Stats(); st.Index != 3 {
+		t.Fatalf("wal index %d: want 3 records, the resends storing none", st.Index)
+	}
+	abandon(t, db)
+	db = openDB(t, dir, opts)
+	defer db.Close()
+	mustApply(t, db, resend("g", 2.5, now-1000))
+	check(db)
 }
 
 // A wrapping counter (collectd's COUNTER) counts across a wrap the way

@@ -227,3 +227,46 @@ func TestCollectdHTTP(t *testing.T) {
 		t.Errorf("stats %+v, want 11 values, 3 bad requests, 2 refused", c)
 	}
 }
+
+// TestTimestampedSet: "SET key value @ms" stores a point at ms; the same
+// line again (a resend after a lost +OK) is answered +OK and stores
+// nothing, here across a kill -9 too; another value at that time, or an
+// older time, is refused.
+func TestTimestampedSet(t *testing.T) {
+	dir := t.TempDir()
+	p := start(t, dir)
+	now := time.Now().UnixMilli()
+	line := func(v float64, ms int64) string { return fmt.Sprintf("SET host.load %g @%d", v, ms) }
+	c := dial(t, p.tcpAddr)
+	got := c.do(t, line(0.5, now-2000), line(0.5, now-2000), line(0.75, now-1000), line(0.75, now-1000),
+		line(0.9, now-1000), line(0.5, now-2000), "SET host.load 1 @0", "SET host.load 1 @x")
+	want := []string{"+OK", "+OK", "+OK", "+OK", "-ERR point older than the newest point of its key: \"host.load\" has a point at " +
+		fmt.Sprint(now-1000) + " ms with another value (0.75)", "-ERR point older than the newest point of its key: \"host.load\" has a point at " +
+		fmt.Sprint(now-1000) + " ms, this one is at " + fmt.Sprint(now-2000) + " ms", "-ERR syntax: SET time \"@0\" is not @ and a whole number of milliseconds since 1970",
+		"-ERR syntax: SET time \"@x\" is not @ and a whole number of milliseconds since 1970"}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("reply %d: %q, want %q", i, got[i], want[i])
+		}
+	}
+	points := func(p *proc) [][2]float64 {
+		var h struct {
+			Points [][2]float64 `json:"points"`
+		}
+		p.get("/api/v1/series/host.load/history", &h)
+		return h.Points
+	}
+	wantPts := fmt.Sprint([][2]float64{{float64(now - 2000), 0.5}, {float64(now - 1000), 0.75}})
+	if got := fmt.Sprint(points(p)); got != wantPts {
+		t.Fatalf("history %s, want %s", got, wantPts)
+	}
+	p.kill()
+	p = start(t, dir)
+	c = dial(t, p.tcpAddr)
+	if r := c.do(t, line(0.75, now-1000)); r[0] != "+OK" {
+		t.Fatalf("resend after kill -9: %q", r[0])
+	}
+	if got := fmt.Sprint(points(p)); got != wantPts {
+		t.Fatalf("after kill -9 and a resend: history %s, want %s", got, wantPts)
+	}
+}

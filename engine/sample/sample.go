@@ -72,6 +72,11 @@ type Op struct {
 	// Delta, for a Set, adds Value to the key's current value (0 for a new
 	// key): statsd's "+N|g" and "-N|g" gauges.
 	Delta bool
+	// Resend, for a Set with a Time, says the sender may repeat the write
+	// after a lost reply (the command protocol's "SET key value @ms"): when
+	// the key's newest point is at Time with this Value, the write succeeds
+	// and stores nothing; at Time with another value it is refused.
+	Resend bool
 }
 
 // Point is one history point: T in milliseconds since the Unix epoch.

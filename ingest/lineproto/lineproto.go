@@ -2,6 +2,9 @@
 // line, verbs case-insensitive, fields separated by spaces or tabs.
 //
 //	SET key value              make key a GAUGE holding value
+//	SET key value @ms          the same, as a point at ms since 1970; a
+//	                           repeat of the key's newest point (same time
+//	                           and value) is taken as a resend: no-op
 //	INCR key n [interval_ms]   add n (>= 0) to the COUNTER key; its mesures
 //	                           view counts per window of interval_ms
 //	DELETE key                 remove key and its history (DEL works too)
@@ -59,14 +62,23 @@ func Parse(line []byte) (Command, sample.Op, error) {
 	verb := f[0]
 	switch {
 	case equalFold(verb, "SET"):
-		if n != 3 {
-			return 0, sample.Op{}, syntaxf("SET takes a key and a value")
+		if n != 3 && n != 4 {
+			return 0, sample.Op{}, syntaxf("SET takes a key, a value and an optional @time in ms")
 		}
 		key, v, err := parseKeyValue(f[1], f[2])
 		if err != nil {
 			return 0, sample.Op{}, err
 		}
-		return Write, sample.Op{Code: sample.Set, Key: key, Value: v}, nil
+		op := sample.Op{Code: sample.Set, Key: key, Value: v}
+		if n == 4 {
+			ms, ok := bytes.CutPrefix(f[3], []byte("@"))
+			t, err := strconv.ParseInt(string(ms), 10, 64)
+			if !ok || err != nil || t <= 0 || len(ms) == 0 || ms[0] < '0' || ms[0] > '9' {
+				return 0, sample.Op{}, syntaxf("SET time %q is not @ and a whole number of milliseconds since 1970", text.Clip(f[3]))
+			}
+			op.Time, op.Resend = t, true
+		}
+		return Write, op, nil
 	case equalFold(verb, "INCR"):
 		if n != 3 && n != 4 {
 			return 0, sample.Op{}, syntaxf("INCR takes a key, an amount and an optional interval in ms")

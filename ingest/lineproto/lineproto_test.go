@@ -22,6 +22,8 @@ func TestParseSuccess(t *testing.T) {
 		}
 	}
 	f("SET answer 42", Write, sample.Op{Code: sample.Set, Key: "answer", Value: 42})
+	f("SET answer 42 @1796288507375", Write, sample.Op{Code: sample.Set, Key: "answer", Value: 42, Time: 1796288507375, Resend: true})
+	f("set a 1\t@1\r", Write, sample.Op{Code: sample.Set, Key: "a", Value: 1, Time: 1, Resend: true})
 	f("set answer 42\r", Write, sample.Op{Code: sample.Set, Key: "answer", Value: 42})
 	f("  Set\tcpu.load  -1.5e-3  ", Write, sample.Op{Code: sample.Set, Key: "cpu.load", Value: -0.0015})
 	f("INCR hits 1", Write, sample.Op{Code: sample.Incr, Key: "hits", Value: 1})
@@ -46,8 +48,15 @@ func TestParseFailure(t *testing.T) {
 		}
 	}
 	f("GET answer", `unknown command "GET"`)
-	f("SET answer", "SET takes a key and a value")
-	f("SET answer 1 2", "SET takes a key and a value")
+	f("SET answer", "SET takes a key, a value and an optional @time in ms")
+	f("SET answer 1 2", `SET time "2" is not @ and a whole number`)
+	f("SET answer 1 @", `SET time "@" is not @`)
+	f("SET answer 1 @0", `SET time "@0" is not @`)
+	f("SET answer 1 @-5", `SET time "@-5" is not @`)
+	f("SET answer 1 @+5", `SET time "@+5" is not @`)
+	f("SET answer 1 @1.5", `SET time "@1.5" is not @`)
+	f("SET answer 1 @99999999999999999999", `SET time "@99999999999999999999" is not @`)
+	f("SET answer 1 @5 6", "SET takes a key, a value and an optional @time in ms")
 	f("SET answer forty", `value "forty" is not a finite number`)
 	f("SET answer NaN", "not a finite number")
 	f("SET answer +Inf", "not a finite number")
@@ -109,7 +118,8 @@ func BenchmarkParse(b *testing.B) {
 func FuzzParse(f *testing.F) {
 	for _, s := range []string{"SET answer 42", "INCR hits 1 60000", "DELETE k", "PING", "", "set a 1e308\r",
 		"SET a NaN", "INCR x -0", "DEL \xff\xfe", "SET " + strings.Repeat("x", 300) + " 1",
-		"SET \xff\xfe 1", "SET \xff\xfd 2", "INCR caf\xc3 1", "SET a\xed\xa0\x80 1", "SET \xe6\x97\xa5 1"} {
+		"SET \xff\xfe 1", "SET \xff\xfd 2", "INCR caf\xc3 1", "SET a\xed\xa0\x80 1", "SET \xe6\x97\xa5 1",
+		"SET a 1 @1796288507375", "SET a 1 @-1", "SET a 1 @9223372036854775808"} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, line []byte) {
@@ -137,6 +147,9 @@ func FuzzParse(f *testing.F) {
 		switch op.Code {
 		case sample.Set:
 			canon = "SET " + op.Key + " " + formatFloat(op.Value)
+			if op.Time != 0 {
+				canon += " @" + formatInt(op.Time)
+			}
 		case sample.Incr:
 			canon = "INCR " + op.Key + " " + formatFloat(op.Value)
 			if op.Interval != 0 {
