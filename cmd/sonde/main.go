@@ -194,6 +194,9 @@ func main() {
 	if len(os.Args) > 1 && (os.Args[1] == "check" || os.Args[1] == "repair") {
 		os.Exit(subcommand(os.Args[1], os.Args[2:], os.Stdout, os.Stderr))
 	}
+	if len(os.Args) > 1 && os.Args[1] == "agent" {
+		os.Exit(agentMain(os.Args[2:], os.Stderr))
+	}
 	c, err := parseFlags(os.Args[1:])
 	if errors.Is(err, flag.ErrHelp) {
 		os.Exit(0)

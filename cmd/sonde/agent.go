@@ -1,0 +1,494 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"net"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/shirou/gopsutil/v4/cpu"
+	"github.com/shirou/gopsutil/v4/disk"
+	"github.com/shirou/gopsutil/v4/load"
+	"github.com/shirou/gopsutil/v4/mem"
+	gnet "github.com/shirou/gopsutil/v4/net"
+)
+
+// agentConfig is what `sonde agent` is told.
+type agentConfig struct {
+	server    string
+	interval  time.Duration
+	name      string
+	disk      string
+	maxHeld   int
+	logLevel  string
+	logFormat string
+}
+
+// oneShotGrace is how long the agent waits after connecting before it
+// writes: the command listener takes a connection that writes within 100
+// ms of connecting for a scripted nc and closes it after 300 ms without
+// input (README, "One-shot connections"); the agent is a long-lived
+// client that writes once a second.
+const oneShotGrace = 150 * time.Millisecond
+
+func parseAgentFlags(args []string, stderr io.Writer) (agentConfig, error) {
+	var c agentConfig
+	fs := flag.NewFlagSet("sonde agent", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&c.server, "server", "127.0.0.1:8124", "address of a Sonde's command protocol listener")
+	fs.DurationVar(&c.interval, "interval", time.Second, "how often the host's figures are measured and sent")
+	fs.StringVar(&c.name, "name", "", "the host's name in the keys, <name>.load.average-1 and so on (default: the hostname, its dots made underscores)")
+	fs.StringVar(&c.disk, "disk", "/", "the file system whose use is reported as disk.percent-used")
+	fs.IntVar(&c.maxHeld, "max-held", 100_000, "most points held while the server is away or refuses writes for a while; past it the oldest are dropped, counted in <name>.agent.dropped")
+	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error (debug logs every measurement)")
+	fs.StringVar(&c.logFormat, "log-format", "text", "text or json")
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if c.interval < 10*time.Millisecond {
+		return c, fmt.Errorf("-interval %s: want at least 10ms", c.interval)
+	}
+	if c.maxHeld < 1 {
+		return c, fmt.Errorf("-max-held %d: want at least 1", c.maxHeld)
+	}
+	if c.name == "" {
+		h, err := os.Hostname()
+		if err != nil {
+			return c, fmt.Errorf("read the hostname (give -name): %w", err)
+		}
+		c.name = hostKey(h)
+	}
+	if err := checkHostName(c.name); err != nil {
+		return c, err
+	}
+	return c, nil
+}
+
+// hostKey makes a hostname one key segment: dots, spaces and control
+// characters become underscores ("web01.example.com" → "web01_example_com").
+func hostKey(h string) string {
+	return strings.Map(func(r rune) rune {
+		if r == '.' || r <= ' ' || r == 0x7f {
+			return '_'
+		}
+		return r
+	}, h)
+}
+
+func checkHostName(name string) error {
+	if name == "" || len(name) > 128 || hostKey(name) != name {
+		return fmt.Errorf("-name %q: want 1 to 128 bytes with no dot, space or control character", name)
+	}
+	return nil
+}
+
+// agentMain runs `sonde agent` until SIGINT or SIGTERM.
+func agentMain(args []string, stderr io.Writer) int {
+	c, err := parseAgentFlags(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "sonde agent:", err)
+		return 2
+	}
+	logger, err := newLogger(config{logLevel: c.logLevel, logFormat: c.logFormat})
+	if err != nil {
+		fmt.Fprintln(stderr, "sonde agent:", err)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	a := newAgent(c, logger)
+	logger.Info("agent running", "server", c.server, "name", c.name, "interval", c.interval)
+	a.run(ctx)
+	return 0
+}
+
+// agentPoint is one measured figure.
+type agentPoint struct {
+	key string
+	v   float64
+	t   int64 // ms
+}
+
+// agentBatch is one interval's points, sent together.
+type agentBatch struct {
+	seq uint64
+	pts []agentPoint
+}
+
+// agent measures the host every interval into a bounded queue of batches,
+// and sends them in order, one batch in flight at a time: a batch is
+// resent whole after a dropped connection, which the server's resend rule
+// makes safe (docs/semantics.md, "Point times"), and the next batch goes
+// only once every reply of the last is in, so a key never has two points
+// unanswered.
+type agent struct {
+	cfg agentConfig
+	log *slog.Logger
+
+	mu      sync.Mutex
+	held    []agentBatch // oldest first
+	nheld   int          // points in held
+	seq     uint64
+	dropped int64 // points dropped since start: the queue was full, or the server refused them
+	wake    chan struct{}
+
+	// The collector's own: the hostCounters of the last reading, for rates.
+	prev     *hostCounters
+	prevTime time.Time
+}
+
+// hostCounters are the cumulative figures rates are made from.
+type hostCounters struct {
+	cpuBusy, cpuTotal     float64
+	diskRead, diskWritten uint64
+	netRx, netTx          uint64
+}
+
+func newAgent(c agentConfig, logger *slog.Logger) *agent {
+	return &agent{cfg: c, log: logger, wake: make(chan struct{}, 1)}
+}
+
+// drainTime is how long a stopping agent goes on sending what it holds.
+const drainTime = 2 * time.Second
+
+// run measures until ctx ends, then sends what it still holds for up to
+// drainTime.
+func (a *agent) run(ctx context.Context) {
+	sendCtx, cancelSend := context.WithCancel(context.Background())
+	defer cancelSend()
+	go func() {
+		<-ctx.Done()
+		t := time.NewTimer(drainTime)
+		defer t.Stop()
+		select {
+		case <-t.C:
+			cancelSend()
+		case <-sendCtx.Done():
+		}
+	}()
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		a.collect(ctx)
+	}()
+	a.send(sendCtx, ctx)
+	wg.Wait()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.log.Info("agent stopped", "unsent_points", a.nheld, "dropped_points", a.dropped)
+}
+
+// collect measures every interval until ctx ends.
+func (a *agent) collect(ctx context.Context) {
+	t := time.NewTicker(a.cfg.interval)
+	defer t.Stop()
+	for {
+		a.hold(a.measure(time.Now()))
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// measure reads the host's figures; one that cannot be read is left out
+// (and logged at debug level).
+func (a *agent) measure(now time.Time) []agentPoint {
+	ms := now.UnixMilli()
+	var pts []agentPoint
+	add := func(name string, v float64) {
+		if !math.IsNaN(v) && !math.IsInf(v, 0) {
+			pts = append(pts, agentPoint{key: a.cfg.name + "." + name, v: v, t: ms})
+		}
+	}
+	skip := func(what string, err error) { a.log.Debug("measure", "what", what, "err", err) }
+	if l, err := load.Avg(); err == nil {
+		add("load.average-1", l.Load1)
+		add("load.average-5", l.Load5)
+		add("load.average-15", l.Load15)
+	} else {
+		skip("load", err)
+	}
+	if m, err := mem.VirtualMemory(); err == nil && m.Total > 0 {
+		add("memory.percent-free", 100*float64(m.Available)/float64(m.Total))
+		add("memory.used", float64(m.Used))
+	} else {
+		skip("memory", err)
+	}
+	if u, err := disk.Usage(a.cfg.disk); err == nil {
+		add("disk.percent-used", u.UsedPercent)
+	} else {
+		skip("disk use", err)
+	}
+	cur := a.hostCounters()
+	if p := a.prev; p != nil {
+		secs := now.Sub(a.prevTime).Seconds()
+		if total := cur.cpuTotal - p.cpuTotal; total > 0 {
+			add("cpu.percent-used", min(max(100*(cur.cpuBusy-p.cpuBusy)/total, 0), 100)) // float sums can stray past the ends
+		}
+		if secs > 0 {
+			rate := func(name string, now, before uint64) {
+				if now >= before { // a counter that went back (a device gone) gives no rate
+					add(name, float64(now-before)/secs)
+				}
+			}
+			rate("disk.read-bytes-per-second", cur.diskRead, p.diskRead)
+			rate("disk.write-bytes-per-second", cur.diskWritten, p.diskWritten)
+			rate("network.rx-bytes-per-second", cur.netRx, p.netRx)
+			rate("network.tx-bytes-per-second", cur.netTx, p.netTx)
+		}
+	}
+	a.prev, a.prevTime = &cur, now
+	add("agent.interval", a.cfg.interval.Seconds())
+	a.mu.Lock()
+	dropped := a.dropped
+	a.mu.Unlock()
+	add("agent.dropped", float64(dropped))
+	a.log.Debug("measured", "at", ms, "points", len(pts))
+	return pts
+}
+
+// hostCounters reads the cumulative CPU, disk and network figures. Disk I/O
+// is summed over whole disks (/sys/block, without loop and ram devices),
+// not their partitions, which the kernel counts again; network over every
+// interface but loopback.
+func (a *agent) hostCounters() hostCounters {
+	var c hostCounters
+	if ts, err := cpu.Times(false); err == nil && len(ts) == 1 {
+		t := ts[0] // guest time is in User already
+		c.cpuTotal = t.User + t.Nice + t.System + t.Idle + t.Iowait + t.Irq + t.Softirq + t.Steal
+		c.cpuBusy = c.cpuTotal - t.Idle - t.Iowait
+	}
+	if io, err := disk.IOCounters(); err == nil {
+		for name, s := range io {
+			if !wholeDisk(name) {
+				continue
+			}
+			c.diskRead += s.ReadBytes
+			c.diskWritten += s.WriteBytes
+		}
+	}
+	if ns, err := gnet.IOCounters(true); err == nil {
+		for _, s := range ns {
+			if s.Name == "lo" {
+				continue
+			}
+			c.netRx += s.BytesRecv
+			c.netTx += s.BytesSent
+		}
+	}
+	return c
+}
+
+// wholeDisk says whether a block device is a disk rather than one of its
+// partitions or a loop or ram device.
+func wholeDisk(name string) bool {
+	if strings.HasPrefix(name, "loop") || strings.HasPrefix(name, "ram") || strings.HasPrefix(name, "zram") {
+		return false
+	}
+	_, err := os.Stat("/sys/block/" + name)
+	return err == nil
+}
+
+// hold queues a batch, dropping the oldest points past -max-held.
+func (a *agent) hold(pts []agentPoint) {
+	if len(pts) == 0 {
+		return
+	}
+	a.mu.Lock()
+	a.seq++
+	a.held = append(a.held, agentBatch{seq: a.seq, pts: pts})
+	a.nheld += len(pts)
+	var dropped int
+	for a.nheld > a.cfg.maxHeld {
+		b := &a.held[0]
+		n := min(len(b.pts), a.nheld-a.cfg.maxHeld)
+		b.pts = b.pts[n:]
+		a.nheld -= n
+		dropped += n
+		if len(b.pts) == 0 {
+			a.held = a.held[1:]
+		}
+	}
+	a.dropped += int64(dropped)
+	total := a.dropped
+	a.mu.Unlock()
+	if dropped > 0 {
+		a.log.Warn("dropped the oldest points: the server has been away too long", "dropped", dropped, "dropped_since_start", total, "max_held", a.cfg.maxHeld)
+	}
+	select {
+	case a.wake <- struct{}{}:
+	default:
+	}
+}
+
+// front returns a copy of the oldest batch; false when none is held.
+func (a *agent) front() (agentBatch, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if len(a.held) == 0 {
+		return agentBatch{}, false
+	}
+	b := a.held[0]
+	b.pts = append([]agentPoint(nil), b.pts...)
+	return b, true
+}
+
+// settle replaces batch seq, if it is still held, with the points to try
+// again (none: it is gone), and counts the refused ones as dropped.
+func (a *agent) settle(seq uint64, retry []agentPoint, refused int) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.dropped += int64(refused)
+	if len(a.held) == 0 || a.held[0].seq != seq {
+		return // dropped meanwhile (the queue overflowed)
+	}
+	a.nheld -= len(a.held[0].pts) - len(retry)
+	if len(retry) == 0 {
+		a.held = a.held[1:]
+		return
+	}
+	a.held[0].pts = retry
+}
+
+// errDrained ends serve: the agent is stopping and holds nothing more.
+var errDrained = errors.New("agent: everything held was sent")
+
+// send delivers held batches, reconnecting with backoff, until ctx ends,
+// or stopping has ended and nothing is held.
+func (a *agent) send(ctx, stopping context.Context) {
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		conn, err := (&net.Dialer{Timeout: 5 * time.Second}).DialContext(ctx, "tcp", a.cfg.server)
+		if err != nil {
+			a.log.Debug("connect", "server", a.cfg.server, "err", err, "retry_in", backoff)
+			if !sleepCtx(ctx, backoff) {
+				return
+			}
+			backoff = min(backoff*2, 5*time.Second)
+			continue
+		}
+		a.log.Info("connected", "server", a.cfg.server)
+		err = a.serve(ctx, stopping, conn)
+		conn.Close()
+		if errors.Is(err, errDrained) || ctx.Err() != nil {
+			return
+		}
+		a.log.Warn("connection lost; the unanswered points will be sent again", "server", a.cfg.server, "err", err)
+		backoff = 100 * time.Millisecond
+		if !sleepCtx(ctx, backoff) {
+			return
+		}
+	}
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// serve sends batches on one connection until it fails, ctx ends, or
+// stopping has ended and nothing is held (errDrained).
+func (a *agent) serve(ctx, stopping context.Context, conn net.Conn) error {
+	if !sleepCtx(ctx, oneShotGrace) {
+		return ctx.Err()
+	}
+	br := bufio.NewReader(conn)
+	bw := bufio.NewWriter(conn)
+	var line []byte
+	for {
+		b, ok := a.front()
+		if !ok {
+			if stopping.Err() != nil {
+				return errDrained
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-stopping.Done():
+			case <-a.wake:
+			}
+			continue
+		}
+		conn.SetDeadline(time.Now().Add(30 * time.Second))
+		for _, p := range b.pts {
+			line = append(line[:0], "SET "...)
+			line = append(line, p.key...)
+			line = append(line, ' ')
+			line = strconv.AppendFloat(line, p.v, 'g', -1, 64)
+			line = append(line, " @"...)
+			line = strconv.AppendInt(line, p.t, 10)
+			line = append(line, '\n')
+			if _, err := bw.Write(line); err != nil {
+				return fmt.Errorf("send points: %w", err)
+			}
+		}
+		if err := bw.Flush(); err != nil {
+			return fmt.Errorf("send points: %w", err)
+		}
+		var retry []agentPoint
+		refused := 0
+		for _, p := range b.pts {
+			r, err := br.ReadString('\n')
+			if err != nil {
+				return fmt.Errorf("read replies: %w", err)
+			}
+			r = strings.TrimRight(r, "\r\n")
+			switch {
+			case r == "+OK":
+			case transientRefusal(r):
+				retry = append(retry, p)
+			default:
+				refused++
+				a.log.Warn("point refused", "key", p.key, "at", p.t, "reply", r)
+			}
+		}
+		a.settle(b.seq, retry, refused)
+		if len(retry) > 0 {
+			a.log.Warn("the server refused points for now; trying again", "points", len(retry))
+			if !sleepCtx(ctx, time.Second) {
+				return ctx.Err()
+			}
+		}
+	}
+}
+
+// transientRefusal says whether a reply refuses a write for a while only:
+// the server's disk is full or failing, it is shutting down, or it hit a
+// bug. Other refusals (a bad value, another writer's newer point) are for
+// good.
+func transientRefusal(reply string) bool {
+	for _, p := range []string{"-ERR engine: writes are paused", "-ERR engine: nothing of this batch was applied",
+		"-ERR engine: closed", "-ERR internal error", "-ERR too many connections"} {
+		if strings.HasPrefix(reply, p) {
+			return true
+		}
+	}
+	return false
+}
