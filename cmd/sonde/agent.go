@@ -184,14 +184,15 @@ func (a *agent) run(ctx context.Context) {
 		case <-sendCtx.Done():
 		}
 	}()
-	var wg sync.WaitGroup
-	wg.Add(1)
+	// The sender ends once the collector has held its last batch and
+	// nothing is left, not before: a measurement may land as ctx ends.
+	collected := make(chan struct{})
 	go func() {
-		defer wg.Done()
+		defer close(collected)
 		a.collect(ctx)
 	}()
-	a.send(sendCtx, ctx)
-	wg.Wait()
+	a.send(sendCtx, collected)
+	<-collected
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.log.Info("agent stopped", "unsent_points", a.nheld, "dropped_points", a.dropped)
@@ -375,8 +376,8 @@ func (a *agent) settle(seq uint64, retry []agentPoint, refused int) {
 var errDrained = errors.New("agent: everything held was sent")
 
 // send delivers held batches, reconnecting with backoff, until ctx ends,
-// or stopping has ended and nothing is held.
-func (a *agent) send(ctx, stopping context.Context) {
+// or collected is closed (the collector is done) and nothing is held.
+func (a *agent) send(ctx context.Context, collected <-chan struct{}) {
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
 		conn, err := (&net.Dialer{Timeout: 5 * time.Second}).DialContext(ctx, "tcp", a.cfg.server)
@@ -389,7 +390,7 @@ func (a *agent) send(ctx, stopping context.Context) {
 			continue
 		}
 		a.log.Info("connected", "server", a.cfg.server)
-		err = a.serve(ctx, stopping, conn)
+		err = a.serve(ctx, collected, conn)
 		conn.Close()
 		if errors.Is(err, errDrained) || ctx.Err() != nil {
 			return
@@ -414,24 +415,28 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 }
 
 // serve sends batches on one connection until it fails, ctx ends, or
-// stopping has ended and nothing is held (errDrained).
-func (a *agent) serve(ctx, stopping context.Context, conn net.Conn) error {
+// collected is closed and nothing is held (errDrained).
+func (a *agent) serve(ctx context.Context, collected <-chan struct{}, conn net.Conn) error {
 	if !sleepCtx(ctx, oneShotGrace) {
 		return ctx.Err()
 	}
-	br := bufio.NewReader(conn)
+	br := bufio.NewReaderSize(conn, 4096) // a reply longer than this is not Sonde's: ReadSlice fails
 	bw := bufio.NewWriter(conn)
 	var line []byte
 	for {
-		b, ok := a.front()
-		if !ok {
-			if stopping.Err() != nil {
+		select {
+		case <-collected:
+			if _, ok := a.front(); !ok { // nothing comes after collected
 				return errDrained
 			}
+		default:
+		}
+		b, ok := a.front()
+		if !ok {
 			select {
 			case <-ctx.Done():
 				return ctx.Err()
-			case <-stopping.Done():
+			case <-collected:
 			case <-a.wake:
 			}
 			continue
@@ -455,11 +460,11 @@ func (a *agent) serve(ctx, stopping context.Context, conn net.Conn) error {
 		var retry []agentPoint
 		refused := 0
 		for _, p := range b.pts {
-			r, err := br.ReadString('\n')
+			line, err := br.ReadSlice('\n')
 			if err != nil {
 				return fmt.Errorf("read replies: %w", err)
 			}
-			r = strings.TrimRight(r, "\r\n")
+			r := strings.TrimRight(string(line), "\r\n")
 			switch {
 			case r == "+OK":
 			case transientRefusal(r):

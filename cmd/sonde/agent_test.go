@@ -169,10 +169,15 @@ func TestAgent(t *testing.T) {
 	a.waitLog("25 measurements with the server down", func(m []int64, _ []string) bool { return len(m) >= killed+25 })
 	p = start(t, dir, "-tcp", p.tcpAddr)
 	gapEnd := a.times()
-	p.poll("the gap's points stored", func() bool {
-		got := pointTimes(t, p, key)
-		return len(got) > 0 && got[len(got)-1] >= gapEnd[len(gapEnd)-1]
-	})
+	for _, ag := range []struct {
+		key  string
+		till int64
+	}{{key, gapEnd[len(gapEnd)-1]}, {"beta.agent.interval", b.times()[len(b.times())-1]}} {
+		p.poll("the gap's points stored", func() bool {
+			got := pointTimes(t, p, ag.key)
+			return len(got) > 0 && got[len(got)-1] >= ag.till
+		})
+	}
 	a.stop()
 	b.stop()
 	for _, ag := range []*agentProc{a, b} {
