@@ -21,9 +21,10 @@ run: build
 # (netcat-openbsd, which does not half-close at the end of its input, the
 # case the server handles), VictoriaMetrics, the peer of sonde-bench's
 # compare mode, and collectd (collectd-core; write_http needs libyajl2 and
-# libcurl3-gnutls, which collectd-core does not pull in), and promtool
-# (prometheus), which checks what /metrics serves.
-TEST_PKGS := netcat-openbsd victoria-metrics collectd-core libyajl2 libcurl3-gnutls prometheus
+# libcurl3-gnutls, which collectd-core does not pull in), promtool
+# (prometheus), which checks what /metrics serves, and Chromium, which the
+# page's tests drive headless.
+TEST_PKGS := netcat-openbsd victoria-metrics collectd-core libyajl2 libcurl3-gnutls prometheus chromium
 
 test-deps:
 	@missing=""; for p in $(TEST_PKGS); do \

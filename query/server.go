@@ -247,6 +247,9 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 		ctx.SetBodyString("ok\n")
 		return
 	}
+	if s.page(ctx, path) {
+		return
+	}
 	if rest, ok := strings.CutPrefix(path, "/api/v1/series/"); ok {
 		hist := false
 		if r, ok := strings.CutSuffix(rest, "/history"); ok {

@@ -48,7 +48,7 @@ func TestMain(m *testing.M) {
 
 // proc is a running sonde process.
 type proc struct {
-	t            *testing.T
+	t            testing.TB
 	cmd          *exec.Cmd
 	tcpAddr      string
 	graphiteAddr string
@@ -63,7 +63,7 @@ type proc struct {
 // start runs sonde on dataDir with loopback listeners on free ports and
 // waits for its "listening" log line. Self-monitoring is off unless flags
 // set -self-interval: the tests count and compare the keys they wrote.
-func start(t *testing.T, dataDir string, flags ...string) *proc {
+func start(t testing.TB, dataDir string, flags ...string) *proc {
 	t.Helper()
 	args := append([]string{"-data", dataDir, "-tcp", "127.0.0.1:0", "-graphite", "127.0.0.1:0", "-collectd", "127.0.0.1:0", "-statsd", "127.0.0.1:0", "-http", "127.0.0.1:0", "-log-format", "json", "-self-interval", "0"}, flags...)
 	cmd := exec.Command(binary, args...)
@@ -172,7 +172,7 @@ type client struct {
 	br *bufio.Reader
 }
 
-func dial(t *testing.T, addr string) *client {
+func dial(t testing.TB, addr string) *client {
 	t.Helper()
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
@@ -182,14 +182,14 @@ func dial(t *testing.T, addr string) *client {
 	return &client{c: c, br: bufio.NewReader(c)}
 }
 
-func (c *client) send(t *testing.T, lines ...string) {
+func (c *client) send(t testing.TB, lines ...string) {
 	t.Helper()
 	if _, err := io.WriteString(c.c, strings.Join(lines, "\n")+"\n"); err != nil {
 		t.Fatal(err)
 	}
 }
 
-func (c *client) reply(t *testing.T) string {
+func (c *client) reply(t testing.TB) string {
 	t.Helper()
 	c.c.SetReadDeadline(time.Now().Add(30 * time.Second))
 	line, err := c.br.ReadString('\n')
@@ -200,7 +200,7 @@ func (c *client) reply(t *testing.T) string {
 }
 
 // do sends lines and returns their replies.
-func (c *client) do(t *testing.T, lines ...string) []string {
+func (c *client) do(t testing.TB, lines ...string) []string {
 	t.Helper()
 	c.send(t, lines...)
 	out := make([]string, len(lines))
