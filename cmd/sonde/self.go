@@ -114,7 +114,7 @@ func rateOf(f func(r *selfReading) float64) func(now, prev *selfReading, seconds
 }
 
 // selfFigures are the series recorded every -self-interval, in the order
-// they are written. docs/architecture.md ("Self-monitoring") lists them.
+// they are written. The README ("Self-monitoring") lists them.
 var selfFigures = []selfFigure{
 	{"rss", gaugeOf(func(r *selfReading) float64 { return float64(r.rss) })},
 	{"heap", gaugeOf(func(r *selfReading) float64 { return float64(r.heap) })},
@@ -124,7 +124,7 @@ var selfFigures = []selfFigure{
 	{"subscribers", gaugeOf(func(r *selfReading) float64 { return float64(r.subscribers) })},
 	{"snapshot.seconds", gaugeOf(func(r *selfReading) float64 { return r.engine.Snapshots.LastSeconds })},
 	// Records the WAL took, less the ones this recorder wrote itself
-	// (ingest counts them as they are published; see recordSelf).
+	// (selfRecorder.tick takes them off the WAL index).
 	{"ingest.rate", rateOf(func(r *selfReading) float64 { return float64(r.engine.Index) })},
 	{"query.rate", rateOf(func(r *selfReading) float64 { return float64(r.reads) })},
 }
@@ -280,7 +280,7 @@ func (c sondeCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(d.panics, prometheus.CounterValue, float64(boundary.Panics()["total"]))
 }
 
-// String names the figures, for the flag's help.
+// selfNames lists the figures' keys, for the flag's help.
 func selfNames() string {
 	var b bytes.Buffer
 	for i, f := range selfFigures {
