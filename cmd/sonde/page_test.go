@@ -146,6 +146,17 @@ func TestPage(t *testing.T) {
 	b.wait("answer in the table", rowValue("answer")+` === '42'`)
 	b.wait("hits' type", `[...document.querySelectorAll('#rows .row')].some(r => r.dataset.key === 'hits' && r.querySelector('.type').textContent === 'COUNTER')`)
 
+	// The keyboard: Enter on a focused row opens its series; Escape closes it.
+	b.do("focus answer's row", `(() => { const r = [...document.querySelectorAll('#rows .row')].find(r => r.dataset.key === 'answer'); r.focus();
+		r.dispatchEvent(new KeyboardEvent('keydown', {key: 'Enter', bubbles: true})) })()`)
+	b.wait("the series view of answer", `!document.getElementById('series').hidden && document.getElementById('series-title').textContent === 'answer'`)
+	b.do("Escape", `document.dispatchEvent(new KeyboardEvent('keydown', {key: 'Escape', bubbles: true}))`)
+	b.wait("the series view closed", `document.getElementById('series').hidden && location.hash === ''`)
+	// A phone's width: the narrow layout leaves the type and sparkline out.
+	b.within("a phone's viewport", func(ctx context.Context) error { return chromedp.Do(ctx, chromedp.EmulateViewport(375, 800)) })
+	b.wait("the narrow layout", `getComputedStyle(document.querySelector('#rows .row .spark')).display === 'none' && document.documentElement.scrollWidth <= 375`)
+	b.within("a desktop's viewport", func(ctx context.Context) error { return chromedp.Do(ctx, chromedp.EmulateViewport(1280, 1000)) })
+
 	// Two hosts, each with drawn charts.
 	alpha := startAgent(t, "-server", p.tcpAddr, "-interval", "200ms", "-name", "alpha")
 	beta := startAgent(t, "-server", p.tcpAddr, "-interval", "200ms", "-name", "beta")
