@@ -299,3 +299,33 @@ func FuzzScan(f *testing.F) {
 		}
 	})
 }
+
+// TestOpenSyncsTail: Open fsyncs the tail segment, so that records a
+// killed process wrote and never fsynced are on disk before the engine
+// counts them as synced; a failed fsync there fails Open.
+func TestOpenSyncsTail(t *testing.T) {
+	dir := t.TempDir()
+	l, err := Open(dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	addN(l, 1, 10)
+	if err := l.Commit(false); err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+	syncs := 0
+	f := &faults{sync: func(s func() error) error { syncs++; return s() }}
+	l, err = Open(dir, Options{Hooks: f.hooks()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if syncs != 1 {
+		t.Fatalf("Open fsynced the tail %d times, want 1", syncs)
+	}
+	l.Close()
+	f = &faults{sync: once(syscall.EIO, false)}
+	if _, err := Open(dir, Options{Hooks: f.hooks()}); err == nil || !errors.Is(err, syscall.EIO) {
+		t.Fatalf("Open with a failing fsync: %v", err)
+	}
+}

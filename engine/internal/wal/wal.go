@@ -253,6 +253,16 @@ func Open(dir string, opts Options) (*Log, error) {
 		}
 		l.segBytes = int(fi.Size())
 	}
+	// Everything the log holds counts as on disk from here (the engine
+	// starts its synced index at last): a process killed between a write
+	// and its fsync leaves records in the page cache only, and a resend
+	// acknowledged against one of them must not wait on nothing. Rolled
+	// segments were fsynced by tidwall/wal when it closed them; the tail
+	// may not have been.
+	if err := call(l.hooks.Sync, tw.Sync); err != nil {
+		tw.Close()
+		return nil, fmt.Errorf("fsync tail segment at open: %w", err)
+	}
 	if err := syncDir(dir); err != nil {
 		tw.Close()
 		return nil, err
