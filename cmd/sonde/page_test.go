@@ -152,6 +152,21 @@ func TestPage(t *testing.T) {
 	b.wait("the series view of answer", `!document.getElementById('series').hidden && document.getElementById('series-title').textContent === 'answer'`)
 	b.do("Escape", `document.dispatchEvent(new KeyboardEvent('keydown', {key: 'Escape', bubbles: true}))`)
 	b.wait("the series view closed", `document.getElementById('series').hidden && location.hash === ''`)
+	// Keys that a URL path would resolve away ("." and ".."), and glob
+	// characters: the page reads them by ?match=, escaped.
+	for i, r := range dial(t, p.tcpAddr).do(t, "SET .. 1", "SET . 2", "SET a*b? 3") {
+		if r != "+OK" {
+			t.Fatalf("write %d: %q", i, r)
+		}
+	}
+	for _, k := range []string{"..", ".", "a*b?"} {
+		b.do("the series view of "+k, `location.hash = 'series=' + encodeURIComponent('`+k+`') + '&range=15m'`)
+		b.wait("the chart of "+k, `(() => { const c = document.getElementById('series-chart'); return c.dataset.loading === 'false' &&
+			document.getElementById('series-title').textContent === '`+k+`' && c.dataset.points === '1' && document.getElementById('series-type').textContent === 'GAUGE' })()`)
+	}
+	b.do("Escape", `document.dispatchEvent(new KeyboardEvent('keydown', {key: 'Escape', bubbles: true}))`)
+	b.wait("the sparklines' and types' reads of those keys", `['..', '.', 'a*b?'].every(k => window.sonde.keys.get(k)?.type === 'GAUGE')`)
+
 	// A phone's width: the narrow layout leaves the type and sparkline out.
 	b.within("a phone's viewport", func(ctx context.Context) error { return chromedp.Do(ctx, chromedp.EmulateViewport(375, 800)) })
 	b.wait("the narrow layout", `getComputedStyle(document.querySelector('#rows .row .spark')).display === 'none' && document.documentElement.scrollWidth <= 375`)
@@ -201,13 +216,16 @@ func TestPage(t *testing.T) {
 		Points string `json:"points"`
 	}](b, `({url: document.getElementById('series-chart').dataset.url, points: document.getElementById('series-chart').dataset.points})`)
 	var h struct {
-		Points [][2]float64 `json:"points"`
+		Series []struct {
+			Key    string       `json:"key"`
+			Points [][2]float64 `json:"points"`
+		} `json:"series"`
 	}
-	if code := p.get(shown.URL, &h); code != http.StatusOK {
-		t.Fatalf("GET %s: %d", shown.URL, code)
+	if code := p.get(shown.URL, &h); code != http.StatusOK || len(h.Series) != 1 || h.Series[0].Key != "big" {
+		t.Fatalf("GET %s: %d %+v", shown.URL, code, h)
 	}
-	if fmt.Sprint(len(h.Points)) != shown.Points || len(h.Points) < 600 {
-		t.Fatalf("the chart drew %s points; %s serves %d", shown.Points, shown.URL, len(h.Points))
+	if n := len(h.Series[0].Points); fmt.Sprint(n) != shown.Points || n < 600 {
+		t.Fatalf("the chart drew %s points; %s serves %d", shown.Points, shown.URL, n)
 	}
 	// 10,000 more keys: the table holds them all and puts only the rows
 	// in view into the page.

@@ -31,6 +31,7 @@
   window.sonde = { keys, hosts, stats, hostLog };
 
   // ---- globs, as the server reads them: * any run, ? one, \ escapes.
+  const globEscape = (s) => s.replace(/[*?\\]/g, '\\$&');
   function globRegExp(g) {
     let re = '';
     for (let i = 0; i < g.length; i++) {
@@ -104,9 +105,16 @@
     if (xs.length > SPARK_POINTS) { xs.shift(); ys.shift(); }
   }
   // The type (and time) of a key the stream told of: asked for rows in view only.
+  // A key goes into a read as an exact glob (?match=, its * ? \\ escaped),
+  // never into the path: a key "." or ".." would be a path segment the
+  // browser resolves away.
+  const exact = (k) => encodeURIComponent(globEscape(k));
+  const seriesOf = (k) => fetchJSON('/api/v1/series?match=' + exact(k)).then((l) => l.find((s) => s.key === k) || Promise.reject(new Error('no key ' + k)));
+  const historyURL = (k, q) => `/api/v1/history?match=${exact(k)}&${q}`;
+  const pointsOf = (r, k) => ((r.series || []).find((s) => s.key === k) || { points: [] }).points;
   function loadType(e) {
     e.typeAsked = true;
-    quiet(fetchJSON('/api/v1/series/' + encodeURIComponent(e.key)).then((s) => {
+    quiet(seriesOf(e.key).then((s) => {
       if (keys.get(e.key) !== e) return;
       e.type = s.type;
       if (!e.updated) e.updated = s.updated;
@@ -190,12 +198,12 @@
   window.addEventListener('resize', () => { dirty(); for (const h of hosts.values()) sizeHost(h); sizeSeries(); });
   function loadSpark(e) {
     e.sparkAsked = true;
-    quiet(fetchJSON(`/api/v1/series/${encodeURIComponent(e.key)}/history?limit=${SPARK_POINTS}`).then((h) => {
+    quiet(fetchJSON(historyURL(e.key, `limit=${SPARK_POINTS}`)).then((h) => {
       const cur = keys.get(e.key);
-      if (cur !== e || !h.points) return;
+      if (cur !== e) return;
       const live = e.spark[0].length;
       const xs = [], ys = [];
-      for (const [t, v] of h.points) { if (!live || t / 1000 < e.spark[0][0]) { xs.push(t / 1000); ys.push(v); } }
+      for (const [t, v] of pointsOf(h, e.key)) { if (!live || t / 1000 < e.spark[0][0]) { xs.push(t / 1000); ys.push(v); } }
       e.spark = [xs.concat(e.spark[0]).slice(-SPARK_POINTS), ys.concat(e.spark[1]).slice(-SPARK_POINTS)];
       dirty();
     }, (err) => { setTimeout(() => { e.sparkAsked = false; dirty(); }, 5000); throw err; }));
@@ -250,7 +258,6 @@
     }));
     return h;
   }
-  const globEscape = (s) => s.replace(/[*?\\]/g, '\\$&');
   function group(h, name) {
     let g = h.groups.get(name);
     if (g) return g;
@@ -399,21 +406,22 @@
   function loadSeries(v) {
     const chart = $('series-chart');
     chart.dataset.loading = 'true';
-    quiet(fetchJSON('/api/v1/series/' + encodeURIComponent(v.key)).then((s) => {
+    quiet(seriesOf(v.key).then((s) => {
       if (view !== v) return;
       v.type = s.type;
       $('series-type').textContent = s.type;
       const to = v.to || Date.now();
       const step = Math.max(1000, Math.ceil((to - v.from) / 1500 / 1000) * 1000);
       const agg = s.type === 'COUNTER' ? 'rate' : 'avg';
-      const url = `/api/v1/series/${encodeURIComponent(v.key)}/history?from=${v.from}&to=${to}&step=${step}&agg=${agg}`;
+      const url = historyURL(v.key, `from=${v.from}&to=${to}&step=${step}&agg=${agg}`);
       chart.dataset.url = url;
       return fetchJSON(url).then((r) => {
         if (view !== v) return;
-        v.xs = r.points.map(([t]) => t / 1000);
-        v.ys = r.points.map(([, y]) => y);
+        const pts = pointsOf(r, v.key);
+        v.xs = pts.map(([t]) => t / 1000);
+        v.ys = pts.map(([, y]) => y);
         v.step = step;
-        $('series-note').textContent = `${r.points.length} points, one per ${step / 1000} s (${agg}${s.type === 'COUNTER' ? ' per second' : ''})` + (v.to ? '' : '; live');
+        $('series-note').textContent = `${pts.length} points, one per ${step / 1000} s (${agg}${s.type === 'COUNTER' ? ' per second' : ''})` + (v.to ? '' : '; live');
         drawSeries(v);
         chart.dataset.loading = 'false';
         if (!v.to && s.type === 'COUNTER') v.timer = setInterval(() => { if (view === v) loadSeries(v); }, 10000);
@@ -465,7 +473,7 @@
   // after a resume the server could not make exact) sets values only.
   function apply(obj, mode) {
     const t = Date.now();
-    if (mode === 'reset') for (const k of [...keys.keys()]) if (!(k in obj)) { drop(k); const m = hostRe.exec(k); if (m) forgetHost(m[1]); }
+    if (mode === 'reset') for (const k of [...keys.keys()]) if (!Object.hasOwn(obj, k)) { drop(k); const m = hostRe.exec(k); if (m) forgetHost(m[1]); }
     for (const [k, v] of Object.entries(obj)) {
       if (v === null) {
         drop(k);
