@@ -150,16 +150,19 @@ type agent struct {
 	dropped int64 // points dropped since start: the queue was full, or the server refused them
 	wake    chan struct{}
 
-	// The collector's own: the hostCounters of the last reading, for rates.
-	prev     *hostCounters
-	prevTime time.Time
+	// The collector's own: the last good reading of each cumulative
+	// figure, for rates.
+	prevCPU, prevDisk, prevNet counterReading
 }
 
-// hostCounters are the cumulative figures rates are made from.
-type hostCounters struct {
-	cpuBusy, cpuTotal     float64
-	diskRead, diskWritten uint64
-	netRx, netTx          uint64
+// counterReading is one reading of a pair of cumulative figures (CPU busy
+// and total; bytes read and written; received and sent). A rate is made
+// only from two good readings, so a read that failed once never makes a
+// rate from zero (the total since boot in one interval).
+type counterReading struct {
+	a, b float64
+	at   time.Time
+	ok   bool
 }
 
 func newAgent(c agentConfig, logger *slog.Logger) *agent {
@@ -241,25 +244,37 @@ func (a *agent) measure(now time.Time) []agentPoint {
 	} else {
 		skip("disk use", err)
 	}
-	cur := a.hostCounters()
-	if p := a.prev; p != nil {
-		secs := now.Sub(a.prevTime).Seconds()
-		if total := cur.cpuTotal - p.cpuTotal; total > 0 {
-			add("cpu.percent-used", min(max(100*(cur.cpuBusy-p.cpuBusy)/total, 0), 100)) // float sums can stray past the ends
-		}
-		if secs > 0 {
-			rate := func(name string, now, before uint64) {
-				if now >= before { // a counter that went back (a device gone) gives no rate
-					add(name, float64(now-before)/secs)
-				}
-			}
-			rate("disk.read-bytes-per-second", cur.diskRead, p.diskRead)
-			rate("disk.write-bytes-per-second", cur.diskWritten, p.diskWritten)
-			rate("network.rx-bytes-per-second", cur.netRx, p.netRx)
-			rate("network.tx-bytes-per-second", cur.netTx, p.netTx)
+	cpuNow, diskNow, netNow := a.readCounters(now)
+	if p, c := a.prevCPU, cpuNow; p.ok && c.ok {
+		if total := c.b - p.b; total > 0 {
+			add("cpu.percent-used", min(max(100*(c.a-p.a)/total, 0), 100)) // float sums can stray past the ends
 		}
 	}
-	a.prev, a.prevTime = &cur, now
+	rates := func(p, c counterReading, first, second string) {
+		if !p.ok || !c.ok {
+			return
+		}
+		secs := c.at.Sub(p.at).Seconds()
+		if secs <= 0 {
+			return
+		}
+		if c.a >= p.a { // a counter that went back (a device gone) gives no rate
+			add(first, (c.a-p.a)/secs)
+		}
+		if c.b >= p.b {
+			add(second, (c.b-p.b)/secs)
+		}
+	}
+	rates(a.prevDisk, diskNow, "disk.read-bytes-per-second", "disk.write-bytes-per-second")
+	rates(a.prevNet, netNow, "network.rx-bytes-per-second", "network.tx-bytes-per-second")
+	for _, r := range []struct {
+		prev *counterReading
+		cur  counterReading
+	}{{&a.prevCPU, cpuNow}, {&a.prevDisk, diskNow}, {&a.prevNet, netNow}} {
+		if r.cur.ok {
+			*r.prev = r.cur
+		}
+	}
 	add("agent.interval", a.cfg.interval.Seconds())
 	a.mu.Lock()
 	dropped := a.dropped
@@ -269,36 +284,42 @@ func (a *agent) measure(now time.Time) []agentPoint {
 	return pts
 }
 
-// hostCounters reads the cumulative CPU, disk and network figures. Disk I/O
-// is summed over whole disks (/sys/block, without loop and ram devices),
-// not their partitions, which the kernel counts again; network over every
-// interface but loopback.
-func (a *agent) hostCounters() hostCounters {
-	var c hostCounters
+// readCounters reads the cumulative CPU (busy, total seconds), disk
+// (bytes read, written) and network (bytes received, sent) figures. Disk
+// I/O is summed over whole disks (/sys/block, without loop and ram
+// devices), not their partitions, which the kernel counts again; network
+// over every interface but loopback.
+func (a *agent) readCounters(now time.Time) (cpuR, diskR, netR counterReading) {
 	if ts, err := cpu.Times(false); err == nil && len(ts) == 1 {
 		t := ts[0] // guest time is in User already
-		c.cpuTotal = t.User + t.Nice + t.System + t.Idle + t.Iowait + t.Irq + t.Softirq + t.Steal
-		c.cpuBusy = c.cpuTotal - t.Idle - t.Iowait
+		total := t.User + t.Nice + t.System + t.Idle + t.Iowait + t.Irq + t.Softirq + t.Steal
+		cpuR = counterReading{a: total - t.Idle - t.Iowait, b: total, at: now, ok: true}
+	} else {
+		a.log.Debug("measure", "what", "cpu", "err", err)
 	}
 	if io, err := disk.IOCounters(); err == nil {
+		diskR = counterReading{at: now, ok: true}
 		for name, s := range io {
-			if !wholeDisk(name) {
-				continue
+			if wholeDisk(name) {
+				diskR.a += float64(s.ReadBytes)
+				diskR.b += float64(s.WriteBytes)
 			}
-			c.diskRead += s.ReadBytes
-			c.diskWritten += s.WriteBytes
 		}
+	} else {
+		a.log.Debug("measure", "what", "disk i/o", "err", err)
 	}
 	if ns, err := gnet.IOCounters(true); err == nil {
+		netR = counterReading{at: now, ok: true}
 		for _, s := range ns {
-			if s.Name == "lo" {
-				continue
+			if s.Name != "lo" {
+				netR.a += float64(s.BytesRecv)
+				netR.b += float64(s.BytesSent)
 			}
-			c.netRx += s.BytesRecv
-			c.netTx += s.BytesSent
 		}
+	} else {
+		a.log.Debug("measure", "what", "network", "err", err)
 	}
-	return c
+	return cpuR, diskR, netR
 }
 
 // wholeDisk says whether a block device is a disk rather than one of its
@@ -390,15 +411,22 @@ func (a *agent) send(ctx context.Context, collected <-chan struct{}) {
 			continue
 		}
 		a.log.Info("connected", "server", a.cfg.server)
-		err = a.serve(ctx, collected, conn)
+		answered, err := a.serve(ctx, collected, conn)
 		conn.Close()
 		if errors.Is(err, errDrained) || ctx.Err() != nil {
 			return
 		}
-		a.log.Warn("connection lost; the unanswered points will be sent again", "server", a.cfg.server, "err", err)
-		backoff = 100 * time.Millisecond
+		a.log.Warn("connection lost; the unanswered points will be sent again", "server", a.cfg.server, "err", err, "retry_in", backoff)
+		// The backoff starts again only after a connection that answered a
+		// batch: a server that closes at once (-max-conns) is not hammered.
+		if answered {
+			backoff = 100 * time.Millisecond
+		}
 		if !sleepCtx(ctx, backoff) {
 			return
+		}
+		if !answered {
+			backoff = min(backoff*2, 5*time.Second)
 		}
 	}
 }
@@ -415,10 +443,11 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 }
 
 // serve sends batches on one connection until it fails, ctx ends, or
-// collected is closed and nothing is held (errDrained).
-func (a *agent) serve(ctx context.Context, collected <-chan struct{}, conn net.Conn) error {
+// collected is closed and nothing is held (errDrained). answered says
+// whether the server answered a whole batch on it.
+func (a *agent) serve(ctx context.Context, collected <-chan struct{}, conn net.Conn) (answered bool, err error) {
 	if !sleepCtx(ctx, oneShotGrace) {
-		return ctx.Err()
+		return false, ctx.Err()
 	}
 	br := bufio.NewReaderSize(conn, 4096) // a reply longer than this is not Sonde's: ReadSlice fails
 	bw := bufio.NewWriter(conn)
@@ -427,7 +456,7 @@ func (a *agent) serve(ctx context.Context, collected <-chan struct{}, conn net.C
 		select {
 		case <-collected:
 			if _, ok := a.front(); !ok { // nothing comes after collected
-				return errDrained
+				return answered, errDrained
 			}
 		default:
 		}
@@ -435,7 +464,7 @@ func (a *agent) serve(ctx context.Context, collected <-chan struct{}, conn net.C
 		if !ok {
 			select {
 			case <-ctx.Done():
-				return ctx.Err()
+				return answered, ctx.Err()
 			case <-collected:
 			case <-a.wake:
 			}
@@ -451,18 +480,18 @@ func (a *agent) serve(ctx context.Context, collected <-chan struct{}, conn net.C
 			line = strconv.AppendInt(line, p.t, 10)
 			line = append(line, '\n')
 			if _, err := bw.Write(line); err != nil {
-				return fmt.Errorf("send points: %w", err)
+				return answered, fmt.Errorf("send points: %w", err)
 			}
 		}
 		if err := bw.Flush(); err != nil {
-			return fmt.Errorf("send points: %w", err)
+			return answered, fmt.Errorf("send points: %w", err)
 		}
 		var retry []agentPoint
 		refused := 0
 		for _, p := range b.pts {
 			line, err := br.ReadSlice('\n')
 			if err != nil {
-				return fmt.Errorf("read replies: %w", err)
+				return answered, fmt.Errorf("read replies: %w", err)
 			}
 			r := strings.TrimRight(string(line), "\r\n")
 			switch {
@@ -475,22 +504,26 @@ func (a *agent) serve(ctx context.Context, collected <-chan struct{}, conn net.C
 			}
 		}
 		a.settle(b.seq, retry, refused)
+		answered = true
 		if len(retry) > 0 {
 			a.log.Warn("the server refused points for now; trying again", "points", len(retry))
 			if !sleepCtx(ctx, time.Second) {
-				return ctx.Err()
+				return answered, ctx.Err()
 			}
 		}
 	}
 }
 
 // transientRefusal says whether a reply refuses a write for a while only:
-// the server's disk is full or failing, it is shutting down, or it hit a
-// bug. Other refusals (a bad value, another writer's newer point) are for
+// the server's disk is full or failing (until it is restarted, for a
+// failed fsync), it is shutting down, or it hit a bug. The point is held
+// and sent again: if it was stored after all, the resend rule stores it
+// once. Other refusals (a bad value, another writer's newer point) are for
 // good.
 func transientRefusal(reply string) bool {
 	for _, p := range []string{"-ERR engine: writes are paused", "-ERR engine: nothing of this batch was applied",
-		"-ERR engine: closed", "-ERR internal error", "-ERR too many connections"} {
+		"-ERR engine: the outcome of this batch is unknown", "-ERR engine: wal failed", "-ERR engine: closed",
+		"-ERR internal error", "-ERR too many connections"} {
 		if strings.HasPrefix(reply, p) {
 			return true
 		}

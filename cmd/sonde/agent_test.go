@@ -234,6 +234,8 @@ func TestAgentResendsUnansweredPoints(t *testing.T) {
 	t.Cleanup(func() { ln.Close() })
 	var armed atomic.Bool
 	dropped := make(chan struct{})
+	var mu sync.Mutex
+	sent := map[string]int{} // the lines the agent sent, and how often
 	go func() {
 		for {
 			ac, err := ln.Accept()
@@ -245,7 +247,18 @@ func TestAgentResendsUnansweredPoints(t *testing.T) {
 				ac.Close()
 				continue
 			}
-			go func() { io.Copy(sc, ac); sc.Close() }()
+			go func() { // agent → server, line by line, counting each line
+				defer sc.Close()
+				lr := bufio.NewScanner(ac)
+				for lr.Scan() {
+					mu.Lock()
+					sent[lr.Text()]++
+					mu.Unlock()
+					if _, err := sc.Write(append(lr.Bytes(), '\n')); err != nil {
+						return
+					}
+				}
+			}()
 			go func() {
 				defer ac.Close()
 				buf := make([]byte, 64<<10)
@@ -288,5 +301,20 @@ func TestAgentResendsUnansweredPoints(t *testing.T) {
 	a.stop()
 	if got, want := pointTimes(t, p, key), a.times(); !slices.Equal(got, want) {
 		t.Fatalf("stored %d points, measured %d:\nstored   %v\nmeasured %v", len(got), len(want), got, want)
+	}
+	// The batch whose replies were lost went out again, whole.
+	mu.Lock()
+	defer mu.Unlock()
+	twice := 0
+	for line, n := range sent {
+		if n > 2 {
+			t.Errorf("%q sent %d times", line, n)
+		}
+		if n == 2 {
+			twice++
+		}
+	}
+	if twice < 8 { // a batch has 8 points or more
+		t.Fatalf("%d lines sent twice: the unanswered batch was not sent again", twice)
 	}
 }
