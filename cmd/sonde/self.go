@@ -196,16 +196,23 @@ func (r *selfRecorder) tick(now time.Time) {
 	}
 	errs := r.errs[:len(r.ops)]
 	clear(errs)
+	// own: the records this tick wrote, which the next reading leaves out.
+	// An error for the whole batch means none was written.
+	own := uint64(0)
 	err := r.app.AppendUnacked(context.Background(), r.ops, errs)
-	for i := 0; err == nil && i < len(errs); i++ {
-		if errs[i] != nil {
-			err = fmt.Errorf("%s: %w", r.ops[i].Key, errs[i])
+	if err == nil {
+		for i, e := range errs {
+			if e == nil {
+				own++
+			} else if err == nil {
+				err = fmt.Errorf("%s: %w", r.ops[i].Key, e)
+			}
 		}
 	}
 	if err != nil {
 		r.logger.Warn("record own figures", "err", err)
 	}
-	r.prev, r.prevAt, r.own = &cur, now, uint64(len(r.ops))
+	r.prev, r.prevAt, r.own = &cur, now, own
 }
 
 // metricsHandler serves /metrics in the Prometheus exposition formats
