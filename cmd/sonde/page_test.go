@@ -324,12 +324,7 @@ func TestPageAssets(t *testing.T) {
 			t.Errorf("GET %s: %d, want 404", path, resp.StatusCode)
 		}
 	}
-	resp, err := http.Post(p.url("/"), "text/plain", strings.NewReader("x"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusMethodNotAllowed {
-		t.Errorf("POST /: %d", resp.StatusCode)
+	if code := p.postStatus("/"); code != http.StatusMethodNotAllowed {
+		t.Errorf("POST /: %d", code)
 	}
 }

@@ -166,6 +166,17 @@ func (p *proc) get(path string, v any) int {
 	return resp.StatusCode
 }
 
+// postStatus POSTs a one-byte body to path and returns the status.
+func (p *proc) postStatus(path string) int {
+	p.t.Helper()
+	resp, err := http.Post(p.url(path), "text/plain", strings.NewReader("x"))
+	if err != nil {
+		p.t.Fatalf("POST %s: %v", path, err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
 // client is a pipelining mesures protocol client.
 type client struct {
 	c  net.Conn
