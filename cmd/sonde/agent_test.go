@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"os/exec"
@@ -13,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sonde-metrics/sonde/engine"
 )
 
 // agentProc is a running `sonde agent`, its JSON log read line by line.
@@ -120,7 +123,7 @@ func (a *agentProc) times() []int64 {
 func pointTimes(t *testing.T, p *proc, key string) []int64 {
 	t.Helper()
 	var out []int64
-	for _, pt := range history(t, p, key) {
+	for _, pt := range p.history(key) {
 		out = append(out, int64(pt[0]))
 	}
 	return out
@@ -316,5 +319,22 @@ func TestAgentResendsUnansweredPoints(t *testing.T) {
 	}
 	if twice < 8 { // a batch has 8 points or more
 		t.Fatalf("%d lines sent twice: the unanswered batch was not sent again", twice)
+	}
+}
+
+// TestTransientRefusal ties the agent's list of refusals to hold and send
+// again to the engine's own errors, as the command listener writes them
+// ("-ERR " and the error), so that rewording one does not make the agent
+// drop points; a refusal for good stays one.
+func TestTransientRefusal(t *testing.T) {
+	for _, e := range []error{engine.ErrPaused, engine.ErrNotApplied, engine.ErrClosed} {
+		if reply := "-ERR " + fmt.Errorf("%w: no space left on device", e).Error(); !transientRefusal(reply) {
+			t.Errorf("%q is not taken as transient", reply)
+		}
+	}
+	for _, e := range []error{engine.ErrOutOfOrder, engine.ErrValue, engine.ErrKind, engine.ErrTooManySeries} {
+		if reply := "-ERR " + e.Error(); transientRefusal(reply) {
+			t.Errorf("%q is taken as transient", reply)
+		}
 	}
 }

@@ -249,16 +249,9 @@ func TestTimestampedSet(t *testing.T) {
 			t.Errorf("reply %d: %q, want %q", i, got[i], want[i])
 		}
 	}
-	points := func(p *proc) [][2]float64 {
-		var h struct {
-			Points [][2]float64 `json:"points"`
-		}
-		p.get("/api/v1/series/host.load/history", &h)
-		return h.Points
-	}
-	wantPts := fmt.Sprint([][2]float64{{float64(now - 2000), 0.5}, {float64(now - 1000), 0.75}})
-	if got := fmt.Sprint(points(p)); got != wantPts {
-		t.Fatalf("history %s, want %s", got, wantPts)
+	wantPts := [][2]float64{{float64(now - 2000), 0.5}, {float64(now - 1000), 0.75}}
+	if got := p.history("host.load"); !equalPoints(got, wantPts) {
+		t.Fatalf("history %v, want %v", got, wantPts)
 	}
 	p.kill()
 	p = start(t, dir)
@@ -266,7 +259,7 @@ func TestTimestampedSet(t *testing.T) {
 	if r := c.do(t, line(0.75, now-1000)); r[0] != "+OK" {
 		t.Fatalf("resend after kill -9: %q", r[0])
 	}
-	if got := fmt.Sprint(points(p)); got != wantPts {
-		t.Fatalf("after kill -9 and a resend: history %s, want %s", got, wantPts)
+	if got := p.history("host.load"); !equalPoints(got, wantPts) {
+		t.Fatalf("after kill -9 and a resend: history %v, want %v", got, wantPts)
 	}
 }

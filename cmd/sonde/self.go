@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"runtime/metrics"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -62,12 +63,12 @@ func (s *selfSource) readServer() selfReading {
 	return selfReading{engine: s.db.Stats(), reads: s.http.ReadStats().Total, subscribers: s.http.Subscribers()}
 }
 
-// heapObjectBytes reads the heap's objects from runtime/metrics, which
-// does not stop the world as runtime.ReadMemStats does.
+// heapObjectBytes reads the heap's objects from runtime/metrics (through
+// readSamples, which checks the kind), without stopping the world as
+// runtime.ReadMemStats does.
 func heapObjectBytes() uint64 {
 	sm := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
-	metrics.Read(sm)
-	if sm[0].Value.Kind() != metrics.KindUint64 {
+	if !readSamples(sm) {
 		return 0
 	}
 	return sm[0].Value.Uint64()
@@ -289,12 +290,9 @@ func (c sondeCollector) Collect(ch chan<- prometheus.Metric) {
 
 // selfNames lists the figures' keys, for the flag's help.
 func selfNames() string {
-	var b bytes.Buffer
+	names := make([]string, len(selfFigures))
 	for i, f := range selfFigures {
-		if i > 0 {
-			b.WriteString(", ")
-		}
-		fmt.Fprintf(&b, "%s%s", selfPrefix, f.name)
+		names[i] = selfPrefix + f.name
 	}
-	return b.String()
+	return strings.Join(names, ", ")
 }

@@ -41,18 +41,6 @@ func latest(t *testing.T, evs <-chan event, vals map[string]float64, cond func(m
 	}
 }
 
-// history reads a key's stored and recent points.
-func history(t *testing.T, p *proc, key string) [][2]float64 {
-	t.Helper()
-	var h struct {
-		Points [][2]float64 `json:"points"`
-	}
-	if code := p.get("/api/v1/series/"+key+"/history", &h); code != http.StatusOK {
-		t.Fatalf("history of %s: status %d", key, code)
-	}
-	return h.Points
-}
-
 // vmRSS is a process's resident set in bytes, from /proc.
 func vmRSS(t *testing.T, pid int) float64 {
 	t.Helper()
@@ -102,7 +90,7 @@ func TestSelfMonitoring(t *testing.T) {
 
 	// 1000 acknowledged SETs: the ingest rate, summed over the intervals,
 	// counts them (and none of the recorder's own records).
-	before := history(t, p, "sonde.self.ingest.rate")
+	before := p.history("sonde.self.ingest.rate")
 	c := dial(t, p.tcpAddr)
 	lines := make([]string, 1000)
 	for i := range lines {
@@ -124,7 +112,7 @@ func TestSelfMonitoring(t *testing.T) {
 			return false
 		}
 		delete(m, "sonde.self.ingest.rate")
-		after = history(t, p, "sonde.self.ingest.rate")
+		after = p.history("sonde.self.ingest.rate")
 		return len(after) > 0 && after[len(after)-1][0] > float64(acked)
 	})
 	if len(before) == 0 {

@@ -73,7 +73,8 @@ func Parse(line []byte) (Command, sample.Op, error) {
 		if n == 4 {
 			ms, ok := bytes.CutPrefix(f[3], []byte("@"))
 			t, err := strconv.ParseInt(string(ms), 10, 64)
-			if !ok || err != nil || t <= 0 || len(ms) == 0 || ms[0] < '0' || ms[0] > '9' {
+			// An empty ms fails ParseInt; a sign it would take ("+5") is refused.
+			if !ok || err != nil || t <= 0 || ms[0] < '0' || ms[0] > '9' {
 				return 0, sample.Op{}, syntaxf("SET time %q is not @ and a whole number of milliseconds since 1970", text.Clip(f[3]))
 			}
 			op.Time, op.Resend = t, true
