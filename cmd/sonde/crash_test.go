@@ -87,12 +87,13 @@ func testRestarts(t *testing.T, rounds int, stop func(*proc), extraFlags ...stri
 		}
 	}
 	totalAcked := 0
+	merging := slices.Contains(extraFlags, compacting[0])
 	var compacted int64 // chunks merged by the processes the rounds stopped
 	for round := range rounds {
 		p := start(t, dir, flags...)
 		verifyCrashKeys(t, p, keys, round)
 		target := int64(200 + rng.IntN(3000))
-		if slices.Contains(extraFlags, compacting[0]) {
+		if merging {
 			// A snapshot's points go to the series' tail, which moves into
 			// history as a chunk of up to 128 points; compaction has two
 			// such chunks to merge once a key has had some 300 points. The
@@ -124,6 +125,17 @@ func testRestarts(t *testing.T, rounds int, stop func(*proc), extraFlags ...stri
 			} `json:"engine"`
 		}
 		p.get("/api/v1/stats", &st)
+		if merging && compacted+st.Engine.Compacted == 0 {
+			// No stopped process has merged a chunk yet: a fast machine
+			// can reach the targets between two compaction passes in
+			// every round (it happened in CI). The load goes on until
+			// this one has, so the stop below follows a merge with the
+			// next ones under way.
+			p.poll("a chunk merged under load", func() bool {
+				p.get("/api/v1/stats", &st)
+				return st.Engine.Compacted > 0
+			})
+		}
 		compacted += st.Engine.Compacted
 		stop(p) // writes are still in flight on every connection
 		wg.Wait()
@@ -131,11 +143,6 @@ func testRestarts(t *testing.T, rounds int, stop func(*proc), extraFlags ...stri
 	}
 	p := start(t, dir, flags...)
 	verifyCrashKeys(t, p, keys, rounds)
-	// With compacting, the rounds ran compaction between snapshots, so the
-	// stops above also hit it.
-	if slices.Contains(extraFlags, compacting[0]) && compacted == 0 {
-		t.Fatalf("no round merged a chunk: compaction was not exercised")
-	}
 	h := p.historyStats()
 	t.Logf("%d rounds, %d acknowledged writes checked; %d chunks merged in the rounds; history %d points in %d chunks",
 		rounds, totalAcked, compacted, h.Points, h.Chunks)
