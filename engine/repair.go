@@ -103,6 +103,9 @@ func Check(dir string) (*Report, error) {
 	if len(recs) > 0 {
 		rep.WALFirst, rep.WALLast = recs[0].Index, recs[len(recs)-1].Index
 	}
+	if n := wal.IncompleteGroup(recs); n > 0 && recs[len(recs)-1].Index > fr.Index {
+		rep.Problems = append(rep.Problems, incompleteGroup(recs, n, fr.Index)+": the next start drops them")
+	}
 	for _, p := range probs {
 		line := "wal: " + p.String() + probableKey(p)
 		if p.Last >= p.First && p.Last <= fr.Index {
@@ -313,6 +316,10 @@ func repair(dir string, rep *Report) error {
 			rep.Lost = append(rep.Lost, "wal: "+p.String()+probableKey(p))
 		}
 	}
+	if n := wal.IncompleteGroup(recs); n > 0 && recs[len(recs)-1].Index > fr.Index {
+		rep.Lost = append(rep.Lost, incompleteGroup(recs, n, fr.Index)+": dropped, as a start drops them")
+		recs = recs[:len(recs)-n]
+	}
 	rep.origLast = fr.Index
 	if next > 0 {
 		rep.origLast = max(fr.Index, next-1)
@@ -364,6 +371,14 @@ func repair(dir string, rep *Report) error {
 		return fmt.Errorf("write the new wal: %w", err)
 	}
 	return nil
+}
+
+// incompleteGroup says which of the last n records, those after the
+// snapshot's index, form a commit group cut short.
+func incompleteGroup(recs []wal.Scanned, n int, snap uint64) string {
+	first := max(recs[len(recs)-n].Index, snap+1)
+	return fmt.Sprintf("wal: records %d to %d are the start of a commit group whose end was never written (a crash during the write; none was acknowledged)",
+		first, recs[len(recs)-1].Index)
 }
 
 func clearCovers(path string) error {

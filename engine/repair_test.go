@@ -307,3 +307,59 @@ func TestRepairRefusesARunningStore(t *testing.T) {
 		t.Fatalf("repair of an open directory: %v", err)
 	}
 }
+
+// TestIncompleteGroup: a batch the process was killed while writing (its
+// last record never reached the file) is replayed not at all, never in
+// part; sonde check names it, and sonde repair drops it as a start does.
+func TestIncompleteGroup(t *testing.T) {
+	for _, mode := range []string{"open", "repair"} {
+		t.Run(mode, func(t *testing.T) {
+			dir := t.TempDir()
+			db := openDB(t, dir, Options{SnapshotInterval: time.Hour})
+			mustApply(t, db, set("before", 1))
+			mustApply(t, db, set("a", 1), set("b", 2), set("c", 3), set("cursor", 3))
+			abandon(t, db)
+			// The batch's last record, the one that ends its group, never
+			// got written.
+			path := tailSegment(t, dir)
+			data, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			off := 0
+			for range 4 { // "before", then a, b and c
+				off += entryLen(data[off:])
+			}
+			if err := os.Truncate(path, int64(off)); err != nil {
+				t.Fatal(err)
+			}
+			rep, err := Check(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if p := strings.Join(rep.Problems, "\n"); !strings.Contains(p, "records 2 to 4 are the start of a commit group") {
+				t.Fatalf("check does not name the incomplete group: %q", p)
+			}
+			if mode == "repair" {
+				if rep := runRepair(t, dir); !strings.Contains(strings.Join(rep.Lost, "\n"), "commit group") {
+					t.Fatalf("repair does not say it dropped the group: %v", rep.Lost)
+				}
+			}
+			db = openDB(t, dir, Options{SnapshotInterval: time.Hour})
+			if _, ok := db.Get("before"); !ok {
+				t.Fatal("the whole group before it is gone")
+			}
+			for _, k := range []string{"a", "b", "c"} {
+				if s, ok := db.Get(k); ok {
+					t.Fatalf("%s = %v: part of an incomplete group was replayed", k, s.Value)
+				}
+			}
+			if err := db.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if rep, err := Check(dir); err != nil || !rep.Clean() {
+				t.Fatalf("check after the start: %v %+v", err, rep)
+			}
+		})
+	}
+}

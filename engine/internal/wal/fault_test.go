@@ -276,6 +276,9 @@ func FuzzScan(f *testing.F) {
 	f.Add(good)
 	f.Add(append(append([]byte{}, good[:30]...), good...))
 	f.Add([]byte{0xff, 0xff, 0xff})
+	cont := append([]byte(nil), good...)
+	cont[1] = frameContinues // the first record's group goes on
+	f.Add(cont)
 	f.Fuzz(func(t *testing.T, seg []byte) {
 		dir := t.TempDir()
 		if err := os.WriteFile(filepath.Join(dir, segmentName(7)), seg, 0o640); err != nil {

@@ -13,6 +13,19 @@ import (
 type Scanned struct {
 	Index uint64
 	Body  []byte
+	// Continues says the record is not the last of its commit group.
+	Continues bool
+}
+
+// IncompleteGroup returns how many records at the end of recs belong to a
+// commit group whose last record is not there: what a process killed
+// while writing it leaves, and what Open cuts off.
+func IncompleteGroup(recs []Scanned) int {
+	n := 0
+	for i := len(recs) - 1; i >= 0 && recs[i].Continues; i-- {
+		n++
+	}
+	return n
 }
 
 // ScanProblem is a part of the log Scan could not read.
@@ -71,7 +84,8 @@ func Scan(dir string) (recs []Scanned, probs []ScanProblem, next uint64, err err
 		for off < len(data) {
 			if n := entryAt(data, off); n > 0 {
 				size, k := binary.Uvarint(data[off:])
-				recs = append(recs, Scanned{Index: idx, Body: bytes.Clone(data[off+k+headerLen : off+k+int(size)])})
+				recs = append(recs, Scanned{Index: idx, Body: bytes.Clone(data[off+k+headerLen : off+k+int(size)]),
+					Continues: data[off+k] == frameContinues})
 				idx++
 				off += n
 				continue

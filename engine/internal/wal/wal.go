@@ -9,6 +9,15 @@
 //	| 1 byte  | 4 bytes little endian | record bytes   |
 //	+---------+-----------------------+----------------+
 //
+// The version byte also marks the end of a commit group: 1 on the last
+// record of a Commit, 2 on the others. A Commit is written by one or more
+// write calls (tidwall/wal writes a batch that crosses a segment roll in
+// two, and a kill can cut one write short), so a process killed during a
+// Commit can leave part of its group in the files. Open cuts such a
+// trailing run of records without their end off the log: a group is
+// replayed whole or not at all, which is what lets a writer put a change
+// and the cursor that says it was made in one group (chaining does).
+//
 // Open repairs a torn tail before tidwall/wal sees it: the last segment is
 // cut at the first bad entry when no valid entry follows it, and refuses to
 // start (a *CorruptionError) when one does. The directory is fsynced after
@@ -61,8 +70,11 @@ import (
 
 // These constants are part of the on-disk format and must not be changed.
 const (
-	frameVersion = 1
-	headerLen    = 5 // version + CRC
+	// frameEnd frames the last record of a commit group (and every record
+	// written before groups were marked); frameContinues the others.
+	frameEnd       = 1
+	frameContinues = 2
+	headerLen      = 5 // version + CRC
 	// MaxBody is the largest record body a frame may carry.
 	MaxBody = 64 << 10
 )
@@ -221,6 +233,9 @@ func Open(dir string, opts Options) (*Log, error) {
 	if err := repairTail(dir, opts.Covered, logger); err != nil {
 		return nil, err
 	}
+	if err := dropPartialGroup(dir, opts.Covered, logger); err != nil {
+		return nil, err
+	}
 	tw, err := openTidwall(dir, opts.SegmentSize)
 	if err != nil {
 		return nil, err
@@ -319,9 +334,14 @@ func (l *Log) Bytes() (int64, error) {
 }
 
 // Add frames body and queues it for the next Commit. It returns the index
-// the record will have. body is copied.
+// the record will have. body is copied. The newest record is held back
+// until the next Add or Commit, which know whether it ends the group.
 func (l *Log) Add(body []byte) uint64 {
-	l.frame = append(l.frame[:0], frameVersion, 0, 0, 0, 0)
+	if l.pending > 0 {
+		l.frame[0] = frameContinues
+		l.batch.Write(l.next-1, l.frame)
+	}
+	l.frame = append(l.frame[:0], frameEnd, 0, 0, 0, 0)
 	binary.LittleEndian.PutUint32(l.frame[1:], crc32.Checksum(body, castagnoli))
 	l.frame = append(l.frame, body...)
 	// Mirror tidwall/wal's writeBatch: it cycles before a batch when the tail
@@ -336,7 +356,6 @@ func (l *Log) Add(body []byte) uint64 {
 		l.dirDirty, l.rolled = true, true
 	}
 	idx := l.next
-	l.batch.Write(idx, l.frame)
 	l.next++
 	l.pending++
 	return idx
@@ -361,6 +380,7 @@ func (l *Log) Commit(sync bool) error {
 		}
 		return nil
 	}
+	l.batch.Write(l.next-1, l.frame) // the group's end (frameEnd)
 	l.pending = 0
 	if err := l.writeBatch(); err != nil {
 		return l.rollback(fmt.Errorf("write batch: %w", err), false)
@@ -514,17 +534,7 @@ func (l *Log) cutBack(last uint64) error {
 		}
 		off += k + int(size)
 	}
-	err = call(l.hooks.Cut, func() error {
-		f, err := os.OpenFile(path, os.O_RDWR, 0)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		if err := f.Truncate(int64(off)); err != nil {
-			return err
-		}
-		return f.Sync()
-	})
+	err = call(l.hooks.Cut, func() error { return truncateSync(path, int64(off)) })
 	if err != nil {
 		return fmt.Errorf("truncate %s after index %d: %w", path, last, err)
 	}
@@ -699,7 +709,7 @@ func checkFrame(frame []byte) ([]byte, error) {
 	if len(frame) <= headerLen {
 		return nil, fmt.Errorf("frame of %d bytes is too short", len(frame))
 	}
-	if frame[0] != frameVersion {
+	if frame[0] != frameEnd && frame[0] != frameContinues {
 		return nil, fmt.Errorf("unknown frame version %d", frame[0])
 	}
 	body := frame[headerLen:]
@@ -776,16 +786,8 @@ func repairTail(dir string, covered uint64, logger *slog.Logger) error {
 				Err: fmt.Errorf("valid records follow the bad one at byte %d; refusing to drop them (sonde repair keeps every readable record and says what it drops)", p)}
 		}
 	}
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
-	if err != nil {
-		return fmt.Errorf("open tail segment for repair: %w", err)
-	}
-	defer f.Close()
-	if err := f.Truncate(int64(off)); err != nil {
+	if err := truncateSync(path, int64(off)); err != nil {
 		return fmt.Errorf("truncate torn tail: %w", err)
-	}
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("fsync repaired segment: %w", err)
 	}
 	if err := syncDir(dir); err != nil {
 		return err

@@ -214,6 +214,10 @@ func FuzzOpenTail(f *testing.F) {
 	good.Write(frame([]byte("record-extra-0")))
 	f.Add(good.Bytes())
 	f.Add(append([]byte{3, 1, 2, 3}, good.Bytes()...))
+	// Records of a group whose end was never written, after a whole one.
+	cont := frame([]byte("record-extra-1"))
+	cont[0] = frameContinues
+	f.Add(append(append(slices.Clone(good.Bytes()), 18), cont...))
 	f.Fuzz(func(t *testing.T, tail []byte) {
 		if len(tail) > 4096 {
 			return
@@ -241,6 +245,10 @@ func FuzzOpenTail(f *testing.F) {
 		}
 		defer l.Close()
 		checkAll(t, l, 20)
+		// What is left ends with a whole group.
+		if recs, _, _, err := Scan(dir); err != nil || IncompleteGroup(recs) != 0 {
+			t.Fatalf("the log ends in an incomplete group after Open (%v)", err)
+		}
 		last, _ := l.LastIndex()
 		for i := uint64(21); i <= last; i++ {
 			if _, err := l.Read(i); err != nil {
