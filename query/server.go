@@ -60,6 +60,10 @@ type Options struct {
 	// Routes are more handlers by exact path, any method (the collectd
 	// receiver at /collectd). They run before the read API.
 	Routes map[string]fasthttp.RequestHandler
+	// Instance, when set, is sent in the X-Sonde-Instance header of every
+	// event stream: a follower (-upstream) that gets its own server's
+	// instance back refuses to follow itself.
+	Instance string
 	// Logger receives server messages; nil discards them.
 	Logger *slog.Logger
 }
@@ -109,14 +113,15 @@ func (o Options) withDefaults() Options {
 
 // Server serves the HTTP API.
 type Server struct {
-	opts  Options
-	store Store
-	ln    *boundary.Gate // admits a connection once its first request head is in
-	srv   *fasthttp.Server
-	done  chan struct{} // closed at shutdown: streams end
-	hub   *hub
-	slots chan struct{} // one per running read (MaxQueries)
-	reads readStats
+	opts    Options
+	store   Store
+	ln      *boundary.Gate // admits a connection once its first request head is in
+	srv     *fasthttp.Server
+	done    chan struct{} // closed at shutdown: streams end
+	hub     *hub
+	sseHead string        // the response head of an event stream
+	slots   chan struct{} // one per running read (MaxQueries)
+	reads   readStats
 
 	streamsMu sync.Mutex                 // guards streams and closing.
 	streams   map[*deadlineConn]struct{} // the connections of open SSE streams
@@ -135,6 +140,10 @@ func Listen(opts Options, store Store) (*Server, error) {
 		slots: make(chan struct{}, opts.MaxQueries)}
 	s.ln = boundary.NewGate(ln, boundary.GateOptions{MaxPending: boundary.PendingCap(opts.MaxConns), HeaderTimeout: opts.HeaderTimeout,
 		MaxHead: readBufferSize, Logger: opts.Logger})
+	s.sseHead = sseHeader
+	if opts.Instance != "" {
+		s.sseHead = strings.Replace(sseHeader, "\r\n\r\n", "\r\nX-Sonde-Instance: "+opts.Instance+"\r\n\r\n", 1)
+	}
 	s.hub = newHub(store, s.done)
 	go s.hub.run()
 	s.srv = &fasthttp.Server{
@@ -741,7 +750,7 @@ func (s *Server) events(ctx *fasthttp.RequestCtx) {
 		// blocks are written from the blocks, and a dump is written as it is
 		// read from the live state.
 		w := bufio.NewWriterSize(dc, streamBuffer)
-		if _, err := w.WriteString(sseHeader); err != nil {
+		if _, err := w.WriteString(s.sseHead); err != nil {
 			return
 		}
 		boundary.Inject("sse", []byte(pattern))
@@ -752,6 +761,7 @@ func (s *Server) events(ctx *fasthttp.RequestCtx) {
 }
 
 // sseHeader opens an event stream; the connection closes at its end.
+// Listen adds X-Sonde-Instance before it.
 const sseHeader = "HTTP/1.1 200 OK\r\nServer: sonde\r\nContent-Type: text/event-stream\r\n" +
 	"Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\nConnection: close\r\n\r\n"
 

@@ -34,6 +34,7 @@ func TestImportDirection(t *testing.T) {
 		{mod + "ingest/graphite", parser},
 		{mod + "ingest/collectd", parser},
 		{mod + "ingest/statsd", parser},
+		{mod + "ingest/sse", stdlib},
 		{mod + "engine/internal/chunk", func(i string) bool { return stdlib(i) || i == sample }},
 		{mod + "engine/internal/snapshot", func(i string) bool {
 			return stdlib(i) || i == sample || i == mod+"engine/internal/chunk" || i == "go.etcd.io/bbolt"

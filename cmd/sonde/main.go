@@ -5,6 +5,8 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -22,6 +24,7 @@ import (
 
 	"github.com/sonde-metrics/sonde/engine"
 	"github.com/sonde-metrics/sonde/engine/boundary"
+	"github.com/sonde-metrics/sonde/engine/sample"
 	"github.com/sonde-metrics/sonde/ingest"
 	"github.com/sonde-metrics/sonde/ingest/collectd"
 	"github.com/sonde-metrics/sonde/query"
@@ -30,8 +33,9 @@ import (
 
 // The engine must fit what its consumers expect of it.
 var (
-	_ query.Store     = (*engine.DB)(nil)
-	_ ingest.Appender = (*engine.DB)(nil)
+	_ query.Store        = (*engine.DB)(nil)
+	_ ingest.Appender    = (*engine.DB)(nil)
+	_ ingest.FollowStore = (*engine.DB)(nil)
 )
 
 type config struct {
@@ -78,6 +82,8 @@ type config struct {
 	queryConcurrency int
 	sseWriteTimeout  time.Duration
 	selfInterval     time.Duration
+	upstreams        stringList // -upstream, paired by order with
+	upstreamNames    stringList // -upstream-prefix
 	pprofAddr        string
 	gogc             int    // 0: leave the runtime's (the GOGC environment variable)
 	gcHeadroom       uint64 // 0: leave the runtime's memory limit (the GOMEMLIMIT environment variable)
@@ -135,6 +141,8 @@ func parseFlags(args []string) (config, error) {
 	fs.Uint64Var(&c.gcFloor, "gogc-floor", defaultGCFloor, "the least heap growth in bytes between collections, whatever -gogc says of a small heap (0: none)")
 	fs.Uint64Var(&c.gcHeadroom, "gc-headroom", defaultGCHeadroom, "after each collection, set Go's soft memory limit to the heap goal plus the runtime's memory outside the heap plus this many bytes or a tenth of the goal, whichever is more, so that freed pages go back to the system (0: leave the limit to the GOMEMLIMIT environment variable, none without it; GOMEMLIMIT wins over the default, and caps the limit this flag sets)")
 	fs.DurationVar(&c.selfInterval, "self-interval", 10*time.Second, "how often Sonde records its own figures as series ("+selfNames()+"); 0 turns it off, else at least 100ms (GET /metrics serves them either way)")
+	fs.Var(&c.upstreams, "upstream", "follow another Sonde's event stream (http://host:1337/events[?match=glob]) and store its keys under the -upstream-prefix of the same rank; repeatable")
+	fs.Var(&c.upstreamNames, "upstream-prefix", "NAME: keys of the -upstream of the same rank are stored as NAME.<key>, its cursor in "+ingest.CursorKey("NAME")+"; repeatable")
 	fs.StringVar(&c.pprofAddr, "pprof", "", "serve Go's profiler (net/http/pprof) on this address; off when empty")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.logFormat, "log-format", "text", "text or json")
@@ -150,6 +158,9 @@ func parseFlags(args []string) (config, error) {
 	if c.selfInterval < 0 || (c.selfInterval > 0 && c.selfInterval < minSelfInterval) {
 		return c, fmt.Errorf("-self-interval %s: want 0 (off) or at least %s", c.selfInterval, minSelfInterval)
 	}
+	if err := checkUpstreams(c.upstreams, c.upstreamNames); err != nil {
+		return c, err
+	}
 	if !explicit(fs, "gogc") && os.Getenv("GOGC") != "" {
 		c.gogc = 0 // the environment's, as the runtime read it
 	}
@@ -157,6 +168,32 @@ func parseFlags(args []string) (config, error) {
 		c.gcHeadroom = 0 // the environment's limit, as the runtime read it
 	}
 	return c, nil
+}
+
+// stringList is a repeatable string flag.
+type stringList []string
+
+func (l *stringList) String() string     { return strings.Join(*l, ",") }
+func (l *stringList) Set(v string) error { *l = append(*l, v); return nil }
+
+// checkUpstreams pairs each -upstream with its -upstream-prefix. No
+// prefix may cover another's keys: a follower deletes under its prefix
+// what its upstream no longer holds.
+func checkUpstreams(urls, names []string) error {
+	if len(urls) != len(names) {
+		return fmt.Errorf("%d -upstream and %d -upstream-prefix: give one prefix per upstream, in the same order", len(urls), len(names))
+	}
+	for i, n := range names {
+		if err := ingest.CheckFollowName(n); err != nil {
+			return fmt.Errorf("-upstream-prefix: %w", err)
+		}
+		for _, o := range names[:i] {
+			if strings.HasPrefix(n+".", o+".") || strings.HasPrefix(o+".", n+".") {
+				return fmt.Errorf("-upstream-prefix %q and %q: one covers the other's keys", o, n)
+			}
+		}
+	}
+	return nil
 }
 
 // explicit reports whether the flag name was given on the command line.
@@ -322,6 +359,17 @@ func run(c config, logger *slog.Logger) error {
 		}
 		lns.add("collectd", cd.Addr().String(), cd.Serve, cd.Close, func() any { return cd.Stats() })
 	}
+	instance := newInstanceID()
+	for i, u := range c.upstreams {
+		f, err := ingest.NewFollower(ingest.FollowOptions{URL: u, Name: c.upstreamNames[i], Instance: instance,
+			Logger: logger.With("component", "upstream", "prefix", c.upstreamNames[i])}, followStore{app, db})
+		if err != nil {
+			lns.close(logger)
+			db.Close()
+			return err
+		}
+		lns.add("upstream."+c.upstreamNames[i], u, f.Serve, f.Close, func() any { return f.Stats() })
+	}
 	var httpSrv *query.Server   // set before it serves, and so before Stats runs
 	self := &selfSource{db: db} // its http is set with httpSrv
 	httpSrv, err = query.Listen(query.Options{
@@ -329,7 +377,7 @@ func run(c config, logger *slog.Logger) error {
 		MaxBodySize: c.maxBody,
 		Addr:        c.httpAddr, Heartbeat: c.heartbeat, StreamWriteTimeout: c.sseWriteTimeout, VaporPoints: c.vaporPoints, MaxConns: c.maxConns,
 		QueryTimeout: c.queryTimeout, MaxPoints: c.queryMaxPoints, MaxBytes: c.queryMaxBytes, MaxSeries: c.queryMaxSeries,
-		MaxQueries: c.queryConcurrency, HeaderTimeout: c.headerTimeout,
+		MaxQueries: c.queryConcurrency, HeaderTimeout: c.headerTimeout, Instance: instance,
 		Logger: logger.With("component", "http"),
 		Stats: func() map[string][]byte {
 			out := lns.stats()
@@ -431,6 +479,24 @@ func (ls *listeners) stats() map[string][]byte {
 		out[l.name], _ = json.Marshal(l.stats())
 	}
 	return out
+}
+
+// followStore is what a follower writes through (the ingest path every
+// listener takes) and reads from.
+type followStore struct {
+	ingest.Appender
+	db *engine.DB
+}
+
+func (s followStore) Get(key string) (sample.Series, bool)       { return s.db.Get(key) }
+func (s followStore) Keys(from string, fn func(key string) bool) { s.db.Keys(from, fn) }
+
+// newInstanceID names this process in its event streams' headers, so
+// that a follower pointed at its own server finds out.
+func newInstanceID() string {
+	var b [8]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }
 
 // debianTypesDB is where Debian's collectd-core puts collectd's types.db.
