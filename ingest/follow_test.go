@@ -81,7 +81,7 @@ func frame(id uint64, typ, data string) string {
 
 // follow starts a follower named "up" of the script on a fresh store
 // that first takes pre, and waits until its cursor reaches id.
-func follow(t *testing.T, u *upstreamScript, maxBatch int, id uint64, pre ...sample.Op) (*writesStore, *Follower) {
+func follow(t testing.TB, u *upstreamScript, maxBatch int, id uint64, pre ...sample.Op) (*writesStore, *Follower) {
 	t.Helper()
 	db, err := engine.Open(t.TempDir(), engine.Options{SnapshotInterval: time.Hour})
 	if err != nil {
@@ -108,7 +108,7 @@ func follow(t *testing.T, u *upstreamScript, maxBatch int, id uint64, pre ...sam
 
 // waitCursor waits, on the store's own change notices, until the cursor
 // holds id.
-func waitCursor(t *testing.T, db *engine.DB, id uint64) {
+func waitCursor(t testing.TB, db *engine.DB, id uint64) {
 	t.Helper()
 	deadline := time.After(20 * time.Second)
 	for {
@@ -270,4 +270,51 @@ func TestFollowerRefusesHugeChange(t *testing.T) {
 	if ids := u.ids(); len(ids) != 2 || ids[1] != "1" {
 		t.Fatalf("Last-Event-ID of each connection: %q", ids)
 	}
+}
+
+// BenchmarkFollower: change events applied a second by a follower reading
+// a stream that is all there (an upstream far ahead), against its peer,
+// the same SETs appended straight to the store in writes of the same
+// size. The ratio is what the stream, its parsing and the cursor cost.
+func BenchmarkFollower(b *testing.B) {
+	const keys = 1000
+	b.Run("follower", func(b *testing.B) {
+		var sb strings.Builder
+		sb.WriteString(frame(1, "", "{}"))
+		for i := range b.N {
+			sb.WriteString(frame(uint64(i+2), "", fmt.Sprintf(`{"host%d.load":%d.5}`, i%keys, i)))
+		}
+		u := &upstreamScript{conns: [][]string{{sb.String()}}}
+		b.ReportAllocs()
+		b.ResetTimer()
+		st, _ := follow(b, u, 0, uint64(b.N+1))
+		b.StopTimer()
+		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "changes/s")
+		st.mu.Lock()
+		b.ReportMetric(float64(b.N)/float64(len(st.writes)), "changes/write")
+		st.mu.Unlock()
+	})
+	b.Run("direct", func(b *testing.B) {
+		db, err := engine.Open(b.TempDir(), engine.Options{SnapshotInterval: time.Hour})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer db.Close()
+		ops := make([]sample.Op, 0, 4096)
+		errs := make([]error, 4096)
+		b.ReportAllocs()
+		b.ResetTimer()
+		for i := range b.N {
+			ops = append(ops, sample.Op{Code: sample.Set, Key: fmt.Sprintf("up.host%d.load", i%keys), Value: float64(i) + 0.5})
+			if len(ops) == cap(ops)-1 || i == b.N-1 {
+				ops = append(ops, sample.Op{Code: sample.Set, Key: CursorKey("up"), Value: float64(i)})
+				if err := db.AppendUnacked(context.Background(), ops, errs); err != nil {
+					b.Fatal(err)
+				}
+				ops = ops[:0]
+			}
+		}
+		b.StopTimer()
+		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "changes/s")
+	})
 }
