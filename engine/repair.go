@@ -377,7 +377,7 @@ func repair(dir string, rep *Report) error {
 // snapshot's index, form a commit group cut short.
 func incompleteGroup(recs []wal.Scanned, n int, snap uint64) string {
 	first := max(recs[len(recs)-n].Index, snap+1)
-	return fmt.Sprintf("wal: records %d to %d are the start of a commit group whose end was never written (a crash during the write; none was acknowledged)",
+	return fmt.Sprintf("wal: records %d to %d are the start of a commit group whose last record is missing (a crash during its write leaves this, and then none of it was acknowledged; so does damage to the last record's mark)",
 		first, recs[len(recs)-1].Index)
 }
 

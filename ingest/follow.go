@@ -14,7 +14,6 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 	"unicode"
@@ -95,6 +94,12 @@ type FollowStats struct {
 	Refused   int64  `json:"refused"`  // changes the store refused (-max-series, a key too long, a COUNTER under the prefix)
 }
 
+// errWrite marks a failed write of upstream changes to the store.
+var errWrite = errors.New("write upstream changes")
+
+// errSelf ends following for good: the upstream is this server.
+var errSelf = errors.New("the upstream is this server (its X-Sonde-Instance is ours): it would follow its own changes")
+
 // Follower follows another Sonde's event stream and stores every change
 // under its prefix; see the package README section "Chaining".
 //
@@ -117,7 +122,9 @@ type Follower struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	done   chan struct{}
-	once   sync.Once
+	// started is set by Serve, or by Close when Serve never ran (an error
+	// at startup): whoever sets it owns closing done.
+	started atomic.Bool
 
 	// Owned by the Serve goroutine.
 	ops      []sample.Op // queued: whole change events (ops[:complete]), then the one being read, or a dump's
@@ -144,6 +151,16 @@ func NewFollower(opts FollowOptions, store FollowStore) (*Follower, error) {
 	}
 	if err := CheckFollowName(opts.Name); err != nil {
 		return nil, err
+	}
+	// Changes only: the ends of idle counting windows change nothing, and
+	// under ?match= their ids (the newest stored change of any key) can
+	// be above the cursor, where they would pass for changes.
+	if !u.Query().Has("ticks") {
+		if u.RawQuery != "" {
+			u.RawQuery += "&"
+		}
+		u.RawQuery += "ticks=0"
+		opts.URL = u.String()
 	}
 	if opts.MaxBatch <= 0 {
 		opts.MaxBatch = 4096
@@ -177,6 +194,9 @@ func NewFollower(opts FollowOptions, store FollowStore) (*Follower, error) {
 // Serve follows the upstream until Close, reconnecting with a backoff
 // after every failure. It returns nil once closed.
 func (f *Follower) Serve() error {
+	if !f.started.CompareAndSwap(false, true) {
+		return nil // closed before it started
+	}
 	defer close(f.done)
 	backoff := time.Duration(0)
 	for f.ctx.Err() == nil {
@@ -186,6 +206,12 @@ func (f *Follower) Serve() error {
 			return nil
 		}
 		f.errors.Add(1)
+		if errors.Is(err, errSelf) {
+			// Not a failure that passes: stop following, say so once.
+			f.log.Error("not following upstream", "url", f.opts.URL, "err", err)
+			<-f.ctx.Done()
+			return nil
+		}
 		if applied {
 			backoff = 0 // the stream worked for a while: start again quickly
 		}
@@ -202,7 +228,10 @@ func (f *Follower) Serve() error {
 
 // Close stops following: the write in flight finishes, then Serve returns.
 func (f *Follower) Close() error {
-	f.once.Do(f.cancel)
+	f.cancel()
+	if f.started.CompareAndSwap(false, true) {
+		close(f.done) // Serve never ran, and now never will
+	}
 	<-f.done
 	return nil
 }
@@ -247,8 +276,8 @@ func (f *Follower) session() (applied bool, err error) {
 		return false, err
 	}
 	f.cursorSeen.Store(f.cursor)
-	ctx, cancel := context.WithCancel(f.ctx)
-	defer cancel()
+	ctx, cancel := context.WithCancelCause(f.ctx)
+	defer cancel(nil)
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, f.opts.URL, nil)
 	if err != nil {
 		return false, fmt.Errorf("make the upstream request: %w", err)
@@ -270,14 +299,16 @@ func (f *Follower) session() (applied bool, err error) {
 		return false, fmt.Errorf("upstream answered %q, not an event stream", resp.Header.Get("Content-Type"))
 	}
 	if id := resp.Header.Get("X-Sonde-Instance"); id != "" && id == f.opts.Instance {
-		return false, errors.New("the upstream is this server: it would follow its own changes")
+		return false, errSelf
 	}
 	f.connects.Add(1)
 	f.connected.Store(true)
 	f.log.Info("following upstream", "url", f.opts.URL, "last_event_id", f.cursor)
 	// No byte for IdleTimeout, not even a heartbeat: the upstream is gone
 	// without closing.
-	idle := time.AfterFunc(f.opts.IdleTimeout, cancel)
+	idle := time.AfterFunc(f.opts.IdleTimeout, func() {
+		cancel(fmt.Errorf("the upstream sent nothing for %s, not even a heartbeat", f.opts.IdleTimeout))
+	})
 	defer idle.Stop()
 	// The change events read so far are written before every read from
 	// the network, so none waits on the next one: under load a read
@@ -288,8 +319,13 @@ func (f *Follower) session() (applied bool, err error) {
 	for {
 		ev, err := rd.Next(f.pair)
 		if err != nil {
+			if errors.Is(err, errWrite) {
+				return applied, err // a write before a read failed, not the read
+			}
 			if errors.Is(err, io.EOF) {
 				err = errors.New("the upstream closed the stream")
+			} else if cause := context.Cause(ctx); cause != nil && ctx.Err() != nil && f.ctx.Err() == nil {
+				err = cause
 			}
 			// Whole events read before the failure are applied.
 			f.ops = f.ops[:f.complete]
@@ -367,7 +403,11 @@ func (f *Follower) pair(typ, key string, v float64, deleted bool) error {
 }
 
 // beginDump starts applying a dump: the changes before it are written
-// first, with their cursor.
+// first, with their cursor. The dump's first write then clears the
+// cursor: a dump cut short leaves part of a state applied, which only a
+// whole dump can finish, and a stream opened with no cursor starts with
+// one (with the old cursor, an upstream that has grown past it would
+// resume there instead).
 func (f *Follower) beginDump() error {
 	if f.inDump {
 		return nil
@@ -376,6 +416,10 @@ func (f *Follower) beginDump() error {
 		return err
 	}
 	f.inDump, f.dumpPrev = true, ""
+	if f.cursor != 0 {
+		f.ops = append(f.ops, f.cursorOp(0))
+		f.cursor = 0
+	}
 	return nil
 }
 
@@ -480,14 +524,14 @@ func (f *Follower) write(ops []sample.Op) error {
 	var err error
 	f.errs, err = appendBatch(f.ctx, f.store, ops, f.errs, false)
 	if err != nil {
-		return fmt.Errorf("write upstream changes: %w", err)
+		return fmt.Errorf("%w: %w", errWrite, err)
 	}
 	for i, e := range f.errs {
 		op := &ops[i]
 		switch {
 		case e == nil || op.Code == sample.Delete && errors.Is(e, sample.ErrNotFound):
 		case op.Key == f.cursorKey:
-			return fmt.Errorf("store the upstream cursor in %s: %w", f.cursorKey, e)
+			return fmt.Errorf("%w: store the cursor in %s: %w", errWrite, f.cursorKey, e)
 		default:
 			logRefused(f.log, f.refused.Add(1), "url", f.opts.URL, "key", op.Key, "err", e)
 		}

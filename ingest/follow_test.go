@@ -38,6 +38,7 @@ type upstreamScript struct {
 	mu      sync.Mutex
 	n       int
 	lastIDs []string
+	query   string // of the last request
 }
 
 func (u *upstreamScript) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -45,6 +46,7 @@ func (u *upstreamScript) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	i := u.n
 	u.n++
 	u.lastIDs = append(u.lastIDs, r.Header.Get("Last-Event-ID"))
+	u.query = r.URL.RawQuery
 	u.mu.Unlock()
 	if i >= len(u.conns) {
 		i = len(u.conns) - 1
@@ -58,6 +60,10 @@ func (u *upstreamScript) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "text/event-stream")
 	for _, f := range frames {
+		if f == "hold" { // send nothing more, and keep the stream open
+			<-r.Context().Done()
+			return
+		}
 		fmt.Fprint(w, f)
 		w.(http.Flusher).Flush()
 	}
@@ -83,6 +89,11 @@ func frame(id uint64, typ, data string) string {
 // that first takes pre, and waits until its cursor reaches id.
 func follow(t testing.TB, u *upstreamScript, maxBatch int, id uint64, pre ...sample.Op) (*writesStore, *Follower) {
 	t.Helper()
+	return followWith(t, u, FollowOptions{MaxBatch: maxBatch}, id, pre...)
+}
+
+func followWith(t testing.TB, u *upstreamScript, opts FollowOptions, id uint64, pre ...sample.Op) (*writesStore, *Follower) {
+	t.Helper()
 	db, err := engine.Open(t.TempDir(), engine.Options{SnapshotInterval: time.Hour})
 	if err != nil {
 		t.Fatal(err)
@@ -96,7 +107,8 @@ func follow(t testing.TB, u *upstreamScript, maxBatch int, id uint64, pre ...sam
 	srv := httptest.NewServer(u)
 	t.Cleanup(srv.Close)
 	st := &writesStore{DB: db}
-	f, err := NewFollower(FollowOptions{URL: srv.URL + "/events", Name: "up", MaxBatch: maxBatch, MinBackoff: time.Millisecond}, st)
+	opts.URL, opts.Name, opts.MinBackoff = srv.URL+"/events", "up", time.Millisecond
+	f, err := NewFollower(opts, st)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -167,6 +179,12 @@ func TestFollowerDumpIsAState(t *testing.T) {
 	}
 	if ids := u.ids(); ids[0] != "" {
 		t.Fatalf("a follower with no cursor sent Last-Event-ID %q", ids[0])
+	}
+	u.mu.Lock()
+	q := u.query
+	u.mu.Unlock()
+	if q != "ticks=0" {
+		t.Fatalf("the follower asked for %q, want changes only (ticks=0)", q)
 	}
 }
 
@@ -317,4 +335,44 @@ func BenchmarkFollower(b *testing.B) {
 		b.StopTimer()
 		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "changes/s")
 	})
+}
+
+// A reset cut short (here after its first write) leaves no cursor: the
+// next stream opens without Last-Event-ID and its dump finishes the state.
+// With the old cursor left, an upstream that had grown past it would
+// resume there, and the keys the reset was to delete would stay.
+func TestFollowerResetCutShort(t *testing.T) {
+	u := &upstreamScript{conns: [][]string{
+		{frame(5, "", `{"a":1,"b":1,"c":1}`), "id: 2\r\nevent: reset\r\ndata: {\"a\":2,\"b\":2"},
+		{frame(6, "", `{"a":2,"b":2,"d":1}`)},
+	}}
+	st, f := follow(t, u, 2, 6)
+	f.Close()
+	want := map[string]string{"up.a": "GAUGE 2", "up.b": "GAUGE 2", "up.d": "GAUGE 1", CursorKey("up"): "GAUGE 6"}
+	if got := followed(st.DB); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("state %v\nwant %v", got, want)
+	}
+	if ids := u.ids(); fmt.Sprint(ids) != fmt.Sprint([]string{"", ""}) {
+		t.Fatalf("Last-Event-ID of each connection: %q, want none after the cut reset", ids)
+	}
+	if n := points(t, st.DB, "up.a"); n != 2 {
+		t.Fatalf("up.a has %d points, want 2 (1, then the reset's 2, not written again by the dump)", n)
+	}
+}
+
+// A stream that goes silent (no event, no heartbeat) for IdleTimeout is
+// given up and opened again from the cursor.
+func TestFollowerIdleTimeout(t *testing.T) {
+	u := &upstreamScript{conns: [][]string{
+		{frame(1, "", `{"a":1}`), "hold"},
+		{": resumed\r\n\r\n", frame(2, "", `{"a":2}`)},
+	}}
+	_, f := followWith(t, u, FollowOptions{IdleTimeout: 200 * time.Millisecond}, 2)
+	f.Close()
+	if ids := u.ids(); fmt.Sprint(ids) != fmt.Sprint([]string{"", "1"}) {
+		t.Fatalf("Last-Event-ID of each connection: %q", ids)
+	}
+	if s := f.Stats(); s.Errors != 1 || s.Connects != 2 {
+		t.Fatalf("stats %+v", s)
+	}
 }

@@ -42,11 +42,12 @@ type block struct {
 	first  uint64
 	lastID uint64 // the SSE id of the last frame
 	keys   []string
-	offs   []int // frame i is data[offs[i]:offs[i+1]]
+	offs   []int  // frame i is data[offs[i]:offs[i+1]]
+	ticks  []bool // frame i is an idle window's end; nil when none is
 	data   []byte
 
-	mu       sync.Mutex        // guards filtered.
-	filtered map[string][]byte // frames whose key matches, by ?match= pattern
+	mu       sync.Mutex           // guards filtered.
+	filtered [2]map[string][]byte // frames whose key matches, by ?match= pattern; [1]: ticks left out
 }
 
 func (b *block) last() uint64 { return b.first + uint64(len(b.keys)) - 1 }
@@ -122,6 +123,12 @@ func encodeBlock(cs []sample.Change) *block {
 	var body []byte
 	for i, c := range cs {
 		b.keys[i] = c.Key
+		if c.Tick {
+			if b.ticks == nil {
+				b.ticks = make([]bool, len(cs))
+			}
+			b.ticks[i] = true
+		}
 		b.offs = append(b.offs, len(b.data))
 		body = appendChange(body[:0], c)
 		b.data = appendFrame(b.data, c.ID, body)
@@ -188,29 +195,37 @@ func (h *hub) since(pos uint64, dst []*block) (blocks []*block, grown <-chan str
 }
 
 // write writes the frames of b after position pos whose key match accepts
-// (all when match is nil) straight from the block's bytes: the subscriber
-// copies nothing. Whole blocks are filtered once per pattern.
-func (b *block) write(w io.Writer, pos uint64, pattern string, match func(string) bool) error {
+// (all when match is nil), ticks only when asked, straight from the
+// block's bytes: the subscriber copies nothing. Whole blocks are filtered
+// once per pattern (and tick choice).
+func (b *block) write(w io.Writer, pos uint64, pattern string, match func(string) bool, ticks bool) error {
+	if ticks || b.ticks == nil {
+		ticks = true // nothing to leave out
+	}
 	if pos < b.first {
-		if match == nil {
+		if match == nil && ticks {
 			_, err := w.Write(b.data)
 			return err
 		}
+		set := 0
+		if !ticks {
+			set = 1
+		}
 		b.mu.Lock()
-		f, ok := b.filtered[pattern]
+		f, ok := b.filtered[set][pattern]
 		if !ok {
-			f = b.filter(nil, 0, match)
-			if b.filtered == nil {
-				b.filtered = make(map[string][]byte)
+			f = b.filter(nil, 0, match, ticks)
+			if b.filtered[set] == nil {
+				b.filtered[set] = make(map[string][]byte)
 			}
-			b.filtered[pattern] = f
+			b.filtered[set][pattern] = f
 		}
 		b.mu.Unlock()
 		_, err := w.Write(f)
 		return err
 	}
 	for i := int(pos-b.first) + 1; i < len(b.keys); i++ {
-		if match == nil || match(b.keys[i]) {
+		if b.keep(i, match, ticks) {
 			if _, err := w.Write(b.data[b.offs[i]:b.offs[i+1]]); err != nil {
 				return err
 			}
@@ -219,9 +234,13 @@ func (b *block) write(w io.Writer, pos uint64, pattern string, match func(string
 	return nil
 }
 
-func (b *block) filter(dst []byte, from int, match func(string) bool) []byte {
+func (b *block) keep(i int, match func(string) bool, ticks bool) bool {
+	return (match == nil || match(b.keys[i])) && (ticks || !b.ticks[i])
+}
+
+func (b *block) filter(dst []byte, from int, match func(string) bool, ticks bool) []byte {
 	for i := from; i < len(b.keys); i++ {
-		if match == nil || match(b.keys[i]) {
+		if b.keep(i, match, ticks) {
 			dst = append(dst, b.data[b.offs[i]:b.offs[i+1]]...)
 		}
 	}

@@ -706,6 +706,17 @@ func (s *Server) events(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	pattern := string(ctx.QueryArgs().Peek("match"))
+	// ?ticks=0 leaves out the ends of idle counting windows, which change
+	// nothing: a follower (-upstream) wants changes only.
+	ticks := true
+	switch v := string(ctx.QueryArgs().Peek("ticks")); v {
+	case "", "1":
+	case "0":
+		ticks = false
+	default:
+		writeError(ctx, fasthttp.StatusBadRequest, fmt.Sprintf("ticks=%q: want 0 or 1", v))
+		return
+	}
 	lastID, hasLast := uint64(0), false
 	if v := ctx.Request.Header.Peek("Last-Event-ID"); len(v) > 0 {
 		id, err := strconv.ParseUint(strings.TrimSpace(string(v)), 10, 64)
@@ -754,7 +765,7 @@ func (s *Server) events(ctx *fasthttp.RequestCtx) {
 			return
 		}
 		boundary.Inject("sse", []byte(pattern))
-		if err := s.stream(w, pattern, match, lastID, hasLast); err != nil {
+		if err := s.stream(w, pattern, match, ticks, lastID, hasLast); err != nil {
 			s.opts.Logger.Debug("sse stream ended", "err", err)
 		}
 	})
@@ -809,7 +820,7 @@ func (d *deadlineConn) expire() {
 // it has (id, the SSE id) and its position in the feed (pos), when the
 // feed still holds it; a subscriber the feed has left behind reads stored
 // changes by id from the WAL until it catches up.
-func (s *Server) stream(w *bufio.Writer, pattern string, g *Glob, lastID uint64, resume bool) error {
+func (s *Server) stream(w *bufio.Writer, pattern string, g *Glob, ticks bool, lastID uint64, resume bool) error {
 	match := g.Func()
 	var (
 		id     uint64 // the newest stored change the client has
@@ -860,7 +871,7 @@ func (s *Server) stream(w *bufio.Writer, pattern string, g *Glob, lastID uint64,
 			if ok && len(blocks) > 0 {
 				// The common case: frames the hub encoded once for everyone.
 				for _, b := range blocks {
-					if err := b.write(w, pos, pattern, match); err != nil {
+					if err := b.write(w, pos, pattern, match, ticks); err != nil {
 						return err
 					}
 					pos, id = b.last(), b.lastID
@@ -878,7 +889,7 @@ func (s *Server) stream(w *bufio.Writer, pattern string, g *Glob, lastID uint64,
 				wait = s.store.NotifyFeed(pos) // not covered by the hub yet
 				if held && len(changes) > 0 {
 					var err error
-					if frame, err = writeChanges(w, frame, changes, match); err != nil {
+					if frame, err = writeChanges(w, frame, changes, match, ticks); err != nil {
 						return err
 					}
 					last := changes[len(changes)-1]
@@ -904,7 +915,7 @@ func (s *Server) stream(w *bufio.Writer, pattern string, g *Glob, lastID uint64,
 				return err
 			}
 			if len(changes) > 0 {
-				if frame, err = writeChanges(w, frame, changes, match); err != nil {
+				if frame, err = writeChanges(w, frame, changes, match, ticks); err != nil {
 					return err
 				}
 				id = changes[len(changes)-1].ID
@@ -929,12 +940,13 @@ func (s *Server) stream(w *bufio.Writer, pattern string, g *Glob, lastID uint64,
 	}
 }
 
-// writeChanges writes the frames of cs whose key match accepts, and
-// flushes. frame is scratch space, returned for reuse.
-func writeChanges(w *bufio.Writer, frame []byte, cs []sample.Change, match func(string) bool) ([]byte, error) {
+// writeChanges writes the frames of cs whose key match accepts (ticks
+// too unless told not to), and flushes. frame is scratch space, returned
+// for reuse.
+func writeChanges(w *bufio.Writer, frame []byte, cs []sample.Change, match func(string) bool, ticks bool) ([]byte, error) {
 	var body []byte
 	for _, c := range cs {
-		if match != nil && !match(c.Key) {
+		if match != nil && !match(c.Key) || c.Tick && !ticks {
 			continue
 		}
 		body = appendChange(body[:0], c)

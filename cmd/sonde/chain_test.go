@@ -244,3 +244,81 @@ func diffUnder(up, down map[string]float64, prefix string) string {
 	}
 	return fmt.Sprintf("%d differences: %s", len(out), strings.Join(out, "; "))
 }
+
+// TestUpstreamFlags: -upstream and -upstream-prefix pair by rank, and a
+// prefix may not cover Sonde's own keys or another follower's.
+func TestUpstreamFlags(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-upstream", "http://x/events"}, "give one prefix per upstream"},
+		{[]string{"-upstream", "http://x/events", "-upstream-prefix", "a", "-upstream", "http://y/events", "-upstream-prefix", "a.b"}, "one covers the other"},
+		{[]string{"-upstream", "http://x/events", "-upstream-prefix", "sonde"}, "Sonde's own"},
+		{[]string{"-upstream", "http://x/events", "-upstream-prefix", "a b"}, "space"},
+		{[]string{"-upstream", "http://x/events", "-upstream-prefix", "a."}, "ends in a dot"},
+	} {
+		if _, err := parseFlags(c.args); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%q: %v, want an error saying %q", c.args, err, c.want)
+		}
+	}
+	if _, err := parseFlags([]string{"-upstream", "http://x/events", "-upstream-prefix", "a", "-upstream", "http://y/events", "-upstream-prefix", "ab"}); err != nil {
+		t.Errorf("two prefixes apart: %v", err)
+	}
+}
+
+// TestUpstreamStartupFails: when startup fails after the followers are
+// made (here the HTTP port is taken, or the second -upstream is no URL),
+// Sonde exits with the error rather than wait for followers that never
+// ran.
+func TestUpstreamStartupFails(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-http", busy.Addr().String(), "-upstream", "http://127.0.0.1:9/events", "-upstream-prefix", "a"}, "address already in use"},
+		{[]string{"-upstream", "http://127.0.0.1:9/events", "-upstream-prefix", "a", "-upstream", "ftp://x", "-upstream-prefix", "b"}, "want an http"},
+	} {
+		args := append([]string{"-data", t.TempDir(), "-tcp", "127.0.0.1:0", "-graphite", "", "-statsd", "", "-collectd", ""}, c.args...)
+		done := make(chan struct{})
+		var code int
+		var out string
+		go func() {
+			defer close(done)
+			code, out = sondeCmd(t, args...)
+		}()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			t.Fatalf("%q: sonde did not exit", c.args)
+		}
+		if code == 0 || !strings.Contains(out, c.want) {
+			t.Errorf("%q: exit %d, %q; want a failure saying %q", c.args, code, out, c.want)
+		}
+	}
+}
+
+// TestUpstreamIsSelf: a server told to follow its own event stream finds
+// its own instance id there, says so and stores nothing.
+func TestUpstreamIsSelf(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	p := start(t, t.TempDir(), "-http", addr, "-upstream", "http://"+addr+"/events", "-upstream-prefix", "me")
+	p.poll("the refusal in the log", func() bool { return strings.Contains(p.logText(), "the upstream is this server") })
+	dial(t, p.tcpAddr).do(t, "SET x 1")
+	if st := p.follower("me"); st.Connects != 0 || st.Changes != 0 {
+		t.Fatalf("follower stats %+v: it followed itself", st)
+	}
+	if n := strings.Count(p.logText(), "the upstream is this server"); n != 1 {
+		t.Fatalf("the refusal was logged %d times, want once", n)
+	}
+}

@@ -104,6 +104,10 @@ func TestIdleWindowsCostNoDisk(t *testing.T) {
 	}
 	evs := subscribe(t, p, "?match=idle.*", 0)
 	next(t, evs) // the dump
+	// A follower's stream leaves the idle windows out (?ticks=0): a tick
+	// repeats the id of the change before it, so ids there only go up.
+	changesOnly := subscribe(t, p, "?match=idle.*&ticks=0", 0)
+	next(t, changesOnly)
 	// Each key: its INCR, a window that counted 1 and one that counted 0
 	// are stored; from then on its windows are idle.
 	p.poll("every key's windows to go idle", func() bool {
@@ -143,6 +147,19 @@ func TestIdleWindowsCostNoDisk(t *testing.T) {
 			}
 			break
 		}
+	}
+	for last := uint64(0); ; {
+		ev := next(t, changesOnly)
+		if ev.id <= last {
+			t.Fatalf("with ?ticks=0, event %+v after id %d: an idle window's end", ev, last)
+		}
+		last = ev.id
+		if ev.data == `{"idle.7":4}` {
+			break
+		}
+	}
+	if code := p.get("/events?ticks=2", nil); code != 400 {
+		t.Fatalf("?ticks=2: status %d, want 400", code)
 	}
 }
 

@@ -210,14 +210,15 @@ func FuzzOpenTail(f *testing.F) {
 	f.Add(make([]byte, 64))
 	f.Add([]byte{0x10, 1, 0, 0, 0, 0})
 	var good bytes.Buffer
-	good.WriteByte(18)
-	good.Write(frame([]byte("record-extra-0")))
+	fr := frame([]byte("record-extra-0"))
+	good.WriteByte(byte(len(fr)))
+	good.Write(fr)
 	f.Add(good.Bytes())
 	f.Add(append([]byte{3, 1, 2, 3}, good.Bytes()...))
 	// Records of a group whose end was never written, after a whole one.
 	cont := frame([]byte("record-extra-1"))
 	cont[0] = frameContinues
-	f.Add(append(append(slices.Clone(good.Bytes()), 18), cont...))
+	f.Add(append(append(slices.Clone(good.Bytes()), byte(len(cont))), cont...))
 	f.Fuzz(func(t *testing.T, tail []byte) {
 		if len(tail) > 4096 {
 			return
