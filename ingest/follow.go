@@ -135,6 +135,7 @@ type Follower struct {
 	dumpNext bool   // the next event is a dump (first of a stream opened without a cursor)
 	inDump   bool   // a dump's pairs are being applied
 	dumpPrev string // the last key of the dump so far (stored form)
+	progress bool   // the session moved the cursor
 	pending  uint64 // id of the newest change event in ops (0: none)
 
 	connected                          atomic.Bool
@@ -176,11 +177,12 @@ func NewFollower(opts FollowOptions, store FollowStore) (*Follower, error) {
 	}
 	if opts.Client == nil {
 		opts.Client = &http.Client{Transport: &http.Transport{
-			Proxy:                 http.ProxyFromEnvironment,
-			DialContext:           (&net.Dialer{Timeout: 10 * time.Second}).DialContext,
-			TLSHandshakeTimeout:   10 * time.Second,
-			ResponseHeaderTimeout: 10 * time.Second,
-			DisableCompression:    true,
+			Proxy:                  http.ProxyFromEnvironment,
+			DialContext:            (&net.Dialer{Timeout: 10 * time.Second}).DialContext,
+			TLSHandshakeTimeout:    10 * time.Second,
+			ResponseHeaderTimeout:  10 * time.Second,
+			DisableCompression:     true,
+			MaxResponseHeaderBytes: 64 << 10,
 		}}
 	}
 	if opts.Logger == nil {
@@ -200,7 +202,7 @@ func (f *Follower) Serve() error {
 	defer close(f.done)
 	backoff := time.Duration(0)
 	for f.ctx.Err() == nil {
-		applied, err := f.safeSession()
+		err := f.safeSession()
 		f.connected.Store(false)
 		if f.ctx.Err() != nil {
 			return nil
@@ -212,8 +214,8 @@ func (f *Follower) Serve() error {
 			<-f.ctx.Done()
 			return nil
 		}
-		if applied {
-			backoff = 0 // the stream worked for a while: start again quickly
+		if f.progress {
+			backoff = 0 // the stream moved the cursor: start again quickly
 		}
 		backoff = min(max(2*backoff, f.opts.MinBackoff), f.opts.MaxBackoff)
 		f.log.Warn("upstream stream ended; reconnecting", "url", f.opts.URL, "err", err, "retry_in", backoff)
@@ -263,24 +265,24 @@ func (f *Follower) loadCursor() error {
 
 // safeSession is session with a panic caught: it ends the stream, and the
 // follower reconnects from its cursor.
-func (f *Follower) safeSession() (applied bool, err error) {
+func (f *Follower) safeSession() (err error) {
 	defer boundary.Recover("upstream", f.log, func() { err = errors.New("a panic, recovered (see the log)") })
 	return f.session()
 }
 
 // session opens one stream and applies its events until it fails.
-// applied says it applied at least one event.
-func (f *Follower) session() (applied bool, err error) {
-	f.ops, f.complete, f.pending, f.inDump, f.dumpPrev = f.ops[:0], 0, 0, false, ""
+// f.progress says whether it moved the cursor.
+func (f *Follower) session() error {
+	f.ops, f.complete, f.pending, f.inDump, f.dumpPrev, f.progress = f.ops[:0], 0, 0, false, "", false
 	if err := f.loadCursor(); err != nil {
-		return false, err
+		return err
 	}
 	f.cursorSeen.Store(f.cursor)
 	ctx, cancel := context.WithCancelCause(f.ctx)
 	defer cancel(nil)
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, f.opts.URL, nil)
 	if err != nil {
-		return false, fmt.Errorf("make the upstream request: %w", err)
+		return fmt.Errorf("make the upstream request: %w", err)
 	}
 	req.Header.Set("Accept", "text/event-stream")
 	if f.cursor > 0 {
@@ -288,28 +290,33 @@ func (f *Follower) session() (applied bool, err error) {
 	}
 	resp, err := f.opts.Client.Do(req)
 	if err != nil {
-		return false, fmt.Errorf("connect to upstream: %w", err)
+		return fmt.Errorf("connect to upstream: %w", err)
 	}
 	defer resp.Body.Close()
+	// A read of the body that takes IdleTimeout without a byte (an error
+	// answer's body included) ends the session: the body is closed, which
+	// unblocks the read whatever the connection became.
+	idle := time.AfterFunc(f.opts.IdleTimeout, func() {
+		cancel(fmt.Errorf("the upstream sent nothing for %s, not even a heartbeat", f.opts.IdleTimeout))
+		resp.Body.Close()
+	})
+	defer idle.Stop()
 	if resp.StatusCode != http.StatusOK {
-		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		return false, fmt.Errorf("upstream answered %s: %s", resp.Status, strings.TrimSpace(string(msg)))
+		var msg []byte
+		if resp.StatusCode >= 200 { // a 1xx answer's body is the raw connection
+			msg, _ = io.ReadAll(io.LimitReader(resp.Body, 512))
+		}
+		return fmt.Errorf("upstream answered %s: %s", resp.Status, strings.TrimSpace(string(msg)))
 	}
 	if mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type")); mt != "text/event-stream" {
-		return false, fmt.Errorf("upstream answered %q, not an event stream", resp.Header.Get("Content-Type"))
+		return fmt.Errorf("upstream answered %q, not an event stream", resp.Header.Get("Content-Type"))
 	}
 	if id := resp.Header.Get("X-Sonde-Instance"); id != "" && id == f.opts.Instance {
-		return false, errSelf
+		return errSelf
 	}
 	f.connects.Add(1)
 	f.connected.Store(true)
 	f.log.Info("following upstream", "url", f.opts.URL, "last_event_id", f.cursor)
-	// No byte for IdleTimeout, not even a heartbeat: the upstream is gone
-	// without closing.
-	idle := time.AfterFunc(f.opts.IdleTimeout, func() {
-		cancel(fmt.Errorf("the upstream sent nothing for %s, not even a heartbeat", f.opts.IdleTimeout))
-	})
-	defer idle.Stop()
 	// The change events read so far are written before every read from
 	// the network, so none waits on the next one: under load a read
 	// brings many, and they go in one write.
@@ -320,7 +327,7 @@ func (f *Follower) session() (applied bool, err error) {
 		ev, err := rd.Next(f.pair)
 		if err != nil {
 			if errors.Is(err, errWrite) {
-				return applied, err // a write before a read failed, not the read
+				return err // a write before a read failed, not the read
 			}
 			if errors.Is(err, io.EOF) {
 				err = errors.New("the upstream closed the stream")
@@ -330,17 +337,16 @@ func (f *Follower) session() (applied bool, err error) {
 			// Whole events read before the failure are applied.
 			f.ops = f.ops[:f.complete]
 			if werr := f.flushChanges(); werr != nil {
-				return applied, werr
+				return werr
 			}
-			return applied, fmt.Errorf("read the upstream stream: %w", err)
+			return fmt.Errorf("read the upstream stream: %w", err)
 		}
-		if !ev.HasID || !ev.Data {
-			return applied, fmt.Errorf("read the upstream stream: %w: an event without an id or data", sse.ErrSyntax)
+		if err := checkEvent(ev); err != nil {
+			return fmt.Errorf("read the upstream stream: %w", err)
 		}
-		applied = true
 		if f.inDump || ev.Type == "reset" || f.dumpNext {
 			if err := f.endDump(ev); err != nil {
-				return applied, err
+				return err
 			}
 			continue
 		}
@@ -353,15 +359,44 @@ func (f *Follower) session() (applied bool, err error) {
 		f.changes.Add(1)
 		if len(f.ops) >= f.opts.MaxBatch {
 			if err := f.flushChanges(); err != nil {
-				return applied, err
+				return err
 			}
 		}
 	}
 }
 
+// maxID is the largest event id a follower takes: the cursor is a GAUGE,
+// a float64, exact up to 2^53. (A Sonde's ids are WAL indexes.)
+const maxID = 1 << 53
+
+// checkEvent refuses what a Sonde never sends.
+func checkEvent(ev sse.Event) error {
+	switch {
+	case !ev.HasID || !ev.Data:
+		return fmt.Errorf("%w: an event without an id or data", sse.ErrSyntax)
+	case ev.ID > maxID:
+		return fmt.Errorf("%w: event id %d is above 2^53", sse.ErrSyntax, ev.ID)
+	case ev.Type != "" && ev.Type != "reset":
+		return fmt.Errorf("%w: an event of type %q", sse.ErrSyntax, ev.Type)
+	}
+	return nil
+}
+
+// upstreamCursors are keys a follower does not copy: another follower's
+// cursors. In a loop of followers (A follows B follows A) each would copy
+// the other's cursor writes, each copy a change that moves a cursor, for
+// ever.
+const upstreamCursors = "sonde.upstream."
+
 // pair takes one key of an event's data.
 func (f *Follower) pair(typ, key string, v float64, deleted bool) error {
 	boundary.Inject("upstream", []byte(key))
+	if typ != "" && typ != "reset" {
+		return fmt.Errorf("%w: an event of type %q", sse.ErrSyntax, typ)
+	}
+	if strings.HasPrefix(key, upstreamCursors) {
+		return nil
+	}
 	k := f.prefix + key
 	if typ != "reset" && !f.dumpNext {
 		if len(f.ops)-f.complete >= f.opts.MaxBatch {
@@ -436,7 +471,7 @@ func (f *Follower) endDump(ev sse.Event) error {
 	if err := f.writeOps(); err != nil {
 		return err
 	}
-	f.cursor, f.inDump, f.dumpNext, f.dumpPrev = ev.ID, false, false, ""
+	f.cursor, f.inDump, f.dumpNext, f.dumpPrev, f.progress = ev.ID, false, false, "", true
 	f.cursorSeen.Store(ev.ID)
 	f.dumps.Add(1)
 	if ev.Type == "reset" {
@@ -500,7 +535,7 @@ func (f *Follower) flushChanges() error {
 		f.ops, f.pending = f.ops[:0], 0
 		return err
 	}
-	f.cursor, f.pending = f.pending, 0
+	f.cursor, f.pending, f.progress = f.pending, 0, true
 	f.cursorSeen.Store(f.cursor)
 	return nil
 }

@@ -52,6 +52,24 @@ func (u *upstreamScript) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		i = len(u.conns) - 1
 	}
 	frames := u.conns[i]
+	switch {
+	case len(frames) > 0 && frames[0] == "stall 503": // a body that never comes
+		w.Header().Set("Content-Length", "100")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		fmt.Fprint(w, "overloaded")
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
+		return
+	case len(frames) > 0 && frames[0] == "stall 101": // the connection is the body
+		c, _, err := w.(http.Hijacker).Hijack()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		fmt.Fprint(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+		c.Read(make([]byte, 1)) // until the follower closes it
+		return
+	}
 	if len(frames) > 0 && strings.HasPrefix(frames[0], "status ") {
 		var code int
 		fmt.Sscanf(frames[0], "status %d", &code)
@@ -373,6 +391,31 @@ func TestFollowerIdleTimeout(t *testing.T) {
 		t.Fatalf("Last-Event-ID of each connection: %q", ids)
 	}
 	if s := f.Stats(); s.Errors != 1 || s.Connects != 2 {
+		t.Fatalf("stats %+v", s)
+	}
+}
+
+// What a Sonde never sends is refused, stream by stream, and nothing of
+// it stored: an unknown event type, an id past 2^53 (the cursor is a
+// float64); another follower's cursor is not copied (in a loop of
+// followers each would copy the other's cursor writes for ever). An error
+// answer whose body never ends, or a 101 whose body is the connection,
+// ends the session after IdleTimeout.
+func TestFollowerRefusesWhatNoSondeSends(t *testing.T) {
+	u := &upstreamScript{conns: [][]string{
+		{frame(1, "", `{}`), frame(2, "foo", `{"a":1}`)},
+		{frame(1<<53+1, "", `{"b":1}`)},
+		{"stall 503"},
+		{"stall 101"},
+		{": resumed\r\n\r\n", frame(3, "", `{"sonde.upstream.x.id":5}`), frame(4, "", `{"c":1}`)},
+	}}
+	st, f := followWith(t, u, FollowOptions{IdleTimeout: 300 * time.Millisecond}, 4)
+	f.Close()
+	want := map[string]string{"up.c": "GAUGE 1", CursorKey("up"): "GAUGE 4"}
+	if got := followed(st.DB); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("state %v\nwant %v", got, want)
+	}
+	if s := f.Stats(); s.Errors != 4 || s.Changes != 2 {
 		t.Fatalf("stats %+v", s)
 	}
 }

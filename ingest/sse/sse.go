@@ -51,10 +51,11 @@ type Pair func(typ, key string, value float64, deleted bool) error
 
 // Reader reads events from a stream.
 type Reader struct {
-	r    *bufio.Reader
-	line []byte
-	tok  []byte
-	key  []byte
+	r       *bufio.Reader
+	line    []byte
+	tok     []byte
+	key     []byte
+	started bool // a leading byte order mark was looked for
 }
 
 // NewReader reads from r; its buffer should hold a few KiB.
@@ -74,6 +75,13 @@ func syntax(format string, args ...any) error {
 // skipped. io.EOF means the stream ended between events; an error from
 // pair ends Next with that error.
 func (rd *Reader) Next(pair Pair) (Event, error) {
+	if !rd.started {
+		// The specification lets a stream begin with a UTF-8 BOM.
+		rd.started = true
+		if b, err := rd.r.Peek(3); err == nil && string(b) == "\ufeff" {
+			rd.r.Discard(3)
+		}
+	}
 	var ev Event
 	fields := false
 	for {
@@ -294,7 +302,7 @@ func (rd *Reader) str() error {
 		if err != nil {
 			return rd.eofInside(err)
 		}
-		if len(rd.key) > MaxKey {
+		if len(rd.key) >= MaxKey && c != '"' {
 			return syntax("a key longer than %d bytes", MaxKey)
 		}
 		switch {
@@ -332,14 +340,20 @@ func (rd *Reader) str() error {
 				return err
 			}
 			if utf16.IsSurrogate(r) {
-				r2 := utf8.RuneError
-				if b, err := rd.r.Peek(2); err == nil && string(b) == `\u` {
-					rd.r.Discard(2)
-					if r2, err = rd.hex4(); err != nil {
-						return err
+				// A high surrogate and a low one after it make one rune;
+				// anything else is U+FFFD, as encoding/json reads it.
+				low := rune(-1)
+				if b, err := rd.r.Peek(6); err == nil && b[0] == '\\' && b[1] == 'u' {
+					if v, err := strconv.ParseUint(string(b[2:]), 16, 16); err == nil {
+						low = rune(v)
 					}
 				}
-				r = utf16.DecodeRune(r, r2)
+				if d := utf16.DecodeRune(r, low); d != utf8.RuneError {
+					rd.r.Discard(6)
+					r = d
+				} else {
+					r = utf8.RuneError
+				}
 			}
 			rd.key = utf8.AppendRune(rd.key, r)
 		default:

@@ -68,6 +68,25 @@ func TestReader(t *testing.T) {
 
 // TestReaderRefuses: what is not a Sonde event stream ends with ErrSyntax
 // and a reason, never a panic or a wrong pair.
+// TestReaderKeys: keys as encoding/json reads them, up to MaxKey bytes.
+func TestReaderKeys(t *testing.T) {
+	long := strings.Repeat("k", MaxKey)
+	for _, c := range []struct{ stream, key string }{
+		{"\ufeffdata: {\"a\":1}\n\n", "a"}, // a byte order mark first
+		{`data: {"x\ud800\u0041y":1}` + "\n\n", "x\ufffdAy"},
+		{`data: {"\ud83d\ude00\udc00":1}` + "\n\n", "😀\ufffd"},
+		{`data: {"` + long + `":1}` + "\n\n", long},
+	} {
+		evs, err := readAll(c.stream)
+		if !errors.Is(err, io.EOF) || len(evs) != 1 || len(evs[0].pairs) != 1 || evs[0].pairs[0] != fmt.Sprintf(" %q=1", c.key) {
+			t.Errorf("%q: %v %v, want key %q", c.stream, evs, err, c.key)
+		}
+	}
+	if _, err := readAll(`data: {"` + long + `k":1}` + "\n\n"); !errors.Is(err, ErrSyntax) {
+		t.Errorf("a key of MaxKey+1 bytes: %v", err)
+	}
+}
+
 func TestReaderRefuses(t *testing.T) {
 	for _, c := range []struct{ stream, why string }{
 		{"data: {\"a\":1}\r\ndata: {\"b\":2}\r\n\r\n", "two data lines"},
@@ -102,8 +121,25 @@ func TestReaderRefuses(t *testing.T) {
 func FuzzReader(f *testing.F) {
 	f.Add([]byte("id: 1\r\ndata: {\"a\":1}\r\n\r\n"), "a.b", 1.5, uint64(3))
 	f.Add([]byte(": ping\r\n\r\nid: 2\r\nevent: reset\r\ndata: {}\r\n\r\n"), "é\"<\x01", -1e-300, uint64(1<<60))
+	f.Add([]byte(`x\ud800\u0041y\ud83d\ude00\n\"`), "k", 0.0, uint64(0))
 	f.Fuzz(func(t *testing.T, raw []byte, key string, v float64, id uint64) {
 		readAll(string(raw))
+		// raw as the inside of a JSON string: where encoding/json reads a
+		// key of it, the reader reads the same key.
+		obj := append(append([]byte(`{"`), raw...), `":1}`...)
+		var m map[string]float64
+		if utf8.Valid(raw) && json.Unmarshal(obj, &m) == nil && len(m) == 1 { // (encoding/json makes bad UTF-8 U+FFFD; the reader refuses it)
+			for want := range m {
+				if !utf8.ValidString(want) || len(want) > MaxKey {
+					break
+				}
+				var got string
+				rd := NewReader(bufio.NewReader(strings.NewReader("data: " + string(obj) + "\n\n")))
+				if _, err := rd.Next(func(_, k string, _ float64, _ bool) error { got = k; return nil }); err != nil || got != want {
+					t.Fatalf("%q: read %q (%v), encoding/json reads %q", obj, got, err, want)
+				}
+			}
+		}
 		if !utf8.ValidString(key) || len(key) > 255 || math.IsNaN(v) || math.IsInf(v, 0) {
 			return
 		}
