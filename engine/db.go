@@ -32,6 +32,7 @@ type DB struct {
 	wal    *wal.Log
 	store  *snapshot.Store
 
+	epochs    []epoch       // the epochs of event ids, the current one last; fixed at Open
 	index     *index        // the series readers see
 	published atomic.Uint64 // newest WAL index applied to the hot state
 	synced    atomic.Uint64 // newest WAL index known to be fsynced

@@ -76,6 +76,11 @@ func Open(dir string, opts Options) (*DB, error) {
 	db.logger.Info("recovered", "series", len(db.series), "snapshot_index", db.store.Index(),
 		"wal_index", db.published.Load(), "replayed", db.recovery.Replayed, "covered", db.recovery.Covered,
 		"took", time.Since(start))
+	if db.epochs, err = startEpoch(dir, db.published.Load()); err != nil {
+		// Clients from an earlier epoch then get the whole state (the
+		// file does not vouch for them); this epoch holds in this process.
+		db.logger.Warn("epochs file; clients resuming from before this start get the whole state", "err", err)
+	}
 	db.feed = newFeed(opts.EventBuffer, db.published.Load())
 	go db.run()
 	go db.snapshotLoop()

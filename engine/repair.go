@@ -320,6 +320,12 @@ func repair(dir string, rep *Report) error {
 		rep.Lost = append(rep.Lost, incompleteGroup(recs, n, fr.Index)+": dropped, as a start drops them")
 		recs = recs[:len(recs)-n]
 	}
+	// The records after the snapshot get new ids: an epoch that starts at
+	// the snapshot tells a client resuming from before that its ids past
+	// it name other changes now.
+	if _, err := startEpoch(dir, fr.Index); err != nil {
+		return err
+	}
 	rep.origLast = fr.Index
 	if next > 0 {
 		rep.origLast = max(fr.Index, next-1)

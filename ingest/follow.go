@@ -118,6 +118,7 @@ type Follower struct {
 	log       *slog.Logger
 	prefix    string // Name + "."
 	cursorKey string
+	epochKey  string // the upstream's epoch the cursor's ids were read in (docs/format/epochs.md)
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -132,6 +133,8 @@ type Follower struct {
 	batch    []sample.Op
 	errs     []error
 	cursor   uint64
+	epoch    uint64 // as stored in epochKey; 0: not known
+	upEpoch  uint64 // the upstream's epoch in this session; 0: it sends none
 	dumpNext bool   // the next event is a dump (first of a stream opened without a cursor)
 	inDump   bool   // a dump's pairs are being applied
 	dumpPrev string // the last key of the dump so far (stored form)
@@ -190,7 +193,8 @@ func NewFollower(opts FollowOptions, store FollowStore) (*Follower, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Follower{opts: opts, store: store, log: opts.Logger, prefix: opts.Name + ".", cursorKey: CursorKey(opts.Name),
-		ctx: ctx, cancel: cancel, done: make(chan struct{})}, nil
+		epochKey: "sonde.upstream." + opts.Name + ".epoch",
+		ctx:      ctx, cancel: cancel, done: make(chan struct{})}, nil
 }
 
 // Serve follows the upstream until Close, reconnecting with a backoff
@@ -249,18 +253,32 @@ func (f *Follower) Stats() FollowStats {
 // cursor) when missing, so that a later write of it cannot be refused for
 // -max-series after the changes it covers were applied.
 func (f *Follower) loadCursor() error {
-	if s, ok := f.store.Get(f.cursorKey); ok {
-		if s.Kind != sample.Gauge || s.Value < 0 || s.Value > 1<<53 || s.Value != math.Trunc(s.Value) {
-			return fmt.Errorf("load the upstream cursor: %s holds %v (a %s), not an event id; DELETE it to follow from a fresh dump", f.cursorKey, s.Value, s.Kind)
-		}
-		f.cursor = uint64(s.Value)
-		return nil
+	var create []sample.Op
+	f.cursor, f.epoch = 0, 0
+	if s, ok := f.store.Get(f.cursorKey); !ok {
+		create = append(create, sample.Op{Code: sample.Set, Key: f.cursorKey})
+	} else if id, ok := eventID(s); ok {
+		f.cursor = id
+	} else {
+		return fmt.Errorf("load the upstream cursor: %s holds %v (a %s), not an event id; DELETE it to follow from a fresh dump", f.cursorKey, s.Value, s.Kind)
 	}
-	if err := f.write([]sample.Op{{Code: sample.Set, Key: f.cursorKey}}); err != nil {
+	if s, ok := f.store.Get(f.epochKey); !ok {
+		create = append(create, sample.Op{Code: sample.Set, Key: f.epochKey})
+	} else if id, ok := eventID(s); ok {
+		f.epoch = id // anything else: not known, as from an upstream that sends none
+	}
+	if err := f.write(create); err != nil {
 		return fmt.Errorf("create the upstream cursor %s: %w", f.cursorKey, err)
 	}
-	f.cursor = 0
 	return nil
+}
+
+// eventID reads an id (or an epoch) kept in a GAUGE.
+func eventID(s sample.Series) (uint64, bool) {
+	if s.Kind != sample.Gauge || s.Value < 0 || s.Value > maxID || s.Value != math.Trunc(s.Value) {
+		return 0, false
+	}
+	return uint64(s.Value), true
 }
 
 // safeSession is session with a panic caught: it ends the stream, and the
@@ -287,6 +305,11 @@ func (f *Follower) session() error {
 	req.Header.Set("Accept", "text/event-stream")
 	if f.cursor > 0 {
 		req.Header.Set("Last-Event-ID", strconv.FormatUint(f.cursor, 10))
+		if f.epoch > 0 {
+			// Upstream resumes only if it still vouches for the cursor's
+			// ids; else it sends a reset.
+			req.Header.Set("X-Sonde-Epoch", strconv.FormatUint(f.epoch, 10))
+		}
 	}
 	resp, err := f.opts.Client.Do(req)
 	if err != nil {
@@ -313,6 +336,10 @@ func (f *Follower) session() error {
 	}
 	if id := resp.Header.Get("X-Sonde-Instance"); id != "" && id == f.opts.Instance {
 		return errSelf
+	}
+	f.upEpoch, _ = strconv.ParseUint(resp.Header.Get("X-Sonde-Epoch"), 10, 64)
+	if f.upEpoch > maxID {
+		f.upEpoch = 0
 	}
 	f.connects.Add(1)
 	f.connected.Store(true)
@@ -452,7 +479,7 @@ func (f *Follower) beginDump() error {
 	}
 	f.inDump, f.dumpPrev = true, ""
 	if f.cursor != 0 {
-		f.ops = append(f.ops, f.cursorOp(0))
+		f.ops = append(f.ops, sample.Op{Code: sample.Set, Key: f.cursorKey})
 		f.cursor = 0
 	}
 	return nil
@@ -467,10 +494,11 @@ func (f *Follower) endDump(ev sse.Event) error {
 	if err := f.deleteBetween(f.dumpPrev, ""); err != nil {
 		return err
 	}
-	f.ops = append(f.ops, f.cursorOp(ev.ID))
+	f.ops = f.appendCursor(f.ops, ev.ID)
 	if err := f.writeOps(); err != nil {
 		return err
 	}
+	f.epoch = f.upEpoch
 	f.cursor, f.inDump, f.dumpNext, f.dumpPrev, f.progress = ev.ID, false, false, "", true
 	f.cursorSeen.Store(ev.ID)
 	f.dumps.Add(1)
@@ -516,8 +544,13 @@ func (f *Follower) deleteBetween(lo, hi string) error {
 	}
 }
 
-func (f *Follower) cursorOp(id uint64) sample.Op {
-	return sample.Op{Code: sample.Set, Key: f.cursorKey, Value: float64(id)}
+// appendCursor queues the cursor at id, and the upstream's epoch when the
+// stored one is another: the ids from here on were read in it.
+func (f *Follower) appendCursor(ops []sample.Op, id uint64) []sample.Op {
+	if f.upEpoch != f.epoch {
+		ops = append(ops, sample.Op{Code: sample.Set, Key: f.epochKey, Value: float64(f.upEpoch)})
+	}
+	return append(ops, sample.Op{Code: sample.Set, Key: f.cursorKey, Value: float64(id)})
 }
 
 // flushChanges writes the whole change events queued, with the cursor
@@ -527,7 +560,7 @@ func (f *Follower) flushChanges() error {
 	if f.pending == 0 || f.inDump {
 		return nil
 	}
-	f.batch = append(append(f.batch[:0], f.ops[:f.complete]...), f.cursorOp(f.pending))
+	f.batch = f.appendCursor(append(f.batch[:0], f.ops[:f.complete]...), f.pending)
 	n := copy(f.ops, f.ops[f.complete:])
 	f.ops, f.complete = f.ops[:n], 0
 	if err := f.write(f.batch); err != nil {
@@ -535,7 +568,7 @@ func (f *Follower) flushChanges() error {
 		f.ops, f.pending = f.ops[:0], 0
 		return err
 	}
-	f.cursor, f.pending, f.progress = f.pending, 0, true
+	f.cursor, f.pending, f.progress, f.epoch = f.pending, 0, true, f.upEpoch
 	f.cursorSeen.Store(f.cursor)
 	return nil
 }
@@ -565,8 +598,8 @@ func (f *Follower) write(ops []sample.Op) error {
 		op := &ops[i]
 		switch {
 		case e == nil || op.Code == sample.Delete && errors.Is(e, sample.ErrNotFound):
-		case op.Key == f.cursorKey:
-			return fmt.Errorf("%w: store the cursor in %s: %w", errWrite, f.cursorKey, e)
+		case op.Key == f.cursorKey || op.Key == f.epochKey:
+			return fmt.Errorf("%w: store the cursor in %s: %w", errWrite, op.Key, e)
 		default:
 			logRefused(f.log, f.refused.Add(1), "url", f.opts.URL, "key", op.Key, "err", e)
 		}

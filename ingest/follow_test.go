@@ -38,7 +38,8 @@ type upstreamScript struct {
 	mu      sync.Mutex
 	n       int
 	lastIDs []string
-	query   string // of the last request
+	epochs  []string // X-Sonde-Epoch of each request
+	query   string   // of the last request
 }
 
 func (u *upstreamScript) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -46,12 +47,17 @@ func (u *upstreamScript) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	i := u.n
 	u.n++
 	u.lastIDs = append(u.lastIDs, r.Header.Get("Last-Event-ID"))
+	u.epochs = append(u.epochs, r.Header.Get("X-Sonde-Epoch"))
 	u.query = r.URL.RawQuery
 	u.mu.Unlock()
 	if i >= len(u.conns) {
 		i = len(u.conns) - 1
 	}
 	frames := u.conns[i]
+	if len(frames) > 0 && strings.HasPrefix(frames[0], "epoch ") {
+		w.Header().Set("X-Sonde-Epoch", strings.TrimPrefix(frames[0], "epoch "))
+		frames = frames[1:]
+	}
 	switch {
 	case len(frames) > 0 && frames[0] == "stall 503": // a body that never comes
 		w.Header().Set("Content-Length", "100")
@@ -155,9 +161,14 @@ func waitCursor(t testing.TB, db *engine.DB, id uint64) {
 	}
 }
 
+// followed is the store's state, but the follower's epoch key (an
+// upstream script sends none, but in TestFollowerEpoch).
 func followed(db *engine.DB) map[string]string {
 	out := map[string]string{}
 	for _, s := range db.Series("", nil, nil) {
+		if s.Key == "sonde.upstream.up.epoch" {
+			continue
+		}
 		out[s.Key] = fmt.Sprintf("%s %g", s.Kind, s.Value)
 	}
 	return out
@@ -417,5 +428,36 @@ func TestFollowerRefusesWhatNoSondeSends(t *testing.T) {
 	}
 	if s := f.Stats(); s.Errors != 4 || s.Changes != 2 {
 		t.Fatalf("stats %+v", s)
+	}
+}
+
+// The follower keeps upstream's epoch beside its cursor, written with it,
+// and sends it back with Last-Event-ID: upstream then resumes only if it
+// still vouches for the ids (docs/format/epochs.md). An epoch that
+// changes (upstream restarted) is written with the next cursor.
+func TestFollowerEpoch(t *testing.T) {
+	u := &upstreamScript{conns: [][]string{
+		{"epoch 7", frame(5, "", `{"a":1}`), frame(6, "", `{"a":2}`)},
+		{"epoch 9", ": resumed\r\n\r\n", frame(7, "", `{"a":3}`)},
+	}}
+	st, f := follow(t, u, 0, 7)
+	f.Close()
+	if s, _ := st.Get("sonde.upstream.up.epoch"); s.Value != 9 {
+		t.Fatalf("stored epoch %v, want 9", s.Value)
+	}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if fmt.Sprint(u.lastIDs, u.epochs) != fmt.Sprint([]string{"", "6"}, []string{"", "7"}) {
+		t.Fatalf("Last-Event-ID %q and X-Sonde-Epoch %q of each request", u.lastIDs, u.epochs)
+	}
+	// Each epoch went in the write of the cursor it came with.
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	for _, w := range st.writes {
+		for i, op := range w {
+			if op.Key == "sonde.upstream.up.epoch" && op.Value != 0 && (i+2 != len(w) || w[i+1].Key != CursorKey("up")) {
+				t.Fatalf("the epoch written apart from its cursor: %+v", w)
+			}
+		}
 	}
 }

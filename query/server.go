@@ -140,9 +140,9 @@ func Listen(opts Options, store Store) (*Server, error) {
 		slots: make(chan struct{}, opts.MaxQueries)}
 	s.ln = boundary.NewGate(ln, boundary.GateOptions{MaxPending: boundary.PendingCap(opts.MaxConns), HeaderTimeout: opts.HeaderTimeout,
 		MaxHead: readBufferSize, Logger: opts.Logger})
-	s.sseHead = sseHeader
+	s.sseHead = strings.Replace(sseHeader, "\r\n\r\n", "\r\nX-Sonde-Epoch: "+strconv.FormatUint(store.Epoch(), 10)+"\r\n\r\n", 1)
 	if opts.Instance != "" {
-		s.sseHead = strings.Replace(sseHeader, "\r\n\r\n", "\r\nX-Sonde-Instance: "+opts.Instance+"\r\n\r\n", 1)
+		s.sseHead = strings.Replace(s.sseHead, "\r\n\r\n", "\r\nX-Sonde-Instance: "+opts.Instance+"\r\n\r\n", 1)
 	}
 	s.hub = newHub(store, s.done)
 	go s.hub.run()
@@ -726,6 +726,18 @@ func (s *Server) events(ctx *fasthttp.RequestCtx) {
 		}
 		lastID, hasLast = id, true
 	}
+	// A client that says in which epoch it got its id (a follower) is
+	// resumed only when the store still vouches for that id.
+	trusted := true
+	if v := ctx.Request.Header.Peek("X-Sonde-Epoch"); hasLast && len(v) > 0 {
+		epoch, err := strconv.ParseUint(strings.TrimSpace(string(v)), 10, 64)
+		if err != nil {
+			writeError(ctx, fasthttp.StatusBadRequest, fmt.Sprintf("X-Sonde-Epoch %q is not an epoch", v))
+			return
+		}
+		through, ok := s.store.TrustedThrough(epoch)
+		trusted = ok && lastID <= through
+	}
 	// The stream takes the connection over (hijack): frames go straight to
 	// the socket, with no copy through fasthttp's stream pipe and no
 	// chunked encoding; the response ends when the connection closes.
@@ -765,7 +777,7 @@ func (s *Server) events(ctx *fasthttp.RequestCtx) {
 			return
 		}
 		boundary.Inject("sse", []byte(pattern))
-		if err := s.stream(w, pattern, match, ticks, lastID, hasLast); err != nil {
+		if err := s.stream(w, pattern, match, ticks, lastID, hasLast, trusted); err != nil {
 			s.opts.Logger.Debug("sse stream ended", "err", err)
 		}
 	})
@@ -820,7 +832,7 @@ func (d *deadlineConn) expire() {
 // it has (id, the SSE id) and its position in the feed (pos), when the
 // feed still holds it; a subscriber the feed has left behind reads stored
 // changes by id from the WAL until it catches up.
-func (s *Server) stream(w *bufio.Writer, pattern string, g *Glob, ticks bool, lastID uint64, resume bool) error {
+func (s *Server) stream(w *bufio.Writer, pattern string, g *Glob, ticks bool, lastID uint64, resume, trusted bool) error {
 	match := g.Func()
 	var (
 		id     uint64 // the newest stored change the client has
@@ -836,10 +848,11 @@ func (s *Server) stream(w *bufio.Writer, pattern string, g *Glob, ticks bool, la
 		pos, onFeed = s.store.FeedPos(idx)
 		return nil
 	}
-	if !resume || lastID > s.store.Index() {
+	if !resume || !trusted || lastID > s.store.Index() {
 		// A fresh subscriber gets the dump as its first message (mesures).
 		// A client resuming with an id from the future (another server, a
-		// wiped store) must replace what it holds: a reset.
+		// wiped store), or one its epoch does not vouch for, must replace
+		// what it holds: a reset.
 		if err := dump(resume); err != nil {
 			return err
 		}

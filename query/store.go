@@ -93,6 +93,11 @@ type Store interface {
 	// NotifyFeed returns a channel closed once the feed has an entry
 	// after pos.
 	NotifyFeed(pos uint64) <-chan struct{}
+	// Epoch is the store's current epoch of event ids; TrustedThrough the
+	// highest id a client that got its ids in epoch id may resume after
+	// (ok false: an epoch the store does not know). docs/format/epochs.md.
+	Epoch() uint64
+	TrustedThrough(id uint64) (uint64, bool)
 }
 
 // keyIndex is the store's series index: what pattern reads go through.

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"net/http"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -320,5 +322,139 @@ func TestUpstreamIsSelf(t *testing.T) {
 	}
 	if n := strings.Count(p.logText(), "the upstream is this server"); n != 1 {
 		t.Fatalf("the refusal was logged %d times, want once", n)
+	}
+}
+
+// converge waits until the follower's cursor is upstream's index and the
+// states under the prefix are equal.
+func converge(t *testing.T, up, down *proc, prefix string) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		idx := up.index()
+		want, got := up.data(), down.data()
+		if st := down.follower(strings.TrimSuffix(prefix, ".")); st.Cursor == idx && sameUnder(want, got, prefix) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not converged: upstream at %d, follower %+v; %s", idx, down.follower(strings.TrimSuffix(prefix, ".")), diffUnder(want, got, prefix))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func setKeys(t *testing.T, p *proc, prefix string, n int) {
+	t.Helper()
+	lines := make([]string, n)
+	for i := range lines {
+		lines[i] = fmt.Sprintf("SET %s%02d %d", prefix, i, i)
+	}
+	for _, r := range dial(t, p.tcpAddr).do(t, lines...) {
+		if r != "+OK" {
+			t.Fatal(r)
+		}
+	}
+}
+
+// TestChainingUpstreamReplaced: an upstream whose data directory is
+// replaced, by a fresh one or by a restore from a backup, gives out again
+// ids the follower had from the old one. When it has passed the
+// follower's cursor by the time the follower comes back, the follower
+// must not resume there: its epoch (docs/format/epochs.md) is one the
+// upstream does not vouch for, so it gets a reset, and ends with
+// upstream's state.
+func TestChainingUpstreamReplaced(t *testing.T) {
+	for _, how := range []string{"wiped", "restored"} {
+		t.Run(how, func(t *testing.T) {
+			upDir, downDir := t.TempDir(), t.TempDir()
+			up := start(t, upDir)
+			upFlags := []string{"-tcp", up.tcpAddr, "-http", up.httpAddr}
+			downFlags := []string{"-upstream", "http://" + up.httpAddr + "/events", "-upstream-prefix", "up"}
+			setKeys(t, up, "old.k", 10)
+			backup := t.TempDir()
+			if how == "restored" {
+				if up.stop() != 0 {
+					t.Fatal("upstream stop")
+				}
+				copyDir(t, upDir, backup)
+				up = start(t, upDir, upFlags...)
+			}
+			down := start(t, downDir, downFlags...)
+			setKeys(t, up, "later.k", 10) // ids past the backup
+			converge(t, up, down, "up.")
+			cursor := down.follower("up").Cursor
+			down.kill()
+			up.kill()
+			switch how {
+			case "wiped":
+				upDir = t.TempDir()
+			case "restored":
+				os.RemoveAll(upDir)
+				copyDir(t, backup, upDir)
+			}
+			up = start(t, upDir, upFlags...)
+			setKeys(t, up, "new.k", 30) // past the follower's cursor
+			if idx := up.index(); idx <= cursor {
+				t.Fatalf("upstream at %d, the follower's cursor %d: the case needs upstream past it", idx, cursor)
+			}
+			down = start(t, downDir, downFlags...)
+			converge(t, up, down, "up.")
+			if st := down.follower("up"); st.Resets != 1 {
+				t.Fatalf("follower %+v: want one reset", st)
+			}
+		})
+	}
+}
+
+// TestEventsEpoch: /events says its epoch; a client that resumes with it
+// is resumed, one with an epoch the store does not know (or an id it no
+// longer vouches for) gets a reset, one with no epoch is resumed as a
+// browser's EventSource is; an epoch that is not a number is a 400.
+func TestEventsEpoch(t *testing.T) {
+	dir := t.TempDir()
+	p := start(t, dir)
+	setKeys(t, p, "k", 3)
+	first := func(epoch string) (string, string) {
+		t.Helper()
+		req, _ := http.NewRequest("GET", p.url("/events"), nil)
+		req.Header.Set("Last-Event-ID", "1")
+		if epoch != "" {
+			req.Header.Set("X-Sonde-Epoch", epoch)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != 200 {
+			return resp.Status, ""
+		}
+		br := bufio.NewReader(resp.Body)
+		line, _ := br.ReadString('\n')
+		if strings.HasPrefix(line, "id:") { // the event type follows the id
+			line, _ = br.ReadString('\n')
+		}
+		return resp.Header.Get("X-Sonde-Epoch"), strings.TrimSpace(line)
+	}
+	epoch, line := first("")
+	if epoch == "" || line != ": resumed" {
+		t.Fatalf("no epoch sent: epoch %q, first line %q", epoch, line)
+	}
+	if _, line := first(epoch); line != ": resumed" {
+		t.Fatalf("the current epoch: first line %q", line)
+	}
+	if _, line := first("12345"); line != "event: reset" {
+		t.Fatalf("an unknown epoch: first line %q", line)
+	}
+	if status, _ := first("x"); !strings.HasPrefix(status, "400") {
+		t.Fatalf("a bad epoch: %s", status)
+	}
+	// After a restart the old epoch vouches for the ids it had (1..3).
+	if p.stop() != 0 {
+		t.Fatal("stop")
+	}
+	p = start(t, dir)
+	if now, line := first(epoch); now == epoch || line != ": resumed" {
+		t.Fatalf("after a restart: epoch %q (was %q), first line %q", now, epoch, line)
 	}
 }
