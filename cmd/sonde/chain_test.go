@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -29,12 +28,8 @@ type followStats struct {
 
 func (p *proc) follower(name string) followStats {
 	p.t.Helper()
-	var all map[string]json.RawMessage
-	p.get("/api/v1/stats", &all)
 	var st followStats
-	if err := json.Unmarshal(all["upstream."+name], &st); err != nil {
-		p.t.Fatalf("stats of upstream.%s: %v", name, err)
-	}
+	p.section("upstream."+name, &st)
 	return st
 }
 
@@ -180,13 +175,7 @@ func TestChaining(t *testing.T) {
 	}
 	// Every change a point, once: each gauge's history downstream is the
 	// upstream's values, in order (the downstream stamps its own times).
-	type history struct {
-		Series []struct {
-			Key    string       `json:"key"`
-			Points [][2]float64 `json:"points"`
-		} `json:"series"`
-	}
-	var uh, dh history
+	var uh, dh historyMany
 	up.get("/api/v1/history?match=g*", &uh)
 	down.get("/api/v1/history?match=up.g*", &dh)
 	downPoints := map[string][][2]float64{}

@@ -24,13 +24,19 @@ type counters struct {
 
 func (p *proc) counters(name string) counters {
 	p.t.Helper()
+	var c counters
+	p.section(name, &c)
+	return c
+}
+
+// section decodes the member name of /api/v1/stats into v.
+func (p *proc) section(name string, v any) {
+	p.t.Helper()
 	var all map[string]json.RawMessage
 	p.get("/api/v1/stats", &all)
-	var c counters
-	if err := json.Unmarshal(all[name], &c); err != nil {
+	if err := json.Unmarshal(all[name], v); err != nil {
 		p.t.Fatalf("stats of %s: %v", name, err)
 	}
-	return c
 }
 
 // keys returns the keys /data holds.

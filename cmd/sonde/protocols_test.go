@@ -37,12 +37,8 @@ func (p *proc) waitStats(name string, cond func(listenerStats) bool) listenerSta
 	p.t.Helper()
 	var st listenerStats
 	p.poll(name+" stats", func() bool {
-		var all map[string]json.RawMessage
-		p.get("/api/v1/stats", &all)
 		st = listenerStats{}
-		if err := json.Unmarshal(all[name], &st); err != nil {
-			p.t.Fatalf("stats of %s: %v", name, err)
-		}
+		p.section(name, &st)
 		return cond(st)
 	})
 	return st
@@ -69,6 +65,14 @@ func (p *proc) history(key string) [][2]float64 {
 		p.t.Fatalf("history of %s: status %d", key, code)
 	}
 	return h.Points
+}
+
+// historyMany is the answer of /api/v1/history.
+type historyMany struct {
+	Series []struct {
+		Key    string       `json:"key"`
+		Points [][2]float64 `json:"points"`
+	} `json:"series"`
 }
 
 func equalPoints(a, b [][2]float64) bool {

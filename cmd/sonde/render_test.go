@@ -155,12 +155,7 @@ func TestHistoryStepAndMatch(t *testing.T) {
 	if one.Agg != "avg" || len(one.Points) != 2 || one.Points[0][1] != 2 || one.Points[1][1] != 20 {
 		t.Fatalf("default avg: %+v", one)
 	}
-	var many struct {
-		Series []struct {
-			Key    string       `json:"key"`
-			Points [][2]float64 `json:"points"`
-		} `json:"series"`
-	}
+	var many historyMany
 	p.get("/api/v1/history?match=web.*.load&step=2m&agg=sum", &many)
 	if len(many.Series) != 2 || many.Series[1].Key != "web.b.load" || len(many.Series[1].Points) != 1 || many.Series[1].Points[0][1] != 132 {
 		t.Fatalf("match: %+v", many)
