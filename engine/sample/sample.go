@@ -121,6 +121,23 @@ type Change struct {
 	Tick bool
 }
 
+// Event is a status event (watchtower's events): something that happened
+// to a service, as its owner or Sonde itself tells it.
+type Event struct {
+	// ID is the WAL index of the event's record; 0 until stored.
+	ID uint64
+	// Time is when it happened, in ms since the epoch; 0 for "now".
+	Time    int64
+	Service string
+	// Level orders events by weight (watchtower's levels); readers keep
+	// those at or above a level.
+	Level int64
+	// Message says what happened.
+	Message string
+	// Alert says the event was also sent as an alert.
+	Alert bool
+}
+
 // Errors shared by the engine and its consumers, so that query and ingest
 // can recognise them without importing the engine.
 var (

@@ -1,0 +1,144 @@
+package status
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sonde-metrics/sonde/engine/sample"
+)
+
+func TestParseEvents(t *testing.T) {
+	for _, c := range []struct {
+		body string
+		want []sample.Event
+	}{
+		{`{"service":"backup"}`, []sample.Event{{Service: "backup"}}},
+		{` {"service":"backup","level":-2,"message":"done\nin 4 min","time":1790000000000,"alert":true}`,
+			[]sample.Event{{Service: "backup", Level: -2, Message: "done\nin 4 min", Time: 1790000000000, Alert: true}}},
+		{`[{"service":"a","level":1},{"service":"b é","message":"x"}]`,
+			[]sample.Event{{Service: "a", Level: 1}, {Service: "b é", Message: "x"}}},
+	} {
+		got, err := ParseEvents([]byte(c.body))
+		if err != nil || fmt.Sprint(got) != fmt.Sprint(c.want) {
+			t.Errorf("%s: %+v %v, want %+v", c.body, got, err, c.want)
+		}
+	}
+}
+
+func TestParseEventsRefuses(t *testing.T) {
+	many := "[" + strings.Repeat(`{"service":"a"},`, MaxEvents) + `{"service":"a"}]`
+	for _, c := range []struct{ body, why string }{
+		{``, "EOF"},
+		{`{}`, "no service"},
+		{`{"service":""}`, "empty key"},
+		{`{"service":"` + strings.Repeat("s", MaxService+1) + `"}`, "longer than 200"},
+		{`{"service":"a\u0001"}`, "control character"},
+		{`{"service":"a","level":1.5}`, "want an integer"},
+		{`{"service":"a","level":1e40}`, "want an integer"},
+		{`{"service":"a","level":"x"}`, "invalid number"},
+		{`{"service":"a","level":true}`, "level"},
+		{`{"service":"a","time":0}`, "want an integer from 1"},
+		{`{"service":"a","message":"` + strings.Repeat("m", MaxMessage+1) + `"}`, "longer than 4096"},
+		{`{"service":"a","message":"a\u0000b"}`, "control character"},
+		{`{"service":"a","mesage":"typo"}`, "unknown field"},
+		{`{"service":"a"} {}`, "data after"},
+		{`[]`, "empty list"},
+		{many, "more than 1000"},
+		{`[{"service":"a"},{"level":1}]`, "event 1: syntax: no service"},
+		{`[1]`, "cannot unmarshal"},
+	} {
+		_, err := ParseEvents([]byte(c.body))
+		if !errors.Is(err, ErrSyntax) || !strings.Contains(err.Error(), c.why) {
+			t.Errorf("%.60s: %v, want a syntax error saying %q", c.body, err, c.why)
+		}
+	}
+}
+
+func TestParsePulse(t *testing.T) {
+	p, err := ParsePulse([]byte(`{"service":"cron","nextIn":1.5,"alert":"ops"}`))
+	if err != nil || p != (Pulse{Service: "cron", NextIn: 1500 * time.Millisecond, Alert: "ops"}) {
+		t.Fatalf("%+v %v", p, err)
+	}
+	for _, c := range []struct{ body, why string }{
+		{`{"nextIn":5}`, "no service"},
+		{`{"service":"a"}`, "no nextIn"},
+		{`{"service":"a","nextIn":0.5}`, "want seconds from 1"},
+		{`{"service":"a","nextIn":1e12}`, "want seconds from 1"},
+		{`{"service":"a","nextIn":5,"alert":"` + strings.Repeat("c", MaxChannel+1) + `"}`, "alert channel"},
+		{`{"service":"a","nextIn":5,"alertTarget":"me@example.com"}`, "unknown field"},
+	} {
+		_, err := ParsePulse([]byte(c.body))
+		if !errors.Is(err, ErrSyntax) || !strings.Contains(err.Error(), c.why) {
+			t.Errorf("%s: %v, want a syntax error saying %q", c.body, err, c.why)
+		}
+	}
+}
+
+// FuzzParseEvents: any body parses or is refused with a syntax error,
+// never a panic; what parses keeps every limit and reads back the same
+// when written as JSON again.
+func FuzzParseEvents(f *testing.F) {
+	f.Add([]byte(`[{"service":"a","level":1,"message":"m","time":5,"alert":true}]`))
+	f.Add([]byte(`{"service":"é","message":"x\ny"}`))
+	f.Add([]byte(`[{"service":"a"},{"service":"b"}`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		evs, err := ParseEvents(body)
+		if err != nil {
+			if !errors.Is(err, ErrSyntax) {
+				t.Fatalf("%q: %v is not a syntax error", body, err)
+			}
+			return
+		}
+		if len(evs) == 0 || len(evs) > MaxEvents {
+			t.Fatalf("%q: %d events", body, len(evs))
+		}
+		type out struct {
+			Service string `json:"service"`
+			Level   int64  `json:"level"`
+			Message string `json:"message"`
+			Time    int64  `json:"time,omitempty"`
+			Alert   bool   `json:"alert"`
+		}
+		var again []out
+		for _, e := range evs {
+			if len(e.Service) == 0 || len(e.Service) > MaxService || len(e.Message) > MaxMessage || e.Time < 0 {
+				t.Fatalf("%q: an event past the limits: %+v", body, e)
+			}
+			again = append(again, out{e.Service, e.Level, e.Message, e.Time, e.Alert})
+		}
+		b, _ := json.Marshal(again)
+		evs2, err := ParseEvents(b)
+		if err != nil || fmt.Sprint(evs2) != fmt.Sprint(evs) {
+			t.Fatalf("%q read back from %s: %+v %v", body, b, evs2, err)
+		}
+	})
+}
+
+// FuzzParsePulse: any body parses or is refused with a syntax error; a
+// pulse that parses keeps the limits.
+func FuzzParsePulse(f *testing.F) {
+	f.Add([]byte(`{"service":"cron","nextIn":60,"alert":"ops"}`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		p, err := ParsePulse(body)
+		if err != nil {
+			if !errors.Is(err, ErrSyntax) {
+				t.Fatalf("%q: %v is not a syntax error", body, err)
+			}
+			return
+		}
+		if p.Service == "" || len(p.Service) > MaxService || p.NextIn < MinNextIn || p.NextIn > MaxNextIn || len(p.Alert) > MaxChannel {
+			t.Fatalf("%q: a pulse past the limits: %+v", body, p)
+		}
+	})
+}
+
+func TestParseQuotedNumbers(t *testing.T) {
+	evs, err := ParseEvents([]byte(`{"service":"a","level":"2","time":"5"}`))
+	if err != nil || evs[0].Level != 2 || evs[0].Time != 5 {
+		t.Fatalf("%+v %v", evs, err)
+	}
+}
