@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -59,7 +60,7 @@ type FollowOptions struct {
 
 // CursorKey is the GAUGE where a follower named name keeps the id of the
 // last upstream event it applied.
-func CursorKey(name string) string { return "sonde.upstream." + name + ".id" }
+func CursorKey(name string) string { return upstreamKeys + name + ".id" }
 
 // CheckFollowName says whether name may be a follower's prefix: keys
 // under name. belong to the follower, which deletes there what upstream
@@ -193,7 +194,7 @@ func NewFollower(opts FollowOptions, store FollowStore) (*Follower, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Follower{opts: opts, store: store, log: opts.Logger, prefix: opts.Name + ".", cursorKey: CursorKey(opts.Name),
-		epochKey: "sonde.upstream." + opts.Name + ".epoch",
+		epochKey: upstreamKeys + opts.Name + ".epoch",
 		ctx:      ctx, cancel: cancel, done: make(chan struct{})}, nil
 }
 
@@ -409,22 +410,22 @@ func checkEvent(ev sse.Event) error {
 	return nil
 }
 
-// upstreamCursors are keys a follower does not copy: another follower's
-// cursors. In a loop of followers (A follows B follows A) each would copy
-// the other's cursor writes, each copy a change that moves a cursor, for
-// ever.
-const upstreamCursors = "sonde.upstream."
+// upstreamKeys prefixes a follower's own keys (its cursor and epoch). A
+// follower does not copy upstream's: in a loop of followers (A follows B
+// follows A) each would copy the other's cursor writes, each copy a
+// change that moves a cursor, for ever.
+const upstreamKeys = "sonde.upstream."
 
 // pair takes one key of an event's data.
-func (f *Follower) pair(typ, key string, v float64, deleted bool) error {
-	boundary.Inject("upstream", []byte(key))
+func (f *Follower) pair(typ string, key []byte, v float64, deleted bool) error {
+	boundary.Inject("upstream", key)
 	if typ != "" && typ != "reset" {
 		return fmt.Errorf("%w: an event of type %q", sse.ErrSyntax, typ)
 	}
-	if strings.HasPrefix(key, upstreamCursors) {
+	if bytes.HasPrefix(key, []byte(upstreamKeys)) {
 		return nil
 	}
-	k := f.prefix + key
+	k := f.prefix + string(key) // one allocation: the conversion is not made apart
 	if typ != "reset" && !f.dumpNext {
 		if len(f.ops)-f.complete >= f.opts.MaxBatch {
 			// Sonde sends one key per change: this is no Sonde.

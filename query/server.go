@@ -784,7 +784,7 @@ func (s *Server) events(ctx *fasthttp.RequestCtx) {
 }
 
 // sseHeader opens an event stream; the connection closes at its end.
-// Listen adds X-Sonde-Instance before it.
+// Listen adds X-Sonde-Epoch and X-Sonde-Instance to it.
 const sseHeader = "HTTP/1.1 200 OK\r\nServer: sonde\r\nContent-Type: text/event-stream\r\n" +
 	"Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\nConnection: close\r\n\r\n"
 

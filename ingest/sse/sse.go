@@ -46,8 +46,9 @@ type Event struct {
 }
 
 // Pair is called for each key of an event's data object, in order:
-// deleted for a null value. typ is the event's type.
-type Pair func(typ, key string, value float64, deleted bool) error
+// deleted for a null value. typ is the event's type. key is valid only
+// during the call (the reader reuses it).
+type Pair func(typ string, key []byte, value float64, deleted bool) error
 
 // Reader reads events from a stream.
 type Reader struct {
@@ -60,10 +61,6 @@ type Reader struct {
 
 // NewReader reads from r; its buffer should hold a few KiB.
 func NewReader(r *bufio.Reader) *Reader { return &Reader{r: r} }
-
-// Buffered reports whether input is waiting in the buffer: an event that
-// reads now needs no wait on the network.
-func (rd *Reader) Buffered() bool { return rd.r.Buffered() > 0 }
 
 func syntax(format string, args ...any) error {
 	return fmt.Errorf("%w: %s", ErrSyntax, fmt.Sprintf(format, args...))
@@ -234,7 +231,7 @@ func (rd *Reader) object(typ string, pair Pair) error {
 			if err != nil {
 				return err
 			}
-			if err := pair(typ, string(rd.key), v, deleted); err != nil {
+			if err := pair(typ, rd.key, v, deleted); err != nil {
 				return err
 			}
 			c, err := rd.nonSpace()

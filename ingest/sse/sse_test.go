@@ -23,7 +23,7 @@ func readAll(stream string) ([]got, error) {
 	var out []got
 	for {
 		var g got
-		ev, err := rd.Next(func(typ, key string, v float64, deleted bool) error {
+		ev, err := rd.Next(func(typ string, key []byte, v float64, deleted bool) error {
 			if deleted {
 				g.pairs = append(g.pairs, fmt.Sprintf("%s %q=null", typ, key))
 			} else {
@@ -135,7 +135,7 @@ func FuzzReader(f *testing.F) {
 				}
 				var got string
 				rd := NewReader(bufio.NewReader(strings.NewReader("data: " + string(obj) + "\n\n")))
-				if _, err := rd.Next(func(_, k string, _ float64, _ bool) error { got = k; return nil }); err != nil || got != want {
+				if _, err := rd.Next(func(_ string, k []byte, _ float64, _ bool) error { got = string(k); return nil }); err != nil || got != want {
 					t.Fatalf("%q: read %q (%v), encoding/json reads %q", obj, got, err, want)
 				}
 			}
@@ -152,8 +152,8 @@ func FuzzReader(f *testing.F) {
 		rd := NewReader(bufio.NewReader(strings.NewReader(stream)))
 		var keys []string
 		var vals []float64
-		ev, err := rd.Next(func(_, gk string, gv float64, deleted bool) error {
-			keys = append(keys, gk)
+		ev, err := rd.Next(func(_ string, gk []byte, gv float64, deleted bool) error {
+			keys = append(keys, string(gk))
 			if !deleted {
 				vals = append(vals, gv)
 			}

@@ -72,19 +72,27 @@ func ParseEvents(body []byte) ([]sample.Event, error) {
 	trimmed := bytes.TrimLeft(body, " \t\r\n")
 	var raws []eventJSON
 	if len(trimmed) > 0 && trimmed[0] == '[' {
-		// Count the items before holding them: a list may be long.
-		n, err := countItems(trimmed)
-		if err != nil {
+		// Item by item, so that a long list stops at the bound.
+		dec := newDecoder(trimmed)
+		dec.Token() // [
+		for dec.More() {
+			if len(raws) == MaxEvents {
+				return nil, text.Syntaxf("more than %d events in one request", MaxEvents)
+			}
+			var e eventJSON
+			if err := dec.Decode(&e); err != nil {
+				return nil, decodeError(err)
+			}
+			raws = append(raws, e)
+		}
+		if _, err := dec.Token(); err != nil { // ]
+			return nil, decodeError(err)
+		}
+		if err := atEnd(dec); err != nil {
 			return nil, err
 		}
-		if n > MaxEvents {
-			return nil, text.Syntaxf("%d events in one request, more than %d", n, MaxEvents)
-		}
-		if n == 0 {
+		if len(raws) == 0 {
 			return nil, text.Syntaxf("an empty list of events")
-		}
-		if err := decodeStrict(trimmed, &raws); err != nil {
-			return nil, err
 		}
 	} else {
 		var one eventJSON
@@ -172,39 +180,33 @@ func ParsePulse(body []byte) (Pulse, error) {
 // decodeStrict decodes one JSON value into v: unknown fields, trailing
 // data and a wrong type are errors.
 func decodeStrict(body []byte, v any) error {
+	dec := newDecoder(body)
+	if err := dec.Decode(v); err != nil {
+		return decodeError(err)
+	}
+	return atEnd(dec)
+}
+
+func newDecoder(body []byte) *json.Decoder {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	dec.UseNumber()
-	if err := dec.Decode(v); err != nil {
-		var te *json.UnmarshalTypeError
-		if errors.As(err, &te) && te.Field != "" {
-			return text.Syntaxf("%s: want %s, not a JSON %s", te.Field, te.Type, te.Value)
-		}
-		return text.Syntaxf("%v", err)
+	return dec
+}
+
+func decodeError(err error) error {
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) && te.Field != "" {
+		return text.Syntaxf("%s: want %s, not a JSON %s", te.Field, te.Type, te.Value)
 	}
+	return text.Syntaxf("%v", err)
+}
+
+func atEnd(dec *json.Decoder) error {
 	if _, err := dec.Token(); err != io.EOF {
 		return text.Syntaxf("data after the JSON value")
 	}
 	return nil
-}
-
-// countItems counts the values of a JSON list without decoding them.
-func countItems(list []byte) (int, error) {
-	dec := json.NewDecoder(bytes.NewReader(list))
-	if _, err := dec.Token(); err != nil { // [
-		return 0, text.Syntaxf("%v", err)
-	}
-	n := 0
-	for dec.More() {
-		var skip json.RawMessage
-		if err := dec.Decode(&skip); err != nil {
-			return 0, text.Syntaxf("%v", err)
-		}
-		if n++; n > MaxEvents {
-			return n, nil
-		}
-	}
-	return n, nil
 }
 
 func checkService(s string) error {

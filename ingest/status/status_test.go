@@ -47,7 +47,7 @@ func TestParseEventsRefuses(t *testing.T) {
 		{`{"service":"a","mesage":"typo"}`, "unknown field"},
 		{`{"service":"a"} {}`, "data after"},
 		{`[]`, "empty list"},
-		{many, "more than 1000"},
+		{many, "more than 1000 events"},
 		{`[{"service":"a"},{"level":1}]`, "event 1: syntax: no service"},
 		{`[1]`, "cannot unmarshal"},
 	} {

@@ -526,13 +526,9 @@ func (l *Log) cutBack(last uint64) error {
 	if err != nil {
 		return fmt.Errorf("read tail segment: %w", err)
 	}
-	off := 0
-	for n := last + 1 - keep; n > 0; n-- {
-		size, k := binary.Uvarint(data[off:])
-		if k <= 0 || off+k+int(size) > len(data) {
-			return fmt.Errorf("segment %s ends before acknowledged index %d", path, last)
-		}
-		off += k + int(size)
+	off, err := offsetAfter(data, int(last+1-keep))
+	if err != nil {
+		return fmt.Errorf("segment %s before acknowledged index %d: %w", path, last, err)
 	}
 	err = call(l.hooks.Cut, func() error { return truncateSync(path, int64(off)) })
 	if err != nil {
