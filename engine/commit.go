@@ -105,7 +105,7 @@ func (db *DB) run() {
 				break
 			}
 			group = append(group, r)
-			n := len(r.ops)
+			n := len(r.ops) + len(r.events)
 		drain:
 			for n < db.opts.MaxGroup {
 				select {
@@ -115,7 +115,7 @@ func (db *DB) run() {
 						break drain
 					}
 					group = append(group, r)
-					n += len(r.ops)
+					n += len(r.ops) + len(r.events)
 				default:
 					break drain
 				}
@@ -203,6 +203,11 @@ func (db *DB) commit(group []*request) {
 			}
 			req.errs[i] = db.prepare(&req.ops[i], now, db.found[n])
 			n++
+		}
+		for i := range req.events {
+			if err == nil {
+				db.queueEvent(&req.events[i], now)
+			}
 		}
 	}
 	clear(db.found)
@@ -367,8 +372,13 @@ func (db *DB) undoGroup() {
 // says the WAL was fsynced past them.
 func (db *DB) apply(synced bool) {
 	reindex := false
+	var events []sample.Event
 	for i := range db.pend {
 		p := &db.pend[i]
+		if p.rec.Code == record.Event {
+			events = append(events, eventOf(&p.rec, p.idx))
+			continue
+		}
 		if p.rec.Code == sample.Delete {
 			reindex = true
 			db.changes = append(db.changes, sample.Change{ID: p.idx, Key: p.rec.Key, Deleted: true})
@@ -394,6 +404,16 @@ func (db *DB) apply(synced bool) {
 		db.index.mu.Unlock()
 	}
 	last := db.pend[len(db.pend)-1].idx
+	if len(events) > 0 {
+		// Before the index is published: a reader that sees it finds them.
+		db.events.add(events)
+		if db.events.size() >= db.opts.EventMemory/2 {
+			select {
+			case db.snapKick <- struct{}{}:
+			default:
+			}
+		}
+	}
 	db.publish(last)
 	if synced {
 		db.synced.Store(last)

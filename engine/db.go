@@ -37,6 +37,7 @@ type DB struct {
 	published atomic.Uint64 // newest WAL index applied to the hot state
 	synced    atomic.Uint64 // newest WAL index known to be fsynced
 	feed      *feed
+	events    eventMem // status events not in snapshot.db yet (eventstore.go)
 
 	notifyMu sync.Mutex    // guards notifyCh.
 	notifyCh chan struct{} // closed and replaced when the feed grows
@@ -53,16 +54,17 @@ type DB struct {
 	stopSnap chan struct{}
 	// Guarded by snapMu: the records snapshots stored since Open, and the
 	// compaction and retention passes (snapshot.go).
-	stored     int64
-	compaction pass
-	retention  pass
-	snapshots  atomic.Int64 // snapshots taken since Open, empty ones included
-	snapTxs    atomic.Int64 // their transactions
-	snapLast   atomic.Int64 // ns the last snapshot that stored something took
-	recovery   Recovery     // set by Open
-	merged     atomic.Int64 // chunks compaction merged away since Open
-	archived   atomic.Int64 // archive points written since Open
-	expired    atomic.Int64 // chunks retention deleted since Open
+	stored        int64
+	compaction    pass
+	retention     pass
+	snapshots     atomic.Int64 // snapshots taken since Open, empty ones included
+	snapTxs       atomic.Int64 // their transactions
+	snapLast      atomic.Int64 // ns the last snapshot that stored something took
+	recovery      Recovery     // set by Open
+	merged        atomic.Int64 // chunks compaction merged away since Open
+	archived      atomic.Int64 // archive points written since Open
+	expired       atomic.Int64 // chunks retention deleted since Open
+	eventsExpired atomic.Int64 // stored events retention deleted since Open
 
 	committerDone chan struct{}
 	snapDone      chan struct{}
@@ -108,10 +110,11 @@ type committer struct {
 }
 
 type request struct {
-	ops   []sample.Op
-	errs  []error
-	acked bool // Append: under FsyncAlways, fsync the group before answering
-	done  chan error
+	ops    []sample.Op
+	events []sample.Event // AppendEvents: the events, whose ID and Time the committer sets
+	errs   []error
+	acked  bool // Append: under FsyncAlways, fsync the group before answering
+	done   chan error
 }
 
 type pending struct {

@@ -33,6 +33,10 @@ var (
 	// disk); none of them was applied. Writes are tried again after a
 	// backoff of up to 5 s.
 	ErrPaused = errors.New("engine: writes are paused")
+	// ErrBacklog is returned by AppendEvents while the events held in
+	// memory for the next snapshot fill Options.EventMemory (snapshots
+	// fail, or cannot keep up); nothing was applied.
+	ErrBacklog = errors.New("engine: too many events wait for a snapshot")
 	// ErrClosed is returned by Append after Close.
 	ErrClosed = errors.New("engine: closed")
 	// ErrGone is returned by Changes when the changes after the given index

@@ -31,6 +31,7 @@ func Open(dir string, opts Options) (*DB, error) {
 		committer:     committer{series: make(map[string]*series), dirtyGen: 1},
 		index:         newIndex(),
 		notifyCh:      make(chan struct{}),
+		events:        eventMem{notify: make(chan struct{})},
 		reqs:          make(chan *request, 1024),
 		syncReq:       make(chan chan error),
 		calls:         make(chan func()),
@@ -172,6 +173,7 @@ func (db *DB) recover() error {
 		db.series[s.key] = s
 	}
 	snapIdx := db.store.Index()
+	db.events.through = snapIdx
 	first, err := db.wal.FirstIndex()
 	if err != nil {
 		return fmt.Errorf("read wal first index: %w", err)
@@ -198,6 +200,14 @@ func (db *DB) recover() error {
 		key, err := record.DecodeView(body, &r)
 		if err != nil {
 			return fmt.Errorf("replay wal: %w", &wal.CorruptionError{Index: i, Offset: -1, Err: err})
+		}
+		if r.Code == record.Event {
+			r.Key = string(key)
+			ev := eventOf(&r, i)
+			db.events.list = append(db.events.list, ev)
+			db.events.bytes += eventCost(&ev)
+			db.recovery.Replayed++
+			continue
 		}
 		if err := db.replay(&r, key, i); err != nil {
 			return fmt.Errorf("replay wal index %d: %w", i, err)

@@ -139,6 +139,19 @@ type Options struct {
 	// and idle window ends) are kept in memory for subscribers; older
 	// changes are read back from the WAL. Default 65536.
 	EventBuffer int
+	// EventRetention is how long status events are kept, by their time;
+	// default 90 days. An event older than that is refused when it is
+	// written, and deleted from the store once it is.
+	EventRetention time.Duration
+	// EventMaxBytes bounds the stored events' size (keys and values in
+	// snapshot.db); the oldest are deleted past it. Default 1 GiB;
+	// negative: no bound but the retention.
+	EventMaxBytes int64
+	// EventMemory bounds the events held in memory while they wait for a
+	// snapshot (its bytes of service and message, plus 64 a event); past
+	// half of it a snapshot starts, past it events are refused with
+	// ErrBacklog until one has stored them. Default 64 MiB.
+	EventMemory int
 	// MaxGroup caps the operations in one group commit; default 16384.
 	MaxGroup int
 	// SegmentSize is the WAL segment size; default 8 MiB.
@@ -220,6 +233,15 @@ func (o Options) withDefaults() Options {
 	}
 	if o.MaxGroup <= 0 {
 		o.MaxGroup = 16384
+	}
+	if o.EventRetention <= 0 {
+		o.EventRetention = 90 * 24 * time.Hour
+	}
+	if o.EventMaxBytes == 0 {
+		o.EventMaxBytes = 1 << 30
+	}
+	if o.EventMemory <= 0 {
+		o.EventMemory = 64 << 20
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)

@@ -130,6 +130,9 @@ func (db *DB) Changes(after uint64, dst []sample.Change, max int) ([]sample.Chan
 		if err := record.Decode(body, &r); err != nil {
 			return dst, fmt.Errorf("decode change %d: %w", i, err)
 		}
+		if r.Code == record.Event {
+			continue // a status event changes no series
+		}
 		c := sample.Change{ID: i, Key: r.Key, Deleted: r.Code == sample.Delete}
 		if !c.Deleted {
 			c.Value = viewOf(&r)

@@ -133,6 +133,9 @@ func Check(dir string) (*Report, error) {
 			rep.Problems = append(rep.Problems, fmt.Sprintf("wal: record %d does not decode: %v", s.Index, err))
 			continue
 		}
+		if r.Code == record.Event {
+			continue // a status event follows on from nothing
+		}
 		if covered(chains, &r, s.Index) {
 			continue
 		}
@@ -351,15 +354,17 @@ func repair(dir string, rep *Report) error {
 			rep.Lost = append(rep.Lost, fmt.Sprintf("wal: record %d does not decode (%v): dropped", s.Index, err))
 			continue
 		}
-		if covered(chains, &r, s.Index) {
-			continue // stored already; the new WAL leaves it out
-		}
-		keep, note := follow(chains, &r)
-		if note != "" {
-			rep.Lost = append(rep.Lost, fmt.Sprintf("wal: record %d: %s", s.Index, note))
-		}
-		if !keep {
-			continue
+		if r.Code != record.Event { // a status event follows on from nothing, and is kept
+			if covered(chains, &r, s.Index) {
+				continue // stored already; the new WAL leaves it out
+			}
+			keep, note := follow(chains, &r)
+			if note != "" {
+				rep.Lost = append(rep.Lost, fmt.Sprintf("wal: record %d: %s", s.Index, note))
+			}
+			if !keep {
+				continue
+			}
 		}
 		body = record.Append(body[:0], &r)
 		idx := log.Add(body)

@@ -73,6 +73,9 @@ func (db *DB) snapshotLoop() {
 		if err := db.retain(); err != nil {
 			db.logger.Error("apply retention", "err", db.storeFailed(err))
 		}
+		if err := db.retainEvents(); err != nil {
+			db.logger.Error("apply event retention", "err", db.storeFailed(err))
+		}
 	}
 }
 
@@ -273,6 +276,9 @@ func (db *DB) snapshotNow() error {
 			k = n
 		}
 		i = j
+	}
+	if err := db.storeEvents(target); err != nil {
+		return err
 	}
 	if err := w.finish(); err != nil {
 		return err

@@ -37,6 +37,20 @@ type Stats struct {
 	Snapshots SnapshotState `json:"snapshots"`
 	// Recovery is what Open replayed.
 	Recovery Recovery `json:"recovery"`
+	// Events are the status events held and stored.
+	Events EventStats `json:"events"`
+}
+
+// EventStats counts the status events: those held in memory until the
+// next snapshot stores them (and their cost against
+// Options.EventMemory), those snapshot.db holds (and their bytes, which
+// Options.EventMaxBytes bounds), and those retention deleted since Open.
+type EventStats struct {
+	Held        int   `json:"held"`
+	HeldBytes   int   `json:"held_bytes"`
+	Stored      int64 `json:"stored"`
+	StoredBytes int64 `json:"stored_bytes"`
+	Expired     int64 `json:"expired"`
 }
 
 // Recovery is what Open replayed of the WAL: the records after the
@@ -118,6 +132,11 @@ func (db *DB) Stats() Stats {
 		st.WAL.RetryInMs = max(time.Until(p.until).Milliseconds(), 0)
 	}
 	st.Recovery = db.recovery
+	db.events.mu.RLock()
+	st.Events.Held, st.Events.HeldBytes = len(db.events.list), db.events.bytes
+	db.events.mu.RUnlock()
+	et := db.store.EventTotals()
+	st.Events.Stored, st.Events.StoredBytes, st.Events.Expired = et.Count, et.Bytes, db.eventsExpired.Load()
 	st.Snapshots = SnapshotState{State: "ok", Failures: db.snapFail.Load(), Taken: db.snapshots.Load(), Transactions: db.snapTxs.Load(),
 		LastSeconds:      time.Duration(db.snapLast.Load()).Seconds(),
 		CompactionPasses: db.compaction.done.Load(), RetentionPasses: db.retention.done.Load()}

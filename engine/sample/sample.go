@@ -121,6 +121,13 @@ type Change struct {
 	Tick bool
 }
 
+// Limits of an event: its service becomes part of keys
+// (heartbeat.<service>.late), so it stays well under a key's 255 bytes.
+const (
+	MaxService = 200
+	MaxMessage = 4096
+)
+
 // Event is a status event (watchtower's events): something that happened
 // to a service, as its owner or Sonde itself tells it.
 type Event struct {
@@ -136,6 +143,36 @@ type Event struct {
 	Message string
 	// Alert says the event was also sent as an alert.
 	Alert bool
+}
+
+// EventQuery selects stored events, newest first (by time, then id).
+type EventQuery struct {
+	// From and To bound the events' times, in ms, both included; To 0
+	// means no bound.
+	From, To int64
+	// BeforeTime and BeforeID, when BeforeID is not 0, keep only events
+	// before (BeforeTime, BeforeID) in that order: the next page after an
+	// EventPage with More.
+	BeforeTime int64
+	BeforeID   uint64
+	// Match keeps the events it accepts; nil keeps all.
+	Match func(*Event) bool
+	// Limit is how many events at most (at least 1).
+	Limit int
+	// MaxScan bounds the stored events one query looks at; MaxBytes the
+	// services' and messages' bytes it answers with. Past either the page
+	// ends early, with More.
+	MaxScan, MaxBytes int
+}
+
+// EventPage is a page of an event listing. When More is set there may be
+// more events: the next page is the query again with BeforeTime and
+// BeforeID set to NextTime and NextID.
+type EventPage struct {
+	Events   []Event
+	More     bool
+	NextTime int64
+	NextID   uint64
 }
 
 // Errors shared by the engine and its consumers, so that query and ingest

@@ -38,8 +38,8 @@ import (
 // Limits of one body. A service becomes part of a key
 // (heartbeat.<service>.late), so it stays well under a key's 255 bytes.
 const (
-	MaxService = 200
-	MaxMessage = 4096
+	MaxService = sample.MaxService
+	MaxMessage = sample.MaxMessage
 	MaxEvents  = 1000
 	MaxLevel   = math.MaxInt32
 	MinLevel   = math.MinInt32

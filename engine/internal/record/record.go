@@ -15,6 +15,8 @@
 //	            total, running, shown float64 (8 bytes each),
 //	            winStart varint, interval uvarint, ordinal uvarint
 //	Delete:     nothing more
+//	Event:      the key is the service; level varint, alert 1 byte (0 or 1),
+//	            message uvarint length, then the bytes
 //
 // These layouts are part of the on-disk format; docs/format/wal.md mirrors
 // them. Change them only with a new frame version.
@@ -31,6 +33,14 @@ import (
 
 // MaxKeyLen is the longest key a record can hold.
 const MaxKeyLen = 1024
+
+// Event is the code of a status event's record: Time is when it
+// happened, Key its service, and Level, Alert and Message the rest. It
+// changes no series.
+const Event sample.Code = 6
+
+// MaxMessageLen is the longest event message a record can hold.
+const MaxMessageLen = 16 << 10
 
 // ErrMalformed is returned by Decode for a body that is not a valid record.
 var ErrMalformed = errors.New("record: malformed")
@@ -51,6 +61,10 @@ type Record struct {
 	// Ordinal numbers the history points of one incarnation of a key from 1;
 	// a record with Ordinal 1 created the key.
 	Ordinal uint64
+	// Level, Alert and Message are an Event's.
+	Level   int64
+	Alert   bool
+	Message string
 }
 
 // IsCounter reports whether the record carries counter fields.
@@ -80,6 +94,15 @@ func Append(dst []byte, r *Record) []byte {
 		dst = binary.AppendVarint(dst, r.WinStart)
 		dst = binary.AppendUvarint(dst, uint64(r.Interval))
 		dst = binary.AppendUvarint(dst, r.Ordinal)
+	case r.Code == Event:
+		dst = binary.AppendVarint(dst, r.Level)
+		var alert byte
+		if r.Alert {
+			alert = 1
+		}
+		dst = append(dst, alert)
+		dst = binary.AppendUvarint(dst, uint64(len(r.Message)))
+		dst = append(dst, r.Message...)
 	}
 	return dst
 }
@@ -173,6 +196,23 @@ func DecodeView(body []byte, r *Record) ([]byte, error) {
 		r.Interval = int64(iv)
 		r.Ordinal = d.uvarint()
 	case r.Code == sample.Delete:
+	case r.Code == Event:
+		r.Level = d.varint()
+		if d.err == nil && (len(d.b) == 0 || d.b[0] > 1) {
+			d.err = fmt.Errorf("%w: bad alert flag", ErrMalformed)
+		}
+		if d.err == nil {
+			r.Alert = d.b[0] == 1
+			d.b = d.b[1:]
+		}
+		if n := d.uvarint(); d.err == nil {
+			if n > MaxMessageLen || n > uint64(len(d.b)) {
+				d.err = fmt.Errorf("%w: message length %d", ErrMalformed, n)
+			} else {
+				r.Message = string(d.b[:n])
+				d.b = d.b[n:]
+			}
+		}
 	default:
 		return nil, fmt.Errorf("%w: unknown code %d", ErrMalformed, r.Code)
 	}

@@ -16,6 +16,8 @@ func TestRoundTrip(t *testing.T) {
 		{Code: sample.Window, Time: 2, Key: "hits", Value: 10, Shown: 4, WinStart: 120000, Interval: 60000, Ordinal: 3},
 		{Code: sample.CounterSet, Time: 3, Key: "c", Value: math.MaxFloat64, Interval: 1, Ordinal: 9},
 		{Code: sample.Delete, Time: 4, Key: "gone"},
+		{Code: Event, Time: 5, Key: "backup", Level: -3, Alert: true, Message: "done in 4 min"},
+		{Code: Event, Time: 6, Key: "cron", Level: math.MaxInt32},
 	} {
 		b := Append(nil, &r)
 		var got Record
@@ -38,6 +40,7 @@ func FuzzDecode(f *testing.F) {
 	f.Add(Append(nil, &Record{Code: sample.Set, Time: 17, Key: "a", Value: 1, Ordinal: 1}))
 	f.Add(Append(nil, &Record{Code: sample.Incr, Time: 17, Key: "hits", Value: 5, Running: 5, WinStart: 10, Interval: 60000, Ordinal: 2}))
 	f.Add(Append(nil, &Record{Code: sample.Delete, Time: 17, Key: "x"}))
+	f.Add(Append(nil, &Record{Code: Event, Time: 17, Key: "svc", Level: 2, Alert: true, Message: "late"}))
 	f.Add([]byte{})
 	f.Add([]byte{9, 0, 0})
 	f.Fuzz(func(t *testing.T, b []byte) {

@@ -8,6 +8,8 @@ import (
 	"slices"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/sonde-metrics/sonde/engine/sample"
 )
 
 // Problem is one piece of damage found in snapshot.db.
@@ -52,7 +54,7 @@ type FileReport struct {
 
 // knownBuckets are the buckets Sonde writes, in the order a salvage
 // copies them.
-var knownBuckets = [][]byte{bucketMeta, bucketSeries, bucketHistory, bucketArchive, bucketWatermark}
+var knownBuckets = [][]byte{bucketMeta, bucketSeries, bucketHistory, bucketArchive, bucketWatermark, bucketEvents, bucketEventIDs}
 
 // checkEntry checks one stored entry: its seal, and that its payload
 // decodes as what its bucket holds.
@@ -71,6 +73,13 @@ func checkEntry(bucket, k, v []byte) error {
 	case bytes.Equal(bucket, bucketHistory), bytes.Equal(bucket, bucketArchive):
 		_, err := DecodeChunk(payload, nil)
 		return err
+	case bytes.Equal(bucket, bucketEvents):
+		var ev sample.Event
+		return decodeEvent(k, payload, &ev)
+	case bytes.Equal(bucket, bucketEventIDs):
+		if len(k) != 8 || len(payload) != 8 {
+			return fmt.Errorf("an id entry of %d and %d bytes, want 8 and 8", len(k), len(payload))
+		}
 	case bytes.Equal(bucket, bucketWatermark), bytes.Equal(bucket, bucketMeta) && bytes.Equal(k, keyIndex):
 		if len(payload) != 8 {
 			return fmt.Errorf("%d bytes, want 8", len(payload))
@@ -134,7 +143,7 @@ func Salvage(src, dst string) (FileReport, error) {
 		switch {
 		case bytes.Equal(bucket, bucketSeries):
 			series = append(series, entry{bytes.Clone(k), bytes.Clone(payload)})
-		case bytes.Equal(bucket, bucketMeta) && !bytes.Equal(k, keyVersion) && !bytes.Equal(k, keyTotals):
+		case bytes.Equal(bucket, bucketMeta) && !bytes.Equal(k, keyVersion) && !bytes.Equal(k, keyTotals) && !bytes.Equal(k, keyEventTotals):
 			// The totals are counted again at open: what is salvaged
 			// is not what they counted.
 			meta = append(meta, entry{bytes.Clone(k), bytes.Clone(payload)})
@@ -214,8 +223,12 @@ func Salvage(src, dst string) (FileReport, error) {
 	var discard FileReport
 	discard.Entries = map[string]int{}
 	err = salvageWalk(src, &discard, func(bucket, k, v []byte) error {
-		if bytes.Equal(bucket, bucketSeries) || bytes.Equal(bucket, bucketMeta) {
-			return nil
+		switch {
+		case bytes.Equal(bucket, bucketSeries), bytes.Equal(bucket, bucketMeta), bytes.Equal(bucket, bucketEventIDs):
+			return nil // the id index is rebuilt at open, from the events kept
+		case bytes.Equal(bucket, bucketEvents):
+			payload, _ := unseal(bucket, k, v)
+			return add(bucketEvents, entry{bytes.Clone(k), bytes.Clone(payload)})
 		}
 		if !owned(k) {
 			o := orphan{string(bucket), string(k)}

@@ -135,6 +135,9 @@ type Store struct {
 	// update is in, before it commits, and inside Compact's once its walk
 	// is over.
 	afterUpdates func()
+	// evTotals are the stored events' totals as of the last commit
+	// (events.go).
+	evTotals atomic.Pointer[EventTotals]
 }
 
 // SetMaxSpan caps the time (ms) the points of one series' tail may cover
@@ -215,7 +218,10 @@ func Open(path string) (s *Store, err error) {
 			}
 			s.index.Store(binary.BigEndian.Uint64(v))
 		}
-		return s.loadTotals(tx)
+		if err := s.loadTotals(tx); err != nil {
+			return err
+		}
+		return s.loadEvents(tx)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("initialise snapshot database %s: %w", path, err)
@@ -339,11 +345,14 @@ func (s *Store) Commit(index uint64, ups []Update) (err error) {
 	return nil
 }
 
-// ClearCovers sets every stored state's Covers to 0, in one transaction:
-// for a WAL that no longer holds the records they covered (a repair
-// writes one without them, numbered anew).
+// ClearCovers sets every stored state's Covers to 0, and deletes the
+// stored events with ids past the index, in one transaction: for a WAL
+// that no longer holds the records they covered (a repair writes one
+// without them, numbered anew, and its events are stored again under
+// their new ids).
 func (s *Store) ClearCovers() (err error) {
 	defer caught(&err)
+	var left EventTotals
 	err = s.db.Update(func(tx *bolt.Tx) error {
 		series := tx.Bucket(bucketSeries)
 		var keys [][]byte
@@ -368,11 +377,13 @@ func (s *Store) ClearCovers() (err error) {
 				return fmt.Errorf("put series %q: %w", k, err)
 			}
 		}
-		return nil
+		left, err = s.dropEventsAfter(tx, s.Index())
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("clear what series states cover: %w", err)
 	}
+	s.evTotals.Store(&left)
 	return nil
 }
 
