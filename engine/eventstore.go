@@ -22,7 +22,7 @@ import (
 
 // eventMem holds the events the snapshot database does not hold yet.
 type eventMem struct {
-	mu      sync.RWMutex  // guards the fields below; held briefly.
+	mu      sync.RWMutex   // guards the fields below; held briefly.
 	list    []sample.Event // in id order, every one with ID > through
 	bytes   int            // their cost (eventCost)
 	through uint64         // every event with an id ≤ through is in snapshot.db
