@@ -60,6 +60,9 @@ type Options struct {
 	// Routes are more handlers by exact path, any method (the collectd
 	// receiver at /collectd). They run before the read API.
 	Routes map[string]fasthttp.RequestHandler
+	// Events, when set, serves the status event routes (/api/v1/events);
+	// without it they answer 404.
+	Events EventStore
 	// Instance, when set, is sent in the X-Sonde-Instance header of every
 	// event stream: a follower (-upstream) that gets its own server's
 	// instance back refuses to follow itself.
@@ -226,6 +229,9 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 		return
 	case "/tags/findSeries":
 		s.findSeries(ctx)
+		return
+	}
+	if s.eventRoutes(ctx, path) {
 		return
 	}
 	if !ctx.IsGet() && !ctx.IsHead() {
@@ -738,9 +744,21 @@ func (s *Server) events(ctx *fasthttp.RequestCtx) {
 		through, ok := s.store.TrustedThrough(epoch)
 		trusted = ok && lastID <= through
 	}
-	// The stream takes the connection over (hijack): frames go straight to
-	// the socket, with no copy through fasthttp's stream pipe and no
-	// chunked encoding; the response ends when the connection closes.
+	s.hijackStream(ctx, "sse", func(w *bufio.Writer) error {
+		s.hub.join()
+		defer s.hub.leave()
+		boundary.Inject("sse", []byte(pattern))
+		return s.stream(w, pattern, match, ticks, lastID, hasLast, trusted)
+	})
+}
+
+// hijackStream answers with an event stream that run writes, after the
+// head, until it returns. The stream takes the connection over (hijack):
+// frames go straight to the socket, with no copy through fasthttp's
+// stream pipe and no chunked encoding; the response ends when the
+// connection closes. run must not touch ctx. Streams of every kind count
+// against MaxConns together.
+func (s *Server) hijackStream(ctx *fasthttp.RequestCtx, name string, run func(w *bufio.Writer) error) {
 	if n := s.Subscribers(); n >= s.opts.MaxConns {
 		writeError(ctx, fasthttp.StatusServiceUnavailable, fmt.Sprintf("too many event streams (limit %d)", s.opts.MaxConns))
 		return
@@ -749,7 +767,7 @@ func (s *Server) events(ctx *fasthttp.RequestCtx) {
 	ctx.Hijack(func(conn net.Conn) {
 		// A panic ends this stream only. The handler has returned: there is
 		// no response left to replace, and fasthttp closes the connection.
-		defer boundary.Recover("sse", s.opts.Logger, nil)
+		defer boundary.Recover(name, s.opts.Logger, nil)
 		dc := &deadlineConn{Conn: conn, timeout: s.opts.StreamWriteTimeout}
 		// Registered under streamsMu: either Shutdown's wait covers this
 		// stream, or this sees closing and ends at once.
@@ -762,23 +780,19 @@ func (s *Server) events(ctx *fasthttp.RequestCtx) {
 		s.streamsWG.Add(1)
 		s.streamsMu.Unlock()
 		defer s.streamsWG.Done()
-		s.hub.join()
-		defer s.hub.leave()
 		defer func() {
 			s.streamsMu.Lock()
 			delete(s.streams, dc)
 			s.streamsMu.Unlock()
 		}()
-		// The writer's buffer is all a subscriber holds: frames of the hub's
-		// blocks are written from the blocks, and a dump is written as it is
-		// read from the live state.
+		// The writer's buffer is all a subscriber holds: frames are written
+		// from shared blocks or as they are read.
 		w := bufio.NewWriterSize(dc, streamBuffer)
 		if _, err := w.WriteString(s.sseHead); err != nil {
 			return
 		}
-		boundary.Inject("sse", []byte(pattern))
-		if err := s.stream(w, pattern, match, ticks, lastID, hasLast, trusted); err != nil {
-			s.opts.Logger.Debug("sse stream ended", "err", err)
+		if err := run(w); err != nil {
+			s.opts.Logger.Debug(name+" stream ended", "err", err)
 		}
 	})
 }

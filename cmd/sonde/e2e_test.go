@@ -23,9 +23,15 @@ type event struct {
 // streams its events into the returned channel until the test ends.
 func subscribe(t *testing.T, p *proc, query string, lastID uint64) <-chan event {
 	t.Helper()
+	return subscribePath(t, p, "/events"+query, lastID)
+}
+
+// subscribePath opens the event stream at path (with its query).
+func subscribePath(t *testing.T, p *proc, path string, lastID uint64) <-chan event {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	req, err := http.NewRequestWithContext(ctx, "GET", p.url("/events"+query), nil)
+	req, err := http.NewRequestWithContext(ctx, "GET", p.url(path), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -34,7 +40,7 @@ func subscribe(t *testing.T, p *proc, query string, lastID uint64) <-chan event 
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		t.Fatalf("GET /events: %v", err)
+		t.Fatalf("GET %s: %v", path, err)
 	}
 	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/event-stream") {
 		t.Fatalf("content type %q", ct)

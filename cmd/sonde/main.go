@@ -66,6 +66,9 @@ type config struct {
 	chunkPoints      int
 	retainEvery      time.Duration
 	retentionFile    string
+	eventRetention   string
+	eventMaxBytes    int64
+	eventMemory      int
 	maxSeries        int
 	minWindow        time.Duration
 	walSegment       int
@@ -121,6 +124,9 @@ func parseFlags(args []string) (config, error) {
 	fs.IntVar(&c.vaporPoints, "vapor-points", 120, "recent points /vapor returns per key")
 	fs.StringVar(&c.retentionFile, "retention", "", "retention policy file (docs/retention.md); default: "+retention.DefaultText)
 	fs.DurationVar(&c.retainEvery, "retention-every", time.Minute, "least time between retention passes (each walks every series; docs/retention.md)")
+	fs.StringVar(&c.eventRetention, "event-retention", "90d", "how long status events are kept, by their time (s, m, h, d, w, y); older ones are refused and expired")
+	fs.Int64Var(&c.eventMaxBytes, "event-max-bytes", 1<<30, "most bytes the stored status events take; the oldest are expired past it (0: no bound but -event-retention)")
+	fs.IntVar(&c.eventMemory, "event-memory", 64<<20, "most bytes of status events held in memory until a snapshot stores them; past it new events are refused (503)")
 	fs.IntVar(&c.chunkPoints, "chunk-points", 4096, "history points compaction gathers into one stored chunk (negative: no compaction)")
 	fs.IntVar(&c.maxSeries, "max-series", 1_000_000, "most keys the store holds")
 	fs.IntVar(&c.walSegment, "wal-segment-size", 8<<20, "WAL segment size in bytes; the WAL is truncated a whole segment at a time after snapshots")
@@ -273,6 +279,17 @@ func run(c config, logger *slog.Logger) error {
 			return fmt.Errorf("parse %s: %w", c.retentionFile, err)
 		}
 	}
+	eventKeep, err := retention.ParseDuration(c.eventRetention)
+	if err != nil {
+		return fmt.Errorf("check flags: -event-retention: %w", err)
+	}
+	eventMaxBytes := c.eventMaxBytes
+	if eventMaxBytes == 0 {
+		eventMaxBytes = -1 // the engine's "no bound"
+	}
+	if c.eventMemory < 4096 {
+		return fmt.Errorf("check flags: -event-memory %d: want at least 4096 bytes", c.eventMemory)
+	}
 	db, err := engine.Open(c.dataDir, engine.Options{
 		Retention:        pols,
 		Fsync:            policy,
@@ -288,6 +305,9 @@ func run(c config, logger *slog.Logger) error {
 		MinWindow:        c.minWindow,
 		SegmentSize:      c.walSegment,
 		EventBuffer:      c.eventBuffer,
+		EventRetention:   eventKeep,
+		EventMaxBytes:    eventMaxBytes,
+		EventMemory:      c.eventMemory,
 		Logger:           logger.With("component", "engine"),
 		// A failed WAL write that could not be cut off may come back at
 		// the next start: exit without answering its writers, as
@@ -377,7 +397,7 @@ func run(c config, logger *slog.Logger) error {
 		MaxBodySize: c.maxBody,
 		Addr:        c.httpAddr, Heartbeat: c.heartbeat, StreamWriteTimeout: c.sseWriteTimeout, VaporPoints: c.vaporPoints, MaxConns: c.maxConns,
 		QueryTimeout: c.queryTimeout, MaxPoints: c.queryMaxPoints, MaxBytes: c.queryMaxBytes, MaxSeries: c.queryMaxSeries,
-		MaxQueries: c.queryConcurrency, HeaderTimeout: c.headerTimeout, Instance: instance,
+		MaxQueries: c.queryConcurrency, HeaderTimeout: c.headerTimeout, Instance: instance, Events: db,
 		Logger: logger.With("component", "http"),
 		Stats: func() map[string][]byte {
 			out := lns.stats()
