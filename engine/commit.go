@@ -85,6 +85,8 @@ func (db *DB) run() {
 	syncArmed := false
 	winTimer := time.NewTimer(time.Hour)
 	defer winTimer.Stop()
+	hbTimer := time.NewTimer(time.Hour)
+	defer hbTimer.Stop()
 	group := make([]*request, 0, 64)
 	for {
 		var winC <-chan time.Time
@@ -96,6 +98,15 @@ func (db *DB) run() {
 			winTimer.Reset(max(d, 0))
 			winC = winTimer.C
 		}
+		var hbC <-chan time.Time
+		if due, ok := db.nextDue(); ok && db.failed.Load() == nil {
+			d := time.Duration(due-db.nowMs()) * time.Millisecond
+			if p := db.paused.Load(); p != nil {
+				d = max(d, time.Until(p.until)) // a late decision waits for the disk too
+			}
+			hbTimer.Reset(max(d, 0))
+			hbC = hbTimer.C
+		}
 		group = group[:0]
 		closing := false
 		select {
@@ -105,7 +116,7 @@ func (db *DB) run() {
 				break
 			}
 			group = append(group, r)
-			n := len(r.ops) + len(r.events)
+			n := len(r.ops) + len(r.events) + len(r.status)
 		drain:
 			for n < db.opts.MaxGroup {
 				select {
@@ -115,12 +126,13 @@ func (db *DB) run() {
 						break drain
 					}
 					group = append(group, r)
-					n += len(r.ops) + len(r.events)
+					n += len(r.ops) + len(r.events) + len(r.status)
 				default:
 					break drain
 				}
 			}
 		case <-winC:
+		case <-hbC:
 		case <-syncTimer.C:
 			syncArmed = false
 			db.syncWAL()
@@ -209,6 +221,11 @@ func (db *DB) commit(group []*request) {
 				db.queueEvent(&req.events[i], now)
 			}
 		}
+		for i := range req.status {
+			if err == nil {
+				req.status[i].err = db.prepareStatus(&req.status[i], now)
+			}
+		}
 	}
 	clear(db.found)
 	if err != nil {
@@ -217,6 +234,7 @@ func (db *DB) commit(group []*request) {
 		}
 	} else {
 		db.closeWindows(now)
+		db.checkHeartbeats(now)
 	}
 	if err == nil && len(db.pend) > 0 {
 		start := time.Now()
@@ -287,6 +305,7 @@ func countOps(group []*request) int {
 func (db *DB) writeFailed(err error) error {
 	db.failures.Add(1)
 	db.undoGroup()
+	db.dropGroupStatus()
 	for i := range db.pend {
 		db.pend[i] = pending{}
 	}
@@ -379,6 +398,9 @@ func (db *DB) apply(synced bool) {
 			events = append(events, eventOf(&p.rec, p.idx))
 			continue
 		}
+		if isStatus(p.rec.Code) {
+			continue // applyGroupStatus
+		}
 		if p.rec.Code == sample.Delete {
 			reindex = true
 			db.changes = append(db.changes, sample.Change{ID: p.idx, Key: p.rec.Key, Deleted: true})
@@ -404,6 +426,7 @@ func (db *DB) apply(synced bool) {
 		db.index.mu.Unlock()
 	}
 	last := db.pend[len(db.pend)-1].idx
+	db.applyGroupStatus()
 	if len(events) > 0 {
 		// Before the index is published: a reader that sees it finds them.
 		db.events.add(events)

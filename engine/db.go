@@ -38,6 +38,7 @@ type DB struct {
 	synced    atomic.Uint64 // newest WAL index known to be fsynced
 	feed      *feed
 	events    eventMem // status events not in snapshot.db yet (eventstore.go)
+	status    status   // heartbeats and the alert queue (heartbeat.go)
 
 	notifyMu sync.Mutex    // guards notifyCh.
 	notifyCh chan struct{} // closed and replaced when the feed grows
@@ -112,6 +113,7 @@ type committer struct {
 type request struct {
 	ops    []sample.Op
 	events []sample.Event // AppendEvents: the events, whose ID and Time the committer sets
+	status []statusOp     // heartbeat operations, whose err the committer sets
 	errs   []error
 	acked  bool // Append: under FsyncAlways, fsync the group before answering
 	done   chan error

@@ -32,6 +32,8 @@ func Open(dir string, opts Options) (*DB, error) {
 		index:         newIndex(),
 		notifyCh:      make(chan struct{}),
 		events:        eventMem{notify: make(chan struct{})},
+		status: status{hbs: map[string]*hb{}, alerts: map[uint64]sample.Alert{}, notify: make(chan struct{}),
+			group: map[string]*hb{}, done: map[uint64]bool{}},
 		reqs:          make(chan *request, 1024),
 		syncReq:       make(chan chan error),
 		calls:         make(chan func()),
@@ -83,6 +85,7 @@ func Open(dir string, opts Options) (*DB, error) {
 		db.logger.Warn("epochs file; clients resuming from before this start get the whole state", "err", err)
 	}
 	db.feed = newFeed(opts.EventBuffer, db.published.Load())
+	db.startHeartbeats()
 	go db.run()
 	go db.snapshotLoop()
 	ok = true
@@ -174,6 +177,9 @@ func (db *DB) recover() error {
 	}
 	snapIdx := db.store.Index()
 	db.events.through = snapIdx
+	if err := db.loadStatus(); err != nil {
+		return err
+	}
 	first, err := db.wal.FirstIndex()
 	if err != nil {
 		return fmt.Errorf("read wal first index: %w", err)
@@ -206,6 +212,12 @@ func (db *DB) recover() error {
 			ev := eventOf(&r, i)
 			db.events.list = append(db.events.list, ev)
 			db.events.bytes += eventCost(&ev)
+			db.recovery.Replayed++
+			continue
+		}
+		if isStatus(r.Code) {
+			r.Key = string(key)
+			db.status.applyStatus(&r, i)
 			db.recovery.Replayed++
 			continue
 		}

@@ -152,6 +152,12 @@ type Options struct {
 	// half of it a snapshot starts, past it events are refused with
 	// ErrBacklog until one has stored them. Default 64 MiB.
 	EventMemory int
+	// MaxHeartbeats caps the heartbeats (a cancelled one counts for a
+	// week); default 10,000. MaxAlerts caps the alerts waiting for
+	// delivery; past it a new alert is not queued, and an event says so.
+	// Default 10,000.
+	MaxHeartbeats int
+	MaxAlerts     int
 	// MaxGroup caps the operations in one group commit; default 16384.
 	MaxGroup int
 	// SegmentSize is the WAL segment size; default 8 MiB.
@@ -233,6 +239,12 @@ func (o Options) withDefaults() Options {
 	}
 	if o.MaxGroup <= 0 {
 		o.MaxGroup = 16384
+	}
+	if o.MaxHeartbeats <= 0 {
+		o.MaxHeartbeats = 10_000
+	}
+	if o.MaxAlerts <= 0 {
+		o.MaxAlerts = 10_000
 	}
 	if o.EventRetention <= 0 {
 		o.EventRetention = 90 * 24 * time.Hour

@@ -133,8 +133,8 @@ func Check(dir string) (*Report, error) {
 			rep.Problems = append(rep.Problems, fmt.Sprintf("wal: record %d does not decode: %v", s.Index, err))
 			continue
 		}
-		if r.Code == record.Event {
-			continue // a status event follows on from nothing
+		if r.Code == record.Event || isStatus(r.Code) {
+			continue // a status event or heartbeat follows on from nothing
 		}
 		if covered(chains, &r, s.Index) {
 			continue
@@ -354,7 +354,7 @@ func repair(dir string, rep *Report) error {
 			rep.Lost = append(rep.Lost, fmt.Sprintf("wal: record %d does not decode (%v): dropped", s.Index, err))
 			continue
 		}
-		if r.Code != record.Event { // a status event follows on from nothing, and is kept
+		if r.Code != record.Event && !isStatus(r.Code) { // a status event or heartbeat follows on from nothing, and is kept
 			if covered(chains, &r, s.Index) {
 				continue // stored already; the new WAL leaves it out
 			}

@@ -228,15 +228,20 @@ func (db *DB) snapshotNow() error {
 	}
 	start := time.Now()
 	var target uint64
+	var status *snapshot.Status
 	db.onCommitter(func() {
 		db.snapQueue = append(db.snapQueue, db.dirty...)
 		clear(db.dirty)
 		db.dirty = db.dirty[:0]
 		db.dirtyGen++
 		target = db.published.Load()
+		status = db.captureStatus() // as of target
 	})
 	from := db.store.Index()
 	if target <= from && len(db.snapQueue) == 0 {
+		if status != nil {
+			db.statusFailed() // not stored: the next snapshot stores it
+		}
 		db.snapshots.Add(1)
 		return nil
 	}
@@ -278,7 +283,20 @@ func (db *DB) snapshotNow() error {
 		i = j
 	}
 	if err := db.storeEvents(target); err != nil {
+		if status != nil {
+			db.statusFailed()
+		}
 		return err
+	}
+	if status != nil {
+		if err := db.syncTo(target); err != nil {
+			db.statusFailed()
+			return err
+		}
+		if err := db.store.PutStatus(status); err != nil {
+			db.statusFailed()
+			return db.storeFailed(err)
+		}
 	}
 	if err := w.finish(); err != nil {
 		return err

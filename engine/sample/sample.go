@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"time"
 )
 
 // Kind is the semantic type of a series.
@@ -144,6 +145,61 @@ type Event struct {
 	// Alert says the event was also sent as an alert.
 	Alert bool
 }
+
+// Heartbeat is the state of one service's heartbeat.
+type Heartbeat struct {
+	Service string
+	// NextIn is how long after a pulse the next one is due.
+	NextIn time.Duration
+	// Channel names the alert channel told when it is late ("": none).
+	Channel string
+	// Last is the time of the last pulse, Expected when the next one is
+	// due (after a restart of Sonde, at least NextIn after it), in ms.
+	Last, Expected int64
+	// State is "on-time", "late" or "cancelled".
+	State string
+	// Alerted says a late alert was decided for the current death.
+	Alerted bool
+}
+
+// Alert is an alert decided and not yet delivered: its ID (its WAL
+// index) stays the same through every retry, so that a receiver can
+// drop a resend.
+type Alert struct {
+	ID      uint64
+	Time    int64 // when it was decided, ms
+	Service string
+	Kind    AlertKind
+	Channel string
+	Message string
+}
+
+// AlertKind says what an alert is about.
+type AlertKind uint8
+
+// The alert kinds.
+const (
+	AlertLate AlertKind = 1 // a heartbeat is late
+	AlertBack AlertKind = 2 // a late heartbeat pulses again
+)
+
+func (k AlertKind) String() string {
+	switch k {
+	case AlertLate:
+		return "late"
+	case AlertBack:
+		return "back"
+	}
+	return fmt.Sprintf("kind%d", uint8(k))
+}
+
+// Levels of the events Sonde writes itself.
+const (
+	LevelInfo    = 0 // an alert was delivered
+	LevelBack    = 1 // a heartbeat pulses again
+	LevelWarning = 2 // an alert could not be delivered (it is retried)
+	LevelLate    = 3 // a heartbeat is late
+)
 
 // EventQuery selects stored events, newest first (by time, then id).
 type EventQuery struct {

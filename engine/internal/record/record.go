@@ -17,6 +17,12 @@
 //	Delete:     nothing more
 //	Event:      the key is the service; level varint, alert 1 byte (0 or 1),
 //	            message uvarint length, then the bytes
+//	Pulse:      the key is the service; nextIn uvarint (ms), channel
+//	            uvarint length, then the bytes
+//	Cancel:     nothing more
+//	Alert:      the key is the service; kind uvarint, channel and message
+//	            (uvarint length, then the bytes each)
+//	Delivered:  the key is the service; alert id uvarint
 //
 // These layouts are part of the on-disk format; docs/format/wal.md mirrors
 // them. Change them only with a new frame version.
@@ -38,6 +44,24 @@ const MaxKeyLen = 1024
 // happened, Key its service, and Level, Alert and Message the rest. It
 // changes no series.
 const Event sample.Code = 6
+
+// Heartbeat records (issue 13). Their key is the service.
+const (
+	// Pulse: the service pulsed at Time and will again within Interval
+	// ms; Channel names the alert channel told when it does not.
+	Pulse sample.Code = 7
+	// Cancel: the service's heartbeat is cancelled at Time.
+	Cancel sample.Code = 8
+	// Alert: an alert was decided at Time: Level is its kind, Channel
+	// where it goes, Message what it says. Its WAL index is its id.
+	Alert sample.Code = 9
+	// Delivered: the alert whose id is Ordinal is done with (delivered,
+	// or dropped): it leaves the queue.
+	Delivered sample.Code = 10
+)
+
+// MaxChannelLen is the longest channel name a record can hold.
+const MaxChannelLen = 255
 
 // MaxMessageLen is the longest event message a record can hold.
 const MaxMessageLen = 16 << 10
@@ -61,10 +85,13 @@ type Record struct {
 	// Ordinal numbers the history points of one incarnation of a key from 1;
 	// a record with Ordinal 1 created the key.
 	Ordinal uint64
-	// Level, Alert and Message are an Event's.
+	// Level, Alert and Message are an Event's; Level and Message an
+	// Alert's too (its kind and text).
 	Level   int64
 	Alert   bool
 	Message string
+	// Channel is a Pulse's or an Alert's alert channel.
+	Channel string
 }
 
 // IsCounter reports whether the record carries counter fields.
@@ -103,6 +130,18 @@ func Append(dst []byte, r *Record) []byte {
 		dst = append(dst, alert)
 		dst = binary.AppendUvarint(dst, uint64(len(r.Message)))
 		dst = append(dst, r.Message...)
+	case r.Code == Pulse:
+		dst = binary.AppendUvarint(dst, uint64(r.Interval))
+		dst = binary.AppendUvarint(dst, uint64(len(r.Channel)))
+		dst = append(dst, r.Channel...)
+	case r.Code == Alert:
+		dst = binary.AppendUvarint(dst, uint64(r.Level))
+		dst = binary.AppendUvarint(dst, uint64(len(r.Channel)))
+		dst = append(dst, r.Channel...)
+		dst = binary.AppendUvarint(dst, uint64(len(r.Message)))
+		dst = append(dst, r.Message...)
+	case r.Code == Delivered:
+		dst = binary.AppendUvarint(dst, r.Ordinal)
 	}
 	return dst
 }
@@ -148,6 +187,21 @@ func (d *decoder) float() float64 {
 	}
 	v := math.Float64frombits(binary.LittleEndian.Uint64(d.b))
 	d.b = d.b[8:]
+	return v
+}
+
+// text reads a uvarint length and that many bytes, at most max.
+func (d *decoder) text(max uint64, what string) string {
+	n := d.uvarint()
+	if d.err != nil {
+		return ""
+	}
+	if n > max || n > uint64(len(d.b)) {
+		d.err = fmt.Errorf("%w: %s length %d", ErrMalformed, what, n)
+		return ""
+	}
+	v := string(d.b[:n])
+	d.b = d.b[n:]
 	return v
 }
 
@@ -205,14 +259,25 @@ func DecodeView(body []byte, r *Record) ([]byte, error) {
 			r.Alert = d.b[0] == 1
 			d.b = d.b[1:]
 		}
-		if n := d.uvarint(); d.err == nil {
-			if n > MaxMessageLen || n > uint64(len(d.b)) {
-				d.err = fmt.Errorf("%w: message length %d", ErrMalformed, n)
-			} else {
-				r.Message = string(d.b[:n])
-				d.b = d.b[n:]
-			}
+		r.Message = d.text(MaxMessageLen, "message")
+	case r.Code == Pulse:
+		iv := d.uvarint()
+		if iv > math.MaxInt64 {
+			d.err = fmt.Errorf("%w: nextIn %d", ErrMalformed, iv)
 		}
+		r.Interval = int64(iv)
+		r.Channel = d.text(MaxChannelLen, "channel")
+	case r.Code == Cancel:
+	case r.Code == Alert:
+		kind := d.uvarint()
+		if kind > 255 {
+			d.err = fmt.Errorf("%w: alert kind %d", ErrMalformed, kind)
+		}
+		r.Level = int64(kind)
+		r.Channel = d.text(MaxChannelLen, "channel")
+		r.Message = d.text(MaxMessageLen, "message")
+	case r.Code == Delivered:
+		r.Ordinal = d.uvarint()
 	default:
 		return nil, fmt.Errorf("%w: unknown code %d", ErrMalformed, r.Code)
 	}

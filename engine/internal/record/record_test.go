@@ -18,6 +18,11 @@ func TestRoundTrip(t *testing.T) {
 		{Code: sample.Delete, Time: 4, Key: "gone"},
 		{Code: Event, Time: 5, Key: "backup", Level: -3, Alert: true, Message: "done in 4 min"},
 		{Code: Event, Time: 6, Key: "cron", Level: math.MaxInt32},
+		{Code: Pulse, Time: 7, Key: "cron", Interval: 60_000, Channel: "ops"},
+		{Code: Pulse, Time: 8, Key: "cron", Interval: 1000},
+		{Code: Cancel, Time: 9, Key: "cron"},
+		{Code: Alert, Time: 10, Key: "cron", Level: 2, Channel: "ops", Message: "Service cron has not pulsed"},
+		{Code: Delivered, Time: 11, Key: "cron", Ordinal: 1 << 40},
 	} {
 		b := Append(nil, &r)
 		var got Record
@@ -41,6 +46,9 @@ func FuzzDecode(f *testing.F) {
 	f.Add(Append(nil, &Record{Code: sample.Incr, Time: 17, Key: "hits", Value: 5, Running: 5, WinStart: 10, Interval: 60000, Ordinal: 2}))
 	f.Add(Append(nil, &Record{Code: sample.Delete, Time: 17, Key: "x"}))
 	f.Add(Append(nil, &Record{Code: Event, Time: 17, Key: "svc", Level: 2, Alert: true, Message: "late"}))
+	f.Add(Append(nil, &Record{Code: Pulse, Time: 17, Key: "svc", Interval: 5000, Channel: "ops"}))
+	f.Add(Append(nil, &Record{Code: Alert, Time: 17, Key: "svc", Level: 1, Channel: "ops", Message: "late"}))
+	f.Add(Append(nil, &Record{Code: Delivered, Time: 17, Key: "svc", Ordinal: 9}))
 	f.Add([]byte{})
 	f.Add([]byte{9, 0, 0})
 	f.Fuzz(func(t *testing.T, b []byte) {

@@ -346,7 +346,7 @@ func (s *Store) Commit(index uint64, ups []Update) (err error) {
 }
 
 // ClearCovers sets every stored state's Covers to 0, and deletes the
-// stored events with ids past the index, in one transaction: for a WAL
+// stored events and alerts with ids past the index, in one transaction: for a WAL
 // that no longer holds the records they covered (a repair writes one
 // without them, numbered anew, and its events are stored again under
 // their new ids).
@@ -377,8 +377,10 @@ func (s *Store) ClearCovers() (err error) {
 				return fmt.Errorf("put series %q: %w", k, err)
 			}
 		}
-		left, err = s.dropEventsAfter(tx, s.Index())
-		return err
+		if left, err = s.dropEventsAfter(tx, s.Index()); err != nil {
+			return err
+		}
+		return dropAlertsAfter(tx, s.Index())
 	})
 	if err != nil {
 		return fmt.Errorf("clear what series states cover: %w", err)
