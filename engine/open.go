@@ -28,10 +28,10 @@ func Open(dir string, opts Options) (*DB, error) {
 	}
 	db := &DB{
 		opts: opts, logger: opts.Logger, dir: dir,
-		committer:     committer{series: make(map[string]*series), dirtyGen: 1},
-		index:         newIndex(),
-		notifyCh:      make(chan struct{}),
-		events:        eventMem{notify: make(chan struct{})},
+		committer: committer{series: make(map[string]*series), dirtyGen: 1},
+		index:     newIndex(),
+		notifyCh:  make(chan struct{}),
+		events:    eventMem{notify: make(chan struct{})},
 		status: status{hbs: map[string]*hb{}, alerts: map[uint64]sample.Alert{}, notify: make(chan struct{}),
 			group: map[string]*hb{}, done: map[uint64]bool{}},
 		reqs:          make(chan *request, 1024),
