@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"container/heap"
 	"context"
-	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -35,7 +34,7 @@ import (
 
 // ErrTooManyHeartbeats is returned for a pulse of a new service past
 // Options.MaxHeartbeats.
-var ErrTooManyHeartbeats = errors.New("heartbeat limit reached")
+var ErrTooManyHeartbeats = sample.ErrTooManyHeartbeats
 
 // forgetCancelled is how long a cancelled heartbeat stays listed.
 const forgetCancelled = 7 * 24 * time.Hour

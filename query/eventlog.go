@@ -15,9 +15,9 @@ import (
 	"github.com/sonde-metrics/sonde/ingest/status"
 )
 
-// EventStore is what the status event routes need of the store
-// (engine.DB is one).
-type EventStore interface {
+// StatusStore is what the status routes (events, heartbeats, alerts)
+// need of the store (engine.DB is one).
+type StatusStore interface {
 	// CheckEvent says whether the store would take ev now.
 	CheckEvent(ev *sample.Event, now int64) error
 	// AppendEvents writes evs, all or nothing, and sets their IDs.
@@ -28,6 +28,14 @@ type EventStore interface {
 	EventsAfter(id uint64, dst []sample.Event, max int) ([]sample.Event, error)
 	// NotifyEvents returns a channel closed once an event is added.
 	NotifyEvents() <-chan struct{}
+	// Pulse records a heartbeat; CancelHeartbeat cancels one
+	// (sample.ErrNotFound when there is none).
+	Pulse(ctx context.Context, service string, nextIn time.Duration, channel string) error
+	CancelHeartbeat(ctx context.Context, service string) error
+	// Heartbeats lists the heartbeats, by service; PendingAlerts the
+	// alerts waiting for delivery, by id.
+	Heartbeats() []sample.Heartbeat
+	PendingAlerts(dst []sample.Alert) []sample.Alert
 }
 
 // Bounds of the event routes (README, "Limits").
@@ -50,7 +58,7 @@ func (s *Server) eventRoutes(ctx *fasthttp.RequestCtx, path string) bool {
 	if path != "/api/v1/events" && path != "/api/v1/events/stream" {
 		return false
 	}
-	if s.opts.Events == nil {
+	if s.opts.Status == nil {
 		writeError(ctx, fasthttp.StatusNotFound, "this server keeps no events")
 		return true
 	}
@@ -77,7 +85,7 @@ func (s *Server) postEvents(ctx *fasthttp.RequestCtx) {
 	if err == nil {
 		now := time.Now().UnixMilli()
 		for i := range evs {
-			if err = s.opts.Events.CheckEvent(&evs[i], now); err != nil {
+			if err = s.opts.Status.CheckEvent(&evs[i], now); err != nil {
 				err = fmt.Errorf("event %d: %w", i, err)
 				break
 			}
@@ -87,7 +95,7 @@ func (s *Server) postEvents(ctx *fasthttp.RequestCtx) {
 		writeError(ctx, fasthttp.StatusBadRequest, err.Error())
 		return
 	}
-	if err := s.opts.Events.AppendEvents(ctx, evs); err != nil {
+	if err := s.opts.Status.AppendEvents(ctx, evs); err != nil {
 		// The events were checked: what is left is the store's state (a
 		// backlog, paused or failed writes, shutting down).
 		writeError(ctx, fasthttp.StatusServiceUnavailable, err.Error())
@@ -153,7 +161,7 @@ func (s *Server) listEvents(ctx *fasthttp.RequestCtx) {
 	}
 	s.bounded(ctx, func(r *read) error {
 		q.MaxBytes = r.opts.MaxBytes / 4 // room for JSON's escapes
-		page, err := s.opts.Events.Events(r.ctx, q)
+		page, err := s.opts.Status.Events(r.ctx, q)
 		if err != nil {
 			if e := r.alive(); e != nil {
 				return e
@@ -277,7 +285,7 @@ func (s *Server) eventStream(ctx *fasthttp.RequestCtx) {
 		trusted = min(trusted, s.store.Index())
 		reset, after = trusted != after, trusted
 	}
-	es := s.opts.Events
+	es := s.opts.Status
 	s.hijackStream(ctx, "event stream", func(w *bufio.Writer) error {
 		if reset {
 			w.WriteString("event: reset\r\ndata: {\"after\":")

@@ -60,9 +60,12 @@ type Options struct {
 	// Routes are more handlers by exact path, any method (the collectd
 	// receiver at /collectd). They run before the read API.
 	Routes map[string]fasthttp.RequestHandler
-	// Events, when set, serves the status event routes (/api/v1/events);
-	// without it they answer 404.
-	Events EventStore
+	// Status, when set, serves the status routes (/api/v1/events,
+	// /api/v1/heartbeats, /api/v1/alerts); without it they answer 404.
+	Status StatusStore
+	// AlertChannels are the names of the alert channels the operator
+	// configured: a heartbeat naming another is refused.
+	AlertChannels []string
 	// Instance, when set, is sent in the X-Sonde-Instance header of every
 	// event stream: a follower (-upstream) that gets its own server's
 	// instance back refuses to follow itself.
@@ -231,7 +234,7 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 		s.findSeries(ctx)
 		return
 	}
-	if s.eventRoutes(ctx, path) {
+	if s.eventRoutes(ctx, path) || s.heartbeatRoutes(ctx, path) {
 		return
 	}
 	if !ctx.IsGet() && !ctx.IsHead() {

@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -26,6 +27,7 @@ import (
 	"github.com/sonde-metrics/sonde/engine/boundary"
 	"github.com/sonde-metrics/sonde/engine/sample"
 	"github.com/sonde-metrics/sonde/ingest"
+	"github.com/sonde-metrics/sonde/ingest/alert"
 	"github.com/sonde-metrics/sonde/ingest/collectd"
 	"github.com/sonde-metrics/sonde/query"
 	"github.com/sonde-metrics/sonde/retention"
@@ -87,6 +89,8 @@ type config struct {
 	selfInterval     time.Duration
 	upstreams        stringList // -upstream, paired by order with
 	upstreamNames    stringList // -upstream-prefix
+	alerts           stringList // -alert
+	channels         []*alert.Channel
 	pprofAddr        string
 	gogc             int    // 0: leave the runtime's (the GOGC environment variable)
 	gcHeadroom       uint64 // 0: leave the runtime's memory limit (the GOMEMLIMIT environment variable)
@@ -149,6 +153,7 @@ func parseFlags(args []string) (config, error) {
 	fs.DurationVar(&c.selfInterval, "self-interval", 10*time.Second, "how often Sonde records its own figures as series ("+selfNames()+"); 0 turns it off, else at least 100ms (GET /metrics serves them either way)")
 	fs.Var(&c.upstreams, "upstream", "follow another Sonde's event stream (http://host:1337/events[?match=glob]) and store its keys under the -upstream-prefix of the same rank; repeatable")
 	fs.Var(&c.upstreamNames, "upstream-prefix", "NAME: keys of the -upstream of the same rank are stored as NAME.<key>, its cursor in "+ingest.CursorKey("NAME")+"; repeatable")
+	fs.Var(&c.alerts, "alert", "an alert channel heartbeats may name: name=NAME,webhook=URL | name=NAME,email=ADDR,smtp=HOST:PORT,from=ADDR[,user=U,password-file=F] | name=NAME,pushover=USER,token-file=F (secrets from *-file= or *-env=, never the flag); repeatable")
 	fs.StringVar(&c.pprofAddr, "pprof", "", "serve Go's profiler (net/http/pprof) on this address; off when empty")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.logFormat, "log-format", "text", "text or json")
@@ -166,6 +171,16 @@ func parseFlags(args []string) (config, error) {
 	}
 	if err := checkUpstreams(c.upstreams, c.upstreamNames); err != nil {
 		return c, err
+	}
+	for _, spec := range c.alerts {
+		ch, err := alert.ParseChannel(spec, alert.FromEnvironment)
+		if err != nil {
+			return c, err
+		}
+		if slices.ContainsFunc(c.channels, func(o *alert.Channel) bool { return o.Name == ch.Name }) {
+			return c, fmt.Errorf("-alert: the name %s is given twice", ch.Name)
+		}
+		c.channels = append(c.channels, ch)
 	}
 	if !explicit(fs, "gogc") && os.Getenv("GOGC") != "" {
 		c.gogc = 0 // the environment's, as the runtime read it
@@ -390,6 +405,29 @@ func run(c config, logger *slog.Logger) error {
 		}
 		lns.add("upstream."+c.upstreamNames[i], u, f.Serve, f.Close, func() any { return f.Stats() })
 	}
+	if len(c.channels) > 0 || len(db.PendingAlerts(nil)) > 0 {
+		d := alert.NewDeliverer(db, c.channels, logger.With("component", "alert"))
+		// It runs from here, with the store: an alert queued before a crash
+		// goes out even if a listener fails to start.
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			d.Run(ctx)
+		}()
+		lns.add("alerts", fmt.Sprintf("%d channels", len(c.channels)), func() error {
+			<-done
+			return nil
+		}, func() error {
+			cancel()
+			<-done
+			return nil
+		}, func() any { return d.Stats() })
+	}
+	var names []string
+	for _, ch := range c.channels {
+		names = append(names, ch.Name)
+	}
 	var httpSrv *query.Server   // set before it serves, and so before Stats runs
 	self := &selfSource{db: db} // its http is set with httpSrv
 	httpSrv, err = query.Listen(query.Options{
@@ -397,7 +435,7 @@ func run(c config, logger *slog.Logger) error {
 		MaxBodySize: c.maxBody,
 		Addr:        c.httpAddr, Heartbeat: c.heartbeat, StreamWriteTimeout: c.sseWriteTimeout, VaporPoints: c.vaporPoints, MaxConns: c.maxConns,
 		QueryTimeout: c.queryTimeout, MaxPoints: c.queryMaxPoints, MaxBytes: c.queryMaxBytes, MaxSeries: c.queryMaxSeries,
-		MaxQueries: c.queryConcurrency, HeaderTimeout: c.headerTimeout, Instance: instance, Events: db,
+		MaxQueries: c.queryConcurrency, HeaderTimeout: c.headerTimeout, Instance: instance, Status: db, AlertChannels: names,
 		Logger: logger.With("component", "http"),
 		Stats: func() map[string][]byte {
 			out := lns.stats()

@@ -238,6 +238,9 @@ var (
 	ErrNotFound = errors.New("no such key")
 	// ErrGone is returned when changes after an index are no longer held.
 	ErrGone = errors.New("changes no longer held")
+	// ErrTooManyHeartbeats is returned for a pulse of a new service past
+	// the heartbeat limit.
+	ErrTooManyHeartbeats = errors.New("heartbeat limit reached")
 )
 
 // ErrTooMany is returned by a read that would hold more points than its
