@@ -90,6 +90,8 @@ type config struct {
 	upstreams        stringList // -upstream, paired by order with
 	upstreamNames    stringList // -upstream-prefix
 	alerts           stringList // -alert
+	watchtowerAddr   string
+	watchtowerPWFile string
 	channels         []*alert.Channel
 	pprofAddr        string
 	gogc             int    // 0: leave the runtime's (the GOGC environment variable)
@@ -154,6 +156,8 @@ func parseFlags(args []string) (config, error) {
 	fs.Var(&c.upstreams, "upstream", "follow another Sonde's event stream (http://host:1337/events[?match=glob]) and store its keys under the -upstream-prefix of the same rank; repeatable")
 	fs.Var(&c.upstreamNames, "upstream-prefix", "NAME: keys of the -upstream of the same rank are stored as NAME.<key>, its cursor in "+ingest.CursorKey("NAME")+"; repeatable")
 	fs.Var(&c.alerts, "alert", "an alert channel heartbeats may name: name=NAME,webhook=URL | name=NAME,email=ADDR,smtp=HOST:PORT,from=ADDR[,user=U,password-file=F] | name=NAME,pushover=USER,token-file=F (secrets from *-file= or *-env=, never the flag); repeatable")
+	fs.StringVar(&c.watchtowerAddr, "watchtower", "", "serve watchtower's API (its clients, heartbeats and events) at the root of this address, e.g. 127.0.0.1:5000; off when empty (docs/watchtower.md)")
+	fs.StringVar(&c.watchtowerPWFile, "watchtower-password-file", "", "a file holding the password watchtower clients must send in their password header (none: no password)")
 	fs.StringVar(&c.pprofAddr, "pprof", "", "serve Go's profiler (net/http/pprof) on this address; off when empty")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.logFormat, "log-format", "text", "text or json")
@@ -425,8 +429,34 @@ func run(c config, logger *slog.Logger) error {
 		}, func() any { return d.Stats() })
 	}
 	var names []string
+	kinds := map[string]string{}
 	for _, ch := range c.channels {
 		names = append(names, ch.Name)
+		kinds[ch.Name] = ch.Kind
+	}
+	if c.watchtowerAddr != "" {
+		var pw string
+		if c.watchtowerPWFile != "" {
+			b, err := os.ReadFile(c.watchtowerPWFile)
+			if err != nil {
+				lns.close(logger)
+				db.Close()
+				return fmt.Errorf("read -watchtower-password-file: %w", err)
+			}
+			if pw = strings.TrimRight(string(b), "\r\n"); pw == "" {
+				lns.close(logger)
+				db.Close()
+				return fmt.Errorf("-watchtower-password-file %s is empty", c.watchtowerPWFile)
+			}
+		}
+		wt, err := query.ListenWatchtower(query.WatchtowerOptions{Addr: c.watchtowerAddr, Password: pw, Channels: kinds,
+			MaxConns: c.maxConns, MaxBodySize: c.maxBody, HeaderTimeout: c.headerTimeout, Logger: logger.With("component", "watchtower")}, db)
+		if err != nil {
+			lns.close(logger)
+			db.Close()
+			return err
+		}
+		lns.add("watchtower", wt.Addr().String(), wt.Serve, wt.Close, func() any { return map[string]any{"admission": wt.Stats()} })
 	}
 	var httpSrv *query.Server   // set before it serves, and so before Stats runs
 	self := &selfSource{db: db} // its http is set with httpSrv

@@ -55,6 +55,7 @@ type proc struct {
 	collectdAddr string
 	statsdAddr   string
 	httpAddr     string
+	addrs        map[string]any // every address of the "listening" line, by listener
 	exited       chan struct{}
 	mu           sync.Mutex
 	logs         []string
@@ -100,6 +101,7 @@ func start(t testing.TB, dataDir string, flags ...string) *proc {
 		p.graphiteAddr, _ = m["graphite"].(string)
 		p.collectdAddr, _ = m["collectd"].(string)
 		p.statsdAddr, _ = m["statsd"].(string)
+		p.addrs = m
 	case <-p.exited:
 		t.Fatalf("sonde exited before listening: %v\n%s", cmd.ProcessState, p.logText())
 	case <-time.After(60 * time.Second):

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/sonde-metrics/sonde/engine/sample"
 )
@@ -141,4 +142,66 @@ func TestParseQuotedNumbers(t *testing.T) {
 	if err != nil || evs[0].Level != 2 || evs[0].Time != 5 {
 		t.Fatalf("%+v %v", evs, err)
 	}
+}
+
+func TestWatchtowerBodies(t *testing.T) {
+	p, err := ParseWatchtowerPulse([]byte(`{"service":"backup","alertType":"pushover","alertTarget":"uKEY","nextIn":3600,"extra":1}`))
+	if err != nil || p.Service != "backup" || p.NextIn != time.Hour || p.AlertType != "pushover" || p.AlertTarget != "uKEY" {
+		t.Fatalf("pulse: %+v %v", p, err)
+	}
+	for body, hint := range map[string]string{
+		`{"nextIn":1,"alertType":"a","alertTarget":"b"}`:               "no service provided",
+		`{"service":"s","alertType":"a","alertTarget":"b"}`:            "no nextIn provided",
+		`{"service":"s","nextIn":1,"alertType":"a"}`:                   "no alert target provided",
+		`{"service":"s","nextIn":1,"alertTarget":"b"}`:                 "no alert type provided",
+		`{"service":"s","nextIn":0,"alertType":"a","alertTarget":"b"}`: "nextIn 0",
+		`not json`: "syntax",
+	} {
+		if _, err := ParseWatchtowerPulse([]byte(body)); err == nil || !strings.Contains(err.Error(), hint) {
+			t.Errorf("%s: %v, want %q", body, err, hint)
+		}
+	}
+	if s, err := ParseWatchtowerCancel([]byte(`{"service":"backup"}`)); err != nil || s != "backup" {
+		t.Fatalf("cancel: %q %v", s, err)
+	}
+	if _, err := ParseWatchtowerCancel([]byte(`{}`)); err == nil || !strings.Contains(err.Error(), "no service provided") {
+		t.Fatalf("cancel without service: %v", err)
+	}
+	ev, err := ParseWatchtowerEvent([]byte(`{"service":"backup","message":"done","level":2,"alert":true}`))
+	if err != nil || ev.Service != "backup" || ev.Message != "done" || ev.Level != 2 || !ev.Alert {
+		t.Fatalf("event: %+v %v", ev, err)
+	}
+	if _, err := ParseWatchtowerEvent([]byte(`{"service":"backup"}`)); err == nil || !strings.Contains(err.Error(), "no message provided") {
+		t.Fatalf("event without message: %v", err)
+	}
+}
+
+// FuzzParseWatchtower: watchtower's three bodies parse or are refused
+// with a syntax error; what parses keeps the limits.
+func FuzzParseWatchtower(f *testing.F) {
+	f.Add([]byte(`{"service":"backup","alertType":"pushover","alertTarget":"uKEY","nextIn":3600}`))
+	f.Add([]byte(`{"service":"backup","message":"done","level":2,"alert":true}`))
+	f.Add([]byte(`{"service":"backup"}`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		syntax := func(err error) {
+			if err != nil && !errors.Is(err, ErrSyntax) {
+				t.Fatalf("%q: %v is not a syntax error", body, err)
+			}
+		}
+		p, err := ParseWatchtowerPulse(body)
+		syntax(err)
+		if err == nil && (p.Service == "" || len(p.Service) > MaxService || p.NextIn < MinNextIn || p.NextIn > MaxNextIn || len(p.AlertType) > 256 || len(p.AlertTarget) > 256) {
+			t.Fatalf("%q: a pulse past the limits: %+v", body, p)
+		}
+		s, err := ParseWatchtowerCancel(body)
+		syntax(err)
+		if err == nil && (s == "" || len(s) > MaxService) {
+			t.Fatalf("%q: a service past the limits: %q", body, s)
+		}
+		ev, err := ParseWatchtowerEvent(body)
+		syntax(err)
+		if err == nil && (ev.Service == "" || len(ev.Message) > MaxMessage || !utf8.ValidString(ev.Message)) {
+			t.Fatalf("%q: an event past the limits: %+v", body, ev)
+		}
+	})
 }
