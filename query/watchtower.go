@@ -143,7 +143,9 @@ func reply(ctx *fasthttp.RequestCtx, v map[string]any) {
 	ctx.SetBody(append(b, '\n'))
 }
 
-func fail(ctx *fasthttp.RequestCtx, hint string) { reply(ctx, map[string]any{"result": 500, "hint": hint}) }
+func fail(ctx *fasthttp.RequestCtx, hint string) {
+	reply(ctx, map[string]any{"result": 500, "hint": hint})
+}
 
 func (w *Watchtower) serve(ctx *fasthttp.RequestCtx) {
 	defer boundary.Recover("watchtower", w.opts.Logger, func() {
