@@ -67,6 +67,7 @@ func (h *hb) gone(now int64) bool {
 type status struct {
 	mu     sync.RWMutex
 	hbs    map[string]*hb
+	checks map[string]*sample.Check
 	alerts map[uint64]sample.Alert // decided, not yet delivered
 	notify chan struct{}           // closed and replaced when an alert is queued
 	dirty  bool                    // changed since the last snapshot took them
@@ -80,7 +81,8 @@ type status struct {
 
 // statusOp is one heartbeat request.
 type statusOp struct {
-	kind    uint8 // opPulse, opCancel, opDone, opAttempt
+	kind    uint8 // opPulse, opCancel, opDone, opAttempt, opCheck
+	failing bool  // opCheck
 	service string
 	nextIn  int64
 	channel string
@@ -94,6 +96,7 @@ const (
 	opCancel
 	opDone
 	opAttempt
+	opCheck
 )
 
 // hbEntry is a heap entry: the heartbeat of service is due at due, unless
@@ -155,6 +158,23 @@ func (db *DB) AlertDone(ctx context.Context, id uint64, note string) error {
 // alert id, as an event of its service; the alert stays queued.
 func (db *DB) AlertAttempt(ctx context.Context, id uint64, note string) error {
 	return db.statusOp(ctx, statusOp{kind: opAttempt, alert: id, note: note})
+}
+
+// CheckResult records the result of an HTTP check (-check) named name,
+// which runs every `every` and alerts channel. Only a change is written:
+// the first result, and a pass after a failure or the other way round.
+// A failure after a pass (or as the first result) writes the event
+// "Check X is failing: detail", an alert and check.X.failing = 1; a pass
+// after a failure "Check X passes again", an alert and 0. So a check
+// alerts once when it fails, and once when it recovers, across restarts.
+func (db *DB) CheckResult(ctx context.Context, name string, failing bool, detail string, every time.Duration, channel string) error {
+	if err := checkKey(name); err != nil {
+		return fmt.Errorf("check name: %w", err)
+	}
+	if len(name) > sample.MaxService || len(channel) > record.MaxChannelLen {
+		return fmt.Errorf("%w: check name or channel too long", ErrValue)
+	}
+	return db.statusOp(ctx, statusOp{kind: opCheck, service: name, failing: failing, note: detail, nextIn: every.Milliseconds(), channel: channel})
 }
 
 func (db *DB) statusOp(ctx context.Context, op statusOp) error {
@@ -280,6 +300,36 @@ func (db *DB) prepareStatus(op *statusOp, now int64) error {
 			db.setLate(op.service, 0, now)
 		}
 		h.state, h.changed, h.lateAlert = hbCancelled, now, 0
+	case opCheck:
+		c := st.checks[op.service]
+		if c != nil && c.Failing == op.failing && c.Channel == op.channel && c.Every.Milliseconds() == op.nextIn {
+			return nil // no change
+		}
+		lvl := int64(0)
+		if op.failing {
+			lvl = 1
+		}
+		db.queueStatus(&record.Record{Code: record.Check, Time: now, Key: op.service, Level: lvl, Interval: op.nextIn,
+			Channel: op.channel, Message: op.note})
+		if c == nil && !op.failing || c != nil && c.Failing == op.failing {
+			if c == nil {
+				db.setFlag("check."+op.service+".failing", 0, now)
+			}
+			return nil // the first pass, or a new setting: no event
+		}
+		msg, kind, level, v := fmt.Sprintf("Check %s passes again", op.service), sample.AlertPassing, int64(sample.LevelBack), 0.0
+		if op.failing {
+			msg, kind, level, v = fmt.Sprintf("Check %s is failing: %s", op.service, op.note), sample.AlertFailing, sample.LevelLate, 1
+		}
+		if len(msg) > sample.MaxMessage {
+			msg = msg[:sample.MaxMessage]
+		}
+		ch := db.alertChannel(&hb{service: op.service, channel: op.channel}, now)
+		db.queueEvent(&sample.Event{Service: op.service, Level: level, Message: msg, Alert: ch != ""}, now)
+		if ch != "" {
+			db.queueStatus(&record.Record{Code: record.Alert, Time: now, Key: op.service, Level: int64(kind), Channel: ch, Message: msg})
+		}
+		db.setFlag("check."+op.service+".failing", v, now)
 	case opDone, opAttempt:
 		a, ok := st.alerts[op.alert]
 		if !ok || st.done[op.alert] {
@@ -310,8 +360,11 @@ func (db *DB) alertChannel(h *hb, now int64) string {
 }
 
 // setLate writes heartbeat.<service>.late = v.
-func (db *DB) setLate(service string, v float64, now int64) {
-	op := sample.Op{Code: sample.Set, Key: lateKey(service), Value: v}
+func (db *DB) setLate(service string, v float64, now int64) { db.setFlag(lateKey(service), v, now) }
+
+// setFlag writes the GAUGE key = v, which charts a state.
+func (db *DB) setFlag(key string, v float64, now int64) {
+	op := sample.Op{Code: sample.Set, Key: key, Value: v}
 	if err := db.prepare(&op, now, nil); err != nil {
 		db.logger.Warn("heartbeat series not written", "key", op.Key, "err", err)
 	}
@@ -359,10 +412,13 @@ func (db *DB) nextDue() (int64, bool) {
 // replay; under status.mu).
 func (st *status) applyStatus(r *record.Record, idx uint64) {
 	st.dirty = true
-	h := st.hbs[r.Key]
-	if h == nil && r.Code != record.Delivered {
-		h = &hb{service: r.Key, state: hbCancelled}
-		st.hbs[r.Key] = h
+	kind := sample.AlertKind(r.Level)
+	var h *hb
+	if r.Code == record.Pulse || r.Code == record.Cancel || r.Code == record.Alert && (kind == sample.AlertLate || kind == sample.AlertBack) {
+		if h = st.hbs[r.Key]; h == nil {
+			h = &hb{service: r.Key, state: hbCancelled}
+			st.hbs[r.Key] = h
+		}
 	}
 	switch r.Code {
 	case record.Pulse:
@@ -372,8 +428,11 @@ func (st *status) applyStatus(r *record.Record, idx uint64) {
 		h.nextIn, h.channel, h.last, h.due, h.state, h.lateAlert = r.Interval, r.Channel, r.Time, r.Time+r.Interval, hbOnTime, 0
 	case record.Cancel:
 		h.state, h.changed, h.lateAlert = hbCancelled, r.Time, 0
+	case record.Check:
+		st.checks[r.Key] = &sample.Check{Name: r.Key, Every: time.Duration(r.Interval) * time.Millisecond, Channel: r.Channel,
+			Failing: r.Level == 1, Since: r.Time, Detail: r.Message}
 	case record.Alert:
-		if sample.AlertKind(r.Level) == sample.AlertLate {
+		if kind == sample.AlertLate {
 			h.state, h.changed, h.lateAlert = hbLate, r.Time, idx
 		}
 		if r.Channel != "" {
@@ -386,7 +445,20 @@ func (st *status) applyStatus(r *record.Record, idx uint64) {
 
 // isStatus reports whether code is a heartbeat record's.
 func isStatus(code sample.Code) bool {
-	return code == record.Pulse || code == record.Cancel || code == record.Alert || code == record.Delivered
+	return code == record.Pulse || code == record.Cancel || code == record.Alert || code == record.Delivered || code == record.Check
+}
+
+// Checks returns the stored state of every HTTP check, by name.
+func (db *DB) Checks() []sample.Check {
+	st := &db.status
+	st.mu.RLock()
+	out := make([]sample.Check, 0, len(st.checks))
+	for _, c := range st.checks {
+		out = append(out, *c)
+	}
+	st.mu.RUnlock()
+	slices.SortFunc(out, func(a, b sample.Check) int { return cmp.Compare(a.Name, b.Name) })
+	return out
 }
 
 // applyGroupStatus applies the group's heartbeat records and wakes the
@@ -477,7 +549,7 @@ func (db *DB) NotifyAlerts() <-chan struct{} {
 // replay).
 func (db *DB) loadStatus() error {
 	st := &db.status
-	hbs, alerts, err := db.store.LoadStatus()
+	hbs, alerts, checks, err := db.store.LoadStatus()
 	if err != nil {
 		return fmt.Errorf("load heartbeats: %w", err)
 	}
@@ -487,6 +559,9 @@ func (db *DB) loadStatus() error {
 	}
 	for _, a := range alerts {
 		st.alerts[a.ID] = a
+	}
+	for _, c := range checks {
+		st.checks[c.Name] = &c
 	}
 	return nil
 }
@@ -529,6 +604,9 @@ func (db *DB) captureStatus() *snapshot.Status {
 	}
 	for _, a := range st.alerts {
 		out.Alerts = append(out.Alerts, a)
+	}
+	for _, c := range st.checks {
+		out.Checks = append(out.Checks, *c)
 	}
 	return out
 }

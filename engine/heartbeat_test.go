@@ -246,3 +246,64 @@ func TestHeartbeatCancel(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckResults: an HTTP check's results write only changes; a failure
+// alerts once and a recovery once, across a crash and a restart.
+func TestCheckResults(t *testing.T) {
+	clock := newClock()
+	dir := t.TempDir()
+	db := openDB(t, dir, hbOpts(clock, Options{}))
+	defer func() { db.Close() }()
+	ctx := context.Background()
+	result := func(failing bool, detail string) {
+		t.Helper()
+		if err := db.CheckResult(ctx, "web", failing, detail, 30*time.Second, "ops"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	result(false, "200 OK")
+	idx := db.published.Load()
+	result(false, "200 OK")
+	if db.published.Load() != idx {
+		t.Fatal("a repeated pass wrote a record")
+	}
+	if v := gauge(t, db, "check.web.failing"); v != 0 || len(eventsOf(t, db, "web")) != 0 {
+		t.Fatalf("first pass: failing = %v, events %+v", v, eventsOf(t, db, "web"))
+	}
+	result(true, "503 Service Unavailable")
+	result(true, "connection refused")
+	evs := eventsOf(t, db, "web")
+	if len(evs) != 1 || evs[0].Message != "Check web is failing: 503 Service Unavailable" || evs[0].Level != sample.LevelLate {
+		t.Fatalf("events after failures: %+v", evs)
+	}
+	if a := db.PendingAlerts(nil); len(a) != 1 || a[0].Kind != sample.AlertFailing || a[0].Service != "web" {
+		t.Fatalf("alerts: %+v", a)
+	}
+	if v := gauge(t, db, "check.web.failing"); v != 1 {
+		t.Fatalf("check.web.failing = %v", v)
+	}
+	if hs := db.Heartbeats(); len(hs) != 0 {
+		t.Fatalf("a check made heartbeats: %+v", hs)
+	}
+	abandon(t, db)
+	db = openDB(t, dir, hbOpts(clock, Options{}))
+	result(true, "still down") // known failing: nothing new
+	if n := len(eventsOf(t, db, "web")); n != 1 {
+		t.Fatalf("%d events after a failure following a crash", n)
+	}
+	result(false, "200 OK")
+	if evs := eventsOf(t, db, "web"); len(evs) != 2 || evs[0].Message != "Check web passes again" {
+		t.Fatalf("events after recovery: %+v", evs)
+	}
+	if a := db.PendingAlerts(nil); len(a) != 2 || a[1].Kind != sample.AlertPassing {
+		t.Fatalf("alerts after recovery: %+v", a)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db = openDB(t, dir, hbOpts(clock, Options{}))
+	cs := db.Checks()
+	if len(cs) != 1 || cs[0].Failing || cs[0].Every != 30*time.Second || cs[0].Channel != "ops" || cs[0].Detail != "200 OK" {
+		t.Fatalf("checks after a restart: %+v", cs)
+	}
+}

@@ -32,7 +32,7 @@ func Open(dir string, opts Options) (*DB, error) {
 		index:     newIndex(),
 		notifyCh:  make(chan struct{}),
 		events:    eventMem{notify: make(chan struct{})},
-		status: status{hbs: map[string]*hb{}, alerts: map[uint64]sample.Alert{}, notify: make(chan struct{}),
+		status: status{hbs: map[string]*hb{}, checks: map[string]*sample.Check{}, alerts: map[uint64]sample.Alert{}, notify: make(chan struct{}),
 			group: map[string]*hb{}, done: map[uint64]bool{}},
 		reqs:          make(chan *request, 1024),
 		syncReq:       make(chan chan error),

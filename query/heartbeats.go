@@ -20,7 +20,7 @@ import (
 // for other paths.
 func (s *Server) heartbeatRoutes(ctx *fasthttp.RequestCtx, path string) bool {
 	rest, one := strings.CutPrefix(path, "/api/v1/heartbeats/")
-	if path != "/api/v1/heartbeats" && path != "/api/v1/alerts" && !one {
+	if path != "/api/v1/heartbeats" && path != "/api/v1/alerts" && path != "/api/v1/checks" && !one {
 		return false
 	}
 	if s.opts.Status == nil {
@@ -29,6 +29,17 @@ func (s *Server) heartbeatRoutes(ctx *fasthttp.RequestCtx, path string) bool {
 	}
 	get := ctx.IsGet() || ctx.IsHead()
 	switch {
+	case path == "/api/v1/checks" && get:
+		b := append(make([]byte, 0, 256), `{"checks":[`...)
+		if s.opts.Checks != nil {
+			for i, c := range s.opts.Checks() {
+				if i > 0 {
+					b = append(b, ',')
+				}
+				b = appendCheck(b, &c)
+			}
+		}
+		writeJSON(ctx, append(b, "]}\n"...))
 	case path == "/api/v1/alerts" && get:
 		b := append(make([]byte, 0, 256), `{"alerts":[`...)
 		for i, a := range s.opts.Status.PendingAlerts(nil) {
@@ -170,5 +181,30 @@ func appendAlert(b []byte, a *sample.Alert) []byte {
 	b = appendString(b, a.Channel)
 	b = append(b, `,"message":`...)
 	b = appendString(b, a.Message)
+	return append(b, '}')
+}
+
+// appendCheck writes c as JSON: every in seconds, times in ms.
+func appendCheck(b []byte, c *sample.CheckInfo) []byte {
+	b = append(b, `{"name":`...)
+	b = appendString(b, c.Name)
+	b = append(b, `,"url":`...)
+	b = appendString(b, c.URL)
+	b = append(b, `,"every":`...)
+	b = strconv.AppendFloat(b, c.Every.Seconds(), 'f', -1, 64)
+	b = append(b, `,"expect":`...)
+	b = strconv.AppendInt(b, int64(c.Expect), 10)
+	b = append(b, `,"alert":`...)
+	b = appendString(b, c.Channel)
+	b = append(b, `,"failing":`...)
+	b = strconv.AppendBool(b, c.Failing)
+	b = append(b, `,"since":`...)
+	b = strconv.AppendInt(b, c.Since, 10)
+	b = append(b, `,"detail":`...)
+	b = appendString(b, c.Detail)
+	b = append(b, `,"lastRun":`...)
+	b = strconv.AppendInt(b, c.LastRun, 10)
+	b = append(b, `,"lastPass":`...)
+	b = strconv.AppendInt(b, c.LastPass, 10)
 	return append(b, '}')
 }

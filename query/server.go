@@ -66,6 +66,8 @@ type Options struct {
 	// AlertChannels are the names of the alert channels the operator
 	// configured: a heartbeat naming another is refused.
 	AlertChannels []string
+	// Checks, when set, lists the HTTP checks (/api/v1/checks).
+	Checks func() []sample.CheckInfo
 	// Instance, when set, is sent in the X-Sonde-Instance header of every
 	// event stream: a follower (-upstream) that gets its own server's
 	// instance back refuses to follow itself.

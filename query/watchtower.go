@@ -31,6 +31,8 @@ type WatchtowerOptions struct {
 	// kind (webhook, email, pushover): a pulse's alertTarget or alertType
 	// picks one (ChannelFor).
 	Channels map[string]string
+	// Checks, when set, lists the HTTP checks (/pings).
+	Checks func() []sample.CheckInfo
 	// MaxConns, MaxBodySize and HeaderTimeout as for the main server.
 	MaxConns      int
 	MaxBodySize   int
@@ -200,7 +202,15 @@ func (w *Watchtower) serve(ctx *fasthttp.RequestCtx) {
 	case path == "/events" && get:
 		w.events(ctx)
 	case path == "/pings" && get:
-		reply(ctx, map[string]any{"result": 200, "pings": []any{}})
+		pings := []map[string]any{}
+		if w.opts.Checks != nil {
+			for _, c := range w.opts.Checks() {
+				pings = append(pings, map[string]any{"service": c.Name, "url": c.URL, "frequency": int64(c.Every.Seconds()),
+					"alertType": w.opts.Channels[c.Channel], "alertTarget": c.Channel, "expectedCode": c.Expect,
+					"lastPing": c.LastRun / 1000, "lastPingSuccess": c.LastPass / 1000, "alerted": c.Failing && c.Channel != ""})
+			}
+		}
+		reply(ctx, map[string]any{"result": 200, "pings": pings})
 	default:
 		ctx.SetStatusCode(fasthttp.StatusNotFound)
 		reply(ctx, map[string]any{"result": 404, "hint": "no such route here (watchtower's routes: docs/watchtower.md)"})

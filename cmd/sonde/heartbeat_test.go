@@ -209,3 +209,80 @@ func TestAlertSurvivesKill(t *testing.T) {
 	default:
 	}
 }
+
+// TestHTTPCheck: a -check whose URL starts failing records an event and
+// alerts once, however many failed runs follow, and once more when it
+// passes again; /api/v1/checks and watchtower's /pings list it.
+func TestHTTPCheck(t *testing.T) {
+	r := newReceiver(t, nil)
+	var status atomic.Int32
+	status.Store(200)
+	runs := make(chan int32, 100)
+	health := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		code := status.Load()
+		w.WriteHeader(int(code))
+		select {
+		case runs <- code:
+		default:
+		}
+	}))
+	defer health.Close()
+	p := start(t, t.TempDir(), "-alert", "name=ops,webhook="+r.URL, "-check", "web="+health.URL+"/health,every=1s,alert=ops",
+		"-watchtower", "127.0.0.1:0")
+	nextRun := func(want int32) {
+		t.Helper()
+		for {
+			select {
+			case code := <-runs:
+				if code == want {
+					return
+				}
+			case <-time.After(30 * time.Second):
+				t.Fatalf("no check run answered %d within 30 s", want)
+			}
+		}
+	}
+	nextRun(200)
+	status.Store(503)
+	c := r.call(t)
+	if c.Kind != "failing" || c.Service != "web" || !strings.Contains(c.Message, "Check web is failing: GET "+health.URL+"/health: 503") {
+		t.Fatalf("failing call: %+v", c)
+	}
+	nextRun(503) // two more failed runs: no second alert
+	nextRun(503)
+	var checks struct {
+		Checks []struct {
+			Name     string  `json:"name"`
+			Failing  bool    `json:"failing"`
+			Every    float64 `json:"every"`
+			Expect   int     `json:"expect"`
+			LastPass int64   `json:"lastPass"`
+		} `json:"checks"`
+	}
+	p.get("/api/v1/checks", &checks)
+	if len(checks.Checks) != 1 || !checks.Checks[0].Failing || checks.Checks[0].Every != 1 || checks.Checks[0].Expect != 200 || checks.Checks[0].LastPass == 0 {
+		t.Fatalf("checks: %+v", checks)
+	}
+	wt := &wtClient{t: t, base: "http://" + p.addrs["watchtower"].(string)}
+	pings := wt.ok("GET", "/pings", nil, nil)["pings"].([]any)
+	if len(pings) != 1 || pings[0].(map[string]any)["service"] != "web" || pings[0].(map[string]any)["alerted"] != true {
+		t.Fatalf("pings: %v", pings)
+	}
+	status.Store(200)
+	back := r.call(t)
+	if back.Kind != "passing" || back.Message != "Check web passes again" {
+		t.Fatalf("passing call: %+v", back)
+	}
+	var se struct {
+		Value float64 `json:"value"`
+	}
+	p.get("/api/v1/series/check.web.failing", &se)
+	if se.Value != 0 {
+		t.Fatalf("check.web.failing = %v after recovery", se.Value)
+	}
+	select {
+	case extra := <-r.calls:
+		t.Fatalf("an extra call: %+v", extra)
+	default:
+	}
+}

@@ -90,6 +90,8 @@ type config struct {
 	upstreams        stringList // -upstream, paired by order with
 	upstreamNames    stringList // -upstream-prefix
 	alerts           stringList // -alert
+	checkFlags       stringList // -check
+	checks           []*alert.Check
 	watchtowerAddr   string
 	watchtowerPWFile string
 	channels         []*alert.Channel
@@ -156,6 +158,7 @@ func parseFlags(args []string) (config, error) {
 	fs.Var(&c.upstreams, "upstream", "follow another Sonde's event stream (http://host:1337/events[?match=glob]) and store its keys under the -upstream-prefix of the same rank; repeatable")
 	fs.Var(&c.upstreamNames, "upstream-prefix", "NAME: keys of the -upstream of the same rank are stored as NAME.<key>, its cursor in "+ingest.CursorKey("NAME")+"; repeatable")
 	fs.Var(&c.alerts, "alert", "an alert channel heartbeats may name: name=NAME,webhook=URL | name=NAME,email=ADDR,smtp=HOST:PORT,from=ADDR[,user=U,password-file=F] | name=NAME,pushover=USER,token-file=F (secrets from *-file= or *-env=, never the flag); repeatable")
+	fs.Var(&c.checkFlags, "check", "an HTTP check: NAME=URL[,every=30s][,expect=200][,alert=CHANNEL][,timeout=10s]: a failing GET records an event and alerts once, and again when it passes; repeatable")
 	fs.StringVar(&c.watchtowerAddr, "watchtower", "", "serve watchtower's API (its clients, heartbeats and events) at the root of this address, e.g. 127.0.0.1:5000; off when empty (docs/watchtower.md)")
 	fs.StringVar(&c.watchtowerPWFile, "watchtower-password-file", "", "a file holding the password watchtower clients must send in their password header (none: no password)")
 	fs.StringVar(&c.pprofAddr, "pprof", "", "serve Go's profiler (net/http/pprof) on this address; off when empty")
@@ -185,6 +188,19 @@ func parseFlags(args []string) (config, error) {
 			return c, fmt.Errorf("-alert: the name %s is given twice", ch.Name)
 		}
 		c.channels = append(c.channels, ch)
+	}
+	for _, spec := range c.checkFlags {
+		ch, err := alert.ParseCheck(spec)
+		if err != nil {
+			return c, err
+		}
+		if ch.Channel != "" && !slices.ContainsFunc(c.channels, func(o *alert.Channel) bool { return o.Name == ch.Channel }) {
+			return c, fmt.Errorf("-check %s: alert=%s names no -alert channel", ch.Name, ch.Channel)
+		}
+		if slices.ContainsFunc(c.checks, func(o *alert.Check) bool { return o.Name == ch.Name }) {
+			return c, fmt.Errorf("-check: the name %s is given twice", ch.Name)
+		}
+		c.checks = append(c.checks, ch)
 	}
 	if !explicit(fs, "gogc") && os.Getenv("GOGC") != "" {
 		c.gogc = 0 // the environment's, as the runtime read it
@@ -428,6 +444,23 @@ func run(c config, logger *slog.Logger) error {
 			return nil
 		}, func() any { return d.Stats() })
 	}
+	checker := alert.NewChecker(db, c.checks, logger.With("component", "check"))
+	if len(c.checks) > 0 {
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			checker.Run(ctx)
+		}()
+		lns.add("checks", fmt.Sprintf("%d checks", len(c.checks)), func() error {
+			<-done
+			return nil
+		}, func() error {
+			cancel()
+			<-done
+			return nil
+		}, func() any { return checker.Status() })
+	}
 	var names []string
 	kinds := map[string]string{}
 	for _, ch := range c.channels {
@@ -449,7 +482,7 @@ func run(c config, logger *slog.Logger) error {
 				return fmt.Errorf("-watchtower-password-file %s is empty", c.watchtowerPWFile)
 			}
 		}
-		wt, err := query.ListenWatchtower(query.WatchtowerOptions{Addr: c.watchtowerAddr, Password: pw, Channels: kinds,
+		wt, err := query.ListenWatchtower(query.WatchtowerOptions{Addr: c.watchtowerAddr, Password: pw, Channels: kinds, Checks: checker.Status,
 			MaxConns: c.maxConns, MaxBodySize: c.maxBody, HeaderTimeout: c.headerTimeout, Logger: logger.With("component", "watchtower")}, db)
 		if err != nil {
 			lns.close(logger)
@@ -465,7 +498,7 @@ func run(c config, logger *slog.Logger) error {
 		MaxBodySize: c.maxBody,
 		Addr:        c.httpAddr, Heartbeat: c.heartbeat, StreamWriteTimeout: c.sseWriteTimeout, VaporPoints: c.vaporPoints, MaxConns: c.maxConns,
 		QueryTimeout: c.queryTimeout, MaxPoints: c.queryMaxPoints, MaxBytes: c.queryMaxBytes, MaxSeries: c.queryMaxSeries,
-		MaxQueries: c.queryConcurrency, HeaderTimeout: c.headerTimeout, Instance: instance, Status: db, AlertChannels: names,
+		MaxQueries: c.queryConcurrency, HeaderTimeout: c.headerTimeout, Instance: instance, Status: db, AlertChannels: names, Checks: checker.Status,
 		Logger: logger.With("component", "http"),
 		Stats: func() map[string][]byte {
 			out := lns.stats()

@@ -162,6 +162,27 @@ type Heartbeat struct {
 	Alerted bool
 }
 
+// Check is the stored state of an HTTP check (-check).
+type Check struct {
+	Name    string
+	Every   time.Duration
+	Channel string
+	// Failing says the last result failed; Since is when the state began
+	// (ms), Detail what the result that began it said.
+	Failing bool
+	Since   int64
+	Detail  string
+}
+
+// CheckInfo is what a running HTTP check shows: its stored state, what
+// it asks, and when it last ran and last passed (ms; 0: not yet).
+type CheckInfo struct {
+	Check
+	URL               string
+	Expect            int
+	LastRun, LastPass int64
+}
+
 // Alert is an alert decided and not yet delivered: its ID (its WAL
 // index) stays the same through every retry, so that a receiver can
 // drop a resend.
@@ -179,8 +200,10 @@ type AlertKind uint8
 
 // The alert kinds.
 const (
-	AlertLate AlertKind = 1 // a heartbeat is late
-	AlertBack AlertKind = 2 // a late heartbeat pulses again
+	AlertLate    AlertKind = 1 // a heartbeat is late
+	AlertBack    AlertKind = 2 // a late heartbeat pulses again
+	AlertFailing AlertKind = 3 // an HTTP check fails
+	AlertPassing AlertKind = 4 // a failing HTTP check passes again
 )
 
 func (k AlertKind) String() string {
@@ -189,6 +212,10 @@ func (k AlertKind) String() string {
 		return "late"
 	case AlertBack:
 		return "back"
+	case AlertFailing:
+		return "failing"
+	case AlertPassing:
+		return "passing"
 	}
 	return fmt.Sprintf("kind%d", uint8(k))
 }

@@ -219,3 +219,20 @@ func TestDroppedChannel(t *testing.T) {
 		t.Fatalf("done after the drop: %v", err)
 	}
 }
+
+func TestParseCheck(t *testing.T) {
+	c, err := ParseCheck("web=https://example.com/health,every=1m,expect=204,alert=ops,timeout=5s")
+	if err != nil || c.Name != "web" || c.URL != "https://example.com/health" || c.Every != time.Minute || c.Expect != 204 ||
+		c.Channel != "ops" || c.Timeout != 5*time.Second {
+		t.Fatalf("%+v %v", c, err)
+	}
+	if c, err := ParseCheck("db=http://10.0.0.1:8080/,every=2s"); err != nil || c.Timeout != 2*time.Second || c.Expect != 200 {
+		t.Fatalf("defaults: %+v %v", c, err)
+	}
+	for _, bad := range []string{"https://x", "web=ftp://x", "a b=https://x", "web=https://x,every=10ms", "web=https://x,expect=99",
+		"web=https://x,colour=red", "web=https://x,every=2d"} {
+		if _, err := ParseCheck(bad); err == nil {
+			t.Errorf("%q taken", bad)
+		}
+	}
+}

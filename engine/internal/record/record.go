@@ -23,6 +23,9 @@
 //	Alert:      the key is the service; kind uvarint, channel and message
 //	            (uvarint length, then the bytes each)
 //	Delivered:  the key is the service; alert id uvarint
+//	Check:      the key is the check's name; failing 1 byte (0 or 1), every
+//	            uvarint (ms), channel and message (uvarint length, then
+//	            the bytes each)
 //
 // These layouts are part of the on-disk format; docs/format/wal.md mirrors
 // them. Change them only with a new frame version.
@@ -58,6 +61,10 @@ const (
 	// Delivered: the alert whose id is Ordinal is done with (delivered,
 	// or dropped): it leaves the queue.
 	Delivered sample.Code = 10
+	// Check: the HTTP check named Key is failing (Level 1) or passing
+	// (Level 0) since Time, as Message says; it runs every Interval ms
+	// and alerts Channel.
+	Check sample.Code = 11
 )
 
 // MaxChannelLen is the longest channel name a record can hold.
@@ -142,6 +149,13 @@ func Append(dst []byte, r *Record) []byte {
 		dst = append(dst, r.Message...)
 	case r.Code == Delivered:
 		dst = binary.AppendUvarint(dst, r.Ordinal)
+	case r.Code == Check:
+		dst = append(dst, byte(r.Level&1))
+		dst = binary.AppendUvarint(dst, uint64(r.Interval))
+		dst = binary.AppendUvarint(dst, uint64(len(r.Channel)))
+		dst = append(dst, r.Channel...)
+		dst = binary.AppendUvarint(dst, uint64(len(r.Message)))
+		dst = append(dst, r.Message...)
 	}
 	return dst
 }
@@ -278,6 +292,20 @@ func DecodeView(body []byte, r *Record) ([]byte, error) {
 		r.Message = d.text(MaxMessageLen, "message")
 	case r.Code == Delivered:
 		r.Ordinal = d.uvarint()
+	case r.Code == Check:
+		if len(d.b) == 0 || d.b[0] > 1 {
+			d.err = fmt.Errorf("%w: bad failing flag", ErrMalformed)
+		} else {
+			r.Level = int64(d.b[0])
+			d.b = d.b[1:]
+		}
+		iv := d.uvarint()
+		if iv > math.MaxInt64 {
+			d.err = fmt.Errorf("%w: every %d", ErrMalformed, iv)
+		}
+		r.Interval = int64(iv)
+		r.Channel = d.text(MaxChannelLen, "channel")
+		r.Message = d.text(MaxMessageLen, "message")
 	default:
 		return nil, fmt.Errorf("%w: unknown code %d", ErrMalformed, r.Code)
 	}

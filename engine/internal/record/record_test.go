@@ -23,6 +23,8 @@ func TestRoundTrip(t *testing.T) {
 		{Code: Cancel, Time: 9, Key: "cron"},
 		{Code: Alert, Time: 10, Key: "cron", Level: 2, Channel: "ops", Message: "Service cron has not pulsed"},
 		{Code: Delivered, Time: 11, Key: "cron", Ordinal: 1 << 40},
+		{Code: Check, Time: 12, Key: "web", Level: 1, Interval: 30_000, Channel: "ops", Message: "503 Service Unavailable"},
+		{Code: Check, Time: 13, Key: "web", Interval: 1000},
 	} {
 		b := Append(nil, &r)
 		var got Record
@@ -49,6 +51,7 @@ func FuzzDecode(f *testing.F) {
 	f.Add(Append(nil, &Record{Code: Pulse, Time: 17, Key: "svc", Interval: 5000, Channel: "ops"}))
 	f.Add(Append(nil, &Record{Code: Alert, Time: 17, Key: "svc", Level: 1, Channel: "ops", Message: "late"}))
 	f.Add(Append(nil, &Record{Code: Delivered, Time: 17, Key: "svc", Ordinal: 9}))
+	f.Add(Append(nil, &Record{Code: Check, Time: 17, Key: "web", Level: 1, Interval: 9, Channel: "c", Message: "m"}))
 	f.Add([]byte{})
 	f.Add([]byte{9, 0, 0})
 	f.Fuzz(func(t *testing.T, b []byte) {

@@ -54,7 +54,7 @@ type FileReport struct {
 
 // knownBuckets are the buckets Sonde writes, in the order a salvage
 // copies them.
-var knownBuckets = [][]byte{bucketMeta, bucketSeries, bucketHistory, bucketArchive, bucketWatermark, bucketEvents, bucketEventIDs, bucketHeartbeats, bucketAlerts}
+var knownBuckets = [][]byte{bucketMeta, bucketSeries, bucketHistory, bucketArchive, bucketWatermark, bucketEvents, bucketEventIDs, bucketHeartbeats, bucketAlerts, bucketChecks}
 
 // checkEntry checks one stored entry: its seal, and that its payload
 // decodes as what its bucket holds.
@@ -76,7 +76,7 @@ func checkEntry(bucket, k, v []byte) error {
 	case bytes.Equal(bucket, bucketEvents):
 		var ev sample.Event
 		return decodeEvent(k, payload, &ev)
-	case bytes.Equal(bucket, bucketHeartbeats), bytes.Equal(bucket, bucketAlerts):
+	case bytes.Equal(bucket, bucketHeartbeats), bytes.Equal(bucket, bucketAlerts), bytes.Equal(bucket, bucketChecks):
 		return checkStatus(bucket, k, payload)
 	case bytes.Equal(bucket, bucketEventIDs):
 		if len(k) != 8 || len(payload) != 8 {
@@ -228,7 +228,7 @@ func Salvage(src, dst string) (FileReport, error) {
 		switch {
 		case bytes.Equal(bucket, bucketSeries), bytes.Equal(bucket, bucketMeta), bytes.Equal(bucket, bucketEventIDs):
 			return nil // the id index is rebuilt at open, from the events kept
-		case bytes.Equal(bucket, bucketEvents), bytes.Equal(bucket, bucketHeartbeats), bytes.Equal(bucket, bucketAlerts):
+		case bytes.Equal(bucket, bucketEvents), bytes.Equal(bucket, bucketHeartbeats), bytes.Equal(bucket, bucketAlerts), bytes.Equal(bucket, bucketChecks):
 			payload, _ := unseal(bucket, k, v)
 			// bucket points into the mapped file, which is gone after the walk.
 			name := knownBuckets[slices.IndexFunc(knownBuckets, func(b []byte) bool { return bytes.Equal(b, bucket) })]

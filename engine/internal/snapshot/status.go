@@ -5,6 +5,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -15,12 +17,14 @@ import (
 //
 //	heartbeats  service       → sealed heartbeat state
 //	alerts      id (8 BE)     → sealed alert waiting for delivery
+//	checks      name          → sealed HTTP check state
 //
 // A snapshot that changed them writes both whole (PutStatus): they are
 // small (bounded by -max-heartbeats and the alert queue's bound).
 var (
 	bucketHeartbeats = []byte("heartbeats")
 	bucketAlerts     = []byte("alerts")
+	bucketChecks     = []byte("checks")
 )
 
 const statusVersion = 1
@@ -40,6 +44,37 @@ type HeartbeatState struct {
 type Status struct {
 	Heartbeats []HeartbeatState
 	Alerts     []sample.Alert
+	Checks     []sample.Check
+}
+
+func encodeCheck(dst []byte, c *sample.Check) []byte {
+	var failing byte
+	if c.Failing {
+		failing = 1
+	}
+	dst = append(dst, statusVersion, failing)
+	dst = binary.AppendUvarint(dst, uint64(c.Every.Milliseconds()))
+	dst = binary.AppendVarint(dst, c.Since)
+	dst = appendText(dst, c.Channel)
+	return appendText(dst, c.Detail)
+}
+
+func decodeCheck(k, b []byte, c *sample.Check) error {
+	r := reader{b: b, ok: true}
+	if v := r.byte(); v != statusVersion {
+		return fmt.Errorf("%w: a check of version %d", ErrFormat, v)
+	}
+	c.Name = string(k)
+	f := r.byte()
+	every := r.uvarint()
+	c.Since = r.varint()
+	c.Channel = r.text()
+	c.Detail = r.text()
+	if !r.ok || len(r.b) != 0 || f > 1 || every > math.MaxInt64/uint64(time.Millisecond) {
+		return errors.New("a damaged check")
+	}
+	c.Failing, c.Every = f == 1, time.Duration(every)*time.Millisecond
+	return nil
 }
 
 func appendText(dst []byte, s string) []byte {
@@ -154,7 +189,7 @@ func (s *Store) PutStatus(st *Status) (err error) {
 		update = func(fn func(*bolt.Tx) error) error { return s.commitHook(func() error { return s.db.Update(fn) }) }
 	}
 	err = update(func(tx *bolt.Tx) error {
-		for _, name := range [][]byte{bucketHeartbeats, bucketAlerts} {
+		for _, name := range [][]byte{bucketHeartbeats, bucketAlerts, bucketChecks} {
 			if tx.Bucket(name) != nil {
 				if err := tx.DeleteBucket(name); err != nil {
 					return err
@@ -168,6 +203,17 @@ func (s *Store) PutStatus(st *Status) (err error) {
 		alerts, err := tx.CreateBucket(bucketAlerts)
 		if err != nil {
 			return err
+		}
+		checks, err := tx.CreateBucket(bucketChecks)
+		if err != nil {
+			return err
+		}
+		for i := range st.Checks {
+			c := &st.Checks[i]
+			k := []byte(c.Name)
+			if err := checks.Put(k, seal(bucketChecks, k, encodeCheck(nil, c))); err != nil {
+				return fmt.Errorf("put check %q: %w", c.Name, err)
+			}
 		}
 		for i := range st.Heartbeats {
 			h := &st.Heartbeats[i]
@@ -191,8 +237,8 @@ func (s *Store) PutStatus(st *Status) (err error) {
 	return nil
 }
 
-// LoadStatus reads the stored heartbeats and alerts.
-func (s *Store) LoadStatus() (hbs []HeartbeatState, alerts []sample.Alert, err error) {
+// LoadStatus reads the stored heartbeats, alerts and checks.
+func (s *Store) LoadStatus() (hbs []HeartbeatState, alerts []sample.Alert, checks []sample.Check, err error) {
 	defer caught(&err)
 	err = s.db.View(func(tx *bolt.Tx) error {
 		if b := tx.Bucket(bucketHeartbeats); b != nil {
@@ -206,6 +252,23 @@ func (s *Store) LoadStatus() (hbs []HeartbeatState, alerts []sample.Alert, err e
 					return damaged(bucketHeartbeats, k, err)
 				}
 				hbs = append(hbs, h)
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+		}
+		if b := tx.Bucket(bucketChecks); b != nil {
+			err := b.ForEach(func(k, v []byte) error {
+				payload, err := unseal(bucketChecks, k, v)
+				if err != nil {
+					return err
+				}
+				var c sample.Check
+				if err := decodeCheck(k, payload, &c); err != nil {
+					return damaged(bucketChecks, k, err)
+				}
+				checks = append(checks, c)
 				return nil
 			})
 			if err != nil {
@@ -228,7 +291,7 @@ func (s *Store) LoadStatus() (hbs []HeartbeatState, alerts []sample.Alert, err e
 		}
 		return nil
 	})
-	return hbs, alerts, err
+	return hbs, alerts, checks, err
 }
 
 // checkStatus checks a stored heartbeat or alert (CheckFile).
@@ -236,6 +299,10 @@ func checkStatus(bucket, k, payload []byte) error {
 	if bytes.Equal(bucket, bucketHeartbeats) {
 		var h HeartbeatState
 		return decodeHeartbeat(k, payload, &h)
+	}
+	if bytes.Equal(bucket, bucketChecks) {
+		var c sample.Check
+		return decodeCheck(k, payload, &c)
 	}
 	var a sample.Alert
 	return decodeAlert(k, payload, &a)
