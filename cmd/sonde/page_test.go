@@ -328,3 +328,35 @@ func TestPageAssets(t *testing.T) {
 		t.Errorf("POST /: %d", code)
 	}
 }
+
+// TestPageStatus: the Status tab lists the heartbeats and the events
+// written before it opened, and shows a new event as it is written.
+func TestPageStatus(t *testing.T) {
+	p := start(t, t.TempDir())
+	if code, body := p.send("POST", "/api/v1/events", `[{"service":"backup","level":1,"message":"done <b>in</b> 4 min"},{"service":"deploy","message":"started"}]`); code != 200 {
+		t.Fatalf("post events: %d %s", code, body)
+	}
+	if code, body := p.send("POST", "/api/v1/heartbeats", `{"service":"cron","nextIn":3600}`); code != 200 {
+		t.Fatalf("pulse: %d %s", code, body)
+	}
+	b := newBrowser(t)
+	b.navigate(p.url("/"))
+	b.do("open the Status tab", `document.getElementById('tab-status').click()`)
+	b.wait("the events written before", `window.sonde.events.length === 2 && document.querySelectorAll('#events tr').length === 2`)
+	b.wait("the heartbeat", `document.querySelector('#heartbeats tr[data-service="cron"][data-state="on-time"]') !== null`)
+	if got := evalAs[string](b, `document.querySelector('#events tr:last-child td.msg').textContent`); got != "done <b>in</b> 4 min" {
+		t.Fatalf("the oldest event's message shows as %q (as text, not markup)", got)
+	}
+	if evalAs[bool](b, `document.getElementById('viewport').checkVisibility()`) {
+		t.Fatal("the key table still shows on the Status tab")
+	}
+	if code, body := p.send("POST", "/api/v1/events", `{"service":"db","level":3,"message":"failover"}`); code != 200 {
+		t.Fatalf("post an event: %d %s", code, body)
+	}
+	b.wait("the new event, live, first", `window.sonde.events[0]?.message === 'failover' && document.querySelector('#events tr:first-child').dataset.level === '3'`)
+	b.do("back to Metrics", `document.getElementById('tab-metrics').click()`)
+	b.wait("the key table again", `document.getElementById('viewport').checkVisibility() && document.getElementById('status-view').hidden`)
+	if errs := b.errs(); len(errs) > 0 {
+		t.Fatalf("page errors: %v", errs)
+	}
+}

@@ -503,6 +503,83 @@
     es.addEventListener('reset', (ev) => { stats.resets++; first = false; apply(JSON.parse(ev.data), 'reset'); });
   }
 
+  // ---- the Status tab: heartbeats and events (/api/v1/heartbeats,
+  // /api/v1/events and its stream), loaded when the tab is first shown.
+  const statusView = $('status-view');
+  const metricsEls = [...document.querySelectorAll('main > section:not(#status-view)')];
+  const events = []; // newest first, at most EVENTS_KEPT
+  const EVENTS_KEPT = 200;
+  const heartbeats = [];
+  window.sonde.events = events;
+  window.sonde.heartbeats = heartbeats;
+  let statusStarted = false;
+  const when = (ms) => ms ? new Date(ms).toLocaleString([], { hour12: false }) : '';
+  function cell(tr, text, cls) {
+    const td = document.createElement('td');
+    td.textContent = text;
+    if (cls) td.className = cls;
+    tr.appendChild(td);
+  }
+  function drawEvents() {
+    const body = $('events');
+    body.replaceChildren(...events.map((ev) => {
+      const tr = document.createElement('tr');
+      tr.dataset.level = String(ev.level);
+      tr.dataset.id = String(ev.id);
+      cell(tr, when(ev.time)); cell(tr, ev.service); cell(tr, String(ev.level)); cell(tr, ev.message, 'msg');
+      return tr;
+    }));
+    $('events-note').textContent = events.length ? '' : 'No events yet: POST /api/v1/events, or a heartbeat that goes late, writes one.';
+  }
+  function addEvent(ev) {
+    if (events.some((e) => e.id === ev.id)) return;
+    events.push(ev);
+    events.sort((a, b) => b.time - a.time || b.id - a.id);
+    if (events.length > EVENTS_KEPT) events.length = EVENTS_KEPT;
+  }
+  function loadHeartbeats() {
+    return fetchJSON('/api/v1/heartbeats').then((r) => {
+      heartbeats.length = 0;
+      heartbeats.push(...r.heartbeats);
+      $('heartbeats').replaceChildren(...heartbeats.map((h) => {
+        const tr = document.createElement('tr');
+        tr.dataset.state = h.state;
+        tr.dataset.service = h.service;
+        cell(tr, h.service); cell(tr, h.state + (h.alerted ? ' (alerted)' : '')); cell(tr, when(h.last)); cell(tr, when(h.expected)); cell(tr, h.alert);
+        return tr;
+      }));
+      $('heartbeats-note').textContent = heartbeats.length ? '' : 'No heartbeats: POST /api/v1/heartbeats {"service","nextIn"} starts one.';
+    });
+  }
+  function startStatus() {
+    if (statusStarted) return;
+    statusStarted = true;
+    quiet(fetchJSON('/api/v1/events?limit=' + EVENTS_KEPT).then((r) => {
+      for (const ev of r.events) addEvent(ev);
+      drawEvents();
+    }).finally(() => {
+      // New events from here on; the browser resumes with Last-Event-ID.
+      const after = events.reduce((m, ev) => Math.max(m, ev.id), 0);
+      const es = new EventSource('/api/v1/events/stream' + (after ? '?after=' + after : ''));
+      es.onmessage = (m) => {
+        addEvent(JSON.parse(m.data));
+        drawEvents();
+        quiet(loadHeartbeats()); // a heartbeat's events change its state
+      };
+    }));
+    quiet(loadHeartbeats());
+    setInterval(() => { if (!statusView.hidden) quiet(loadHeartbeats()); }, 5000);
+  }
+  function showTab(tab) {
+    const status = tab === 'status';
+    statusView.hidden = !status;
+    for (const el of metricsEls) el.style.display = status ? 'none' : '';
+    for (const b of document.querySelectorAll('[data-tab]')) b.setAttribute('aria-pressed', String(b.dataset.tab === tab));
+    if (status) startStatus();
+  }
+  for (const b of document.querySelectorAll('[data-tab]')) b.addEventListener('click', () => showTab(b.dataset.tab));
+  if (params.get('tab') === 'status') showTab('status');
+
   // The stored state first (types, update times), then the stream, whose
   // first frame is the whole state again and then every change.
   fetchJSON('/api/v1/series').then((list) => {
