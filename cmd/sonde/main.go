@@ -71,6 +71,7 @@ type config struct {
 	eventRetention   string
 	eventMaxBytes    int64
 	eventMemory      int
+	maxHeartbeats    int
 	maxSeries        int
 	minWindow        time.Duration
 	walSegment       int
@@ -135,6 +136,7 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&c.eventRetention, "event-retention", "90d", "how long status events are kept, by their time (s, m, h, d, w, y); older ones are refused and expired")
 	fs.Int64Var(&c.eventMaxBytes, "event-max-bytes", 1<<30, "most bytes the stored status events take; the oldest are expired past it (0: no bound but -event-retention)")
 	fs.IntVar(&c.eventMemory, "event-memory", 64<<20, "most bytes of status events held in memory until a snapshot stores them; past it new events are refused (503)")
+	fs.IntVar(&c.maxHeartbeats, "max-heartbeats", 10_000, "most heartbeats (a cancelled one counts for a week); a pulse of one more service gets 400")
 	fs.IntVar(&c.chunkPoints, "chunk-points", 4096, "history points compaction gathers into one stored chunk (negative: no compaction)")
 	fs.IntVar(&c.maxSeries, "max-series", 1_000_000, "most keys the store holds")
 	fs.IntVar(&c.walSegment, "wal-segment-size", 8<<20, "WAL segment size in bytes; the WAL is truncated a whole segment at a time after snapshots")
@@ -343,6 +345,7 @@ func run(c config, logger *slog.Logger) error {
 		EventRetention:   eventKeep,
 		EventMaxBytes:    eventMaxBytes,
 		EventMemory:      c.eventMemory,
+		MaxHeartbeats:    c.maxHeartbeats,
 		Logger:           logger.With("component", "engine"),
 		// A failed WAL write that could not be cut off may come back at
 		// the next start: exit without answering its writers, as
