@@ -50,26 +50,31 @@ func (db *DB) append(ctx context.Context, ops []sample.Op, errs []error, acked b
 		}
 		return err
 	}
+	return db.submit(ctx, "write", func(req *request) { req.ops, req.errs, req.acked = ops, errs, acked })
+}
+
+// submit queues a request that fill sets up, waits for its outcome and
+// returns it. what names the request in a context error.
+func (db *DB) submit(ctx context.Context, what string, fill func(*request)) error {
 	req := reqPool.Get().(*request)
-	req.ops, req.errs, req.acked = ops, errs, acked
+	fill(req)
+	defer func() {
+		req.ops, req.errs, req.events, req.status, req.acked = nil, nil, nil, nil, false
+		reqPool.Put(req)
+	}()
 	db.sendMu.RLock()
 	if db.closed {
 		db.sendMu.RUnlock()
-		reqPool.Put(req)
 		return ErrClosed
 	}
 	select {
 	case db.reqs <- req:
 	case <-ctx.Done():
 		db.sendMu.RUnlock()
-		reqPool.Put(req)
-		return fmt.Errorf("queue write: %w", ctx.Err())
+		return fmt.Errorf("queue %s: %w", what, ctx.Err())
 	}
 	db.sendMu.RUnlock()
-	err := <-req.done
-	req.ops, req.errs = nil, nil
-	reqPool.Put(req)
-	return err
+	return <-req.done
 }
 
 // run is the committer: the only goroutine that writes the WAL or changes

@@ -135,28 +135,7 @@ func (db *DB) AppendEvents(ctx context.Context, evs []sample.Event) error {
 	if err := db.blocked(); err != nil {
 		return err
 	}
-	req := reqPool.Get().(*request)
-	req.events, req.acked = evs, true
-	db.sendMu.RLock()
-	if db.closed {
-		db.sendMu.RUnlock()
-		req.events = nil
-		reqPool.Put(req)
-		return ErrClosed
-	}
-	select {
-	case db.reqs <- req:
-	case <-ctx.Done():
-		db.sendMu.RUnlock()
-		req.events = nil
-		reqPool.Put(req)
-		return fmt.Errorf("queue events: %w", ctx.Err())
-	}
-	db.sendMu.RUnlock()
-	err := <-req.done
-	req.events = nil
-	reqPool.Put(req)
-	return err
+	return db.submit(ctx, "events", func(req *request) { req.events, req.acked = evs, true })
 }
 
 // queueEvent queues the record of ev (the committer's).

@@ -185,28 +185,7 @@ func (db *DB) statusOp(ctx context.Context, op statusOp) error {
 		return err
 	}
 	ops := []statusOp{op}
-	req := reqPool.Get().(*request)
-	req.status, req.acked = ops, true
-	db.sendMu.RLock()
-	if db.closed {
-		db.sendMu.RUnlock()
-		req.status = nil
-		reqPool.Put(req)
-		return ErrClosed
-	}
-	select {
-	case db.reqs <- req:
-	case <-ctx.Done():
-		db.sendMu.RUnlock()
-		req.status = nil
-		reqPool.Put(req)
-		return fmt.Errorf("queue heartbeat: %w", ctx.Err())
-	}
-	db.sendMu.RUnlock()
-	err := <-req.done
-	req.status = nil
-	reqPool.Put(req)
-	if err != nil {
+	if err := db.submit(ctx, "heartbeat", func(req *request) { req.status, req.acked = ops, true }); err != nil {
 		return err
 	}
 	return ops[0].err

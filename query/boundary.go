@@ -52,13 +52,6 @@ func internalError(ctx *fasthttp.RequestCtx) {
 	writeError(ctx, fasthttp.StatusInternalServerError, "internal error")
 }
 
-// readError is fasthttp's ErrorHandler: a request that could not be read
-// gets a JSON error, as every other error here does.
-func (s *Server) readError(ctx *fasthttp.RequestCtx, err error) {
-	code, msg := readErrorReply(err, s.opts.MaxBodySize)
-	writeError(ctx, code, msg)
-}
-
 // readErrorReply is the status and message for a request fasthttp could
 // not read: 413 over maxBody, 431 for a head over the read buffer, 408 for
 // a request that did not arrive in time, else 400.

@@ -332,10 +332,7 @@ func (s *Server) eventStream(ctx *fasthttp.RequestCtx) {
 			select {
 			case <-wait:
 			case <-hb.C:
-				if _, err := w.WriteString(": ping\r\n\r\n"); err != nil {
-					return err
-				}
-				if err := w.Flush(); err != nil {
+				if err := ping(w); err != nil {
 					return err
 				}
 			case <-s.done:

@@ -154,22 +154,31 @@ func Listen(opts Options, store Store) (*Server, error) {
 	}
 	s.hub = newHub(store, s.done)
 	go s.hub.run()
-	s.srv = &fasthttp.Server{
-		Handler:            s.serve,
-		ErrorHandler:       s.readError,
+	s.srv = newHTTPServer(s.serve, opts.HeaderTimeout, opts.MaxBodySize, opts.MaxConns, opts.Logger)
+	return s, nil
+}
+
+// newHTTPServer is the fasthttp server of a Sonde listener: bounded head
+// and body, a JSON error for a request it cannot read, limited logs.
+func newHTTPServer(h fasthttp.RequestHandler, headerTimeout time.Duration, maxBody, maxConns int, logger *slog.Logger) *fasthttp.Server {
+	return &fasthttp.Server{
+		Handler: h,
+		ErrorHandler: func(ctx *fasthttp.RequestCtx, err error) {
+			code, msg := readErrorReply(err, maxBody)
+			writeError(ctx, code, msg)
+		},
 		Name:               "sonde",
 		ReadBufferSize:     readBufferSize,
-		ReadTimeout:        opts.HeaderTimeout, // see readTimeouts
+		ReadTimeout:        headerTimeout, // see readTimeouts
 		HeaderReceived:     readTimeouts,
 		IdleTimeout:        2 * time.Minute,
-		MaxRequestBodySize: opts.MaxBodySize,
-		Concurrency:        opts.MaxConns,
+		MaxRequestBodySize: maxBody,
+		Concurrency:        maxConns,
 		CloseOnShutdown:    true,
 		// No WriteTimeout: in fasthttp it bounds the whole response and
 		// would cut every SSE stream.
-		Logger: boundary.Printer{Limiter: boundary.NewLogLimiter(time.Minute), Logger: opts.Logger},
+		Logger: boundary.Printer{Limiter: boundary.NewLogLimiter(time.Minute), Logger: logger},
 	}
-	return s, nil
 }
 
 // Addr returns the bound address.
@@ -960,16 +969,22 @@ func (s *Server) stream(w *bufio.Writer, pattern string, g *Glob, ticks bool, la
 		select {
 		case <-wait:
 		case <-hb.C:
-			if _, err := w.WriteString(": ping\r\n\r\n"); err != nil {
-				return err
-			}
-			if err := w.Flush(); err != nil {
+			if err := ping(w); err != nil {
 				return err
 			}
 		case <-s.done:
 			return nil
 		}
 	}
+}
+
+// ping writes an SSE comment and flushes it: a heartbeat that tells a
+// client (and its proxies) the stream is alive.
+func ping(w *bufio.Writer) error {
+	if _, err := w.WriteString(": ping\r\n\r\n"); err != nil {
+		return err
+	}
+	return w.Flush()
 }
 
 // writeChanges writes the frames of cs whose key match accepts (ticks

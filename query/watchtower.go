@@ -70,22 +70,7 @@ func ListenWatchtower(opts WatchtowerOptions, store StatusStore) (*Watchtower, e
 	w := &Watchtower{opts: opts, store: store}
 	w.ln = boundary.NewGate(ln, boundary.GateOptions{MaxPending: boundary.PendingCap(opts.MaxConns), HeaderTimeout: opts.HeaderTimeout,
 		MaxHead: readBufferSize, Logger: opts.Logger})
-	w.srv = &fasthttp.Server{
-		Handler: w.serve,
-		ErrorHandler: func(ctx *fasthttp.RequestCtx, err error) {
-			code, msg := readErrorReply(err, opts.MaxBodySize)
-			writeError(ctx, code, msg)
-		},
-		Name:               "sonde",
-		ReadBufferSize:     readBufferSize,
-		ReadTimeout:        opts.HeaderTimeout,
-		HeaderReceived:     readTimeouts,
-		IdleTimeout:        2 * time.Minute,
-		MaxRequestBodySize: opts.MaxBodySize,
-		Concurrency:        opts.MaxConns,
-		CloseOnShutdown:    true,
-		Logger:             boundary.Printer{Limiter: boundary.NewLogLimiter(time.Minute), Logger: opts.Logger},
-	}
+	w.srv = newHTTPServer(w.serve, opts.HeaderTimeout, opts.MaxBodySize, opts.MaxConns, opts.Logger)
 	return w, nil
 }
 

@@ -432,37 +432,11 @@ func run(c config, logger *slog.Logger) error {
 		d := alert.NewDeliverer(db, c.channels, logger.With("component", "alert"))
 		// It runs from here, with the store: an alert queued before a crash
 		// goes out even if a listener fails to start.
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			d.Run(ctx)
-		}()
-		lns.add("alerts", fmt.Sprintf("%d channels", len(c.channels)), func() error {
-			<-done
-			return nil
-		}, func() error {
-			cancel()
-			<-done
-			return nil
-		}, func() any { return d.Stats() })
+		lns.addLoop("alerts", fmt.Sprintf("%d channels", len(c.channels)), d.Run, func() any { return d.Stats() })
 	}
 	checker := alert.NewChecker(db, c.checks, logger.With("component", "check"))
 	if len(c.checks) > 0 {
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			checker.Run(ctx)
-		}()
-		lns.add("checks", fmt.Sprintf("%d checks", len(c.checks)), func() error {
-			<-done
-			return nil
-		}, func() error {
-			cancel()
-			<-done
-			return nil
-		}, func() any { return checker.Status() })
+		lns.addLoop("checks", fmt.Sprintf("%d checks", len(c.checks)), checker.Run, func() any { return checker.Status() })
 	}
 	var names []string
 	kinds := map[string]string{}
@@ -582,6 +556,26 @@ type listener struct {
 
 func (ls *listeners) add(name, addr string, serve, close func() error, stats func() any) {
 	ls.l = append(ls.l, listener{name: name, addr: addr, serve: serve, close: close, stats: stats})
+}
+
+// addLoop starts run now, in a goroutine of its own, and adds it as a
+// listener: its serve waits for it, its close ends run's context and
+// waits for run to return.
+func (ls *listeners) addLoop(name, addr string, run func(ctx context.Context), stats func() any) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		run(ctx)
+	}()
+	wait := func() error {
+		<-done
+		return nil
+	}
+	ls.add(name, addr, wait, func() error {
+		cancel()
+		return wait()
+	}, stats)
 }
 
 // close closes every listener once, each finishing the writes in flight.

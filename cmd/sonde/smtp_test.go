@@ -35,27 +35,32 @@ type mailIn struct {
 }
 
 // smtpServer is a real SMTP server (github.com/emersion/go-smtp) on a
-// local socket, offering STARTTLS with a certificate of its own (caFile
-// holds it for the client) and AUTH PLAIN after it.
+// local socket, with AUTH PLAIN; with TLS it offers STARTTLS with a
+// certificate of its own (caFile holds it for the client).
 type smtpServer struct {
 	addr   string
 	caFile string
 	mails  chan mailIn
 }
 
-func newSMTPServer(t *testing.T) *smtpServer {
+func newSMTPServer(t *testing.T, withTLS bool) *smtpServer {
 	t.Helper()
-	cert, caPEM := selfSigned(t)
-	s := &smtpServer{mails: make(chan mailIn, 16), caFile: filepath.Join(t.TempDir(), "ca.pem")}
-	if err := os.WriteFile(s.caFile, caPEM, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	s := &smtpServer{mails: make(chan mailIn, 16)}
 	srv := smtp.NewServer(smtp.BackendFunc(func(c *smtp.Conn) (smtp.Session, error) {
 		return &smtpSession{conn: c, out: s.mails}, nil
 	}))
 	srv.Domain = "localhost"
-	srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}}
 	srv.ReadTimeout, srv.WriteTimeout = 30*time.Second, 30*time.Second
+	if withTLS {
+		cert, caPEM := selfSigned(t)
+		s.caFile = filepath.Join(t.TempDir(), "ca.pem")
+		if err := os.WriteFile(s.caFile, caPEM, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}}
+	} else {
+		srv.AllowInsecureAuth = true
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -148,7 +153,7 @@ func selfSigned(t *testing.T) (tls.Certificate, []byte) {
 // the password from a file; its headers carry the alert's id. A server
 // without STARTTLS is refused unless starttls=optional says otherwise.
 func TestHeartbeatEmail(t *testing.T) {
-	srv := newSMTPServer(t)
+	srv := newSMTPServer(t, true)
 	pw := filepath.Join(t.TempDir(), "smtp-password")
 	if err := os.WriteFile(pw, []byte("s3cret pass\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -187,7 +192,7 @@ func TestHeartbeatEmail(t *testing.T) {
 
 	// The same server without STARTTLS (plain SMTP on another port) is
 	// refused: the password never goes out in the clear.
-	plain := newPlainSMTP(t)
+	plain := newSMTPServer(t, false)
 	p = start(t, t.TempDir(), "-alert", "name=mail,email=ops@example.com,smtp="+plain.addr+
 		",from=sonde@example.com,user=sonde,password-file="+pw)
 	if code, body := p.send("POST", "/api/v1/heartbeats", `{"service":"db","nextIn":1,"alert":"mail"}`); code != 200 {
@@ -209,22 +214,4 @@ func TestHeartbeatEmail(t *testing.T) {
 	if n := len(p.alerts()); n != 1 {
 		t.Fatalf("%d alerts queued, want the one not delivered", n)
 	}
-}
-
-// newPlainSMTP is an SMTP server without TLS.
-func newPlainSMTP(t *testing.T) *smtpServer {
-	t.Helper()
-	s := &smtpServer{mails: make(chan mailIn, 16)}
-	srv := smtp.NewServer(smtp.BackendFunc(func(c *smtp.Conn) (smtp.Session, error) {
-		return &smtpSession{conn: c, out: s.mails}, nil
-	}))
-	srv.Domain, srv.AllowInsecureAuth = "localhost", true
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.addr = ln.Addr().String()
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	return s
 }

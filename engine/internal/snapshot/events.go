@@ -163,12 +163,8 @@ func (s *Store) PutEvents(evs []sample.Event) (err error) {
 	if len(evs) == 0 {
 		return nil
 	}
-	update := s.db.Update
-	if s.commitHook != nil {
-		update = func(fn func(*bolt.Tx) error) error { return s.commitHook(func() error { return s.db.Update(fn) }) }
-	}
 	var total EventTotals
-	err = update(func(tx *bolt.Tx) error {
+	err = s.update(func(tx *bolt.Tx) error {
 		t := s.eventTotals()
 		b, ids := tx.Bucket(bucketEvents), tx.Bucket(bucketEventIDs)
 		b.FillPercent, ids.FillPercent = historyFill, historyFill
@@ -303,11 +299,7 @@ func (s *Store) RetainEvents(cutoff, maxBytes int64, budget int) (deleted int, m
 	if err != nil || !more {
 		return 0, false, err
 	}
-	update := s.db.Update
-	if s.commitHook != nil {
-		update = func(fn func(*bolt.Tx) error) error { return s.commitHook(func() error { return s.db.Update(fn) }) }
-	}
-	err = update(func(tx *bolt.Tx) error {
+	err = s.update(func(tx *bolt.Tx) error {
 		t = s.eventTotals()
 		deleted, more = 0, false
 		b, ids := tx.Bucket(bucketEvents), tx.Bucket(bucketEventIDs)

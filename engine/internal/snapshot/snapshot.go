@@ -268,12 +268,8 @@ func (s *Store) Commit(index uint64, ups []Update) (err error) {
 	// transaction cost O(n²) (100k keys: 25.7 s). In key order every put
 	// lands at the end of its node (BenchmarkCommit).
 	slices.SortStableFunc(ups, func(a, b Update) int { return strings.Compare(a.Key, b.Key) })
-	update := s.db.Update
-	if s.commitHook != nil {
-		update = func(fn func(*bolt.Tx) error) error { return s.commitHook(func() error { return s.db.Update(fn) }) }
-	}
 	var totals HistoryTotals
-	err = update(func(tx *bolt.Tx) error {
+	err = s.update(func(tx *bolt.Tx) error {
 		var t tally
 		series := tx.Bucket(bucketSeries)
 		hist := tx.Bucket(bucketHistory)
@@ -343,6 +339,15 @@ func (s *Store) Commit(index uint64, ups []Update) (err error) {
 	s.index.Store(index)
 	s.totals.Store(&totals)
 	return nil
+}
+
+// update runs fn in a write transaction, through the commit hook when
+// one is set.
+func (s *Store) update(fn func(*bolt.Tx) error) error {
+	if s.commitHook != nil {
+		return s.commitHook(func() error { return s.db.Update(fn) })
+	}
+	return s.db.Update(fn)
 }
 
 // ClearCovers sets every stored state's Covers to 0, and deletes the

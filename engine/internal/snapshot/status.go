@@ -184,11 +184,7 @@ func decodeAlert(k, b []byte, a *sample.Alert) error {
 // transaction.
 func (s *Store) PutStatus(st *Status) (err error) {
 	defer caught(&err)
-	update := s.db.Update
-	if s.commitHook != nil {
-		update = func(fn func(*bolt.Tx) error) error { return s.commitHook(func() error { return s.db.Update(fn) }) }
-	}
-	err = update(func(tx *bolt.Tx) error {
+	err = s.update(func(tx *bolt.Tx) error {
 		for _, name := range [][]byte{bucketHeartbeats, bucketAlerts, bucketChecks} {
 			if tx.Bucket(name) != nil {
 				if err := tx.DeleteBucket(name); err != nil {
