@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -22,8 +23,8 @@ import (
 
 // eventMem holds the events the snapshot database does not hold yet.
 type eventMem struct {
-	mu      sync.RWMutex   // guards the fields below; held briefly.
-	list    []sample.Event // in id order, every one with ID > through
+	mu      sync.RWMutex   // guards the fields below; held briefly, never while a client's filter runs.
+	list    []sample.Event // in id order, every one with ID > through; elements never change once appended
 	bytes   int            // their cost (eventCost)
 	through uint64         // every event with an id ≤ through is in snapshot.db
 	notify  chan struct{}  // closed and replaced when events are added
@@ -41,6 +42,14 @@ func (m *eventMem) add(evs []sample.Event) {
 	close(m.notify)
 	m.notify = make(chan struct{})
 	m.mu.Unlock()
+}
+
+// heldList returns the held events. The caller reads them without the
+// lock: they never change (dropThrough re-slices).
+func (m *eventMem) heldList() []sample.Event {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.list
 }
 
 func (m *eventMem) size() int {
@@ -74,8 +83,11 @@ func (m *eventMem) dropThrough(idx uint64) {
 	for j := range m.list[:i] {
 		m.bytes -= eventCost(&m.list[j])
 	}
-	m.list = slices.Delete(m.list, 0, i)
-	if cap(m.list) > 1024 && len(m.list) < cap(m.list)/4 {
+	// Re-sliced, never shifted in place: a reader that took the list's
+	// header under the lock reads its elements after letting go of it
+	// (heldList), and append only writes past every header's length.
+	m.list = m.list[i:]
+	if len(m.list) == 0 || cap(m.list) > 1024 && len(m.list) < cap(m.list)/4 {
 		m.list = slices.Clone(m.list) // give back what a burst grew
 	}
 	m.through = max(m.through, idx)
@@ -163,8 +175,13 @@ func (db *DB) NotifyEvents() <-chan struct{} {
 	return db.events.notify
 }
 
+// eventsAfterBytes bounds the text one EventsAfter call returns (beyond
+// one event): what an event stream holds while its client is slow.
+const eventsAfterBytes = 64 << 10
+
 // EventsAfter appends to dst up to max events with ids after id, in id
-// order: what a stream resumed after id reads next.
+// order, and at most about eventsAfterBytes of their text: what a stream
+// resumed after id reads next.
 func (db *DB) EventsAfter(id uint64, dst []sample.Event, max int) ([]sample.Event, error) {
 	if max <= 0 {
 		return dst, nil
@@ -174,20 +191,26 @@ func (db *DB) EventsAfter(id uint64, dst []sample.Event, max int) ([]sample.Even
 	through := m.through
 	i, _ := slices.BinarySearchFunc(m.list, id+1, func(e sample.Event, id uint64) int { return cmp.Compare(e.ID, id) })
 	held := m.list[i:min(len(m.list), i+max)]
-	if id >= through {
-		dst = append(dst, held...)
-		m.mu.RUnlock()
-		return dst, nil
-	}
-	held = slices.Clone(held)
 	m.mu.RUnlock()
+	// At most eventsAfterBytes of text: what a stalled stream holds.
+	for j, size := 0, 0; j < len(held); j++ {
+		if size += len(held[j].Service) + len(held[j].Message); size > eventsAfterBytes && j > 0 {
+			held = held[:j]
+			break
+		}
+	}
+	if id >= through {
+		return append(dst, held...), nil
+	}
 	// Events up to through are in snapshot.db (read after memory: an
 	// event dropped from memory meanwhile was stored before).
-	n := 0
+	n, size := 0, 0
 	err := db.store.EventsAfter(id, func(ev *sample.Event) bool {
-		if ev.ID > through || n == max {
+		if ev.ID > through || n == max || size >= eventsAfterBytes {
 			return false
 		}
+		size += len(ev.Service) + len(ev.Message)
+		ev.Service, ev.Message = strings.Clone(ev.Service), strings.Clone(ev.Message) // they view the store's pages
 		dst = append(dst, *ev)
 		n++
 		return true
@@ -225,15 +248,19 @@ func (db *DB) Events(ctx context.Context, q sample.EventQuery) (sample.EventPage
 		return ev.Time >= q.From && eventBefore(&up, ev) && (q.Match == nil || q.Match(ev))
 	}
 	// Memory first, then the store: an event dropped from memory meanwhile
-	// was stored before.
-	db.events.mu.RLock()
+	// was stored before. The filter runs on the list without the lock:
+	// a slow regex must not hold up the committer, which appends under it.
 	var held []sample.Event
-	for i := range db.events.list {
-		if ev := &db.events.list[i]; keep(ev) {
-			held = append(held, *ev)
+	var scanBytes int
+	for i, ev := range db.events.heldList() {
+		if i%256 == 255 && ctx.Err() != nil {
+			return page, fmt.Errorf("list events: %w", ctx.Err())
+		}
+		scanBytes += len(ev.Service) + len(ev.Message)
+		if keep(&ev) {
+			held = append(held, ev)
 		}
 	}
-	db.events.mu.RUnlock()
 	slices.SortFunc(held, func(a, b sample.Event) int {
 		if eventBefore(&a, &b) {
 			return -1
@@ -267,11 +294,16 @@ func (db *DB) Events(ctx context.Context, q sample.EventQuery) (sample.EventPage
 				return true // memory and the store both held it
 			}
 		}
-		if (q.Match == nil || q.Match(ev)) && !emit(ev) {
-			stopped = true
-			return false
+		if q.Match == nil || q.Match(ev) {
+			ev.Service, ev.Message = strings.Clone(ev.Service), strings.Clone(ev.Message) // they view the store's pages
+			if !emit(ev) {
+				stopped = true
+				return false
+			}
 		}
-		if scanned++; q.MaxScan > 0 && scanned >= q.MaxScan || scanned%4096 == 0 && ctx.Err() != nil {
+		scanned++
+		scanBytes += len(ev.Service) + len(ev.Message)
+		if q.MaxScan > 0 && scanned >= q.MaxScan || q.MaxScanBytes > 0 && scanBytes >= q.MaxScanBytes || scanned%256 == 0 && ctx.Err() != nil {
 			// The next page goes on after this event; the held events
 			// not emitted yet are older, so they are the next page's.
 			page.More, page.NextTime, page.NextID = true, ev.Time, ev.ID

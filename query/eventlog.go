@@ -3,8 +3,10 @@ package query
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"regexp"
+	"regexp/syntax"
 	"strconv"
 	"strings"
 	"time"
@@ -43,9 +45,12 @@ const (
 	// DefaultEventLimit and MaxEventLimit are limit='s default and bound.
 	DefaultEventLimit = 100
 	MaxEventLimit     = 10_000
-	// MaxEventScan bounds the stored events one listing looks at: a
-	// filter that matches little ends the page early, with a next cursor.
-	MaxEventScan = 1_000_000
+	// MaxEventScan and MaxEventScanBytes bound the stored events one
+	// listing looks at (their count, and the bytes of their services and
+	// messages): a filter that matches little ends the page early, with a
+	// next cursor.
+	MaxEventScan      = 1_000_000
+	MaxEventScanBytes = 64 << 20
 	// maxPattern bounds a service= or message= regular expression.
 	maxPattern = 512
 	// eventBatch is how many events a stream reads at once.
@@ -129,6 +134,10 @@ func eventFilter(ctx *fasthttp.RequestCtx) (func(*sample.Event) bool, error) {
 		}
 		re, err := regexp.Compile("(?i)" + string(v))
 		if err != nil {
+			var se *syntax.Error
+			if errors.As(err, &se) {
+				err = errors.New(string(se.Code)) // its text repeats the whole pattern
+			}
 			return nil, fmt.Errorf("%s=%q is not a regular expression: %w", p.name, text(v), err)
 		}
 		*p.re = re
@@ -193,7 +202,7 @@ func (s *Server) listEvents(ctx *fasthttp.RequestCtx) {
 
 // eventQuery reads the parameters of a listing.
 func eventQuery(ctx *fasthttp.RequestCtx) (sample.EventQuery, error) {
-	q := sample.EventQuery{Limit: DefaultEventLimit, MaxScan: MaxEventScan}
+	q := sample.EventQuery{Limit: DefaultEventLimit, MaxScan: MaxEventScan, MaxScanBytes: MaxEventScanBytes}
 	var err error
 	if q.Match, err = eventFilter(ctx); err != nil {
 		return q, err
@@ -203,6 +212,9 @@ func eventQuery(ctx *fasthttp.RequestCtx) (sample.EventQuery, error) {
 	}
 	if q.To, err = timeArg(ctx, "to", maxTime); err != nil {
 		return q, err
+	}
+	if q.To <= 0 {
+		q.To = -1 // before 1970 (timeArg clamps to 0): nothing, where 0 would mean no bound
 	}
 	a := ctx.QueryArgs()
 	if v := a.Peek("limit"); len(v) > 0 {

@@ -62,8 +62,11 @@ func (s *Server) heartbeatRoutes(ctx *fasthttp.RequestCtx, path string) bool {
 		writeJSON(ctx, append(b, "]}\n"...))
 	case one && (get || ctx.IsDelete()):
 		service, err := url.PathUnescape(rest)
-		if err != nil || service == "" {
-			writeError(ctx, fasthttp.StatusBadRequest, "bad service in path")
+		if err == nil {
+			err = status.CheckService(service)
+		}
+		if err != nil {
+			writeError(ctx, fasthttp.StatusBadRequest, "bad service in path: "+err.Error())
 			return true
 		}
 		if ctx.IsDelete() {
@@ -76,7 +79,7 @@ func (s *Server) heartbeatRoutes(ctx *fasthttp.RequestCtx, path string) bool {
 				return true
 			}
 		}
-		writeError(ctx, fasthttp.StatusNotFound, "no heartbeat of "+service)
+		writeError(ctx, fasthttp.StatusNotFound, "no heartbeat of "+strconv.Quote(service))
 	case path == "/api/v1/heartbeats":
 		ctx.Response.Header.Set("Allow", "GET, POST")
 		writeError(ctx, fasthttp.StatusMethodNotAllowed, "GET lists heartbeats, POST pulses")
@@ -127,6 +130,10 @@ func (s *Server) checkChannel(name string) error {
 
 func (s *Server) cancelHeartbeat(ctx *fasthttp.RequestCtx, service string) {
 	if err := s.opts.Status.CancelHeartbeat(ctx, service); err != nil {
+		if errors.Is(err, sample.ErrNotFound) {
+			writeError(ctx, fasthttp.StatusNotFound, "no heartbeat of "+strconv.Quote(service))
+			return
+		}
 		writeStatusError(ctx, err)
 		return
 	}

@@ -154,18 +154,20 @@ func Listen(opts Options, store Store) (*Server, error) {
 	}
 	s.hub = newHub(store, s.done)
 	go s.hub.run()
-	s.srv = newHTTPServer(s.serve, opts.HeaderTimeout, opts.MaxBodySize, opts.MaxConns, opts.Logger)
+	s.srv = newHTTPServer(s.serve, writeError, opts.HeaderTimeout, opts.MaxBodySize, opts.MaxConns, opts.Logger)
 	return s, nil
 }
 
 // newHTTPServer is the fasthttp server of a Sonde listener: bounded head
-// and body, a JSON error for a request it cannot read, limited logs.
-func newHTTPServer(h fasthttp.RequestHandler, headerTimeout time.Duration, maxBody, maxConns int, logger *slog.Logger) *fasthttp.Server {
+// and body, an answer from readError for a request it cannot read, limited
+// logs.
+func newHTTPServer(h fasthttp.RequestHandler, readError func(ctx *fasthttp.RequestCtx, code int, msg string), headerTimeout time.Duration,
+	maxBody, maxConns int, logger *slog.Logger) *fasthttp.Server {
 	return &fasthttp.Server{
 		Handler: h,
 		ErrorHandler: func(ctx *fasthttp.RequestCtx, err error) {
 			code, msg := readErrorReply(err, maxBody)
-			writeError(ctx, code, msg)
+			readError(ctx, code, msg)
 		},
 		Name:               "sonde",
 		ReadBufferSize:     readBufferSize,

@@ -1,6 +1,7 @@
 package query
 
 import (
+	"context"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
@@ -12,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/valyala/fasthttp"
 
@@ -37,7 +39,11 @@ type WatchtowerOptions struct {
 	MaxConns      int
 	MaxBodySize   int
 	HeaderTimeout time.Duration
-	Logger        *slog.Logger
+	// QueryTimeout and MaxQueries bound the event listings as the main
+	// server's reads are bounded (defaults 30 s and 4).
+	QueryTimeout time.Duration
+	MaxQueries   int
+	Logger       *slog.Logger
 }
 
 // Watchtower serves watchtower's routes at the root of a listener of its
@@ -47,6 +53,7 @@ type Watchtower struct {
 	store StatusStore
 	ln    *boundary.Gate
 	srv   *fasthttp.Server
+	slots chan struct{} // one per running event listing
 }
 
 // ListenWatchtower binds the watchtower listener.
@@ -63,14 +70,24 @@ func ListenWatchtower(opts WatchtowerOptions, store StatusStore) (*Watchtower, e
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
+	if opts.QueryTimeout <= 0 {
+		opts.QueryTimeout = 30 * time.Second
+	}
+	if opts.MaxQueries <= 0 {
+		opts.MaxQueries = 4
+	}
 	ln, err := net.Listen("tcp", opts.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen for watchtower on %s: %w", opts.Addr, err)
 	}
-	w := &Watchtower{opts: opts, store: store}
+	w := &Watchtower{opts: opts, store: store, slots: make(chan struct{}, opts.MaxQueries)}
 	w.ln = boundary.NewGate(ln, boundary.GateOptions{MaxPending: boundary.PendingCap(opts.MaxConns), HeaderTimeout: opts.HeaderTimeout,
 		MaxHead: readBufferSize, Logger: opts.Logger})
-	w.srv = newHTTPServer(w.serve, opts.HeaderTimeout, opts.MaxBodySize, opts.MaxConns, opts.Logger)
+	// A request it cannot read gets watchtower's shape too: HTTP 200, the
+	// status in result.
+	w.srv = newHTTPServer(w.serve, func(ctx *fasthttp.RequestCtx, code int, msg string) {
+		reply(ctx, map[string]any{"result": code, "hint": msg})
+	}, opts.HeaderTimeout, opts.MaxBodySize, opts.MaxConns, opts.Logger)
 	return w, nil
 }
 
@@ -197,7 +214,6 @@ func (w *Watchtower) serve(ctx *fasthttp.RequestCtx) {
 		}
 		reply(ctx, map[string]any{"result": 200, "pings": pings})
 	default:
-		ctx.SetStatusCode(fasthttp.StatusNotFound)
 		reply(ctx, map[string]any{"result": 404, "hint": "no such route here (watchtower's routes: docs/watchtower.md)"})
 	}
 }
@@ -273,14 +289,38 @@ func (w *Watchtower) events(ctx *fasthttp.RequestCtx) {
 		}
 		return def // watchtower's parseInt falls back to the default
 	}
+	// Seconds, clamped before they become ms: no product overflows.
 	from, to := secs("from", now-24*60*60), secs("to", now)
-	q := sample.EventQuery{From: clampTime(from * 1000), To: clampTime(to*1000 + 999), Limit: MaxEventLimit, MaxScan: MaxEventScan, MaxBytes: 8 << 20}
-	var service, message *regexp.Regexp
-	if v := a.Peek("service"); len(v) > 0 {
-		service = regexp.MustCompile("(?i)^" + regexp.QuoteMeta(string(v)) + "$")
+	from, to = min(max(from, minTime/1000), maxTime/1000), min(max(to, minTime/1000-1), maxTime/1000)
+	q := sample.EventQuery{From: from * 1000, To: to*1000 + 999, Limit: MaxEventLimit, MaxScan: MaxEventScan,
+		MaxScanBytes: MaxEventScanBytes, MaxBytes: 8 << 20}
+	if to < 0 {
+		reply(ctx, map[string]any{"result": 200, "events": []any{}}) // before 1970: nothing
+		return
 	}
-	if v := a.Peek("message"); len(v) > 0 {
-		message = regexp.MustCompile("(?i)" + regexp.QuoteMeta(string(v)))
+	var service, message *regexp.Regexp
+	for _, f := range []struct {
+		name string
+		re   **regexp.Regexp
+		expr func(string) string
+	}{
+		{"service", &service, func(v string) string { return "(?i)^" + regexp.QuoteMeta(v) + "$" }},
+		{"message", &message, func(v string) string { return "(?i)" + regexp.QuoteMeta(v) }},
+	} {
+		v := a.Peek(f.name)
+		if len(v) == 0 {
+			continue
+		}
+		if len(v) > maxPattern || !utf8.Valid(v) {
+			fail(ctx, fmt.Sprintf("%s: want at most %d bytes of UTF-8", f.name, maxPattern))
+			return
+		}
+		re, err := regexp.Compile(f.expr(string(v)))
+		if err != nil {
+			fail(ctx, fmt.Sprintf("%s: %v", f.name, err))
+			return
+		}
+		*f.re = re
 	}
 	level, hasLevel := int64(0), false
 	if v := a.Peek("level"); len(v) > 0 {
@@ -295,7 +335,18 @@ func (w *Watchtower) events(ctx *fasthttp.RequestCtx) {
 		return (!hasLevel || ev.Level >= level) && (service == nil || service.MatchString(ev.Service)) &&
 			(message == nil || message.MatchString(ev.Message))
 	}
-	page, err := w.store.Events(ctx, q)
+	// Bounded as the main API's reads are: a few at once, each for at
+	// most the read timeout.
+	rctx, cancel := context.WithTimeout(context.Background(), w.opts.QueryTimeout)
+	defer cancel()
+	select {
+	case w.slots <- struct{}{}:
+		defer func() { <-w.slots }()
+	case <-rctx.Done():
+		fail(ctx, fmt.Sprintf("%d reads run at once and none ended within %s", cap(w.slots), w.opts.QueryTimeout))
+		return
+	}
+	page, err := w.store.Events(rctx, q)
 	if err != nil {
 		fail(ctx, err.Error())
 		return

@@ -149,8 +149,13 @@ func TestHeartbeatWebhook(t *testing.T) {
 	if h := p.heartbeat("cron"); h.State != "cancelled" {
 		t.Fatalf("after cancel: %+v", h)
 	}
-	if code, _ := p.send("DELETE", "/api/v1/heartbeats/cron", ""); code != 404 {
-		t.Fatalf("cancel twice: %d, want 404", code)
+	if code, body := p.send("DELETE", "/api/v1/heartbeats/cron", ""); code != 404 || !strings.Contains(body, `no heartbeat of \"cron\"`) {
+		t.Fatalf("cancel twice: %d %s, want 404", code, body)
+	}
+	for _, bad := range []string{"%00", "%ff", strings.Repeat("s", 201)} {
+		if code, body := p.send("DELETE", "/api/v1/heartbeats/"+bad, ""); code != 400 {
+			t.Fatalf("cancel %.20s: %d %s, want 400", bad, code, body)
+		}
 	}
 	select {
 	case extra := <-r.calls:

@@ -436,7 +436,15 @@ func run(c config, logger *slog.Logger) error {
 	}
 	checker := alert.NewChecker(db, c.checks, logger.With("component", "check"))
 	if len(c.checks) > 0 {
-		lns.addLoop("checks", fmt.Sprintf("%d checks", len(c.checks)), checker.Run, func() any { return checker.Status() })
+		lns.addLoop("checks", fmt.Sprintf("%d checks", len(c.checks)), checker.Run, func() any {
+			failing := 0
+			for _, s := range checker.Status() {
+				if s.Failing {
+					failing++
+				}
+			}
+			return map[string]int{"checks": len(c.checks), "failing": failing} // each one: /api/v1/checks
+		})
 	}
 	var names []string
 	kinds := map[string]string{}
@@ -460,7 +468,8 @@ func run(c config, logger *slog.Logger) error {
 			}
 		}
 		wt, err := query.ListenWatchtower(query.WatchtowerOptions{Addr: c.watchtowerAddr, Password: pw, Channels: kinds, Checks: checker.Status,
-			MaxConns: c.maxConns, MaxBodySize: c.maxBody, HeaderTimeout: c.headerTimeout, Logger: logger.With("component", "watchtower")}, db)
+			MaxConns: c.maxConns, MaxBodySize: c.maxBody, HeaderTimeout: c.headerTimeout, QueryTimeout: c.queryTimeout,
+			MaxQueries: c.queryConcurrency, Logger: logger.With("component", "watchtower")}, db)
 		if err != nil {
 			lns.close(logger)
 			db.Close()

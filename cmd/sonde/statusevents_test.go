@@ -266,6 +266,11 @@ func TestEventFilters(t *testing.T) {
 			t.Fatalf("event %d listed as %+v, posted as %v", 39-i, ev, evs[39-i])
 		}
 	}
+	for _, none := range []string{"to=0", "to=-5", "to=1960-01-01T00:00:00Z", fmt.Sprintf("from=%d&to=%d", now, now-1)} {
+		if got := p.listEvents(none); len(got) != 0 {
+			t.Errorf("%s: %d events, want none", none, len(got))
+		}
+	}
 	for _, bad := range []string{"limit=0", "limit=10001", "limit=x", "level=1.5", "service=(", "message=" + strings.Repeat("a", 513),
 		"from=yesterday", "cursor=12", "cursor=a.b"} {
 		if code, body := p.getRaw("/api/v1/events?" + bad); code != 400 || !strings.Contains(body, "error") {

@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -140,6 +141,19 @@ func TestWatchtower(t *testing.T) {
 	}
 	if out := c.call("POST", "/heartbeat", nil, map[string]any{"service": "x", "nextIn": 5, "alertType": "sms", "alertTarget": "+33..."}); out["result"] != 500.0 {
 		t.Fatalf("an alert type with no channel: %v", out)
+	}
+	// hostile values get watchtower's answer, never a panic or everything
+	if out := c.call("GET", "/events", url.Values{"service": {"\xff"}}, nil); out["result"] != 500.0 || !strings.Contains(out["hint"].(string), "UTF-8") {
+		t.Fatalf("invalid UTF-8: %v", out)
+	}
+	if out := c.ok("GET", "/events", url.Values{"from": {"9223372036854776"}, "to": {"9223372036854776"}}, nil); len(out["events"].([]any)) != 0 {
+		t.Fatalf("times past the year 9999: %v", out)
+	}
+	if out := c.call("GET", "/nowhere", nil, nil); out["result"] != 404.0 {
+		t.Fatalf("an unknown route: %v", out)
+	}
+	if n := p.panics()["watchtower"]; n != 0 {
+		t.Fatalf("%d panics in the watchtower handler", n)
 	}
 	// a wrong or missing password
 	for _, bad := range []string{"", "hunter3"} {

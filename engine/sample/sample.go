@@ -242,10 +242,10 @@ type EventQuery struct {
 	Match func(*Event) bool
 	// Limit is how many events at most (at least 1).
 	Limit int
-	// MaxScan bounds the stored events one query looks at; MaxBytes the
-	// services' and messages' bytes it answers with. Past either the page
-	// ends early, with More.
-	MaxScan, MaxBytes int
+	// MaxScan bounds the stored events one query looks at, MaxScanBytes
+	// the services' and messages' bytes it looks at, MaxBytes those it
+	// answers with. Past any of them the page ends early, with More.
+	MaxScan, MaxScanBytes, MaxBytes int
 }
 
 // EventPage is a page of an event listing. When More is set there may be

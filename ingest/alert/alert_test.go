@@ -36,8 +36,9 @@ func TestParseChannel(t *testing.T) {
 	for _, c := range []struct {
 		spec, kind, target, err string
 	}{
-		{"name=ops,webhook=https://hooks.example.com/x", "webhook", "https://hooks.example.com/x", ""},
-		{"name=ops,webhook=https://user:secret@hooks.example.com/x", "webhook", "https://user:xxxxx@hooks.example.com/x", ""},
+		{"name=ops,webhook=https://hooks.example.com/x", "webhook", "https://hooks.example.com/…", ""},
+		{"name=ops,webhook=https://user:secret@hooks.example.com/x?token=T", "webhook", "https://hooks.example.com/…", ""},
+		{"name=ops,webhook=https://hooks.example.com", "webhook", "https://hooks.example.com", ""},
 		{"name=m,email=a@b.c;d@e.f,smtp=mx:587,from=s@b.c,user=u,password-file=/run/pw", "email", "a@b.c;d@e.f via mx:587", ""},
 		{"name=po,pushover=USER,token-env=PO_TOKEN", "pushover", DefaultPushover, ""},
 		{"name=po,pushover=USER,token-env=PO_TOKEN,url=http://127.0.0.1:9/m", "pushover", "http://127.0.0.1:9/m", ""},
@@ -233,6 +234,25 @@ func TestParseCheck(t *testing.T) {
 		"web=https://x,colour=red", "web=https://x,every=2d"} {
 		if _, err := ParseCheck(bad); err == nil {
 			t.Errorf("%q taken", bad)
+		}
+	}
+}
+
+// TestWebhookSecretsStayOut: a failed webhook's event and error name the
+// host, never the path, query or password that may hold its token.
+func TestWebhookSecretsStayOut(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "nope", http.StatusForbidden)
+	}))
+	defer srv.Close()
+	for _, target := range []string{srv.URL + "/services/T0/B0/SECRETPATH?token=SECRETQUERY", "http://bob:SECRETPW@127.0.0.1:1/x?token=SECRETQUERY"} {
+		ch, err := ParseChannel("name=ops,webhook="+target, testSecrets)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = ch.Send(context.Background(), &sample.Alert{ID: 1, Service: "s", Kind: sample.AlertLate})
+		if err == nil || strings.Contains(err.Error(), "SECRET") || strings.Contains(ch.Target, "SECRET") {
+			t.Fatalf("%s: error %v, target %s", target, err, ch.Target)
 		}
 	}
 }

@@ -23,7 +23,6 @@ package status
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -59,6 +58,9 @@ type Pulse struct {
 	Alert   string
 }
 
+// eventFields are the fields of an event, exactly as they are spelt.
+var eventFields = []string{"service", "level", "message", "time", "alert"}
+
 type eventJSON struct {
 	Service *string      `json:"service"`
 	Level   *json.Number `json:"level"`
@@ -69,6 +71,9 @@ type eventJSON struct {
 
 // ParseEvents parses a body of one event or a list of them.
 func ParseEvents(body []byte) ([]sample.Event, error) {
+	if err := checkText(body); err != nil {
+		return nil, err
+	}
 	trimmed := bytes.TrimLeft(body, " \t\r\n")
 	var raws []eventJSON
 	if len(trimmed) > 0 && trimmed[0] == '[' {
@@ -79,9 +84,16 @@ func ParseEvents(body []byte) ([]sample.Event, error) {
 			if len(raws) == MaxEvents {
 				return nil, text.Syntaxf("more than %d events in one request", MaxEvents)
 			}
-			var e eventJSON
-			if err := dec.Decode(&e); err != nil {
+			var raw json.RawMessage
+			if err := dec.Decode(&raw); err != nil {
 				return nil, decodeError(err)
+			}
+			var e eventJSON
+			if err := checkFields(raw, eventFields...); err != nil {
+				return nil, fmt.Errorf("event %d: %w", len(raws), err)
+			}
+			if err := decodeStrict(raw, &e); err != nil {
+				return nil, fmt.Errorf("event %d: %w", len(raws), err)
 			}
 			raws = append(raws, e)
 		}
@@ -96,6 +108,9 @@ func ParseEvents(body []byte) ([]sample.Event, error) {
 		}
 	} else {
 		var one eventJSON
+		if err := checkFields(trimmed, eventFields...); err != nil {
+			return nil, err
+		}
 		if err := decodeStrict(trimmed, &one); err != nil {
 			return nil, err
 		}
@@ -155,6 +170,12 @@ type pulseJSON struct {
 // ParsePulse parses a heartbeat pulse.
 func ParsePulse(body []byte) (Pulse, error) {
 	var r pulseJSON
+	if err := checkText(body); err != nil {
+		return Pulse{}, err
+	}
+	if err := checkFields(body, "service", "nextIn", "alert"); err != nil {
+		return Pulse{}, err
+	}
 	if err := decodeStrict(body, &r); err != nil {
 		return Pulse{}, err
 	}
@@ -169,12 +190,16 @@ func ParsePulse(body []byte) (Pulse, error) {
 	}
 	s, err := strconv.ParseFloat(r.NextIn.String(), 64)
 	if err != nil || math.IsNaN(s) || s < MinNextIn.Seconds() || s > MaxNextIn.Seconds() {
-		return Pulse{}, text.Syntaxf("nextIn %s: want seconds from %g to %g", text.Clip([]byte(r.NextIn.String())), MinNextIn.Seconds(), MaxNextIn.Seconds())
+		return Pulse{}, nextInError(r.NextIn.String())
 	}
 	if len(r.Alert) > MaxChannel || !utf8.ValidString(r.Alert) {
 		return Pulse{}, text.Syntaxf("alert channel %q: want a name of at most %d bytes", text.Clip([]byte(r.Alert)), MaxChannel)
 	}
 	return Pulse{Service: *r.Service, NextIn: time.Duration(s * float64(time.Second)), Alert: r.Alert}, nil
+}
+
+func nextInError(got string) error {
+	return text.Syntaxf("nextIn %s: want seconds from %d to %d (366 days)", text.Clip([]byte(got)), int64(MinNextIn.Seconds()), int64(MaxNextIn.Seconds()))
 }
 
 // decodeStrict decodes one JSON value into v: unknown fields, trailing
@@ -194,20 +219,16 @@ func newDecoder(body []byte) *json.Decoder {
 	return dec
 }
 
-func decodeError(err error) error {
-	var te *json.UnmarshalTypeError
-	if errors.As(err, &te) && te.Field != "" {
-		return text.Syntaxf("%s: want %s, not a JSON %s", te.Field, te.Type, te.Value)
-	}
-	return text.Syntaxf("%v", err)
-}
-
 func atEnd(dec *json.Decoder) error {
 	if _, err := dec.Token(); err != io.EOF {
 		return text.Syntaxf("data after the JSON value")
 	}
 	return nil
 }
+
+// CheckService checks a service name as the bodies' service is checked:
+// a key's rules, at most MaxService bytes.
+func CheckService(s string) error { return checkService(s) }
 
 func checkService(s string) error {
 	if len(s) > MaxService {

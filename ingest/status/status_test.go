@@ -33,7 +33,7 @@ func TestParseEvents(t *testing.T) {
 func TestParseEventsRefuses(t *testing.T) {
 	many := "[" + strings.Repeat(`{"service":"a"},`, MaxEvents) + `{"service":"a"}]`
 	for _, c := range []struct{ body, why string }{
-		{``, "EOF"},
+		{``, "an empty body"},
 		{`{}`, "no service"},
 		{`{"service":""}`, "empty key"},
 		{`{"service":"` + strings.Repeat("s", MaxService+1) + `"}`, "longer than 200"},
@@ -50,7 +50,15 @@ func TestParseEventsRefuses(t *testing.T) {
 		{`[]`, "empty list"},
 		{many, "more than 1000 events"},
 		{`[{"service":"a"},{"level":1}]`, "event 1: syntax: no service"},
-		{`[1]`, "cannot unmarshal"},
+		{`[1]`, "event 0: syntax: want a JSON object, not a JSON number"},
+		// What encoding/json would let through, changed or in any case:
+		{"{\"service\":\"a\xff\"}", "not valid UTF-8"},
+		{`{"service":"ok\ud800"}`, "surrogate"},
+		{`{"service":"ok\udc00x"}`, "surrogate"},
+		{`{"service":"ok\ud800\u0041"}`, "surrogate"},
+		{`{"SERVICE":"case"}`, "unknown field \"SERVICE\""},
+		{`{"service":"a","service":"b"}`, "given twice"},
+		{`[{"service":"a"},{"Service":"b"}]`, "event 1: syntax: unknown field"},
 	} {
 		_, err := ParseEvents([]byte(c.body))
 		if !errors.Is(err, ErrSyntax) || !strings.Contains(err.Error(), c.why) {
@@ -137,6 +145,13 @@ func FuzzParsePulse(f *testing.F) {
 	})
 }
 
+func TestParseSurrogatePairs(t *testing.T) {
+	evs, err := ParseEvents([]byte(`{"service":"a","message":"\ud83d\ude00 \\ud800 \"\\\""}`))
+	if err != nil || evs[0].Message != "😀 \\ud800 \"\\\"" {
+		t.Fatalf("%+v %v", evs, err)
+	}
+}
+
 func TestParseQuotedNumbers(t *testing.T) {
 	evs, err := ParseEvents([]byte(`{"service":"a","level":"2","time":"5"}`))
 	if err != nil || evs[0].Level != 2 || evs[0].Time != 5 {
@@ -156,6 +171,10 @@ func TestWatchtowerBodies(t *testing.T) {
 		`{"service":"s","nextIn":1,"alertTarget":"b"}`:                 "no alert type provided",
 		`{"service":"s","nextIn":0,"alertType":"a","alertTarget":"b"}`: "nextIn 0",
 		`not json`: "syntax",
+		`{"Service":"s","nextIn":1,"alertType":"a","alertTarget":"b"}`: "no service provided",
+		"{\"service\":\"s\xff\",\"nextIn\":1}":                         "not valid UTF-8",
+		`[1]`:                                                          "want a JSON object",
+		``:                                                             "an empty body",
 	} {
 		if _, err := ParseWatchtowerPulse([]byte(body)); err == nil || !strings.Contains(err.Error(), hint) {
 			t.Errorf("%s: %v, want %q", body, err, hint)

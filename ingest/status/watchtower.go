@@ -3,6 +3,7 @@ package status
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"math"
 	"strconv"
 	"time"
@@ -25,93 +26,99 @@ type WatchtowerPulse struct {
 	AlertType, AlertTarget string
 }
 
-type wtPulseJSON struct {
-	Service     *string      `json:"service"`
-	NextIn      *json.Number `json:"nextIn"`
-	AlertType   *string      `json:"alertType"`
-	AlertTarget *string      `json:"alertTarget"`
+// field decodes the field name of m into v; false when m has none.
+func field(m map[string]json.RawMessage, name string, v any) (bool, error) {
+	raw, ok := m[name]
+	if !ok {
+		return false, nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	if err := dec.Decode(v); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) {
+			return true, text.Syntaxf("%s: want %s, not a JSON %s", name, typeWords(te.Type), te.Value)
+		}
+		return true, decodeError(err)
+	}
+	return true, nil
+}
+
+// fields decodes the named fields of m, in order, each into its place;
+// a missing one is reported by the hint its name maps to.
+type wtField struct {
+	name, missing string
+	v             any
+}
+
+func wtFields(body []byte, fs ...wtField) error {
+	m, err := looseFields(body)
+	if err != nil {
+		return err
+	}
+	for _, f := range fs {
+		ok, err := field(m, f.name, f.v)
+		if err != nil {
+			return err
+		}
+		if !ok && f.missing != "" {
+			return text.Syntaxf("%s", f.missing)
+		}
+	}
+	return nil
 }
 
 // ParseWatchtowerPulse parses POST /heartbeat: {service, nextIn (s),
 // alertType, alertTarget}, all required, as watchtower wants them.
 func ParseWatchtowerPulse(body []byte) (WatchtowerPulse, error) {
-	var r wtPulseJSON
-	if err := decodeLoose(body, &r); err != nil {
+	var service, alertType, alertTarget string
+	var nextIn json.Number
+	err := wtFields(body, wtField{"service", "no service provided", &service}, wtField{"nextIn", "no nextIn provided", &nextIn},
+		wtField{"alertTarget", "no alert target provided", &alertTarget}, wtField{"alertType", "no alert type provided", &alertType})
+	if err != nil {
 		return WatchtowerPulse{}, err
 	}
-	switch {
-	case r.Service == nil:
-		return WatchtowerPulse{}, text.Syntaxf("no service provided")
-	case r.NextIn == nil:
-		return WatchtowerPulse{}, text.Syntaxf("no nextIn provided")
-	case r.AlertTarget == nil:
-		return WatchtowerPulse{}, text.Syntaxf("no alert target provided")
-	case r.AlertType == nil:
-		return WatchtowerPulse{}, text.Syntaxf("no alert type provided")
-	}
-	if err := checkService(*r.Service); err != nil {
+	if err := checkService(service); err != nil {
 		return WatchtowerPulse{}, err
 	}
-	s, err := strconv.ParseFloat(r.NextIn.String(), 64)
+	s, err := strconv.ParseFloat(nextIn.String(), 64)
 	if err != nil || math.IsNaN(s) || s < MinNextIn.Seconds() || s > MaxNextIn.Seconds() {
-		return WatchtowerPulse{}, text.Syntaxf("nextIn %s: want seconds from %g to %g", text.Clip([]byte(r.NextIn.String())), MinNextIn.Seconds(), MaxNextIn.Seconds())
+		return WatchtowerPulse{}, nextInError(nextIn.String())
 	}
-	for _, v := range []string{*r.AlertType, *r.AlertTarget} {
+	for _, v := range []string{alertType, alertTarget} {
 		if len(v) > 256 || !validText(v) {
 			return WatchtowerPulse{}, text.Syntaxf("alertType and alertTarget: want text of at most 256 bytes")
 		}
 	}
-	return WatchtowerPulse{Pulse: Pulse{Service: *r.Service, NextIn: time.Duration(s * float64(time.Second))},
-		AlertType: *r.AlertType, AlertTarget: *r.AlertTarget}, nil
+	return WatchtowerPulse{Pulse: Pulse{Service: service, NextIn: time.Duration(s * float64(time.Second))},
+		AlertType: alertType, AlertTarget: alertTarget}, nil
 }
 
 // ParseWatchtowerCancel parses DELETE /heartbeat: {service}.
 func ParseWatchtowerCancel(body []byte) (string, error) {
-	var r struct {
-		Service *string `json:"service"`
-	}
-	if err := decodeLoose(body, &r); err != nil {
+	var service string
+	if err := wtFields(body, wtField{"service", "no service provided", &service}); err != nil {
 		return "", err
 	}
-	if r.Service == nil {
-		return "", text.Syntaxf("no service provided")
-	}
-	if err := checkService(*r.Service); err != nil {
+	if err := checkService(service); err != nil {
 		return "", err
 	}
-	return *r.Service, nil
+	return service, nil
 }
 
 // ParseWatchtowerEvent parses POST /event: {service, message, level
 // (default 0), alert}. The time is the server's, as in watchtower.
 func ParseWatchtowerEvent(body []byte) (sample.Event, error) {
-	var r struct {
-		Service *string      `json:"service"`
-		Message *string      `json:"message"`
-		Level   *json.Number `json:"level"`
-		Alert   bool         `json:"alert"`
-	}
-	if err := decodeLoose(body, &r); err != nil {
+	var service, message string
+	var level *json.Number
+	var alert bool
+	err := wtFields(body, wtField{"service", "no service provided", &service}, wtField{"message", "no message provided", &message},
+		wtField{"level", "", &level}, wtField{"alert", "", &alert})
+	if err != nil {
 		return sample.Event{}, err
 	}
-	if r.Service == nil {
-		return sample.Event{}, text.Syntaxf("no service provided")
-	}
-	if r.Message == nil {
-		return sample.Event{}, text.Syntaxf("no message provided")
-	}
-	ev := eventJSON{Service: r.Service, Level: r.Level, Message: *r.Message, Alert: r.Alert}
+	ev := eventJSON{Service: &service, Level: level, Message: message, Alert: alert}
 	return ev.event()
-}
-
-// decodeLoose decodes one JSON object into v, ignoring unknown fields.
-func decodeLoose(body []byte, v any) error {
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.UseNumber()
-	if err := dec.Decode(v); err != nil {
-		return decodeError(err)
-	}
-	return atEnd(dec)
 }
 
 func validText(s string) bool {

@@ -5,6 +5,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"strings"
+	"unsafe"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -56,8 +58,19 @@ func encodeEvent(dst []byte, ev *sample.Event) []byte {
 	return append(dst, ev.Message...)
 }
 
-// decodeEvent reads the event stored under key k with payload b.
+// decodeEvent reads the event stored under key k with payload b. Its
+// strings are copies.
 func decodeEvent(k, b []byte, ev *sample.Event) error {
+	if err := viewEvent(k, b, ev); err != nil {
+		return err
+	}
+	ev.Service, ev.Message = strings.Clone(ev.Service), strings.Clone(ev.Message)
+	return nil
+}
+
+// viewEvent is decodeEvent with strings that view b: valid as long as b
+// is (in a transaction, until it ends).
+func viewEvent(k, b []byte, ev *sample.Event) error {
 	if len(k) != 16 {
 		return fmt.Errorf("an event key of %d bytes", len(k))
 	}
@@ -77,11 +90,11 @@ func decodeEvent(k, b []byte, ev *sample.Event) error {
 	if n, b, ok = uvarint(b); !ok || n > uint64(len(b)) {
 		return errors.New("a damaged event service")
 	}
-	ev.Service, b = string(b[:n]), b[n:]
+	ev.Service, b = unsafe.String(unsafe.SliceData(b), int(n)), b[n:]
 	if n, b, ok = uvarint(b); !ok || n != uint64(len(b)) {
 		return errors.New("a damaged event message")
 	}
-	ev.Message = string(b)
+	ev.Message = unsafe.String(unsafe.SliceData(b), len(b))
 	return nil
 }
 
@@ -200,7 +213,9 @@ func (s *Store) PutEvents(evs []sample.Event) (err error) {
 
 // EventsBefore calls fn with the stored events whose (time, id) is before
 // (beforeT, beforeID), newest first, down to time from, until fn returns
-// false. The strings of the events it gives are copies.
+// false. The strings of the events it gives view the database's pages:
+// valid until fn returns (clone what is kept). Looking at an event thus
+// copies nothing.
 func (s *Store) EventsBefore(beforeT int64, beforeID uint64, from int64, fn func(*sample.Event) bool) (err error) {
 	defer caught(&err)
 	return s.db.View(func(tx *bolt.Tx) error {
@@ -223,7 +238,7 @@ func (s *Store) EventsBefore(beforeT int64, beforeID uint64, from int64, fn func
 			if err != nil {
 				return err
 			}
-			if err := decodeEvent(k, payload, &ev); err != nil {
+			if err := viewEvent(k, payload, &ev); err != nil {
 				return damaged(bucketEvents, k, err)
 			}
 			if !fn(&ev) {
@@ -235,7 +250,8 @@ func (s *Store) EventsBefore(beforeT int64, beforeID uint64, from int64, fn func
 }
 
 // EventsAfter calls fn with the stored events whose id is after id, in id
-// order, until fn returns false.
+// order, until fn returns false. Their strings view the database's pages,
+// as EventsBefore's do.
 func (s *Store) EventsAfter(id uint64, fn func(*sample.Event) bool) (err error) {
 	defer caught(&err)
 	return s.db.View(func(tx *bolt.Tx) error {
@@ -273,7 +289,7 @@ func readEvent(b *bolt.Bucket, k []byte, ev *sample.Event) error {
 	if err != nil {
 		return err
 	}
-	if err := decodeEvent(k, payload, ev); err != nil {
+	if err := viewEvent(k, payload, ev); err != nil {
 		return damaged(bucketEvents, k, err)
 	}
 	return nil
