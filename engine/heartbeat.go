@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/sonde-metrics/sonde/engine/internal/record"
 	"github.com/sonde-metrics/sonde/engine/internal/snapshot"
@@ -178,9 +180,7 @@ func (db *DB) CheckResult(ctx context.Context, name string, failing bool, detail
 }
 
 func (db *DB) statusOp(ctx context.Context, op statusOp) error {
-	if len(op.note) > sample.MaxMessage {
-		op.note = op.note[:sample.MaxMessage]
-	}
+	op.note = clipText(op.note, sample.MaxMessage)
 	if err := db.blocked(); err != nil {
 		return err
 	}
@@ -191,7 +191,20 @@ func (db *DB) statusOp(ctx context.Context, op statusOp) error {
 	return ops[0].err
 }
 
-// view returns the heartbeat of service as the group sees it, nil when
+// clipText makes s valid UTF-8 of at most n bytes, cut at a character's
+// start: an event's text from elsewhere (an HTTP status line, an error).
+func clipText(s string, n int) string {
+	s = strings.ToValidUTF8(s, "\uFFFD")
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
+}
+
+// hbView returns the heartbeat of service as the group sees it, nil when
 // there is none (a forgotten one is none).
 func (db *DB) hbView(service string, now int64) *hb {
 	st := &db.status
@@ -300,9 +313,7 @@ func (db *DB) prepareStatus(op *statusOp, now int64) error {
 		if op.failing {
 			msg, kind, level, v = fmt.Sprintf("Check %s is failing: %s", op.service, op.note), sample.AlertFailing, sample.LevelLate, 1
 		}
-		if len(msg) > sample.MaxMessage {
-			msg = msg[:sample.MaxMessage]
-		}
+		msg = clipText(msg, sample.MaxMessage)
 		ch := db.alertChannel(&hb{service: op.service, channel: op.channel}, now)
 		db.queueEvent(&sample.Event{Service: op.service, Level: level, Message: msg, Alert: ch != ""}, now)
 		if ch != "" {

@@ -307,3 +307,15 @@ func TestCheckResults(t *testing.T) {
 		t.Fatalf("checks after a restart: %+v", cs)
 	}
 }
+
+func TestClipText(t *testing.T) {
+	for _, c := range []struct {
+		in   string
+		n    int
+		want string
+	}{{"abc", 5, "abc"}, {"héllo", 2, "h"}, {"héllo", 3, "hé"}, {"a\xffb", 10, "a\uFFFDb"}, {"😀😀", 5, "😀"}} {
+		if got := clipText(c.in, c.n); got != c.want {
+			t.Errorf("clipText(%q, %d) = %q, want %q", c.in, c.n, got, c.want)
+		}
+	}
+}

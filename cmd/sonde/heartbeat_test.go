@@ -250,7 +250,7 @@ func TestHTTPCheck(t *testing.T) {
 	nextRun(200)
 	status.Store(503)
 	c := r.call(t)
-	if c.Kind != "failing" || c.Service != "web" || !strings.Contains(c.Message, "Check web is failing: GET "+health.URL+"/health: 503") {
+	if c.Kind != "failing" || c.Service != "web" || !strings.Contains(c.Message, "Check web is failing: GET "+health.URL+"/…: 503") || strings.Contains(c.Message, "/health") {
 		t.Fatalf("failing call: %+v", c)
 	}
 	nextRun(503) // two more failed runs: no second alert

@@ -2,6 +2,7 @@ package alert
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -182,14 +183,21 @@ func (c *Checker) probe(ctx context.Context, ch *Check) (string, error) {
 		return "", fmt.Errorf("build request: %w", err)
 	}
 	req.Header.Set("User-Agent", "sonde-check")
+	// What it says goes into events anyone can list: the URL without its
+	// path and query, which may hold a token, as for webhooks.
+	target := redact(req.URL)
 	resp, err := c.client.Do(req)
 	if err != nil {
-		return "", fmt.Errorf("GET %s: %w", ch.URL, err)
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return "", fmt.Errorf("GET %s: %w", target, err)
 	}
 	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	resp.Body.Close()
 	if resp.StatusCode != ch.Expect {
-		return "", fmt.Errorf("GET %s: %s, want %d", ch.URL, resp.Status, ch.Expect)
+		return "", fmt.Errorf("GET %s: %s, want %d", target, resp.Status, ch.Expect)
 	}
 	return resp.Status, nil
 }
