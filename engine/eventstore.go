@@ -251,12 +251,10 @@ func (db *DB) Events(ctx context.Context, q sample.EventQuery) (sample.EventPage
 	// was stored before. The filter runs on the list without the lock:
 	// a slow regex must not hold up the committer, which appends under it.
 	var held []sample.Event
-	var scanBytes int
-	for i, ev := range db.events.heldList() {
+	for i, ev := range db.events.heldList() { // bounded by EventMemory
 		if i%256 == 255 && ctx.Err() != nil {
 			return page, fmt.Errorf("list events: %w", ctx.Err())
 		}
-		scanBytes += len(ev.Service) + len(ev.Message)
 		if keep(&ev) {
 			held = append(held, ev)
 		}
@@ -267,7 +265,7 @@ func (db *DB) Events(ctx context.Context, q sample.EventQuery) (sample.EventPage
 		}
 		return 1
 	})
-	bytes, scanned := 0, 0
+	bytes, scanned, scanBytes := 0, 0, 0 // the scan bounds count stored events
 	// emit adds ev to the page; false once the page is full. A page takes
 	// one event more than its limit, to know whether there are more.
 	emit := func(ev *sample.Event) bool {
