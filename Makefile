@@ -24,7 +24,7 @@ run: build
 # libcurl3-gnutls, which collectd-core does not pull in), promtool
 # (prometheus), which checks what /metrics serves, and Chromium, which the
 # page's tests drive headless.
-TEST_PKGS := netcat-openbsd victoria-metrics collectd-core libyajl2 libcurl3-gnutls prometheus chromium
+TEST_PKGS := netcat-openbsd victoria-metrics collectd-core libyajl2 libcurl3-gnutls prometheus chromium nodejs
 
 test-deps:
 	@missing=""; for p in $(TEST_PKGS); do \
@@ -73,6 +73,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseEvents$$' -fuzztime $(FUZZTIME) ./ingest/status
 	$(GO) test -run '^$$' -fuzz '^FuzzParsePulse$$' -fuzztime $(FUZZTIME) ./ingest/status
 	$(GO) test -run '^$$' -fuzz '^FuzzParseWatchtower$$' -fuzztime $(FUZZTIME) ./ingest/status
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./ingest/logatron
 	$(GO) test -run '^$$' -fuzz '^FuzzVerifyFile$$' -fuzztime $(FUZZTIME) ./engine/internal/snapshot
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeChunk$$' -fuzztime $(FUZZTIME) ./engine/internal/snapshot
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./engine/internal/chunk

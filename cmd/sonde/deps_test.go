@@ -35,6 +35,7 @@ func TestImportDirection(t *testing.T) {
 		{mod + "ingest/collectd", parser},
 		{mod + "ingest/statsd", parser},
 		{mod + "ingest/sse", stdlib},
+		{mod + "ingest/logatron", stdlib},
 		{mod + "ingest/status", parser},
 		{mod + "engine/internal/chunk", func(i string) bool { return stdlib(i) || i == sample }},
 		{mod + "engine/internal/snapshot", func(i string) bool {
