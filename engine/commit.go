@@ -264,6 +264,7 @@ func (db *DB) commit(group []*request) {
 		err = db.syncWAL()
 	}
 	db.resent = false
+	db.endGroupStatus()
 	for _, req := range group {
 		req.done <- err
 	}
@@ -395,16 +396,17 @@ func (db *DB) undoGroup() {
 // apply publishes the prepared records to readers and subscribers; synced
 // says the WAL was fsynced past them.
 func (db *DB) apply(synced bool) {
-	reindex := false
+	reindex, status := false, false
 	var events []sample.Event
 	for i := range db.pend {
 		p := &db.pend[i]
-		if p.rec.Code == record.Event {
-			events = append(events, eventOf(&p.rec, p.idx))
+		if p.s == nil { // a status event or a heartbeat record: no series
+			if p.rec.Code == record.Event {
+				events = append(events, eventOf(&p.rec, p.idx))
+			} else {
+				status = true // applyGroupStatus
+			}
 			continue
-		}
-		if isStatus(p.rec.Code) {
-			continue // applyGroupStatus
 		}
 		if p.rec.Code == sample.Delete {
 			reindex = true
@@ -422,6 +424,7 @@ func (db *DB) apply(synced bool) {
 		db.index.mu.Lock()
 		for i := range db.pend {
 			switch p := &db.pend[i]; {
+			case p.s == nil: // no series (a Delivered record's Ordinal is an alert id)
 			case p.rec.Code == sample.Delete:
 				db.index.remove(p.s)
 			case p.rec.Ordinal == 1 && p.rec.Code != sample.Window:
@@ -431,7 +434,9 @@ func (db *DB) apply(synced bool) {
 		db.index.mu.Unlock()
 	}
 	last := db.pend[len(db.pend)-1].idx
-	db.applyGroupStatus()
+	if status {
+		db.applyGroupStatus() // a lock and a walk of the group: only when it has heartbeat records
+	}
 	if len(events) > 0 {
 		// Before the index is published: a reader that sees it finds them.
 		db.events.add(events)

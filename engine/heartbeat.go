@@ -468,8 +468,16 @@ func (db *DB) applyGroupStatus() {
 		st.notify = make(chan struct{})
 	}
 	st.mu.Unlock()
-	clear(st.group)
-	clear(st.done)
+}
+
+// endGroupStatus forgets the group's view of the heartbeats at the end of
+// every group: what it wrote is in the table now (applyGroupStatus), and
+// what it only looked at (a refused cancel) must not shadow the table.
+func (db *DB) endGroupStatus() {
+	if st := &db.status; len(st.group) > 0 || len(st.done) > 0 {
+		clear(st.group)
+		clear(st.done)
+	}
 }
 
 // dropGroupStatus forgets the group's view after a failed write. The
@@ -498,21 +506,37 @@ func (db *DB) Heartbeats() []sample.Heartbeat {
 	st.mu.RLock()
 	out := make([]sample.Heartbeat, 0, len(st.hbs))
 	for _, h := range st.hbs {
-		if h.gone(now) {
-			continue
+		if !h.gone(now) {
+			out = append(out, h.info())
 		}
-		hb := sample.Heartbeat{Service: h.service, NextIn: time.Duration(h.nextIn) * time.Millisecond, Channel: h.channel,
-			Last: h.last, Expected: h.due, State: "on-time"}
-		switch h.state {
-		case hbLate:
-			hb.State, hb.Alerted = "late", h.channel != ""
-		case hbCancelled:
-			hb.State = "cancelled"
-		}
-		out = append(out, hb)
 	}
 	st.mu.RUnlock()
 	slices.SortFunc(out, func(a, b sample.Heartbeat) int { return cmp.Compare(a.Service, b.Service) })
+	return out
+}
+
+// Heartbeat returns the heartbeat of service; false when there is none.
+func (db *DB) Heartbeat(service string) (sample.Heartbeat, bool) {
+	st := &db.status
+	st.mu.RLock()
+	defer st.mu.RUnlock()
+	h := st.hbs[service]
+	if h == nil || h.gone(db.nowMs()) {
+		return sample.Heartbeat{}, false
+	}
+	return h.info(), true
+}
+
+// info is h as readers see it.
+func (h *hb) info() sample.Heartbeat {
+	out := sample.Heartbeat{Service: h.service, NextIn: time.Duration(h.nextIn) * time.Millisecond, Channel: h.channel,
+		Last: h.last, Expected: h.due, State: "on-time"}
+	switch h.state {
+	case hbLate:
+		out.State, out.Alerted = "late", h.channel != ""
+	case hbCancelled:
+		out.State = "cancelled"
+	}
 	return out
 }
 

@@ -319,3 +319,29 @@ func TestClipText(t *testing.T) {
 		}
 	}
 }
+
+// TestRefusedCancelLeavesNoView: a cancel refused (the heartbeat is
+// cancelled already) writes nothing, and what the committer looked at
+// does not stand in for the heartbeat afterwards.
+func TestRefusedCancelLeavesNoView(t *testing.T) {
+	clock := newClock()
+	db := openDB(t, t.TempDir(), hbOpts(clock, Options{}))
+	defer db.Close()
+	ctx := context.Background()
+	pulse(t, db, "a", 10*time.Second, "")
+	if err := db.CancelHeartbeat(ctx, "a"); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.CancelHeartbeat(ctx, "a"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("a second cancel: %v", err)
+	}
+	if n := len(db.status.group); n != 0 {
+		t.Fatalf("the committer kept a view of %d heartbeats after a refused cancel", n)
+	}
+	pulse(t, db, "a", 10*time.Second, "")
+	clock.add(11 * time.Second)
+	tick(t, db)
+	if h := heartbeatOf(t, db, "a"); h.State != "late" {
+		t.Fatalf("after a pulse and its due time: %+v", h)
+	}
+}

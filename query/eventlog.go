@@ -34,9 +34,10 @@ type StatusStore interface {
 	// (sample.ErrNotFound when there is none).
 	Pulse(ctx context.Context, service string, nextIn time.Duration, channel string) error
 	CancelHeartbeat(ctx context.Context, service string) error
-	// Heartbeats lists the heartbeats, by service; PendingAlerts the
-	// alerts waiting for delivery, by id.
+	// Heartbeats lists the heartbeats, by service; Heartbeat finds one;
+	// PendingAlerts lists the alerts waiting for delivery, by id.
 	Heartbeats() []sample.Heartbeat
+	Heartbeat(service string) (sample.Heartbeat, bool)
 	PendingAlerts(dst []sample.Alert) []sample.Alert
 }
 

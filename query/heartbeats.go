@@ -73,11 +73,9 @@ func (s *Server) heartbeatRoutes(ctx *fasthttp.RequestCtx, path string) bool {
 			s.cancelHeartbeat(ctx, service)
 			return true
 		}
-		for _, h := range s.opts.Status.Heartbeats() {
-			if h.Service == service {
-				writeJSON(ctx, append(appendHeartbeat(nil, &h), '\n'))
-				return true
-			}
+		if h, ok := s.opts.Status.Heartbeat(service); ok {
+			writeJSON(ctx, append(appendHeartbeat(nil, &h), '\n'))
+			return true
 		}
 		writeError(ctx, fasthttp.StatusNotFound, "no heartbeat of "+strconv.Quote(service))
 	case path == "/api/v1/heartbeats":
@@ -107,13 +105,11 @@ func (s *Server) postPulse(ctx *fasthttp.RequestCtx) {
 		writeStatusError(ctx, err)
 		return
 	}
-	for _, h := range s.opts.Status.Heartbeats() {
-		if h.Service == p.Service {
-			writeJSON(ctx, append(appendHeartbeat(nil, &h), '\n'))
-			return
-		}
+	if h, ok := s.opts.Status.Heartbeat(p.Service); ok {
+		writeJSON(ctx, append(appendHeartbeat(nil, &h), '\n'))
+		return
 	}
-	writeJSON(ctx, []byte("{}\n")) // cancelled meanwhile
+	writeJSON(ctx, []byte("{}\n")) // forgotten meanwhile (a clock step)
 }
 
 // CheckChannel says whether name is a configured alert channel ("": none

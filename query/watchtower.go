@@ -177,11 +177,9 @@ func (w *Watchtower) serve(ctx *fasthttp.RequestCtx) {
 		reply(ctx, map[string]any{"result": 200, "heartBeats": list})
 	case (strings.HasPrefix(path, "/heartbeat/") || strings.HasPrefix(path, "/get/")) && get:
 		_, service, _ := strings.Cut(path[1:], "/")
-		for _, h := range w.store.Heartbeats() {
-			if h.Service == service {
-				reply(ctx, map[string]any{"result": 200, "heartBeat": w.heartbeat(&h)})
-				return
-			}
+		if h, ok := w.store.Heartbeat(service); ok {
+			reply(ctx, map[string]any{"result": 200, "heartBeat": w.heartbeat(&h)})
+			return
 		}
 		fail(ctx, "service not found")
 	case (path == "/heartbeat" || path == "/") && post:
@@ -247,11 +245,9 @@ func (w *Watchtower) pulse(ctx *fasthttp.RequestCtx) {
 		fail(ctx, err.Error())
 		return
 	}
-	for _, h := range w.store.Heartbeats() {
-		if h.Service == p.Service {
-			reply(ctx, map[string]any{"result": 200, "action": "pulse", "heartBeat": w.heartbeat(&h)})
-			return
-		}
+	if h, ok := w.store.Heartbeat(p.Service); ok {
+		reply(ctx, map[string]any{"result": 200, "action": "pulse", "heartBeat": w.heartbeat(&h)})
+		return
 	}
 	reply(ctx, map[string]any{"result": 200, "action": "pulse", "heartBeat": p.Service})
 }
@@ -267,11 +263,9 @@ func (w *Watchtower) cancel(ctx *fasthttp.RequestCtx) {
 		fail(ctx, err.Error())
 		return
 	}
-	for _, h := range w.store.Heartbeats() {
-		if h.Service == service && err == nil {
-			reply(ctx, map[string]any{"result": 200, "action": "cancel", "heartBeat": w.heartbeat(&h)})
-			return
-		}
+	if h, ok := w.store.Heartbeat(service); ok && err == nil {
+		reply(ctx, map[string]any{"result": 200, "action": "cancel", "heartBeat": w.heartbeat(&h)})
+		return
 	}
 	// watchtower answers a cancel of an unknown service with its name.
 	reply(ctx, map[string]any{"result": 200, "action": "cancel", "heartBeat": service})

@@ -62,6 +62,16 @@ func (r *receiver) call(t *testing.T) webhookCall {
 	}
 }
 
+// noMore fails if the receiver got a call not taken yet.
+func (r *receiver) noMore(t *testing.T) {
+	t.Helper()
+	select {
+	case extra := <-r.calls:
+		t.Fatalf("an extra call: %+v", extra)
+	default:
+	}
+}
+
 func (p *proc) send(method, path, body string) (int, string) {
 	p.t.Helper()
 	req, err := http.NewRequest(method, p.url(path), strings.NewReader(body))
@@ -157,11 +167,7 @@ func TestHeartbeatWebhook(t *testing.T) {
 			t.Fatalf("cancel %.20s: %d %s, want 400", bad, code, body)
 		}
 	}
-	select {
-	case extra := <-r.calls:
-		t.Fatalf("an extra call: %+v", extra)
-	default:
-	}
+	r.noMore(t)
 }
 
 func (p *proc) alerts() []webhookCall {
@@ -208,11 +214,7 @@ func TestAlertSurvivesKill(t *testing.T) {
 		t.Fatalf("after the restart: %+v", h)
 	}
 	// One death, one alert: the restart decided no second one.
-	select {
-	case extra := <-r.calls:
-		t.Fatalf("an extra call: %+v", extra)
-	default:
-	}
+	r.noMore(t)
 }
 
 // TestHTTPCheck: a -check whose URL starts failing records an event and
@@ -285,9 +287,5 @@ func TestHTTPCheck(t *testing.T) {
 	if se.Value != 0 {
 		t.Fatalf("check.web.failing = %v after recovery", se.Value)
 	}
-	select {
-	case extra := <-r.calls:
-		t.Fatalf("an extra call: %+v", extra)
-	default:
-	}
+	r.noMore(t)
 }

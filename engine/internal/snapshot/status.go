@@ -237,57 +237,50 @@ func (s *Store) PutStatus(st *Status) (err error) {
 func (s *Store) LoadStatus() (hbs []HeartbeatState, alerts []sample.Alert, checks []sample.Check, err error) {
 	defer caught(&err)
 	err = s.db.View(func(tx *bolt.Tx) error {
-		if b := tx.Bucket(bucketHeartbeats); b != nil {
-			err := b.ForEach(func(k, v []byte) error {
-				payload, err := unseal(bucketHeartbeats, k, v)
-				if err != nil {
-					return err
-				}
-				var h HeartbeatState
-				if err := decodeHeartbeat(k, payload, &h); err != nil {
-					return damaged(bucketHeartbeats, k, err)
-				}
-				hbs = append(hbs, h)
-				return nil
-			})
-			if err != nil {
-				return err
-			}
-		}
-		if b := tx.Bucket(bucketChecks); b != nil {
-			err := b.ForEach(func(k, v []byte) error {
-				payload, err := unseal(bucketChecks, k, v)
-				if err != nil {
-					return err
-				}
+		err := eachSealed(tx, bucketHeartbeats, func(k, payload []byte) error {
+			var h HeartbeatState
+			err := decodeHeartbeat(k, payload, &h)
+			hbs = append(hbs, h)
+			return err
+		})
+		if err == nil {
+			err = eachSealed(tx, bucketChecks, func(k, payload []byte) error {
 				var c sample.Check
-				if err := decodeCheck(k, payload, &c); err != nil {
-					return damaged(bucketChecks, k, err)
-				}
+				err := decodeCheck(k, payload, &c)
 				checks = append(checks, c)
-				return nil
-			})
-			if err != nil {
 				return err
-			}
-		}
-		if b := tx.Bucket(bucketAlerts); b != nil {
-			return b.ForEach(func(k, v []byte) error {
-				payload, err := unseal(bucketAlerts, k, v)
-				if err != nil {
-					return err
-				}
-				var a sample.Alert
-				if err := decodeAlert(k, payload, &a); err != nil {
-					return damaged(bucketAlerts, k, err)
-				}
-				alerts = append(alerts, a)
-				return nil
 			})
+		}
+		if err == nil {
+			err = eachSealed(tx, bucketAlerts, func(k, payload []byte) error {
+				var a sample.Alert
+				err := decodeAlert(k, payload, &a)
+				alerts = append(alerts, a)
+				return err
+			})
+		}
+		return err
+	})
+	return hbs, alerts, checks, err
+}
+
+// eachSealed calls fn with every entry of bucket (if it exists) and its
+// payload, the seal checked; an error of fn is damage to that entry.
+func eachSealed(tx *bolt.Tx, bucket []byte, fn func(k, payload []byte) error) error {
+	b := tx.Bucket(bucket)
+	if b == nil {
+		return nil
+	}
+	return b.ForEach(func(k, v []byte) error {
+		payload, err := unseal(bucket, k, v)
+		if err != nil {
+			return err
+		}
+		if err := fn(k, payload); err != nil {
+			return damaged(bucket, k, err)
 		}
 		return nil
 	})
-	return hbs, alerts, checks, err
 }
 
 // checkStatus checks a stored heartbeat or alert (CheckFile).
