@@ -52,7 +52,7 @@ type Server struct {
 // for and the records the cardinality phase counts. (A Sonde from before
 // that flag refuses it: give such a binary's runs a wrapper script.)
 func StartSonde(ctx context.Context, bin, dir string, extra ...string) (*Server, error) {
-	args := append([]string{"-data", dir, "-tcp", "127.0.0.1:0", "-graphite", "127.0.0.1:0", "-collectd", "127.0.0.1:0", "-statsd", "127.0.0.1:0", "-http", "127.0.0.1:0", "-log-format", "json", "-tcp-oneshot-idle", "-1s", "-self-interval", "0"}, extra...)
+	args := append([]string{"-data", dir, "-tcp", "127.0.0.1:0", "-graphite", "127.0.0.1:0", "-collectd", "127.0.0.1:0", "-statsd", "127.0.0.1:0", "-logatron", "127.0.0.1:0", "-http", "127.0.0.1:0", "-log-format", "json", "-tcp-oneshot-idle", "-1s", "-self-interval", "0"}, extra...)
 	cmd := exec.Command(bin, args...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {

@@ -59,7 +59,7 @@ func (db *DB) submit(ctx context.Context, what string, fill func(*request)) erro
 	req := reqPool.Get().(*request)
 	fill(req)
 	defer func() {
-		req.ops, req.errs, req.events, req.status, req.acked = nil, nil, nil, nil, false
+		req.ops, req.errs, req.events, req.status, req.client, req.acked = nil, nil, nil, nil, nil, false
 		reqPool.Put(req)
 	}()
 	db.sendMu.RLock()
@@ -121,7 +121,7 @@ func (db *DB) run() {
 				break
 			}
 			group = append(group, r)
-			n := len(r.ops) + len(r.events) + len(r.status)
+			n := r.size()
 		drain:
 			for n < db.opts.MaxGroup {
 				select {
@@ -131,7 +131,7 @@ func (db *DB) run() {
 						break drain
 					}
 					group = append(group, r)
-					n += len(r.ops) + len(r.events) + len(r.status)
+					n += r.size()
 				default:
 					break drain
 				}
@@ -231,6 +231,9 @@ func (db *DB) commit(group []*request) {
 				req.status[i].err = db.prepareStatus(&req.status[i], now)
 			}
 		}
+		if req.client != nil && err == nil {
+			req.client.err = db.prepareClient(req.client, now)
+		}
 	}
 	clear(db.found)
 	if err != nil {
@@ -265,6 +268,7 @@ func (db *DB) commit(group []*request) {
 	}
 	db.resent = false
 	db.endGroupStatus()
+	db.endGroupClients()
 	for _, req := range group {
 		req.done <- err
 	}
@@ -396,14 +400,17 @@ func (db *DB) undoGroup() {
 // apply publishes the prepared records to readers and subscribers; synced
 // says the WAL was fsynced past them.
 func (db *DB) apply(synced bool) {
-	reindex, status := false, false
+	reindex, status, clients := false, false, false
 	var events []sample.Event
 	for i := range db.pend {
 		p := &db.pend[i]
-		if p.s == nil { // a status event or a heartbeat record: no series
-			if p.rec.Code == record.Event {
+		if p.s == nil { // a status event, a heartbeat or client record: no series
+			switch {
+			case p.rec.Code == record.Event:
 				events = append(events, eventOf(&p.rec, p.idx))
-			} else {
+			case isClientRec(p.rec.Code):
+				clients = true // applyGroupClients
+			default:
 				status = true // applyGroupStatus
 			}
 			continue
@@ -436,6 +443,9 @@ func (db *DB) apply(synced bool) {
 	last := db.pend[len(db.pend)-1].idx
 	if status {
 		db.applyGroupStatus() // a lock and a walk of the group: only when it has heartbeat records
+	}
+	if clients {
+		db.applyGroupClients()
 	}
 	if len(events) > 0 {
 		// Before the index is published: a reader that sees it finds them.

@@ -37,8 +37,9 @@ type DB struct {
 	published atomic.Uint64 // newest WAL index applied to the hot state
 	synced    atomic.Uint64 // newest WAL index known to be fsynced
 	feed      *feed
-	events    eventMem // status events not in snapshot.db yet (eventstore.go)
-	status    status   // heartbeats and the alert queue (heartbeat.go)
+	events    eventMem    // status events not in snapshot.db yet (eventstore.go)
+	status    status      // heartbeats and the alert queue (heartbeat.go)
+	clients   clientTable // logatron clients (clients.go)
 
 	notifyMu sync.Mutex    // guards notifyCh.
 	notifyCh chan struct{} // closed and replaced when the feed grows
@@ -114,6 +115,7 @@ type request struct {
 	ops    []sample.Op
 	events []sample.Event // AppendEvents: the events, whose ID and Time the committer sets
 	status []statusOp     // heartbeat operations, whose err the committer sets
+	client *clientReq     // a logatron client's operation, whose errs the committer sets
 	errs   []error
 	acked  bool // Append: under FsyncAlways, fsync the group before answering
 	done   chan error
@@ -123,6 +125,15 @@ type pending struct {
 	s   *series
 	rec record.Record
 	idx uint64
+}
+
+// size is what the request counts for toward MaxGroup.
+func (r *request) size() int {
+	n := len(r.ops) + len(r.events) + len(r.status)
+	if r.client != nil {
+		n += 1 + len(r.client.writes)
+	}
+	return n
 }
 
 var reqPool = sync.Pool{New: func() any { return &request{done: make(chan error, 1)} }}

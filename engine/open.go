@@ -34,6 +34,7 @@ func Open(dir string, opts Options) (*DB, error) {
 		events:    eventMem{notify: make(chan struct{})},
 		status: status{hbs: map[string]*hb{}, checks: map[string]*sample.Check{}, alerts: map[uint64]sample.Alert{}, notify: make(chan struct{}),
 			group: map[string]*hb{}, done: map[uint64]bool{}},
+		clients:       clientTable{m: map[string]*client{}, notify: make(chan struct{}), dirty: map[string]bool{}, forgot: map[string]bool{}},
 		reqs:          make(chan *request, 1024),
 		syncReq:       make(chan chan error),
 		calls:         make(chan func()),
@@ -86,6 +87,7 @@ func Open(dir string, opts Options) (*DB, error) {
 	}
 	db.feed = newFeed(opts.EventBuffer, db.published.Load())
 	db.startHeartbeats()
+	db.startClients()
 	go db.run()
 	go db.snapshotLoop()
 	ok = true
@@ -180,6 +182,9 @@ func (db *DB) recover() error {
 	if err := db.loadStatus(); err != nil {
 		return err
 	}
+	if err := db.loadClients(); err != nil {
+		return err
+	}
 	first, err := db.wal.FirstIndex()
 	if err != nil {
 		return fmt.Errorf("read wal first index: %w", err)
@@ -218,6 +223,12 @@ func (db *DB) recover() error {
 		if isStatus(r.Code) {
 			r.Key = string(key)
 			db.status.applyStatus(&r, i)
+			db.recovery.Replayed++
+			continue
+		}
+		if isClientRec(r.Code) {
+			r.Key = string(key)
+			db.clients.apply(&r, i, db.opts.ClientRing)
 			db.recovery.Replayed++
 			continue
 		}

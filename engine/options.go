@@ -158,6 +158,15 @@ type Options struct {
 	// Default 10,000.
 	MaxHeartbeats int
 	MaxAlerts     int
+	// MaxClients caps the logatron clients kept, connected or not;
+	// default 256. A new name past it takes the place of the client that
+	// disconnected longest ago, or is refused (ErrTooManyClients) when
+	// all are connected. ClientRing is how many log lines each keeps
+	// (default 128, logatron's), MaxClientKeys how many state keys
+	// (default 64; past it ErrTooManyKeys).
+	MaxClients    int
+	ClientRing    int
+	MaxClientKeys int
 	// MaxGroup caps the operations in one group commit; default 16384.
 	MaxGroup int
 	// SegmentSize is the WAL segment size; default 8 MiB.
@@ -245,6 +254,15 @@ func (o Options) withDefaults() Options {
 	}
 	if o.MaxAlerts <= 0 {
 		o.MaxAlerts = 10_000
+	}
+	if o.MaxClients <= 0 {
+		o.MaxClients = 256
+	}
+	if o.ClientRing <= 0 {
+		o.ClientRing = 128
+	}
+	if o.MaxClientKeys <= 0 {
+		o.MaxClientKeys = 64
 	}
 	if o.EventRetention <= 0 {
 		o.EventRetention = 90 * 24 * time.Hour

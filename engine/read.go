@@ -130,8 +130,8 @@ func (db *DB) Changes(after uint64, dst []sample.Change, max int) ([]sample.Chan
 		if err := record.Decode(body, &r); err != nil {
 			return dst, fmt.Errorf("decode change %d: %w", i, err)
 		}
-		if r.Code == record.Event || isStatus(r.Code) {
-			continue // a status event or heartbeat changes no series
+		if noSeries(r.Code) {
+			continue // a status event, heartbeat or client record changes no series
 		}
 		c := sample.Change{ID: i, Key: r.Key, Deleted: r.Code == sample.Delete}
 		if !c.Deleted {

@@ -115,7 +115,7 @@ func Check(dir string) (*Report, error) {
 	}
 	// What replay would meet: a gap after the snapshot, or a record that
 	// does not follow on from the one before for its key.
-	chains, err := storedChains(filepath.Join(dir, "snapshot.db"), len(fr.Problems) > 0)
+	chains, _, err := storedChains(filepath.Join(dir, "snapshot.db"), len(fr.Problems) > 0)
 	if err != nil {
 		return nil, err
 	}
@@ -133,8 +133,8 @@ func Check(dir string) (*Report, error) {
 			rep.Problems = append(rep.Problems, fmt.Sprintf("wal: record %d does not decode: %v", s.Index, err))
 			continue
 		}
-		if r.Code == record.Event || isStatus(r.Code) {
-			continue // a status event or heartbeat follows on from nothing
+		if noSeries(r.Code) {
+			continue // a status event, heartbeat or client record follows on from nothing
 		}
 		if covered(chains, &r, s.Index) {
 			continue
@@ -151,24 +151,24 @@ func Check(dir string) (*Report, error) {
 
 // storedChains reads the series states of snapshot.db. When the file has
 // damage, the states are read from what a salvage keeps.
-func storedChains(path string, damaged bool) (map[string]*chain, error) {
-	chains := map[string]*chain{}
+func storedChains(path string, damaged bool) (map[string]*chain, map[string]uint64, error) {
+	chains, clients := map[string]*chain{}, map[string]uint64{}
 	if damaged {
 		tmp, err := os.MkdirTemp("", "sonde-check")
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		defer os.RemoveAll(tmp)
 		if _, err := snapshot.Salvage(path, filepath.Join(tmp, "snapshot.db")); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		path = filepath.Join(tmp, "snapshot.db")
 	} else if _, err := os.Stat(path); os.IsNotExist(err) {
-		return chains, nil
+		return chains, clients, nil
 	}
 	st, err := snapshot.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("read series states: %w", err)
+		return nil, nil, fmt.Errorf("read series states: %w", err)
 	}
 	defer st.Close()
 	err = st.Load(func(s *snapshot.State) error {
@@ -176,9 +176,16 @@ func storedChains(path string, damaged bool) (map[string]*chain, error) {
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("read series states: %w", err)
+		return nil, nil, fmt.Errorf("read series states: %w", err)
 	}
-	return chains, nil
+	cs, err := st.LoadClients()
+	if err != nil {
+		return nil, nil, fmt.Errorf("read clients: %w", err)
+	}
+	for _, c := range cs {
+		clients[c.Name] = c.Covers
+	}
+	return chains, clients, nil
 }
 
 // follow applies record r to the chains as replay would, and says what
@@ -301,7 +308,7 @@ func repair(dir string, rep *Report) error {
 	for _, p := range fr.Problems {
 		rep.Lost = append(rep.Lost, p.String())
 	}
-	chains, err := storedChains(snap, false)
+	chains, clientCovers, err := storedChains(snap, false)
 	if err != nil {
 		return err
 	}
@@ -354,7 +361,10 @@ func repair(dir string, rep *Report) error {
 			rep.Lost = append(rep.Lost, fmt.Sprintf("wal: record %d does not decode (%v): dropped", s.Index, err))
 			continue
 		}
-		if r.Code != record.Event && !isStatus(r.Code) { // a status event or heartbeat follows on from nothing, and is kept
+		if isClientRec(r.Code) && s.Index <= clientCovers[r.Key] {
+			continue // its stored client holds it; the new WAL leaves it out
+		}
+		if !noSeries(r.Code) { // a status event, heartbeat or client record follows on from nothing, and is kept
 			if covered(chains, &r, s.Index) {
 				continue // stored already; the new WAL leaves it out
 			}

@@ -229,6 +229,7 @@ func (db *DB) snapshotNow() error {
 	start := time.Now()
 	var target uint64
 	var status *snapshot.Status
+	var clients *snapshot.Clients
 	db.onCommitter(func() {
 		db.snapQueue = append(db.snapQueue, db.dirty...)
 		clear(db.dirty)
@@ -236,12 +237,21 @@ func (db *DB) snapshotNow() error {
 		db.dirtyGen++
 		target = db.published.Load()
 		status = db.captureStatus() // as of target
+		clients = db.captureClients()
 	})
-	from := db.store.Index()
-	if target <= from && len(db.snapQueue) == 0 {
-		if status != nil {
-			db.statusFailed() // not stored: the next snapshot stores it
+	// What was captured and is not stored (this returns early, or fails)
+	// is marked changed again: the next snapshot stores it.
+	stored := false
+	defer func() {
+		if !stored && status != nil {
+			db.statusFailed()
 		}
+		if !stored && clients != nil {
+			db.clientsFailed(clients)
+		}
+	}()
+	from := db.store.Index()
+	if target <= from && len(db.snapQueue) == 0 && clients == nil {
 		db.snapshots.Add(1)
 		return nil
 	}
@@ -283,24 +293,27 @@ func (db *DB) snapshotNow() error {
 		i = j
 	}
 	if err := db.storeEvents(target); err != nil {
-		if status != nil {
-			db.statusFailed()
-		}
 		return err
 	}
-	if status != nil {
+	if status != nil || clients != nil {
 		if err := db.syncTo(target); err != nil {
-			db.statusFailed()
 			return err
 		}
+	}
+	if status != nil {
 		if err := db.store.PutStatus(status); err != nil {
-			db.statusFailed()
+			return db.storeFailed(err)
+		}
+	}
+	if clients != nil {
+		if err := db.store.PutClients(clients); err != nil {
 			return db.storeFailed(err)
 		}
 	}
 	if err := w.finish(); err != nil {
 		return err
 	}
+	stored = true
 	clear(db.snapQueue)
 	db.snapQueue = db.snapQueue[:0]
 	db.stored += int64(target - from)

@@ -263,51 +263,13 @@ func (s *Server) eventStream(ctx *fasthttp.RequestCtx) {
 		writeError(ctx, fasthttp.StatusBadRequest, err.Error())
 		return
 	}
-	after, resume := s.store.Index(), false
-	v := ctx.Request.Header.Peek("Last-Event-ID")
-	if len(v) == 0 {
-		v = ctx.QueryArgs().Peek("after")
-	}
-	if len(v) > 0 {
-		id, err := strconv.ParseUint(strings.TrimSpace(string(v)), 10, 64)
-		if err != nil {
-			writeError(ctx, fasthttp.StatusBadRequest, fmt.Sprintf("Last-Event-ID %q is not an event id", text(v)))
-			return
-		}
-		after, resume = id, true
-	}
-	// An id from the future (another server, a wiped store), or from an
-	// epoch the store does not vouch for (X-Sonde-Epoch), names other
-	// events now: the client gets a reset, and the events after the last
-	// id it can trust (none: all that are kept).
-	reset := false
-	if resume {
-		trusted := after
-		if v := ctx.Request.Header.Peek("X-Sonde-Epoch"); len(v) > 0 {
-			epoch, err := strconv.ParseUint(strings.TrimSpace(string(v)), 10, 64)
-			if err != nil {
-				writeError(ctx, fasthttp.StatusBadRequest, fmt.Sprintf("X-Sonde-Epoch %q is not an epoch", text(v)))
-				return
-			}
-			through, ok := s.store.TrustedThrough(epoch)
-			if !ok {
-				through = 0
-			}
-			trusted = min(trusted, through)
-		}
-		trusted = min(trusted, s.store.Index())
-		reset, after = trusted != after, trusted
+	after, reset, ok := s.resumePoint(ctx)
+	if !ok {
+		return
 	}
 	es := s.opts.Status
 	s.hijackStream(ctx, "event stream", func(w *bufio.Writer) error {
-		if reset {
-			w.WriteString("event: reset\r\ndata: {\"after\":")
-			w.WriteString(strconv.FormatUint(after, 10))
-			w.WriteString("}\r\n\r\n")
-		} else {
-			w.WriteString(": events after " + strconv.FormatUint(after, 10) + "\r\n\r\n")
-		}
-		if err := w.Flush(); err != nil {
+		if err := streamStart(w, after, reset); err != nil {
 			return err
 		}
 		hb := time.NewTicker(s.opts.Heartbeat)
@@ -353,4 +315,58 @@ func (s *Server) eventStream(ctx *fasthttp.RequestCtx) {
 			}
 		}
 	})
+}
+
+// resumePoint reads where a stream resumes: after the id in Last-Event-ID
+// (or after=), or after the newest index when neither is given. An id
+// from the future (another server, a wiped store), or from an epoch the
+// store does not vouch for (X-Sonde-Epoch), names other events now: the
+// client gets a reset, and what follows the last id it can trust (none:
+// all that is kept). ok is false when the request was answered with an
+// error.
+func (s *Server) resumePoint(ctx *fasthttp.RequestCtx) (after uint64, reset, ok bool) {
+	after, resume := s.store.Index(), false
+	v := ctx.Request.Header.Peek("Last-Event-ID")
+	if len(v) == 0 {
+		v = ctx.QueryArgs().Peek("after")
+	}
+	if len(v) > 0 {
+		id, err := strconv.ParseUint(strings.TrimSpace(string(v)), 10, 64)
+		if err != nil {
+			writeError(ctx, fasthttp.StatusBadRequest, fmt.Sprintf("Last-Event-ID %q is not an event id", text(v)))
+			return 0, false, false
+		}
+		after, resume = id, true
+	}
+	if !resume {
+		return after, false, true
+	}
+	trusted := after
+	if v := ctx.Request.Header.Peek("X-Sonde-Epoch"); len(v) > 0 {
+		epoch, err := strconv.ParseUint(strings.TrimSpace(string(v)), 10, 64)
+		if err != nil {
+			writeError(ctx, fasthttp.StatusBadRequest, fmt.Sprintf("X-Sonde-Epoch %q is not an epoch", text(v)))
+			return 0, false, false
+		}
+		through, ok := s.store.TrustedThrough(epoch)
+		if !ok {
+			through = 0
+		}
+		trusted = min(trusted, through)
+	}
+	trusted = min(trusted, s.store.Index())
+	return trusted, trusted != after, true
+}
+
+// streamStart writes a stream's first frame: a reset to after, or a
+// comment saying where it starts.
+func streamStart(w *bufio.Writer, after uint64, reset bool) error {
+	if reset {
+		w.WriteString("event: reset\r\ndata: {\"after\":")
+		w.WriteString(strconv.FormatUint(after, 10))
+		w.WriteString("}\r\n\r\n")
+	} else {
+		w.WriteString(": events after " + strconv.FormatUint(after, 10) + "\r\n\r\n")
+	}
+	return w.Flush()
 }

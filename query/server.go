@@ -63,6 +63,9 @@ type Options struct {
 	// Status, when set, serves the status routes (/api/v1/events,
 	// /api/v1/heartbeats, /api/v1/alerts); without it they answer 404.
 	Status StatusStore
+	// Clients, when set, serves the client routes (/api/v1/clients and
+	// its stream); without it they answer 404.
+	Clients ClientStore
 	// AlertChannels are the names of the alert channels the operator
 	// configured: a heartbeat naming another is refused.
 	AlertChannels []string
@@ -247,7 +250,7 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 		s.findSeries(ctx)
 		return
 	}
-	if s.eventRoutes(ctx, path) || s.heartbeatRoutes(ctx, path) {
+	if s.eventRoutes(ctx, path) || s.heartbeatRoutes(ctx, path) || s.clientRoutes(ctx, path) {
 		return
 	}
 	if !ctx.IsGet() && !ctx.IsHead() {

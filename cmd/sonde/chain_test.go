@@ -275,7 +275,7 @@ func TestUpstreamStartupFails(t *testing.T) {
 		{[]string{"-http", busy.Addr().String(), "-upstream", "http://127.0.0.1:9/events", "-upstream-prefix", "a"}, "address already in use"},
 		{[]string{"-upstream", "http://127.0.0.1:9/events", "-upstream-prefix", "a", "-upstream", "ftp://x", "-upstream-prefix", "b"}, "want an http"},
 	} {
-		args := append([]string{"-data", t.TempDir(), "-tcp", "127.0.0.1:0", "-graphite", "", "-statsd", "", "-collectd", ""}, c.args...)
+		args := append([]string{"-data", t.TempDir(), "-tcp", "127.0.0.1:0", "-graphite", "", "-statsd", "", "-collectd", "", "-logatron", ""}, c.args...)
 		done := make(chan struct{})
 		var code int
 		var out string

@@ -94,6 +94,11 @@ type config struct {
 	checkFlags       stringList // -check
 	checks           []*alert.Check
 	watchtowerAddr   string
+	logatronAddr     string
+	logatronLine     int
+	logatronClients  int
+	logatronRing     int
+	logatronKeys     int
 	watchtowerPWFile string
 	channels         []*alert.Channel
 	pprofAddr        string
@@ -163,6 +168,11 @@ func parseFlags(args []string) (config, error) {
 	fs.Var(&c.checkFlags, "check", "an HTTP check: NAME=URL[,every=30s][,expect=200][,alert=CHANNEL][,timeout=10s]: a failing GET records an event and alerts once, and again when it passes; repeatable")
 	fs.StringVar(&c.watchtowerAddr, "watchtower", "", "serve watchtower's API (its clients, heartbeats and events) at the root of this address, e.g. 127.0.0.1:5000; off when empty (docs/watchtower.md)")
 	fs.StringVar(&c.watchtowerPWFile, "watchtower-password-file", "", "a file holding the password watchtower clients must send in their password header (none: no password)")
+	fs.StringVar(&c.logatronAddr, "logatron", "127.0.0.1:2212", "listen address of logatron clients (TCP: IAM name, then LOG and SET lines; nothing is written back); empty turns it off")
+	fs.IntVar(&c.logatronLine, "logatron-max-line", 4096, "longest logatron line in bytes; a longer one closes its connection")
+	fs.IntVar(&c.logatronClients, "logatron-max-clients", 256, "most logatron clients kept, connected or not; a new name takes the place of the one disconnected longest ago, and is refused when all are connected")
+	fs.IntVar(&c.logatronRing, "logatron-ring", 128, "log lines kept per logatron client, newest first")
+	fs.IntVar(&c.logatronKeys, "logatron-max-keys", 64, "most state keys (SET) per logatron client; a new key past it closes its connection")
 	fs.StringVar(&c.pprofAddr, "pprof", "", "serve Go's profiler (net/http/pprof) on this address; off when empty")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.logFormat, "log-format", "text", "text or json")
@@ -177,6 +187,9 @@ func parseFlags(args []string) (config, error) {
 	}
 	if c.selfInterval < 0 || (c.selfInterval > 0 && c.selfInterval < minSelfInterval) {
 		return c, fmt.Errorf("-self-interval %s: want 0 (off) or at least %s", c.selfInterval, minSelfInterval)
+	}
+	if c.logatronLine < 16 || c.logatronLine > maxLogatronLine {
+		return c, fmt.Errorf("-logatron-max-line %d: want 16 to %d bytes", c.logatronLine, maxLogatronLine)
 	}
 	if err := checkUpstreams(c.upstreams, c.upstreamNames); err != nil {
 		return c, err
@@ -212,6 +225,10 @@ func parseFlags(args []string) (config, error) {
 	}
 	return c, nil
 }
+
+// maxLogatronLine is the longest line -logatron-max-line may allow: a
+// WAL record holds a message of at most 16 KiB.
+const maxLogatronLine = 16 << 10
 
 // stringList is a repeatable string flag.
 type stringList []string
@@ -346,6 +363,9 @@ func run(c config, logger *slog.Logger) error {
 		EventMaxBytes:    eventMaxBytes,
 		EventMemory:      c.eventMemory,
 		MaxHeartbeats:    c.maxHeartbeats,
+		MaxClients:       c.logatronClients,
+		ClientRing:       c.logatronRing,
+		MaxClientKeys:    c.logatronKeys,
 		Logger:           logger.With("component", "engine"),
 		// A failed WAL write that could not be cut off may come back at
 		// the next start: exit without answering its writers, as
@@ -417,6 +437,16 @@ func run(c config, logger *slog.Logger) error {
 		}
 		lns.add("collectd", cd.Addr().String(), cd.Serve, cd.Close, func() any { return cd.Stats() })
 	}
+	if c.logatronAddr != "" {
+		lg, err := ingest.ListenLogatron(ingest.LogatronOptions{Addr: c.logatronAddr, MaxLineLen: c.logatronLine, MaxConns: c.maxConns,
+			Logger: logger.With("component", "logatron")}, db)
+		if err != nil {
+			lns.close(logger)
+			db.Close()
+			return err
+		}
+		lns.add("logatron", lg.Addr().String(), lg.Serve, lg.Close, func() any { return lg.Stats() })
+	}
 	instance := newInstanceID()
 	for i, u := range c.upstreams {
 		f, err := ingest.NewFollower(ingest.FollowOptions{URL: u, Name: c.upstreamNames[i], Instance: instance,
@@ -484,7 +514,7 @@ func run(c config, logger *slog.Logger) error {
 		MaxBodySize: c.maxBody,
 		Addr:        c.httpAddr, Heartbeat: c.heartbeat, StreamWriteTimeout: c.sseWriteTimeout, VaporPoints: c.vaporPoints, MaxConns: c.maxConns,
 		QueryTimeout: c.queryTimeout, MaxPoints: c.queryMaxPoints, MaxBytes: c.queryMaxBytes, MaxSeries: c.queryMaxSeries,
-		MaxQueries: c.queryConcurrency, HeaderTimeout: c.headerTimeout, Instance: instance, Status: db, AlertChannels: names, Checks: checker.Status,
+		MaxQueries: c.queryConcurrency, HeaderTimeout: c.headerTimeout, Instance: instance, Status: db, Clients: db, AlertChannels: names, Checks: checker.Status,
 		Logger: logger.With("component", "http"),
 		Stats: func() map[string][]byte {
 			out := lns.stats()

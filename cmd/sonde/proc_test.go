@@ -66,7 +66,7 @@ type proc struct {
 // set -self-interval: the tests count and compare the keys they wrote.
 func start(t testing.TB, dataDir string, flags ...string) *proc {
 	t.Helper()
-	args := append([]string{"-data", dataDir, "-tcp", "127.0.0.1:0", "-graphite", "127.0.0.1:0", "-collectd", "127.0.0.1:0", "-statsd", "127.0.0.1:0", "-http", "127.0.0.1:0", "-log-format", "json", "-self-interval", "0"}, flags...)
+	args := append([]string{"-data", dataDir, "-tcp", "127.0.0.1:0", "-graphite", "127.0.0.1:0", "-collectd", "127.0.0.1:0", "-statsd", "127.0.0.1:0", "-logatron", "127.0.0.1:0", "-http", "127.0.0.1:0", "-log-format", "json", "-self-interval", "0"}, flags...)
 	cmd := exec.Command(binary, args...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {

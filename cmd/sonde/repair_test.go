@@ -118,7 +118,7 @@ func TestCheckAndRepair(t *testing.T) {
 			if code != 1 || !strings.Contains(out, `"`+c.key+`"`) || !strings.Contains(out, "sonde repair") {
 				t.Fatalf("check of the damaged directory: exit %d\n%s", code, out)
 			}
-			code, out = sondeCmd(t, "-data", dir, "-tcp", "127.0.0.1:0", "-http", "127.0.0.1:0", "-graphite", "", "-statsd", "", "-collectd", "")
+			code, out = sondeCmd(t, "-data", dir, "-tcp", "127.0.0.1:0", "-http", "127.0.0.1:0", "-graphite", "", "-statsd", "", "-collectd", "", "-logatron", "")
 			if code == 0 || !strings.Contains(out, "sonde repair") || strings.Contains(out, "goroutine ") || strings.Contains(out, "panic") {
 				t.Fatalf("startup on the damaged directory: exit %d\n%s", code, out)
 			}

@@ -26,6 +26,12 @@
 //	Check:      the key is the check's name; failing 1 byte (0 or 1), every
 //	            uvarint (ms), channel and message (uvarint length, then
 //	            the bytes each)
+//	Client:     the key is the client's name; what uvarint (0 disconnected,
+//	            1 connected, 2 forgotten)
+//	Log:        the key is the client's name; message (uvarint length,
+//	            then the bytes)
+//	State:      the key is the client's name; the state key and its value
+//	            (uvarint length, then the bytes each)
 //
 // These layouts are part of the on-disk format; docs/format/wal.md mirrors
 // them. Change them only with a new frame version.
@@ -65,6 +71,25 @@ const (
 	// (Level 0) since Time, as Message says; it runs every Interval ms
 	// and alerts Channel.
 	Check sample.Code = 11
+)
+
+// Client log records (issue 14, the logatron listener). Their key is the
+// client's name.
+const (
+	// Client: the client connected (Level ClientConnected), disconnected
+	// (ClientDisconnected) or was forgotten (ClientForgotten) at Time.
+	Client sample.Code = 12
+	// Log: the client logged Message at Time.
+	Log sample.Code = 13
+	// State: the client set its state key Channel to Message at Time.
+	State sample.Code = 14
+)
+
+// The Levels of a Client record.
+const (
+	ClientDisconnected = 0
+	ClientConnected    = 1
+	ClientForgotten    = 2
 )
 
 // MaxChannelLen is the longest channel name a record can hold.
@@ -152,6 +177,16 @@ func Append(dst []byte, r *Record) []byte {
 	case r.Code == Check:
 		dst = append(dst, byte(r.Level&1))
 		dst = binary.AppendUvarint(dst, uint64(r.Interval))
+		dst = binary.AppendUvarint(dst, uint64(len(r.Channel)))
+		dst = append(dst, r.Channel...)
+		dst = binary.AppendUvarint(dst, uint64(len(r.Message)))
+		dst = append(dst, r.Message...)
+	case r.Code == Client:
+		dst = binary.AppendUvarint(dst, uint64(r.Level))
+	case r.Code == Log:
+		dst = binary.AppendUvarint(dst, uint64(len(r.Message)))
+		dst = append(dst, r.Message...)
+	case r.Code == State:
 		dst = binary.AppendUvarint(dst, uint64(len(r.Channel)))
 		dst = append(dst, r.Channel...)
 		dst = binary.AppendUvarint(dst, uint64(len(r.Message)))
@@ -305,6 +340,17 @@ func DecodeView(body []byte, r *Record) ([]byte, error) {
 		}
 		r.Interval = int64(iv)
 		r.Channel = d.text(MaxChannelLen, "channel")
+		r.Message = d.text(MaxMessageLen, "message")
+	case r.Code == Client:
+		what := d.uvarint()
+		if what > ClientForgotten {
+			d.err = fmt.Errorf("%w: client record of kind %d", ErrMalformed, what)
+		}
+		r.Level = int64(what)
+	case r.Code == Log:
+		r.Message = d.text(MaxMessageLen, "message")
+	case r.Code == State:
+		r.Channel = d.text(MaxChannelLen, "state key")
 		r.Message = d.text(MaxMessageLen, "message")
 	default:
 		return nil, fmt.Errorf("%w: unknown code %d", ErrMalformed, r.Code)

@@ -25,6 +25,13 @@ func TestRoundTrip(t *testing.T) {
 		{Code: Delivered, Time: 11, Key: "cron", Ordinal: 1 << 40},
 		{Code: Check, Time: 12, Key: "web", Level: 1, Interval: 30_000, Channel: "ops", Message: "503 Service Unavailable"},
 		{Code: Check, Time: 13, Key: "web", Interval: 1000},
+		{Code: Client, Time: 14, Key: "worker1", Level: ClientConnected},
+		{Code: Client, Time: 15, Key: "worker1"},
+		{Code: Client, Time: 16, Key: "worker1", Level: ClientForgotten},
+		{Code: Log, Time: 17, Key: "worker1", Message: "started ✓"},
+		{Code: Log, Time: 18, Key: "worker1"},
+		{Code: State, Time: 19, Key: "worker1", Channel: "phase", Message: "idle"},
+		{Code: State, Time: 20, Key: "worker1", Channel: "empty"},
 	} {
 		b := Append(nil, &r)
 		var got Record
@@ -52,6 +59,9 @@ func FuzzDecode(f *testing.F) {
 	f.Add(Append(nil, &Record{Code: Alert, Time: 17, Key: "svc", Level: 1, Channel: "ops", Message: "late"}))
 	f.Add(Append(nil, &Record{Code: Delivered, Time: 17, Key: "svc", Ordinal: 9}))
 	f.Add(Append(nil, &Record{Code: Check, Time: 17, Key: "web", Level: 1, Interval: 9, Channel: "c", Message: "m"}))
+	f.Add(Append(nil, &Record{Code: Client, Time: 18, Key: "w", Level: ClientConnected}))
+	f.Add(Append(nil, &Record{Code: Log, Time: 19, Key: "w", Message: "m"}))
+	f.Add(Append(nil, &Record{Code: State, Time: 20, Key: "w", Channel: "k", Message: "v"}))
 	f.Add([]byte{})
 	f.Add([]byte{9, 0, 0})
 	f.Fuzz(func(t *testing.T, b []byte) {

@@ -54,7 +54,7 @@ type FileReport struct {
 
 // knownBuckets are the buckets Sonde writes, in the order a salvage
 // copies them.
-var knownBuckets = [][]byte{bucketMeta, bucketSeries, bucketHistory, bucketArchive, bucketWatermark, bucketEvents, bucketEventIDs, bucketHeartbeats, bucketAlerts, bucketChecks}
+var knownBuckets = [][]byte{bucketMeta, bucketSeries, bucketHistory, bucketArchive, bucketWatermark, bucketEvents, bucketEventIDs, bucketHeartbeats, bucketAlerts, bucketChecks, bucketClients}
 
 // checkEntry checks one stored entry: its seal, and that its payload
 // decodes as what its bucket holds.
@@ -78,6 +78,9 @@ func checkEntry(bucket, k, v []byte) error {
 		return decodeEvent(k, payload, &ev)
 	case bytes.Equal(bucket, bucketHeartbeats), bytes.Equal(bucket, bucketAlerts), bytes.Equal(bucket, bucketChecks):
 		return checkStatus(bucket, k, payload)
+	case bytes.Equal(bucket, bucketClients):
+		var c ClientState
+		return decodeClient(k, payload, &c)
 	case bytes.Equal(bucket, bucketEventIDs):
 		if len(k) != 8 || len(payload) != 8 {
 			return fmt.Errorf("an id entry of %d and %d bytes, want 8 and 8", len(k), len(payload))
@@ -228,7 +231,8 @@ func Salvage(src, dst string) (FileReport, error) {
 		switch {
 		case bytes.Equal(bucket, bucketSeries), bytes.Equal(bucket, bucketMeta), bytes.Equal(bucket, bucketEventIDs):
 			return nil // the id index is rebuilt at open, from the events kept
-		case bytes.Equal(bucket, bucketEvents), bytes.Equal(bucket, bucketHeartbeats), bytes.Equal(bucket, bucketAlerts), bytes.Equal(bucket, bucketChecks):
+		case bytes.Equal(bucket, bucketEvents), bytes.Equal(bucket, bucketHeartbeats), bytes.Equal(bucket, bucketAlerts), bytes.Equal(bucket, bucketChecks),
+			bytes.Equal(bucket, bucketClients):
 			payload, _ := unseal(bucket, k, v)
 			// bucket points into the mapped file, which is gone after the walk.
 			name := knownBuckets[slices.IndexFunc(knownBuckets, func(b []byte) bool { return bytes.Equal(b, bucket) })]

@@ -385,6 +385,9 @@ func (s *Store) ClearCovers() (err error) {
 		if left, err = s.dropEventsAfter(tx, s.Index()); err != nil {
 			return err
 		}
+		if err := clearClientCovers(tx); err != nil {
+			return err
+		}
 		return dropAlertsAfter(tx, s.Index())
 	})
 	if err != nil {

@@ -1,0 +1,544 @@
+package engine
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"unicode/utf8"
+
+	"github.com/sonde-metrics/sonde/engine/internal/record"
+	"github.com/sonde-metrics/sonde/engine/internal/snapshot"
+	"github.com/sonde-metrics/sonde/engine/sample"
+)
+
+// Client logs (docs/semantics.md, "Client logs"): what the logatron
+// listener hears from the processes connected to it. A connect, a
+// disconnect, a forget, each log line and each state setting is a WAL
+// record (CLIENT, LOG, STATE) written by the committer, which also
+// decides the rules that need the whole table: one connection per name,
+// at most MaxClients names (a new one takes the place of the client that
+// disconnected longest ago), at most MaxClientKeys state keys each. The
+// table is a function of the records (applyClient, used by apply and
+// replay alike); each client stores the index of its newest record
+// (covers), and replay skips the records a stored client covers, so a
+// client stored by a snapshot that failed before its index is not logged
+// twice. Each client keeps its newest ClientRing log lines.
+
+// ErrClientConnected, ErrTooManyClients and ErrTooManyKeys: see sample.
+var (
+	ErrClientConnected = sample.ErrClientConnected
+	ErrTooManyClients  = sample.ErrTooManyClients
+	ErrTooManyKeys     = sample.ErrTooManyKeys
+)
+
+// client is one client as the table holds it.
+type client struct {
+	info             sample.ClientInfo
+	covers           uint64 // the WAL index of its newest record
+	connIdx, discIdx uint64
+	ring             []sample.ClientLine // a ring of up to ClientRing lines
+	head             int                 // where the next line goes once the ring is full
+	state            map[string]snapshot.ClientKey
+}
+
+// push adds a line, over the oldest once the ring holds size.
+func (c *client) push(l sample.ClientLine, size int) {
+	if len(c.ring) < size {
+		c.ring = append(c.ring, l)
+		return
+	}
+	c.ring[c.head] = l
+	c.head = (c.head + 1) % len(c.ring)
+}
+
+// line returns the i-th newest line (0 the newest).
+func (c *client) line(i int) *sample.ClientLine {
+	n := len(c.ring)
+	return &c.ring[((c.head-1-i)%n+n)%n]
+}
+
+// clientTable holds the clients. The committer changes them (apply,
+// replay) under mu; readers copy out under it.
+type clientTable struct {
+	mu     sync.RWMutex
+	m      map[string]*client
+	notify chan struct{} // closed and replaced when a record is applied
+	// Changed, and forgotten, since the last snapshot took them.
+	dirty  map[string]bool
+	forgot map[string]bool
+	// Committer-owned: what the group decided so far, over the table.
+	group clientGroup
+}
+
+// clientGroup is the group's view over the table: the names whose
+// connection it changed, the state keys it added, the names it added.
+type clientGroup struct {
+	conn  map[string]uint8 // what the group left the name in: a record.Client* level
+	fresh map[string]bool  // forgotten, then made again: the table's keys do not count
+	keys  map[[2]string]bool
+	nkeys map[string]int
+	added int // names added less names forgotten
+}
+
+// clientReq is one request of the logatron listener.
+type clientReq struct {
+	kind   uint8 // creqConnect, creqDisconnect, creqForget, creqWrite
+	name   string
+	writes []sample.ClientWrite
+	errs   []error // creqWrite: one per write
+	err    error
+}
+
+const (
+	creqConnect uint8 = iota + 1
+	creqDisconnect
+	creqForget
+	creqWrite
+)
+
+// ClientConnect records that a client named name connected. It returns
+// once the record is in the WAL (not waiting for an fsync, as the client
+// gets no reply): ErrClientConnected when a client of that name is
+// connected, ErrTooManyClients when MaxClients are kept and all are
+// connected.
+func (db *DB) ClientConnect(ctx context.Context, name string) error {
+	return db.clientOp(ctx, &clientReq{kind: creqConnect, name: name}, false)
+}
+
+// ClientDisconnect records that the client named name disconnected.
+func (db *DB) ClientDisconnect(ctx context.Context, name string) error {
+	return db.clientOp(ctx, &clientReq{kind: creqDisconnect, name: name}, false)
+}
+
+// ForgetClient deletes a disconnected client, its log and state; it is
+// acknowledged under the fsync policy. ErrClientConnected while it is
+// connected, ErrNotFound when there is none.
+func (db *DB) ForgetClient(ctx context.Context, name string) error {
+	return db.clientOp(ctx, &clientReq{kind: creqForget, name: name}, true)
+}
+
+// ClientWrite appends the lines of the connected client name, in order;
+// errs[i] receives the outcome of writes[i] (ErrTooManyKeys, ErrValue).
+// The returned error is for the whole batch (the client is not
+// connected, writes are paused, the store is closed). It returns once
+// the records are in the WAL, not waiting for an fsync.
+func (db *DB) ClientWrite(ctx context.Context, name string, writes []sample.ClientWrite, errs []error) error {
+	if len(errs) < len(writes) {
+		return fmt.Errorf("engine: client write of %d lines with %d error slots", len(writes), len(errs))
+	}
+	return db.clientOp(ctx, &clientReq{kind: creqWrite, name: name, writes: writes, errs: errs}, false)
+}
+
+func (db *DB) clientOp(ctx context.Context, cr *clientReq, acked bool) error {
+	if err := checkClientName(cr.name); err != nil {
+		return err
+	}
+	if err := db.blocked(); err != nil {
+		return err
+	}
+	if err := db.submit(ctx, "client", func(req *request) { req.client, req.acked = cr, acked }); err != nil {
+		return err
+	}
+	return cr.err
+}
+
+func checkClientName(name string) error {
+	if name == "" || len(name) > sample.MaxService || !utf8.ValidString(name) {
+		return fmt.Errorf("%w: a client name is 1 to %d bytes of UTF-8", ErrKey, sample.MaxService)
+	}
+	return nil
+}
+
+// clientState is what the group sees of name: a record.Client* level,
+// or -1 when the name is unknown.
+func (db *DB) clientState(name string) int {
+	t := &db.clients
+	if v, ok := t.group.conn[name]; ok {
+		if v == record.ClientForgotten {
+			return -1
+		}
+		return int(v)
+	}
+	if c := t.m[name]; c != nil {
+		if c.info.Connected {
+			return record.ClientConnected
+		}
+		return record.ClientDisconnected
+	}
+	return -1
+}
+
+// hasKey reports whether the group sees the state key of name, and how
+// many keys it sees.
+func (db *DB) hasKey(name, key string) (bool, int) {
+	g := &db.clients.group
+	n := g.nkeys[name]
+	if g.keys[[2]string{name, key}] {
+		return true, n
+	}
+	if c := db.clients.m[name]; c != nil && !g.fresh[name] {
+		_, ok := c.state[key]
+		return ok, n + len(c.state)
+	}
+	return false, n
+}
+
+// setConn notes what the group left name in.
+func (db *DB) setConn(name string, level uint8) {
+	db.clients.group.init()
+	db.clients.group.conn[name] = level
+}
+
+// init makes the group's maps, on first use.
+func (g *clientGroup) init() {
+	if g.conn == nil {
+		g.conn, g.fresh, g.keys, g.nkeys = map[string]uint8{}, map[string]bool{}, map[[2]string]bool{}, map[string]int{}
+	}
+}
+
+// prepareClient queues the records of cr (the committer's).
+func (db *DB) prepareClient(cr *clientReq, now int64) error {
+	t := &db.clients
+	state := db.clientState(cr.name)
+	switch cr.kind {
+	case creqConnect:
+		if state == record.ClientConnected {
+			return fmt.Errorf("%w: %q", ErrClientConnected, cr.name)
+		}
+		if state < 0 {
+			if len(t.m)+t.group.added >= db.opts.MaxClients {
+				victim := db.clientVictim()
+				if victim == "" {
+					return fmt.Errorf("%w: %d clients are connected", ErrTooManyClients, db.opts.MaxClients)
+				}
+				db.queueClient(&record.Record{Code: record.Client, Time: now, Key: victim, Level: record.ClientForgotten})
+				db.setConn(victim, record.ClientForgotten)
+				t.group.fresh[victim] = true
+				t.group.added--
+			}
+			t.group.added++
+		}
+		db.queueClient(&record.Record{Code: record.Client, Time: now, Key: cr.name, Level: record.ClientConnected})
+		db.setConn(cr.name, record.ClientConnected)
+	case creqDisconnect:
+		if state != record.ClientConnected {
+			return fmt.Errorf("%w: client %q is not connected", ErrNotFound, cr.name)
+		}
+		db.queueClient(&record.Record{Code: record.Client, Time: now, Key: cr.name, Level: record.ClientDisconnected})
+		db.setConn(cr.name, record.ClientDisconnected)
+	case creqForget:
+		switch state {
+		case record.ClientConnected:
+			return fmt.Errorf("%w: %q", ErrClientConnected, cr.name)
+		case -1:
+			return fmt.Errorf("%w: no client %q", ErrNotFound, cr.name)
+		}
+		db.queueClient(&record.Record{Code: record.Client, Time: now, Key: cr.name, Level: record.ClientForgotten})
+		db.setConn(cr.name, record.ClientForgotten)
+		t.group.fresh[cr.name] = true
+		t.group.added--
+	case creqWrite:
+		if state != record.ClientConnected {
+			return fmt.Errorf("%w: client %q is not connected", ErrNotFound, cr.name)
+		}
+		for i := range cr.writes {
+			cr.errs[i] = db.prepareClientWrite(cr.name, &cr.writes[i], now)
+		}
+	default:
+		return fmt.Errorf("%w: client operation %d", ErrValue, cr.kind)
+	}
+	return nil
+}
+
+func (db *DB) prepareClientWrite(name string, w *sample.ClientWrite, now int64) error {
+	if len(w.Text) > record.MaxMessageLen || !utf8.ValidString(w.Text) {
+		return fmt.Errorf("%w: a client line is at most %d bytes of UTF-8", ErrValue, record.MaxMessageLen)
+	}
+	if !w.Set {
+		db.queueClient(&record.Record{Code: record.Log, Time: now, Key: name, Message: w.Text})
+		return nil
+	}
+	if w.Key == "" || len(w.Key) > record.MaxChannelLen || !utf8.ValidString(w.Key) {
+		return fmt.Errorf("%w: a state key is 1 to %d bytes of UTF-8", ErrKey, record.MaxChannelLen)
+	}
+	has, n := db.hasKey(name, w.Key)
+	if !has {
+		if n >= db.opts.MaxClientKeys {
+			return fmt.Errorf("%w: client %q has %d state keys", ErrTooManyKeys, name, db.opts.MaxClientKeys)
+		}
+		db.clients.group.init()
+		db.clients.group.keys[[2]string{name, w.Key}] = true
+		db.clients.group.nkeys[name]++
+	}
+	db.queueClient(&record.Record{Code: record.State, Time: now, Key: name, Channel: w.Key, Message: w.Text})
+	return nil
+}
+
+// clientVictim is the client that disconnected longest ago, as the group
+// sees the table; "" when every client is connected.
+func (db *DB) clientVictim() string {
+	var victim string
+	var at int64
+	for name, c := range db.clients.m {
+		if db.clientState(name) != record.ClientDisconnected {
+			continue
+		}
+		if victim == "" || c.info.DisconnectedAt < at || c.info.DisconnectedAt == at && name < victim {
+			victim, at = name, c.info.DisconnectedAt
+		}
+	}
+	return victim
+}
+
+// queueClient queues a client record (the committer's).
+func (db *DB) queueClient(r *record.Record) { db.queueStatus(r) }
+
+// endGroupClients forgets the group's view at the end of every group:
+// what it wrote is in the table now, and what it refused never was.
+func (db *DB) endGroupClients() {
+	if g := &db.clients.group; g.conn != nil && (len(g.conn) > 0 || len(g.keys) > 0) {
+		clear(g.conn)
+		clear(g.fresh)
+		clear(g.keys)
+		clear(g.nkeys)
+		g.added = 0
+	}
+}
+
+// isClientRec reports whether code is a client record's.
+func isClientRec(code sample.Code) bool {
+	return code == record.Client || code == record.Log || code == record.State
+}
+
+// noSeries reports whether a record of code changes no series: a status
+// event, a heartbeat record or a client record.
+func noSeries(code sample.Code) bool {
+	return code == record.Event || isStatus(code) || isClientRec(code)
+}
+
+// applyGroupClients applies the group's client records and wakes the
+// streams (the committer's, in apply).
+func (db *DB) applyGroupClients() {
+	t := &db.clients
+	t.mu.Lock()
+	for i := range db.pend {
+		if p := &db.pend[i]; isClientRec(p.rec.Code) {
+			t.apply(&p.rec, p.idx, db.opts.ClientRing)
+		}
+	}
+	close(t.notify)
+	t.notify = make(chan struct{})
+	t.mu.Unlock()
+}
+
+// apply applies one client record at WAL index idx (apply and replay;
+// under mu). A record the client's stored state covers is skipped.
+func (t *clientTable) apply(r *record.Record, idx uint64, ring int) {
+	c := t.m[r.Key]
+	if c != nil && idx <= c.covers {
+		return
+	}
+	if r.Code == record.Client && r.Level == record.ClientForgotten {
+		if c != nil {
+			delete(t.m, r.Key)
+			delete(t.dirty, r.Key)
+			t.forgot[r.Key] = true
+		}
+		return
+	}
+	if c == nil {
+		c = &client{info: sample.ClientInfo{Name: r.Key}, state: map[string]snapshot.ClientKey{}}
+		t.m[r.Key] = c
+		delete(t.forgot, r.Key)
+	}
+	switch r.Code {
+	case record.Client:
+		if r.Level == record.ClientConnected {
+			c.info.Connected, c.info.ConnectedAt, c.connIdx = true, r.Time, idx
+		} else {
+			c.info.Connected, c.info.DisconnectedAt, c.discIdx = false, r.Time, idx
+		}
+	case record.Log:
+		c.push(sample.ClientLine{ID: idx, Time: r.Time, Text: r.Message}, ring)
+		c.info.Lines++
+		c.info.LastLine = r.Time
+	case record.State:
+		c.state[r.Channel] = snapshot.ClientKey{Key: r.Channel, ID: idx, Time: r.Time, Text: r.Message}
+		c.info.Sets++
+		c.info.LastLine = r.Time
+	}
+	c.covers = idx
+	t.dirty[r.Key] = true
+}
+
+// Clients lists the clients, by name.
+func (db *DB) Clients() []sample.ClientInfo {
+	t := &db.clients
+	t.mu.RLock()
+	out := make([]sample.ClientInfo, 0, len(t.m))
+	for _, c := range t.m {
+		out = append(out, c.info)
+	}
+	t.mu.RUnlock()
+	slices.SortFunc(out, func(a, b sample.ClientInfo) int { return cmp.Compare(a.Name, b.Name) })
+	return out
+}
+
+// Client returns the client name: its info, state, and log newest first.
+func (db *DB) Client(name string) (sample.Client, bool) {
+	t := &db.clients
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	c := t.m[name]
+	if c == nil {
+		return sample.Client{}, false
+	}
+	out := sample.Client{ClientInfo: c.info, State: make(map[string]string, len(c.state)), Log: make([]sample.ClientLine, len(c.ring))}
+	for k, v := range c.state {
+		out.State[k] = v.Text
+	}
+	for i := range out.Log {
+		out.Log[i] = *c.line(i)
+	}
+	return out, true
+}
+
+// NotifyClients returns a channel closed once a client record is applied.
+func (db *DB) NotifyClients() <-chan struct{} {
+	db.clients.mu.RLock()
+	defer db.clients.mu.RUnlock()
+	return db.clients.notify
+}
+
+// ClientEventsAfter appends what the clients hold with ids after id, in
+// id order, stopping once the appended events' texts pass maxBytes (at
+// least one is appended): each log line the rings still hold, the newest
+// value of each state key, the last connect and disconnect of each
+// client. Older values of a key, and lines a ring no longer holds, are
+// not there to send.
+func (db *DB) ClientEventsAfter(id uint64, dst []sample.ClientEvent, maxBytes int) []sample.ClientEvent {
+	t := &db.clients
+	start := len(dst)
+	t.mu.RLock()
+	for name, c := range t.m {
+		if c.covers <= id {
+			continue
+		}
+		for i := 0; i < len(c.ring) && c.line(i).ID > id; i++ {
+			l := c.line(i)
+			dst = append(dst, sample.ClientEvent{ID: l.ID, Time: l.Time, Client: name, Kind: sample.ClientLogged, Text: l.Text})
+		}
+		for _, k := range c.state {
+			if k.ID > id {
+				dst = append(dst, sample.ClientEvent{ID: k.ID, Time: k.Time, Client: name, Kind: sample.ClientSetKey, Key: k.Key, Text: k.Text})
+			}
+		}
+		if c.connIdx > id {
+			dst = append(dst, sample.ClientEvent{ID: c.connIdx, Time: c.info.ConnectedAt, Client: name, Kind: sample.ClientConnected})
+		}
+		if c.discIdx > id {
+			dst = append(dst, sample.ClientEvent{ID: c.discIdx, Time: c.info.DisconnectedAt, Client: name, Kind: sample.ClientDisconnected})
+		}
+	}
+	t.mu.RUnlock()
+	evs := dst[start:]
+	slices.SortFunc(evs, func(a, b sample.ClientEvent) int { return cmp.Compare(a.ID, b.ID) })
+	size := 0
+	for i := range evs {
+		size += 64 + len(evs[i].Client) + len(evs[i].Key) + len(evs[i].Text)
+		if size > maxBytes && i > 0 {
+			clear(evs[i:])
+			return dst[:start+i]
+		}
+	}
+	return dst
+}
+
+// loadClients loads the stored clients (Open, before replay).
+func (db *DB) loadClients() error {
+	cs, err := db.store.LoadClients()
+	if err != nil {
+		return fmt.Errorf("load clients: %w", err)
+	}
+	t := &db.clients
+	for i := range cs {
+		s := &cs[i]
+		c := &client{info: s.ClientInfo, covers: s.Covers, connIdx: s.ConnIdx, discIdx: s.DiscIdx,
+			state: make(map[string]snapshot.ClientKey, len(s.State))}
+		for _, l := range s.Log[max(len(s.Log)-db.opts.ClientRing, 0):] {
+			c.push(l, db.opts.ClientRing)
+		}
+		for _, k := range s.State {
+			c.state[k.Key] = k
+		}
+		t.m[s.Name] = c
+	}
+	return nil
+}
+
+// startClients marks disconnected every client the records left
+// connected (Open, after replay): its connection did not outlive the
+// process. The mark is the table's, not a record's: a crash before the
+// next snapshot stores it makes it again at the next start.
+func (db *DB) startClients() {
+	t := &db.clients
+	now, idx := db.nowMs(), db.published.Load()
+	for name, c := range t.m {
+		if c.info.Connected {
+			c.info.Connected, c.info.DisconnectedAt, c.discIdx = false, now, idx
+			t.dirty[name] = true
+		}
+	}
+}
+
+// captureClients copies the clients changed since the last snapshot took
+// them, and the names forgotten since (the committer's); nil when none.
+func (db *DB) captureClients() *snapshot.Clients {
+	t := &db.clients
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if len(t.dirty) == 0 && len(t.forgot) == 0 {
+		return nil
+	}
+	out := &snapshot.Clients{}
+	for name := range t.forgot {
+		out.Forget = append(out.Forget, name)
+	}
+	for name := range t.dirty {
+		c := t.m[name]
+		s := snapshot.ClientState{ClientInfo: c.info, Covers: c.covers, ConnIdx: c.connIdx, DiscIdx: c.discIdx,
+			Log: make([]sample.ClientLine, len(c.ring))}
+		for i := range s.Log {
+			s.Log[len(s.Log)-1-i] = *c.line(i)
+		}
+		for _, k := range c.state {
+			s.State = append(s.State, k)
+		}
+		out.Put = append(out.Put, s)
+	}
+	clear(t.dirty)
+	clear(t.forgot)
+	return out
+}
+
+// clientsFailed marks cs changed again after a snapshot failed to store
+// them: the next snapshot stores what the table holds of those names.
+func (db *DB) clientsFailed(cs *snapshot.Clients) {
+	t := &db.clients
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, name := range cs.Forget {
+		if t.m[name] == nil {
+			t.forgot[name] = true
+		}
+	}
+	for i := range cs.Put {
+		if name := cs.Put[i].Name; t.m[name] != nil {
+			t.dirty[name] = true
+		} else {
+			t.forgot[name] = true
+		}
+	}
+}

@@ -1,0 +1,301 @@
+package engine
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/sonde-metrics/sonde/engine/sample"
+)
+
+func connect(t *testing.T, db *DB, name string) {
+	t.Helper()
+	if err := db.ClientConnect(context.Background(), name); err != nil {
+		t.Fatalf("connect %s: %v", name, err)
+	}
+}
+
+func disconnect(t *testing.T, db *DB, name string) {
+	t.Helper()
+	if err := db.ClientDisconnect(context.Background(), name); err != nil {
+		t.Fatalf("disconnect %s: %v", name, err)
+	}
+}
+
+func logLine(s string) sample.ClientWrite   { return sample.ClientWrite{Text: s} }
+func setKey(k, v string) sample.ClientWrite { return sample.ClientWrite{Set: true, Key: k, Text: v} }
+func clientOf(t *testing.T, db *DB, name string) sample.Client {
+	t.Helper()
+	c, ok := db.Client(name)
+	if !ok {
+		t.Fatalf("no client %s", name)
+	}
+	return c
+}
+
+// write writes ws for name and returns the outcome of each.
+func write(t *testing.T, db *DB, name string, ws ...sample.ClientWrite) []error {
+	t.Helper()
+	errs := make([]error, len(ws))
+	if err := db.ClientWrite(context.Background(), name, ws, errs); err != nil {
+		t.Fatalf("write for %s: %v", name, err)
+	}
+	return errs
+}
+
+func logTexts(c sample.Client) []string {
+	var out []string
+	for _, l := range c.Log {
+		out = append(out, l.Text)
+	}
+	return out
+}
+
+// TestClientRules: one connection per name, the ring keeps the newest
+// lines, the key and client bounds, eviction of the client that
+// disconnected longest ago, forget.
+func TestClientRules(t *testing.T) {
+	clock := newClock()
+	db := openDB(t, t.TempDir(), hbOpts(clock, Options{MaxClients: 3, ClientRing: 4, MaxClientKeys: 2}))
+	defer db.Close()
+	ctx := context.Background()
+	connect(t, db, "a")
+	if err := db.ClientConnect(ctx, "a"); !errors.Is(err, ErrClientConnected) {
+		t.Fatalf("second connect of a: %v", err)
+	}
+	errs := write(t, db, "a", logLine("l1"), logLine("l2"), logLine("l3"), logLine("l4"), logLine("l5"), logLine("l6"),
+		setKey("k1", "v1"), setKey("k2", "v2"), setKey("k3", "v3"), setKey("k1", "v1b"))
+	for i, err := range errs {
+		if want := i == 8; want != errors.Is(err, ErrTooManyKeys) {
+			t.Fatalf("write %d: %v", i, err)
+		}
+	}
+	c := clientOf(t, db, "a")
+	if got, want := logTexts(c), []string{"l6", "l5", "l4", "l3"}; !slices.Equal(got, want) {
+		t.Fatalf("log %q, want %q", got, want)
+	}
+	if want := map[string]string{"k1": "v1b", "k2": "v2"}; !maps.Equal(c.State, want) {
+		t.Fatalf("state %v, want %v", c.State, want)
+	}
+	if c.Lines != 6 || c.Sets != 3 || !c.Connected {
+		t.Fatalf("info %+v", c.ClientInfo)
+	}
+	if err := db.ClientWrite(ctx, "b", []sample.ClientWrite{logLine("x")}, make([]error, 1)); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("write of a client not connected: %v", err)
+	}
+	connect(t, db, "b")
+	connect(t, db, "c")
+	if err := db.ClientConnect(ctx, "d"); !errors.Is(err, ErrTooManyClients) {
+		t.Fatalf("a fourth client while three are connected: %v", err)
+	}
+	write(t, db, "b", logLine("b1"))
+	disconnect(t, db, "b")
+	clock.add(time.Second)
+	disconnect(t, db, "c")
+	connect(t, db, "d") // takes b's place: b disconnected first
+	names := func() []string {
+		var out []string
+		for _, c := range db.Clients() {
+			out = append(out, fmt.Sprint(c.Name, c.Connected))
+		}
+		return out
+	}
+	if got, want := names(), []string{"atrue", "cfalse", "dtrue"}; !slices.Equal(got, want) {
+		t.Fatalf("clients %q, want %q", got, want)
+	}
+	if err := db.ForgetClient(ctx, "a"); !errors.Is(err, ErrClientConnected) {
+		t.Fatalf("forget a connected client: %v", err)
+	}
+	if err := db.ForgetClient(ctx, "b"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("forget a forgotten client: %v", err)
+	}
+	if err := db.ForgetClient(ctx, "c"); err != nil {
+		t.Fatal(err)
+	}
+	disconnect(t, db, "a")
+	if err := db.ClientDisconnect(ctx, "a"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("second disconnect: %v", err)
+	}
+	connect(t, db, "a") // a new connection keeps the log and state
+	c = clientOf(t, db, "a")
+	if len(c.Log) != 4 || len(c.State) != 2 || !c.Connected || c.DisconnectedAt == 0 {
+		t.Fatalf("a after reconnecting: %+v", c)
+	}
+	// The stream: every connect, disconnect, line and key still held, in
+	// id order.
+	evs := db.ClientEventsAfter(0, nil, 1<<20)
+	var kinds []string
+	for i, ev := range evs {
+		if i > 0 && ev.ID <= evs[i-1].ID {
+			t.Fatalf("events out of order: %+v", evs)
+		}
+		if ev.Client == "a" {
+			kinds = append(kinds, ev.Kind+":"+ev.Key+ev.Text)
+		}
+	}
+	if want := []string{"log:l3", "log:l4", "log:l5", "log:l6", "set:k2v2", "set:k1v1b", "disconnect:", "connect:"}; !slices.Equal(kinds, want) {
+		t.Fatalf("stream of a: %q, want %q", kinds, want)
+	}
+	// A small byte bound cuts the batch; the rest follows after its last id.
+	part := db.ClientEventsAfter(0, nil, 1)
+	if len(part) != 1 || part[0].ID != evs[0].ID {
+		t.Fatalf("a batch bounded at 1 byte: %+v", part)
+	}
+	if rest := db.ClientEventsAfter(part[0].ID, nil, 1<<20); len(rest) != len(evs)-1 {
+		t.Fatalf("after the first: %d events, want %d", len(rest), len(evs)-1)
+	}
+}
+
+// TestClientsDurable: the rings, states and counts are what the records
+// say after snapshots, crashes, clean restarts and a snapshot that stored
+// the clients and failed before its index; every client is disconnected
+// by a restart.
+func TestClientsDurable(t *testing.T) {
+	dir := t.TempDir()
+	opts := Options{SnapshotInterval: time.Hour, SnapshotQuiet: -1, ClientRing: 8}
+	db := openDB(t, dir, opts)
+	type model struct {
+		lines []string
+		state map[string]string
+	}
+	models := map[string]*model{}
+	names := []string{"w1", "w2", "w3"}
+	for _, n := range names {
+		models[n] = &model{state: map[string]string{}}
+	}
+	check := func(what string) {
+		t.Helper()
+		for _, n := range names {
+			m := models[n]
+			c := clientOf(t, db, n)
+			var want []string
+			for i := len(m.lines) - 1; i >= 0 && len(want) < 8; i-- {
+				want = append(want, m.lines[i])
+			}
+			if got := logTexts(c); !slices.Equal(got, want) {
+				t.Fatalf("%s: log of %s %q, want %q", what, n, got, want)
+			}
+			if !maps.Equal(c.State, m.state) || c.Lines != uint64(len(m.lines)) {
+				t.Fatalf("%s: %s has state %v and %d lines, want %v and %d", what, n, c.State, c.Lines, m.state, len(m.lines))
+			}
+		}
+	}
+	reopen := func() {
+		db = openDB(t, dir, opts)
+		for _, c := range db.Clients() {
+			if c.Connected {
+				t.Fatalf("%s is connected after a restart", c.Name)
+			}
+		}
+	}
+	line := 0
+	for round := range 12 {
+		for _, n := range names {
+			connect(t, db, n)
+			var ws []sample.ClientWrite
+			for range 5 {
+				line++
+				s := fmt.Sprintf("%s line %d", n, line)
+				ws = append(ws, logLine(s))
+				models[n].lines = append(models[n].lines, s)
+			}
+			k, v := fmt.Sprint("k", line%3), fmt.Sprint(line)
+			ws = append(ws, setKey(k, v))
+			models[n].state[k] = v
+			for i, err := range write(t, db, n, ws...) {
+				if err != nil {
+					t.Fatalf("write %d: %v", i, err)
+				}
+			}
+			if round%2 == 0 {
+				disconnect(t, db, n)
+			}
+		}
+		switch round % 4 {
+		case 0:
+			if err := db.Snapshot(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+		case 1:
+			abandon(t, db)
+			reopen()
+		case 2:
+			if err := db.Close(); err != nil {
+				t.Fatal(err)
+			}
+			reopen()
+		case 3:
+			// A snapshot that stores the clients and fails before its
+			// index: replay meets the records the stored clients hold.
+			if cs := db.captureClients(); cs == nil {
+				t.Fatal("nothing to store")
+			} else if err := db.store.PutClients(cs); err != nil {
+				t.Fatal(err)
+			}
+			abandon(t, db)
+			reopen()
+		}
+		check(fmt.Sprintf("round %d", round))
+		if round%4 == 0 {
+			for _, n := range names {
+				if c := clientOf(t, db, n); c.Connected {
+					t.Fatalf("round %d: %s connected after its disconnect", round, n)
+				}
+			}
+		}
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestRepairKeepsClients: sonde check passes a WAL of client records, and
+// sonde repair keeps each line once, even those a failed snapshot had
+// stored.
+func TestRepairKeepsClients(t *testing.T) {
+	dir := t.TempDir()
+	opts := Options{SnapshotInterval: time.Hour, SnapshotQuiet: -1}
+	db := openDB(t, dir, opts)
+	connect(t, db, "w")
+	var want []string
+	for i := range 10 {
+		want = append(want, fmt.Sprint("a", i))
+		write(t, db, "w", logLine(want[len(want)-1]))
+	}
+	mustApply(t, db, set("w", 1))
+	if err := db.Snapshot(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 10 {
+		mustApply(t, db, set("w", 1000.5+float64(i)))
+		want = append(want, fmt.Sprint("b", i))
+		write(t, db, "w", logLine(want[len(want)-1]))
+	}
+	if err := db.store.PutClients(db.captureClients()); err != nil { // a snapshot that failed after its clients
+		t.Fatal(err)
+	}
+	abandon(t, db)
+	rep, err := Check(dir)
+	if err != nil || !rep.Clean() {
+		t.Fatalf("check: %v, problems %q", err, rep.Problems)
+	}
+	flip(t, tailSegment(t, dir), func(data []byte) int {
+		v := make([]byte, 8)
+		putFloat(v, 1000.5)
+		return bytes.Index(data, v) + 2
+	})
+	runRepair(t, dir)
+	db = openDB(t, dir, opts)
+	defer db.Close()
+	c := clientOf(t, db, "w")
+	got := logTexts(c)
+	slices.Reverse(got)
+	if !slices.Equal(got, want) || c.Lines != 20 {
+		t.Fatalf("after repair: %q (%d lines), want %q", got, c.Lines, want)
+	}
+}
