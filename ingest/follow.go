@@ -68,15 +68,15 @@ func CursorKey(name string) string { return upstreamKeys + name + ".id" }
 func CheckFollowName(name string) error {
 	switch {
 	case name == "" || len(name) > 128:
-		return fmt.Errorf("upstream prefix %q: want 1 to 128 bytes", name)
+		return fmt.Errorf("prefix %q: want 1 to 128 bytes", name)
 	case !utf8.ValidString(name):
-		return fmt.Errorf("upstream prefix %q is not UTF-8", name)
+		return fmt.Errorf("prefix %q is not UTF-8", name)
 	case strings.IndexFunc(name, func(r rune) bool { return unicode.IsSpace(r) || r == 0 }) >= 0:
-		return fmt.Errorf("upstream prefix %q holds a space or a zero byte", name)
+		return fmt.Errorf("prefix %q holds a space or a zero byte", name)
 	case name == "sonde" || strings.HasPrefix(name, "sonde."):
-		return fmt.Errorf("upstream prefix %q: keys under sonde. are Sonde's own", name)
+		return fmt.Errorf("prefix %q: keys under sonde. are Sonde's own", name)
 	case strings.HasSuffix(name, "."):
-		return fmt.Errorf("upstream prefix %q ends in a dot (one is added)", name)
+		return fmt.Errorf("prefix %q ends in a dot (one is added)", name)
 	}
 	return nil
 }

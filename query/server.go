@@ -66,6 +66,8 @@ type Options struct {
 	// Clients, when set, serves the client routes (/api/v1/clients and
 	// its stream); without it they answer 404.
 	Clients ClientStore
+	// Glo shapes the glo document of GET /glo.
+	Glo GloOptions
 	// AlertChannels are the names of the alert channels the operator
 	// configured: a heartbeat naming another is refused.
 	AlertChannels []string
@@ -249,6 +251,11 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 	case "/tags/findSeries":
 		s.findSeries(ctx)
 		return
+	case "/glo":
+		if ctx.IsGet() || ctx.IsHead() {
+			serveGlo(ctx, s.store, &s.opts.Glo)
+			return
+		}
 	}
 	if s.eventRoutes(ctx, path) || s.heartbeatRoutes(ctx, path) || s.clientRoutes(ctx, path) {
 		return

@@ -99,6 +99,11 @@ type config struct {
 	logatronClients  int
 	logatronRing     int
 	logatronKeys     int
+	gloAddr          string
+	gloKeyFlags      stringList // -glo-key
+	glo              query.GloOptions
+	gloPollFlags     stringList // -glo-poll
+	gloPolls         []ingest.GloPollOptions
 	watchtowerPWFile string
 	channels         []*alert.Channel
 	pprofAddr        string
@@ -173,6 +178,10 @@ func parseFlags(args []string) (config, error) {
 	fs.IntVar(&c.logatronClients, "logatron-max-clients", 256, "most logatron clients kept, connected or not; a new name takes the place of the one disconnected longest ago, and is refused when all are connected")
 	fs.IntVar(&c.logatronRing, "logatron-ring", 128, "log lines kept per logatron client, newest first")
 	fs.IntVar(&c.logatronKeys, "logatron-max-keys", 64, "most state keys (SET) per logatron client; a new key past it closes its connection")
+	fs.StringVar(&c.gloAddr, "glo", "", "serve the glo status document at the root of this address too (it is at /glo on -http), e.g. 127.0.0.1:22200 where glo's poller page looks first; off when empty")
+	fs.Var(&c.gloKeyFlags, "glo-key", "PATTERN[,lvl=N][,desc=TEXT]: the glo desc and lvl of the keys the glob matches (the first that matches wins); repeatable")
+	fs.IntVar(&c.glo.MaxKeys, "glo-max-keys", query.DefaultGloMaxKeys, "most keys in one glo document; past it the document ends with \"truncated\": true (?match= picks keys)")
+	fs.Var(&c.gloPollFlags, "glo-poll", "URL[,prefix=NAME][,every=1s]: read a glo document every interval and store its numbers as NAME.<name>.<tag> (default prefix glo.<host>_<port>); repeatable")
 	fs.StringVar(&c.pprofAddr, "pprof", "", "serve Go's profiler (net/http/pprof) on this address; off when empty")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.logFormat, "log-format", "text", "text or json")
@@ -190,6 +199,23 @@ func parseFlags(args []string) (config, error) {
 	}
 	if c.logatronLine < 16 || c.logatronLine > maxLogatronLine {
 		return c, fmt.Errorf("-logatron-max-line %d: want 16 to %d bytes", c.logatronLine, maxLogatronLine)
+	}
+	for _, spec := range c.gloKeyFlags {
+		k, err := query.ParseGloKey(spec)
+		if err != nil {
+			return c, err
+		}
+		c.glo.Keys = append(c.glo.Keys, k)
+	}
+	for _, spec := range c.gloPollFlags {
+		o, err := parseGloPoll(spec)
+		if err != nil {
+			return c, err
+		}
+		if slices.ContainsFunc(c.gloPolls, func(p ingest.GloPollOptions) bool { return p.Prefix == o.Prefix }) {
+			return c, fmt.Errorf("-glo-poll %s: prefix %s is given twice", spec, o.Prefix)
+		}
+		c.gloPolls = append(c.gloPolls, o)
 	}
 	if err := checkUpstreams(c.upstreams, c.upstreamNames); err != nil {
 		return c, err
@@ -224,6 +250,33 @@ func parseFlags(args []string) (config, error) {
 		c.gcHeadroom = 0 // the environment's limit, as the runtime read it
 	}
 	return c, nil
+}
+
+// parseGloPoll reads URL[,prefix=NAME][,every=D].
+func parseGloPoll(spec string) (ingest.GloPollOptions, error) {
+	u, rest, _ := strings.Cut(spec, ",")
+	o := ingest.GloPollOptions{URL: u, Prefix: ingest.GloPrefix(u), Every: time.Second}
+	for rest != "" {
+		var field string
+		field, rest, _ = strings.Cut(rest, ",")
+		name, v, _ := strings.Cut(field, "=")
+		switch name {
+		case "prefix":
+			o.Prefix = v
+		case "every":
+			d, err := time.ParseDuration(v)
+			if err != nil || d < 100*time.Millisecond {
+				return o, fmt.Errorf("-glo-poll %s: every=%s is not a duration of 100ms or more", spec, v)
+			}
+			o.Every = d
+		default:
+			return o, fmt.Errorf("-glo-poll %s: unknown field %q (prefix=, every=)", spec, name)
+		}
+	}
+	if _, err := ingest.NewGloPoller(o, nil, nil); err != nil {
+		return o, err
+	}
+	return o, nil
 }
 
 // maxLogatronLine is the longest line -logatron-max-line may allow: a
@@ -447,6 +500,16 @@ func run(c config, logger *slog.Logger) error {
 		}
 		lns.add("logatron", lg.Addr().String(), lg.Serve, lg.Close, func() any { return lg.Stats() })
 	}
+	for _, o := range c.gloPolls {
+		o.Logger = logger.With("component", "glo-poll", "prefix", o.Prefix)
+		gp, err := ingest.NewGloPoller(o, app, db)
+		if err != nil {
+			lns.close(logger)
+			db.Close()
+			return err
+		}
+		lns.addLoop("glo-poll."+o.Prefix, gp.URL(), gp.Run, func() any { return gp.Stats() })
+	}
 	instance := newInstanceID()
 	for i, u := range c.upstreams {
 		f, err := ingest.NewFollower(ingest.FollowOptions{URL: u, Name: c.upstreamNames[i], Instance: instance,
@@ -507,6 +570,16 @@ func run(c config, logger *slog.Logger) error {
 		}
 		lns.add("watchtower", wt.Addr().String(), wt.Serve, wt.Close, func() any { return map[string]any{"admission": wt.Stats()} })
 	}
+	if c.gloAddr != "" {
+		gs, err := query.ListenGlo(query.GloListenOptions{Addr: c.gloAddr, Glo: c.glo, MaxConns: c.maxConns, HeaderTimeout: c.headerTimeout,
+			Logger: logger.With("component", "glo")}, db)
+		if err != nil {
+			lns.close(logger)
+			db.Close()
+			return err
+		}
+		lns.add("glo", gs.Addr().String(), gs.Serve, gs.Close, func() any { return map[string]any{"admission": gs.Stats()} })
+	}
 	var httpSrv *query.Server   // set before it serves, and so before Stats runs
 	self := &selfSource{db: db} // its http is set with httpSrv
 	httpSrv, err = query.Listen(query.Options{
@@ -514,7 +587,7 @@ func run(c config, logger *slog.Logger) error {
 		MaxBodySize: c.maxBody,
 		Addr:        c.httpAddr, Heartbeat: c.heartbeat, StreamWriteTimeout: c.sseWriteTimeout, VaporPoints: c.vaporPoints, MaxConns: c.maxConns,
 		QueryTimeout: c.queryTimeout, MaxPoints: c.queryMaxPoints, MaxBytes: c.queryMaxBytes, MaxSeries: c.queryMaxSeries,
-		MaxQueries: c.queryConcurrency, HeaderTimeout: c.headerTimeout, Instance: instance, Status: db, Clients: db, AlertChannels: names, Checks: checker.Status,
+		MaxQueries: c.queryConcurrency, HeaderTimeout: c.headerTimeout, Instance: instance, Status: db, Clients: db, Glo: c.glo, AlertChannels: names, Checks: checker.Status,
 		Logger: logger.With("component", "http"),
 		Stats: func() map[string][]byte {
 			out := lns.stats()
