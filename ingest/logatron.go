@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -96,19 +95,14 @@ type LogatronStats struct {
 // LogatronServer serves logatron's client protocol (ingest/logatron):
 // IAM, then LOG and SET lines, and never a byte back.
 type LogatronServer struct {
-	opts  LogatronOptions
-	store ClientStore
-	ln    net.Listener
-	log   *slog.Logger
+	opts   LogatronOptions
+	store  ClientStore
+	conns  *conns
+	log    *slog.Logger
+	ctx    context.Context // ends at Close: stops disconnect retries
+	cancel context.CancelFunc
 
-	mu      sync.Mutex // guards conns.
-	conns   map[net.Conn]struct{}
-	closing atomic.Bool
-	ctx     context.Context // ends at Close: stops disconnect retries
-	cancel  context.CancelFunc
-	handler sync.WaitGroup
-
-	accepted, refused, clients, written, pending, lost, dollar, ignored atomic.Int64
+	clients, written, pending, lost, dollar, ignored                    atomic.Int64
 	badIAM, nameConnected, tooManyClients, tooLong, tooManyKeys, failed atomic.Int64
 }
 
@@ -120,74 +114,32 @@ func ListenLogatron(opts LogatronOptions, store ClientStore) (*LogatronServer, e
 		return nil, fmt.Errorf("listen for logatron clients on %s: %w", opts.Addr, err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &LogatronServer{opts: opts, store: store, ln: ln, log: opts.Logger, conns: map[net.Conn]struct{}{},
+	// Past -max-conns a connection is closed without a word: nothing is
+	// ever written back.
+	return &LogatronServer{opts: opts, store: store, conns: newConns(ln, "logatron", opts.MaxConns, opts.Logger, nil), log: opts.Logger,
 		ctx: ctx, cancel: cancel}, nil
 }
 
 // Addr returns the bound address.
-func (s *LogatronServer) Addr() net.Addr { return s.ln.Addr() }
+func (s *LogatronServer) Addr() net.Addr { return s.conns.ln.Addr() }
 
 // Stats returns the server's counters.
 func (s *LogatronServer) Stats() LogatronStats {
-	s.mu.Lock()
-	open := int64(len(s.conns))
-	s.mu.Unlock()
-	return LogatronStats{Open: open, Clients: s.clients.Load(), Accepted: s.accepted.Load(), Refused: s.refused.Load(),
+	return LogatronStats{Open: s.conns.count(), Clients: s.clients.Load(), Accepted: s.conns.accepted.Load(), Refused: s.conns.refused.Load(),
 		Written: s.written.Load(), Pending: s.pending.Load(), Lost: s.lost.Load(), Dollar: s.dollar.Load(), Ignored: s.ignored.Load(),
 		BadIAM: s.badIAM.Load(), NameConnected: s.nameConnected.Load(), TooManyClients: s.tooManyClients.Load(),
 		TooLong: s.tooLong.Load(), TooManyKeys: s.tooManyKeys.Load(), Failed: s.failed.Load()}
 }
 
 // Serve accepts connections until Close. It returns nil after Close.
-func (s *LogatronServer) Serve() error {
-	backoff := 5 * time.Millisecond
-	for {
-		c, err := s.ln.Accept()
-		if err != nil {
-			if s.closing.Load() {
-				return nil
-			}
-			if isTemporary(err) {
-				s.log.Warn("accept", "err", err, "retry_in", backoff)
-				time.Sleep(backoff) // capped backoff on EMFILE and the like
-				backoff = min(backoff*2, time.Second)
-				continue
-			}
-			return fmt.Errorf("accept logatron connections: %w", err)
-		}
-		backoff = 5 * time.Millisecond
-		s.accepted.Add(1)
-		s.mu.Lock()
-		if s.closing.Load() {
-			s.mu.Unlock()
-			c.Close()
-			continue
-		}
-		if len(s.conns) >= s.opts.MaxConns {
-			s.mu.Unlock()
-			s.refused.Add(1)
-			c.Close() // nothing is ever written back
-			continue
-		}
-		s.conns[c] = struct{}{}
-		s.handler.Add(1)
-		s.mu.Unlock()
-		go s.handle(c)
-	}
-}
+func (s *LogatronServer) Serve() error { return s.conns.serve(s.handle) }
 
 // Close stops accepting, writes what each connection has read, records
 // its disconnect, and waits for them.
 func (s *LogatronServer) Close() error {
-	s.closing.Store(true)
-	s.mu.Lock()
-	err := s.ln.Close()
-	for c := range s.conns {
-		c.SetReadDeadline(time.Now())
-	}
-	s.mu.Unlock()
+	err := s.conns.close()
 	done := make(chan struct{})
-	go func() { s.handler.Wait(); close(done) }()
+	go func() { s.conns.handlers.Wait(); close(done) }()
 	select {
 	case <-done:
 	case <-time.After(5 * time.Second): // a disconnect waiting on a paused store
@@ -195,10 +147,7 @@ func (s *LogatronServer) Close() error {
 		<-done
 	}
 	s.cancel()
-	if err != nil && !errors.Is(err, net.ErrClosed) {
-		return fmt.Errorf("close logatron listener: %w", err)
-	}
-	return nil
+	return err
 }
 
 // lineReader reads a connection's lines with logatron's split function,
@@ -241,23 +190,20 @@ func (lr *lineReader) next(wait bool) (line []byte, ok bool, err error) {
 }
 
 func (s *LogatronServer) handle(c net.Conn) {
-	defer s.handler.Done()
 	name := ""
 	defer func() {
-		s.mu.Lock()
-		delete(s.conns, c)
-		s.mu.Unlock()
 		c.Close()
-		if name != "" {
+		if name != "" { // before done: Close waits for the disconnects
 			s.clients.Add(-1)
 			s.disconnect(name)
 		}
+		s.conns.done(c)
 	}()
 	// After a panic the connection is closed: its client reconnects.
 	defer boundary.Recover("logatron", s.log, nil)
 	lr := &lineReader{c: c, split: logatron.Split(s.opts.MaxLineLen), buf: make([]byte, min(s.opts.MaxLineLen+4, 4096))}
 	c.SetReadDeadline(time.Now().Add(s.opts.IAMTimeout))
-	if s.closing.Load() {
+	if s.conns.closing.Load() {
 		return
 	}
 	line, ok, err := lr.next(true)
@@ -286,7 +232,7 @@ func (s *LogatronServer) handle(c net.Conn) {
 	name = n
 	s.clients.Add(1)
 	c.SetReadDeadline(time.Time{})
-	if s.closing.Load() {
+	if s.conns.closing.Load() {
 		return
 	}
 	// The buffer grows to the line bound once the client is named.

@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -106,17 +105,12 @@ type TCPStats struct {
 // TCPServer serves a line protocol over TCP: the mesures commands or
 // Graphite plaintext.
 type TCPServer struct {
-	opts TCPOptions
-	app  Appender
-	ln   net.Listener
-	log  *slog.Logger
+	opts  TCPOptions
+	app   Appender
+	conns *conns
+	log   *slog.Logger
 
-	mu      sync.Mutex // guards conns.
-	conns   map[net.Conn]struct{}
-	closing atomic.Bool // set by Close before it takes mu and expires read deadlines
-	handler sync.WaitGroup
-
-	accepted, refused, commands, badLines, badKeys, failed atomic.Int64
+	commands, badLines, badKeys, failed atomic.Int64
 }
 
 // ListenTCP binds the listener; Serve accepts on it.
@@ -126,62 +120,25 @@ func ListenTCP(opts TCPOptions, app Appender) (*TCPServer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen for %s on %s: %w", opts.Protocol, opts.Addr, err)
 	}
-	return &TCPServer{opts: opts, app: app, ln: ln, log: opts.Logger, conns: make(map[net.Conn]struct{})}, nil
+	s := &TCPServer{opts: opts, app: app, log: opts.Logger}
+	s.conns = newConns(ln, opts.Protocol.String(), opts.MaxConns, opts.Logger, func(c net.Conn) {
+		c.SetWriteDeadline(time.Now().Add(time.Second))
+		fmt.Fprintf(c, "-ERR too many connections (limit %d)\r\n", opts.MaxConns)
+	})
+	return s, nil
 }
 
 // Addr returns the bound address.
-func (s *TCPServer) Addr() net.Addr { return s.ln.Addr() }
+func (s *TCPServer) Addr() net.Addr { return s.conns.ln.Addr() }
 
 // Stats returns the server's counters.
 func (s *TCPServer) Stats() TCPStats {
-	s.mu.Lock()
-	open := int64(len(s.conns))
-	s.mu.Unlock()
-	return TCPStats{Open: open, Accepted: s.accepted.Load(), Refused: s.refused.Load(),
+	return TCPStats{Open: s.conns.count(), Accepted: s.conns.accepted.Load(), Refused: s.conns.refused.Load(),
 		Commands: s.commands.Load(), BadLines: s.badLines.Load(), BadKeys: s.badKeys.Load(), Failed: s.failed.Load()}
 }
 
 // Serve accepts connections until Close. It returns nil after Close.
-func (s *TCPServer) Serve() error {
-	backoff := 5 * time.Millisecond
-	for {
-		c, err := s.ln.Accept()
-		if err != nil {
-			if s.closing.Load() {
-				return nil
-			}
-			if isTemporary(err) { // EMFILE, ENFILE and the like
-				s.log.Warn("accept", "err", err, "retry_in", backoff)
-				time.Sleep(backoff) // capped backoff on EMFILE and the like
-				backoff = min(backoff*2, time.Second)
-				continue
-			}
-			return fmt.Errorf("accept %s connections: %w", s.opts.Protocol, err)
-		}
-		backoff = 5 * time.Millisecond
-		s.accepted.Add(1)
-		// Checked under mu: either Close's loop sees this connection, or
-		// this sees closing (stored before Close took mu).
-		s.mu.Lock()
-		if s.closing.Load() {
-			s.mu.Unlock()
-			c.Close()
-			continue
-		}
-		if len(s.conns) >= s.opts.MaxConns {
-			s.mu.Unlock()
-			s.refused.Add(1)
-			c.SetWriteDeadline(time.Now().Add(time.Second))
-			fmt.Fprintf(c, "-ERR too many connections (limit %d)\r\n", s.opts.MaxConns)
-			c.Close()
-			continue
-		}
-		s.conns[c] = struct{}{}
-		s.handler.Add(1)
-		s.mu.Unlock()
-		go s.handle(c)
-	}
-}
+func (s *TCPServer) Serve() error { return s.conns.serve(s.handle) }
 
 func isTemporary(err error) bool {
 	var t interface{ Temporary() bool }
@@ -191,18 +148,9 @@ func isTemporary(err error) bool {
 // Close stops accepting, lets every connection finish the batch it has
 // read (so what was acknowledged stays acknowledged), and waits for them.
 func (s *TCPServer) Close() error {
-	s.closing.Store(true)
-	s.mu.Lock()
-	err := s.ln.Close()
-	for c := range s.conns {
-		c.SetReadDeadline(time.Now()) // unblocks the reader; writes still go out
-	}
-	s.mu.Unlock()
-	s.handler.Wait()
-	if err != nil && !errors.Is(err, net.ErrClosed) {
-		return fmt.Errorf("close %s listener: %w", s.opts.Protocol, err)
-	}
-	return nil
+	err := s.conns.close()
+	s.conns.handlers.Wait()
+	return err
 }
 
 type reply struct {
@@ -212,13 +160,7 @@ type reply struct {
 }
 
 func (s *TCPServer) handle(c net.Conn) {
-	defer s.handler.Done()
-	defer func() {
-		s.mu.Lock()
-		delete(s.conns, c)
-		s.mu.Unlock()
-		c.Close()
-	}()
+	defer s.conns.done(c)
 	// After a panic the connection's state (a batch half appended, half
 	// answered) is unknown: a command client is told, then both close.
 	defer boundary.Recover(s.where(), s.log, func() {
@@ -242,7 +184,7 @@ func (s *TCPServer) handle(c net.Conn) {
 		// it expires every deadline, so either its expiry comes after ours
 		// or we see closing here. A client that never pauses still stops.
 		c.SetReadDeadline(time.Now().Add(idle))
-		if s.closing.Load() {
+		if s.conns.closing.Load() {
 			return
 		}
 		ops, replies = ops[:0], replies[:0]

@@ -8,7 +8,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/valyala/fasthttp"
 
@@ -200,14 +199,11 @@ func (s *Server) clientStream(ctx *fasthttp.RequestCtx) {
 		if err := streamStart(w, after, reset); err != nil {
 			return err
 		}
-		hb := time.NewTicker(s.opts.Heartbeat)
-		defer hb.Stop()
 		var (
 			buf         []sample.ClientEvent
 			frame, body []byte
 		)
-		for {
-			wait := cs.NotifyClients() // before the read: nothing is missed
+		return s.followStream(w, cs.NotifyClients, func() (bool, error) {
 			buf = cs.ClientEventsAfter(after, buf[:0], clientBatch)
 			for i := range buf {
 				ev := &buf[i]
@@ -218,24 +214,13 @@ func (s *Server) clientStream(ctx *fasthttp.RequestCtx) {
 				body = appendClientEvent(body[:0], ev)
 				frame = appendFrame(frame[:0], ev.ID, body)
 				if _, err := w.Write(frame); err != nil {
-					return err
+					return false, err
 				}
 			}
-			if len(buf) > 0 {
-				if err := w.Flush(); err != nil {
-					return err
-				}
-				continue // until a read finds nothing new
+			if len(buf) == 0 {
+				return false, nil
 			}
-			select {
-			case <-wait:
-			case <-hb.C:
-				if err := ping(w); err != nil {
-					return err
-				}
-			case <-s.done:
-				return nil
-			}
-		}
+			return true, w.Flush() // until a read finds nothing new
+		})
 	})
 }

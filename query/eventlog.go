@@ -272,17 +272,14 @@ func (s *Server) eventStream(ctx *fasthttp.RequestCtx) {
 		if err := streamStart(w, after, reset); err != nil {
 			return err
 		}
-		hb := time.NewTicker(s.opts.Heartbeat)
-		defer hb.Stop()
 		var (
 			buf         []sample.Event
 			frame, body []byte
 		)
-		for {
-			wait := es.NotifyEvents() // before the read: no event is missed
+		return s.followStream(w, es.NotifyEvents, func() (bool, error) {
 			var err error
 			if buf, err = es.EventsAfter(after, buf[:0], eventBatch); err != nil {
-				return err
+				return false, err
 			}
 			for i := range buf {
 				ev := &buf[i]
@@ -293,28 +290,46 @@ func (s *Server) eventStream(ctx *fasthttp.RequestCtx) {
 				body = appendEvent(body[:0], ev)
 				frame = appendFrame(frame[:0], ev.ID, body)
 				if _, err := w.Write(frame); err != nil {
-					return err
+					return false, err
 				}
 			}
 			if len(buf) > 0 {
 				if err := w.Flush(); err != nil {
-					return err
+					return false, err
 				}
 			}
-			if len(buf) == eventBatch {
-				continue
-			}
-			select {
-			case <-wait:
-			case <-hb.C:
-				if err := ping(w); err != nil {
-					return err
-				}
-			case <-s.done:
-				return nil
-			}
-		}
+			return len(buf) == eventBatch, nil
+		})
 	})
+}
+
+// followStream runs a stream after its first frame: read writes (and
+// flushes) what is new and reports whether more may wait (it read a full
+// batch: read again at once); otherwise the stream waits for notify's
+// channel, pinging every -sse-heartbeat, until the client goes or the
+// server shuts down.
+func (s *Server) followStream(w *bufio.Writer, notify func() <-chan struct{}, read func() (more bool, err error)) error {
+	hb := time.NewTicker(s.opts.Heartbeat)
+	defer hb.Stop()
+	for {
+		wait := notify() // before the read: nothing is missed
+		more, err := read()
+		if err != nil {
+			return err
+		}
+		if more {
+			continue
+		}
+		select {
+		case <-wait:
+		case <-hb.C:
+			if err := ping(w); err != nil {
+				return err
+			}
+		case <-s.done:
+			return nil
+		}
+	}
 }
 
 // resumePoint reads where a stream resumes: after the id in Last-Event-ID
