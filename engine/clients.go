@@ -487,7 +487,9 @@ func (db *DB) startClients() {
 	now, idx := db.nowMs(), db.published.Load()
 	for name, c := range t.m {
 		if c.info.Connected {
-			c.info.Connected, c.info.DisconnectedAt, c.discIdx = false, now, idx
+			// covers moves with it: the stream skips a client that covers
+			// nothing after its reader's id.
+			c.info.Connected, c.info.DisconnectedAt, c.discIdx, c.covers = false, now, idx, max(c.covers, idx)
 			t.dirty[name] = true
 		}
 	}

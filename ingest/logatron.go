@@ -38,7 +38,8 @@ type LogatronOptions struct {
 	// MaxBatch caps the lines written at once; default 1024.
 	MaxBatch int
 	// IAMTimeout closes a connection that has not named itself this long
-	// after accept; default 10 s. A named connection has no idle bound
+	// after accept; default 10 s. Its IAM line holds at most 4 KiB, its
+	// name sample.MaxService bytes. A named connection has no idle bound
 	// (logatron's clients stay connected and may be quiet for hours; TCP
 	// keep-alive finds the dead ones).
 	IAMTimeout time.Duration
@@ -181,6 +182,9 @@ func (lr *lineReader) next(wait bool) (line []byte, ok bool, err error) {
 			lr.w = copy(lr.buf, lr.buf[lr.r:lr.w])
 			lr.r = 0
 		}
+		if lr.w == len(lr.buf) { // a line longer than the buffer: the bound, or (before IAM) 4 KiB
+			return nil, false, logatron.ErrLineTooLong
+		}
 		n, rerr := lr.c.Read(lr.buf[lr.w:])
 		lr.w += n
 		if rerr != nil {
@@ -213,7 +217,7 @@ func (s *LogatronServer) handle(c net.Conn) {
 	}
 	boundary.Inject("logatron", line)
 	n, ok := logatron.ParseIAM(string(line))
-	if !ok {
+	if !ok || len(n) > sample.MaxService {
 		s.badIAM.Add(1)
 		return
 	}
@@ -224,9 +228,8 @@ func (s *LogatronServer) handle(c net.Conn) {
 	case errors.Is(err, sample.ErrTooManyClients):
 		s.tooManyClients.Add(1)
 		return
-	case err != nil:
-		s.failed.Add(1)
-		s.log.Warn("client not connected", "client", n, "remote", c.RemoteAddr(), "err", err)
+	case err != nil: // writes paused, the store closed
+		logRefused(s.log, s.failed.Add(1), "proto", "logatron", "client", n, "remote", c.RemoteAddr().String(), "err", err)
 		return
 	}
 	name = n

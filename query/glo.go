@@ -175,8 +175,10 @@ func appendGlo(b []byte, store Store, opts *GloOptions, match *Glob, version int
 	return append(b, "}"...)
 }
 
-// serveGlo answers a glo request: JSON, or JSONP with ?callback=.
-func serveGlo(ctx *fasthttp.RequestCtx, store Store, opts *GloOptions) {
+// serveGlo answers a glo request: JSON, or JSONP with ?callback=. It is
+// a bounded read (a slot of -query-concurrency, -query-timeout,
+// -query-max-bytes), like /data.
+func (s *Server) serveGlo(ctx *fasthttp.RequestCtx) {
 	args := ctx.QueryArgs()
 	version := 1
 	if v := args.Peek("version"); len(v) > 0 {
@@ -195,42 +197,47 @@ func serveGlo(ctx *fasthttp.RequestCtx, store Store, opts *GloOptions) {
 	if !ok {
 		return
 	}
-	b := make([]byte, 0, 4096)
-	if cb != "" {
-		b = append(b, cb...)
-		b = append(b, '(')
-	}
-	b = appendGlo(b, store, opts, match, version, time.Now())
-	ctx.Response.Header.Set("Cache-Control", "no-store")
-	if cb != "" {
-		ctx.SetContentType("application/javascript; charset=utf-8")
-		ctx.Response.Header.Set("X-Content-Type-Options", "nosniff")
-		ctx.SetBody(append(b, ");\n"...))
-		return
-	}
-	writeJSON(ctx, append(b, '\n'))
+	s.bounded(ctx, func(r *read) error {
+		b := make([]byte, 0, 4096)
+		if cb != "" {
+			b = append(b, cb...)
+			b = append(b, '(')
+		}
+		b = appendGlo(b, s.store, &s.opts.Glo, match, version, time.Now())
+		if err := r.body(len(b)); err != nil {
+			return err
+		}
+		ctx.Response.Header.Set("Cache-Control", "no-store")
+		if cb != "" {
+			ctx.SetContentType("application/javascript; charset=utf-8")
+			ctx.Response.Header.Set("X-Content-Type-Options", "nosniff")
+			ctx.SetBody(append(b, ");\n"...))
+			return nil
+		}
+		writeJSON(ctx, append(b, '\n'))
+		return nil
+	})
 }
 
 // GloListenOptions configure a GloServer.
 type GloListenOptions struct {
 	Addr          string
-	Glo           GloOptions
 	MaxConns      int
 	HeaderTimeout time.Duration
 	Logger        *slog.Logger
 }
 
 // GloServer serves the glo document at the root of its own address, for
-// glo's poller page.
+// glo's poller page; its reads share the HTTP server's bounds.
 type GloServer struct {
-	opts  GloListenOptions
-	store Store
-	ln    *boundary.Gate
-	srv   *fasthttp.Server
+	opts GloListenOptions
+	http *Server
+	ln   *boundary.Gate
+	srv  *fasthttp.Server
 }
 
-// ListenGlo binds the -glo listener.
-func ListenGlo(opts GloListenOptions, store Store) (*GloServer, error) {
+// ListenGlo binds the -glo listener, which answers as s answers /glo.
+func (s *Server) ListenGlo(opts GloListenOptions) (*GloServer, error) {
 	if opts.MaxConns <= 0 {
 		opts.MaxConns = 1024
 	}
@@ -244,7 +251,7 @@ func ListenGlo(opts GloListenOptions, store Store) (*GloServer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen for glo on %s: %w", opts.Addr, err)
 	}
-	g := &GloServer{opts: opts, store: store}
+	g := &GloServer{opts: opts, http: s}
 	g.ln = boundary.NewGate(ln, boundary.GateOptions{MaxPending: boundary.PendingCap(opts.MaxConns), HeaderTimeout: opts.HeaderTimeout,
 		MaxHead: readBufferSize, Logger: opts.Logger})
 	g.srv = newHTTPServer(g.serve, writeError, opts.HeaderTimeout, 4096, opts.MaxConns, opts.Logger)
@@ -261,7 +268,7 @@ func (g *GloServer) serve(ctx *fasthttp.RequestCtx) {
 		writeError(ctx, fasthttp.StatusMethodNotAllowed, "only GET is served here")
 		return
 	}
-	serveGlo(ctx, g.store, &g.opts.Glo)
+	g.http.serveGlo(ctx)
 }
 
 // Addr returns the bound address.

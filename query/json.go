@@ -22,6 +22,9 @@ func appendFloat(dst []byte, v float64) []byte {
 const hexDigits = "0123456789abcdef"
 
 // appendString writes s as a JSON string; invalid UTF-8 becomes U+FFFD.
+// Besides what JSON requires it escapes <, >, & and U+2028/U+2029, as
+// encoding/json does, so that the answer is also safe as JSONP and in
+// HTML.
 func appendString(dst []byte, s string) []byte {
 	dst = append(dst, '"')
 	for i := 0; i < len(s); {
@@ -41,9 +44,13 @@ func appendString(dst []byte, s string) []byte {
 			continue
 		}
 		r, n := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && n == 1 {
+		switch {
+		case r == utf8.RuneError && n == 1:
 			dst = append(dst, `\ufffd`...)
-		} else {
+		case r == '\u2028' || r == '\u2029': // line ends to JavaScript before ES2019: JSONP
+			dst = append(dst, `\u202`...)
+			dst = append(dst, hexDigits[r&0xf])
+		default:
 			dst = append(dst, s[i:i+n]...)
 		}
 		i += n

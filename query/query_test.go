@@ -63,6 +63,11 @@ func TestJSONEncoding(t *testing.T) {
 	if back != "a\"b\\c\x01<é>\ufffd" {
 		t.Fatalf("round trip %q", back)
 	}
+	// JSONP: no raw line separator, which JavaScript before ES2019 ends a
+	// string at.
+	if got := string(appendString(nil, "a\u2028b\u2029")); got != `"a\u2028b\u2029"` {
+		t.Fatalf("line separators: %s", got)
+	}
 }
 
 // TestRateOverHTTPWithReset serves a real engine whose counter restarted

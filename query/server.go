@@ -253,7 +253,7 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 		return
 	case "/glo":
 		if ctx.IsGet() || ctx.IsHead() {
-			serveGlo(ctx, s.store, &s.opts.Glo)
+			s.serveGlo(ctx)
 			return
 		}
 	}

@@ -57,11 +57,26 @@ func (p *proc) clients() []clientDoc {
 
 func (p *proc) client(name string) clientDoc {
 	p.t.Helper()
-	var c clientDoc
-	if code := p.get("/api/v1/clients/"+name, &c); code != http.StatusOK {
-		p.t.Fatalf("GET /api/v1/clients/%s: %d", name, code)
+	c, ok := p.clientIf(name)
+	if !ok {
+		p.t.Fatalf("GET /api/v1/clients/%s: no such client", name)
 	}
 	return c
+}
+
+// clientIf is client, false while there is none (it has not sent IAM yet).
+func (p *proc) clientIf(name string) (clientDoc, bool) {
+	p.t.Helper()
+	var c clientDoc
+	switch code := p.get("/api/v1/clients/"+name, &c); code {
+	case http.StatusOK:
+		return c, true
+	case http.StatusNotFound:
+		return c, false
+	default:
+		p.t.Fatalf("GET /api/v1/clients/%s: %d", name, code)
+		return c, false
+	}
 }
 
 func (p *proc) logatron() ingest.LogatronStats {
@@ -145,12 +160,18 @@ func TestLogatronSession(t *testing.T) {
 	bad = p.dialLogatron()
 	write(t, bad, "IAM two words\n")
 	closedSilently(t, bad, "IAM of a name with a space")
+	bad = p.dialLogatron()
+	write(t, bad, "IAM "+strings.Repeat("n", 201)+"\n")
+	closedSilently(t, bad, "IAM of a name past 200 bytes")
+	bad = p.dialLogatron()
+	write(t, bad, "IAM "+strings.Repeat("n", 5000)) // no end: more than its buffer holds
+	closedSilently(t, bad, "an IAM line past 4 KiB")
 
 	w1 := p.dialLogatron()
 	write(t, w1, "IAM worker1\nLOG  hello  \nSET phase  running \nLOG a $ b\nSET k $x\nFOO bar\nLOG second\r\nSET empty\n\n\u2028LOG third\u2029")
 	waitFor(t, "worker1's lines", func() bool {
-		c := p.client("worker1")
-		return c.Lines == 3 && c.Sets == 2
+		c, ok := p.clientIf("worker1")
+		return ok && c.Lines == 3 && c.Sets == 2
 	})
 	c := p.client("worker1")
 	if got, want := texts(c.Log), []string{"third", "second", "hello"}; !slices.Equal(got, want) {
@@ -162,7 +183,7 @@ func TestLogatronSession(t *testing.T) {
 	if !c.Connected || c.ConnectedAt == nil || c.DisconnectedAt != nil || c.LastLine == nil || c.Log[0].T < *c.ConnectedAt {
 		t.Fatalf("worker1: %+v", c)
 	}
-	if st := p.logatron(); st.Dollar != 2 || st.Ignored != 1 || st.BadIAM != 2 || st.Written != 5 || st.Clients != 1 {
+	if st := p.logatron(); st.Dollar != 2 || st.Ignored != 1 || st.BadIAM != 4 || st.Written != 5 || st.Clients != 1 {
 		t.Fatalf("stats %+v", st)
 	}
 
@@ -183,7 +204,9 @@ func TestLogatronSession(t *testing.T) {
 	write(t, keys, "IAM w4\nSET a 1\nSET b 2\nSET c 3\nSET d 4\n")
 	closedSilently(t, keys, "a key past -logatron-max-keys")
 	waitFor(t, "w3 and w4 disconnected", func() bool {
-		return !p.client("w3").Connected && !p.client("w4").Connected
+		w3, ok3 := p.clientIf("w3")
+		w4, ok4 := p.clientIf("w4")
+		return ok3 && ok4 && !w3.Connected && !w4.Connected
 	})
 	if got := texts(p.client("w3").Log); !slices.Equal(got, []string{"kept"}) {
 		t.Fatalf("w3's log %q", got)

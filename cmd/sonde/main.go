@@ -570,16 +570,6 @@ func run(c config, logger *slog.Logger) error {
 		}
 		lns.add("watchtower", wt.Addr().String(), wt.Serve, wt.Close, func() any { return map[string]any{"admission": wt.Stats()} })
 	}
-	if c.gloAddr != "" {
-		gs, err := query.ListenGlo(query.GloListenOptions{Addr: c.gloAddr, Glo: c.glo, MaxConns: c.maxConns, HeaderTimeout: c.headerTimeout,
-			Logger: logger.With("component", "glo")}, db)
-		if err != nil {
-			lns.close(logger)
-			db.Close()
-			return err
-		}
-		lns.add("glo", gs.Addr().String(), gs.Serve, gs.Close, func() any { return map[string]any{"admission": gs.Stats()} })
-	}
 	var httpSrv *query.Server   // set before it serves, and so before Stats runs
 	self := &selfSource{db: db} // its http is set with httpSrv
 	httpSrv, err = query.Listen(query.Options{
@@ -603,6 +593,17 @@ func run(c config, logger *slog.Logger) error {
 		lns.close(logger)
 		db.Close()
 		return err
+	}
+	if c.gloAddr != "" {
+		gs, err := httpSrv.ListenGlo(query.GloListenOptions{Addr: c.gloAddr, MaxConns: c.maxConns, HeaderTimeout: c.headerTimeout,
+			Logger: logger.With("component", "glo")})
+		if err != nil {
+			httpSrv.Shutdown(context.Background())
+			lns.close(logger)
+			db.Close()
+			return err
+		}
+		lns.add("glo", gs.Addr().String(), gs.Serve, gs.Close, func() any { return map[string]any{"admission": gs.Stats()} })
 	}
 	if c.pprofAddr != "" {
 		if err := servePprof(c.pprofAddr, logger); err != nil {
