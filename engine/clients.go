@@ -2,9 +2,11 @@ package engine
 
 import (
 	"cmp"
+	"container/heap"
 	"context"
 	"fmt"
 	"slices"
+	"sort"
 	"sync"
 	"unicode/utf8"
 
@@ -40,16 +42,32 @@ type client struct {
 	connIdx, discIdx uint64
 	ring             []sample.ClientLine // a ring of up to ClientRing lines
 	head             int                 // where the next line goes once the ring is full
+	dropped          uint64              // the id of the last line the ring dropped (0: none)
+	droppedAt        int64
 	state            map[string]snapshot.ClientKey
+	byID             []string // the state's keys, oldest setting first (the stream's order)
 }
 
-// push adds a line, over the oldest once the ring holds size.
+// set sets a state key, which moves to the end of byID.
+func (c *client) set(k snapshot.ClientKey) {
+	if _, ok := c.state[k.Key]; ok {
+		i := slices.Index(c.byID, k.Key)
+		c.byID = append(c.byID[:i], c.byID[i+1:]...)
+	}
+	c.state[k.Key] = k
+	c.byID = append(c.byID, k.Key)
+}
+
+// push adds a line, over the oldest once the ring holds size; the
+// dropped line's id and time are kept (the stream's gaps).
 func (c *client) push(l sample.ClientLine, size int) {
 	if len(c.ring) < size {
 		c.ring = append(c.ring, l)
 		return
 	}
-	c.ring[c.head] = l
+	old := &c.ring[c.head]
+	c.dropped, c.droppedAt = old.ID, old.Time
+	*old = l
 	c.head = (c.head + 1) % len(c.ring)
 }
 
@@ -58,6 +76,10 @@ func (c *client) line(i int) *sample.ClientLine {
 	n := len(c.ring)
 	return &c.ring[((c.head-1-i)%n+n)%n]
 }
+
+// oldest returns the i-th oldest line (0 the oldest): the ring is in id
+// order from head (0 until it is full).
+func (c *client) oldest(i int) *sample.ClientLine { return &c.ring[(c.head+i)%len(c.ring)] }
 
 // clientTable holds the clients. The committer changes them (apply,
 // replay) under mu; readers copy out under it.
@@ -260,8 +282,8 @@ func (db *DB) prepareClientWrite(name string, w *sample.ClientWrite, now int64) 
 		db.queueClient(&record.Record{Code: record.Log, Time: now, Key: name, Message: w.Text})
 		return nil
 	}
-	if w.Key == "" || len(w.Key) > record.MaxChannelLen || !utf8.ValidString(w.Key) {
-		return fmt.Errorf("%w: a state key is 1 to %d bytes of UTF-8", ErrKey, record.MaxChannelLen)
+	if w.Key == "" || len(w.Key) > sample.MaxStateKey || !utf8.ValidString(w.Key) {
+		return fmt.Errorf("%w: a state key is 1 to %d bytes of UTF-8", ErrKey, sample.MaxStateKey)
 	}
 	has, n := db.hasKey(name, w.Key)
 	if !has {
@@ -365,7 +387,7 @@ func (t *clientTable) apply(r *record.Record, idx uint64, ring int) {
 		c.info.Lines++
 		c.info.LastLine = r.Time
 	case record.State:
-		c.state[r.Channel] = snapshot.ClientKey{Key: r.Channel, ID: idx, Time: r.Time, Text: r.Message}
+		c.set(snapshot.ClientKey{Key: r.Channel, ID: idx, Time: r.Time, Text: r.Message})
 		c.info.Sets++
 		c.info.LastLine = r.Time
 	}
@@ -414,46 +436,137 @@ func (db *DB) NotifyClients() <-chan struct{} {
 
 // ClientEventsAfter appends what the clients hold with ids after id, in
 // id order, stopping once the appended events' texts pass maxBytes (at
-// least one is appended): each log line the rings still hold, the newest
-// value of each state key, the last connect and disconnect of each
-// client. Older values of a key, and lines a ring no longer holds, are
-// not there to send.
+// least one is appended, and events of one id go together): each log
+// line the rings still hold, the newest value of each state key, the last
+// connect and disconnect of each client, and a gap where a ring dropped
+// lines after id (its id is the last dropped line's). Older values of a
+// key, and the lines a ring dropped, are not there to send. The work is
+// a merge of the clients' own orders: about the events returned, not all
+// that are held.
 func (db *DB) ClientEventsAfter(id uint64, dst []sample.ClientEvent, maxBytes int) []sample.ClientEvent {
 	t := &db.clients
-	start := len(dst)
 	t.mu.RLock()
+	defer t.mu.RUnlock()
+	var h cursorHeap
 	for name, c := range t.m {
-		if c.covers <= id {
-			continue
-		}
-		for i := 0; i < len(c.ring) && c.line(i).ID > id; i++ {
-			l := c.line(i)
-			dst = append(dst, sample.ClientEvent{ID: l.ID, Time: l.Time, Client: name, Kind: sample.ClientLogged, Text: l.Text})
-		}
-		for _, k := range c.state {
-			if k.ID > id {
-				dst = append(dst, sample.ClientEvent{ID: k.ID, Time: k.Time, Client: name, Kind: sample.ClientSetKey, Key: k.Key, Text: k.Text})
+		if c.covers > id {
+			if cc := newCursor(name, c, id); cc.more() {
+				h = append(h, cc)
 			}
 		}
-		if c.connIdx > id {
-			dst = append(dst, sample.ClientEvent{ID: c.connIdx, Time: c.info.ConnectedAt, Client: name, Kind: sample.ClientConnected})
-		}
-		if c.discIdx > id {
-			dst = append(dst, sample.ClientEvent{ID: c.discIdx, Time: c.info.DisconnectedAt, Client: name, Kind: sample.ClientDisconnected})
-		}
 	}
-	t.mu.RUnlock()
-	evs := dst[start:]
-	slices.SortFunc(evs, func(a, b sample.ClientEvent) int { return cmp.Compare(a.ID, b.ID) })
-	size := 0
-	for i := range evs {
-		size += 64 + len(evs[i].Client) + len(evs[i].Key) + len(evs[i].Text)
-		if size > maxBytes && i > 0 {
-			clear(evs[i:])
-			return dst[:start+i]
+	heap.Init(&h)
+	size, start := 0, len(dst)
+	for len(h) > 0 {
+		cc := h[0]
+		next := cc.peek()
+		if size > maxBytes && len(dst) > start && next.ID != dst[len(dst)-1].ID {
+			break
+		}
+		dst = append(dst, next)
+		size += 64 + len(next.Client) + len(next.Key) + len(next.Text)
+		if cc.pop(); cc.more() {
+			heap.Fix(&h, 0)
+		} else {
+			heap.Pop(&h)
 		}
 	}
 	return dst
+}
+
+// clientCursor walks what one client holds after an id, in id order: its
+// ring from the first line after it, its keys set after it (byID), and
+// its connect, disconnect and gap. Making one costs two binary searches.
+type clientCursor struct {
+	name       string
+	c          *client
+	ring, key  int // the next line (oldest first) and key (byID)
+	extra      [3]sample.ClientEvent
+	ne, e      int
+	head       sample.ClientEvent
+	headSource uint8 // srcLine, srcKey, srcExtra; 0 when done
+}
+
+const (
+	srcLine uint8 = iota + 1
+	srcKey
+	srcExtra
+)
+
+func newCursor(name string, c *client, id uint64) *clientCursor {
+	cc := &clientCursor{name: name, c: c}
+	cc.ring = sort.Search(len(c.ring), func(i int) bool { return c.oldest(i).ID > id })
+	cc.key = sort.Search(len(c.byID), func(i int) bool { return c.state[c.byID[i]].ID > id })
+	add := func(ev sample.ClientEvent) {
+		if ev.ID > id {
+			cc.extra[cc.ne] = ev
+			cc.ne++
+		}
+	}
+	add(sample.ClientEvent{ID: c.connIdx, Time: c.info.ConnectedAt, Client: name, Kind: sample.ClientConnected})
+	add(sample.ClientEvent{ID: c.discIdx, Time: c.info.DisconnectedAt, Client: name, Kind: sample.ClientDisconnected})
+	add(sample.ClientEvent{ID: c.dropped, Time: c.droppedAt, Client: name, Kind: sample.ClientGap})
+	slices.SortFunc(cc.extra[:cc.ne], func(a, b sample.ClientEvent) int { return cmp.Compare(a.ID, b.ID) })
+	cc.load()
+	return cc
+}
+
+// load sets head to the next event, the lowest id of the three sources.
+func (cc *clientCursor) load() {
+	c := cc.c
+	cc.headSource = 0
+	var best uint64
+	if cc.ring < len(c.ring) {
+		best, cc.headSource = c.oldest(cc.ring).ID, srcLine
+	}
+	if cc.key < len(c.byID) {
+		if id := c.state[c.byID[cc.key]].ID; cc.headSource == 0 || id < best {
+			best, cc.headSource = id, srcKey
+		}
+	}
+	if cc.e < cc.ne {
+		if id := cc.extra[cc.e].ID; cc.headSource == 0 || id < best {
+			cc.headSource = srcExtra
+		}
+	}
+	switch cc.headSource {
+	case srcLine:
+		l := c.oldest(cc.ring)
+		cc.head = sample.ClientEvent{ID: l.ID, Time: l.Time, Client: cc.name, Kind: sample.ClientLogged, Text: l.Text}
+	case srcKey:
+		k := c.state[c.byID[cc.key]]
+		cc.head = sample.ClientEvent{ID: k.ID, Time: k.Time, Client: cc.name, Kind: sample.ClientSetKey, Key: k.Key, Text: k.Text}
+	case srcExtra:
+		cc.head = cc.extra[cc.e]
+	}
+}
+
+func (cc *clientCursor) more() bool               { return cc.headSource != 0 }
+func (cc *clientCursor) peek() sample.ClientEvent { return cc.head }
+
+func (cc *clientCursor) pop() {
+	switch cc.headSource {
+	case srcLine:
+		cc.ring++
+	case srcKey:
+		cc.key++
+	case srcExtra:
+		cc.e++
+	}
+	cc.load()
+}
+
+type cursorHeap []*clientCursor
+
+func (h cursorHeap) Len() int           { return len(h) }
+func (h cursorHeap) Less(i, j int) bool { return h[i].head.ID < h[j].head.ID }
+func (h cursorHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *cursorHeap) Push(x any)        { *h = append(*h, x.(*clientCursor)) }
+func (h *cursorHeap) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return x
 }
 
 // loadClients loads the stored clients (Open, before replay).
@@ -466,12 +579,13 @@ func (db *DB) loadClients() error {
 	for i := range cs {
 		s := &cs[i]
 		c := &client{info: s.ClientInfo, covers: s.Covers, connIdx: s.ConnIdx, discIdx: s.DiscIdx,
-			state: make(map[string]snapshot.ClientKey, len(s.State))}
-		for _, l := range s.Log[max(len(s.Log)-db.opts.ClientRing, 0):] {
+			dropped: s.Dropped, droppedAt: s.DroppedAt, state: make(map[string]snapshot.ClientKey, len(s.State))}
+		for _, l := range s.Log { // a smaller -logatron-ring drops the oldest
 			c.push(l, db.opts.ClientRing)
 		}
+		slices.SortFunc(s.State, func(a, b snapshot.ClientKey) int { return cmp.Compare(a.ID, b.ID) })
 		for _, k := range s.State {
-			c.state[k.Key] = k
+			c.set(k)
 		}
 		t.m[s.Name] = c
 	}
@@ -511,7 +625,7 @@ func (db *DB) captureClients() *snapshot.Clients {
 	for name := range t.dirty {
 		c := t.m[name]
 		s := snapshot.ClientState{ClientInfo: c.info, Covers: c.covers, ConnIdx: c.connIdx, DiscIdx: c.discIdx,
-			Log: make([]sample.ClientLine, len(c.ring))}
+			Dropped: c.dropped, DroppedAt: c.droppedAt, Log: make([]sample.ClientLine, len(c.ring))}
 		for i := range s.Log {
 			s.Log[len(s.Log)-1-i] = *c.line(i)
 		}

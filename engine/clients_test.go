@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -138,7 +139,7 @@ func TestClientRules(t *testing.T) {
 			kinds = append(kinds, ev.Kind+":"+ev.Key+ev.Text)
 		}
 	}
-	if want := []string{"log:l3", "log:l4", "log:l5", "log:l6", "set:k2v2", "set:k1v1b", "disconnect:", "connect:"}; !slices.Equal(kinds, want) {
+	if want := []string{"gap:", "log:l3", "log:l4", "log:l5", "log:l6", "set:k2v2", "set:k1v1b", "disconnect:", "connect:"}; !slices.Equal(kinds, want) {
 		t.Fatalf("stream of a: %q, want %q", kinds, want)
 	}
 	// A small byte bound cuts the batch; the rest follows after its last id.
@@ -241,6 +242,7 @@ func TestClientsDurable(t *testing.T) {
 			reopen()
 		}
 		check(fmt.Sprintf("round %d", round))
+		checkBatches(t, db)
 		if round%4 == 0 {
 			for _, n := range names {
 				if c := clientOf(t, db, n); c.Connected {
@@ -251,6 +253,44 @@ func TestClientsDurable(t *testing.T) {
 	}
 	if err := db.Close(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// checkBatches reads the client stream from 0 in batches of one byte
+// (one id at a time, the events of one id together) and checks it is the
+// whole, in id order.
+func checkBatches(t *testing.T, db *DB) {
+	t.Helper()
+	all := db.ClientEventsAfter(0, nil, 1<<30)
+	var got []sample.ClientEvent
+	for after := uint64(0); ; {
+		b := db.ClientEventsAfter(after, nil, 1)
+		if len(b) == 0 {
+			break
+		}
+		for _, ev := range b[1:] {
+			if ev.ID != b[0].ID {
+				t.Fatalf("a batch past its bound holds ids %d and %d", b[0].ID, ev.ID)
+			}
+		}
+		got = append(got, b...)
+		after = b[len(b)-1].ID
+	}
+	key := func(ev sample.ClientEvent) string { return fmt.Sprint(ev.ID, ev.Client, ev.Kind, ev.Key, ev.Text) }
+	var g, w []string
+	for i := range all {
+		if i > 0 && all[i].ID < all[i-1].ID {
+			t.Fatalf("ids out of order: %d after %d", all[i].ID, all[i-1].ID)
+		}
+		w = append(w, key(all[i]))
+	}
+	for _, ev := range got {
+		g = append(g, key(ev))
+	}
+	slices.Sort(g)
+	slices.Sort(w)
+	if !slices.Equal(g, w) {
+		t.Fatalf("read in batches: %d events, at once: %d", len(g), len(w))
 	}
 }
 
@@ -298,4 +338,44 @@ func TestRepairKeepsClients(t *testing.T) {
 	if !slices.Equal(got, want) || c.Lines != 20 {
 		t.Fatalf("after repair: %q (%d lines), want %q", got, c.Lines, want)
 	}
+}
+
+// BenchmarkClientStreamFromZero: a client stream resumed from id 0 over
+// full tables (256 clients, 128 lines and 64 keys each), read in 64 KiB
+// batches as /api/v1/clients.stream reads it: one op is the whole catch-up.
+func BenchmarkClientStreamFromZero(b *testing.B) {
+	db, err := Open(b.TempDir(), Options{SnapshotInterval: time.Hour, SnapshotQuiet: -1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	ctx := context.Background()
+	text := strings.Repeat("x", 400)
+	for i := range 256 {
+		name := fmt.Sprintf("c%03d", i)
+		if err := db.ClientConnect(ctx, name); err != nil {
+			b.Fatal(err)
+		}
+		var ws []sample.ClientWrite
+		for j := range 128 {
+			ws = append(ws, logLine(text), setKey(fmt.Sprint("k", j%64), text))
+		}
+		if err := db.ClientWrite(ctx, name, ws, make([]error, len(ws))); err != nil {
+			b.Fatal(err)
+		}
+	}
+	var buf []sample.ClientEvent
+	events := 0
+	for b.Loop() {
+		events = 0
+		for after := uint64(0); ; {
+			buf = db.ClientEventsAfter(after, buf[:0], 64<<10)
+			if len(buf) == 0 {
+				break
+			}
+			events += len(buf)
+			after = buf[len(buf)-1].ID
+		}
+	}
+	b.ReportMetric(float64(events), "events")
 }

@@ -33,10 +33,14 @@ type GloPollOptions struct {
 	Every, Timeout time.Duration
 	// MaxBody bounds a document's bytes (default 4 MiB), MaxItems its
 	// values (default 10,000); past MaxBody a poll fails, past MaxItems
-	// the rest are skipped.
-	MaxBody  int64
-	MaxItems int
-	Logger   *slog.Logger
+	// the rest are skipped. MaxSeries bounds the series one poller
+	// writes (default 10,000): a document whose names change at each
+	// poll cannot fill the store's -max-series; values of new names past
+	// it are skipped and counted (refused).
+	MaxBody   int64
+	MaxItems  int
+	MaxSeries int
+	Logger    *slog.Logger
 }
 
 // GloPollStats counts what a GloPoller did.
@@ -68,13 +72,15 @@ type GloPoller struct {
 	mu    sync.Mutex
 	stats GloPollStats
 	last  int64 // the timestamp of the last document written
+
+	keys map[string]bool // the keys it wrote (poll's), at most MaxSeries
 }
 
 // NewGloPoller checks opts and returns a poller; events may be nil.
 func NewGloPoller(opts GloPollOptions, app Appender, events EventAppender) (*GloPoller, error) {
 	u, err := url.Parse(opts.URL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("-glo-poll %q: want an http:// or https:// URL", opts.URL)
+		return nil, fmt.Errorf("-glo-poll of %s: want an http:// or https:// URL with a host", opts.Prefix)
 	}
 	if err := CheckFollowName(opts.Prefix); err != nil {
 		return nil, fmt.Errorf("-glo-poll prefix: %w", err)
@@ -91,13 +97,19 @@ func NewGloPoller(opts GloPollOptions, app Appender, events EventAppender) (*Glo
 	if opts.MaxItems <= 0 {
 		opts.MaxItems = 10_000
 	}
+	if opts.MaxSeries <= 0 {
+		opts.MaxSeries = 10_000
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &GloPoller{opts: opts, app: app, events: events, shown: u.Scheme + "://" + u.Host + "/…",
-		client: &http.Client{Timeout: opts.Timeout, CheckRedirect: func(*http.Request, []*http.Request) error {
-			return errors.New("glo documents are not followed through redirects")
-		}}}, nil
+	return &GloPoller{opts: opts, app: app, events: events, shown: u.Scheme + "://" + u.Host + "/…", keys: map[string]bool{},
+		client: &http.Client{Timeout: opts.Timeout,
+			Transport: &http.Transport{Proxy: http.ProxyFromEnvironment, MaxResponseHeaderBytes: 64 << 10, MaxIdleConns: 2,
+				IdleConnTimeout: time.Minute, ResponseHeaderTimeout: opts.Timeout},
+			CheckRedirect: func(*http.Request, []*http.Request) error {
+				return errors.New("glo documents are not followed through redirects")
+			}}}, nil
 }
 
 // URL is the polled address as logs and events show it: its scheme and
@@ -206,18 +218,32 @@ func (p *GloPoller) poll(ctx context.Context) error {
 		return nil
 	}
 	ops := make([]sample.Op, 0, len(doc.Items))
+	unbounded := int64(0)
 	for _, it := range doc.Items {
 		op := sample.Op{Code: sample.Set, Key: p.opts.Prefix + "." + it.Name + "." + it.Tag, Value: it.Value, Time: doc.Time}
 		if it.Counter {
 			op.Code = sample.CounterSet
 		}
+		if !p.keys[op.Key] {
+			if len(p.keys) >= p.opts.MaxSeries {
+				unbounded++
+				continue
+			}
+			p.keys[op.Key] = true
+		}
 		ops = append(ops, op)
+	}
+	if len(ops) == 0 {
+		p.mu.Lock()
+		p.stats.Refused += unbounded
+		p.mu.Unlock()
+		return nil
 	}
 	errs := make([]error, len(ops))
 	if err := p.app.AppendUnacked(ctx, ops, errs); err != nil {
 		return fmt.Errorf("store: %w", err)
 	}
-	written, refused := int64(0), int64(0)
+	written, refused := int64(0), unbounded
 	for i, err := range errs {
 		if err == nil {
 			written++

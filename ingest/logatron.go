@@ -88,7 +88,7 @@ type LogatronStats struct {
 	BadIAM         int64 `json:"bad_iam"`          // a first line that is not IAM <name>, or none in time
 	NameConnected  int64 `json:"name_connected"`   // IAM of a name connected already
 	TooManyClients int64 `json:"too_many_clients"` // IAM of a new name while every kept client is connected
-	TooLong        int64 `json:"too_long"`         // a line past max-line
+	TooLong        int64 `json:"too_long"`         // a line past max-line, or a SET key past 255 bytes
 	TooManyKeys    int64 `json:"too_many_keys"`    // SET of a new key past the client's bound
 	Failed         int64 `json:"failed"`           // the store refused a connect
 }
@@ -160,6 +160,11 @@ type lineReader struct {
 	r, w  int
 	eof   bool
 	err   error // the read error that ended the input
+	// final: the input ended at the client's end of input (EOF), which
+	// ends a last line without a line end, as byline ends it. A read
+	// that failed (a deadline, a reset, Close) ends it without that
+	// line: it may be half of one.
+	final bool
 }
 
 // next returns the next line: one already buffered, or (wait) one read
@@ -167,7 +172,7 @@ type lineReader struct {
 // input ended; err is logatron.ErrLineTooLong for a line past the bound.
 func (lr *lineReader) next(wait bool) (line []byte, ok bool, err error) {
 	for {
-		adv, tok, err := lr.split(lr.buf[lr.r:lr.w], lr.eof)
+		adv, tok, err := lr.split(lr.buf[lr.r:lr.w], lr.final)
 		if err != nil {
 			return nil, false, err
 		}
@@ -188,7 +193,7 @@ func (lr *lineReader) next(wait bool) (line []byte, ok bool, err error) {
 		n, rerr := lr.c.Read(lr.buf[lr.w:])
 		lr.w += n
 		if rerr != nil {
-			lr.eof, lr.err = true, rerr
+			lr.eof, lr.err, lr.final = true, rerr, errors.Is(rerr, io.EOF)
 		}
 	}
 }
@@ -252,6 +257,7 @@ func (s *LogatronServer) handle(c net.Conn) {
 		// Block for one line, then take every line already buffered.
 		batch = batch[:0]
 		var rerr error
+		badKey := false
 		for len(batch) < s.opts.MaxBatch {
 			line, ok, err := lr.next(len(batch) == 0)
 			if err != nil {
@@ -267,17 +273,22 @@ func (s *LogatronServer) handle(c net.Conn) {
 				s.dollar.Add(1)
 			case l.Kind == logatron.Log:
 				batch = append(batch, sample.ClientWrite{Text: l.Text})
+			case l.Kind == logatron.Set && len(l.Key) > sample.MaxStateKey:
+				badKey = true // closes the connection, as a line too long does
 			case l.Kind == logatron.Set:
 				batch = append(batch, sample.ClientWrite{Set: true, Key: l.Key, Text: l.Text})
 			default:
 				s.ignored.Add(1)
+			}
+			if badKey {
+				break
 			}
 		}
 		if len(batch) > 0 && !s.write(name, batch, &errs) {
 			return
 		}
 		switch {
-		case errors.Is(rerr, logatron.ErrLineTooLong):
+		case errors.Is(rerr, logatron.ErrLineTooLong), badKey:
 			s.tooLong.Add(1)
 			return
 		case lr.eof && len(batch) == 0:
@@ -308,7 +319,9 @@ func (s *LogatronServer) write(name string, batch []sample.ClientWrite, errs *[]
 		case err == nil:
 			s.written.Add(1)
 		case errors.Is(err, sample.ErrTooManyKeys):
-			s.tooManyKeys.Add(1)
+			if ok { // once per connection: it is closed
+				s.tooManyKeys.Add(1)
+			}
 			ok = false
 		default:
 			logRefused(s.log, s.lost.Add(1), "proto", "logatron", "client", name, "err", err)

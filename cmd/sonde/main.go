@@ -213,7 +213,7 @@ func parseFlags(args []string) (config, error) {
 			return c, err
 		}
 		if slices.ContainsFunc(c.gloPolls, func(p ingest.GloPollOptions) bool { return p.Prefix == o.Prefix }) {
-			return c, fmt.Errorf("-glo-poll %s: prefix %s is given twice", spec, o.Prefix)
+			return c, fmt.Errorf("-glo-poll: prefix %s is given twice", o.Prefix)
 		}
 		c.gloPolls = append(c.gloPolls, o)
 	}
@@ -252,7 +252,8 @@ func parseFlags(args []string) (config, error) {
 	return c, nil
 }
 
-// parseGloPoll reads URL[,prefix=NAME][,every=D].
+// parseGloPoll reads URL[,prefix=NAME][,every=D]. Its errors show the
+// URL without its path and query, which may hold a token.
 func parseGloPoll(spec string) (ingest.GloPollOptions, error) {
 	u, rest, _ := strings.Cut(spec, ",")
 	o := ingest.GloPollOptions{URL: u, Prefix: ingest.GloPrefix(u), Every: time.Second}
@@ -266,11 +267,11 @@ func parseGloPoll(spec string) (ingest.GloPollOptions, error) {
 		case "every":
 			d, err := time.ParseDuration(v)
 			if err != nil || d < 100*time.Millisecond {
-				return o, fmt.Errorf("-glo-poll %s: every=%s is not a duration of 100ms or more", spec, v)
+				return o, fmt.Errorf("-glo-poll of %s: every=%s is not a duration of 100ms or more", o.Prefix, v)
 			}
 			o.Every = d
 		default:
-			return o, fmt.Errorf("-glo-poll %s: unknown field %q (prefix=, every=)", spec, name)
+			return o, fmt.Errorf("-glo-poll of %s: unknown field %q (prefix=, every=; a comma in the URL is written %%2C)", o.Prefix, name)
 		}
 	}
 	if _, err := ingest.NewGloPoller(o, nil, nil); err != nil {

@@ -6,6 +6,9 @@ import "errors"
 // listener, name themselves, and send log lines and state settings
 // (docs/semantics.md, "Client logs").
 
+// MaxStateKey is the longest state key of a client, in bytes.
+const MaxStateKey = 255
+
 // ClientWrite is one line of a connected client: a log line (Set false,
 // Text the message) or a state setting (Set true, Key = Text).
 type ClientWrite struct {
@@ -48,6 +51,8 @@ const (
 	ClientSetKey       = "set"
 	ClientConnected    = "connect"
 	ClientDisconnected = "disconnect"
+	// ClientGap: the ring dropped lines after the reader's id, up to this one.
+	ClientGap = "gap"
 )
 
 // ClientEvent is one entry of the client stream: a log line, a state

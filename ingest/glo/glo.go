@@ -150,7 +150,8 @@ func parseItem(it *rawItem, version int) (Item, bool) {
 	return Item{Name: name, Tag: tag, Value: v, Counter: counter}, true
 }
 
-// number reads a value: a JSON number, or a string holding one.
+// number reads a value: a JSON number, or a string holding one in JSON's
+// syntax (not Go's: no "1_000", "0x10" or "Inf").
 func number(raw json.RawMessage) (float64, bool) {
 	s := string(bytes.TrimSpace(raw))
 	if strings.HasPrefix(s, `"`) {
@@ -158,6 +159,9 @@ func number(raw json.RawMessage) (float64, bool) {
 			return 0, false
 		}
 		s = strings.TrimSpace(s)
+	}
+	if s == "" || s[0] != '-' && (s[0] < '0' || s[0] > '9') || !json.Valid([]byte(s)) {
+		return 0, false
 	}
 	v, err := strconv.ParseFloat(s, 64)
 	if err != nil || math.IsInf(v, 0) || math.IsNaN(v) {

@@ -26,11 +26,15 @@ func TestParse(t *testing.T) {
 			{"key":"notag","value":"1"},
 			{"key":":count","value":"1"},
 			{"key":"neg:count","value":"-1"},
-			{"key":"inf:current","value":"1e999"}]}`,
+			{"key":"inf:current","value":"1e999"},
+			{"key":"go:current","value":"1_000"},
+			{"key":"hex:current","value":"0x10"},
+			{"key":"word:current","value":"Infinity"},
+			{"key":"bool:current","value":true}]}`,
 			version: 1, time: 1313152128209, items: []Item{
 				{"server.request", "count", 45023, true}, {"cache", "current", 134, false},
 				{"req", "last-duration-us", 12323, false}, {"req", "total-duration-us", 99, true}, {"req", "max-us", 7000, false}},
-			skipped: 6},
+			skipped: 10},
 		{name: "version 2, JSONP", body: `jQuery16_1({"version":2,"timestamp":1313152128209000,"data":[
 			{"key":"/server/request:count","value":45023},{"key":"/a:current","value":"-1.5"}]});`,
 			version: 2, time: 1313152128209, items: []Item{{"server.request", "count", 45023, true}, {"a", "current", -1.5, false}}},

@@ -30,6 +30,10 @@ type ClientState struct {
 	// Covers is the WAL index of its newest record; ConnIdx and DiscIdx
 	// those of its last connect and disconnect.
 	Covers, ConnIdx, DiscIdx uint64
+	// Dropped and DroppedAt are the id and time of the last line its ring
+	// dropped (0: none).
+	Dropped   uint64
+	DroppedAt int64
 	// Log is its ring, oldest first.
 	Log   []sample.ClientLine
 	State []ClientKey
@@ -57,10 +61,10 @@ func encodeClient(dst []byte, c *ClientState) []byte {
 		conn = 1
 	}
 	dst = append(dst, clientVersion, conn)
-	for _, v := range []int64{c.ConnectedAt, c.DisconnectedAt, c.LastLine} {
+	for _, v := range []int64{c.ConnectedAt, c.DisconnectedAt, c.LastLine, c.DroppedAt} {
 		dst = binary.AppendVarint(dst, v)
 	}
-	for _, v := range []uint64{c.Lines, c.Sets, c.Covers, c.ConnIdx, c.DiscIdx, uint64(len(c.Log)), uint64(len(c.State))} {
+	for _, v := range []uint64{c.Lines, c.Sets, c.Covers, c.ConnIdx, c.DiscIdx, c.Dropped, uint64(len(c.Log)), uint64(len(c.State))} {
 		dst = binary.AppendUvarint(dst, v)
 	}
 	for _, l := range c.Log {
@@ -85,8 +89,8 @@ func decodeClient(k, b []byte, c *ClientState) error {
 	c.Name = string(k)
 	conn := r.byte()
 	c.Connected = conn == 1
-	c.ConnectedAt, c.DisconnectedAt, c.LastLine = r.varint(), r.varint(), r.varint()
-	c.Lines, c.Sets, c.Covers, c.ConnIdx, c.DiscIdx = r.uvarint(), r.uvarint(), r.uvarint(), r.uvarint(), r.uvarint()
+	c.ConnectedAt, c.DisconnectedAt, c.LastLine, c.DroppedAt = r.varint(), r.varint(), r.varint(), r.varint()
+	c.Lines, c.Sets, c.Covers, c.ConnIdx, c.DiscIdx, c.Dropped = r.uvarint(), r.uvarint(), r.uvarint(), r.uvarint(), r.uvarint(), r.uvarint()
 	nlog, nstate := r.uvarint(), r.uvarint()
 	// Each line and key takes 4 bytes at least: a count past what is left
 	// is damage, not an allocation.

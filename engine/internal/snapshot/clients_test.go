@@ -17,7 +17,7 @@ func TestClientsRoundTrip(t *testing.T) {
 	}
 	defer s.Close()
 	c := ClientState{ClientInfo: sample.ClientInfo{Name: "w1", Connected: true, ConnectedAt: 5, DisconnectedAt: 3, LastLine: 9, Lines: 2, Sets: 1},
-		Covers: 12, ConnIdx: 10, DiscIdx: 4,
+		Covers: 12, ConnIdx: 10, DiscIdx: 4, Dropped: 7, DroppedAt: 6,
 		Log:   []sample.ClientLine{{ID: 11, Time: 8, Text: "one"}, {ID: 12, Time: 9, Text: "two ✓"}},
 		State: []ClientKey{{Key: "phase", ID: 11, Time: 8, Text: ""}}}
 	other := ClientState{ClientInfo: sample.ClientInfo{Name: "w2"}, Log: []sample.ClientLine{}, State: []ClientKey{}}
