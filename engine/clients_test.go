@@ -2,6 +2,7 @@ package engine
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -261,7 +262,7 @@ func TestClientsDurable(t *testing.T) {
 // whole, in id order.
 func checkBatches(t *testing.T, db *DB) {
 	t.Helper()
-	all := db.ClientEventsAfter(0, nil, 1<<30)
+	all := naiveEventsAfter(db, 0, nil, 1<<30)
 	var got []sample.ClientEvent
 	for after := uint64(0); ; {
 		b := db.ClientEventsAfter(after, nil, 1)
@@ -292,6 +293,43 @@ func checkBatches(t *testing.T, db *DB) {
 	if !slices.Equal(g, w) {
 		t.Fatalf("read in batches: %d events, at once: %d", len(g), len(w))
 	}
+}
+
+// naiveEventsAfter is what ClientEventsAfter returns, the simple way
+// (every held entry copied, sorted, cut): the tests' reference, and the
+// benchmark's peer.
+func naiveEventsAfter(db *DB, id uint64, dst []sample.ClientEvent, maxBytes int) []sample.ClientEvent {
+	t := &db.clients
+	t.mu.RLock()
+	for name, c := range t.m {
+		for i := range c.ring {
+			if l := c.line(i); l.ID > id {
+				dst = append(dst, sample.ClientEvent{ID: l.ID, Time: l.Time, Client: name, Kind: sample.ClientLogged, Text: l.Text})
+			}
+		}
+		for _, k := range c.state {
+			if k.ID > id {
+				dst = append(dst, sample.ClientEvent{ID: k.ID, Time: k.Time, Client: name, Kind: sample.ClientSetKey, Key: k.Key, Text: k.Text})
+			}
+		}
+		for _, ev := range []sample.ClientEvent{{ID: c.connIdx, Time: c.info.ConnectedAt, Kind: sample.ClientConnected},
+			{ID: c.discIdx, Time: c.info.DisconnectedAt, Kind: sample.ClientDisconnected}, {ID: c.dropped, Time: c.droppedAt, Kind: sample.ClientGap}} {
+			if ev.ID > id {
+				ev.Client = name
+				dst = append(dst, ev)
+			}
+		}
+	}
+	t.mu.RUnlock()
+	slices.SortStableFunc(dst, func(a, b sample.ClientEvent) int { return cmp.Compare(a.ID, b.ID) })
+	size := 0
+	for i := range dst {
+		size += 64 + len(dst[i].Client) + len(dst[i].Key) + len(dst[i].Text)
+		if size > maxBytes && i > 0 && dst[i].ID != dst[i-1].ID {
+			return dst[:i]
+		}
+	}
+	return dst
 }
 
 // TestRepairKeepsClients: sonde check passes a WAL of client records, and
@@ -364,18 +402,27 @@ func BenchmarkClientStreamFromZero(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	var buf []sample.ClientEvent
-	events := 0
-	for b.Loop() {
-		events = 0
-		for after := uint64(0); ; {
-			buf = db.ClientEventsAfter(after, buf[:0], 64<<10)
-			if len(buf) == 0 {
-				break
+	for _, read := range []struct {
+		name string
+		fn   func(uint64, []sample.ClientEvent, int) []sample.ClientEvent
+	}{{"merge", db.ClientEventsAfter}, {"naive", func(id uint64, dst []sample.ClientEvent, n int) []sample.ClientEvent {
+		return naiveEventsAfter(db, id, dst, n)
+	}}} {
+		b.Run(read.name, func(b *testing.B) {
+			var buf []sample.ClientEvent
+			events := 0
+			for b.Loop() {
+				events = 0
+				for after := uint64(0); ; {
+					buf = read.fn(after, buf[:0], 64<<10)
+					if len(buf) == 0 {
+						break
+					}
+					events += len(buf)
+					after = buf[len(buf)-1].ID
+				}
 			}
-			events += len(buf)
-			after = buf[len(buf)-1].ID
-		}
+			b.ReportMetric(float64(events), "events")
+		})
 	}
-	b.ReportMetric(float64(events), "events")
 }
