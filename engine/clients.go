@@ -118,6 +118,7 @@ const (
 	creqDisconnect
 	creqForget
 	creqWrite
+	creqRestart // every client still connected: the process that held them ended
 )
 
 // ClientConnect records that a client named name connected. It returns
@@ -261,6 +262,12 @@ func (db *DB) prepareClient(cr *clientReq, now int64) error {
 		db.setConn(cr.name, record.ClientForgotten)
 		t.group.fresh[cr.name] = true
 		t.group.added--
+	case creqRestart:
+		for name, c := range t.m {
+			if c.info.Connected {
+				db.queueClient(&record.Record{Code: record.Client, Time: now, Key: name, Level: record.ClientDisconnected})
+			}
+		}
 	case creqWrite:
 		if state != record.ClientConnected {
 			return fmt.Errorf("%w: client %q is not connected", ErrNotFound, cr.name)
@@ -592,12 +599,31 @@ func (db *DB) loadClients() error {
 	return nil
 }
 
-// startClients marks disconnected every client the records left
-// connected (Open, after replay): its connection did not outlive the
-// process. The mark is the table's, not a record's: a crash before the
-// next snapshot stores it makes it again at the next start.
+// startClients disconnects every client the records left connected (Open,
+// once the committer runs): its connection did not outlive the process.
+// The disconnects are records of one group, with ids past every id a
+// stream reader may hold. When they cannot be written (writes paused on
+// a full disk) the table marks them in memory, at the index the WAL
+// ended at: a crash before the next snapshot stores them makes them again
+// at the next start.
 func (db *DB) startClients() {
 	t := &db.clients
+	connected := 0
+	for _, c := range t.m {
+		if c.info.Connected {
+			connected++
+		}
+	}
+	if connected == 0 {
+		return
+	}
+	err := db.submit(context.Background(), "client", func(req *request) { req.client = &clientReq{kind: creqRestart} })
+	if err == nil {
+		return
+	}
+	db.logger.Warn("clients left connected by the last run are marked disconnected in memory only", "clients", connected, "err", err)
+	t.mu.Lock()
+	defer t.mu.Unlock()
 	now, idx := db.nowMs(), db.published.Load()
 	for name, c := range t.m {
 		if c.info.Connected {

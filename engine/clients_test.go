@@ -187,12 +187,25 @@ func TestClientsDurable(t *testing.T) {
 			}
 		}
 	}
-	reopen := func() {
+	var last uint64 // the index before a restart
+	reopen := func(connected bool) {
 		db = openDB(t, dir, opts)
 		for _, c := range db.Clients() {
 			if c.Connected {
 				t.Fatalf("%s is connected after a restart", c.Name)
 			}
+		}
+		// The restart's disconnects have ids past any a reader held.
+		var got []string
+		for _, ev := range db.ClientEventsAfter(last, nil, 1<<20) {
+			if ev.Kind != sample.ClientDisconnected {
+				t.Fatalf("after the restart: %+v", ev)
+			}
+			got = append(got, ev.Client)
+		}
+		slices.Sort(got)
+		if want := names; connected && !slices.Equal(got, want) || !connected && len(got) != 0 {
+			t.Fatalf("disconnects after %d: %q (clients connected: %v)", last, got, connected)
 		}
 	}
 	line := 0
@@ -218,6 +231,7 @@ func TestClientsDurable(t *testing.T) {
 				disconnect(t, db, n)
 			}
 		}
+		last = db.Index()
 		switch round % 4 {
 		case 0:
 			if err := db.Snapshot(context.Background()); err != nil {
@@ -225,12 +239,12 @@ func TestClientsDurable(t *testing.T) {
 			}
 		case 1:
 			abandon(t, db)
-			reopen()
+			reopen(round%2 == 1)
 		case 2:
 			if err := db.Close(); err != nil {
 				t.Fatal(err)
 			}
-			reopen()
+			reopen(round%2 == 1)
 		case 3:
 			// A snapshot that stores the clients and fails before its
 			// index: replay meets the records the stored clients hold.
@@ -240,7 +254,7 @@ func TestClientsDurable(t *testing.T) {
 				t.Fatal(err)
 			}
 			abandon(t, db)
-			reopen()
+			reopen(round%2 == 1)
 		}
 		check(fmt.Sprintf("round %d", round))
 		checkBatches(t, db)

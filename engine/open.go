@@ -87,8 +87,8 @@ func Open(dir string, opts Options) (*DB, error) {
 	}
 	db.feed = newFeed(opts.EventBuffer, db.published.Load())
 	db.startHeartbeats()
-	db.startClients()
 	go db.run()
+	db.startClients()
 	go db.snapshotLoop()
 	ok = true
 	return db, nil

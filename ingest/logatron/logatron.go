@@ -147,8 +147,8 @@ func Split(max int) bufio.SplitFunc {
 		for {
 			i, n := separator(data)
 			switch {
-			case i < 0 && !atEOF: // no end yet, or a separator's first bytes end data
-				if len(data) > max {
+			case i < 0 && !atEOF: // no end yet, or a separator's first n bytes end data
+				if len(data)-n > max {
 					return 0, nil, ErrLineTooLong
 				}
 				return skipped, nil, nil

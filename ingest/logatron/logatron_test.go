@@ -82,6 +82,22 @@ func TestSplit(t *testing.T) {
 	if _, err := lines(t, "LOG "+strings.Repeat("x", 200), 100); !errors.Is(err, ErrLineTooLong) {
 		t.Fatalf("a long last line: %v", err)
 	}
+	// A line of the bound whose separator's first bytes end the data read
+	// so far: more data decides, the line is not too long.
+	split := Split(4)
+	for _, sep := range []string{" ", " ", ""} {
+		for cut := 1; cut < len(sep); cut++ {
+			if adv, tok, err := split([]byte("abcd"+sep[:cut]), false); adv != 0 || tok != nil || err != nil {
+				t.Fatalf("abcd+%q: %d %q %v, want to read more", sep[:cut], adv, tok, err)
+			}
+		}
+		if adv, tok, err := split([]byte("abcd"+sep+"x"), false); adv != 4+len(sep) || string(tok) != "abcd" || err != nil {
+			t.Fatalf("abcd+%q: %d %q %v", sep, adv, tok, err)
+		}
+	}
+	if _, _, err := split([]byte("abcdeâ"), false); !errors.Is(err, ErrLineTooLong) {
+		t.Fatalf("past the bound before a separator's first byte: %v", err)
+	}
 }
 
 // FuzzParse: any stream splits into valid UTF-8 lines without separators,
