@@ -250,20 +250,29 @@ func TestAgentResendsUnansweredPoints(t *testing.T) {
 				ac.Close()
 				continue
 			}
-			go func() { // agent → server, line by line, counting each line
+			// agent → server, line by line, counting each line. Every line
+			// the agent sends is counted, until it hangs up, even after the
+			// server side is cut: the server may have answered part of a
+			// batch the proxy was still forwarding line by line.
+			go func() {
+				defer ac.Close()
 				defer sc.Close()
 				lr := bufio.NewScanner(ac)
+				cut := false
 				for lr.Scan() {
 					mu.Lock()
 					sent[lr.Text()]++
 					mu.Unlock()
-					if _, err := sc.Write(append(lr.Bytes(), '\n')); err != nil {
-						return
+					if !cut {
+						_, err := sc.Write(append(lr.Bytes(), '\n'))
+						cut = err != nil
 					}
 				}
 			}()
 			go func() {
-				defer ac.Close()
+				// The agent reads the end of the replies; what it sends is
+				// still read and counted above.
+				defer ac.(*net.TCPConn).CloseWrite()
 				buf := make([]byte, 64<<10)
 				for {
 					n, err := sc.Read(buf)
