@@ -11,7 +11,7 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 all: build
 
 build:
-	$(GO) build -o $(BIN) ./cmd/sonde
+	$(GO) build -ldflags "-X main.commit=$$(git describe --always --dirty 2>/dev/null || echo unknown)" -o $(BIN) ./cmd/sonde
 	$(GO) build -o bin/sonde-bench ./cmd/sonde-bench
 
 run: build
@@ -24,7 +24,7 @@ run: build
 # libcurl3-gnutls, which collectd-core does not pull in), promtool
 # (prometheus), which checks what /metrics serves, and Chromium, which the
 # page's tests drive headless.
-TEST_PKGS := netcat-openbsd victoria-metrics collectd-core libyajl2 libcurl3-gnutls prometheus chromium nodejs
+TEST_PKGS := netcat-openbsd victoria-metrics collectd-core libyajl2 libcurl3-gnutls prometheus chromium nodejs systemd
 
 test-deps:
 	@missing=""; for p in $(TEST_PKGS); do \

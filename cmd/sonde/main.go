@@ -348,6 +348,10 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == "agent" {
 		os.Exit(agentMain(os.Args[2:], os.Stderr))
 	}
+	if len(os.Args) == 2 && (os.Args[1] == "version" || os.Args[1] == "-version") {
+		version(os.Stdout)
+		os.Exit(0)
+	}
 	c, err := parseFlags(os.Args[1:])
 	if errors.Is(err, flag.ErrHelp) {
 		os.Exit(0)
