@@ -41,6 +41,7 @@ var (
 )
 
 type config struct {
+	configFile       string
 	dataDir          string
 	tcpAddr          string
 	graphiteAddr     string
@@ -114,9 +115,10 @@ type config struct {
 	logFormat        string
 }
 
-func parseFlags(args []string) (config, error) {
-	var c config
+// flagSet defines every flag of the server on c.
+func flagSet(c *config) *flag.FlagSet {
 	fs := flag.NewFlagSet("sonde", flag.ContinueOnError)
+	fs.StringVar(&c.configFile, "config", "", "a TOML file of settings: each key a flag's name, each value its value (a list for a repeatable flag); flags given on the command line win (README, \"Configuration\")")
 	fs.StringVar(&c.dataDir, "data", "./data", "data directory (WAL, snapshot database, lock)")
 	fs.StringVar(&c.tcpAddr, "tcp", "127.0.0.1:8124", "listen address of the mesures command protocol")
 	fs.StringVar(&c.graphiteAddr, "graphite", "127.0.0.1:2003", "listen address of Graphite plaintext (TCP); empty turns it off")
@@ -185,11 +187,22 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&c.pprofAddr, "pprof", "", "serve Go's profiler (net/http/pprof) on this address; off when empty")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.logFormat, "log-format", "text", "text or json")
+	return fs
+}
+
+func parseFlags(args []string) (config, error) {
+	var c config
+	fs := flagSet(&c)
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if c.configFile != "" {
+		if err := loadConfig(fs, c.configFile); err != nil {
+			return c, err
+		}
 	}
 	if explicit(fs, "gogc") && c.gogc <= 0 {
 		return c, fmt.Errorf("-gogc %d: want a percentage above 0", c.gogc)
@@ -347,6 +360,9 @@ func main() {
 	}
 	if len(os.Args) > 1 && os.Args[1] == "agent" {
 		os.Exit(agentMain(os.Args[2:], os.Stderr))
+	}
+	if len(os.Args) > 1 && os.Args[1] == "config" {
+		os.Exit(configMain(os.Args[2:], os.Stdout, os.Stderr))
 	}
 	if len(os.Args) == 2 && (os.Args[1] == "version" || os.Args[1] == "-version") {
 		version(os.Stdout)

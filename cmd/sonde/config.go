@@ -1,0 +1,152 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/BurntSushi/toml"
+)
+
+// loadConfig applies the settings of the TOML file at path to fs: each
+// key names a flag, each value is its value (a string, number or bool,
+// or a list of them for a repeatable flag). A flag given on the command
+// line keeps its value. A key that names no flag, a value of another
+// shape, or a value the flag refuses is an error naming the file, the
+// line and the key. BurntSushi/toml: the TOML 1.0 parser the Go
+// ecosystem relies on most, with line numbers in its errors.
+func loadConfig(fs *flag.FlagSet, path string) error {
+	text, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("read -config: %w", err)
+	}
+	var settings map[string]any
+	if _, err := toml.Decode(string(text), &settings); err != nil {
+		var pe toml.ParseError
+		if errors.As(err, &pe) {
+			return fmt.Errorf("-config %s, line %d: %s", path, pe.Position.Line, pe.Message)
+		}
+		return fmt.Errorf("-config %s: %w", path, err)
+	}
+	keys := make([]string, 0, len(settings))
+	for k := range settings {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		where := fmt.Sprintf("-config %s, line %d, %s", path, keyLine(text, k), k)
+		f := fs.Lookup(k)
+		if f == nil || k == "config" {
+			return fmt.Errorf("%s: no such setting (the keys are the flags' names: sonde -help)", where)
+		}
+		if explicit(fs, k) {
+			continue // the command line wins
+		}
+		values, err := configValues(settings[k])
+		if err != nil {
+			return fmt.Errorf("%s: %w", where, err)
+		}
+		if len(values) != 1 && !isList(f) {
+			return fmt.Errorf("%s: a list for a flag that takes one value", where)
+		}
+		for _, v := range values {
+			if err := fs.Set(k, v); err != nil {
+				return fmt.Errorf("%s: %w", where, err)
+			}
+		}
+	}
+	return nil
+}
+
+// configValues turns a TOML value into the flag's text: one for a
+// scalar, one per element for a list.
+func configValues(v any) ([]string, error) {
+	switch v := v.(type) {
+	case string:
+		return []string{v}, nil
+	case bool:
+		return []string{strconv.FormatBool(v)}, nil
+	case int64:
+		return []string{strconv.FormatInt(v, 10)}, nil
+	case float64:
+		return []string{strconv.FormatFloat(v, 'f', -1, 64)}, nil
+	case []any:
+		out := make([]string, 0, len(v))
+		for _, e := range v {
+			s, err := configValues(e)
+			if err != nil || len(s) != 1 {
+				return nil, errors.New("a list holds strings, numbers or bools only")
+			}
+			out = append(out, s[0])
+		}
+		return out, nil
+	}
+	return nil, errors.New("a table or a date: want a string, number, bool or a list of them")
+}
+
+// isList reports whether f is a repeatable flag.
+func isList(f *flag.Flag) bool {
+	_, ok := f.Value.(*stringList)
+	return ok
+}
+
+// keyLine is the line of text where key is set, or its table begins (0
+// when it is not found as a bare or quoted key at the start of a line).
+func keyLine(text []byte, key string) int {
+	k := regexp.QuoteMeta(key)
+	re := regexp.MustCompile(`(?m)^[ \t]*(?:(?:` + k + `|"` + k + `")[ \t]*=|\[\[?[ \t]*"?` + k + `"?[ \t]*\])`)
+	loc := re.FindIndex(text)
+	if loc == nil {
+		return 0
+	}
+	return 1 + strings.Count(string(text[:loc[0]]), "\n")
+}
+
+// printConfig writes the effective settings as a TOML file -config reads:
+// every flag but -config, by name, as a string (a list for a repeatable
+// flag).
+func printConfig(w io.Writer, fs *flag.FlagSet) {
+	fs.VisitAll(func(f *flag.Flag) {
+		if f.Name == "config" {
+			return
+		}
+		if l, ok := f.Value.(*stringList); ok {
+			quoted := make([]string, len(*l))
+			for i, v := range *l {
+				quoted[i] = strconv.Quote(v)
+			}
+			fmt.Fprintf(w, "%s = [%s]\n", f.Name, strings.Join(quoted, ", "))
+			return
+		}
+		fmt.Fprintf(w, "%s = %s\n", f.Name, strconv.Quote(f.Value.String()))
+	})
+}
+
+// configMain runs `sonde config [flags]`: the effective settings of a
+// server started with those flags.
+func configMain(args []string, stdout, stderr io.Writer) int {
+	var c config
+	fs := flagSet(&c)
+	fs.SetOutput(stderr)
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if c.configFile != "" {
+		if err := loadConfig(fs, c.configFile); err != nil {
+			fmt.Fprintln(stderr, "sonde config:", err)
+			return 2
+		}
+	}
+	if _, err := parseFlags(args); err != nil {
+		fmt.Fprintln(stderr, "sonde config:", err)
+		return 2
+	}
+	printConfig(stdout, fs)
+	return 0
+}

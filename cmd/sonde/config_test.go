@@ -1,0 +1,82 @@
+package main
+
+import (
+	"bytes"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func writeConfig(t *testing.T, text string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "sonde.toml")
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// TestConfigEveryFlag: `sonde config` prints every flag; that output,
+// read back with -config, gives the same settings, so the file covers
+// every flag the set has (a new flag is covered without a change here).
+func TestConfigEveryFlag(t *testing.T) {
+	var out, errs bytes.Buffer
+	if code := configMain([]string{"-max-series", "7", "-check", "a=http://127.0.0.1:9/,every=1m", "-check", "b=http://127.0.0.1:9/"}, &out, &errs); code != 0 {
+		t.Fatalf("sonde config: %d %s", code, errs.String())
+	}
+	var c config
+	fs := flagSet(&c)
+	n := 0
+	fs.VisitAll(func(f *flag.Flag) {
+		if f.Name != "config" {
+			n++
+			if !strings.Contains(out.String(), "\n"+f.Name+" = ") && !strings.HasPrefix(out.String(), f.Name+" = ") {
+				t.Errorf("sonde config leaves out -%s", f.Name)
+			}
+		}
+	})
+	if got := strings.Count(out.String(), "\n"); got != n {
+		t.Fatalf("%d lines for %d flags:\n%s", got, n, out.String())
+	}
+	path := writeConfig(t, out.String())
+	var again bytes.Buffer
+	if code := configMain([]string{"-config", path}, &again, &errs); code != 0 {
+		t.Fatalf("sonde config -config: %d %s", code, errs.String())
+	}
+	if again.String() != out.String() {
+		t.Fatalf("read back:\n%s\nwant:\n%s", again.String(), out.String())
+	}
+	if !strings.Contains(out.String(), "max-series = \"7\"\n") ||
+		!strings.Contains(out.String(), `check = ["a=http://127.0.0.1:9/,every=1m", "b=http://127.0.0.1:9/"]`) {
+		t.Fatalf("settings not printed as given:\n%s", out.String())
+	}
+}
+
+// TestConfigFile: the file's values apply, in TOML's own types too, the
+// command line wins, and a bad file is an error naming its line.
+func TestConfigFile(t *testing.T) {
+	path := writeConfig(t, "# a comment\nmax-series = 500\nfsync = \"interval\"\nsnapshot-interval = \"5s\"\nlogatron = \"\"\ncheck = [\"a=http://127.0.0.1:9/\"]\n")
+	c, err := parseFlags([]string{"-config", path, "-fsync", "never"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.maxSeries != 500 || c.fsync != "never" || c.snapshotInterval.String() != "5s" || c.logatronAddr != "" || len(c.checks) != 1 {
+		t.Fatalf("config %+v", c)
+	}
+	for text, want := range map[string]string{
+		"max-series = 5\nmax-seris = 6\n":            "line 2, max-seris: no such setting",
+		"max-series = 5\n\nfsync = [\"a\", \"b\"]\n": "line 3, fsync: a list for a flag that takes one value",
+		"max-series = \"many\"\n":                    "line 1, max-series: parse error",
+		"a = 1\nb = [1,\n":                           "line 2",
+		"config = \"x\"\n":                           "line 1, config: no such setting",
+		"[remote_write]\nurl = \"x\"\n":              "line 1, remote_write: no such setting",
+		"gogc = 50\n[[gogc-floor]]\n":                "line 2, gogc-floor: a table or a date",
+	} {
+		_, err := parseFlags([]string{"-config", writeConfig(t, text)})
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: %v, want an error with %q", text, err, want)
+		}
+	}
+}
