@@ -85,7 +85,7 @@ func TestSplit(t *testing.T) {
 	// A line of the bound whose separator's first bytes end the data read
 	// so far: more data decides, the line is not too long.
 	split := Split(4)
-	for _, sep := range []string{" ", " ", ""} {
+	for _, sep := range []string{"\u2028", "\u2029", "\u0085"} {
 		for cut := 1; cut < len(sep); cut++ {
 			if adv, tok, err := split([]byte("abcd"+sep[:cut]), false); adv != 0 || tok != nil || err != nil {
 				t.Fatalf("abcd+%q: %d %q %v, want to read more", sep[:cut], adv, tok, err)
