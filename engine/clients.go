@@ -236,20 +236,20 @@ func (db *DB) prepareClient(cr *clientReq, now int64) error {
 				if victim == "" {
 					return fmt.Errorf("%w: %d clients are connected", ErrTooManyClients, db.opts.MaxClients)
 				}
-				db.queueClient(&record.Record{Code: record.Client, Time: now, Key: victim, Level: record.ClientForgotten})
+				db.queueRecord(&record.Record{Code: record.Client, Time: now, Key: victim, Level: record.ClientForgotten})
 				db.setConn(victim, record.ClientForgotten)
 				t.group.fresh[victim] = true
 				t.group.added--
 			}
 			t.group.added++
 		}
-		db.queueClient(&record.Record{Code: record.Client, Time: now, Key: cr.name, Level: record.ClientConnected})
+		db.queueRecord(&record.Record{Code: record.Client, Time: now, Key: cr.name, Level: record.ClientConnected})
 		db.setConn(cr.name, record.ClientConnected)
 	case creqDisconnect:
 		if state != record.ClientConnected {
 			return fmt.Errorf("%w: client %q is not connected", ErrNotFound, cr.name)
 		}
-		db.queueClient(&record.Record{Code: record.Client, Time: now, Key: cr.name, Level: record.ClientDisconnected})
+		db.queueRecord(&record.Record{Code: record.Client, Time: now, Key: cr.name, Level: record.ClientDisconnected})
 		db.setConn(cr.name, record.ClientDisconnected)
 	case creqForget:
 		switch state {
@@ -258,14 +258,14 @@ func (db *DB) prepareClient(cr *clientReq, now int64) error {
 		case -1:
 			return fmt.Errorf("%w: no client %q", ErrNotFound, cr.name)
 		}
-		db.queueClient(&record.Record{Code: record.Client, Time: now, Key: cr.name, Level: record.ClientForgotten})
+		db.queueRecord(&record.Record{Code: record.Client, Time: now, Key: cr.name, Level: record.ClientForgotten})
 		db.setConn(cr.name, record.ClientForgotten)
 		t.group.fresh[cr.name] = true
 		t.group.added--
 	case creqRestart:
 		for name, c := range t.m {
 			if c.info.Connected {
-				db.queueClient(&record.Record{Code: record.Client, Time: now, Key: name, Level: record.ClientDisconnected})
+				db.queueRecord(&record.Record{Code: record.Client, Time: now, Key: name, Level: record.ClientDisconnected})
 			}
 		}
 	case creqWrite:
@@ -286,7 +286,7 @@ func (db *DB) prepareClientWrite(name string, w *sample.ClientWrite, now int64) 
 		return fmt.Errorf("%w: a client line is at most %d bytes of UTF-8", ErrValue, record.MaxMessageLen)
 	}
 	if !w.Set {
-		db.queueClient(&record.Record{Code: record.Log, Time: now, Key: name, Message: w.Text})
+		db.queueRecord(&record.Record{Code: record.Log, Time: now, Key: name, Message: w.Text})
 		return nil
 	}
 	if w.Key == "" || len(w.Key) > sample.MaxStateKey || !utf8.ValidString(w.Key) {
@@ -301,7 +301,7 @@ func (db *DB) prepareClientWrite(name string, w *sample.ClientWrite, now int64) 
 		db.clients.group.keys[[2]string{name, w.Key}] = true
 		db.clients.group.nkeys[name]++
 	}
-	db.queueClient(&record.Record{Code: record.State, Time: now, Key: name, Channel: w.Key, Message: w.Text})
+	db.queueRecord(&record.Record{Code: record.State, Time: now, Key: name, Channel: w.Key, Message: w.Text})
 	return nil
 }
 
@@ -320,9 +320,6 @@ func (db *DB) clientVictim() string {
 	}
 	return victim
 }
-
-// queueClient queues a client record (the committer's).
-func (db *DB) queueClient(r *record.Record) { db.queueStatus(r) }
 
 // endGroupClients forgets the group's view at the end of every group:
 // what it wrote is in the table now, and what it refused never was.

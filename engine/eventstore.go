@@ -157,10 +157,7 @@ func (db *DB) queueEvent(ev *sample.Event, now int64) {
 		t = now
 	}
 	r := record.Record{Code: record.Event, Time: t, Key: ev.Service, Level: ev.Level, Alert: ev.Alert, Message: ev.Message}
-	db.body = record.Append(db.body[:0], &r)
-	idx := db.wal.Add(db.body)
-	db.pend = append(db.pend, pending{rec: r, idx: idx})
-	ev.ID, ev.Time = idx, t
+	ev.ID, ev.Time = db.queueRecord(&r), t
 }
 
 // eventOf is the event of an EVENT record at WAL index idx.

@@ -264,13 +264,13 @@ func (db *DB) prepareStatus(op *statusOp, now int64) error {
 			st.group[op.service] = h
 		}
 		was := h.state
-		db.queueStatus(&record.Record{Code: record.Pulse, Time: now, Key: op.service, Interval: op.nextIn, Channel: op.channel})
+		db.queueRecord(&record.Record{Code: record.Pulse, Time: now, Key: op.service, Interval: op.nextIn, Channel: op.channel})
 		if was == hbLate {
 			msg := fmt.Sprintf("Service %s is pulsing again", op.service)
 			ch := db.alertChannel(h, now)
 			db.queueEvent(&sample.Event{Service: op.service, Level: sample.LevelBack, Message: msg, Alert: ch != ""}, now)
 			if ch != "" {
-				db.queueStatus(&record.Record{Code: record.Alert, Time: now, Key: op.service, Level: int64(sample.AlertBack),
+				db.queueRecord(&record.Record{Code: record.Alert, Time: now, Key: op.service, Level: int64(sample.AlertBack),
 					Channel: ch, Message: msg})
 			}
 		}
@@ -287,7 +287,7 @@ func (db *DB) prepareStatus(op *statusOp, now int64) error {
 		if h == nil || h.state == hbCancelled {
 			return fmt.Errorf("%w: no heartbeat of %q", ErrNotFound, op.service)
 		}
-		db.queueStatus(&record.Record{Code: record.Cancel, Time: now, Key: op.service})
+		db.queueRecord(&record.Record{Code: record.Cancel, Time: now, Key: op.service})
 		if h.state == hbLate {
 			db.setLate(op.service, 0, now)
 		}
@@ -301,7 +301,7 @@ func (db *DB) prepareStatus(op *statusOp, now int64) error {
 		if op.failing {
 			lvl = 1
 		}
-		db.queueStatus(&record.Record{Code: record.Check, Time: now, Key: op.service, Level: lvl, Interval: op.nextIn,
+		db.queueRecord(&record.Record{Code: record.Check, Time: now, Key: op.service, Level: lvl, Interval: op.nextIn,
 			Channel: op.channel, Message: op.note})
 		if c == nil && !op.failing || c != nil && c.Failing == op.failing {
 			if c == nil {
@@ -317,7 +317,7 @@ func (db *DB) prepareStatus(op *statusOp, now int64) error {
 		ch := db.alertChannel(&hb{service: op.service, channel: op.channel}, now)
 		db.queueEvent(&sample.Event{Service: op.service, Level: level, Message: msg, Alert: ch != ""}, now)
 		if ch != "" {
-			db.queueStatus(&record.Record{Code: record.Alert, Time: now, Key: op.service, Level: int64(kind), Channel: ch, Message: msg})
+			db.queueRecord(&record.Record{Code: record.Alert, Time: now, Key: op.service, Level: int64(kind), Channel: ch, Message: msg})
 		}
 		db.setFlag("check."+op.service+".failing", v, now)
 	case opDone, opAttempt:
@@ -327,7 +327,7 @@ func (db *DB) prepareStatus(op *statusOp, now int64) error {
 		}
 		level := sample.LevelWarning
 		if op.kind == opDone {
-			db.queueStatus(&record.Record{Code: record.Delivered, Time: now, Key: a.Service, Ordinal: op.alert})
+			db.queueRecord(&record.Record{Code: record.Delivered, Time: now, Key: a.Service, Ordinal: op.alert})
 			st.done[op.alert] = true
 			level = sample.LevelInfo
 		}
@@ -360,11 +360,14 @@ func (db *DB) setFlag(key string, v float64, now int64) {
 	}
 }
 
-// queueStatus queues a heartbeat record (the committer's).
-func (db *DB) queueStatus(r *record.Record) {
+// queueRecord queues a record that changes no series (an event, a
+// heartbeat or client record) and returns its WAL index (the
+// committer's).
+func (db *DB) queueRecord(r *record.Record) uint64 {
 	db.body = record.Append(db.body[:0], r)
 	idx := db.wal.Add(db.body)
 	db.pend = append(db.pend, pending{rec: *r, idx: idx})
+	return idx
 }
 
 // checkHeartbeats makes late every heartbeat whose due time has passed
@@ -382,9 +385,8 @@ func (db *DB) checkHeartbeats(now int64) {
 		ch := db.alertChannel(h, now)
 		db.queueEvent(&sample.Event{Service: h.service, Level: sample.LevelLate, Message: msg, Alert: ch != ""}, now)
 		// An ALERT with no channel makes it late with nobody to tell.
-		db.queueStatus(&record.Record{Code: record.Alert, Time: now, Key: h.service, Level: int64(sample.AlertLate),
+		h.lateAlert = db.queueRecord(&record.Record{Code: record.Alert, Time: now, Key: h.service, Level: int64(sample.AlertLate),
 			Channel: ch, Message: msg})
-		h.lateAlert = db.pend[len(db.pend)-1].idx
 		h.state, h.changed = hbLate, now
 		db.setLate(h.service, 1, now)
 	}

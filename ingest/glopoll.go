@@ -15,6 +15,7 @@ import (
 	"github.com/sonde-metrics/sonde/engine/boundary"
 	"github.com/sonde-metrics/sonde/engine/sample"
 	"github.com/sonde-metrics/sonde/ingest/glo"
+	"github.com/sonde-metrics/sonde/ingest/internal/safeurl"
 )
 
 // EventAppender records status events (engine.DB is one).
@@ -103,7 +104,7 @@ func NewGloPoller(opts GloPollOptions, app Appender, events EventAppender) (*Glo
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &GloPoller{opts: opts, app: app, events: events, shown: u.Scheme + "://" + u.Host + "/…", keys: map[string]bool{},
+	return &GloPoller{opts: opts, app: app, events: events, shown: safeurl.Redact(u), keys: map[string]bool{},
 		client: &http.Client{Timeout: opts.Timeout,
 			Transport: &http.Transport{Proxy: http.ProxyFromEnvironment, MaxResponseHeaderBytes: 64 << 10, MaxIdleConns: 2,
 				IdleConnTimeout: time.Minute, ResponseHeaderTimeout: opts.Timeout},
@@ -186,11 +187,7 @@ func (p *GloPoller) poll(ctx context.Context) error {
 	req.Header.Set("Accept", "application/json")
 	resp, err := p.client.Do(req)
 	if err != nil {
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err // without the URL, which may hold a token
-		}
-		return fmt.Errorf("get: %w", err)
+		return fmt.Errorf("get: %w", safeurl.Cause(err)) // without the URL, which may hold a token
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {

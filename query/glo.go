@@ -83,12 +83,16 @@ type GloOptions struct {
 }
 
 // gloKey is a series' key as glo shows it with tag: version 2 paths are
-// /-separated.
+// /-separated. The tag (one of glo's, plain ASCII) goes inside the key's
+// quotes as it is.
 func gloKey(b []byte, key, tag string, version int) []byte {
 	if version == 2 {
 		key = "/" + strings.ReplaceAll(key, ".", "/")
 	}
-	return appendString(b, key+":"+tag)
+	b = appendString(b, key)
+	b = append(b[:len(b)-1], ':')
+	b = append(b, tag...)
+	return append(b, '"')
 }
 
 // timerStat splits stats.timers.<name>.<stat>; ok for a statsd timer's

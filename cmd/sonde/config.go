@@ -40,24 +40,24 @@ func loadConfig(fs *flag.FlagSet, path string) error {
 	}
 	sort.Strings(keys)
 	for _, k := range keys {
-		where := fmt.Sprintf("-config %s, line %d, %s", path, keyLine(text, k), k)
+		where := func() string { return fmt.Sprintf("-config %s, line %d, %s", path, keyLine(text, k), k) }
 		f := fs.Lookup(k)
 		if f == nil || k == "config" {
-			return fmt.Errorf("%s: no such setting (the keys are the flags' names: sonde -help)", where)
+			return fmt.Errorf("%s: no such setting (the keys are the flags' names: sonde -help)", where())
 		}
 		if explicit(fs, k) {
 			continue // the command line wins
 		}
 		values, err := configValues(settings[k])
 		if err != nil {
-			return fmt.Errorf("%s: %w", where, err)
+			return fmt.Errorf("%s: %w", where(), err)
 		}
 		if len(values) != 1 && !isList(f) {
-			return fmt.Errorf("%s: a list for a flag that takes one value", where)
+			return fmt.Errorf("%s: a list for a flag that takes one value", where())
 		}
 		for _, v := range values {
 			if err := fs.Set(k, v); err != nil {
-				return fmt.Errorf("%s: %w", where, err)
+				return fmt.Errorf("%s: %w", where(), err)
 			}
 		}
 	}
@@ -131,19 +131,11 @@ func printConfig(w io.Writer, fs *flag.FlagSet) {
 // configMain runs `sonde config [flags]`: the effective settings of a
 // server started with those flags.
 func configMain(args []string, stdout, stderr io.Writer) int {
-	var c config
-	fs := flagSet(&c)
-	fs.SetOutput(stderr)
-	if err := fs.Parse(args); err != nil {
-		return 2
+	_, fs, err := parse(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
 	}
-	if c.configFile != "" {
-		if err := loadConfig(fs, c.configFile); err != nil {
-			fmt.Fprintln(stderr, "sonde config:", err)
-			return 2
-		}
-	}
-	if _, err := parseFlags(args); err != nil {
+	if err != nil {
 		fmt.Fprintln(stderr, "sonde config:", err)
 		return 2
 	}

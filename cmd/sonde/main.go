@@ -11,6 +11,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -191,68 +192,76 @@ func flagSet(c *config) *flag.FlagSet {
 }
 
 func parseFlags(args []string) (config, error) {
+	c, _, err := parse(args, os.Stderr)
+	return c, err
+}
+
+// parse reads the flags of args (and the -config file) into a config,
+// and returns the flag set that holds them; usage goes to out.
+func parse(args []string, out io.Writer) (config, *flag.FlagSet, error) {
 	var c config
 	fs := flagSet(&c)
+	fs.SetOutput(out)
 	if err := fs.Parse(args); err != nil {
-		return c, err
+		return c, fs, err
 	}
 	if fs.NArg() > 0 {
-		return c, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+		return c, fs, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
 	if c.configFile != "" {
 		if err := loadConfig(fs, c.configFile); err != nil {
-			return c, err
+			return c, fs, err
 		}
 	}
 	if explicit(fs, "gogc") && c.gogc <= 0 {
-		return c, fmt.Errorf("-gogc %d: want a percentage above 0", c.gogc)
+		return c, fs, fmt.Errorf("-gogc %d: want a percentage above 0", c.gogc)
 	}
 	if c.selfInterval < 0 || (c.selfInterval > 0 && c.selfInterval < minSelfInterval) {
-		return c, fmt.Errorf("-self-interval %s: want 0 (off) or at least %s", c.selfInterval, minSelfInterval)
+		return c, fs, fmt.Errorf("-self-interval %s: want 0 (off) or at least %s", c.selfInterval, minSelfInterval)
 	}
 	if c.logatronLine < 16 || c.logatronLine > maxLogatronLine {
-		return c, fmt.Errorf("-logatron-max-line %d: want 16 to %d bytes", c.logatronLine, maxLogatronLine)
+		return c, fs, fmt.Errorf("-logatron-max-line %d: want 16 to %d bytes", c.logatronLine, maxLogatronLine)
 	}
 	for _, spec := range c.gloKeyFlags {
 		k, err := query.ParseGloKey(spec)
 		if err != nil {
-			return c, err
+			return c, fs, err
 		}
 		c.glo.Keys = append(c.glo.Keys, k)
 	}
 	for _, spec := range c.gloPollFlags {
 		o, err := parseGloPoll(spec)
 		if err != nil {
-			return c, err
+			return c, fs, err
 		}
 		if slices.ContainsFunc(c.gloPolls, func(p ingest.GloPollOptions) bool { return p.Prefix == o.Prefix }) {
-			return c, fmt.Errorf("-glo-poll: prefix %s is given twice", o.Prefix)
+			return c, fs, fmt.Errorf("-glo-poll: prefix %s is given twice", o.Prefix)
 		}
 		c.gloPolls = append(c.gloPolls, o)
 	}
 	if err := checkUpstreams(c.upstreams, c.upstreamNames); err != nil {
-		return c, err
+		return c, fs, err
 	}
 	for _, spec := range c.alerts {
 		ch, err := alert.ParseChannel(spec, alert.FromEnvironment)
 		if err != nil {
-			return c, err
+			return c, fs, err
 		}
 		if slices.ContainsFunc(c.channels, func(o *alert.Channel) bool { return o.Name == ch.Name }) {
-			return c, fmt.Errorf("-alert: the name %s is given twice", ch.Name)
+			return c, fs, fmt.Errorf("-alert: the name %s is given twice", ch.Name)
 		}
 		c.channels = append(c.channels, ch)
 	}
 	for _, spec := range c.checkFlags {
 		ch, err := alert.ParseCheck(spec)
 		if err != nil {
-			return c, err
+			return c, fs, err
 		}
 		if ch.Channel != "" && !slices.ContainsFunc(c.channels, func(o *alert.Channel) bool { return o.Name == ch.Channel }) {
-			return c, fmt.Errorf("-check %s: alert=%s names no -alert channel", ch.Name, ch.Channel)
+			return c, fs, fmt.Errorf("-check %s: alert=%s names no -alert channel", ch.Name, ch.Channel)
 		}
 		if slices.ContainsFunc(c.checks, func(o *alert.Check) bool { return o.Name == ch.Name }) {
-			return c, fmt.Errorf("-check: the name %s is given twice", ch.Name)
+			return c, fs, fmt.Errorf("-check: the name %s is given twice", ch.Name)
 		}
 		c.checks = append(c.checks, ch)
 	}
@@ -262,7 +271,7 @@ func parseFlags(args []string) (config, error) {
 	if !explicit(fs, "gc-headroom") && os.Getenv("GOMEMLIMIT") != "" {
 		c.gcHeadroom = 0 // the environment's limit, as the runtime read it
 	}
-	return c, nil
+	return c, fs, nil
 }
 
 // parseGloPoll reads URL[,prefix=NAME][,every=D]. Its errors show the

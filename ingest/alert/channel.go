@@ -18,7 +18,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -30,6 +29,7 @@ import (
 	"time"
 
 	"github.com/sonde-metrics/sonde/engine/sample"
+	"github.com/sonde-metrics/sonde/ingest/internal/safeurl"
 )
 
 // Channel is one configured alert channel.
@@ -174,7 +174,7 @@ func (c *Channel) webhook(raw string) error {
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return fmt.Errorf("webhook=%q: want an http or https URL", clip(raw))
 	}
-	c.Kind, c.Target = "webhook", redact(u)
+	c.Kind, c.Target = "webhook", safeurl.Redact(u)
 	c.send = func(ctx context.Context, a *sample.Alert) error {
 		body, err := json.Marshal(payload{ID: a.ID, Time: a.Time, Service: a.Service, Kind: a.Kind.String(), Message: a.Message, Channel: a.Channel})
 		if err != nil {
@@ -192,27 +192,12 @@ func (c *Channel) webhook(raw string) error {
 	return nil
 }
 
-// redact is u without what may be a secret: a webhook's path and query
-// often hold its token (Slack's do), and events, logs and stats show the
-// target to anyone who reads them.
-func redact(u *url.URL) string {
-	t := u.Scheme + "://" + u.Host
-	if u.Path != "" && u.Path != "/" || u.RawQuery != "" {
-		t += "/…"
-	}
-	return t
-}
-
 // do sends req and wants a 2xx. Its errors name the redacted target,
 // never the URL (net/http puts the whole URL in its errors).
 func (c *Channel) do(req *http.Request) error {
 	resp, err := c.client.Do(req)
 	if err != nil {
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err
-		}
-		return fmt.Errorf("post to %s: %w", c.Target, err)
+		return fmt.Errorf("post to %s: %w", c.Target, safeurl.Cause(err))
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
@@ -240,7 +225,7 @@ func (c *Channel) pushover(take func(string) string, sec Secrets) error {
 	}
 	c.Kind, c.Target = "pushover", api
 	if u, _ := url.Parse(api); u.User != nil || u.RawQuery != "" {
-		c.Target = redact(u)
+		c.Target = safeurl.Redact(u)
 	}
 	c.send = func(ctx context.Context, a *sample.Alert) error {
 		form := url.Values{"token": {token}, "user": {user}, "title": {"sonde: " + a.Service + " " + a.Kind.String()},

@@ -2,7 +2,6 @@ package alert
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/sonde-metrics/sonde/engine/boundary"
 	"github.com/sonde-metrics/sonde/engine/sample"
+	"github.com/sonde-metrics/sonde/ingest/internal/safeurl"
 )
 
 // Check is one HTTP check (-check, watchtower's "pings"): a GET of URL
@@ -185,14 +185,10 @@ func (c *Checker) probe(ctx context.Context, ch *Check) (string, error) {
 	req.Header.Set("User-Agent", "sonde-check")
 	// What it says goes into events anyone can list: the URL without its
 	// path and query, which may hold a token, as for webhooks.
-	target := redact(req.URL)
+	target := safeurl.Redact(req.URL)
 	resp, err := c.client.Do(req)
 	if err != nil {
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err
-		}
-		return "", fmt.Errorf("GET %s: %w", target, err)
+		return "", fmt.Errorf("GET %s: %w", target, safeurl.Cause(err))
 	}
 	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	resp.Body.Close()
