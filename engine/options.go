@@ -167,6 +167,13 @@ type Options struct {
 	MaxClients    int
 	ClientRing    int
 	MaxClientKeys int
+	// Holds keep the WAL records their readers (remote_write forwarders)
+	// have not taken: a snapshot cuts the WAL only below the oldest of them
+	// (forward.go), unless the segments kept would pass MaxHeld bytes
+	// (default 1 GiB; negative: no bound); then the oldest segments go,
+	// logged as an error, and the reader finds ReadPoints' ErrCut.
+	Holds   []*Hold
+	MaxHeld int64
 	// MaxGroup caps the operations in one group commit; default 16384.
 	MaxGroup int
 	// SegmentSize is the WAL segment size; default 8 MiB.
@@ -269,6 +276,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.EventMaxBytes == 0 {
 		o.EventMaxBytes = 1 << 30
+	}
+	if o.MaxHeld == 0 {
+		o.MaxHeld = 1 << 30
 	}
 	if o.EventMemory <= 0 {
 		o.EventMemory = 64 << 20

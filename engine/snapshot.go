@@ -317,7 +317,7 @@ func (db *DB) snapshotNow() error {
 	clear(db.snapQueue)
 	db.snapQueue = db.snapQueue[:0]
 	db.stored += int64(target - from)
-	first, err := db.wal.TruncateFront(db.store.Index() + 1)
+	first, err := db.wal.TruncateFront(db.walKeep(db.store.Index()))
 	if err != nil {
 		return fmt.Errorf("truncate wal after snapshot: %w", err)
 	}

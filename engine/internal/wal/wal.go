@@ -333,6 +333,34 @@ func (l *Log) Bytes() (int64, error) {
 	return n, nil
 }
 
+// Segment is one segment file: the index of its first record and its
+// size in bytes.
+type Segment struct {
+	First uint64
+	Bytes int64
+}
+
+// Segments lists the segment files, oldest first. It reads only the
+// directory, so it may be called from any goroutine.
+func (l *Log) Segments() ([]Segment, error) {
+	firsts, err := l.segments()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Segment, 0, len(firsts))
+	for _, f := range firsts {
+		info, err := os.Stat(filepath.Join(l.dir, segmentName(f)))
+		if errors.Is(err, fs.ErrNotExist) {
+			continue // truncated away since the listing
+		}
+		if err != nil {
+			return nil, fmt.Errorf("stat wal segment: %w", err)
+		}
+		out = append(out, Segment{First: f, Bytes: info.Size()})
+	}
+	return out, nil
+}
+
 // Add frames body and queues it for the next Commit. It returns the index
 // the record will have. body is copied. The newest record is held back
 // until the next Add or Commit, which know whether it ends the group.
