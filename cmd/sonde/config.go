@@ -41,6 +41,21 @@ func loadConfig(fs *flag.FlagSet, path string) error {
 	sort.Strings(keys)
 	for _, k := range keys {
 		where := func() string { return fmt.Sprintf("-config %s, line %d, %s", path, keyLine(text, k), k) }
+		if k == "remote_write" {
+			if explicit(fs, "remote-write") {
+				continue // the command line wins
+			}
+			specs, err := remoteWriteTables(settings[k])
+			if err != nil {
+				return fmt.Errorf("%s: %w", where(), err)
+			}
+			for _, spec := range specs {
+				if err := fs.Set("remote-write", spec); err != nil {
+					return fmt.Errorf("%s: %w", where(), err)
+				}
+			}
+			continue
+		}
 		f := fs.Lookup(k)
 		if f == nil || k == "config" {
 			return fmt.Errorf("%s: no such setting (the keys are the flags' names: sonde -help)", where())
@@ -88,6 +103,47 @@ func configValues(v any) ([]string, error) {
 		return out, nil
 	}
 	return nil, errors.New("a table or a date: want a string, number, bool or a list of them")
+}
+
+// remoteWriteTables turns [[remote_write]] tables (url, and the fields of
+// -remote-write: name, shards, max-samples, timeout) into -remote-write
+// values.
+func remoteWriteTables(v any) ([]string, error) {
+	tables, ok := v.([]map[string]any)
+	if !ok {
+		return nil, errors.New("want [[remote_write]] tables (url = ..., name = ..., shards = ...)")
+	}
+	var out []string
+	for i, t := range tables {
+		u, ok := t["url"].(string)
+		if !ok || u == "" {
+			return nil, fmt.Errorf("table %d: want url = \"http://...\"", i+1)
+		}
+		spec := strings.ReplaceAll(u, ",", "%2C")
+		keys := make([]string, 0, len(t))
+		for k := range t {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			if k == "url" {
+				continue
+			}
+			field := strings.ReplaceAll(k, "_", "-")
+			switch field {
+			case "name", "shards", "max-samples", "timeout":
+			default:
+				return nil, fmt.Errorf("table %d: unknown key %s (url, name, shards, max-samples, timeout)", i+1, k)
+			}
+			vals, err := configValues(t[k])
+			if err != nil || len(vals) != 1 || strings.Contains(vals[0], ",") {
+				return nil, fmt.Errorf("table %d, %s: want one value without a comma", i+1, k)
+			}
+			spec += "," + field + "=" + vals[0]
+		}
+		out = append(out, spec)
+	}
+	return out, nil
 }
 
 // isList reports whether f is a repeatable flag.

@@ -65,14 +65,32 @@ func TestConfigFile(t *testing.T) {
 	if c.maxSeries != 500 || c.fsync != "never" || c.snapshotInterval.String() != "5s" || c.logatronAddr != "" || len(c.checks) != 1 {
 		t.Fatalf("config %+v", c)
 	}
+	// [[remote_write]] tables are -remote-write flags; the command line's win.
+	path = writeConfig(t, "external-label = [\"site=a\"]\n[[remote_write]]\nurl = \"http://127.0.0.1:8428/api/v1/write\"\nname = \"vm\"\nshards = 2\n\n[[remote_write]]\nurl = \"https://u:p@example.com/push?a=1,2\"\nmax_samples = 100\n")
+	c, err = parseFlags([]string{"-config", path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.remoteWrites) != 2 || c.remoteWrites[0].Name != "vm" || c.remoteWrites[0].Shards != 2 ||
+		c.remoteWrites[1].Name != "example.com" || c.remoteWrites[1].MaxSamples != 100 || c.remoteWrites[1].URL != "https://u:p@example.com/push?a=1%2C2" ||
+		len(c.remoteWrites[0].ExternalLabels) != 1 {
+		t.Fatalf("remote_write %+v", c.remoteWrites)
+	}
+	c, err = parseFlags([]string{"-config", path, "-remote-write", "http://127.0.0.1:9090/api/v1/write"})
+	if err != nil || len(c.remoteWrites) != 1 || c.remoteWrites[0].Name != "127.0.0.1_9090" {
+		t.Fatalf("command line: %v %+v", err, c.remoteWrites)
+	}
 	for text, want := range map[string]string{
 		"max-series = 5\nmax-seris = 6\n":            "line 2, max-seris: no such setting",
 		"max-series = 5\n\nfsync = [\"a\", \"b\"]\n": "line 3, fsync: a list for a flag that takes one value",
 		"max-series = \"many\"\n":                    "line 1, max-series: parse error",
 		"a = 1\nb = [1,\n":                           "line 2",
 		"config = \"x\"\n":                           "line 1, config: no such setting",
-		"[remote_write]\nurl = \"x\"\n":              "line 1, remote_write: no such setting",
-		"gogc = 50\n[[gogc-floor]]\n":                "line 2, gogc-floor: a table or a date",
+		"[remote_write]\nurl = \"x\"\n":              "line 1, remote_write: want [[remote_write]] tables",
+		"max-series = 5\n[[remote_write]]\nurl = \"http://a:1/w\"\nshard = 2\n": "line 2, remote_write: table 1: unknown key shard",
+		"[[remote_write]]\nname = \"a\"\n":                                      "line 1, remote_write: table 1: want url",
+		"[[remote_write]]\nurl = \"ftp://a/\"\n":                                "-remote-write a: the URL must be http",
+		"gogc = 50\n[[gogc-floor]]\n":                                           "line 2, gogc-floor: a table or a date",
 	} {
 		_, err := parseFlags([]string{"-config", writeConfig(t, text)})
 		if err == nil || !strings.Contains(err.Error(), want) {

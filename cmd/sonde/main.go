@@ -26,6 +26,7 @@ import (
 
 	"github.com/sonde-metrics/sonde/engine"
 	"github.com/sonde-metrics/sonde/engine/boundary"
+	"github.com/sonde-metrics/sonde/engine/remotewrite"
 	"github.com/sonde-metrics/sonde/engine/sample"
 	"github.com/sonde-metrics/sonde/ingest"
 	"github.com/sonde-metrics/sonde/ingest/alert"
@@ -107,6 +108,10 @@ type config struct {
 	gloPollFlags     stringList // -glo-poll
 	gloPolls         []ingest.GloPollOptions
 	watchtowerPWFile string
+	remoteWriteFlags stringList // -remote-write
+	externalLabels   stringList // -external-label
+	remoteWrites     []remotewrite.Config
+	remoteWriteMax   int64
 	channels         []*alert.Channel
 	pprofAddr        string
 	gogc             int    // 0: leave the runtime's (the GOGC environment variable)
@@ -185,6 +190,9 @@ func flagSet(c *config) *flag.FlagSet {
 	fs.Var(&c.gloKeyFlags, "glo-key", "PATTERN[,lvl=N][,desc=TEXT]: the glo desc and lvl of the keys the glob matches (the first that matches wins); repeatable")
 	fs.IntVar(&c.glo.MaxKeys, "glo-max-keys", query.DefaultGloMaxKeys, "most keys in one glo document; past it the document ends with \"truncated\": true (?match= picks keys)")
 	fs.Var(&c.gloPollFlags, "glo-poll", "URL[,prefix=NAME][,every=1s]: read a glo document every interval and store its numbers as NAME.<name>.<tag> (default prefix glo.<host>_<port>); repeatable")
+	fs.Var(&c.remoteWriteFlags, "remote-write", "URL[,name=NAME][,shards=4][,max-samples=5000][,timeout=30s]: send every stored point to this Prometheus remote_write endpoint, read from the WAL behind a durable position (docs/remote-write.md; default name: host_port); repeatable")
+	fs.Int64Var(&c.remoteWriteMax, "remote-write-max-backlog", 1<<30, "most bytes of WAL segments kept for -remote-write destinations that have not sent them; past it the oldest are cut, counted and logged (0: no bound)")
+	fs.Var(&c.externalLabels, "external-label", "NAME=VALUE: a label -remote-write adds to every series without it; repeatable")
 	fs.StringVar(&c.pprofAddr, "pprof", "", "serve Go's profiler (net/http/pprof) on this address; off when empty")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.logFormat, "log-format", "text", "text or json")
@@ -238,6 +246,30 @@ func parse(args []string, out io.Writer) (config, *flag.FlagSet, error) {
 			return c, fs, fmt.Errorf("-glo-poll: prefix %s is given twice", o.Prefix)
 		}
 		c.gloPolls = append(c.gloPolls, o)
+	}
+	var ext []remotewrite.Label
+	for _, spec := range c.externalLabels {
+		l, err := remotewrite.ParseLabel(spec)
+		if err != nil {
+			return c, fs, fmt.Errorf("-external-label: %w", err)
+		}
+		if slices.ContainsFunc(ext, func(o remotewrite.Label) bool { return o.Name == l.Name }) {
+			return c, fs, fmt.Errorf("-external-label: %s is given twice", l.Name)
+		}
+		ext = append(ext, l)
+	}
+	for _, spec := range c.remoteWriteFlags {
+		rw, err := parseRemoteWrite(spec, ext)
+		if err != nil {
+			return c, fs, err
+		}
+		if slices.ContainsFunc(c.remoteWrites, func(o remotewrite.Config) bool { return o.Name == rw.Name }) {
+			return c, fs, fmt.Errorf("-remote-write: the name %s is given twice (name= tells them apart)", rw.Name)
+		}
+		c.remoteWrites = append(c.remoteWrites, rw)
+	}
+	if c.remoteWriteMax < 0 {
+		return c, fs, fmt.Errorf("-remote-write-max-backlog %d: want 0 (no bound) or a number of bytes", c.remoteWriteMax)
 	}
 	if err := checkUpstreams(c.upstreams, c.upstreamNames); err != nil {
 		return c, fs, err
@@ -427,7 +459,25 @@ func run(c config, logger *slog.Logger) error {
 	if c.eventMemory < 4096 {
 		return fmt.Errorf("check flags: -event-memory %d: want at least 4096 bytes", c.eventMemory)
 	}
+	var fwds []*remotewrite.Forwarder
+	var holds []*engine.Hold
+	for _, rw := range c.remoteWrites {
+		rw.Logger = logger.With("component", "remote_write", "destination", rw.Name)
+		rw.UserAgent = "sonde/" + versionString()
+		f, err := remotewrite.Prepare(remoteWriteDir(c.dataDir), rw)
+		if err != nil {
+			return err
+		}
+		fwds = append(fwds, f)
+		holds = append(holds, f.Hold())
+	}
+	maxHeld := c.remoteWriteMax
+	if maxHeld == 0 {
+		maxHeld = -1 // the engine's "no bound"
+	}
 	db, err := engine.Open(c.dataDir, engine.Options{
+		Holds:            holds,
+		MaxHeld:          maxHeld,
 		Retention:        pols,
 		Fsync:            policy,
 		FsyncInterval:    c.fsyncInterval,
@@ -464,6 +514,18 @@ func run(c config, logger *slog.Logger) error {
 	var lns listeners
 	defer lns.close(logger) // on the error paths; a no-op after the shutdown below
 	app := testAppender(db) // db itself, unless built for the end-to-end tests
+	for _, f := range fwds {
+		if err := f.Start(db); err != nil {
+			lns.close(logger)
+			db.Close()
+			return err
+		}
+		done := make(chan struct{})
+		lns.add("remote_write."+f.Name(), f.Name(), func() error { <-done; return nil }, func() error {
+			defer close(done)
+			return f.Close()
+		}, func() any { return f.Stats() })
+	}
 	tcp, err := ingest.ListenTCP(ingest.TCPOptions{
 		Addr: c.tcpAddr, MaxLineLen: c.maxLine, MaxConns: c.maxConns,
 		OneShotIdle: c.oneShotIdle, IdleTimeout: c.idleTimeout,
@@ -601,7 +663,7 @@ func run(c config, logger *slog.Logger) error {
 		lns.add("watchtower", wt.Addr().String(), wt.Serve, wt.Close, func() any { return map[string]any{"admission": wt.Stats()} })
 	}
 	var httpSrv *query.Server   // set before it serves, and so before Stats runs
-	self := &selfSource{db: db} // its http is set with httpSrv
+	self := &selfSource{db: db, forwarders: fwds} // its http is set with httpSrv
 	httpSrv, err = query.Listen(query.Options{
 		Routes:      map[string]fasthttp.RequestHandler{"/collectd": cd.Handle, "/metrics": metricsHandler(self, logger.With("component", "metrics"))},
 		MaxBodySize: c.maxBody,

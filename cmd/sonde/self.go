@@ -21,6 +21,7 @@ import (
 
 	"github.com/sonde-metrics/sonde/engine"
 	"github.com/sonde-metrics/sonde/engine/boundary"
+	"github.com/sonde-metrics/sonde/engine/remotewrite"
 	"github.com/sonde-metrics/sonde/engine/sample"
 	"github.com/sonde-metrics/sonde/ingest"
 	"github.com/sonde-metrics/sonde/query"
@@ -43,12 +44,14 @@ type selfReading struct {
 	engine      engine.Stats
 	reads       int64 // bounded reads served since start (query.ReadStats.Total)
 	subscribers int   // open event streams
+	forward     []remotewrite.Stats
 }
 
 // selfSource takes readings. Its fields are set before the first.
 type selfSource struct {
-	db   *engine.DB
-	http *query.Server
+	db         *engine.DB
+	http       *query.Server
+	forwarders []*remotewrite.Forwarder
 }
 
 func (s *selfSource) read() selfReading {
@@ -60,7 +63,11 @@ func (s *selfSource) read() selfReading {
 // readServer reads the engine and the HTTP server only: what /metrics adds
 // to the runtime's and the process's own collectors.
 func (s *selfSource) readServer() selfReading {
-	return selfReading{engine: s.db.Stats(), reads: s.http.ReadStats().Total, subscribers: s.http.Subscribers()}
+	r := selfReading{engine: s.db.Stats(), reads: s.http.ReadStats().Total, subscribers: s.http.Subscribers()}
+	for _, f := range s.forwarders {
+		r.forward = append(r.forward, f.Stats())
+	}
+	return r
 }
 
 // heapObjectBytes reads the heap's objects from runtime/metrics (through
@@ -195,6 +202,19 @@ func (r *selfRecorder) tick(now time.Time) {
 		}
 		r.ops = append(r.ops, sample.Op{Code: sample.Set, Key: selfPrefix + f.name, Value: v, Time: now.UnixMilli()})
 	}
+	// Each remote_write destination: its backlog, and the points it sent
+	// per second.
+	for i, fs := range cur.forward {
+		key := selfPrefix + "remote_write." + fs.Name
+		r.ops = append(r.ops, sample.Op{Code: sample.Set, Key: key + ".backlog", Value: float64(fs.Backlog), Time: now.UnixMilli()})
+		if r.prev != nil && i < len(r.prev.forward) && now.Sub(r.prevAt) > 0 {
+			rate := float64(max(fs.Sent-r.prev.forward[i].Sent, 0)) / now.Sub(r.prevAt).Seconds()
+			r.ops = append(r.ops, sample.Op{Code: sample.Set, Key: key + ".sent.rate", Value: rate, Time: now.UnixMilli()})
+		}
+	}
+	if cap(r.errs) < len(r.ops) {
+		r.errs = make([]error, len(r.ops))
+	}
 	errs := r.errs[:len(r.ops)]
 	clear(errs)
 	// own: the records this tick wrote, which the next reading leaves out.
@@ -264,6 +284,7 @@ func (c sondeCollector) Describe(ch chan<- *prometheus.Desc) {
 		d.snapshots, d.snapFailures, d.dbBytes, d.points, d.panics} {
 		ch <- desc
 	}
+	describeRemoteWrite(ch)
 }
 
 // Collect runs on a goroutine of the registry's, outside the HTTP
@@ -286,6 +307,7 @@ func (c sondeCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(d.points, prometheus.GaugeValue, float64(h.Points+h.ArchivePoints))
 	}
 	ch <- prometheus.MustNewConstMetric(d.panics, prometheus.CounterValue, float64(boundary.Panics()["total"]))
+	collectRemoteWrite(ch, r.forward)
 }
 
 // selfNames lists the figures' keys, for the flag's help.

@@ -38,3 +38,12 @@ func version(w io.Writer) {
 	}
 	fmt.Fprintf(w, "sonde %s commit %s%s%s %s\n", bi.Main.Version, rev, dirty, at, bi.GoVersion)
 }
+
+// versionString is the commit the Makefile stamped, "dev" without it:
+// what Sonde's own clients send as their User-Agent.
+func versionString() string {
+	if commit != "" {
+		return commit
+	}
+	return "dev"
+}

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"os"
 	"path/filepath"
 	"strconv"
 	"sync"
@@ -162,7 +163,7 @@ func Prepare(dir string, cfg Config) (*Forwarder, error) {
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, fmt.Errorf("remote_write %s: the URL must be http:// or https:// with a host", cfg.Name)
 	}
-	j, err := openJournal(filepath.Join(dir, cfg.Name+".journal"), cfg.Logger)
+	j, err := readJournal(filepath.Join(dir, cfg.Name+".journal"), cfg.Logger)
 	if err != nil {
 		return nil, fmt.Errorf("remote_write %s: %w", cfg.Name, err)
 	}
@@ -186,7 +187,13 @@ func (f *Forwarder) Name() string { return f.cfg.Name }
 
 // Start starts sending from db, which must have been opened with the
 // forwarder's Hold.
-func (f *Forwarder) Start(db *engine.DB) {
+func (f *Forwarder) Start(db *engine.DB) error {
+	if err := os.MkdirAll(filepath.Dir(f.j.path), 0o755); err != nil {
+		return fmt.Errorf("remote_write %s: make its directory: %w", f.cfg.Name, err)
+	}
+	if err := f.j.open(); err != nil {
+		return fmt.Errorf("remote_write %s: %w", f.cfg.Name, err)
+	}
 	f.db = db
 	ctx, cancel := context.WithCancel(context.Background())
 	f.cancel = cancel
@@ -197,8 +204,13 @@ func (f *Forwarder) Start(db *engine.DB) {
 		// the last snapshot ran.
 		f.win.through = db.Index()
 		f.hold.Release(f.win.through)
-		if err := f.j.done(f.win.through); err == nil {
+		err := f.j.done(f.win.through)
+		if err == nil {
 			err = f.j.sync()
+		}
+		if err != nil {
+			f.j.close()
+			return fmt.Errorf("remote_write %s: %w", f.cfg.Name, err)
 		}
 	}
 	f.shards = make([]chan *part, f.cfg.Shards)
@@ -209,6 +221,7 @@ func (f *Forwarder) Start(db *engine.DB) {
 	}
 	f.wg.Add(1)
 	go f.read(ctx)
+	return nil
 }
 
 // Close stops sending. What is not acknowledged is sent again by the

@@ -251,7 +251,9 @@ func open(t *testing.T, dir string, cfg Config, opts engine.Options) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.Start(db)
+	if err := f.Start(db); err != nil {
+		t.Fatal(err)
+	}
 	e := &env{t: t, dir: dir, db: db, f: f, opts: opts}
 	t.Cleanup(e.close)
 	return e

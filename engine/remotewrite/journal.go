@@ -53,13 +53,11 @@ type journal struct {
 	buf     []byte
 }
 
-// openJournal reads the journal at path, making it when missing. A bad
-// or short entry ends what is read: the file is cut there (a torn write
-// of the last entry; anything after it is lost, which costs resends).
-func openJournal(path string, logger *slog.Logger) (*journal, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return nil, fmt.Errorf("make the remote_write directory: %w", err)
-	}
+// readJournal reads the journal at path (none: a new destination). A bad
+// or short entry ends what is read: open cuts the file there (a torn
+// write of the last entry; anything after it is lost, which costs
+// resends).
+func readJournal(path string, logger *slog.Logger) (*journal, error) {
 	j := &journal{path: path}
 	data, err := os.ReadFile(path)
 	switch {
@@ -90,20 +88,28 @@ read:
 		logger.Warn("remote_write journal ends in a damaged entry: cut there (chunks may be sent again)",
 			"journal", path, "kept_bytes", good, "dropped_bytes", len(data)-good)
 	}
-	j.f, err = os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
-	if err != nil {
-		return nil, fmt.Errorf("open remote_write journal: %w", err)
-	}
-	if err := j.f.Truncate(int64(good)); err != nil {
-		j.f.Close()
-		return nil, fmt.Errorf("cut remote_write journal: %w", err)
-	}
-	if _, err := j.f.Seek(int64(good), io.SeekStart); err != nil {
-		j.f.Close()
-		return nil, fmt.Errorf("seek remote_write journal: %w", err)
-	}
 	j.size = int64(good)
 	return j, nil
+}
+
+// open opens the file for writing, cutting a damaged end off. It is
+// called once the data directory is locked (the DB is open): another
+// process may be writing to the journal until then.
+func (j *journal) open() error {
+	f, err := os.OpenFile(j.path, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return fmt.Errorf("open remote_write journal: %w", err)
+	}
+	if err := f.Truncate(j.size); err != nil {
+		f.Close()
+		return fmt.Errorf("cut remote_write journal: %w", err)
+	}
+	if _, err := f.Seek(j.size, io.SeekStart); err != nil {
+		f.Close()
+		return fmt.Errorf("seek remote_write journal: %w", err)
+	}
+	j.f = f
+	return nil
 }
 
 // doneThrough records that everything up to last is done.
@@ -221,6 +227,9 @@ func (j *journal) rewrite() error {
 }
 
 func (j *journal) close() error {
+	if j.f == nil {
+		return nil
+	}
 	err := j.sync()
 	if cerr := j.f.Close(); err == nil && cerr != nil {
 		err = fmt.Errorf("close remote_write journal: %w", cerr)
