@@ -662,7 +662,7 @@ func run(c config, logger *slog.Logger) error {
 		}
 		lns.add("watchtower", wt.Addr().String(), wt.Serve, wt.Close, func() any { return map[string]any{"admission": wt.Stats()} })
 	}
-	var httpSrv *query.Server   // set before it serves, and so before Stats runs
+	var httpSrv *query.Server                     // set before it serves, and so before Stats runs
 	self := &selfSource{db: db, forwarders: fwds} // its http is set with httpSrv
 	httpSrv, err = query.Listen(query.Options{
 		Routes:      map[string]fasthttp.RequestHandler{"/collectd": cd.Handle, "/metrics": metricsHandler(self, logger.With("component", "metrics"))},

@@ -225,7 +225,7 @@ func TestRemoteWriteVictoriaMetrics(t *testing.T) {
 	for j := range per {
 		for i := range keys * 2 {
 			ts := base*1000 + int64(j)*7
-			lines = append(lines, fmt.Sprintf("SET rw.cmd.k%d %d @%d", i, -(i*100000 + j), ts))
+			lines = append(lines, fmt.Sprintf("SET rw.cmd.k%d %d @%d", i, -(i*100000+j), ts))
 			name := fmt.Sprintf(`__name__="rw_cmd_k%d",site="e2e"`, i)
 			want[name] = append(want[name], rwPoint{ts, float64(-(i*100000 + j))})
 		}
