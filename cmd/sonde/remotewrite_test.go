@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
 	"net"
 	"net/http"
 	"net/url"
@@ -319,8 +320,402 @@ func keysOf[V any](m map[string]V) []string {
 	return out
 }
 
-var _ = sync.Mutex{}
-var _ = os.Getpid
-var _ = exec.Command
-var _ = filepath.Join
-var _ = syscall.SIGKILL
+// receiverProc is a remote_write receiver process that can be stopped and
+// started again on the same address and data.
+type receiverProc struct {
+	t      *testing.T
+	kind   string // "prometheus" or "victoria-metrics"
+	addr   string
+	dir    string
+	cmd    *exec.Cmd
+	exited chan struct{}
+	log    bytes.Buffer
+	mu     sync.Mutex
+}
+
+func newReceiverProc(t *testing.T, kind string) *receiverProc {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	r := &receiverProc{t: t, kind: kind, addr: addr, dir: t.TempDir()}
+	r.start()
+	t.Cleanup(func() {
+		r.kill()
+		if t.Failed() {
+			r.mu.Lock()
+			t.Logf("%s log (tail):\n%s", kind, tailText(r.log.String(), 4000))
+			r.mu.Unlock()
+		}
+	})
+	return r
+}
+
+func tailText(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
+}
+
+func (r *receiverProc) url() string { return "http://" + r.addr + "/api/v1/write" }
+
+// start starts the receiver and waits until it is ready.
+func (r *receiverProc) start() {
+	r.t.Helper()
+	var cmd *exec.Cmd
+	var ready string
+	switch r.kind {
+	case "prometheus":
+		cfg := filepath.Join(r.dir, "prometheus.yml")
+		if err := os.WriteFile(cfg, []byte("global:\n  scrape_interval: 1m\n"), 0o644); err != nil {
+			r.t.Fatal(err)
+		}
+		cmd = exec.Command("/usr/bin/prometheus", "--config.file", cfg, "--storage.tsdb.path", filepath.Join(r.dir, "data"),
+			"--web.listen-address", r.addr, "--web.enable-remote-write-receiver", "--log.level", "warn")
+		ready = "/-/ready"
+	default:
+		cmd = exec.Command("/usr/bin/victoria-metrics", "-storageDataPath", filepath.Join(r.dir, "data"), "-httpListenAddr", r.addr,
+			"-retentionPeriod", "10y", "-loggerLevel", "WARN", "-dedup.minScrapeInterval", "1ms")
+		ready = "/health"
+	}
+	cmd.Stdout, cmd.Stderr = &lockedWriter{&r.mu, &r.log}, &lockedWriter{&r.mu, &r.log}
+	if err := cmd.Start(); err != nil {
+		r.t.Fatal(err)
+	}
+	r.cmd, r.exited = cmd, make(chan struct{})
+	exited := r.exited
+	go func() { cmd.Wait(); close(exited) }()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		resp, err := http.Get("http://" + r.addr + ready)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return
+			}
+		}
+		select {
+		case <-exited:
+			r.t.Fatalf("%s exited before it was ready", r.kind)
+		default:
+		}
+		if time.Now().After(deadline) {
+			r.t.Fatalf("%s was not ready within a minute", r.kind)
+		}
+		time.Sleep(20 * time.Millisecond) // readiness is only visible through its API
+	}
+}
+
+// stop stops the receiver with SIGTERM and waits for it to exit.
+func (r *receiverProc) stop() {
+	r.cmd.Process.Signal(syscall.SIGTERM)
+	<-r.exited
+}
+
+func (r *receiverProc) kill() {
+	if r.cmd != nil {
+		r.cmd.Process.Signal(syscall.SIGKILL)
+		<-r.exited
+	}
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	b  *bytes.Buffer
+}
+
+func (w *lockedWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.Write(p)
+}
+
+// points reads the receiver's raw points of the series matching selector.
+func (r *receiverProc) points(t *testing.T, selector string, series int) map[string][]rwPoint {
+	t.Helper()
+	if r.kind != "prometheus" {
+		vmSeries(t, r.addr, selector, series)
+		return vmExport(t, r.addr, selector)
+	}
+	// A range vector at now holds every raw sample of the range.
+	q := url.Values{"query": {selector + "[3h]"}, "time": {fmt.Sprint(time.Now().Unix() + 1)}}
+	resp, err := http.Get("http://" + r.addr + "/api/v1/query?" + q.Encode())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Status string `json:"status"`
+		Data   struct {
+			Result []struct {
+				Metric map[string]string `json:"metric"`
+				Values [][2]any          `json:"values"`
+			} `json:"result"`
+		} `json:"data"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil || body.Status != "success" {
+		t.Fatalf("prometheus query: %v %s", err, body.Status)
+	}
+	out := map[string][]rwPoint{}
+	for _, s := range body.Data.Result {
+		name := seriesName(s.Metric)
+		for _, v := range s.Values {
+			sec, _ := v[0].(float64)
+			var val float64
+			fmt.Sscan(v[1].(string), &val)
+			out[name] = append(out[name], rwPoint{int64(math.Round(sec * 1000)), val})
+		}
+	}
+	return out
+}
+
+// rwWriter writes points to Sonde's command protocol at a steady pace,
+// from one goroutine, through whatever Sonde runs now, and records which
+// were acknowledged and which were sent without an answer.
+type rwWriter struct {
+	mu       sync.Mutex
+	addr     string
+	acked    map[string][]rwPoint // by series name, as the receiver names it
+	maybe    map[string][]rwPoint // sent, no answer: Sonde may hold them
+	nAcked   int
+	n        int64 // the next point's number: its time offset and value
+	base     int64
+	stop     chan struct{}
+	done     chan struct{}
+	progress chan struct{}
+}
+
+const rwKeys = 20
+
+func newRWWriter(addr string) *rwWriter {
+	w := &rwWriter{addr: addr, acked: map[string][]rwPoint{}, maybe: map[string][]rwPoint{},
+		base: time.Now().Add(-5 * time.Minute).UnixMilli(), stop: make(chan struct{}), done: make(chan struct{}),
+		progress: make(chan struct{}, 1)}
+	go w.run()
+	return w
+}
+
+func (w *rwWriter) setAddr(addr string) {
+	w.mu.Lock()
+	w.addr = addr
+	w.mu.Unlock()
+}
+
+func (w *rwWriter) acks() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.nAcked
+}
+
+// waitAcks waits until n points in all were acknowledged.
+func (w *rwWriter) waitAcks(t *testing.T, n int) {
+	t.Helper()
+	deadline := time.After(3 * time.Minute)
+	for w.acks() < n {
+		select {
+		case <-w.progress:
+		case <-deadline:
+			t.Fatalf("the writer got %d acknowledgements, want %d", w.acks(), n)
+		}
+	}
+}
+
+func (w *rwWriter) run() {
+	defer close(w.done)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	var c net.Conn
+	var r *bufio.Reader
+	for {
+		select {
+		case <-w.stop:
+			if c != nil {
+				c.Close()
+			}
+			return
+		case <-tick.C:
+		}
+		if c == nil {
+			w.mu.Lock()
+			addr := w.addr
+			w.mu.Unlock()
+			var err error
+			if c, err = net.DialTimeout("tcp", addr, time.Second); err != nil {
+				c = nil
+				continue // Sonde is being restarted
+			}
+			r = bufio.NewReader(c)
+		}
+		// A batch of 50 points, 1 ms apart, over the keys in turn.
+		type sent struct {
+			name string
+			p    rwPoint
+		}
+		var batch []sent
+		var lines bytes.Buffer
+		for range 50 {
+			k := w.n % rwKeys
+			p := rwPoint{w.base + w.n, float64(w.n)}
+			w.n++
+			fmt.Fprintf(&lines, "SET rw.k%d %d @%d\n", k, int64(p.v), p.ts)
+			batch = append(batch, sent{fmt.Sprintf(`__name__="rw_k%d"`, k), p})
+		}
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		_, err := c.Write(lines.Bytes())
+		got := 0
+		for err == nil && got < len(batch) {
+			var reply string
+			if reply, err = r.ReadString('\n'); err == nil {
+				if !strings.HasPrefix(reply, "+OK") {
+					err = fmt.Errorf("reply %q", reply)
+				}
+				got++
+			}
+		}
+		w.mu.Lock()
+		for i, s := range batch {
+			if i < got && err == nil || i < got-1 {
+				w.acked[s.name] = append(w.acked[s.name], s.p)
+				w.nAcked++
+			} else {
+				w.maybe[s.name] = append(w.maybe[s.name], s.p)
+			}
+		}
+		w.mu.Unlock()
+		select {
+		case w.progress <- struct{}{}:
+		default:
+		}
+		if err != nil {
+			c.Close()
+			c = nil
+		}
+	}
+}
+
+// TestRemoteWriteOutageAndCrash: while points arrive at a steady pace,
+// the receiver is stopped for 10 s and started again, and Sonde is killed
+// with SIGKILL while it sends the backlog, then started again. Every
+// acknowledged point arrives, nothing arrives that was not sent, and no
+// point arrives twice: the resent chunks are refused by Prometheus as
+// ones it has (counted as duplicates), and absorbed by VictoriaMetrics'
+// deduplication.
+func TestRemoteWriteOutageAndCrash(t *testing.T) {
+	for _, kind := range []string{"prometheus", "victoria-metrics"} {
+		t.Run(kind, func(t *testing.T) {
+			rcv := newReceiverProc(t, kind)
+			dir := t.TempDir()
+			flags := []string{"-remote-write", rcv.url() + ",name=r,max-samples=500", "-tcp-oneshot-idle", "-1s"}
+			p := start(t, dir, flags...)
+			w := newRWWriter(p.tcpAddr)
+			defer func() {
+				select {
+				case <-w.done:
+				default:
+					close(w.stop)
+					<-w.done
+				}
+			}()
+			w.waitAcks(t, 5000)
+
+			// The receiver goes away for 10 s; Sonde notices (its retries).
+			rcv.stop()
+			before := p.rwStats("r")
+			waitFor(t, "a failed request", func() bool { return p.rwStats("r").Retries > before.Retries })
+			outage := time.After(10 * time.Second)
+			<-outage
+			rcv.start()
+			// Sonde sends its backlog: it is killed while it does.
+			sentAt := p.rwStats("r").Sent
+			waitFor(t, "sending again", func() bool { return p.rwStats("r").Sent > sentAt })
+			p.kill()
+			acked := w.acks()
+			p = start(t, dir, flags...)
+			w.setAddr(p.tcpAddr)
+			w.waitAcks(t, acked+5000)
+			close(w.stop)
+			<-w.done
+
+			st := p.waitSent(t, "r", 1)
+			if st.Refused != 0 || st.Cut != 0 {
+				t.Fatalf("stats after the restart %+v", st)
+			}
+			got := rcv.points(t, `{__name__=~"rw_k.*"}`, rwKeys)
+			w.mu.Lock()
+			defer w.mu.Unlock()
+			missing, extra, twice := 0, 0, 0
+			for k := range rwKeys {
+				name := fmt.Sprintf(`__name__="rw_k%d"`, k)
+				have := map[int64]float64{}
+				for _, pt := range got[name] {
+					if _, ok := have[pt.ts]; ok {
+						twice++
+					}
+					have[pt.ts] = pt.v
+				}
+				for _, pt := range w.acked[name] {
+					if v, ok := have[pt.ts]; !ok || v != pt.v {
+						missing++
+					}
+					delete(have, pt.ts)
+				}
+				for _, pt := range w.maybe[name] {
+					delete(have, pt.ts)
+				}
+				extra += len(have)
+			}
+			maybe := 0
+			for _, pts := range w.maybe {
+				maybe += len(pts)
+			}
+			t.Logf("%d acknowledged, %d without an answer; after the restart: %+v", w.nAcked, maybe, st)
+			if missing != 0 || extra != 0 || twice != 0 {
+				t.Fatalf("%s holds: %d acknowledged points missing, %d points never sent, %d twice", kind, missing, extra, twice)
+			}
+		})
+	}
+}
+
+// TestRemoteWriteTwoSondes: two Sondes at the edge forward to one
+// VictoriaMetrics; told apart by their external label, a query there
+// sees the points of both.
+func TestRemoteWriteTwoSondes(t *testing.T) {
+	vm := startVM(t)
+	base := time.Now().Add(-time.Hour).UnixMilli()
+	for _, edge := range []string{"a", "b"} {
+		p := start(t, t.TempDir(), "-remote-write", "http://"+vm.Query+"/api/v1/write,name=central", "-external-label", "edge="+edge)
+		var lines []string
+		for i := range 100 {
+			lines = append(lines, fmt.Sprintf("SET two.load %d @%d", i+int(edge[0])*1000, base+int64(i)))
+		}
+		sendCommands(t, p.tcpAddr, lines)
+		p.waitSent(t, "central", 100)
+	}
+	vmSeries(t, vm.Query, `{__name__="two_load"}`, 2)
+	got := vmExport(t, vm.Query, `{__name__="two_load"}`)
+	for _, edge := range []string{"a", "b"} {
+		pts := got[fmt.Sprintf(`__name__="two_load",edge=%q`, edge)]
+		if len(pts) != 100 || pts[0] != (rwPoint{base, float64(int(edge[0]) * 1000)}) || pts[99].ts != base+99 {
+			t.Fatalf("edge %s: %d points (first %v); VictoriaMetrics holds %v", edge, len(pts), first(pts), keysOf(got))
+		}
+	}
+	// The same through its PromQL API: one series per edge.
+	resp, err := http.Get("http://" + vm.Query + "/api/v1/query?" + url.Values{"query": {"count by (edge) (count_over_time(two_load[2h]))"}}.Encode())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Data struct {
+			Result []struct {
+				Metric map[string]string `json:"metric"`
+			} `json:"result"`
+		} `json:"data"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil || len(body.Data.Result) != 2 {
+		t.Fatalf("PromQL by edge: %v %+v", err, body.Data.Result)
+	}
+}
