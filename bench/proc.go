@@ -103,6 +103,12 @@ func StartVictoriaMetrics(ctx context.Context, bin, dir string, extra ...string)
 	if err != nil {
 		return nil, err
 	}
+	return StartVictoriaMetricsAt(ctx, bin, dir, httpAddr, extra...)
+}
+
+// StartVictoriaMetricsAt is StartVictoriaMetrics with its HTTP API on
+// httpAddr.
+func StartVictoriaMetricsAt(ctx context.Context, bin, dir, httpAddr string, extra ...string) (*Server, error) {
 	graphite, err := freePort()
 	if err != nil {
 		return nil, err

@@ -53,6 +53,12 @@ scenarios:
             -protocol) and then to the peer (Graphite), each server's CPU,
             RSS and data directory sampled every -sample-every; CPU per
             sample, peak RSS and disk bytes per sample, plotted with -plot
+  forward   remote_write against ingest in the same run: -count samples
+            flat out over acknowledged SETs to a Sonde forwarding to the peer
+            (VictoriaMetrics); the WAL records forwarded over those written
+            in the load's middle (1.0: the backlog does not grow); then the
+            same load with the receiver down, and how fast the backlog drains
+            once it is up, against the ingest rate
   ingest    raw ingest: -count samples over -keys, flat out, to a fresh Sonde
             over acknowledged SETs, a fresh Sonde over Graphite and the peer
             over Graphite, -runs times; each server watched until its CPU
@@ -104,6 +110,7 @@ type flags struct {
 	glob     string
 	find     string
 	settle   time.Duration
+	fwdOpts  string
 }
 
 func run(args []string) error {
@@ -145,6 +152,7 @@ func run(args []string) error {
 	fs.IntVar(&f.points, "points", 0, "mem: samples per key (0: 120, /vapor's length)")
 	fs.StringVar(&f.extra, "sonde-flags", "", "compare, ingest, soak, query -peer, mem, restart: more flags for sonde, space separated")
 	fs.IntVar(&f.perDgram, "per-datagram", 20, "statsd: lines in each datagram")
+	fs.StringVar(&f.fwdOpts, "forward-options", "", "forward: more fields of Sonde's -remote-write value, e.g. ,shards=8,max-samples=10000")
 	fs.StringVar(&f.memDir, "mem-dir", "/dev/shm", "disk: a tmpfs for the data of the Sonde that makes the CPU load")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -326,6 +334,18 @@ func run(args []string) error {
 			return werr
 		}
 		return err
+	case "forward":
+		dir, cleanup, err := workDir(f.workDir)
+		if err != nil {
+			return err
+		}
+		defer cleanup()
+		r, err := bench.Forward(ctx, bench.ForwardConfig{Load: *l, Pair: f.pair(dir), Options: f.fwdOpts})
+		if err != nil {
+			return err
+		}
+		printForward(os.Stdout, r)
+		return writeOut(f.out, r)
 	case "restart":
 		dir, cleanup, err := workDir(f.workDir)
 		if err != nil {
@@ -438,6 +458,16 @@ func rate(v float64) string {
 		return fmt.Sprintf("%.1fk/s", v/1e3)
 	}
 	return fmt.Sprintf("%.0f/s", v)
+}
+
+func printForward(w io.Writer, r *bench.ForwardResult) {
+	for _, p := range r.Receivers {
+		fmt.Fprintf(w, "%s, steady: %d samples flat out at %s (acknowledged SETs) while forwarding\n", p.Receiver, p.Ingest.Sent, rate(p.Ingest.IngestRate))
+		fmt.Fprintf(w, "  in the load's middle (%.1f s): %d WAL records written, %d forwarded: ratio %.2f\n", p.WindowSeconds, p.WrittenRecords, p.SentRecords, p.SteadyRatio)
+		fmt.Fprintf(w, "  backlog: at most %d records in the window, %d when the load ended, empty %.2f s later\n", p.BacklogMax, p.BacklogEnd, p.CatchUpSeconds)
+		fmt.Fprintf(w, "%s, capacity: the same load in at %s with the receiver down; %d records drained at %s: ratio %.2f\n",
+			p.Receiver, rate(p.IngestRate), p.Drained, rate(p.DrainRate), p.CapacityRatio)
+	}
 }
 
 func printResult(w io.Writer, name string, r *bench.Result) {
