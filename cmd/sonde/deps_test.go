@@ -43,6 +43,12 @@ func TestImportDirection(t *testing.T) {
 			return stdlib(i) || i == sample || i == mod+"engine/internal/chunk" || i == "go.etcd.io/bbolt"
 		}},
 		{mod + "retention", func(i string) bool { return stdlib(i) || i == sample }},
+		// remote_write reads the engine's WAL through DB.ReadPoints and
+		// writes the wire format: nothing of ingest or query.
+		{mod + "engine/remotewrite", func(i string) bool {
+			return stdlib(i) || i == mod+"engine" || i == sample ||
+				i == "github.com/klauspost/compress/s2" || i == "google.golang.org/protobuf/encoding/protowire"
+		}},
 		{mod + "engine", func(i string) bool {
 			return stdlib(i) || strings.HasPrefix(i, mod+"engine/") || i == "github.com/tidwall/wal" || i == "github.com/google/btree"
 		}},
