@@ -192,15 +192,24 @@ func sendCommands(t *testing.T, addr string, lines []string) {
 	}
 }
 
-// TestRemoteWriteVictoriaMetrics: a million points in over three
-// protocols (Graphite with tags, the command protocol, collectd's PUTVAL)
-// arrive at VictoriaMetrics, each one, named as docs/remote-write.md
-// says, with the external label; a COUNTER arrives as its total.
-func TestRemoteWriteVictoriaMetrics(t *testing.T) {
-	vm := startVM(t)
-	p := start(t, t.TempDir(), "-remote-write", "http://"+vm.Query+"/api/v1/write,name=vm", "-external-label", "site=e2e")
+// TestRemoteWriteMillion: a million points in over three protocols
+// (Graphite with tags, the command protocol, collectd's PUTVAL) arrive at
+// VictoriaMetrics and at Prometheus, each one, named as
+// docs/remote-write.md says, with the external label; a COUNTER arrives
+// as its total.
+func TestRemoteWriteMillion(t *testing.T) {
+	for _, kind := range []string{"victoria-metrics", "prometheus"} {
+		t.Run(kind, func(t *testing.T) { testRemoteWriteMillion(t, kind) })
+	}
+}
+
+func testRemoteWriteMillion(t *testing.T, kind string) {
+	rcv := newReceiverProc(t, kind)
+	p := start(t, t.TempDir(), "-remote-write", rcv.url()+",name=vm", "-external-label", "site=e2e")
 	const keys, per = 200, 1000 // per protocol: keys × per points, collectd half
-	base := time.Now().Add(-2 * time.Hour).Unix()
+	// Within the hour before the newest point (the counter's, now), which
+	// is what Prometheus takes.
+	base := time.Now().Add(-40 * time.Minute).Unix()
 	want := map[string][]rwPoint{}
 
 	// Graphite, tagged, seconds.
@@ -271,11 +280,10 @@ func TestRemoteWriteVictoriaMetrics(t *testing.T) {
 	if st.Refused != 0 || st.Cut != 0 || st.Duplicates != 0 {
 		t.Fatalf("stats %+v", st)
 	}
-	vmSeries(t, vm.Query, `{site="e2e"}`, len(want)+1)
-	got := vmExport(t, vm.Query, `{site="e2e"}`)
+	got := rcv.points(t, `{site="e2e"}`, len(want)+1)
 	for name, pts := range want {
 		if g := got[name]; !equalRW(g, pts) {
-			t.Fatalf("%s: VictoriaMetrics holds %d points (first %v), want %d (first %v)", name, len(g), first(g), len(pts), first(pts))
+			t.Fatalf("%s: the receiver holds %d points (first %v), want %d (first %v)", name, len(g), first(g), len(pts), first(pts))
 		}
 		delete(got, name)
 	}
@@ -285,7 +293,7 @@ func TestRemoteWriteVictoriaMetrics(t *testing.T) {
 	}
 	delete(got, `__name__="rw_count",site="e2e"`)
 	if len(got) != 0 {
-		t.Fatalf("VictoriaMetrics holds series the test did not send: %v", keysOf(got))
+		t.Fatalf("the receiver holds series the test did not send: %v", keysOf(got))
 	}
 }
 
@@ -441,6 +449,22 @@ func (r *receiverProc) points(t *testing.T, selector string, series int) map[str
 		return vmExport(t, r.addr, selector)
 	}
 	// A range vector at now holds every raw sample of the range.
+	if series > 0 {
+		waitFor(t, fmt.Sprintf("%d series for %s in prometheus", series, selector), func() bool {
+			resp, err := http.Get("http://" + r.addr + "/api/v1/series?" + url.Values{"match[]": {selector}}.Encode())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			var b struct {
+				Data []map[string]string `json:"data"`
+			}
+			if err := json.NewDecoder(resp.Body).Decode(&b); err != nil {
+				t.Fatal(err)
+			}
+			return len(b.Data) >= series
+		})
+	}
 	q := url.Values{"query": {selector + "[3h]"}, "time": {fmt.Sprint(time.Now().Unix() + 1)}}
 	resp, err := http.Get("http://" + r.addr + "/api/v1/query?" + q.Encode())
 	if err != nil {
