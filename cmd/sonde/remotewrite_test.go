@@ -117,6 +117,28 @@ func vmSeries(t *testing.T, addr, selector string, n int) {
 	})
 }
 
+// vmExportAtLeast exports selector once VictoriaMetrics finds series
+// series and shows at least minPoints points: a series can be found
+// before all its rows are searchable, even after /internal/force_flush,
+// so it reads again until they show (Prometheus shows a write once it
+// answered it).
+func vmExportAtLeast(t *testing.T, addr, selector string, series, minPoints int) map[string][]rwPoint {
+	t.Helper()
+	vmSeries(t, addr, selector, series)
+	deadline := time.Now().Add(time.Minute)
+	for {
+		got := vmExport(t, addr, selector)
+		n := 0
+		for _, pts := range got {
+			n += len(pts)
+		}
+		if n >= minPoints || time.Now().After(deadline) {
+			return got
+		}
+		t.Logf("victoria-metrics shows %d points of at least %d; reading again", n, minPoints)
+	}
+}
+
 // seriesName writes labels as name="value" pairs sorted by name.
 func seriesName(m map[string]string) string {
 	var parts []string
@@ -280,7 +302,7 @@ func testRemoteWriteMillion(t *testing.T, kind string) {
 	if st.Refused != 0 || st.Cut != 0 || st.Duplicates != 0 {
 		t.Fatalf("stats %+v", st)
 	}
-	got := rcv.points(t, `{site="e2e"}`, len(want)+1)
+	got := rcv.points(t, `{site="e2e"}`, len(want)+1, int(total)+1)
 	for name, pts := range want {
 		if g := got[name]; !equalRW(g, pts) {
 			t.Fatalf("%s: the receiver holds %d points (first %v), want %d (first %v)", name, len(g), first(g), len(pts), first(pts))
@@ -442,11 +464,10 @@ func (w *lockedWriter) Write(p []byte) (int, error) {
 }
 
 // points reads the receiver's raw points of the series matching selector.
-func (r *receiverProc) points(t *testing.T, selector string, series int) map[string][]rwPoint {
+func (r *receiverProc) points(t *testing.T, selector string, series, minPoints int) map[string][]rwPoint {
 	t.Helper()
 	if r.kind != "prometheus" {
-		vmSeries(t, r.addr, selector, series)
-		return vmExport(t, r.addr, selector)
+		return vmExportAtLeast(t, r.addr, selector, series, minPoints)
 	}
 	// A range vector at now holds every raw sample of the range.
 	if series > 0 {
@@ -667,7 +688,7 @@ func TestRemoteWriteOutageAndCrash(t *testing.T) {
 			if st.Refused != 0 || st.Cut != 0 {
 				t.Fatalf("stats after the restart %+v", st)
 			}
-			got := rcv.points(t, `{__name__=~"rw_k.*"}`, rwKeys)
+			got := rcv.points(t, `{__name__=~"rw_k.*"}`, rwKeys, w.acks())
 			w.mu.Lock()
 			defer w.mu.Unlock()
 			missing, extra, twice := 0, 0, 0
@@ -718,8 +739,7 @@ func TestRemoteWriteTwoSondes(t *testing.T) {
 		sendCommands(t, p.tcpAddr, lines)
 		p.waitSent(t, "central", 100)
 	}
-	vmSeries(t, vm.Query, `{__name__="two_load"}`, 2)
-	got := vmExport(t, vm.Query, `{__name__="two_load"}`)
+	got := vmExportAtLeast(t, vm.Query, `{__name__="two_load"}`, 2, 200)
 	for _, edge := range []string{"a", "b"} {
 		pts := got[fmt.Sprintf(`__name__="two_load",edge=%q`, edge)]
 		if len(pts) != 100 || pts[0] != (rwPoint{base, float64(int(edge[0]) * 1000)}) || pts[99].ts != base+99 {
