@@ -28,6 +28,9 @@ type ClientStore interface {
 // LogatronOptions configure a LogatronServer. The zero value means the
 // defaults.
 type LogatronOptions struct {
+	// Allow, when set, is the only sources taken (-allow); a refused
+	// one is closed at once (UDP: its datagram dropped) and counted.
+	Allow *boundary.Allow
 	// Addr is the listen address; default "127.0.0.1:2212".
 	Addr string
 	// MaxLineLen caps one line in bytes (its separator not counted);
@@ -110,7 +113,7 @@ type LogatronServer struct {
 // ListenLogatron binds the listener; Serve accepts on it.
 func ListenLogatron(opts LogatronOptions, store ClientStore) (*LogatronServer, error) {
 	opts = opts.withDefaults()
-	ln, err := net.Listen("tcp", opts.Addr)
+	ln, err := boundary.Listen(opts.Allow, "logatron", opts.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen for logatron clients on %s: %w", opts.Addr, err)
 	}

@@ -22,6 +22,9 @@ import (
 
 // StatsdOptions configure the statsd listener.
 type StatsdOptions struct {
+	// Allow, when set, is the only sources taken (-allow); a refused
+	// one is closed at once (UDP: its datagram dropped) and counted.
+	Allow *boundary.Allow
 	// Addr is the UDP listen address; default "127.0.0.1:8125".
 	Addr string
 	// Readers is how many goroutines read the socket; default GOMAXPROCS,
@@ -274,9 +277,13 @@ func (s *Statsd) read() {
 	buf := make([]byte, 65536)
 	var samples []statsd.Sample
 	for {
-		n, _, err := s.conn.ReadFromUDP(buf)
+		n, from, err := s.conn.ReadFromUDPAddrPort(buf)
 		if err != nil {
 			return // closed
+		}
+		if !s.opts.Allow.AllowedIP(from.Addr()) {
+			s.opts.Allow.Refuse("statsd")
+			continue
 		}
 		s.packets.Add(1)
 		boundary.Inject("statsd", buf[:n])

@@ -33,6 +33,9 @@ const (
 
 // TCPOptions configure a TCPServer. The zero value means the defaults.
 type TCPOptions struct {
+	// Allow, when set, is the only sources taken (-allow); a refused
+	// one is closed at once (UDP: its datagram dropped) and counted.
+	Allow *boundary.Allow
 	// Protocol is what the listener speaks; default Mesures.
 	Protocol Protocol
 	// Addr is the listen address; default "127.0.0.1:8124" for Mesures,
@@ -116,7 +119,7 @@ type TCPServer struct {
 // ListenTCP binds the listener; Serve accepts on it.
 func ListenTCP(opts TCPOptions, app Appender) (*TCPServer, error) {
 	opts = opts.withDefaults()
-	ln, err := net.Listen("tcp", opts.Addr)
+	ln, err := boundary.Listen(opts.Allow, opts.Protocol.listener(), opts.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen for %s on %s: %w", opts.Protocol, opts.Addr, err)
 	}
@@ -341,6 +344,14 @@ func (s *TCPServer) where() string {
 }
 
 // String names the protocol in messages.
+// listener is the name of the protocol's listener in /api/v1/stats.
+func (p Protocol) listener() string {
+	if p == Graphite {
+		return "graphite"
+	}
+	return "tcp"
+}
+
 func (p Protocol) String() string {
 	if p == Graphite {
 		return "graphite"

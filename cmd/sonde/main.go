@@ -112,6 +112,9 @@ type config struct {
 	externalLabels   stringList // -external-label
 	remoteWrites     []remotewrite.Config
 	remoteWriteMax   int64
+	allowFlags       stringList // -allow
+	allow            *boundary.Allow
+	insecure         bool
 	channels         []*alert.Channel
 	pprofAddr        string
 	gogc             int    // 0: leave the runtime's (the GOGC environment variable)
@@ -193,6 +196,8 @@ func flagSet(c *config) *flag.FlagSet {
 	fs.Var(&c.remoteWriteFlags, "remote-write", "URL[,name=NAME][,shards=4][,max-samples=5000][,timeout=30s]: send every stored point to this Prometheus remote_write endpoint, read from the WAL behind a durable position (docs/remote-write.md; default name: host_port); repeatable")
 	fs.Int64Var(&c.remoteWriteMax, "remote-write-max-backlog", 1<<30, "most bytes of WAL segments kept for -remote-write destinations that have not sent them; past it the oldest are cut, counted and logged (0: no bound)")
 	fs.Var(&c.externalLabels, "external-label", "NAME=VALUE: a label -remote-write adds to every series without it; repeatable")
+	fs.Var(&c.allowFlags, "allow", "CIDR or address: take connections and datagrams on every listener from these sources only (others are closed at once, or dropped, and counted); repeatable, or comma separated")
+	fs.BoolVar(&c.insecure, "insecure", false, "start even when a listener binds beyond loopback with no -allow (Sonde has no authentication yet: anyone who reaches it may read and write)")
 	fs.StringVar(&c.pprofAddr, "pprof", "", "serve Go's profiler (net/http/pprof) on this address; off when empty")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.logFormat, "log-format", "text", "text or json")
@@ -271,6 +276,14 @@ func parse(args []string, out io.Writer) (config, *flag.FlagSet, error) {
 	if c.remoteWriteMax < 0 {
 		return c, fs, fmt.Errorf("-remote-write-max-backlog %d: want 0 (no bound) or a number of bytes", c.remoteWriteMax)
 	}
+	allow, err := boundary.ParseAllow(c.allowFlags)
+	if err != nil {
+		return c, fs, err
+	}
+	c.allow = allow
+	if err := checkExposure(c); err != nil {
+		return c, fs, err
+	}
 	if err := checkUpstreams(c.upstreams, c.upstreamNames); err != nil {
 		return c, fs, err
 	}
@@ -332,6 +345,24 @@ func parseGloPoll(spec string) (ingest.GloPollOptions, error) {
 		return o, err
 	}
 	return o, nil
+}
+
+// checkExposure refuses a listen address beyond loopback without an
+// allowlist, unless -insecure: Sonde has no authentication yet, so such a
+// listener lets anyone who reaches it read and write.
+func checkExposure(c config) error {
+	if c.allow != nil || c.insecure {
+		return nil
+	}
+	for _, l := range []struct{ flag, addr string }{
+		{"tcp", c.tcpAddr}, {"graphite", c.graphiteAddr}, {"statsd", c.statsdAddr}, {"collectd", c.collectdAddr},
+		{"http", c.httpAddr}, {"logatron", c.logatronAddr}, {"glo", c.gloAddr}, {"watchtower", c.watchtowerAddr}, {"pprof", c.pprofAddr},
+	} {
+		if l.addr != "" && !boundary.IsLoopback(l.addr) {
+			return fmt.Errorf("-%s %s listens beyond loopback, and Sonde has no authentication yet: give -allow CIDR (the sources it may take), or -insecure to take any", l.flag, l.addr)
+		}
+	}
+	return nil
 }
 
 // maxLogatronLine is the longest line -logatron-max-line may allow: a
@@ -528,7 +559,7 @@ func run(c config, logger *slog.Logger) error {
 	}
 	tcp, err := ingest.ListenTCP(ingest.TCPOptions{
 		Addr: c.tcpAddr, MaxLineLen: c.maxLine, MaxConns: c.maxConns,
-		OneShotIdle: c.oneShotIdle, IdleTimeout: c.idleTimeout,
+		OneShotIdle: c.oneShotIdle, IdleTimeout: c.idleTimeout, Allow: c.allow,
 		Logger: logger.With("component", "tcp"),
 	}, app)
 	if err != nil {
@@ -539,7 +570,7 @@ func run(c config, logger *slog.Logger) error {
 	if c.graphiteAddr != "" {
 		g, err := ingest.ListenTCP(ingest.TCPOptions{
 			Protocol: ingest.Graphite, Addr: c.graphiteAddr, MaxLineLen: c.maxLine, MaxConns: c.maxConns,
-			IdleTimeout: c.idleTimeout, Logger: logger.With("component", "graphite"),
+			IdleTimeout: c.idleTimeout, Allow: c.allow, Logger: logger.With("component", "graphite"),
 		}, app)
 		if err != nil {
 			lns.close(logger)
@@ -557,7 +588,7 @@ func run(c config, logger *slog.Logger) error {
 		}
 		sd, err := ingest.ListenStatsd(ingest.StatsdOptions{Addr: c.statsdAddr, FlushInterval: c.statsdFlush, Percentiles: pcts,
 			MaxNames: c.statsdMaxNames, MaxSetMembers: c.statsdMaxSet, MaxTimerValues: c.statsdMaxTimer,
-			IdleFlushes: idleFlushes(c.statsdIdle), MaxQueue: c.statsdMaxQueue,
+			IdleFlushes: idleFlushes(c.statsdIdle), MaxQueue: c.statsdMaxQueue, Allow: c.allow,
 			Logger: logger.With("component", "statsd")}, app)
 		if err != nil {
 			lns.close(logger)
@@ -573,7 +604,7 @@ func run(c config, logger *slog.Logger) error {
 		return err
 	}
 	cd := ingest.NewCollectd(ingest.CollectdOptions{Addr: c.collectdAddr, MaxBodySize: c.maxBody, MaxConns: c.maxConns,
-		HeaderTimeout: c.headerTimeout, Types: types, Logger: logger.With("component", "collectd")}, app)
+		HeaderTimeout: c.headerTimeout, Types: types, Allow: c.allow, Logger: logger.With("component", "collectd")}, app)
 	if c.collectdAddr != "" {
 		if err := cd.Listen(); err != nil {
 			lns.close(logger)
@@ -583,7 +614,7 @@ func run(c config, logger *slog.Logger) error {
 		lns.add("collectd", cd.Addr().String(), cd.Serve, cd.Close, func() any { return cd.Stats() })
 	}
 	if c.logatronAddr != "" {
-		lg, err := ingest.ListenLogatron(ingest.LogatronOptions{Addr: c.logatronAddr, MaxLineLen: c.logatronLine, MaxConns: c.maxConns,
+		lg, err := ingest.ListenLogatron(ingest.LogatronOptions{Addr: c.logatronAddr, MaxLineLen: c.logatronLine, MaxConns: c.maxConns, Allow: c.allow,
 			Logger: logger.With("component", "logatron")}, db)
 		if err != nil {
 			lns.close(logger)
@@ -653,7 +684,7 @@ func run(c config, logger *slog.Logger) error {
 			}
 		}
 		wt, err := query.ListenWatchtower(query.WatchtowerOptions{Addr: c.watchtowerAddr, Password: pw, Channels: kinds, Checks: checker.Status,
-			MaxConns: c.maxConns, MaxBodySize: c.maxBody, HeaderTimeout: c.headerTimeout, QueryTimeout: c.queryTimeout,
+			MaxConns: c.maxConns, MaxBodySize: c.maxBody, HeaderTimeout: c.headerTimeout, QueryTimeout: c.queryTimeout, Allow: c.allow,
 			MaxQueries: c.queryConcurrency, Logger: logger.With("component", "watchtower")}, db)
 		if err != nil {
 			lns.close(logger)
@@ -669,7 +700,7 @@ func run(c config, logger *slog.Logger) error {
 		MaxBodySize: c.maxBody,
 		Addr:        c.httpAddr, Heartbeat: c.heartbeat, StreamWriteTimeout: c.sseWriteTimeout, VaporPoints: c.vaporPoints, MaxConns: c.maxConns,
 		QueryTimeout: c.queryTimeout, MaxPoints: c.queryMaxPoints, MaxBytes: c.queryMaxBytes, MaxSeries: c.queryMaxSeries,
-		MaxQueries: c.queryConcurrency, HeaderTimeout: c.headerTimeout, Instance: instance, Status: db, Clients: db, Glo: c.glo, AlertChannels: names, Checks: checker.Status,
+		MaxQueries: c.queryConcurrency, HeaderTimeout: c.headerTimeout, Instance: instance, Allow: c.allow, Status: db, Clients: db, Glo: c.glo, AlertChannels: names, Checks: checker.Status,
 		Logger: logger.With("component", "http"),
 		Stats: func() map[string][]byte {
 			out := lns.stats()
@@ -678,6 +709,7 @@ func run(c config, logger *slog.Logger) error {
 			out["go"], _ = json.Marshal(goStats())
 			out["http"], _ = json.Marshal(map[string]any{"admission": httpSrv.Admission()})
 			out["panics"], _ = json.Marshal(boundary.Panics())
+			out["allow"], _ = json.Marshal(map[string]any{"sources": c.allow.String(), "refused": c.allow.Refused()})
 			return out
 		},
 	}, db)
@@ -687,7 +719,7 @@ func run(c config, logger *slog.Logger) error {
 		return err
 	}
 	if c.gloAddr != "" {
-		gs, err := httpSrv.ListenGlo(query.GloListenOptions{Addr: c.gloAddr, MaxConns: c.maxConns, HeaderTimeout: c.headerTimeout,
+		gs, err := httpSrv.ListenGlo(query.GloListenOptions{Addr: c.gloAddr, MaxConns: c.maxConns, HeaderTimeout: c.headerTimeout, Allow: c.allow,
 			Logger: logger.With("component", "glo")})
 		if err != nil {
 			httpSrv.Shutdown(context.Background())
@@ -698,7 +730,7 @@ func run(c config, logger *slog.Logger) error {
 		lns.add("glo", gs.Addr().String(), gs.Serve, gs.Close, func() any { return map[string]any{"admission": gs.Stats()} })
 	}
 	if c.pprofAddr != "" {
-		if err := servePprof(c.pprofAddr, logger); err != nil {
+		if err := servePprof(c.pprofAddr, c.allow, logger); err != nil {
 			httpSrv.Shutdown(context.Background())
 			lns.close(logger)
 			db.Close()

@@ -7,12 +7,14 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+
+	"github.com/sonde-metrics/sonde/engine/boundary"
 )
 
 // servePprof serves Go's profiler on addr for as long as the process
 // runs. It is off unless -pprof is given, and meant for loopback.
-func servePprof(addr string, logger *slog.Logger) error {
-	ln, err := net.Listen("tcp", addr)
+func servePprof(addr string, allow *boundary.Allow, logger *slog.Logger) error {
+	ln, err := boundary.Listen(allow, "pprof", addr)
 	if err != nil {
 		return fmt.Errorf("listen for pprof on %s: %w", addr, err)
 	}
