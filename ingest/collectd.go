@@ -19,9 +19,9 @@ import (
 
 // CollectdOptions configure the collectd write_http receiver.
 type CollectdOptions struct {
-	// Allow, when set, is the only sources taken (-allow); a refused
-	// one is closed at once (UDP: its datagram dropped) and counted.
-	Allow *boundary.Allow
+	// Access, when set, holds the sources taken (-allow; a refused one is
+	// closed at once, a datagram dropped, and counted) and TLS.
+	Access *boundary.Access
 	// Addr is the listen address of its own HTTP server; default
 	// "127.0.0.1:8125" (mesures' port; statsd uses UDP 8125).
 	Addr string
@@ -103,7 +103,7 @@ func ListenCollectd(opts CollectdOptions, app Appender) (*Collectd, error) {
 
 // Listen binds the receiver's own HTTP listener on Addr; Serve serves it.
 func (c *Collectd) Listen() error {
-	ln, err := boundary.Listen(c.opts.Allow, "collectd", c.opts.Addr)
+	ln, err := boundary.Listen(c.opts.Access, "collectd", c.opts.Addr)
 	if err != nil {
 		return fmt.Errorf("listen for collectd on %s: %w", c.opts.Addr, err)
 	}

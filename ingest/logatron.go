@@ -28,9 +28,9 @@ type ClientStore interface {
 // LogatronOptions configure a LogatronServer. The zero value means the
 // defaults.
 type LogatronOptions struct {
-	// Allow, when set, is the only sources taken (-allow); a refused
-	// one is closed at once (UDP: its datagram dropped) and counted.
-	Allow *boundary.Allow
+	// Access, when set, holds the sources taken (-allow; a refused one is
+	// closed at once, a datagram dropped, and counted) and TLS.
+	Access *boundary.Access
 	// Addr is the listen address; default "127.0.0.1:2212".
 	Addr string
 	// MaxLineLen caps one line in bytes (its separator not counted);
@@ -113,7 +113,7 @@ type LogatronServer struct {
 // ListenLogatron binds the listener; Serve accepts on it.
 func ListenLogatron(opts LogatronOptions, store ClientStore) (*LogatronServer, error) {
 	opts = opts.withDefaults()
-	ln, err := boundary.Listen(opts.Allow, "logatron", opts.Addr)
+	ln, err := boundary.Listen(opts.Access, "logatron", opts.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen for logatron clients on %s: %w", opts.Addr, err)
 	}

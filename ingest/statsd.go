@@ -22,9 +22,9 @@ import (
 
 // StatsdOptions configure the statsd listener.
 type StatsdOptions struct {
-	// Allow, when set, is the only sources taken (-allow); a refused
-	// one is closed at once (UDP: its datagram dropped) and counted.
-	Allow *boundary.Allow
+	// Access, when set, holds the sources taken (-allow; a refused one is
+	// closed at once, a datagram dropped, and counted) and TLS.
+	Access *boundary.Access
 	// Addr is the UDP listen address; default "127.0.0.1:8125".
 	Addr string
 	// Readers is how many goroutines read the socket; default GOMAXPROCS,
@@ -281,8 +281,8 @@ func (s *Statsd) read() {
 		if err != nil {
 			return // closed
 		}
-		if !s.opts.Allow.AllowedIP(from.Addr()) {
-			s.opts.Allow.Refuse("statsd")
+		if !s.opts.Access.AllowedIP(from.Addr()) {
+			s.opts.Access.Refuse("statsd")
 			continue
 		}
 		s.packets.Add(1)

@@ -33,9 +33,9 @@ const (
 
 // TCPOptions configure a TCPServer. The zero value means the defaults.
 type TCPOptions struct {
-	// Allow, when set, is the only sources taken (-allow); a refused
-	// one is closed at once (UDP: its datagram dropped) and counted.
-	Allow *boundary.Allow
+	// Access, when set, holds the sources taken (-allow; a refused one is
+	// closed at once, a datagram dropped, and counted) and TLS.
+	Access *boundary.Access
 	// Protocol is what the listener speaks; default Mesures.
 	Protocol Protocol
 	// Addr is the listen address; default "127.0.0.1:8124" for Mesures,
@@ -119,7 +119,7 @@ type TCPServer struct {
 // ListenTCP binds the listener; Serve accepts on it.
 func ListenTCP(opts TCPOptions, app Appender) (*TCPServer, error) {
 	opts = opts.withDefaults()
-	ln, err := boundary.Listen(opts.Allow, opts.Protocol.listener(), opts.Addr)
+	ln, err := boundary.Listen(opts.Access, opts.Protocol.listener(), opts.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen for %s on %s: %w", opts.Protocol, opts.Addr, err)
 	}

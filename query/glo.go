@@ -225,9 +225,9 @@ func (s *Server) serveGlo(ctx *fasthttp.RequestCtx) {
 
 // GloListenOptions configure a GloServer.
 type GloListenOptions struct {
-	// Allow, when set, is the only sources taken (-allow); a refused
-	// one is closed at once (UDP: its datagram dropped) and counted.
-	Allow         *boundary.Allow
+	// Access, when set, holds the sources taken (-allow; a refused one is
+	// closed at once and counted) and TLS.
+	Access        *boundary.Access
 	Addr          string
 	MaxConns      int
 	HeaderTimeout time.Duration
@@ -254,7 +254,7 @@ func (s *Server) ListenGlo(opts GloListenOptions) (*GloServer, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	ln, err := boundary.Listen(opts.Allow, "glo", opts.Addr)
+	ln, err := boundary.Listen(opts.Access, "glo", opts.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen for glo on %s: %w", opts.Addr, err)
 	}

@@ -21,9 +21,9 @@ import (
 
 // Options configure a Server. The zero value means the defaults.
 type Options struct {
-	// Allow, when set, is the only sources taken (-allow); a refused
-	// one is closed at once (UDP: its datagram dropped) and counted.
-	Allow *boundary.Allow
+	// Access, when set, holds the sources taken (-allow; a refused one is
+	// closed at once, a datagram dropped, and counted) and TLS.
+	Access *boundary.Access
 	// Addr is the listen address; default "127.0.0.1:1337".
 	Addr string
 	// Heartbeat is the period of SSE comment frames; default 15 s.
@@ -148,7 +148,7 @@ type Server struct {
 // Listen binds the HTTP listener; Serve serves on it.
 func Listen(opts Options, store Store) (*Server, error) {
 	opts = opts.withDefaults()
-	ln, err := boundary.Listen(opts.Allow, "http", opts.Addr)
+	ln, err := boundary.Listen(opts.Access, "http", opts.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen for http on %s: %w", opts.Addr, err)
 	}

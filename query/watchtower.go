@@ -24,9 +24,9 @@ import (
 
 // WatchtowerOptions configure the watchtower listener (docs/watchtower.md).
 type WatchtowerOptions struct {
-	// Allow, when set, is the only sources taken (-allow); a refused
-	// one is closed at once (UDP: its datagram dropped) and counted.
-	Allow *boundary.Allow
+	// Access, when set, holds the sources taken (-allow; a refused one is
+	// closed at once, a datagram dropped, and counted) and TLS.
+	Access *boundary.Access
 	// Addr is the listen address (watchtower's port is 5000).
 	Addr string
 	// Password, when not empty, must come in every request's password
@@ -79,7 +79,7 @@ func ListenWatchtower(opts WatchtowerOptions, store StatusStore) (*Watchtower, e
 	if opts.MaxQueries <= 0 {
 		opts.MaxQueries = 4
 	}
-	ln, err := boundary.Listen(opts.Allow, "watchtower", opts.Addr)
+	ln, err := boundary.Listen(opts.Access, "watchtower", opts.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen for watchtower on %s: %w", opts.Addr, err)
 	}

@@ -115,6 +115,9 @@ type config struct {
 	allowFlags       stringList // -allow
 	allow            *boundary.Allow
 	insecure         bool
+	tlsCert, tlsKey  string
+	tlsListeners     string
+	access           *boundary.Access // set by run: the allowlist and the certificates
 	channels         []*alert.Channel
 	pprofAddr        string
 	gogc             int    // 0: leave the runtime's (the GOGC environment variable)
@@ -198,6 +201,9 @@ func flagSet(c *config) *flag.FlagSet {
 	fs.Var(&c.externalLabels, "external-label", "NAME=VALUE: a label -remote-write adds to every series without it; repeatable")
 	fs.Var(&c.allowFlags, "allow", "CIDR or address: take connections and datagrams on every listener from these sources only (others are closed at once, or dropped, and counted); repeatable, or comma separated")
 	fs.BoolVar(&c.insecure, "insecure", false, "start even when a listener binds beyond loopback with no -allow (Sonde has no authentication yet: anyone who reaches it may read and write)")
+	fs.StringVar(&c.tlsCert, "tls-cert", "", "a PEM certificate (chain): the -tls-listeners serve TLS with it and -tls-key; both read again on SIGHUP")
+	fs.StringVar(&c.tlsKey, "tls-key", "", "the PEM private key of -tls-cert")
+	fs.StringVar(&c.tlsListeners, "tls-listeners", "tcp,collectd,http,glo,watchtower,pprof", "the listeners that serve TLS when -tls-cert is given (also graphite, logatron; statsd is UDP)")
 	fs.StringVar(&c.pprofAddr, "pprof", "", "serve Go's profiler (net/http/pprof) on this address; off when empty")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.logFormat, "log-format", "text", "text or json")
@@ -281,6 +287,14 @@ func parse(args []string, out io.Writer) (config, *flag.FlagSet, error) {
 		return c, fs, err
 	}
 	c.allow = allow
+	if (c.tlsCert == "") != (c.tlsKey == "") {
+		return c, fs, fmt.Errorf("-tls-cert and -tls-key go together")
+	}
+	for _, n := range strings.Split(c.tlsListeners, ",") {
+		if !slices.Contains([]string{"tcp", "graphite", "collectd", "http", "logatron", "glo", "watchtower", "pprof", ""}, n) {
+			return c, fs, fmt.Errorf("-tls-listeners: %q is not a TCP listener (tcp, graphite, collectd, http, logatron, glo, watchtower, pprof)", n)
+		}
+	}
 	if err := checkExposure(c); err != nil {
 		return c, fs, err
 	}
@@ -345,6 +359,20 @@ func parseGloPoll(spec string) (ingest.GloPollOptions, error) {
 		return o, err
 	}
 	return o, nil
+}
+
+// reloadCerts reads the TLS certificate and key again (SIGHUP); on an
+// error the one in use stays.
+func reloadCerts(acc *boundary.Access, logger *slog.Logger) {
+	if acc.TLS == nil {
+		logger.Info("SIGHUP: nothing to reload (no -tls-cert)")
+		return
+	}
+	if err := acc.TLS.Reload(); err != nil {
+		logger.Error("SIGHUP: TLS certificate not reloaded; the one in use stays", "err", err)
+		return
+	}
+	logger.Info("SIGHUP: TLS certificate reloaded")
 }
 
 // checkExposure refuses a listen address beyond loopback without an
@@ -490,6 +518,18 @@ func run(c config, logger *slog.Logger) error {
 	if c.eventMemory < 4096 {
 		return fmt.Errorf("check flags: -event-memory %d: want at least 4096 bytes", c.eventMemory)
 	}
+	c.access = &boundary.Access{Allow: c.allow}
+	if c.tlsCert != "" {
+		certs, err := boundary.LoadCerts(c.tlsCert, c.tlsKey)
+		if err != nil {
+			return err
+		}
+		c.access.TLS = certs
+		c.access.TLSOn = map[string]bool{}
+		for _, n := range strings.Split(c.tlsListeners, ",") {
+			c.access.TLSOn[n] = true
+		}
+	}
 	var fwds []*remotewrite.Forwarder
 	var holds []*engine.Hold
 	for _, rw := range c.remoteWrites {
@@ -559,7 +599,7 @@ func run(c config, logger *slog.Logger) error {
 	}
 	tcp, err := ingest.ListenTCP(ingest.TCPOptions{
 		Addr: c.tcpAddr, MaxLineLen: c.maxLine, MaxConns: c.maxConns,
-		OneShotIdle: c.oneShotIdle, IdleTimeout: c.idleTimeout, Allow: c.allow,
+		OneShotIdle: c.oneShotIdle, IdleTimeout: c.idleTimeout, Access: c.access,
 		Logger: logger.With("component", "tcp"),
 	}, app)
 	if err != nil {
@@ -570,7 +610,7 @@ func run(c config, logger *slog.Logger) error {
 	if c.graphiteAddr != "" {
 		g, err := ingest.ListenTCP(ingest.TCPOptions{
 			Protocol: ingest.Graphite, Addr: c.graphiteAddr, MaxLineLen: c.maxLine, MaxConns: c.maxConns,
-			IdleTimeout: c.idleTimeout, Allow: c.allow, Logger: logger.With("component", "graphite"),
+			IdleTimeout: c.idleTimeout, Access: c.access, Logger: logger.With("component", "graphite"),
 		}, app)
 		if err != nil {
 			lns.close(logger)
@@ -588,7 +628,7 @@ func run(c config, logger *slog.Logger) error {
 		}
 		sd, err := ingest.ListenStatsd(ingest.StatsdOptions{Addr: c.statsdAddr, FlushInterval: c.statsdFlush, Percentiles: pcts,
 			MaxNames: c.statsdMaxNames, MaxSetMembers: c.statsdMaxSet, MaxTimerValues: c.statsdMaxTimer,
-			IdleFlushes: idleFlushes(c.statsdIdle), MaxQueue: c.statsdMaxQueue, Allow: c.allow,
+			IdleFlushes: idleFlushes(c.statsdIdle), MaxQueue: c.statsdMaxQueue, Access: c.access,
 			Logger: logger.With("component", "statsd")}, app)
 		if err != nil {
 			lns.close(logger)
@@ -604,7 +644,7 @@ func run(c config, logger *slog.Logger) error {
 		return err
 	}
 	cd := ingest.NewCollectd(ingest.CollectdOptions{Addr: c.collectdAddr, MaxBodySize: c.maxBody, MaxConns: c.maxConns,
-		HeaderTimeout: c.headerTimeout, Types: types, Allow: c.allow, Logger: logger.With("component", "collectd")}, app)
+		HeaderTimeout: c.headerTimeout, Types: types, Access: c.access, Logger: logger.With("component", "collectd")}, app)
 	if c.collectdAddr != "" {
 		if err := cd.Listen(); err != nil {
 			lns.close(logger)
@@ -614,7 +654,7 @@ func run(c config, logger *slog.Logger) error {
 		lns.add("collectd", cd.Addr().String(), cd.Serve, cd.Close, func() any { return cd.Stats() })
 	}
 	if c.logatronAddr != "" {
-		lg, err := ingest.ListenLogatron(ingest.LogatronOptions{Addr: c.logatronAddr, MaxLineLen: c.logatronLine, MaxConns: c.maxConns, Allow: c.allow,
+		lg, err := ingest.ListenLogatron(ingest.LogatronOptions{Addr: c.logatronAddr, MaxLineLen: c.logatronLine, MaxConns: c.maxConns, Access: c.access,
 			Logger: logger.With("component", "logatron")}, db)
 		if err != nil {
 			lns.close(logger)
@@ -684,7 +724,7 @@ func run(c config, logger *slog.Logger) error {
 			}
 		}
 		wt, err := query.ListenWatchtower(query.WatchtowerOptions{Addr: c.watchtowerAddr, Password: pw, Channels: kinds, Checks: checker.Status,
-			MaxConns: c.maxConns, MaxBodySize: c.maxBody, HeaderTimeout: c.headerTimeout, QueryTimeout: c.queryTimeout, Allow: c.allow,
+			MaxConns: c.maxConns, MaxBodySize: c.maxBody, HeaderTimeout: c.headerTimeout, QueryTimeout: c.queryTimeout, Access: c.access,
 			MaxQueries: c.queryConcurrency, Logger: logger.With("component", "watchtower")}, db)
 		if err != nil {
 			lns.close(logger)
@@ -700,7 +740,7 @@ func run(c config, logger *slog.Logger) error {
 		MaxBodySize: c.maxBody,
 		Addr:        c.httpAddr, Heartbeat: c.heartbeat, StreamWriteTimeout: c.sseWriteTimeout, VaporPoints: c.vaporPoints, MaxConns: c.maxConns,
 		QueryTimeout: c.queryTimeout, MaxPoints: c.queryMaxPoints, MaxBytes: c.queryMaxBytes, MaxSeries: c.queryMaxSeries,
-		MaxQueries: c.queryConcurrency, HeaderTimeout: c.headerTimeout, Instance: instance, Allow: c.allow, Status: db, Clients: db, Glo: c.glo, AlertChannels: names, Checks: checker.Status,
+		MaxQueries: c.queryConcurrency, HeaderTimeout: c.headerTimeout, Instance: instance, Access: c.access, Status: db, Clients: db, Glo: c.glo, AlertChannels: names, Checks: checker.Status,
 		Logger: logger.With("component", "http"),
 		Stats: func() map[string][]byte {
 			out := lns.stats()
@@ -719,7 +759,7 @@ func run(c config, logger *slog.Logger) error {
 		return err
 	}
 	if c.gloAddr != "" {
-		gs, err := httpSrv.ListenGlo(query.GloListenOptions{Addr: c.gloAddr, MaxConns: c.maxConns, HeaderTimeout: c.headerTimeout, Allow: c.allow,
+		gs, err := httpSrv.ListenGlo(query.GloListenOptions{Addr: c.gloAddr, MaxConns: c.maxConns, HeaderTimeout: c.headerTimeout, Access: c.access,
 			Logger: logger.With("component", "glo")})
 		if err != nil {
 			httpSrv.Shutdown(context.Background())
@@ -730,7 +770,7 @@ func run(c config, logger *slog.Logger) error {
 		lns.add("glo", gs.Addr().String(), gs.Serve, gs.Close, func() any { return map[string]any{"admission": gs.Stats()} })
 	}
 	if c.pprofAddr != "" {
-		if err := servePprof(c.pprofAddr, c.allow, logger); err != nil {
+		if err := servePprof(c.pprofAddr, c.access, logger); err != nil {
 			httpSrv.Shutdown(context.Background())
 			lns.close(logger)
 			db.Close()
@@ -751,14 +791,22 @@ func run(c config, logger *slog.Logger) error {
 	// Signals are caught before "listening" is said: a supervisor (or a
 	// test) that stops Sonde as soon as it listens gets a clean stop.
 	sigc := make(chan os.Signal, 1)
-	signal.Notify(sigc, syscall.SIGINT, syscall.SIGTERM)
+	signal.Notify(sigc, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	logger.Info("listening", attrs...)
 	var runErr error
-	select {
-	case sig := <-sigc:
-		logger.Info("shutting down", "signal", sig.String())
-	case runErr = <-errc:
-		logger.Error("listener failed", "err", runErr)
+wait:
+	for {
+		select {
+		case sig := <-sigc:
+			if sig == syscall.SIGHUP {
+				reloadCerts(c.access, logger)
+				continue
+			}
+			logger.Info("shutting down", "signal", sig.String())
+		case runErr = <-errc:
+			logger.Error("listener failed", "err", runErr)
+		}
+		break wait
 	}
 	signal.Stop(sigc)
 	rec.stop()

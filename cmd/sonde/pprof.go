@@ -13,8 +13,8 @@ import (
 
 // servePprof serves Go's profiler on addr for as long as the process
 // runs. It is off unless -pprof is given, and meant for loopback.
-func servePprof(addr string, allow *boundary.Allow, logger *slog.Logger) error {
-	ln, err := boundary.Listen(allow, "pprof", addr)
+func servePprof(addr string, acc *boundary.Access, logger *slog.Logger) error {
+	ln, err := boundary.Listen(acc, "pprof", addr)
 	if err != nil {
 		return fmt.Errorf("listen for pprof on %s: %w", addr, err)
 	}

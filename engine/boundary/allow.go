@@ -1,6 +1,7 @@
 package boundary
 
 import (
+	"crypto/tls"
 	"fmt"
 	"net"
 	"net/netip"
@@ -118,15 +119,23 @@ func (a *Allow) String() string {
 	return strings.Join(s, ",")
 }
 
-// Listen listens on addr (TCP) for the listener named name; with an
+// Listen listens on addr (TCP) for the listener named name. With an
 // allowlist, Accept closes a connection from a source it refuses at once,
-// without a byte, and counts it.
-func Listen(a *Allow, name, addr string) (net.Listener, error) {
+// without a byte, and counts it; with TLS for name, the connections it
+// returns are TLS servers (the handshake runs at their first read or
+// write, in the connection's own goroutine).
+func Listen(acc *Access, name, addr string) (net.Listener, error) {
 	ln, err := net.Listen("tcp", addr)
-	if err != nil || a == nil {
+	if err != nil || acc == nil {
 		return ln, err
 	}
-	return &allowListener{Listener: ln, a: a, name: name}, nil
+	if acc.Allow != nil {
+		ln = &allowListener{Listener: ln, a: acc.Allow, name: name}
+	}
+	if acc.TLSFor(name) {
+		ln = tls.NewListener(ln, acc.TLS.Config())
+	}
+	return ln, nil
 }
 
 type allowListener struct {
@@ -160,3 +169,25 @@ func IsLoopback(addr string) bool {
 	ip, err := netip.ParseAddr(host)
 	return err == nil && ip.Unmap().IsLoopback()
 }
+
+// Access is what every listener checks at its boundary: the source
+// allowlist, and TLS for the listeners named in TLSOn. A nil *Access
+// takes every source in plain text.
+type Access struct {
+	Allow *Allow
+	TLS   *Certs
+	TLSOn map[string]bool // listener names served over TLS when TLS is set
+}
+
+// AllowedIP reports whether a source address may send (statsd).
+func (a *Access) AllowedIP(ip netip.Addr) bool { return a == nil || a.Allow.AllowedIP(ip) }
+
+// Refuse counts a source refused by the listener named name.
+func (a *Access) Refuse(name string) {
+	if a != nil && a.Allow != nil {
+		a.Allow.Refuse(name)
+	}
+}
+
+// TLSFor reports whether the listener named name serves TLS.
+func (a *Access) TLSFor(name string) bool { return a != nil && a.TLS != nil && a.TLSOn[name] }
