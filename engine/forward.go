@@ -38,6 +38,10 @@ func (h *Hold) Release(through uint64) {
 	}
 }
 
+// Set moves the hold to through, back too. A forwarder calls it only
+// before it reads, when its journal was past the WAL's end.
+func (h *Hold) Set(through uint64) { h.through.Store(through) }
+
 // Through returns the index up to which the reader is done.
 func (h *Hold) Through() uint64 { return h.through.Load() }
 

@@ -533,7 +533,7 @@ func run(c config, logger *slog.Logger) error {
 	var fwds []*remotewrite.Forwarder
 	var holds []*engine.Hold
 	for _, rw := range c.remoteWrites {
-		rw.Logger = logger.With("component", "remote_write", "destination", rw.Name)
+		rw.Logger = logger.With("component", "remote_write") // its lines name the destination
 		rw.UserAgent = "sonde/" + versionString()
 		f, err := remotewrite.Prepare(remoteWriteDir(c.dataDir), rw)
 		if err != nil {

@@ -43,6 +43,10 @@ func parseRemoteWrite(spec string, ext []remotewrite.Label) (remotewrite.Config,
 			}
 			cfg.Timeout = d
 		default:
+			if !simpleField(name) {
+				// Likely a comma inside the URL (a password): do not echo it.
+				return cfg, fmt.Errorf("-remote-write %s: a field after a comma is not name=, shards=, max-samples= or timeout= (a comma in the URL is written %%2C)", cfg.Name)
+			}
 			return cfg, fmt.Errorf("-remote-write %s: unknown field %q (name=, shards=, max-samples=, timeout=; a comma in the URL is written %%2C)", cfg.Name, name)
 		}
 	}
@@ -53,6 +57,20 @@ func parseRemoteWrite(spec string, ext []remotewrite.Label) (remotewrite.Config,
 		return cfg, fmt.Errorf("-remote-write %s: the URL must be http:// or https:// with a host", cfg.Name)
 	}
 	return cfg, nil
+}
+
+// simpleField reports whether s looks like a field name ([a-z-], at most
+// 32 bytes), which an error may show.
+func simpleField(s string) bool {
+	if s == "" || len(s) > 32 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if !(s[i] >= 'a' && s[i] <= 'z' || s[i] == '-') {
+			return false
+		}
+	}
+	return true
 }
 
 // remoteWriteName is a destination's default name: its host and port,

@@ -21,6 +21,7 @@ import (
 	"github.com/klauspost/compress/s2"
 
 	"github.com/sonde-metrics/sonde/engine"
+	"github.com/sonde-metrics/sonde/engine/boundary"
 )
 
 // Config is one destination.
@@ -60,7 +61,7 @@ type Config struct {
 
 // MaxLabelCache bounds the series whose encoded labels the reader keeps;
 // past it the cache starts again empty.
-const MaxLabelCache = 100_000
+const MaxLabelCache = 50_000
 
 func (c Config) withDefaults() Config {
 	if c.Shards <= 0 {
@@ -138,6 +139,7 @@ type Forwarder struct {
 	lastErr                                           atomic.Pointer[string]
 	lastSuccess                                       atomic.Int64
 
+	logs   *boundary.LogLimiter // refusals, duplicates and retries: the first of a kind, then a count
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	// readerDone is closed when the reader stops (tests).
@@ -174,9 +176,9 @@ func Prepare(dir string, cfg Config) (*Forwarder, error) {
 	if err != nil {
 		return nil, fmt.Errorf("remote_write %s: %w", cfg.Name, err)
 	}
-	f := &Forwarder{cfg: cfg, url: u, j: j, readerDone: make(chan struct{})}
+	f := &Forwarder{cfg: cfg, url: u, j: j, readerDone: make(chan struct{}), logs: boundary.NewLogLimiter(10 * time.Second)}
 	f.hold = engine.NewHold(j.through)
-	f.client = &http.Client{Transport: &http.Transport{
+	f.client = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }, Transport: &http.Transport{
 		MaxIdleConnsPerHost:   cfg.Shards,
 		IdleConnTimeout:       90 * time.Second,
 		TLSHandshakeTimeout:   10 * time.Second,
@@ -202,6 +204,18 @@ func (f *Forwarder) Start(db *engine.DB) error {
 		return fmt.Errorf("remote_write %s: %w", f.cfg.Name, err)
 	}
 	f.db = db
+	if idx := db.Index(); f.j.beyond(idx) {
+		// A power loss took WAL records the journal had seen (they were
+		// published before they were fsynced): those indexes will be
+		// given to new records, which must be sent.
+		f.cfg.Logger.Warn("remote_write: the journal is past the WAL's end (a power loss?); going on from the WAL's end",
+			"destination", f.cfg.Name, "journal", f.j.through, "wal_index", idx)
+		if err := f.j.cutBack(idx); err != nil {
+			f.j.close()
+			return fmt.Errorf("remote_write %s: %w", f.cfg.Name, err)
+		}
+		f.hold.Set(f.j.through)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	f.cancel = cancel
 	f.win = window{f: f, through: f.j.through}
@@ -428,8 +442,10 @@ func (f *Forwarder) cutChunk(ctx context.Context, j *job, cache map[string]*seri
 					clear(cache)
 				}
 				key := string(p.Key)
-				ref = &seriesRef{labels: appendLabels(nil, labelsOf(key, f.cfg.ExternalLabels)),
-					shard: int(crc32.Checksum(p.Key, castagnoli) % uint32(len(parts)))}
+				// The shard goes by the series sent, not the key: two keys
+				// that map to one series keep their order at the receiver.
+				lb := appendLabels(nil, labelsOf(key, f.cfg.ExternalLabels))
+				ref = &seriesRef{labels: lb, shard: int(crc32.Checksum(lb, castagnoli) % uint32(len(parts)))}
 				cache[key] = ref
 			}
 			pt := parts[ref.shard]
@@ -468,6 +484,17 @@ func (f *Forwarder) cutChunk(ctx context.Context, j *job, cache map[string]*seri
 			}
 			continue
 		}
+		if next == after {
+			// The chunk runs past the newest record (a journal kept
+			// from before a power loss the WAL did not survive whole,
+			// cut back at Start; never otherwise): wait for it.
+			select {
+			case <-ctx.Done():
+				return nil, false
+			case <-f.db.Notify(after):
+			}
+			continue
+		}
 		after = next
 	}
 	return parts, true
@@ -484,10 +511,19 @@ func (f *Forwarder) hand(ctx context.Context, j *job, parts []*part) bool {
 		}
 	}
 	if !j.resend && c.left > 0 {
-		if err := f.j.sent(s.first, s.last); err != nil {
-			// Without the record a crash could not cut the chunk again
-			// the same way; sending it anyway risks only that.
+		// No point of a chunk goes before its record does: a restart
+		// must know it may have been sent (a full disk stalls forwarding
+		// here, as it pauses the WAL's writes).
+		for {
+			err := f.j.sent(s.first, s.last)
+			if err == nil {
+				break
+			}
 			f.fail(err)
+			f.logs.Log(f.cfg.Logger, slog.LevelError, "journal", "remote_write: cannot record a chunk in the journal; trying again", "destination", f.cfg.Name, "err", err)
+			if !f.pause(ctx, f.cfg.MaxBackoff) {
+				return false
+			}
 		}
 	}
 	f.win.add(c)
@@ -546,7 +582,7 @@ type encoder struct{ raw, comp []byte }
 // again in halves, down to single points. It returns false when the
 // forwarder stops.
 func (f *Forwarder) deliver(ctx context.Context, enc *encoder, pts []point, resend bool) bool {
-	refusal, ok := f.post(ctx, enc, pts)
+	code, refusal, ok := f.post(ctx, enc, pts)
 	if !ok {
 		return false
 	}
@@ -554,14 +590,17 @@ func (f *Forwarder) deliver(ctx context.Context, enc *encoder, pts []point, rese
 		return true
 	}
 	switch {
+	case code == http.StatusRequestEntityTooLarge && len(pts) > 1:
+		h := len(pts) / 2 // too large, not refused: halves, resends kept as such
+		return f.deliver(ctx, enc, pts[:h], resend) && f.deliver(ctx, enc, pts[h:], resend)
 	case resend:
 		f.duplicates.Add(int64(len(pts)))
-		f.cfg.Logger.Info("remote_write: the receiver refused points sent again after a restart: it has them",
+		f.logs.Log(f.cfg.Logger, slog.LevelInfo, "duplicates", "remote_write: the receiver refused points sent again after a restart: it has them",
 			"destination", f.cfg.Name, "points", len(pts), "answer", refusal)
 	case len(pts) == 1:
 		f.refused.Add(1)
 		f.fail(fmt.Errorf("receiver refused a point: %s", refusal))
-		f.cfg.Logger.Warn("remote_write: the receiver refused a point; dropped",
+		f.logs.Log(f.cfg.Logger, slog.LevelWarn, "refused", "remote_write: the receiver refused a point; dropped",
 			"destination", f.cfg.Name, "time", pts[0].ts, "answer", refusal)
 	default:
 		h := len(pts) / 2
@@ -570,10 +609,24 @@ func (f *Forwarder) deliver(ctx context.Context, enc *encoder, pts []point, rese
 	return true
 }
 
+// refusal reports whether a status refuses a request's points, so that
+// sending them again unchanged would be refused again: 400 (Prometheus'
+// out of order, out of bounds, duplicate), 409, 413 (too large: split),
+// 422. Other 4xx say something is wrong with the destination itself (401
+// and 403: credentials; 404 and 405: the URL; 407: a proxy) and are
+// retried like a 5xx, so that nothing is dropped while it is fixed.
+func refusal(code int) bool {
+	switch code {
+	case http.StatusBadRequest, http.StatusConflict, http.StatusRequestEntityTooLarge, http.StatusUnprocessableEntity:
+		return true
+	}
+	return false
+}
+
 // post sends pts in one request, retrying what may succeed later. It
-// returns the receiver's answer when it refused them for good ("" when
-// it took them), and false when the forwarder stops.
-func (f *Forwarder) post(ctx context.Context, enc *encoder, pts []point) (string, bool) {
+// returns the receiver's status and answer when it refused them for good
+// (answer "" when it took them), and false when the forwarder stops.
+func (f *Forwarder) post(ctx context.Context, enc *encoder, pts []point) (int, string, bool) {
 	enc.raw = enc.raw[:0]
 	for _, p := range pts {
 		enc.raw = appendSeries(enc.raw, p.labels, p.ts, p.v)
@@ -587,27 +640,30 @@ func (f *Forwarder) post(ctx context.Context, enc *encoder, pts []point) (string
 	for {
 		code, answer, wait, err := f.request(ctx, enc.comp)
 		if ctx.Err() != nil {
-			return "", false
+			return 0, "", false
 		}
 		switch {
 		case err == nil && code >= 200 && code < 300:
 			f.sent.Add(int64(len(pts)))
 			f.requests.Add(1)
 			f.lastSuccess.Store(time.Now().UnixMilli())
-			return "", true
-		case err == nil && code >= 400 && code < 500 && code != http.StatusTooManyRequests && code != http.StatusRequestTimeout:
-			return fmt.Sprintf("%d %s", code, answer), true
+			return code, "", true
+		case err == nil && refusal(code):
+			return code, fmt.Sprintf("%d %s", code, answer), true
+		case err == nil && code >= 300 && code < 400:
+			err = fmt.Errorf("receiver answered %d (a redirect; remote_write follows none: give the URL it names)", code)
 		case err == nil:
 			err = fmt.Errorf("receiver answered %d %s", code, answer)
 		}
 		f.retries.Add(1)
 		f.fail(err)
+		f.logs.Log(f.cfg.Logger, slog.LevelWarn, "retry", "remote_write: request failed; sending it again", "destination", f.cfg.Name, "err", err)
 		if wait <= 0 {
 			wait = backoff
 			backoff = min(2*backoff, f.cfg.MaxBackoff)
 		}
 		if !f.pause(ctx, min(wait, f.cfg.MaxBackoff)) {
-			return "", false
+			return 0, "", false
 		}
 	}
 }

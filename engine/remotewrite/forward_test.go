@@ -572,3 +572,147 @@ func osStat(p string) (int64, error) {
 	}
 	return st.Size(), nil
 }
+
+// TestForwardJournalPastWAL: after a power loss the WAL may end before
+// the journal's position (records published before their fsync are
+// gone, and their indexes go to new records). The destination goes on
+// from the WAL's end, and sends the new records.
+func TestForwardJournalPastWAL(t *testing.T) {
+	r := newReceiver(t)
+	base := time.Now().Add(-time.Minute).UnixMilli()
+	a := t.TempDir()
+	db, err := engine.Open(a, engine.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e0 := &env{t: t, db: db}
+	for i := range 50 {
+		e0.write(gauge("old", base+int64(i), float64(i)))
+	}
+	db.Close()
+	b := t.TempDir()
+	if err := os.CopyFS(b, os.DirFS(a)); err != nil { // what the disk kept
+		t.Fatal(err)
+	}
+	cfg := Config{URL: r.url(), Shards: 1}
+	e := open(t, a, cfg, engine.Options{})
+	for i := 50; i < 100; i++ {
+		e.write(gauge("g", base+int64(i), float64(i)))
+	}
+	r.waitFor(t, "50 points", func() bool { return r.total() == 50 && e.f.Stats().Backlog == 0 })
+	e.close()
+	jb, err := os.ReadFile(filepath.Join(a, "remote_write", "test.journal"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.MkdirAll(filepath.Join(b, "remote_write"), 0o755)
+	if err := os.WriteFile(filepath.Join(b, "remote_write", "test.journal"), jb, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e = open(t, b, cfg, engine.Options{})
+	if st := e.f.Stats(); st.Through != 50 {
+		t.Fatalf("position %d after the cut back, want the WAL's end 50", st.Through)
+	}
+	for i := range 40 {
+		e.write(gauge("new", base+1000+int64(i), float64(i)))
+	}
+	r.waitFor(t, "the 40 new points", func() bool {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return len(r.series[`__name__="new"`]) == 40
+	})
+	r.waitFor(t, "the new points acknowledged", func() bool { return e.f.Stats().Backlog == 0 })
+	// The cut back is durable: a restart does not go past the WAL again.
+	e.close()
+	e = open(t, b, cfg, engine.Options{})
+	if st := e.f.Stats(); st.Through != 90 || st.Backlog != 0 {
+		t.Fatalf("after a restart: %+v", st)
+	}
+}
+
+// TestForwardDestinationErrors: 401, 403, 404 and a redirect say the
+// destination is wrong, not the points: they are sent again until it is
+// fixed, never dropped, and a redirect is not followed.
+func TestForwardDestinationErrors(t *testing.T) {
+	r := newReceiver(t)
+	answers := []int{http.StatusUnauthorized, http.StatusForbidden, http.StatusNotFound, http.StatusMethodNotAllowed, http.StatusFound}
+	n := 0
+	r.answer = func([]got) int {
+		if n < len(answers) {
+			n++
+			return answers[n-1]
+		}
+		return 0
+	}
+	redirected := make(chan struct{}, 10)
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { redirected <- struct{}{} }))
+	defer other.Close()
+	r.srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if n == len(answers)-1 { // the next answer is the redirect
+			n++
+			w.Header().Set("Location", other.URL)
+			w.WriteHeader(http.StatusFound)
+			return
+		}
+		r.serve(w, req)
+	})
+	e := open(t, t.TempDir(), Config{URL: r.url(), Shards: 1, MinBackoff: time.Millisecond, MaxBackoff: 2 * time.Millisecond}, engine.Options{})
+	base := time.Now().Add(-time.Minute).UnixMilli()
+	for i := range 20 {
+		e.write(gauge("g", base+int64(i), float64(i)))
+	}
+	r.waitFor(t, "20 points", func() bool { return r.total() == 20 && e.f.Stats().Backlog == 0 })
+	if st := e.f.Stats(); st.Refused != 0 || st.Sent != 20 || st.Retries < int64(len(answers)) {
+		t.Fatalf("stats %+v", st)
+	}
+	select {
+	case <-redirected:
+		t.Fatal("the redirect was followed")
+	default:
+	}
+}
+
+// TestForwardJournalWriteFails: while a chunk cannot be recorded in the
+// journal (a full disk) none of it is sent; once it can, it is, and a
+// restart loses nothing.
+func TestForwardJournalWriteFails(t *testing.T) {
+	r := newReceiver(t)
+	dir := t.TempDir()
+	cfg := Config{URL: r.url(), Shards: 1, MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond}
+	e := open(t, dir, cfg, engine.Options{})
+	ro, err := os.Open(e.f.j.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.f.j.mu.Lock()
+	good := e.f.j.f
+	e.f.j.f = ro // every write fails
+	e.f.j.mu.Unlock()
+	base := time.Now().Add(-time.Minute).UnixMilli()
+	for i := range 10 {
+		e.write(gauge("a", base+int64(i), float64(i)))
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(e.f.Stats().LastError, "journal") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no journal error: %+v", e.f.Stats())
+		}
+		time.Sleep(time.Millisecond) // the forwarder's error shows only in its figures
+	}
+	if n := r.total(); n != 0 {
+		t.Fatalf("%d points sent without their chunk in the journal", n)
+	}
+	e.f.j.mu.Lock()
+	e.f.j.f = good
+	e.f.j.mu.Unlock()
+	ro.Close()
+	for i := range 10 {
+		e.write(gauge("b", base+int64(i), float64(i)))
+	}
+	r.waitFor(t, "20 points", func() bool { return r.total() == 20 && e.f.Stats().Backlog == 0 })
+	e.close()
+	e = open(t, dir, cfg, engine.Options{})
+	if st := e.f.Stats(); st.Through != 20 {
+		t.Fatalf("after a restart: %+v", st)
+	}
+}

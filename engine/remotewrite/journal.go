@@ -131,10 +131,46 @@ func (j *journal) append(kind byte, first, last uint64) error {
 	j.buf = binary.LittleEndian.AppendUint64(j.buf, last)
 	j.buf = binary.LittleEndian.AppendUint32(j.buf, crc32.Checksum(j.buf, castagnoli))
 	if _, err := j.f.Write(j.buf); err != nil {
+		// Cut what part of the entry went, so later entries stay aligned.
+		if terr := j.f.Truncate(j.size); terr == nil {
+			j.f.Seek(j.size, io.SeekStart)
+		}
 		return fmt.Errorf("write remote_write journal: %w", err)
 	}
 	j.size += entryLen
 	return nil
+}
+
+// beyond reports whether the journal names records past idx.
+func (j *journal) beyond(idx uint64) bool {
+	if j.through > idx {
+		return true
+	}
+	for _, s := range j.pending {
+		if s.last > idx {
+			return true
+		}
+	}
+	return false
+}
+
+// cutBack makes the journal end at idx: the position at most idx, the
+// chunks to send again cut at idx (those starting past it dropped), and
+// rewrites it so.
+func (j *journal) cutBack(idx uint64) error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.through = min(j.through, idx)
+	k := 0
+	for _, s := range j.pending {
+		if s.first <= idx {
+			s.last = min(s.last, idx)
+			j.pending[k] = s
+			k++
+		}
+	}
+	j.pending = j.pending[:k]
+	return j.rewrite()
 }
 
 // sent records, durably, that the chunk [first, last] is about to be sent.
@@ -145,6 +181,12 @@ func (j *journal) sent(first, last uint64) error {
 		return err
 	}
 	if err := j.f.Sync(); err != nil {
+		// Not known to be durable: take it back, so that the next try
+		// does not record the chunk twice.
+		j.size -= entryLen
+		if terr := j.f.Truncate(j.size); terr == nil {
+			j.f.Seek(j.size, io.SeekStart)
+		}
 		return fmt.Errorf("fsync remote_write journal: %w", err)
 	}
 	j.dirty = false
