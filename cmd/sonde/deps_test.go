@@ -44,9 +44,10 @@ func TestImportDirection(t *testing.T) {
 		}},
 		{mod + "retention", func(i string) bool { return stdlib(i) || i == sample }},
 		// remote_write reads the engine's WAL through DB.ReadPoints and
-		// writes the wire format: nothing of ingest or query.
+		// writes the wire format (its logs through boundary's limiter):
+		// nothing of ingest or query.
 		{mod + "engine/remotewrite", func(i string) bool {
-			return stdlib(i) || i == mod+"engine" || i == sample ||
+			return stdlib(i) || i == mod+"engine" || i == sample || i == boundary ||
 				i == "github.com/klauspost/compress/s2" || i == "google.golang.org/protobuf/encoding/protowire"
 		}},
 		{mod + "engine", func(i string) bool {
