@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -145,17 +146,10 @@ func seriesName(m map[string]string) string {
 	for k, v := range m {
 		parts = append(parts, fmt.Sprintf("%s=%q", k, v))
 	}
-	sortStrings(parts)
+	slices.Sort(parts)
 	return strings.Join(parts, ",")
 }
 
-func sortStrings(s []string) {
-	for i := 1; i < len(s); i++ {
-		for j := i; j > 0 && s[j] < s[j-1]; j-- {
-			s[j], s[j-1] = s[j-1], s[j]
-		}
-	}
-}
 
 // rwStats reads a destination's figures from /api/v1/stats.
 func (p *proc) rwStats(name string) remotewrite.Stats {
@@ -304,7 +298,7 @@ func testRemoteWriteMillion(t *testing.T, kind string) {
 	}
 	got := rcv.points(t, `{site="e2e"}`, len(want)+1, int(total)+1)
 	for name, pts := range want {
-		if g := got[name]; !equalRW(g, pts) {
+		if g := got[name]; !slices.Equal(g, pts) {
 			t.Fatalf("%s: the receiver holds %d points (first %v), want %d (first %v)", name, len(g), first(g), len(pts), first(pts))
 		}
 		delete(got, name)
@@ -326,24 +320,13 @@ func first(p []rwPoint) any {
 	return p[0]
 }
 
-func equalRW(a, b []rwPoint) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}
 
 func keysOf[V any](m map[string]V) []string {
 	var out []string
 	for k := range m {
 		out = append(out, k)
 	}
-	sortStrings(out)
+	slices.Sort(out)
 	if len(out) > 10 {
 		out = out[:10]
 	}
