@@ -150,7 +150,6 @@ func seriesName(m map[string]string) string {
 	return strings.Join(parts, ",")
 }
 
-
 // rwStats reads a destination's figures from /api/v1/stats.
 func (p *proc) rwStats(name string) remotewrite.Stats {
 	var s remotewrite.Stats
@@ -319,7 +318,6 @@ func first(p []rwPoint) any {
 	}
 	return p[0]
 }
-
 
 func keysOf[V any](m map[string]V) []string {
 	var out []string
