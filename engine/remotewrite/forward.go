@@ -216,8 +216,6 @@ func (f *Forwarder) Start(db *engine.DB) error {
 		}
 		f.hold.Set(f.j.through)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	f.cancel = cancel
 	f.win = window{f: f, through: f.j.through}
 	if f.j.fresh {
 		// A new destination starts with the points stored from now on:
@@ -234,6 +232,8 @@ func (f *Forwarder) Start(db *engine.DB) error {
 			return fmt.Errorf("remote_write %s: %w", f.cfg.Name, err)
 		}
 	}
+	ctx, cancel := context.WithCancel(context.Background())
+	f.cancel = cancel
 	f.shards = make([]chan *part, f.cfg.Shards)
 	for i := range f.shards {
 		f.shards[i] = make(chan *part, 2)
