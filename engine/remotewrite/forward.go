@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/klauspost/compress/s2"
+	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/sonde-metrics/sonde/engine"
 	"github.com/sonde-metrics/sonde/engine/boundary"
@@ -575,7 +576,55 @@ func (f *Forwarder) shard(ctx context.Context, ch <-chan *part) {
 }
 
 // encoder holds one shard's buffers.
-type encoder struct{ raw, comp []byte }
+type encoder struct {
+	raw, comp []byte
+	slot      map[*byte]int // a series' labels (by their cached bytes) → its slot
+	head      []int         // per slot: the first point, then next links them
+	tail      []int
+	next      []int
+}
+
+// encode appends a WriteRequest of pts: a TimeSeries per series, holding
+// its points in their order, so that the receiver reads each series'
+// labels once a request.
+func (e *encoder) encode(dst []byte, pts []point) []byte {
+	if e.slot == nil {
+		e.slot = map[*byte]int{}
+	}
+	clear(e.slot)
+	e.head, e.tail = e.head[:0], e.tail[:0]
+	e.next = append(e.next[:0], make([]int, len(pts))...)
+	for i := range pts {
+		k := &pts[i].labels[0]
+		s, ok := e.slot[k]
+		if !ok {
+			s = len(e.head)
+			e.slot[k] = s
+			e.head, e.tail = append(e.head, i), append(e.tail, i)
+		} else {
+			e.next[e.tail[s]] = i
+			e.tail[s] = i
+		}
+		e.next[i] = -1
+	}
+	for s, i := range e.head {
+		dst = appendSeriesStart(dst, pts[i].labels, seriesSize(pts, e.next, e.head[s]))
+		for ; i >= 0; i = e.next[i] {
+			dst = appendSample(dst, pts[i].ts, pts[i].v)
+		}
+	}
+	return dst
+}
+
+// seriesSize is the encoded size of the samples of the series whose
+// first point is i.
+func seriesSize(pts []point, next []int, i int) int {
+	n := 0
+	for ; i >= 0; i = next[i] {
+		n += protowire.SizeTag(2) + protowire.SizeBytes(sampleSize(pts[i].ts))
+	}
+	return n
+}
 
 // deliver sends pts until the receiver acknowledges or refuses them. A
 // refused resend is counted as duplicates; other refused points are sent
@@ -627,10 +676,7 @@ func refusal(code int) bool {
 // returns the receiver's status and answer when it refused them for good
 // (answer "" when it took them), and false when the forwarder stops.
 func (f *Forwarder) post(ctx context.Context, enc *encoder, pts []point) (int, string, bool) {
-	enc.raw = enc.raw[:0]
-	for _, p := range pts {
-		enc.raw = appendSeries(enc.raw, p.labels, p.ts, p.v)
-	}
+	enc.raw = enc.encode(enc.raw[:0], pts)
 	// s2's fastest snappy-compatible block encoder: snappy.Encode of the
 	// same module runs its "better" level, which took 2.3x the time for
 	// 2 % less on a request of 5000 points (206 vs 468 µs, 73.4 vs

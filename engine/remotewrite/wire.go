@@ -39,6 +39,26 @@ func sampleSize(ts int64) int {
 	return protowire.SizeTag(1) + 8 + protowire.SizeTag(2) + protowire.SizeVarint(uint64(ts))
 }
 
+// appendSeriesStart appends the head of a TimeSeries field of a
+// WriteRequest: its length (the labels and samples bytes) and the
+// pre-encoded labels; appendSample then appends each of its samples
+// bytes.
+func appendSeriesStart(dst, labels []byte, samples int) []byte {
+	dst = protowire.AppendTag(dst, 1, protowire.BytesType)
+	dst = protowire.AppendVarint(dst, uint64(len(labels)+samples))
+	return append(dst, labels...)
+}
+
+// appendSample appends one samples field of a TimeSeries.
+func appendSample(dst []byte, ts int64, v float64) []byte {
+	dst = protowire.AppendTag(dst, 2, protowire.BytesType)
+	dst = protowire.AppendVarint(dst, uint64(sampleSize(ts)))
+	dst = protowire.AppendTag(dst, 1, protowire.Fixed64Type)
+	dst = protowire.AppendFixed64(dst, math.Float64bits(v))
+	dst = protowire.AppendTag(dst, 2, protowire.VarintType)
+	return protowire.AppendVarint(dst, uint64(ts))
+}
+
 // appendSeries appends one TimeSeries field of a WriteRequest: the
 // pre-encoded labels and one sample.
 func appendSeries(dst, labels []byte, ts int64, v float64) []byte {
