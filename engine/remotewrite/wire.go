@@ -58,20 +58,3 @@ func appendSample(dst []byte, ts int64, v float64) []byte {
 	dst = protowire.AppendTag(dst, 2, protowire.VarintType)
 	return protowire.AppendVarint(dst, uint64(ts))
 }
-
-// appendSeries appends one TimeSeries field of a WriteRequest: the
-// pre-encoded labels and one sample.
-func appendSeries(dst, labels []byte, ts int64, v float64) []byte {
-	ss := sampleSize(ts)
-	n := len(labels) + protowire.SizeTag(2) + protowire.SizeBytes(ss)
-	dst = protowire.AppendTag(dst, 1, protowire.BytesType)
-	dst = protowire.AppendVarint(dst, uint64(n))
-	dst = append(dst, labels...)
-	dst = protowire.AppendTag(dst, 2, protowire.BytesType)
-	dst = protowire.AppendVarint(dst, uint64(ss))
-	dst = protowire.AppendTag(dst, 1, protowire.Fixed64Type)
-	dst = protowire.AppendFixed64(dst, math.Float64bits(v))
-	dst = protowire.AppendTag(dst, 2, protowire.VarintType)
-	dst = protowire.AppendVarint(dst, uint64(ts))
-	return dst
-}
