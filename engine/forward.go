@@ -7,7 +7,6 @@ import (
 
 	"github.com/sonde-metrics/sonde/engine/internal/record"
 	"github.com/sonde-metrics/sonde/engine/internal/wal"
-	"github.com/sonde-metrics/sonde/engine/sample"
 )
 
 // Reading the WAL from outside the engine: a forwarder (remote_write,
@@ -52,7 +51,6 @@ type Point struct {
 	// Key aliases the log's cache: valid only during the callback.
 	Key   []byte
 	Value float64 // a GAUGE's value, a COUNTER's cumulative total
-	Kind  sample.Kind
 }
 
 // ErrCut is returned by ReadPoints when the WAL no longer holds the record
@@ -84,10 +82,7 @@ func (db *DB) ReadPoints(after uint64, max int, fn func(*Point)) (uint64, error)
 		if !r.AddsPoint() {
 			continue
 		}
-		p = Point{Index: i, Time: r.Time, Key: key, Value: r.Value, Kind: sample.Gauge}
-		if record.IsCounter(r.Code) {
-			p.Kind = sample.Counter
-		}
+		p = Point{Index: i, Time: r.Time, Key: key, Value: r.Value}
 		fn(&p)
 	}
 	return end, nil

@@ -50,13 +50,7 @@ func parseRemoteWrite(spec string, ext []remotewrite.Label) (remotewrite.Config,
 			return cfg, fmt.Errorf("-remote-write %s: unknown field %q (name=, shards=, max-samples=, timeout=; a comma in the URL is written %%2C)", cfg.Name, name)
 		}
 	}
-	if !remotewrite.ValidName(cfg.Name) {
-		return cfg, fmt.Errorf("-remote-write: name %q: want 1 to 64 of [a-zA-Z0-9_.-]", cfg.Name)
-	}
-	if p, err := url.Parse(u); err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
-		return cfg, fmt.Errorf("-remote-write %s: the URL must be http:// or https:// with a host", cfg.Name)
-	}
-	return cfg, nil
+	return cfg, cfg.Check()
 }
 
 // simpleField reports whether s looks like a field name ([a-z-], at most

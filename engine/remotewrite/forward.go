@@ -127,7 +127,6 @@ type Stats struct {
 // Forwarder sends a DB's points to one destination.
 type Forwarder struct {
 	cfg    Config
-	url    *url.URL
 	client *http.Client
 	j      *journal
 	hold   *engine.Hold
@@ -143,8 +142,18 @@ type Forwarder struct {
 	logs   *boundary.LogLimiter // refusals, duplicates and retries: the first of a kind, then a count
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
-	// readerDone is closed when the reader stops (tests).
-	readerDone chan struct{}
+}
+
+// Check reports a name or URL a destination cannot have. Its errors
+// name the destination, never the URL, which may hold credentials.
+func (c Config) Check() error {
+	if !ValidName(c.Name) {
+		return fmt.Errorf("-remote-write: name %q: want 1 to 64 of [a-zA-Z0-9_.-]", c.Name)
+	}
+	if u, err := url.Parse(c.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("-remote-write %s: the URL must be http:// or https:// with a host", c.Name)
+	}
+	return nil
 }
 
 // ValidName reports whether s may name a destination.
@@ -166,18 +175,14 @@ func ValidName(s string) bool {
 // in engine.Options.Holds, so that no snapshot cuts what it has not sent.
 func Prepare(dir string, cfg Config) (*Forwarder, error) {
 	cfg = cfg.withDefaults()
-	if !ValidName(cfg.Name) {
-		return nil, fmt.Errorf("remote_write name %q: want 1 to 64 of [a-zA-Z0-9_.-]", cfg.Name)
-	}
-	u, err := url.Parse(cfg.URL)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("remote_write %s: the URL must be http:// or https:// with a host", cfg.Name)
+	if err := cfg.Check(); err != nil {
+		return nil, err
 	}
 	j, err := readJournal(filepath.Join(dir, cfg.Name+".journal"), cfg.Logger)
 	if err != nil {
 		return nil, fmt.Errorf("remote_write %s: %w", cfg.Name, err)
 	}
-	f := &Forwarder{cfg: cfg, url: u, j: j, readerDone: make(chan struct{}), logs: boundary.NewLogLimiter(10 * time.Second)}
+	f := &Forwarder{cfg: cfg, j: j, logs: boundary.NewLogLimiter(10 * time.Second)}
 	f.hold = engine.NewHold(j.through)
 	f.client = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }, Transport: &http.Transport{
 		MaxIdleConnsPerHost:   cfg.Shards,
@@ -308,7 +313,6 @@ type part struct {
 // their parts to the shards.
 func (f *Forwarder) read(ctx context.Context) {
 	defer f.wg.Done()
-	defer close(f.readerDone)
 	jobs := make(chan *job, f.cfg.Readers)
 	order := make(chan *job, 2*f.cfg.Readers)
 	for range f.cfg.Readers {
@@ -593,7 +597,10 @@ func (e *encoder) encode(dst []byte, pts []point) []byte {
 	}
 	clear(e.slot)
 	e.head, e.tail = e.head[:0], e.tail[:0]
-	e.next = append(e.next[:0], make([]int, len(pts))...)
+	if cap(e.next) < len(pts) {
+		e.next = make([]int, len(pts))
+	}
+	e.next = e.next[:len(pts)] // each set below
 	for i := range pts {
 		k := &pts[i].labels[0]
 		s, ok := e.slot[k]
