@@ -88,6 +88,8 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzGraphiteMatch$$' -fuzztime $(FUZZTIME) ./query
 	$(GO) test -run '^$$' -fuzz '^FuzzGlobMatch$$' -fuzztime $(FUZZTIME) ./query
 	$(GO) test -run '^$$' -fuzz '^FuzzGraphiteWalk$$' -fuzztime $(FUZZTIME) ./query
+	$(GO) test -run '^$$' -fuzz '^FuzzParseTokens$$' -fuzztime $(FUZZTIME) ./engine/boundary
+	$(GO) test -run '^$$' -fuzz '^FuzzTokenFromHeader$$' -fuzztime $(FUZZTIME) ./engine/boundary
 	$(GO) test -run '^$$' -fuzz '^FuzzTagExprs$$' -fuzztime $(FUZZTIME) ./query
 	$(GO) test -run '^$$' -fuzz '^FuzzAccount$$' -fuzztime $(FUZZTIME) ./bench
 

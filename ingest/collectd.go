@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"sync/atomic"
 	"time"
 
@@ -110,7 +111,7 @@ func (c *Collectd) Listen() error {
 	c.ln = boundary.NewGate(ln, boundary.GateOptions{MaxPending: boundary.PendingCap(c.opts.MaxConns),
 		HeaderTimeout: c.opts.HeaderTimeout, MaxHead: collectdReadBuffer, Logger: c.opts.Logger})
 	c.srv = &fasthttp.Server{
-		Handler:        c.Handle,
+		Handler:        func(ctx *fasthttp.RequestCtx) { c.handle(ctx, true) },
 		Name:           "sonde",
 		ReadBufferSize: collectdReadBuffer,
 		// The head of a later request on a kept-alive connection gets
@@ -182,13 +183,20 @@ func (c *Collectd) Stats() CollectdStats {
 
 // Handle takes one write_http POST. The format is told by the first byte
 // of the body: '[' is JSON, anything else PUTVAL lines.
-func (c *Collectd) Handle(ctx *fasthttp.RequestCtx) {
+func (c *Collectd) Handle(ctx *fasthttp.RequestCtx) { c.handle(ctx, false) }
+
+// handle serves a request; own: on the receiver's own listener, which
+// checks the token itself (the query server has checked it at /collectd).
+func (c *Collectd) handle(ctx *fasthttp.RequestCtx, own bool) {
 	defer boundary.Recover("collectd", c.opts.Logger, func() {
 		ctx.Response.Reset() // fasthttp has written nothing yet
 		replyJSON(ctx, fasthttp.StatusInternalServerError, map[string]any{"error": "internal error"})
 	})
 	boundary.Inject("collectd", ctx.PostBody())
 	c.requests.Add(1)
+	if own && !c.authorize(ctx) {
+		return
+	}
 	if !ctx.IsPost() && !ctx.IsPut() {
 		ctx.Response.Header.Set("Allow", "POST, PUT")
 		replyJSON(ctx, fasthttp.StatusMethodNotAllowed, map[string]any{"error": "collectd posts its values here: use POST"})
@@ -255,4 +263,28 @@ func replyJSON(ctx *fasthttp.RequestCtx, code int, v map[string]any) {
 	ctx.SetStatusCode(code)
 	ctx.SetContentType("application/json")
 	ctx.SetBody(append(b, '\n'))
+}
+
+// authorize checks the request's token when the collectd listener asks
+// for one (write_http's User and Password send it as basic
+// authentication, its Header option as a bearer token); false: refused
+// and answered.
+func (c *Collectd) authorize(ctx *fasthttp.RequestCtx) bool {
+	acc := c.opts.Access
+	if !acc.AuthFor("collectd") {
+		return true
+	}
+	ip, _ := netip.AddrFromSlice(ctx.RemoteIP())
+	v := acc.Authorize("collectd", ip.Unmap(), ctx.IsGet() || ctx.IsHead(), ctx.Request.Header.Peek("Authorization"), nil, nil)
+	if v.OK {
+		return true
+	}
+	switch v.Status {
+	case fasthttp.StatusUnauthorized:
+		ctx.Response.Header.Set("WWW-Authenticate", boundary.Challenge)
+	case fasthttp.StatusTooManyRequests:
+		ctx.Response.Header.Set("Retry-After", v.RetryAfter())
+	}
+	replyJSON(ctx, v.Status, map[string]any{"error": v.Msg})
+	return false
 }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -53,8 +54,13 @@ type FollowOptions struct {
 	// (100 ms, doubling up to 10 s).
 	MinBackoff, MaxBackoff time.Duration
 	// Client makes the requests; nil: one with a 10 s connect and
-	// response head timeout, and no timeout on the stream itself.
+	// response head timeout, and no timeout on the stream itself, that
+	// trusts TLS's CAs (nil: the system's).
 	Client *http.Client
+	TLS    *tls.Config
+	// Token, when set, is sent as a bearer token (the upstream's
+	// -auth-file).
+	Token  string
 	Logger *slog.Logger
 }
 
@@ -187,6 +193,7 @@ func NewFollower(opts FollowOptions, store FollowStore) (*Follower, error) {
 			ResponseHeaderTimeout:  10 * time.Second,
 			DisableCompression:     true,
 			MaxResponseHeaderBytes: 64 << 10,
+			TLSClientConfig:        opts.TLS,
 		}}
 	}
 	if opts.Logger == nil {
@@ -304,6 +311,9 @@ func (f *Follower) session() error {
 		return fmt.Errorf("make the upstream request: %w", err)
 	}
 	req.Header.Set("Accept", "text/event-stream")
+	if f.opts.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+f.opts.Token)
+	}
 	if f.cursor > 0 {
 		req.Header.Set("Last-Event-ID", strconv.FormatUint(f.cursor, 10))
 		if f.epoch > 0 {

@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -41,7 +42,11 @@ type GloPollOptions struct {
 	MaxBody   int64
 	MaxItems  int
 	MaxSeries int
-	Logger    *slog.Logger
+	// Token, when set, is sent as a bearer token; TLS, when set, holds
+	// the CAs trusted (nil: the system's).
+	Token  string
+	TLS    *tls.Config
+	Logger *slog.Logger
 }
 
 // GloPollStats counts what a GloPoller did.
@@ -107,7 +112,7 @@ func NewGloPoller(opts GloPollOptions, app Appender, events EventAppender) (*Glo
 	return &GloPoller{opts: opts, app: app, events: events, shown: safeurl.Redact(u), keys: map[string]bool{},
 		client: &http.Client{Timeout: opts.Timeout,
 			Transport: &http.Transport{Proxy: http.ProxyFromEnvironment, MaxResponseHeaderBytes: 64 << 10, MaxIdleConns: 2,
-				IdleConnTimeout: time.Minute, ResponseHeaderTimeout: opts.Timeout},
+				IdleConnTimeout: time.Minute, ResponseHeaderTimeout: opts.Timeout, TLSClientConfig: opts.TLS},
 			CheckRedirect: func(*http.Request, []*http.Request) error {
 				return errors.New("glo documents are not followed through redirects")
 			}}}, nil
@@ -185,6 +190,9 @@ func (p *GloPoller) poll(ctx context.Context) error {
 		return fmt.Errorf("make request: %w", err)
 	}
 	req.Header.Set("Accept", "application/json")
+	if p.opts.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+p.opts.Token)
+	}
 	resp, err := p.client.Do(req)
 	if err != nil {
 		return fmt.Errorf("get: %w", safeurl.Cause(err)) // without the URL, which may hold a token

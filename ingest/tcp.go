@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"sync/atomic"
 	"time"
@@ -182,6 +183,9 @@ func (s *TCPServer) handle(c net.Conn) {
 		idle    = s.opts.IdleTimeout
 		first   = true
 	)
+	if s.opts.Protocol == Mesures && s.opts.Access.AuthFor("tcp") && !s.auth(c, br) {
+		return
+	}
 	for {
 		// Arm the deadline, then look at closing: Close sets closing before
 		// it expires every deadline, so either its expiry comes after ours
@@ -254,6 +258,56 @@ func (s *TCPServer) handle(c net.Conn) {
 			return
 		}
 	}
+}
+
+// authTimeout is how long a command connection has to send its AUTH
+// line when authentication is on.
+const authTimeout = 10 * time.Second
+
+// auth reads the connection's first line, which must be AUTH <token> of
+// a token with the write scope (blank lines before it are skipped), and
+// answers it: +OK, or -ERR and false (the connection then closes).
+func (s *TCPServer) auth(c net.Conn, br *bufio.Reader) bool {
+	c.SetReadDeadline(time.Now().Add(authTimeout))
+	var line []byte
+	for {
+		l, tooLong, err := s.readLine(br)
+		if tooLong {
+			c.SetWriteDeadline(time.Now().Add(authTimeout))
+			fmt.Fprintf(c, "-ERR line is longer than %d bytes\r\n", s.opts.MaxLineLen)
+			return false
+		}
+		if l = bytes.TrimSpace(l); len(l) > 0 || err != nil {
+			line = l
+			break
+		}
+	}
+	c.SetWriteDeadline(time.Now().Add(authTimeout))
+	defer c.SetWriteDeadline(time.Time{})
+	if len(line) == 0 {
+		return false // closed, or silent: nothing to answer or count
+	}
+	verb, token, _ := bytes.Cut(line, []byte(" "))
+	if !bytes.EqualFold(verb, []byte("AUTH")) {
+		token = nil // counted as missing
+	}
+	v := s.opts.Access.Auth.Check("tcp", remoteIP(c), bytes.TrimSpace(token), boundary.Write)
+	if !v.OK {
+		msg := v.Msg
+		if v.Status == 401 && len(token) == 0 {
+			msg = "authentication required: send AUTH <token> first"
+		}
+		io.WriteString(c, "-ERR "+msg+"\r\n")
+		return false
+	}
+	_, err := io.WriteString(c, "+OK\r\n")
+	return err == nil
+}
+
+// remoteIP is a connection's source address.
+func remoteIP(c net.Conn) netip.Addr {
+	ap, _ := netip.ParseAddrPort(c.RemoteAddr().String())
+	return ap.Addr().Unmap()
 }
 
 // countFailed counts the writes the store refused on a listener that

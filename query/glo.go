@@ -275,6 +275,9 @@ func (g *GloServer) serve(ctx *fasthttp.RequestCtx) {
 		writeError(ctx, fasthttp.StatusMethodNotAllowed, "only GET is served here")
 		return
 	}
+	if !Authorize(ctx, g.opts.Access, "glo", true, writeError) {
+		return
+	}
 	g.http.serveGlo(ctx)
 }
 

@@ -239,11 +239,29 @@ func (s *Server) Shutdown(ctx context.Context) error {
 }
 
 func (s *Server) handle(ctx *fasthttp.RequestCtx) {
-	if h, ok := s.opts.Routes[string(ctx.URI().PathOriginal())]; ok {
+	path := string(ctx.URI().PathOriginal())
+	switch path {
+	case "/healthz": // for probes: it tells nothing but that Sonde serves
+		ctx.SetContentType("text/plain")
+		ctx.SetBodyString("ok\n")
+		return
+	case "/login", "/logout":
+		s.login(ctx, path)
+		return
+	}
+	if !Authorize(ctx, s.opts.Access, "http", isRead(ctx, path), func(ctx *fasthttp.RequestCtx, status int, msg string) {
+		if path == "/" && status == fasthttp.StatusUnauthorized && ctx.IsGet() {
+			ctx.Redirect("/login", fasthttp.StatusSeeOther) // the page: a browser gets the form
+			return
+		}
+		writeError(ctx, status, msg)
+	}) {
+		return
+	}
+	if h, ok := s.opts.Routes[path]; ok {
 		h(ctx)
 		return
 	}
-	path := string(ctx.URI().PathOriginal())
 	switch path {
 	case "/render": // Graphite's API; Grafana POSTs forms
 		s.render(ctx)
@@ -285,10 +303,6 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 		return
 	case "/api/v1/stats":
 		s.stats(ctx)
-		return
-	case "/healthz":
-		ctx.SetContentType("text/plain")
-		ctx.SetBodyString("ok\n")
 		return
 	}
 	if s.page(ctx, path) {

@@ -160,7 +160,21 @@ func (w *Watchtower) serve(ctx *fasthttp.RequestCtx) {
 		fail(ctx, "internal error")
 	})
 	boundary.Inject("watchtower", ctx.PostBody())
-	if w.opts.Password != "" {
+	if acc := w.opts.Access; acc.AuthFor("watchtower") {
+		// A watchtower client sends its password in a header of that
+		// name: with -auth-file it holds a token.
+		hdr := ctx.Request.Header.Peek("Authorization")
+		if pw := ctx.Request.Header.Peek("password"); len(boundary.TokenFromHeader(hdr)) == 0 && len(pw) > 0 {
+			hdr = append([]byte("Bearer "), pw...)
+		}
+		if v := acc.Authorize("watchtower", sourceOf(ctx), ctx.IsGet() || ctx.IsHead(), hdr, nil, nil); !v.OK {
+			if v.Status == fasthttp.StatusTooManyRequests {
+				ctx.Response.Header.Set("Retry-After", v.RetryAfter())
+			}
+			reply(ctx, map[string]any{"result": v.Status, "hint": v.Msg})
+			return
+		}
+	} else if w.opts.Password != "" {
 		got := ctx.Request.Header.Peek("password")
 		if subtle.ConstantTimeCompare(got, []byte(w.opts.Password)) != 1 {
 			reply(ctx, map[string]any{"result": 403})

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -34,6 +35,8 @@ type agentConfig struct {
 	maxHeld   int
 	logLevel  string
 	logFormat string
+	token     string      // from -token-file: sent as AUTH first
+	tls       *tls.Config // -tls or -ca-file: the server speaks TLS
 }
 
 // oneShotGrace is how long the agent waits after connecting before it
@@ -54,8 +57,35 @@ func parseAgentFlags(args []string, stderr io.Writer) (agentConfig, error) {
 	fs.IntVar(&c.maxHeld, "max-held", 100_000, "most points held while the server is away or refuses writes for a while; past it the oldest are dropped, counted in <name>.agent.dropped")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error (debug logs every measurement)")
 	fs.StringVar(&c.logFormat, "log-format", "text", "text or json")
+	tokenFile := fs.String("token-file", "", "a file holding a token with the write scope, sent as AUTH first (the server's -auth-file)")
+	useTLS := fs.Bool("tls", false, "connect with TLS (the server's -tls-cert), trusting the system's CAs")
+	caFile := fs.String("ca-file", "", "connect with TLS, trusting these PEM CA certificates besides the system's")
 	if err := fs.Parse(args); err != nil {
 		return c, err
+	}
+	if *tokenFile != "" {
+		tok, err := readToken("-token-file", *tokenFile)
+		if err != nil {
+			return c, err
+		}
+		c.token = tok
+	}
+	if *caFile != "" {
+		t, err := clientTLS("-ca-file", *caFile)
+		if err != nil {
+			return c, err
+		}
+		c.tls = t
+	} else if *useTLS {
+		c.tls = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
+	if c.tls != nil {
+		host, _, err := net.SplitHostPort(c.server)
+		if err != nil {
+			return c, fmt.Errorf("-server %s: %w", c.server, err)
+		}
+		c.tls = c.tls.Clone()
+		c.tls.ServerName = host
 	}
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("unexpected argument %q", fs.Arg(0))
@@ -401,7 +431,13 @@ var errDrained = errors.New("agent: everything held was sent")
 func (a *agent) send(ctx context.Context, collected <-chan struct{}) {
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
-		conn, err := (&net.Dialer{Timeout: 5 * time.Second}).DialContext(ctx, "tcp", a.cfg.server)
+		var conn net.Conn
+		var err error
+		if a.cfg.tls != nil {
+			conn, err = (&tls.Dialer{NetDialer: &net.Dialer{Timeout: 5 * time.Second}, Config: a.cfg.tls}).DialContext(ctx, "tcp", a.cfg.server)
+		} else {
+			conn, err = (&net.Dialer{Timeout: 5 * time.Second}).DialContext(ctx, "tcp", a.cfg.server)
+		}
 		if err != nil {
 			a.log.Debug("connect", "server", a.cfg.server, "err", err, "retry_in", backoff)
 			if !sleepCtx(ctx, backoff) {
@@ -451,6 +487,19 @@ func (a *agent) serve(ctx context.Context, collected <-chan struct{}, conn net.C
 	}
 	br := bufio.NewReaderSize(conn, 4096) // a reply longer than this is not Sonde's: ReadSlice fails
 	bw := bufio.NewWriter(conn)
+	if a.cfg.token != "" {
+		conn.SetDeadline(time.Now().Add(30 * time.Second))
+		if _, err := io.WriteString(conn, "AUTH "+a.cfg.token+"\n"); err != nil {
+			return false, fmt.Errorf("send AUTH: %w", err)
+		}
+		r, err := br.ReadSlice('\n')
+		if err != nil {
+			return false, fmt.Errorf("read the answer to AUTH: %w", err)
+		}
+		if s := strings.TrimRight(string(r), "\r\n"); s != "+OK" {
+			return false, fmt.Errorf("the server refused the token: %s", s)
+		}
+	}
 	var line []byte
 	for {
 		select {

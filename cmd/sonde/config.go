@@ -106,8 +106,8 @@ func configValues(v any) ([]string, error) {
 }
 
 // remoteWriteTables turns [[remote_write]] tables (url, and the fields of
-// -remote-write: name, shards, max-samples, timeout) into -remote-write
-// values.
+// -remote-write: name, shards, max-samples, timeout, bearer-token-file)
+// into -remote-write values.
 func remoteWriteTables(v any) ([]string, error) {
 	tables, ok := v.([]map[string]any)
 	if !ok {
@@ -131,9 +131,9 @@ func remoteWriteTables(v any) ([]string, error) {
 			}
 			field := strings.ReplaceAll(k, "_", "-")
 			switch field {
-			case "name", "shards", "max-samples", "timeout":
+			case "name", "shards", "max-samples", "timeout", "bearer-token-file":
 			default:
-				return nil, fmt.Errorf("table %d: unknown key %s (url, name, shards, max-samples, timeout)", i+1, k)
+				return nil, fmt.Errorf("table %d: unknown key %s (url, name, shards, max-samples, timeout, bearer-token-file)", i+1, k)
 			}
 			vals, err := configValues(t[k])
 			if err != nil || len(vals) != 1 || strings.Contains(vals[0], ",") {

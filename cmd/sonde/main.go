@@ -6,6 +6,7 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -43,88 +44,94 @@ var (
 )
 
 type config struct {
-	configFile       string
-	dataDir          string
-	tcpAddr          string
-	graphiteAddr     string
-	collectdAddr     string
-	statsdAddr       string
-	statsdFlush      time.Duration
-	statsdPcts       string
-	statsdMaxNames   int
-	statsdMaxSet     int
-	statsdMaxTimer   int
-	statsdIdle       int
-	statsdMaxQueue   int
-	typesDB          string
-	maxBody          int
-	httpAddr         string
-	headerTimeout    time.Duration
-	fsync            string
-	fsyncInterval    time.Duration
-	snapshotInterval time.Duration
-	snapshotRecords  int
-	snapshotQuiet    time.Duration
-	snapshotMemory   int
-	ringSize         int
-	vaporPoints      int
-	chunkPoints      int
-	retainEvery      time.Duration
-	retentionFile    string
-	eventRetention   string
-	eventMaxBytes    int64
-	eventMemory      int
-	maxHeartbeats    int
-	maxSeries        int
-	minWindow        time.Duration
-	walSegment       int
-	eventBuffer      int
-	maxConns         int
-	maxLine          int
-	oneShotIdle      time.Duration
-	idleTimeout      time.Duration
-	heartbeat        time.Duration
-	queryTimeout     time.Duration
-	queryMaxPoints   int
-	queryMaxBytes    int
-	queryMaxSeries   int
-	queryConcurrency int
-	sseWriteTimeout  time.Duration
-	selfInterval     time.Duration
-	upstreams        stringList // -upstream, paired by order with
-	upstreamNames    stringList // -upstream-prefix
-	alerts           stringList // -alert
-	checkFlags       stringList // -check
-	checks           []*alert.Check
-	watchtowerAddr   string
-	logatronAddr     string
-	logatronLine     int
-	logatronClients  int
-	logatronRing     int
-	logatronKeys     int
-	gloAddr          string
-	gloKeyFlags      stringList // -glo-key
-	glo              query.GloOptions
-	gloPollFlags     stringList // -glo-poll
-	gloPolls         []ingest.GloPollOptions
-	watchtowerPWFile string
-	remoteWriteFlags stringList // -remote-write
-	externalLabels   stringList // -external-label
-	remoteWrites     []remotewrite.Config
-	remoteWriteMax   int64
-	allowFlags       stringList // -allow
-	allow            *boundary.Allow
-	insecure         bool
-	tlsCert, tlsKey  string
-	tlsListeners     string
-	access           *boundary.Access // set by run: the allowlist and the certificates
-	channels         []*alert.Channel
-	pprofAddr        string
-	gogc             int    // 0: leave the runtime's (the GOGC environment variable)
-	gcHeadroom       uint64 // 0: leave the runtime's memory limit (the GOMEMLIMIT environment variable)
-	gcFloor          uint64
-	logLevel         string
-	logFormat        string
+	configFile         string
+	dataDir            string
+	tcpAddr            string
+	graphiteAddr       string
+	collectdAddr       string
+	statsdAddr         string
+	statsdFlush        time.Duration
+	statsdPcts         string
+	statsdMaxNames     int
+	statsdMaxSet       int
+	statsdMaxTimer     int
+	statsdIdle         int
+	statsdMaxQueue     int
+	typesDB            string
+	maxBody            int
+	httpAddr           string
+	headerTimeout      time.Duration
+	fsync              string
+	fsyncInterval      time.Duration
+	snapshotInterval   time.Duration
+	snapshotRecords    int
+	snapshotQuiet      time.Duration
+	snapshotMemory     int
+	ringSize           int
+	vaporPoints        int
+	chunkPoints        int
+	retainEvery        time.Duration
+	retentionFile      string
+	eventRetention     string
+	eventMaxBytes      int64
+	eventMemory        int
+	maxHeartbeats      int
+	maxSeries          int
+	minWindow          time.Duration
+	walSegment         int
+	eventBuffer        int
+	maxConns           int
+	maxLine            int
+	oneShotIdle        time.Duration
+	idleTimeout        time.Duration
+	heartbeat          time.Duration
+	queryTimeout       time.Duration
+	queryMaxPoints     int
+	queryMaxBytes      int
+	queryMaxSeries     int
+	queryConcurrency   int
+	sseWriteTimeout    time.Duration
+	selfInterval       time.Duration
+	upstreams          stringList // -upstream, paired by order with
+	upstreamNames      stringList // -upstream-prefix
+	alerts             stringList // -alert
+	checkFlags         stringList // -check
+	checks             []*alert.Check
+	watchtowerAddr     string
+	logatronAddr       string
+	logatronLine       int
+	logatronClients    int
+	logatronRing       int
+	logatronKeys       int
+	gloAddr            string
+	gloKeyFlags        stringList // -glo-key
+	glo                query.GloOptions
+	gloPollFlags       stringList // -glo-poll
+	gloPolls           []ingest.GloPollOptions
+	watchtowerPWFile   string
+	remoteWriteFlags   stringList // -remote-write
+	externalLabels     stringList // -external-label
+	remoteWrites       []remotewrite.Config
+	remoteWriteMax     int64
+	allowFlags         stringList // -allow
+	allow              *boundary.Allow
+	insecure           bool
+	tlsCert, tlsKey    string
+	tlsListeners       string
+	authFile           string
+	authListeners      string
+	caFile             string
+	clientTLS          *tls.Config      // from -ca-file: Sonde's own clients'
+	upstreamTokenFiles stringList       // -upstream-token-file
+	upstreamTokens     []string         // read from them
+	access             *boundary.Access // set by run: the allowlist, the certificates and the tokens
+	channels           []*alert.Channel
+	pprofAddr          string
+	gogc               int    // 0: leave the runtime's (the GOGC environment variable)
+	gcHeadroom         uint64 // 0: leave the runtime's memory limit (the GOMEMLIMIT environment variable)
+	gcFloor            uint64
+	logLevel           string
+	logFormat          string
 }
 
 // flagSet defines every flag of the server on c.
@@ -195,12 +202,16 @@ func flagSet(c *config) *flag.FlagSet {
 	fs.StringVar(&c.gloAddr, "glo", "", "serve the glo status document at the root of this address too (it is at /glo on -http), e.g. 127.0.0.1:22200 where glo's poller page looks first; off when empty")
 	fs.Var(&c.gloKeyFlags, "glo-key", "PATTERN[,lvl=N][,desc=TEXT]: the glo desc and lvl of the keys the glob matches (the first that matches wins); repeatable")
 	fs.IntVar(&c.glo.MaxKeys, "glo-max-keys", query.DefaultGloMaxKeys, "most keys in one glo document; past it the document ends with \"truncated\": true (?match= picks keys)")
-	fs.Var(&c.gloPollFlags, "glo-poll", "URL[,prefix=NAME][,every=1s]: read a glo document every interval and store its numbers as NAME.<name>.<tag> (default prefix glo.<host>_<port>); repeatable")
-	fs.Var(&c.remoteWriteFlags, "remote-write", "URL[,name=NAME][,shards=4][,max-samples=5000][,timeout=30s]: send every stored point to this Prometheus remote_write endpoint, read from the WAL behind a durable position (docs/remote-write.md; default name: host_port); repeatable")
+	fs.Var(&c.gloPollFlags, "glo-poll", "URL[,prefix=NAME][,every=1s][,token-file=F]: read a glo document every interval and store its numbers as NAME.<name>.<tag> (default prefix glo.<host>_<port>); repeatable")
+	fs.Var(&c.remoteWriteFlags, "remote-write", "URL[,name=NAME][,shards=4][,max-samples=5000][,timeout=30s][,bearer-token-file=F]: send every stored point to this Prometheus remote_write endpoint, read from the WAL behind a durable position (docs/remote-write.md; default name: host_port); repeatable")
 	fs.Int64Var(&c.remoteWriteMax, "remote-write-max-backlog", 1<<30, "most bytes of WAL segments kept for -remote-write destinations that have not sent them; past it the oldest are cut, counted and logged (0: no bound)")
 	fs.Var(&c.externalLabels, "external-label", "NAME=VALUE: a label -remote-write adds to every series without it; repeatable")
 	fs.Var(&c.allowFlags, "allow", "CIDR or address: take connections and datagrams on every listener from these sources only (others are closed at once, or dropped, and counted); repeatable, or comma separated")
-	fs.BoolVar(&c.insecure, "insecure", false, "start even when a listener binds beyond loopback with no -allow (Sonde has no authentication yet: anyone who reaches it may read and write)")
+	fs.BoolVar(&c.insecure, "insecure", false, "start even when a listener binds beyond loopback with neither -allow nor -auth-file asking its clients for a token (anyone who reaches it may read and write)")
+	fs.StringVar(&c.authFile, "auth-file", "", "a file of tokens, one a line: NAME read|write|read,write TOKEN|sha256:HEX (`sonde token` makes one); the -auth-listeners then ask every client for one (docs/auth.md); read again on SIGHUP")
+	fs.StringVar(&c.authListeners, "auth-listeners", "tcp,collectd,http,watchtower,pprof", "the listeners that ask for a token when -auth-file is given (also glo, whose clients may send ?token=; graphite, statsd and logatron clients cannot: give them -allow)")
+	fs.StringVar(&c.caFile, "ca-file", "", "PEM CA certificates Sonde's own clients (-upstream, -glo-poll, -remote-write) trust besides the system's")
+	fs.Var(&c.upstreamTokenFiles, "upstream-token-file", "a file holding the token sent to the -upstream of the same rank (one file for every -upstream when given once); repeatable")
 	fs.StringVar(&c.tlsCert, "tls-cert", "", "a PEM certificate (chain): the -tls-listeners serve TLS with it and -tls-key; both read again on SIGHUP")
 	fs.StringVar(&c.tlsKey, "tls-key", "", "the PEM private key of -tls-cert")
 	fs.StringVar(&c.tlsListeners, "tls-listeners", "tcp,collectd,http,glo,watchtower,pprof", "the listeners that serve TLS when -tls-cert is given (also graphite, logatron; statsd is UDP)")
@@ -295,6 +306,33 @@ func parse(args []string, out io.Writer) (config, *flag.FlagSet, error) {
 			return c, fs, fmt.Errorf("-tls-listeners: %q is not a TCP listener (tcp, graphite, collectd, http, logatron, glo, watchtower, pprof)", n)
 		}
 	}
+	for _, n := range strings.Split(c.authListeners, ",") {
+		if !slices.Contains([]string{"tcp", "collectd", "http", "glo", "watchtower", "pprof", ""}, n) {
+			return c, fs, fmt.Errorf("-auth-listeners: %q is not a listener that can ask for a token (tcp, collectd, http, glo, watchtower, pprof)", n)
+		}
+	}
+	if c.authFile != "" && c.watchtowerPWFile != "" && slices.Contains(strings.Split(c.authListeners, ","), "watchtower") {
+		return c, fs, fmt.Errorf("-watchtower-password-file and -auth-file both guard the watchtower listener: give one (a watchtower client sends a token as its password)")
+	}
+	if c.clientTLS, err = clientTLS("-ca-file", c.caFile); err != nil {
+		return c, fs, err
+	}
+	if len(c.upstreamTokenFiles) > 1 && len(c.upstreamTokenFiles) != len(c.upstreams) {
+		return c, fs, fmt.Errorf("%d -upstream-token-file and %d -upstream: give one file for all, or one per upstream in the same order", len(c.upstreamTokenFiles), len(c.upstreams))
+	}
+	for _, f := range c.upstreamTokenFiles {
+		tok, err := readToken("-upstream-token-file", f)
+		if err != nil {
+			return c, fs, err
+		}
+		c.upstreamTokens = append(c.upstreamTokens, tok)
+	}
+	for i := range c.gloPolls {
+		c.gloPolls[i].TLS = c.clientTLS
+	}
+	for i := range c.remoteWrites {
+		c.remoteWrites[i].TLS = c.clientTLS
+	}
 	if err := checkExposure(c); err != nil {
 		return c, fs, err
 	}
@@ -351,8 +389,14 @@ func parseGloPoll(spec string) (ingest.GloPollOptions, error) {
 				return o, fmt.Errorf("-glo-poll of %s: every=%s is not a duration of 100ms or more", o.Prefix, v)
 			}
 			o.Every = d
+		case "token-file":
+			tok, err := readToken("-glo-poll of "+o.Prefix+" token-file=", v)
+			if err != nil {
+				return o, err
+			}
+			o.Token = tok
 		default:
-			return o, fmt.Errorf("-glo-poll of %s: unknown field %q (prefix=, every=; a comma in the URL is written %%2C)", o.Prefix, name)
+			return o, fmt.Errorf("-glo-poll of %s: unknown field %q (prefix=, every=, token-file=; a comma in the URL is written %%2C)", o.Prefix, name)
 		}
 	}
 	if _, err := ingest.NewGloPoller(o, nil, nil); err != nil {
@@ -375,20 +419,38 @@ func reloadCerts(acc *boundary.Access, logger *slog.Logger) {
 	logger.Info("SIGHUP: TLS certificate reloaded")
 }
 
-// checkExposure refuses a listen address beyond loopback without an
-// allowlist, unless -insecure: Sonde has no authentication yet, so such a
-// listener lets anyone who reaches it read and write.
+// reloadTokens reads the -auth-file again (SIGHUP); on an error the
+// tokens in use stay.
+func reloadTokens(acc *boundary.Access, logger *slog.Logger) {
+	if acc.Auth == nil {
+		return
+	}
+	if err := acc.Auth.Reload(); err != nil {
+		logger.Error("SIGHUP: tokens not reloaded; those in use stay", "err", err)
+		return
+	}
+	logger.Info("SIGHUP: tokens reloaded", "tokens", acc.Auth.Len())
+}
+
+// checkExposure refuses a listen address beyond loopback that neither an
+// allowlist nor tokens guard, unless -insecure: anyone who reaches such a
+// listener may read and write.
 func checkExposure(c config) error {
 	if c.allow != nil || c.insecure {
 		return nil
 	}
+	authOn := strings.Split(c.authListeners, ",")
 	for _, l := range []struct{ flag, addr string }{
 		{"tcp", c.tcpAddr}, {"graphite", c.graphiteAddr}, {"statsd", c.statsdAddr}, {"collectd", c.collectdAddr},
 		{"http", c.httpAddr}, {"logatron", c.logatronAddr}, {"glo", c.gloAddr}, {"watchtower", c.watchtowerAddr}, {"pprof", c.pprofAddr},
 	} {
-		if l.addr != "" && !boundary.IsLoopback(l.addr) {
-			return fmt.Errorf("-%s %s listens beyond loopback, and Sonde has no authentication yet: give -allow CIDR (the sources it may take), or -insecure to take any", l.flag, l.addr)
+		if l.addr == "" || boundary.IsLoopback(l.addr) || c.authFile != "" && slices.Contains(authOn, l.flag) {
+			continue
 		}
+		if c.authFile != "" {
+			return fmt.Errorf("-%s %s listens beyond loopback, and its clients cannot send a token: give -allow CIDR (the sources it may take), or -insecure to take any", l.flag, l.addr)
+		}
+		return fmt.Errorf("-%s %s listens beyond loopback with no guard: give -auth-file (tokens) or -allow CIDR (the sources it may take), or -insecure to take any", l.flag, l.addr)
 	}
 	return nil
 }
@@ -458,6 +520,9 @@ func main() {
 	if len(os.Args) > 1 && (os.Args[1] == "check" || os.Args[1] == "repair") {
 		os.Exit(subcommand(os.Args[1], os.Args[2:], os.Stdout, os.Stderr))
 	}
+	if len(os.Args) > 1 && os.Args[1] == "token" {
+		os.Exit(tokenMain(os.Args[2:], os.Stdout, os.Stderr))
+	}
 	if len(os.Args) > 1 && os.Args[1] == "agent" {
 		os.Exit(agentMain(os.Args[2:], os.Stderr))
 	}
@@ -519,6 +584,17 @@ func run(c config, logger *slog.Logger) error {
 		return fmt.Errorf("check flags: -event-memory %d: want at least 4096 bytes", c.eventMemory)
 	}
 	c.access = &boundary.Access{Allow: c.allow}
+	if c.authFile != "" {
+		tokens, err := boundary.LoadTokens(c.authFile, logger.With("component", "auth"))
+		if err != nil {
+			return err
+		}
+		c.access.Auth = tokens
+		c.access.AuthOn = map[string]bool{}
+		for _, n := range strings.Split(c.authListeners, ",") {
+			c.access.AuthOn[n] = true
+		}
+	}
 	if c.tlsCert != "" {
 		certs, err := boundary.LoadCerts(c.tlsCert, c.tlsKey)
 		if err != nil {
@@ -675,7 +751,11 @@ func run(c config, logger *slog.Logger) error {
 	}
 	instance := newInstanceID()
 	for i, u := range c.upstreams {
-		f, err := ingest.NewFollower(ingest.FollowOptions{URL: u, Name: c.upstreamNames[i], Instance: instance,
+		var token string
+		if len(c.upstreamTokens) > 0 {
+			token = c.upstreamTokens[min(i, len(c.upstreamTokens)-1)]
+		}
+		f, err := ingest.NewFollower(ingest.FollowOptions{URL: u, Name: c.upstreamNames[i], Instance: instance, Token: token, TLS: c.clientTLS,
 			Logger: logger.With("component", "upstream", "prefix", c.upstreamNames[i])}, followStore{app, db})
 		if err != nil {
 			lns.close(logger)
@@ -750,6 +830,7 @@ func run(c config, logger *slog.Logger) error {
 			out["http"], _ = json.Marshal(map[string]any{"admission": httpSrv.Admission()})
 			out["panics"], _ = json.Marshal(boundary.Panics())
 			out["allow"], _ = json.Marshal(map[string]any{"sources": c.allow.String(), "refused": c.allow.Refused()})
+			out["auth"], _ = json.Marshal(c.access.Auth.Stats())
 			return out
 		},
 	}, db)
@@ -800,6 +881,7 @@ wait:
 		case sig := <-sigc:
 			if sig == syscall.SIGHUP {
 				reloadCerts(c.access, logger)
+				reloadTokens(c.access, logger)
 				continue
 			}
 			logger.Info("shutting down", "signal", sig.String())

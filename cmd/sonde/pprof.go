@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/netip"
 
 	"github.com/sonde-metrics/sonde/engine/boundary"
 )
@@ -23,9 +24,28 @@ func servePprof(addr string, acc *boundary.Access, logger *slog.Logger) error {
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	var h http.Handler = mux
+	if acc.AuthFor("pprof") {
+		h = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			ap, _ := netip.ParseAddrPort(r.RemoteAddr)
+			read := r.Method == http.MethodGet || r.Method == http.MethodHead
+			v := acc.Authorize("pprof", ap.Addr().Unmap(), read, []byte(r.Header.Get("Authorization")), nil, []byte(r.URL.Query().Get("token")))
+			if !v.OK {
+				switch v.Status {
+				case http.StatusUnauthorized:
+					w.Header().Set("WWW-Authenticate", boundary.Challenge)
+				case http.StatusTooManyRequests:
+					w.Header().Set("Retry-After", v.RetryAfter())
+				}
+				http.Error(w, v.Msg, v.Status)
+				return
+			}
+			mux.ServeHTTP(w, r)
+		})
+	}
 	logger.Info("pprof listening", "addr", ln.Addr().String())
 	go func() {
-		if err := http.Serve(ln, mux); err != nil && !errors.Is(err, net.ErrClosed) {
+		if err := http.Serve(ln, h); err != nil && !errors.Is(err, net.ErrClosed) {
 			logger.Error("pprof server stopped", "err", err)
 		}
 	}()

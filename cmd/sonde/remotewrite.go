@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"net/http"
 	"net/url"
 	"path/filepath"
 	"strconv"
@@ -42,12 +43,18 @@ func parseRemoteWrite(spec string, ext []remotewrite.Label) (remotewrite.Config,
 				return cfg, fmt.Errorf("-remote-write %s: timeout=%s is not a duration of 100ms or more", cfg.Name, v)
 			}
 			cfg.Timeout = d
+		case "bearer-token-file":
+			tok, err := readToken("-remote-write "+cfg.Name+" bearer-token-file=", v)
+			if err != nil {
+				return cfg, err
+			}
+			cfg.Header = http.Header{"Authorization": {"Bearer " + tok}}
 		default:
 			if !simpleField(name) {
 				// Likely a comma inside the URL (a password): do not echo it.
-				return cfg, fmt.Errorf("-remote-write %s: a field after a comma is not name=, shards=, max-samples= or timeout= (a comma in the URL is written %%2C)", cfg.Name)
+				return cfg, fmt.Errorf("-remote-write %s: a field after a comma is not name=, shards=, max-samples=, timeout= or bearer-token-file= (a comma in the URL is written %%2C)", cfg.Name)
 			}
-			return cfg, fmt.Errorf("-remote-write %s: unknown field %q (name=, shards=, max-samples=, timeout=; a comma in the URL is written %%2C)", cfg.Name, name)
+			return cfg, fmt.Errorf("-remote-write %s: unknown field %q (name=, shards=, max-samples=, timeout=, bearer-token-file=; a comma in the URL is written %%2C)", cfg.Name, name)
 		}
 	}
 	return cfg, cfg.Check()

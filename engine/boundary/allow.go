@@ -171,12 +171,15 @@ func IsLoopback(addr string) bool {
 }
 
 // Access is what every listener checks at its boundary: the source
-// allowlist, and TLS for the listeners named in TLSOn. A nil *Access
-// takes every source in plain text.
+// allowlist, TLS for the listeners named in TLSOn, and tokens for those
+// named in AuthOn. A nil *Access takes every source in plain text, with
+// no token.
 type Access struct {
-	Allow *Allow
-	TLS   *Certs
-	TLSOn map[string]bool // listener names served over TLS when TLS is set
+	Allow  *Allow
+	TLS    *Certs
+	TLSOn  map[string]bool // listener names served over TLS when TLS is set
+	Auth   *Tokens
+	AuthOn map[string]bool // listener names that ask for a token when Auth is set
 }
 
 // AllowedIP reports whether a source address may send (statsd).

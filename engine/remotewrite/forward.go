@@ -3,6 +3,7 @@ package remotewrite
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"hash/crc32"
@@ -54,6 +55,9 @@ type Config struct {
 	ExternalLabels []Label
 	// Header is added to every request (e.g. Authorization).
 	Header http.Header
+	// TLS, when set, is the client's TLS configuration (the CAs it
+	// trusts); nil: the system's.
+	TLS *tls.Config
 	// UserAgent is sent with every request.
 	UserAgent string
 	// Logger receives what goes wrong; nil discards it.
@@ -190,6 +194,7 @@ func Prepare(dir string, cfg Config) (*Forwarder, error) {
 		TLSHandshakeTimeout:   10 * time.Second,
 		ResponseHeaderTimeout: cfg.Timeout,
 		ForceAttemptHTTP2:     true,
+		TLSClientConfig:       cfg.TLS,
 	}}
 	return f, nil
 }

@@ -1,0 +1,431 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// authTokens are the tokens of a test's -auth-file.
+type authTokens struct {
+	file                   string
+	reader, writer, admin  string
+	readerFile, writerFile string // each token alone in a file, for a client's -token-file
+}
+
+// writeAuthFile writes an -auth-file with a read, a write and a
+// read,write token (the writer's by its SHA-256 only) into dir.
+func writeAuthFile(t *testing.T, dir string) authTokens {
+	t.Helper()
+	a := authTokens{file: filepath.Join(dir, "auth"), reader: "reader-token-0123456789", writer: "writer-token-0123456789",
+		admin: "admin-token-0123456789", readerFile: filepath.Join(dir, "reader.token"), writerFile: filepath.Join(dir, "writer.token")}
+	sum := sha256.Sum256([]byte(a.writer))
+	text := "# name scopes token\nreader read " + a.reader + "\nwriter write sha256:" + hex.EncodeToString(sum[:]) + "\nadmin read,write " + a.admin + "\n"
+	for path, body := range map[string]string{a.file: text, a.readerFile: a.reader + "\n", a.writerFile: a.writer + "\n"} {
+		if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return a
+}
+
+// authCall is one request: its status, the WWW-Authenticate header and
+// the start of the body.
+type authCall struct {
+	status int
+	www    string
+	body   string
+}
+
+// call makes one request with an optional Authorization header; an event
+// stream is cut after its head.
+func call(t *testing.T, client *http.Client, method, u, body, authz string, header ...string) authCall {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, method, u, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if authz != "" {
+		req.Header.Set("Authorization", authz)
+	}
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	if method == "POST" && strings.HasPrefix(body, "target=") {
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, u, err)
+	}
+	defer resp.Body.Close()
+	b := make([]byte, 512)
+	n, _ := io.ReadAtLeast(resp.Body, b, 1)
+	return authCall{status: resp.StatusCode, www: resp.Header.Get("WWW-Authenticate"), body: string(b[:n])}
+}
+
+// noRedirect is a client that shows redirects instead of following them.
+var noRedirect = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+
+// TestAuthHTTP: with -auth-file every HTTP route but /healthz and the
+// login's asks for a token: none and a wrong one get 401 with a Bearer
+// challenge, a read-only token on a write 403, a write-only token on a
+// read 403, a good one the route's own answer. The page's login sets a
+// cookie that reads (an EventSource) but never writes; token= reads too.
+func TestAuthHTTP(t *testing.T) {
+	a := writeAuthFile(t, t.TempDir())
+	p := start(t, t.TempDir(), "-auth-file", a.file)
+	bearer := func(tok string) string { return "Bearer " + tok }
+	// Something to read: a series, an event, a heartbeat.
+	for _, w := range []struct{ method, path, body string }{
+		{"POST", "/collectd", "PUTVAL host/load/load interval=10 N:1:2:3\n"},
+		{"POST", "/api/v1/events", `{"service":"auth","message":"hi"}`},
+		{"POST", "/api/v1/heartbeats", `{"service":"cron","nextIn":3600}`},
+	} {
+		if c := call(t, http.DefaultClient, w.method, p.url(w.path), w.body, bearer(a.writer)); c.status != 200 {
+			t.Fatalf("%s %s with the write token: %d %s", w.method, w.path, c.status, c.body)
+		}
+	}
+	key := url.PathEscape("host.load.load.shortterm")
+	type route struct {
+		method, path, body string
+		write              bool
+		want               int // with a good token
+	}
+	routes := []route{
+		{"GET", "/", "", false, 200},
+		{"GET", "/ui/app.js", "", false, 200},
+		{"GET", "/data", "", false, 200},
+		{"GET", "/vapor", "", false, 200},
+		{"GET", "/events", "", false, 200},
+		{"GET", "/api/v1/series", "", false, 200},
+		{"GET", "/api/v1/series/" + key, "", false, 200},
+		{"GET", "/api/v1/series/" + key + "/history", "", false, 200},
+		{"GET", "/api/v1/history?match=host.*", "", false, 200},
+		{"GET", "/api/v1/stats", "", false, 200},
+		{"GET", "/render?target=host.*.*.*&format=json", "", false, 200},
+		{"POST", "/render", "target=host.*.*.*&format=json", false, 200},
+		{"GET", "/metrics/find?query=*", "", false, 200},
+		{"GET", "/tags/findSeries?expr=name=host.load.load.shortterm", "", false, 200},
+		{"GET", "/glo", "", false, 200},
+		{"GET", "/metrics", "", false, 200},
+		{"GET", "/api/v1/events", "", false, 200},
+		{"GET", "/api/v1/events/stream", "", false, 200},
+		{"GET", "/api/v1/heartbeats", "", false, 200},
+		{"GET", "/api/v1/heartbeats/cron", "", false, 200},
+		{"GET", "/api/v1/alerts", "", false, 200},
+		{"GET", "/api/v1/checks", "", false, 200},
+		{"GET", "/api/v1/clients", "", false, 200},
+		{"GET", "/api/v1/clients.stream", "", false, 200},
+		{"GET", "/api/v1/clients/nobody", "", false, 404},
+		{"GET", "/nowhere", "", false, 404},
+		{"POST", "/collectd", "PUTVAL host/load/load interval=10 N:2:3:4\n", true, 200},
+		{"POST", "/api/v1/events", `{"service":"auth","message":"again"}`, true, 200},
+		{"POST", "/api/v1/heartbeats", `{"service":"cron2","nextIn":3600}`, true, 200},
+		{"DELETE", "/api/v1/heartbeats/cron2", "", true, 200},
+		{"DELETE", "/api/v1/clients/nobody", "", true, 404},
+		{"POST", "/data", "x", true, 405},
+	}
+	for i, r := range routes {
+		u := p.url(r.path)
+		// Each wrong token from a source of its own: a source has
+		// boundary.FailBurst failed attempts (TestAuthListeners).
+		from := clientFrom(t, fmt.Sprintf("127.0.1.%d", i+1))
+		for _, tok := range []string{"", bearer("wrong-token-0123456789")} {
+			c := call(t, from, r.method, u, r.body, tok)
+			if r.path == "/" {
+				if c.status != 303 {
+					t.Errorf("%s %s with token %q: %d, want 303 to /login", r.method, r.path, tok, c.status)
+				}
+			} else if c.status != 401 || c.www != `Bearer realm="sonde"` {
+				t.Errorf("%s %s with token %q: %d %q %s, want 401 with a Bearer challenge", r.method, r.path, tok, c.status, c.www, c.body)
+			}
+		}
+		good, bad := a.reader, a.writer // the token that may, the one that may not
+		if r.write {
+			good, bad = a.writer, a.reader
+		}
+		if c := call(t, noRedirect, r.method, u, r.body, bearer(bad)); c.status != 403 {
+			t.Errorf("%s %s with a token without the scope: %d %s, want 403", r.method, r.path, c.status, c.body)
+		}
+		goods := []string{good, a.admin}
+		if r.write {
+			goods = goods[:1] // a DELETE is done once
+		}
+		for _, tok := range goods {
+			if c := call(t, noRedirect, r.method, u, r.body, bearer(tok)); c.status != r.want {
+				t.Errorf("%s %s with a good token: %d %s, want %d", r.method, r.path, c.status, c.body, r.want)
+			}
+		}
+		if !r.write {
+			// token= for what cannot send a header; basic auth with the
+			// token as the password.
+			sep := "?"
+			if strings.Contains(u, "?") {
+				sep = "&"
+			}
+			if c := call(t, noRedirect, r.method, u+sep+"token="+a.reader, r.body, ""); c.status != r.want {
+				t.Errorf("%s %s with token=: %d %s, want %d", r.method, r.path, c.status, c.body, r.want)
+			}
+		}
+	}
+	// /healthz tells nothing and asks for nothing.
+	if c := call(t, http.DefaultClient, "GET", p.url("/healthz"), "", ""); c.status != 200 || c.body != "ok\n" {
+		t.Errorf("/healthz: %d %q", c.status, c.body)
+	}
+	// A write never takes token= or the cookie.
+	if c := call(t, http.DefaultClient, "POST", p.url("/api/v1/events?token="+a.writer), `{"service":"auth"}`, ""); c.status != 401 {
+		t.Errorf("a write with token=: %d, want 401", c.status)
+	}
+	if c := call(t, http.DefaultClient, "POST", p.url("/api/v1/events?token="+a.admin), `{"service":"auth"}`, "Basic "+basic("collectd", a.writer)); c.status != 200 {
+		t.Errorf("a write with basic auth: %d %s", c.status, c.body)
+	}
+
+	// The page's login: the form, a wrong token, then the cookie.
+	jar, _ := cookiejar.New(nil)
+	browser := &http.Client{Jar: jar, CheckRedirect: noRedirect.CheckRedirect}
+	if c := call(t, browser, "GET", p.url("/login"), "", ""); c.status != 200 || !strings.Contains(c.body, `name="token"`) {
+		t.Fatalf("GET /login: %d %s", c.status, c.body)
+	}
+	login := func(tok string) *http.Response {
+		resp, err := browser.PostForm(p.url("/login"), url.Values{"token": {tok}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp
+	}
+	if resp := login("wrong-token-0123456789"); resp.StatusCode != 401 || len(resp.Cookies()) != 0 {
+		t.Fatalf("login with a wrong token: %d %v", resp.StatusCode, resp.Cookies())
+	}
+	resp := login(a.admin)
+	if resp.StatusCode != 303 || len(resp.Cookies()) != 1 {
+		t.Fatalf("login: %d %v", resp.StatusCode, resp.Cookies())
+	}
+	if ck := resp.Cookies()[0]; !ck.HttpOnly || ck.SameSite != http.SameSiteStrictMode || ck.Name != "sonde_token" || strings.Contains(ck.Value, a.admin) {
+		t.Fatalf("cookie %+v: want HttpOnly, SameSite=Strict, the token encoded", ck)
+	}
+	for _, path := range []string{"/", "/data", "/events"} {
+		if c := call(t, browser, "GET", p.url(path), "", ""); c.status != 200 {
+			t.Errorf("GET %s with the cookie: %d %s", path, c.status, c.body)
+		}
+	}
+	if c := call(t, browser, "POST", p.url("/api/v1/events"), `{"service":"auth"}`, ""); c.status != 401 {
+		t.Errorf("a write with the cookie of a read,write token: %d, want 401", c.status)
+	}
+	if c := call(t, browser, "GET", p.url("/logout"), "", ""); c.status != 303 {
+		t.Errorf("logout: %d", c.status)
+	}
+	if c := call(t, browser, "GET", p.url("/data"), "", ""); c.status != 401 {
+		t.Errorf("after logout: %d, want 401", c.status)
+	}
+	var st struct {
+		Auth struct{ Tokens, OK, Missing, Wrong, Scope, Limited int64 }
+	}
+	p.get("/api/v1/stats?token="+a.reader, &st)
+	if st.Auth.Tokens != 3 || st.Auth.Wrong < int64(len(routes)) || st.Auth.Scope < int64(len(routes)) || st.Auth.Missing < int64(len(routes)) {
+		t.Errorf("auth stats %+v", st.Auth)
+	}
+}
+
+// clientFrom is an HTTP client whose connections come from src, which
+// does not follow redirects.
+func clientFrom(t *testing.T, src string) *http.Client {
+	tr := &http.Transport{DialContext: (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}).DialContext}
+	t.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr, CheckRedirect: noRedirect.CheckRedirect}
+}
+
+func basic(user, pw string) string {
+	req, _ := http.NewRequest("GET", "http://x", nil)
+	req.SetBasicAuth(user, pw)
+	return strings.TrimPrefix(req.Header.Get("Authorization"), "Basic ")
+}
+
+// authLine connects to addr from src, sends lines and returns the
+// replies until the server closes or n replies are in.
+func authLines(t *testing.T, src, addr string, n int, lines ...string) []string {
+	t.Helper()
+	c := dialFrom(t, "tcp", src, addr)
+	defer c.Close()
+	fmt.Fprint(c, strings.Join(lines, "\n")+"\n")
+	c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	br := bufio.NewReader(c)
+	var out []string
+	for len(out) < n {
+		l, err := br.ReadString('\n')
+		if err != nil {
+			break
+		}
+		out = append(out, strings.TrimRight(l, "\r\n"))
+	}
+	return out
+}
+
+// TestAuthListeners: the command protocol takes AUTH <token> as its first
+// line; the collectd, glo, watchtower and pprof listeners take a token
+// like the HTTP API. Each is tried with no token, a wrong one, one
+// without the scope and a good one. Failed attempts are counted and
+// limited per source: past FailBurst a source is refused (429, -ERR)
+// even with a good token, while another is served.
+func TestAuthListeners(t *testing.T) {
+	a := writeAuthFile(t, t.TempDir())
+	p := start(t, t.TempDir(), "-auth-file", a.file, "-auth-listeners", "tcp,collectd,http,glo,watchtower,pprof",
+		"-glo", "127.0.0.1:0", "-watchtower", "127.0.0.1:0", "-pprof", "127.0.0.1:0")
+
+	// The command protocol.
+	for _, c := range []struct {
+		lines []string
+		want  []string
+	}{
+		{[]string{"SET cmd.none 1"}, []string{"-ERR authentication required: send AUTH <token> first"}},
+		{[]string{"AUTH", "SET cmd.none 1"}, []string{"-ERR authentication required: send AUTH <token> first"}},
+		{[]string{"AUTH wrong-token-0123456789", "SET cmd.wrong 1"}, []string{"-ERR the token is not valid"}},
+		{[]string{"AUTH " + a.reader, "SET cmd.reader 1"}, []string{"-ERR token reader may not write"}},
+		{[]string{"", "AUTH " + a.writer, "SET cmd.writer 1", "PING"}, []string{"+OK", "+OK", "+PONG"}},
+	} {
+		if got := authLines(t, "127.0.0.1", p.tcpAddr, 3, c.lines...); strings.Join(got, "|") != strings.Join(c.want, "|") {
+			t.Errorf("%q: %q, want %q", c.lines, got, c.want)
+		}
+	}
+	var data map[string]float64
+	p.get("/data?token="+a.reader, &data)
+	if len(data) != 1 || data["cmd.writer"] != 1 {
+		t.Fatalf("stored %v, want cmd.writer only", data)
+	}
+
+	// HTTP listeners of their own.
+	var pprofAddr string
+	for _, l := range strings.Split(p.logText(), "\n") {
+		var m map[string]any
+		if json.Unmarshal([]byte(l), &m) == nil && m["msg"] == "pprof listening" {
+			pprofAddr = m["addr"].(string)
+		}
+	}
+	glo, wt := "http://"+p.addrs["glo"].(string), "http://"+p.addrs["watchtower"].(string)
+	for _, c := range []struct {
+		name, method, u, body string
+		write                 bool
+		header                string // where the token goes; "" Authorization
+		want                  int
+	}{
+		{"collectd", "POST", "http://" + p.collectdAddr + "/", "PUTVAL h/cpu/gauge N:5\n", true, "", 200},
+		{"glo", "GET", glo + "/", "", false, "", 200},
+		{"pprof", "GET", "http://" + pprofAddr + "/debug/pprof/", "", false, "", 200},
+		{"pprof", "POST", "http://" + pprofAddr + "/debug/pprof/symbol", "0x1", true, "", 200},
+		{"watchtower", "GET", wt + "/hello", "", false, "password", 200},
+		{"watchtower", "POST", wt + "/event", `{"service":"wt","message":"m"}`, true, "password", 200},
+	} {
+		status := func(tok string) int {
+			var res authCall
+			if c.header != "" {
+				res = call(t, http.DefaultClient, c.method, c.u, c.body, "", c.header, tok)
+				var body struct{ Result int }
+				if json.Unmarshal([]byte(res.body), &body) == nil && body.Result != 0 {
+					return body.Result // watchtower answers 200 with its result in the body
+				}
+				return res.status
+			}
+			if tok != "" {
+				tok = "Bearer " + tok
+			}
+			return call(t, http.DefaultClient, c.method, c.u, c.body, tok).status
+		}
+		good, bad := a.reader, a.writer
+		if c.write {
+			good, bad = a.writer, a.reader
+		}
+		for _, try := range []struct {
+			tok  string
+			want int
+		}{{"", 401}, {"wrong-token-0123456789", 401}, {bad, 403}, {good, c.want}} {
+			if got := status(try.tok); got != try.want {
+				t.Errorf("%s %s %s with token %q: %d, want %d", c.name, c.method, c.u, try.tok, got, try.want)
+			}
+		}
+	}
+	// collectd's write_http sends User and Password: basic auth.
+	if c := call(t, http.DefaultClient, "POST", "http://"+p.collectdAddr+"/", "PUTVAL h/cpu/gauge N:6\n", "Basic "+basic("collectd", a.writer)); c.status != 200 {
+		t.Errorf("collectd with basic auth: %d %s", c.status, c.body)
+	}
+
+	// Failed attempts from 127.0.0.3 run out; 127.0.0.1 is still served.
+	from3 := clientFrom(t, "127.0.0.3")
+	limited := 0
+	for range 2 * 10 {
+		c := call(t, from3, "GET", p.url("/data"), "", "Bearer wrong-token-0123456789")
+		if c.status == 429 {
+			limited++
+		} else if c.status != 401 {
+			t.Fatalf("a wrong token: %d", c.status)
+		}
+	}
+	if limited == 0 {
+		t.Fatalf("20 wrong tokens from one source in a row: none limited")
+	}
+	if c := call(t, from3, "GET", p.url("/data"), "", "Bearer "+a.reader); c.status != 429 {
+		t.Errorf("a good token from a source past its failed attempts: %d, want 429", c.status)
+	}
+	if got := authLines(t, "127.0.0.3", p.tcpAddr, 1, "AUTH "+a.writer); len(got) != 1 || !strings.HasPrefix(got[0], "-ERR too many failed attempts") {
+		t.Errorf("AUTH from a source past its failed attempts: %q", got)
+	}
+	if c := call(t, http.DefaultClient, "GET", p.url("/data"), "", "Bearer "+a.reader); c.status != 200 {
+		t.Errorf("another source: %d", c.status)
+	}
+	var st struct{ Auth struct{ Limited int64 } }
+	p.get("/api/v1/stats?token="+a.reader, &st)
+	if st.Auth.Limited < int64(limited)+2 {
+		t.Errorf("limited %d, want at least %d", st.Auth.Limited, limited+2)
+	}
+	if !strings.Contains(p.logText(), "too many failed attempts") {
+		t.Errorf("no log line for the limited source")
+	}
+}
+
+// TestAuthExposure: a listener beyond loopback starts with -auth-file when
+// it asks for tokens; one whose clients cannot send one (graphite) still
+// wants -allow; a bad -auth-file is a clear error naming its line.
+func TestAuthExposure(t *testing.T) {
+	dir := t.TempDir()
+	a := writeAuthFile(t, dir)
+	p := start(t, t.TempDir(), "-auth-file", a.file, "-http", "0.0.0.0:0", "-tcp", "0.0.0.0:0")
+	if c := call(t, http.DefaultClient, "GET", p.url("/data"), "", ""); c.status != 401 {
+		t.Fatalf("exposed HTTP without a token: %d", c.status)
+	}
+	p.stop()
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-auth-file", a.file, "-graphite", "0.0.0.0:0"}, "-graphite 0.0.0.0:0 listens beyond loopback, and its clients cannot send a token"},
+		{[]string{"-auth-file", a.file, "-auth-listeners", "tcp", "-http", "0.0.0.0:0"}, "-http 0.0.0.0:0 listens beyond loopback, and its clients cannot send a token"},
+		{[]string{"-auth-listeners", "graphite"}, `-auth-listeners: "graphite" is not a listener that can ask for a token`},
+	} {
+		out, err := exec.Command(binary, append([]string{"-data", t.TempDir()}, c.args...)...).CombinedOutput()
+		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 || !strings.Contains(string(out), c.want) {
+			t.Errorf("%v: %v %s, want exit 2 with %q", c.args, err, out, c.want)
+		}
+	}
+	bad := filepath.Join(dir, "bad")
+	os.WriteFile(bad, []byte("ok read 0123456789abcdef\nshort write abc\n"), 0o600)
+	out, err := exec.Command(binary, "-data", t.TempDir(), "-auth-file", bad).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "line 2: token of short is 3 bytes") {
+		t.Errorf("a bad -auth-file: %v %s", err, out)
+	}
+}

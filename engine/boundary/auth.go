@@ -1,0 +1,409 @@
+package boundary
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Scope is what a token may do: read (GET and HEAD, event streams) and
+// write (every other method, the command protocol).
+type Scope uint8
+
+// The scopes of a token.
+const (
+	Read Scope = 1 << iota
+	Write
+)
+
+func (s Scope) String() string {
+	switch s {
+	case Read:
+		return "read"
+	case Write:
+		return "write"
+	case Read | Write:
+		return "read,write"
+	}
+	return "none"
+}
+
+// ParseScope reads "read", "write" or "read,write".
+func ParseScope(s string) (Scope, error) {
+	var sc Scope
+	for _, f := range strings.Split(s, ",") {
+		switch f {
+		case "read":
+			sc |= Read
+		case "write":
+			sc |= Write
+		default:
+			return 0, fmt.Errorf("scope %q: want read, write or read,write", s)
+		}
+	}
+	return sc, nil
+}
+
+// Token limits: a literal token in the auth file is 16 to 256 printable
+// ASCII bytes; a presented one longer than MaxTokenLen is wrong unread.
+const (
+	MinTokenLen = 16
+	MaxTokenLen = 256
+)
+
+// Failed attempts (a wrong token) are limited per source address: a
+// source has FailBurst of them, and one more each FailEvery; past them
+// every attempt that carries a token is refused (429) without being
+// checked until one has come back. At most maxFailSources sources are
+// followed; past it the rest share one allowance.
+const (
+	FailBurst      = 10
+	FailEvery      = time.Second
+	maxFailSources = 16384
+)
+
+// tokenEntry is one line of the auth file.
+type tokenEntry struct {
+	name  string
+	scope Scope
+}
+
+// ParseTokens reads an auth file: one token a line, "NAME SCOPES TOKEN",
+// blank lines and lines starting with # skipped. NAME is 1 to 64 of
+// [A-Za-z0-9_.-], SCOPES read, write or read,write, TOKEN either the token
+// itself (16 to 256 printable ASCII bytes) or sha256:HEX, its SHA-256.
+// Errors name the line. The map is keyed by the token's SHA-256.
+func ParseTokens(text string) (map[[32]byte]tokenEntry, error) {
+	out := map[[32]byte]tokenEntry{}
+	names := map[string]bool{}
+	for i, line := range strings.Split(text, "\n") {
+		n := i + 1
+		line = strings.TrimSpace(line)
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		f := strings.Fields(line)
+		if len(f) != 3 {
+			return nil, fmt.Errorf("line %d: want NAME SCOPES TOKEN, got %d fields", n, len(f))
+		}
+		if !validTokenName(f[0]) {
+			return nil, fmt.Errorf("line %d: name %q: want 1 to 64 of A-Z a-z 0-9 _ . -", n, text64(f[0]))
+		}
+		if names[f[0]] {
+			return nil, fmt.Errorf("line %d: name %s is given twice", n, f[0])
+		}
+		scope, err := ParseScope(f[1])
+		if err != nil {
+			return nil, fmt.Errorf("line %d: %w", n, err)
+		}
+		var sum [32]byte
+		if h, ok := strings.CutPrefix(f[2], "sha256:"); ok {
+			b, err := hex.DecodeString(h)
+			if err != nil || len(b) != 32 {
+				return nil, fmt.Errorf("line %d: token of %s: sha256: wants 64 hex digits", n, f[0])
+			}
+			copy(sum[:], b)
+		} else {
+			if len(f[2]) < MinTokenLen || len(f[2]) > MaxTokenLen {
+				return nil, fmt.Errorf("line %d: token of %s is %d bytes: want %d to %d (`sonde token` makes one)", n, f[0], len(f[2]), MinTokenLen, MaxTokenLen)
+			}
+			sum = sha256.Sum256([]byte(f[2]))
+		}
+		if o, dup := out[sum]; dup {
+			return nil, fmt.Errorf("line %d: the token of %s is also %s's", n, f[0], o.name)
+		}
+		names[f[0]] = true
+		out[sum] = tokenEntry{name: f[0], scope: scope}
+	}
+	return out, nil
+}
+
+func validTokenName(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '.' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+func text64(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "..."
+	}
+	return s
+}
+
+// NewToken returns a random token (32 bytes, base64url) and its auth file
+// form sha256:HEX.
+func NewToken() (token, hashed string) {
+	var b [32]byte
+	rand.Read(b[:])
+	token = base64.RawURLEncoding.EncodeToString(b[:])
+	sum := sha256.Sum256([]byte(token))
+	return token, "sha256:" + hex.EncodeToString(sum[:])
+}
+
+// Tokens are the tokens of an auth file (-auth-file), read again by
+// Reload (SIGHUP). They count what they refused and limit failed
+// attempts per source.
+type Tokens struct {
+	path string
+	cur  atomic.Pointer[map[[32]byte]tokenEntry]
+	log  *slog.Logger
+	logs *LogLimiter
+
+	ok, missing, wrong, scope, limited atomic.Int64
+
+	mu       sync.Mutex // guards sources.
+	sources  map[netip.Addr]*allowance
+	overflow allowance // shared past maxFailSources
+	now      func() time.Time
+}
+
+// allowance is a source's failed attempts left (a token bucket).
+type allowance struct {
+	left float64
+	at   time.Time
+}
+
+// LoadTokens reads the auth file at path.
+func LoadTokens(path string, logger *slog.Logger) (*Tokens, error) {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	t := &Tokens{path: path, log: logger, logs: NewLogLimiter(time.Minute), sources: map[netip.Addr]*allowance{}, now: time.Now}
+	if err := t.Reload(); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// Reload reads the file again; on an error the tokens in use stay.
+func (t *Tokens) Reload() error {
+	b, err := os.ReadFile(t.path)
+	if err != nil {
+		return fmt.Errorf("read -auth-file: %w", err)
+	}
+	m, err := ParseTokens(string(b))
+	if err != nil {
+		return fmt.Errorf("parse -auth-file %s: %w", t.path, err)
+	}
+	if len(m) == 0 {
+		return fmt.Errorf("parse -auth-file %s: no token in it", t.path)
+	}
+	t.cur.Store(&m)
+	return nil
+}
+
+// Len returns how many tokens are in use.
+func (t *Tokens) Len() int { return len(*t.cur.Load()) }
+
+// AuthStats count the attempts to authenticate.
+type AuthStats struct {
+	Tokens  int   `json:"tokens"`
+	OK      int64 `json:"ok"`
+	Missing int64 `json:"missing"` // no token where one is needed
+	Wrong   int64 `json:"wrong"`   // a token not in the file: a failed attempt
+	Scope   int64 `json:"scope"`   // a good token without the scope asked for
+	Limited int64 `json:"limited"` // refused unchecked: the source's failed attempts are spent
+}
+
+// Stats returns the counts so far.
+func (t *Tokens) Stats() AuthStats {
+	if t == nil {
+		return AuthStats{}
+	}
+	return AuthStats{Tokens: t.Len(), OK: t.ok.Load(), Missing: t.missing.Load(), Wrong: t.wrong.Load(),
+		Scope: t.scope.Load(), Limited: t.limited.Load()}
+}
+
+// Verdict is the outcome of an attempt: OK, or the status and message
+// that refuse it (401: no or a wrong token, 403: a token without the
+// scope, 429: too many failed attempts from the source).
+type Verdict struct {
+	OK     bool
+	Status int
+	Msg    string
+	Retry  time.Duration // with 429: when the source may try again
+}
+
+// Check checks token, from source, for need. An empty token is missing.
+func (t *Tokens) Check(listener string, source netip.Addr, token []byte, need Scope) Verdict {
+	if len(token) == 0 {
+		t.missing.Add(1)
+		return Verdict{Status: 401, Msg: "authentication required: send a token (Authorization: Bearer TOKEN)"}
+	}
+	source = source.Unmap()
+	if wait := t.spent(source); wait > 0 {
+		t.limited.Add(1)
+		t.logs.Log(t.log, slog.LevelWarn, "auth-limited", "too many failed attempts: refused unchecked",
+			"listener", listener, "remote", source.String())
+		return Verdict{Status: 429, Msg: "too many failed attempts from this address; try again later", Retry: wait}
+	}
+	var e tokenEntry
+	ok := false
+	if len(token) <= MaxTokenLen {
+		e, ok = (*t.cur.Load())[sha256.Sum256(token)]
+	}
+	if !ok {
+		t.wrong.Add(1)
+		t.fail(source)
+		t.logs.Log(t.log, slog.LevelWarn, "auth-wrong", "a wrong token was refused",
+			"listener", listener, "remote", source.String())
+		return Verdict{Status: 401, Msg: "the token is not valid"}
+	}
+	if e.scope&need != need {
+		t.scope.Add(1)
+		return Verdict{Status: 403, Msg: fmt.Sprintf("token %s may not %s", e.name, need)}
+	}
+	t.ok.Add(1)
+	return Verdict{OK: true}
+}
+
+// spent returns how long until source has a failed attempt left; 0 if
+// it has one.
+func (t *Tokens) spent(source netip.Addr) time.Duration {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	a := t.allowanceOf(source, false)
+	if a == nil {
+		return 0
+	}
+	now := t.now()
+	t.refill(a, now)
+	if a.left >= 1 {
+		return 0
+	}
+	return time.Duration((1 - a.left) * float64(FailEvery))
+}
+
+// fail takes one failed attempt from source's allowance.
+func (t *Tokens) fail(source netip.Addr) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	a := t.allowanceOf(source, true)
+	t.refill(a, t.now())
+	a.left = max(a.left-1, 0)
+}
+
+func (t *Tokens) refill(a *allowance, now time.Time) {
+	if a.at.IsZero() {
+		a.left, a.at = FailBurst, now
+		return
+	}
+	a.left = min(a.left+float64(now.Sub(a.at))/float64(FailEvery), FailBurst)
+	a.at = now
+}
+
+// allowanceOf returns source's allowance; with create, a new one if it
+// has none (a full one is the same as none: those are dropped when the
+// map is full).
+func (t *Tokens) allowanceOf(source netip.Addr, create bool) *allowance {
+	if a := t.sources[source]; a != nil {
+		return a
+	}
+	if !create {
+		if len(t.sources) >= maxFailSources {
+			return &t.overflow
+		}
+		return nil
+	}
+	if len(t.sources) >= maxFailSources {
+		now := t.now()
+		for k, a := range t.sources {
+			if t.refill(a, now); a.left >= FailBurst {
+				delete(t.sources, k)
+			}
+		}
+		if len(t.sources) >= maxFailSources {
+			return &t.overflow
+		}
+	}
+	a := &allowance{}
+	t.sources[source] = a
+	return a
+}
+
+// TokenFromHeader reads the token of an Authorization header: "Bearer
+// TOKEN", or "Basic" with the token as the password (any user name), for
+// clients that only speak basic authentication (collectd's write_http
+// User and Password, curl -u). Nil when there is none.
+func TokenFromHeader(h []byte) []byte {
+	scheme, rest, ok := bytes.Cut(bytes.TrimSpace(h), []byte(" "))
+	if !ok {
+		return nil
+	}
+	rest = bytes.TrimSpace(rest)
+	switch strings.ToLower(string(scheme)) {
+	case "bearer":
+		return rest
+	case "basic":
+		if len(rest) > 4*MaxTokenLen {
+			return rest // wrong, unread
+		}
+		dec, err := base64.StdEncoding.DecodeString(string(rest))
+		if err != nil {
+			return rest
+		}
+		_, pw, ok := bytes.Cut(dec, []byte(":"))
+		if !ok {
+			return dec
+		}
+		return pw
+	}
+	return nil
+}
+
+// CookieName is the cookie the page's login sets.
+const CookieName = "sonde_token"
+
+// AuthFor reports whether the listener named name asks for a token.
+func (a *Access) AuthFor(name string) bool { return a != nil && a.Auth != nil && a.AuthOn[name] }
+
+// Challenge is the WWW-Authenticate header of a 401.
+const Challenge = `Bearer realm="sonde"`
+
+// RetryAfter is the Retry-After value of a 429: whole seconds, at least 1.
+func (v Verdict) RetryAfter() string {
+	return strconv.Itoa(max(1, int((v.Retry+time.Second-1)/time.Second)))
+}
+
+// Authorize checks a request on the listener named name; it is OK when
+// that listener asks for no token. A read (GET, HEAD) needs the read
+// scope, anything else write. The token comes from the Authorization
+// header; a read may also carry it in the page's cookie or a token=
+// parameter (a browser's EventSource and JSONP send no header), a write
+// never: no other site can make a browser write with its cookie.
+func (a *Access) Authorize(name string, source netip.Addr, read bool, header, cookie, param []byte) Verdict {
+	if !a.AuthFor(name) {
+		return Verdict{OK: true}
+	}
+	token := TokenFromHeader(header)
+	need := Write
+	if read {
+		need = Read
+		if len(token) == 0 {
+			token = param
+		}
+		if len(token) == 0 {
+			token = cookie
+		}
+	}
+	return a.Auth.Check(name, source, token, need)
+}
