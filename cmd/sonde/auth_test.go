@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -15,7 +17,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -427,5 +431,100 @@ func TestAuthExposure(t *testing.T) {
 	out, err := exec.Command(binary, "-data", t.TempDir(), "-auth-file", bad).CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "line 2: token of short is 3 bytes") {
 		t.Errorf("a bad -auth-file: %v %s", err, out)
+	}
+}
+
+// TestAuthClients: Sonde's own clients authenticate and verify TLS
+// against a server with -auth-file and -tls-cert: `sonde agent
+// -token-file -ca-file` (and a read-only token is refused), a follower
+// with -upstream https://... -upstream-token-file -ca-file, and -glo-poll
+// with token-file=. SIGHUP reads the -auth-file again.
+func TestAuthClients(t *testing.T) {
+	dir := t.TempDir()
+	a := writeAuthFile(t, dir)
+	ca := newTestCA(t, dir)
+	cert, key := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	ca.issue(t, 7, cert, key)
+	up := start(t, t.TempDir(), "-auth-file", a.file, "-tls-cert", cert, "-tls-key", key)
+	pool := x509.NewCertPool()
+	pool.AddCert(ca.cert)
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}
+	t.Cleanup(tr.CloseIdleConnections)
+	https := &http.Client{Transport: tr}
+	data := func(base, tok string) map[string]float64 {
+		req, _ := http.NewRequest("GET", base+"/data", nil)
+		req.Header.Set("Authorization", "Bearer "+tok)
+		resp, err := https.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		m := map[string]float64{}
+		if err := json.NewDecoder(resp.Body).Decode(&m); err != nil || resp.StatusCode != 200 {
+			t.Fatalf("GET %s/data: %d %v", base, resp.StatusCode, err)
+		}
+		return m
+	}
+	upURL := "https://" + up.httpAddr
+
+	// The agent over TLS with a write token.
+	ag := startAgent(t, "-server", up.tcpAddr, "-token-file", a.writerFile, "-ca-file", ca.pem, "-name", "authhost", "-interval", "100ms")
+	waitFor(t, "the agent's points", func() bool { _, ok := data(upURL, a.reader)["authhost.load.average-1"]; return ok })
+	ag.stop()
+	// With a read-only token it is refused, and says so.
+	ro := startAgent(t, "-server", up.tcpAddr, "-token-file", a.readerFile, "-ca-file", ca.pem, "-name", "rohost", "-interval", "100ms")
+	ro.waitLog("a refused token", func(_ []int64, logs []string) bool {
+		return slices.ContainsFunc(logs, func(l string) bool { return strings.Contains(l, "token reader may not write") })
+	})
+	ro.stop()
+
+	// A follower and a glo poller, both over HTTPS with a read token.
+	down := start(t, t.TempDir(), "-upstream", upURL+"/events", "-upstream-prefix", "up", "-upstream-token-file", a.readerFile,
+		"-ca-file", ca.pem, "-glo-poll", upURL+"/glo,prefix=gp,every=200ms,token-file="+a.readerFile)
+	tc, err := tls.Dial("tcp", up.tcpAddr, &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tc.Close()
+	fmt.Fprintf(tc, "AUTH %s\nSET chained 42\n", a.writer)
+	br := bufio.NewReader(tc)
+	for range 2 {
+		if l, err := br.ReadString('\n'); err != nil || l != "+OK\r\n" {
+			t.Fatalf("AUTH and SET over TLS: %q %v", l, err)
+		}
+	}
+	waitFor(t, "the followed key and the polled glo document", func() bool {
+		var m map[string]float64
+		down.get("/data", &m)
+		gp := false
+		for k := range m {
+			gp = gp || strings.HasPrefix(k, "gp.")
+		}
+		return m["up.chained"] == 42 && gp
+	})
+
+	// SIGHUP: the reader token goes, a new one comes.
+	os.WriteFile(a.file, []byte("fresh read fresh-token-0123456789\n"), 0o600)
+	up.cmd.Process.Signal(syscall.SIGHUP)
+	waitFor(t, "the reloaded tokens", func() bool { return strings.Contains(up.logText(), "SIGHUP: tokens reloaded") })
+	req, _ := http.NewRequest("GET", upURL+"/data", nil)
+	req.Header.Set("Authorization", "Bearer "+a.reader)
+	resp, err := https.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 401 {
+		t.Fatalf("a token gone from the reloaded file: %d", resp.StatusCode)
+	}
+	if m := data(upURL, "fresh-token-0123456789"); m["chained"] != 42 {
+		t.Fatalf("the new token reads %v", m)
+	}
+	// A broken file keeps the tokens in use.
+	os.WriteFile(a.file, []byte("broken\n"), 0o600)
+	up.cmd.Process.Signal(syscall.SIGHUP)
+	waitFor(t, "the refused reload", func() bool { return strings.Contains(up.logText(), "SIGHUP: tokens not reloaded") })
+	if m := data(upURL, "fresh-token-0123456789"); m["chained"] != 42 {
+		t.Fatalf("after a broken reload %v", m)
 	}
 }

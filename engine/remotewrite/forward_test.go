@@ -2,6 +2,8 @@ package remotewrite
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"io"
 	"math"
@@ -714,5 +716,58 @@ func TestForwardJournalWriteFails(t *testing.T) {
 	e = open(t, dir, cfg, engine.Options{})
 	if st := e.f.Stats(); st.Through != 20 {
 		t.Fatalf("after a restart: %+v", st)
+	}
+}
+
+// TestForwardTLSAndToken: a destination over HTTPS whose certificate only
+// Config.TLS trusts, asking for a bearer token (Config.Header, as
+// bearer-token-file= sets it): every point arrives, with the token on
+// every request; without the CA nothing is sent (retried, counted).
+func TestForwardTLSAndToken(t *testing.T) {
+	r := newReceiver(t)
+	r.srv.Close()
+	var mu sync.Mutex
+	var wrongAuth int
+	r.srv = httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if req.Header.Get("Authorization") != "Bearer tok-0123456789abcdef" {
+			mu.Lock()
+			wrongAuth++
+			mu.Unlock()
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		r.serve(w, req)
+	}))
+	defer r.srv.Close()
+	pool := x509.NewCertPool()
+	pool.AddCert(r.srv.Certificate())
+	hdr := http.Header{"Authorization": {"Bearer tok-0123456789abcdef"}}
+
+	// Without the CA: the certificate is refused, nothing arrives.
+	dir := t.TempDir()
+	e := open(t, dir, Config{URL: r.url(), Header: hdr, MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond}, engine.Options{})
+	base := time.Now().Add(-time.Minute).UnixMilli()
+	for i := range 10 {
+		e.write(gauge("tls", base+int64(i), float64(i)))
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for e.f.Stats().Retries < 3 {
+		if time.Now().After(deadline) {
+			t.Fatalf("no retries against an untrusted certificate: %+v", e.f.Stats())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if st := e.f.Stats(); st.Sent != 0 || !strings.Contains(st.LastError, "certificate") || r.total() != 0 {
+		t.Fatalf("sent to an untrusted certificate: %+v, %d arrived", st, r.total())
+	}
+	e.close()
+
+	// With it, the same data directory: everything arrives, authenticated.
+	e = open(t, dir, Config{URL: r.url(), Header: hdr, TLS: &tls.Config{RootCAs: pool}}, engine.Options{})
+	r.waitFor(t, "10 points over TLS", func() bool { return r.total() == 10 && e.f.Stats().Backlog == 0 })
+	mu.Lock()
+	defer mu.Unlock()
+	if wrongAuth != 0 {
+		t.Fatalf("%d requests without the token", wrongAuth)
 	}
 }
