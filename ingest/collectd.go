@@ -21,7 +21,8 @@ import (
 // CollectdOptions configure the collectd write_http receiver.
 type CollectdOptions struct {
 	// Access, when set, holds the sources taken (-allow; a refused one is
-	// closed at once, a datagram dropped, and counted) and TLS.
+	// closed at once, a datagram dropped, and counted), TLS and the tokens
+	// asked for (docs/auth.md).
 	Access *boundary.Access
 	// Addr is the listen address of its own HTTP server; default
 	// "127.0.0.1:8125" (mesures' port; statsd uses UDP 8125).

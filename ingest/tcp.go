@@ -35,7 +35,8 @@ const (
 // TCPOptions configure a TCPServer. The zero value means the defaults.
 type TCPOptions struct {
 	// Access, when set, holds the sources taken (-allow; a refused one is
-	// closed at once, a datagram dropped, and counted) and TLS.
+	// closed at once, a datagram dropped, and counted), TLS and the tokens
+	// asked for (docs/auth.md).
 	Access *boundary.Access
 	// Protocol is what the listener speaks; default Mesures.
 	Protocol Protocol

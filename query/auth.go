@@ -27,10 +27,10 @@ func isRead(ctx *fasthttp.RequestCtx, path string) bool {
 	return ctx.IsGet() || ctx.IsHead() || path == "/render" || path == "/metrics/find" || path == "/tags/findSeries"
 }
 
-// Authorize checks ctx's token on the listener named name for a read or
+// authorize checks ctx's token on the listener named name for a read or
 // a write (see boundary.Access.Authorize); false: refused, with fail
 // having answered. A 401 carries WWW-Authenticate, a 429 Retry-After.
-func Authorize(ctx *fasthttp.RequestCtx, acc *boundary.Access, name string, read bool, fail func(ctx *fasthttp.RequestCtx, status int, msg string)) bool {
+func authorize(ctx *fasthttp.RequestCtx, acc *boundary.Access, name string, read bool, fail func(ctx *fasthttp.RequestCtx, status int, msg string)) bool {
 	if !acc.AuthFor(name) {
 		return true
 	}

@@ -226,7 +226,7 @@ func (s *Server) serveGlo(ctx *fasthttp.RequestCtx) {
 // GloListenOptions configure a GloServer.
 type GloListenOptions struct {
 	// Access, when set, holds the sources taken (-allow; a refused one is
-	// closed at once and counted) and TLS.
+	// closed at once and counted), TLS and the tokens asked for.
 	Access        *boundary.Access
 	Addr          string
 	MaxConns      int
@@ -275,7 +275,7 @@ func (g *GloServer) serve(ctx *fasthttp.RequestCtx) {
 		writeError(ctx, fasthttp.StatusMethodNotAllowed, "only GET is served here")
 		return
 	}
-	if !Authorize(ctx, g.opts.Access, "glo", true, writeError) {
+	if !authorize(ctx, g.opts.Access, "glo", true, writeError) {
 		return
 	}
 	g.http.serveGlo(ctx)

@@ -22,7 +22,8 @@ import (
 // Options configure a Server. The zero value means the defaults.
 type Options struct {
 	// Access, when set, holds the sources taken (-allow; a refused one is
-	// closed at once, a datagram dropped, and counted) and TLS.
+	// closed at once, a datagram dropped, and counted), TLS and the tokens
+	// asked for (docs/auth.md).
 	Access *boundary.Access
 	// Addr is the listen address; default "127.0.0.1:1337".
 	Addr string
@@ -249,7 +250,7 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 		s.login(ctx, path)
 		return
 	}
-	if !Authorize(ctx, s.opts.Access, "http", isRead(ctx, path), func(ctx *fasthttp.RequestCtx, status int, msg string) {
+	if !authorize(ctx, s.opts.Access, "http", isRead(ctx, path), func(ctx *fasthttp.RequestCtx, status int, msg string) {
 		if path == "/" && status == fasthttp.StatusUnauthorized && ctx.IsGet() {
 			ctx.Redirect("/login", fasthttp.StatusSeeOther) // the page: a browser gets the form
 			return

@@ -25,7 +25,8 @@ import (
 // WatchtowerOptions configure the watchtower listener (docs/watchtower.md).
 type WatchtowerOptions struct {
 	// Access, when set, holds the sources taken (-allow; a refused one is
-	// closed at once, a datagram dropped, and counted) and TLS.
+	// closed at once, a datagram dropped, and counted), TLS and the tokens
+	// asked for (docs/auth.md).
 	Access *boundary.Access
 	// Addr is the listen address (watchtower's port is 5000).
 	Addr string

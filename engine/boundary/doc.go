@@ -1,6 +1,7 @@
 // Package boundary holds what every listener shares at its boundary with
 // clients: recovery from panics, a test hook that injects them, an
-// admission gate for HTTP listeners and a limiter for repeated log lines.
+// admission gate for HTTP listeners, a limiter for repeated log lines, and
+// access: a source allowlist, TLS certificates and tokens (docs/auth.md).
 // It uses the standard library only, so that ingest and query may both
 // import it.
 //
