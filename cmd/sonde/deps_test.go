@@ -40,7 +40,7 @@ func TestImportDirection(t *testing.T) {
 		{mod + "ingest/status", parser},
 		{mod + "engine/internal/chunk", func(i string) bool { return stdlib(i) || i == sample }},
 		{mod + "engine/internal/snapshot", func(i string) bool {
-			return stdlib(i) || i == sample || i == mod+"engine/internal/chunk" || i == "go.etcd.io/bbolt"
+			return stdlib(i) || i == sample || i == mod+"engine/internal/chunk" || i == "go.etcd.io/bbolt" || i == "go.etcd.io/bbolt/errors"
 		}},
 		{mod + "retention", func(i string) bool { return stdlib(i) || i == sample }},
 		// remote_write reads the engine's WAL through DB.ReadPoints and

@@ -26,6 +26,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 
 	"github.com/sonde-metrics/sonde/engine/internal/chunk"
 	"github.com/sonde-metrics/sonde/engine/sample"
@@ -167,6 +168,17 @@ func (s *Store) SetChunkPoints(n int) {
 // fsync; 1 MiB steps are a few a second at the soak's 200k samples/s.
 const allocSize = 1 << 20
 
+// createTop returns the top-level bucket name, made when missing. A
+// top-level entry that is a plain value, not a bucket (a flag bit
+// flipped on disk), is damage, not bbolt's "incompatible value".
+func createTop(tx *bolt.Tx, name []byte) (*bolt.Bucket, error) {
+	b, err := tx.CreateBucketIfNotExists(name)
+	if errors.Is(err, berrors.ErrIncompatibleValue) {
+		return nil, fmt.Errorf("%w: the top-level entry %s is not a bucket", ErrDamaged, name)
+	}
+	return b, err
+}
+
 // Open opens or creates the store at path.
 func Open(path string) (s *Store, err error) {
 	defer caught(&err)
@@ -191,7 +203,7 @@ func Open(path string) (s *Store, err error) {
 		}
 	}()
 	err = db.Update(func(tx *bolt.Tx) error {
-		meta, err := tx.CreateBucketIfNotExists(bucketMeta)
+		meta, err := createTop(tx, bucketMeta)
 		if err != nil {
 			return err
 		}
@@ -202,10 +214,10 @@ func Open(path string) (s *Store, err error) {
 		} else if len(v) != 1 || v[0] != formatVersion {
 			return fmt.Errorf("%w: format version %v", ErrFormat, v)
 		}
-		if _, err := tx.CreateBucketIfNotExists(bucketSeries); err != nil {
+		if _, err := createTop(tx, bucketSeries); err != nil {
 			return err
 		}
-		if _, err := tx.CreateBucketIfNotExists(bucketHistory); err != nil {
+		if _, err := createTop(tx, bucketHistory); err != nil {
 			return err
 		}
 		if v := meta.Get(keyIndex); v != nil {
