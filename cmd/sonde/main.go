@@ -44,94 +44,94 @@ var (
 )
 
 type config struct {
-	configFile         string
-	dataDir            string
-	tcpAddr            string
-	graphiteAddr       string
-	collectdAddr       string
-	statsdAddr         string
-	statsdFlush        time.Duration
-	statsdPcts         string
-	statsdMaxNames     int
-	statsdMaxSet       int
-	statsdMaxTimer     int
-	statsdIdle         int
-	statsdMaxQueue     int
-	typesDB            string
-	maxBody            int
-	httpAddr           string
-	headerTimeout      time.Duration
-	fsync              string
-	fsyncInterval      time.Duration
-	snapshotInterval   time.Duration
-	snapshotRecords    int
-	snapshotQuiet      time.Duration
-	snapshotMemory     int
-	ringSize           int
-	vaporPoints        int
-	chunkPoints        int
-	retainEvery        time.Duration
-	retentionFile      string
-	eventRetention     string
-	eventMaxBytes      int64
-	eventMemory        int
-	maxHeartbeats      int
-	maxSeries          int
-	minWindow          time.Duration
-	walSegment         int
-	eventBuffer        int
-	maxConns           int
-	maxLine            int
-	oneShotIdle        time.Duration
-	idleTimeout        time.Duration
-	heartbeat          time.Duration
-	queryTimeout       time.Duration
-	queryMaxPoints     int
-	queryMaxBytes      int
-	queryMaxSeries     int
-	queryConcurrency   int
-	sseWriteTimeout    time.Duration
-	selfInterval       time.Duration
-	upstreams          stringList // -upstream, paired by order with
-	upstreamNames      stringList // -upstream-prefix
-	alerts             stringList // -alert
-	checkFlags         stringList // -check
-	checks             []*alert.Check
-	watchtowerAddr     string
-	logatronAddr       string
-	logatronLine       int
-	logatronClients    int
-	logatronRing       int
-	logatronKeys       int
-	gloAddr            string
-	gloKeyFlags        stringList // -glo-key
-	glo                query.GloOptions
-	gloPollFlags       stringList // -glo-poll
-	gloPolls           []ingest.GloPollOptions
-	watchtowerPWFile   string
-	remoteWriteFlags   stringList // -remote-write
-	externalLabels     stringList // -external-label
-	remoteWrites       []remotewrite.Config
-	remoteWriteMax     int64
-	allowFlags         stringList // -allow
-	allow              *boundary.Allow
-	insecure           bool
-	tlsCert, tlsKey    string
-	tlsListeners       string
-	authFile           string
-	authListeners      string
-	caFile             string
-	clientTLS          *tls.Config      // from -ca-file: Sonde's own clients'
-	upstreamTokenFiles stringList       // -upstream-token-file
-	upstreamTokens     []string         // read from them
-	access             *boundary.Access // set by run: the allowlist, the certificates and the tokens
-	channels           []*alert.Channel
-	pprofAddr          string
-	gogc               int    // 0: leave the runtime's (the GOGC environment variable)
-	gcHeadroom         uint64 // 0: leave the runtime's memory limit (the GOMEMLIMIT environment variable)
-	gcFloor            uint64
-	logLevel           string
-	logFormat          string
+	configFile       string
+	dataDir          string
+	tcpAddr          string
+	graphiteAddr     string
+	collectdAddr     string
+	statsdAddr       string
+	statsdFlush      time.Duration
+	statsdPcts       string
+	statsdMaxNames   int
+	statsdMaxSet     int
+	statsdMaxTimer   int
+	statsdIdle       int
+	statsdMaxQueue   int
+	typesDB          string
+	maxBody          int
+	httpAddr         string
+	headerTimeout    time.Duration
+	fsync            string
+	fsyncInterval    time.Duration
+	snapshotInterval time.Duration
+	snapshotRecords  int
+	snapshotQuiet    time.Duration
+	snapshotMemory   int
+	ringSize         int
+	vaporPoints      int
+	chunkPoints      int
+	retainEvery      time.Duration
+	retentionFile    string
+	eventRetention   string
+	eventMaxBytes    int64
+	eventMemory      int
+	maxHeartbeats    int
+	maxSeries        int
+	minWindow        time.Duration
+	walSegment       int
+	eventBuffer      int
+	maxConns         int
+	maxLine          int
+	oneShotIdle      time.Duration
+	idleTimeout      time.Duration
+	heartbeat        time.Duration
+	queryTimeout     time.Duration
+	queryMaxPoints   int
+	queryMaxBytes    int
+	queryMaxSeries   int
+	queryConcurrency int
+	sseWriteTimeout  time.Duration
+	selfInterval     time.Duration
+	upstreams        stringList // -upstream, paired by order with
+	upstreamNames    stringList // -upstream-prefix
+	alerts           stringList // -alert
+	checkFlags       stringList // -check
+	checks           []*alert.Check
+	watchtowerAddr   string
+	logatronAddr     string
+	logatronLine     int
+	logatronClients  int
+	logatronRing     int
+	logatronKeys     int
+	gloAddr          string
+	gloKeyFlags      stringList // -glo-key
+	glo              query.GloOptions
+	gloPollFlags     stringList // -glo-poll
+	gloPolls         []ingest.GloPollOptions
+	watchtowerPWFile string
+	remoteWriteFlags stringList // -remote-write
+	externalLabels   stringList // -external-label
+	remoteWrites     []remotewrite.Config
+	remoteWriteMax   int64
+	allowFlags       stringList // -allow
+	allow            *boundary.Allow
+	insecure         bool
+	tlsCert, tlsKey  string
+	tlsListeners     string
+	authFile         string
+	authListeners    string
+	caFile           string
+	clientTLS        *tls.Config      // from -ca-file: Sonde's own clients'
+	upTokenFiles     stringList       // -upstream-token-file
+	upTokens         []string         // read from them
+	access           *boundary.Access // set by run: the allowlist, the certificates and the tokens
+	channels         []*alert.Channel
+	pprofAddr        string
+	gogc             int    // 0: leave the runtime's (the GOGC environment variable)
+	gcHeadroom       uint64 // 0: leave the runtime's memory limit (the GOMEMLIMIT environment variable)
+	gcFloor          uint64
+	logLevel         string
+	logFormat        string
 }
 
 // flagSet defines every flag of the server on c.
@@ -211,7 +211,7 @@ func flagSet(c *config) *flag.FlagSet {
 	fs.StringVar(&c.authFile, "auth-file", "", "a file of tokens, one a line: NAME read|write|read,write TOKEN|sha256:HEX (`sonde token` makes one); the -auth-listeners then ask every client for one (docs/auth.md); read again on SIGHUP")
 	fs.StringVar(&c.authListeners, "auth-listeners", "tcp,collectd,http,watchtower,pprof", "the listeners that ask for a token when -auth-file is given (also glo, whose clients may send ?token=; graphite, statsd and logatron clients cannot: give them -allow)")
 	fs.StringVar(&c.caFile, "ca-file", "", "PEM CA certificates Sonde's own clients (-upstream, -glo-poll, -remote-write) trust besides the system's")
-	fs.Var(&c.upstreamTokenFiles, "upstream-token-file", "a file holding the token sent to the -upstream of the same rank (one file for every -upstream when given once); repeatable")
+	fs.Var(&c.upTokenFiles, "upstream-token-file", "a file holding the token sent to the -upstream of the same rank (one file for every -upstream when given once); repeatable")
 	fs.StringVar(&c.tlsCert, "tls-cert", "", "a PEM certificate (chain): the -tls-listeners serve TLS with it and -tls-key; both read again on SIGHUP")
 	fs.StringVar(&c.tlsKey, "tls-key", "", "the PEM private key of -tls-cert")
 	fs.StringVar(&c.tlsListeners, "tls-listeners", "tcp,collectd,http,glo,watchtower,pprof", "the listeners that serve TLS when -tls-cert is given (also graphite, logatron; statsd is UDP)")
@@ -317,15 +317,15 @@ func parse(args []string, out io.Writer) (config, *flag.FlagSet, error) {
 	if c.clientTLS, err = clientTLS("-ca-file", c.caFile); err != nil {
 		return c, fs, err
 	}
-	if len(c.upstreamTokenFiles) > 1 && len(c.upstreamTokenFiles) != len(c.upstreams) {
-		return c, fs, fmt.Errorf("%d -upstream-token-file and %d -upstream: give one file for all, or one per upstream in the same order", len(c.upstreamTokenFiles), len(c.upstreams))
+	if len(c.upTokenFiles) > 1 && len(c.upTokenFiles) != len(c.upstreams) {
+		return c, fs, fmt.Errorf("%d -upstream-token-file and %d -upstream: give one file for all, or one per upstream in the same order", len(c.upTokenFiles), len(c.upstreams))
 	}
-	for _, f := range c.upstreamTokenFiles {
+	for _, f := range c.upTokenFiles {
 		tok, err := readToken("-upstream-token-file", f)
 		if err != nil {
 			return c, fs, err
 		}
-		c.upstreamTokens = append(c.upstreamTokens, tok)
+		c.upTokens = append(c.upTokens, tok)
 	}
 	for i := range c.gloPolls {
 		c.gloPolls[i].TLS = c.clientTLS
@@ -752,8 +752,8 @@ func run(c config, logger *slog.Logger) error {
 	instance := newInstanceID()
 	for i, u := range c.upstreams {
 		var token string
-		if len(c.upstreamTokens) > 0 {
-			token = c.upstreamTokens[min(i, len(c.upstreamTokens)-1)]
+		if len(c.upTokens) > 0 {
+			token = c.upTokens[min(i, len(c.upTokens)-1)]
 		}
 		f, err := ingest.NewFollower(ingest.FollowOptions{URL: u, Name: c.upstreamNames[i], Instance: instance, Token: token, TLS: c.clientTLS,
 			Logger: logger.With("component", "upstream", "prefix", c.upstreamNames[i])}, followStore{app, db})
