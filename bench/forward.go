@@ -32,6 +32,9 @@ type ForwardConfig struct {
 	// Options are more fields of the -remote-write value, e.g.
 	// ",shards=8".
 	Options string
+	// Receivers are the receivers measured, in order; default null, then
+	// victoria-metrics.
+	Receivers []string
 }
 
 // ForwardResult is what the forward scenario measured, once per receiver.
@@ -100,7 +103,14 @@ func sondeForward(ctx context.Context, addr, dest string) (forwardSample, error)
 // Forward runs the forward scenario with each receiver.
 func Forward(ctx context.Context, fc ForwardConfig) (*ForwardResult, error) {
 	out := &ForwardResult{Machine: ThisMachine()}
-	for _, r := range []string{"null", "victoria-metrics"} {
+	receivers := fc.Receivers
+	if len(receivers) == 0 {
+		receivers = []string{"null", "victoria-metrics"}
+	}
+	for _, r := range receivers {
+		if r != "null" && r != "victoria-metrics" {
+			return nil, fmt.Errorf("unknown receiver %q (null, victoria-metrics)", r)
+		}
 		p, err := forwardPhases(ctx, fc, r)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", r, err)

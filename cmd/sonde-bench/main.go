@@ -89,28 +89,29 @@ func main() {
 }
 
 type flags struct {
-	load     bench.Config
-	shape    string
-	out      string
-	plot     string
-	sondeBin string
-	peerBin  string
-	workDir  string
-	crash    bool
-	subs     int
-	keysList string
-	points   int
-	extra    string
-	memDir   string
-	perDgram int
-	card     int
-	runs     int
-	protocol string
-	idle     bench.IdleConfig
-	glob     string
-	find     string
-	settle   time.Duration
-	fwdOpts  string
+	load         bench.Config
+	shape        string
+	out          string
+	plot         string
+	sondeBin     string
+	peerBin      string
+	workDir      string
+	crash        bool
+	subs         int
+	keysList     string
+	points       int
+	extra        string
+	memDir       string
+	perDgram     int
+	card         int
+	runs         int
+	protocol     string
+	idle         bench.IdleConfig
+	glob         string
+	find         string
+	settle       time.Duration
+	fwdOpts      string
+	fwdReceivers string
 }
 
 func run(args []string) error {
@@ -152,6 +153,7 @@ func run(args []string) error {
 	fs.IntVar(&f.points, "points", 0, "mem: samples per key (0: 120, /vapor's length)")
 	fs.StringVar(&f.extra, "sonde-flags", "", "compare, ingest, soak, query -peer, mem, restart: more flags for sonde, space separated")
 	fs.IntVar(&f.perDgram, "per-datagram", 20, "statsd: lines in each datagram")
+	fs.StringVar(&f.fwdReceivers, "forward-receivers", "null,victoria-metrics", "forward: the receivers measured, in order")
 	fs.StringVar(&f.fwdOpts, "forward-options", "", "forward: more fields of Sonde's -remote-write value, e.g. ,shards=8,max-samples=10000")
 	fs.StringVar(&f.memDir, "mem-dir", "/dev/shm", "disk: a tmpfs for the data of the Sonde that makes the CPU load")
 	if err := fs.Parse(args); err != nil {
@@ -340,7 +342,7 @@ func run(args []string) error {
 			return err
 		}
 		defer cleanup()
-		r, err := bench.Forward(ctx, bench.ForwardConfig{Load: *l, Pair: f.pair(dir), Options: f.fwdOpts})
+		r, err := bench.Forward(ctx, bench.ForwardConfig{Load: *l, Pair: f.pair(dir), Options: f.fwdOpts, Receivers: strings.Split(f.fwdReceivers, ",")})
 		if err != nil {
 			return err
 		}

@@ -202,6 +202,12 @@ type Log struct {
 	dirDirty bool // a segment was created and the directory not yet fsynced
 	rolled   bool // the next batch creates a segment (Commit clears tidwall's cache)
 	broken   error
+	// tail is a file of tidwall/wal's tail segment, which syncTail fsyncs
+	// itself: tidwall/wal's Sync holds its lock through the fsync, and
+	// every Read (a forwarder's, a stream's catch-up) would wait on it.
+	// tidwall/wal fsyncs a segment itself when it rolls past it.
+	tail      *os.File
+	tailFirst uint64
 
 	truncMu sync.Mutex // serialises TruncateFront callers.
 	// first is the first index the log holds. TruncateFront removes whole
@@ -479,11 +485,14 @@ func (l *Log) Sync() error {
 }
 
 func (l *Log) syncTail() error {
+	if err := l.findTail(); err != nil {
+		return err
+	}
 	var err error
 	if l.hooks.Sync != nil {
-		err = l.hooks.Sync(l.tw.Sync)
+		err = l.hooks.Sync(l.tail.Sync)
 	} else {
-		err = l.tw.Sync() // no method value: this runs for every group
+		err = l.tail.Sync() // no method value: this runs for every group
 	}
 	if err != nil {
 		return fmt.Errorf("fsync segment: %w", err)
@@ -494,6 +503,38 @@ func (l *Log) syncTail() error {
 		}
 		l.dirDirty = false
 	}
+	return nil
+}
+
+// findTail makes l.tail the newest segment file. The size of the file it
+// holds tells whether tidwall/wal still writes there: it matches the
+// mirror (segBytes) until a roll, and a roll resets the mirror; on any
+// difference the directory says which file is newest.
+func (l *Log) findTail() error {
+	if l.tail != nil {
+		if fi, err := l.tail.Stat(); err == nil && fi.Size() == int64(l.segBytes) {
+			return nil
+		}
+	}
+	segs, _, err := listSegments(l.dir)
+	if err != nil {
+		return err
+	}
+	if len(segs) == 0 {
+		return fmt.Errorf("find the tail segment: none in %s", l.dir)
+	}
+	newest := segs[len(segs)-1]
+	if l.tail != nil && l.tailFirst == newest {
+		return nil
+	}
+	f, err := os.OpenFile(filepath.Join(l.dir, segmentName(newest)), os.O_WRONLY, 0)
+	if err != nil {
+		return fmt.Errorf("open the tail segment to fsync it: %w", err)
+	}
+	if l.tail != nil {
+		l.tail.Close()
+	}
+	l.tail, l.tailFirst = f, newest
 	return nil
 }
 
@@ -529,6 +570,10 @@ func (l *Log) cutBack(last uint64) error {
 	l.twMu.Lock()
 	defer l.twMu.Unlock()
 	l.tw.Close() // its state is that of the failed write; the files say what is left
+	if l.tail != nil {
+		l.tail.Close() // it may be a segment removed below: found again at the next sync
+		l.tail = nil
+	}
 	plain, _, err := listSegments(l.dir)
 	if err != nil {
 		return err
@@ -688,6 +733,10 @@ func (l *Log) TruncateFront(keep uint64) (uint64, error) {
 func (l *Log) Close() error {
 	l.twMu.Lock()
 	defer l.twMu.Unlock()
+	if l.tail != nil {
+		l.tail.Close()
+		l.tail = nil
+	}
 	if err := l.tw.Close(); err != nil {
 		return fmt.Errorf("close wal: %w", err)
 	}
