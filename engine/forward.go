@@ -67,26 +67,36 @@ func (db *DB) ReadPoints(after uint64, max int, fn func(*Point)) (uint64, error)
 	end := min(db.published.Load(), after+uint64(max))
 	var r record.Record
 	var p Point
-	for i := after + 1; i <= end; i++ {
-		body, err := db.wal.Read(i)
-		if err != nil {
-			if errors.Is(err, wal.ErrNotFound) {
-				return i - 1, fmt.Errorf("read wal record %d: %w", i, ErrCut)
+	bodies := make([][]byte, 0, min(readBatch, end-after))
+	for i := after + 1; i <= end; {
+		// A batch at a time: the WAL's locks are taken once a batch, and
+		// fn runs without them.
+		var err error
+		bodies, err = db.wal.ReadMany(i, int(min(readBatch, end-i+1)), bodies[:0])
+		for _, body := range bodies {
+			key, err := record.DecodeView(body, &r)
+			if err != nil {
+				return i - 1, fmt.Errorf("decode wal record %d: %w", i, err)
 			}
+			if r.AddsPoint() {
+				p = Point{Index: i, Time: r.Time, Key: key, Value: r.Value}
+				fn(&p)
+			}
+			i++
+		}
+		if errors.Is(err, wal.ErrNotFound) {
+			return i - 1, fmt.Errorf("read wal record %d: %w", i, ErrCut)
+		}
+		if err != nil {
 			return i - 1, fmt.Errorf("read wal record %d: %w", i, err)
 		}
-		key, err := record.DecodeView(body, &r)
-		if err != nil {
-			return i - 1, fmt.Errorf("decode wal record %d: %w", i, err)
-		}
-		if !r.AddsPoint() {
-			continue
-		}
-		p = Point{Index: i, Time: r.Time, Key: key, Value: r.Value}
-		fn(&p)
 	}
 	return end, nil
 }
+
+// readBatch is how many records ReadPoints reads under the WAL's locks at
+// once.
+const readBatch = 1024
 
 // WALFirst returns the oldest index the WAL holds.
 func (db *DB) WALFirst() (uint64, error) { return db.wal.FirstIndex() }

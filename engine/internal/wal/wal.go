@@ -629,6 +629,49 @@ func (l *Log) cutBack(last uint64) error {
 // takes them.
 func (l *Log) Failed() error { return l.broken }
 
+// ReadMany appends to dst the bodies of the records from index first on,
+// at most n of them and none past the last written, taking the log's
+// locks once; they alias the log's cache like Read's. An error comes with
+// the bodies read before it.
+func (l *Log) ReadMany(first uint64, n int, dst [][]byte) ([][]byte, error) {
+	l.twMu.RLock()
+	l.readMu.Lock()
+	start := len(dst)
+	var err error
+	for i := first; len(dst)-start < n; i++ {
+		if i < l.first.Load() { // TruncateFront removes files under readMu
+			err = fmt.Errorf("read index %d: %w", i, ErrNotFound)
+			break
+		}
+		var frame []byte
+		frame, err = l.tw.Read(i)
+		if err != nil {
+			err = readError(i, err)
+			break
+		}
+		var body []byte
+		if body, err = checkFrame(frame); err != nil {
+			err = &CorruptionError{Index: i, Offset: -1, Err: err}
+			break
+		}
+		dst = append(dst, body)
+	}
+	l.readMu.Unlock()
+	l.twMu.RUnlock()
+	return dst, err
+}
+
+// readError maps tidwall/wal's error reading index.
+func readError(index uint64, err error) error {
+	if errors.Is(err, twal.ErrNotFound) {
+		return fmt.Errorf("read index %d: %w", index, ErrNotFound)
+	}
+	if errors.Is(err, twal.ErrCorrupt) {
+		return &CorruptionError{Index: index, Offset: -1, Err: err}
+	}
+	return fmt.Errorf("read index %d: %w", index, err)
+}
+
 // Read returns the body of the record at index. The slice aliases the
 // log's cache: the caller must not modify it, and may keep it.
 func (l *Log) Read(index uint64) ([]byte, error) {
@@ -642,13 +685,7 @@ func (l *Log) Read(index uint64) ([]byte, error) {
 	l.readMu.Unlock()
 	l.twMu.RUnlock()
 	if err != nil {
-		if errors.Is(err, twal.ErrNotFound) {
-			return nil, fmt.Errorf("read index %d: %w", index, ErrNotFound)
-		}
-		if errors.Is(err, twal.ErrCorrupt) {
-			return nil, &CorruptionError{Index: index, Offset: -1, Err: err}
-		}
-		return nil, fmt.Errorf("read index %d: %w", index, err)
+		return nil, readError(index, err)
 	}
 	body, err := checkFrame(frame)
 	if err != nil {

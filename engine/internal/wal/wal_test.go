@@ -360,3 +360,34 @@ func TestRollsLetClosedSegmentsGo(t *testing.T) {
 		}
 	}
 }
+
+// TestReadMany: a batch read across segment rolls gives what Read gives,
+// stops at n, and reports a record truncated away as ErrNotFound with
+// the bodies before it.
+func TestReadMany(t *testing.T) {
+	l, err := Open(t.TempDir(), Options{SegmentSize: 256})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	writeN(t, l, 0, 200)
+	got, err := l.ReadMany(1, 1000, nil)
+	if !errors.Is(err, ErrNotFound) || len(got) != 200 {
+		t.Fatalf("ReadMany past the end: %d bodies, %v", len(got), err)
+	}
+	for i, b := range got {
+		if want := fmt.Sprintf("record-%06d", i); string(b) != want {
+			t.Fatalf("body %d = %q, want %q", i, b, want)
+		}
+	}
+	if got, err = l.ReadMany(50, 10, got[:0]); err != nil || len(got) != 10 || string(got[0]) != "record-000049" || string(got[9]) != "record-000058" {
+		t.Fatalf("ReadMany(50, 10): %q %v", got, err)
+	}
+	first, err := l.TruncateFront(150)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err = l.ReadMany(first-1, 5, got[:0]); !errors.Is(err, ErrNotFound) || len(got) != 0 {
+		t.Fatalf("ReadMany below the first index: %d bodies, %v", len(got), err)
+	}
+}
