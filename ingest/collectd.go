@@ -280,11 +280,8 @@ func (c *Collectd) authorize(ctx *fasthttp.RequestCtx) bool {
 	if v.OK {
 		return true
 	}
-	switch v.Status {
-	case fasthttp.StatusUnauthorized:
-		ctx.Response.Header.Set("WWW-Authenticate", boundary.Challenge)
-	case fasthttp.StatusTooManyRequests:
-		ctx.Response.Header.Set("Retry-After", v.RetryAfter())
+	if name, value := v.Header(); name != "" {
+		ctx.Response.Header.Set(name, value)
 	}
 	replyJSON(ctx, v.Status, map[string]any{"error": v.Msg})
 	return false

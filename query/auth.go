@@ -41,11 +41,8 @@ func authorize(ctx *fasthttp.RequestCtx, acc *boundary.Access, name string, read
 	if v.OK {
 		return true
 	}
-	switch v.Status {
-	case fasthttp.StatusUnauthorized:
-		ctx.Response.Header.Set("WWW-Authenticate", boundary.Challenge)
-	case fasthttp.StatusTooManyRequests:
-		ctx.Response.Header.Set("Retry-After", v.RetryAfter())
+	if name, value := v.Header(); name != "" {
+		ctx.Response.Header.Set(name, value)
 	}
 	fail(ctx, v.Status, v.Msg)
 	return false
@@ -96,8 +93,8 @@ func (s *Server) login(ctx *fasthttp.RequestCtx, path string) {
 	token := ctx.PostArgs().Peek("token")
 	v := acc.Auth.Check("http", sourceOf(ctx), token, boundary.Read)
 	if !v.OK {
-		if v.Status == fasthttp.StatusTooManyRequests {
-			ctx.Response.Header.Set("Retry-After", v.RetryAfter())
+		if name, value := v.Header(); name == "Retry-After" {
+			ctx.Response.Header.Set(name, value)
 		}
 		form(v.Status, v.Msg)
 		return

@@ -169,8 +169,8 @@ func (w *Watchtower) serve(ctx *fasthttp.RequestCtx) {
 			hdr = append([]byte("Bearer "), pw...)
 		}
 		if v := acc.Authorize("watchtower", sourceOf(ctx), ctx.IsGet() || ctx.IsHead(), hdr, nil, nil); !v.OK {
-			if v.Status == fasthttp.StatusTooManyRequests {
-				ctx.Response.Header.Set("Retry-After", v.RetryAfter())
+			if name, value := v.Header(); name == "Retry-After" {
+				ctx.Response.Header.Set(name, value)
 			}
 			reply(ctx, map[string]any{"result": v.Status, "hint": v.Msg})
 			return

@@ -31,11 +31,8 @@ func servePprof(addr string, acc *boundary.Access, logger *slog.Logger) error {
 			read := r.Method == http.MethodGet || r.Method == http.MethodHead
 			v := acc.Authorize("pprof", ap.Addr().Unmap(), read, []byte(r.Header.Get("Authorization")), nil, []byte(r.URL.Query().Get("token")))
 			if !v.OK {
-				switch v.Status {
-				case http.StatusUnauthorized:
-					w.Header().Set("WWW-Authenticate", boundary.Challenge)
-				case http.StatusTooManyRequests:
-					w.Header().Set("Retry-After", v.RetryAfter())
+				if name, value := v.Header(); name != "" {
+					w.Header().Set(name, value)
 				}
 				http.Error(w, v.Msg, v.Status)
 				return

@@ -384,6 +384,18 @@ func (v Verdict) RetryAfter() string {
 	return strconv.Itoa(max(1, int((v.Retry+time.Second-1)/time.Second)))
 }
 
+// Header is the response header an HTTP refusal carries: WWW-Authenticate
+// with a 401, Retry-After with a 429; name is "" for none.
+func (v Verdict) Header() (name, value string) {
+	switch v.Status {
+	case 401:
+		return "WWW-Authenticate", Challenge
+	case 429:
+		return "Retry-After", v.RetryAfter()
+	}
+	return "", ""
+}
+
 // Authorize checks a request on the listener named name; it is OK when
 // that listener asks for no token. A read (GET, HEAD) needs the read
 // scope, anything else write. The token comes from the Authorization
