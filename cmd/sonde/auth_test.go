@@ -22,6 +22,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/chromedp/chromedp"
 )
 
 // authTokens are the tokens of a test's -auth-file.
@@ -526,5 +528,40 @@ func TestAuthClients(t *testing.T) {
 	waitFor(t, "the refused reload", func() bool { return strings.Contains(up.logText(), "SIGHUP: tokens not reloaded") })
 	if m := data(upURL, "fresh-token-0123456789"); m["chained"] != 42 {
 		t.Fatalf("after a broken reload %v", m)
+	}
+}
+
+// TestPageLogin: with -auth-file, Chromium opening the page is sent to
+// /login; a wrong token shows the form again; a read token signs in, and
+// the page's reads and its EventSource go with the cookie: a SET made
+// afterwards shows in the table live. The console stays clean but for the
+// wrong token's 401.
+func TestPageLogin(t *testing.T) {
+	a := writeAuthFile(t, t.TempDir())
+	p := start(t, t.TempDir(), "-auth-file", a.file)
+	b := newBrowser(t)
+	b.navigate(p.url("/"))
+	b.wait("the login form", `location.pathname === '/login' && document.querySelector('input[name=token]') !== null`)
+	signIn := func(tok string) {
+		b.within("sign in", func(ctx context.Context) error {
+			// RunResponse waits for the navigation the submit starts.
+			_, err := chromedp.RunResponse(ctx, chromedp.SetValue(chromedp.CSS(`input[name=token]`), tok), chromedp.Submit(chromedp.CSS(`form`)))
+			return err
+		})
+	}
+	signIn("wrong-token-0123456789")
+	b.wait("the form again", `document.readyState === 'complete' && document.body.textContent.includes('the token is not valid')`)
+	signIn(a.reader)
+	b.wait("the page's stream", `location.pathname === '/' && document.getElementById('status')?.dataset.state === 'live'`)
+	for _, r := range authLines(t, "127.0.0.1", p.tcpAddr, 2, "AUTH "+a.writer, "SET answer 42") {
+		if r != "+OK" {
+			t.Fatalf("write: %q", r)
+		}
+	}
+	b.wait("answer in the table", rowValue("answer")+` === '42'`)
+	for _, e := range b.errs() {
+		if !strings.Contains(e, "401") {
+			t.Errorf("console: %s", e)
+		}
 	}
 }
