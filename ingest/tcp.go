@@ -288,11 +288,11 @@ func (s *TCPServer) auth(c net.Conn, br *bufio.Reader) bool {
 	if len(line) == 0 {
 		return false // closed, or silent: nothing to answer or count
 	}
-	verb, token, _ := bytes.Cut(line, []byte(" "))
-	if !bytes.EqualFold(verb, []byte("AUTH")) {
-		token = nil // counted as missing
+	var token []byte // none: counted as missing
+	if f := bytes.Fields(line); bytes.EqualFold(f[0], []byte("AUTH")) && len(f) > 1 {
+		token = bytes.TrimSpace(line[len(f[0]):]) // a token holds no space: a line with more is wrong
 	}
-	v := s.opts.Access.Auth.Check("tcp", remoteIP(c), bytes.TrimSpace(token), boundary.Write)
+	v := s.opts.Access.Auth.Check("tcp", remoteIP(c), token, boundary.Write)
 	if !v.OK {
 		msg := v.Msg
 		if v.Status == 401 && len(token) == 0 {

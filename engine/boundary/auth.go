@@ -62,11 +62,15 @@ const (
 	MaxTokenLen = 256
 )
 
-// Failed attempts (a wrong token) are limited per source address: a
-// source has FailBurst of them, and one more each FailEvery; past them
-// every attempt that carries a token is refused (429) without being
-// checked until one has come back. At most maxFailSources sources are
-// followed; past it the rest share one allowance.
+// Failed attempts (a wrong token) are limited per source address (an
+// IPv6 source by its /64, which one host may hold whole): a source has
+// FailBurst of them, and one more each FailEvery; past them every attempt
+// that carries a token is refused (429) without being checked until one
+// has come back. At most maxFailSources sources are followed: when a new
+// one fails past that, those whose allowance is whole again are let go,
+// or else one at random. Memory stays bounded and no source is refused
+// for others' failures; a source that many others push out gets its
+// attempts back sooner, which 32 random bytes of token make harmless.
 const (
 	FailBurst      = 10
 	FailEvery      = time.Second
@@ -170,10 +174,10 @@ type Tokens struct {
 
 	ok, missing, wrong, scope, limited atomic.Int64
 
-	mu       sync.Mutex // guards sources.
-	sources  map[netip.Addr]*allowance
-	overflow allowance // shared past maxFailSources
-	now      func() time.Time
+	mu      sync.Mutex // guards sources and swept.
+	sources map[netip.Addr]*allowance
+	swept   time.Time // when full sources were last let go
+	now     func() time.Time
 }
 
 // allowance is a source's failed attempts left (a token bucket).
@@ -249,7 +253,7 @@ func (t *Tokens) Check(listener string, source netip.Addr, token []byte, need Sc
 		t.missing.Add(1)
 		return Verdict{Status: 401, Msg: "authentication required: send a token (Authorization: Bearer TOKEN)"}
 	}
-	source = source.Unmap()
+	source = sourceKey(source)
 	if wait := t.spent(source); wait > 0 {
 		t.limited.Add(1)
 		t.logs.Log(t.log, slog.LevelWarn, "auth-limited", "too many failed attempts: refused unchecked",
@@ -276,17 +280,27 @@ func (t *Tokens) Check(listener string, source netip.Addr, token []byte, need Sc
 	return Verdict{OK: true}
 }
 
+// sourceKey is the address failed attempts are counted by: an IPv4
+// address, or an IPv6 address's /64.
+func sourceKey(a netip.Addr) netip.Addr {
+	a = a.Unmap()
+	if a.Is6() {
+		p, _ := a.Prefix(64)
+		return p.Addr()
+	}
+	return a
+}
+
 // spent returns how long until source has a failed attempt left; 0 if
 // it has one.
 func (t *Tokens) spent(source netip.Addr) time.Duration {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	a := t.allowanceOf(source, false)
+	a := t.sources[source]
 	if a == nil {
 		return 0
 	}
-	now := t.now()
-	t.refill(a, now)
+	t.refill(a, t.now())
 	if a.left >= 1 {
 		return 0
 	}
@@ -297,47 +311,41 @@ func (t *Tokens) spent(source netip.Addr) time.Duration {
 func (t *Tokens) fail(source netip.Addr) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	a := t.allowanceOf(source, true)
-	t.refill(a, t.now())
+	now := t.now()
+	a := t.sources[source]
+	if a == nil {
+		if len(t.sources) >= maxFailSources {
+			t.makeRoom(now)
+		}
+		a = &allowance{left: FailBurst, at: now}
+		t.sources[source] = a
+	}
+	t.refill(a, now)
 	a.left = max(a.left-1, 0)
 }
 
 func (t *Tokens) refill(a *allowance, now time.Time) {
-	if a.at.IsZero() {
-		a.left, a.at = FailBurst, now
-		return
-	}
 	a.left = min(a.left+float64(now.Sub(a.at))/float64(FailEvery), FailBurst)
 	a.at = now
 }
 
-// allowanceOf returns source's allowance; with create, a new one if it
-// has none (a full one is the same as none: those are dropped when the
-// map is full).
-func (t *Tokens) allowanceOf(source netip.Addr, create bool) *allowance {
-	if a := t.sources[source]; a != nil {
-		return a
-	}
-	if !create {
-		if len(t.sources) >= maxFailSources {
-			return &t.overflow
-		}
-		return nil
-	}
-	if len(t.sources) >= maxFailSources {
-		now := t.now()
+// makeRoom lets go of the sources whose allowance is whole again (at most
+// once a FailEvery: a walk of the whole map), else of one at random.
+func (t *Tokens) makeRoom(now time.Time) {
+	if now.Sub(t.swept) >= FailEvery {
+		t.swept = now
 		for k, a := range t.sources {
 			if t.refill(a, now); a.left >= FailBurst {
 				delete(t.sources, k)
 			}
 		}
-		if len(t.sources) >= maxFailSources {
-			return &t.overflow
-		}
 	}
-	a := &allowance{}
-	t.sources[source] = a
-	return a
+	for k := range t.sources {
+		if len(t.sources) < maxFailSources {
+			break
+		}
+		delete(t.sources, k) // map order: one at random
+	}
 }
 
 // TokenFromHeader reads the token of an Authorization header: "Bearer

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -96,6 +97,18 @@ func TestTokensLimitFailures(t *testing.T) {
 	if st := tk.Stats(); st.Limited != 1 || st.Wrong != FailBurst {
 		t.Errorf("stats %+v", st)
 	}
+	// An IPv6 source counts by its /64: a host that holds one cannot get
+	// fresh attempts by changing its address's low bits.
+	for i := range FailBurst {
+		ip := netip.MustParseAddr(fmt.Sprintf("2001:db8::%x", i+1))
+		tk.Check("tcp", ip, []byte("wrong-wrong-wrong"), Read)
+	}
+	if v := tk.Check("tcp", netip.MustParseAddr("2001:db8::ffff"), []byte("0123456789abcdef"), Read); v.Status != 429 {
+		t.Fatalf("another address of a spent /64: %+v", v)
+	}
+	if v := tk.Check("tcp", netip.MustParseAddr("2001:db8:0:1::1"), []byte("0123456789abcdef"), Read); !v.OK {
+		t.Fatalf("another /64: %+v", v)
+	}
 }
 
 func TestTokensManySources(t *testing.T) {
@@ -108,6 +121,10 @@ func TestTokensManySources(t *testing.T) {
 	}
 	if n := len(tk.sources); n > maxFailSources {
 		t.Fatalf("%d sources followed, want at most %d", n, maxFailSources)
+	}
+	// A full map refuses no one for others' failures.
+	if v := tk.Check("http", netip.MustParseAddr("192.168.9.9"), []byte("0123456789abcdef"), Read); !v.OK {
+		t.Fatalf("a new source while the map is full: %+v", v)
 	}
 	now = now.Add(FailBurst * FailEvery) // every allowance full again: dropped when room is needed
 	tk.Check("http", netip.MustParseAddr("192.168.0.1"), []byte("wrong-wrong-wrong"), Read)
