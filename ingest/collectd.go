@@ -127,7 +127,10 @@ func (c *Collectd) Listen() error {
 		MaxRequestBodySize: c.opts.MaxBodySize,
 		Concurrency:        c.opts.MaxConns,
 		CloseOnShutdown:    true,
-		Logger:             boundary.Printer{Limiter: boundary.NewLogLimiter(time.Minute), Logger: c.opts.Logger},
+		// A bad request head is logged without its bytes: they may hold
+		// an Authorization header (-auth-file).
+		SecureErrorLogMessage: true,
+		Logger:                boundary.Printer{Limiter: boundary.NewLogLimiter(time.Minute), Logger: c.opts.Logger},
 		ErrorHandler: func(ctx *fasthttp.RequestCtx, err error) {
 			c.badRequests.Add(1)
 			var small *fasthttp.ErrSmallBuffer

@@ -23,6 +23,7 @@ import (
 
 	"github.com/sonde-metrics/sonde/engine/boundary"
 	"github.com/sonde-metrics/sonde/engine/sample"
+	"github.com/sonde-metrics/sonde/ingest/internal/safeurl"
 	"github.com/sonde-metrics/sonde/ingest/sse"
 )
 
@@ -124,6 +125,7 @@ type Follower struct {
 	store     FollowStore
 	log       *slog.Logger
 	prefix    string // Name + "."
+	shown     string // the URL without userinfo or a token= parameter, for logs and stats
 	cursorKey string
 	epochKey  string // the upstream's epoch the cursor's ids were read in (docs/format/epochs.md)
 
@@ -200,7 +202,7 @@ func NewFollower(opts FollowOptions, store FollowStore) (*Follower, error) {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Follower{opts: opts, store: store, log: opts.Logger, prefix: opts.Name + ".", cursorKey: CursorKey(opts.Name),
+	return &Follower{opts: opts, store: store, log: opts.Logger, prefix: opts.Name + ".", shown: shownURL(u), cursorKey: CursorKey(opts.Name),
 		epochKey: upstreamKeys + opts.Name + ".epoch",
 		ctx:      ctx, cancel: cancel, done: make(chan struct{})}, nil
 }
@@ -222,7 +224,7 @@ func (f *Follower) Serve() error {
 		f.errors.Add(1)
 		if errors.Is(err, errSelf) {
 			// Not a failure that passes: stop following, say so once.
-			f.log.Error("not following upstream", "url", f.opts.URL, "err", err)
+			f.log.Error("not following upstream", "url", f.shown, "err", err)
 			<-f.ctx.Done()
 			return nil
 		}
@@ -230,7 +232,7 @@ func (f *Follower) Serve() error {
 			backoff = 0 // the stream moved the cursor: start again quickly
 		}
 		backoff = min(max(2*backoff, f.opts.MinBackoff), f.opts.MaxBackoff)
-		f.log.Warn("upstream stream ended; reconnecting", "url", f.opts.URL, "err", err, "retry_in", backoff)
+		f.log.Warn("upstream stream ended; reconnecting", "url", f.shown, "err", err, "retry_in", backoff)
 		select {
 		case <-time.After(backoff):
 		case <-f.ctx.Done():
@@ -252,7 +254,7 @@ func (f *Follower) Close() error {
 
 // Stats returns the follower's counters.
 func (f *Follower) Stats() FollowStats {
-	return FollowStats{URL: f.opts.URL, Connected: f.connected.Load(), Cursor: f.cursorSeen.Load(),
+	return FollowStats{URL: f.shown, Connected: f.connected.Load(), Cursor: f.cursorSeen.Load(),
 		Connects: f.connects.Load(), Errors: f.errors.Load(), Changes: f.changes.Load(), Skipped: f.skipped.Load(),
 		Dumps: f.dumps.Load(), Resets: f.resets.Load(), Refused: f.refused.Load()}
 }
@@ -324,7 +326,7 @@ func (f *Follower) session() error {
 	}
 	resp, err := f.opts.Client.Do(req)
 	if err != nil {
-		return fmt.Errorf("connect to upstream: %w", err)
+		return fmt.Errorf("connect to upstream: %w", safeurl.Cause(err)) // without the URL, which may hold a token
 	}
 	defer resp.Body.Close()
 	// A read of the body that takes IdleTimeout without a byte (an error
@@ -354,7 +356,7 @@ func (f *Follower) session() error {
 	}
 	f.connects.Add(1)
 	f.connected.Store(true)
-	f.log.Info("following upstream", "url", f.opts.URL, "last_event_id", f.cursor)
+	f.log.Info("following upstream", "url", f.shown, "last_event_id", f.cursor)
 	// The change events read so far are written before every read from
 	// the network, so none waits on the next one: under load a read
 	// brings many, and they go in one write.
@@ -516,7 +518,7 @@ func (f *Follower) endDump(ev sse.Event) error {
 	if ev.Type == "reset" {
 		f.resets.Add(1)
 	}
-	f.log.Info("applied an upstream dump", "url", f.opts.URL, "reset", ev.Type == "reset", "id", ev.ID)
+	f.log.Info("applied an upstream dump", "url", f.shown, "reset", ev.Type == "reset", "id", ev.ID)
 	return nil
 }
 
@@ -612,7 +614,7 @@ func (f *Follower) write(ops []sample.Op) error {
 		case op.Key == f.cursorKey || op.Key == f.epochKey:
 			return fmt.Errorf("%w: store the cursor in %s: %w", errWrite, op.Key, e)
 		default:
-			logRefused(f.log, f.refused.Add(1), "url", f.opts.URL, "key", op.Key, "err", e)
+			logRefused(f.log, f.refused.Add(1), "url", f.shown, "key", op.Key, "err", e)
 		}
 	}
 	return nil
@@ -637,3 +639,18 @@ func (i *idleReader) Read(p []byte) (int, error) {
 	}
 	return n, err
 }
+
+// shownURL is u as logs and stats show it: without userinfo, and with a
+// token= parameter's value hidden (both may hold the upstream's token).
+func shownURL(u *url.URL) string {
+	s := *u
+	s.User = nil
+	if q := s.Query(); q.Has("token") {
+		q.Set("token", "…")
+		s.RawQuery = q.Encode()
+	}
+	return s.String()
+}
+
+// URL is the upstream's URL as logs and stats show it (see shownURL).
+func (f *Follower) URL() string { return f.shown }

@@ -72,7 +72,7 @@ func (s *Server) login(ctx *fasthttp.RequestCtx, path string) {
 	}
 	if path == "/logout" {
 		s.setCookie(ctx, "", -1)
-		ctx.Redirect("/login", fasthttp.StatusSeeOther)
+		seeOther(ctx, "/login")
 		return
 	}
 	form := func(status int, msg string) {
@@ -100,7 +100,7 @@ func (s *Server) login(ctx *fasthttp.RequestCtx, path string) {
 		return
 	}
 	s.setCookie(ctx, base64.RawURLEncoding.EncodeToString(token), 0)
-	ctx.Redirect("/", fasthttp.StatusSeeOther)
+	seeOther(ctx, "/")
 }
 
 // setCookie sets (or, with maxAge < 0, clears) the login cookie: a
@@ -113,9 +113,17 @@ func (s *Server) setCookie(ctx *fasthttp.RequestCtx, value string, maxAge int) {
 	c.SetPath("/")
 	c.SetHTTPOnly(true)
 	c.SetSameSite(fasthttp.CookieSameSiteStrictMode)
-	c.SetSecure(ctx.IsTLS())
+	c.SetSecure(s.opts.Access.TLSFor("http")) // ctx.IsTLS() is false: the gate wraps the *tls.Conn
 	if maxAge < 0 {
 		c.SetExpire(fasthttp.CookieExpireDelete)
 	}
 	ctx.Response.Header.SetCookie(c)
+}
+
+// seeOther answers 303 with a relative Location: fasthttp's Redirect
+// makes it absolute from the Host header and ctx.IsTLS(), which is false
+// behind the gate, so a TLS listener would send the browser to http://.
+func seeOther(ctx *fasthttp.RequestCtx, path string) {
+	ctx.Response.Header.Set("Location", path)
+	ctx.SetStatusCode(fasthttp.StatusSeeOther)
 }

@@ -186,6 +186,9 @@ func newHTTPServer(h fasthttp.RequestHandler, readError func(ctx *fasthttp.Reque
 		MaxRequestBodySize: maxBody,
 		Concurrency:        maxConns,
 		CloseOnShutdown:    true,
+		// A bad request head is logged (and answered) without its bytes:
+		// they may hold a token (Authorization, ?token=, the cookie).
+		SecureErrorLogMessage: true,
 		// No WriteTimeout: in fasthttp it bounds the whole response and
 		// would cut every SSE stream.
 		Logger: boundary.Printer{Limiter: boundary.NewLogLimiter(time.Minute), Logger: logger},
@@ -252,7 +255,7 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 	}
 	if !authorize(ctx, s.opts.Access, "http", isRead(ctx, path), func(ctx *fasthttp.RequestCtx, status int, msg string) {
 		if path == "/" && status == fasthttp.StatusUnauthorized && ctx.IsGet() {
-			ctx.Redirect("/login", fasthttp.StatusSeeOther) // the page: a browser gets the form
+			seeOther(ctx, "/login") // the page: a browser gets the form
 			return
 		}
 		writeError(ctx, status, msg)

@@ -762,7 +762,7 @@ func run(c config, logger *slog.Logger) error {
 			db.Close()
 			return err
 		}
-		lns.add("upstream."+c.upstreamNames[i], u, f.Serve, f.Close, func() any { return f.Stats() })
+		lns.add("upstream."+c.upstreamNames[i], f.URL(), f.Serve, f.Close, func() any { return f.Stats() })
 	}
 	if len(c.channels) > 0 || len(db.PendingAlerts(nil)) > 0 {
 		d := alert.NewDeliverer(db, c.channels, logger.With("component", "alert"))
