@@ -286,6 +286,7 @@ func (c *Collectd) authorize(ctx *fasthttp.RequestCtx) bool {
 	if name, value := v.Header(); name != "" {
 		ctx.Response.Header.Set(name, value)
 	}
+	ctx.SetConnectionClose() // a refused client holds no worker until the idle timeout
 	replyJSON(ctx, v.Status, map[string]any{"error": v.Msg})
 	return false
 }

@@ -461,3 +461,21 @@ func TestFollowerEpoch(t *testing.T) {
 		}
 	}
 }
+
+// TestFollowerShownURL: logs and stats show an upstream's URL without
+// what may hold its token (userinfo, token=).
+func TestFollowerShownURL(t *testing.T) {
+	for in, want := range map[string]string{
+		"http://u:secret-token@h:1337/events?match=a*": "http://h:1337/events?match=a*&ticks=0",
+		"https://h/events?token=secret-token&match=a":  "https://h/events?match=a&ticks=0&token=%E2%80%A6",
+		"http://h/events": "http://h/events?ticks=0",
+	} {
+		f, err := NewFollower(FollowOptions{URL: in, Name: "up"}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := f.URL(); got != want || strings.Contains(got, "secret") || strings.Contains(fmt.Sprint(f.Stats()), "secret") {
+			t.Errorf("%s shown as %s, want %s", in, got, want)
+		}
+	}
+}

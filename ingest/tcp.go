@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -58,6 +59,9 @@ type TCPOptions struct {
 	OneShotIdle   time.Duration
 	// IdleTimeout closes other connections idle this long; default 10 min.
 	IdleTimeout time.Duration
+	// AuthTimeout is how long a connection has to send its AUTH line when
+	// Access asks for tokens; default 5 s.
+	AuthTimeout time.Duration
 	// Logger receives listener messages; nil discards them.
 	Logger *slog.Logger
 }
@@ -90,6 +94,9 @@ func (o TCPOptions) withDefaults() TCPOptions {
 	if o.IdleTimeout <= 0 {
 		o.IdleTimeout = 10 * time.Minute
 	}
+	if o.AuthTimeout <= 0 {
+		o.AuthTimeout = 5 * time.Second
+	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -105,6 +112,11 @@ type TCPStats struct {
 	BadLines int64 `json:"bad_lines"`
 	BadKeys  int64 `json:"bad_keys"` // of the bad lines, those refused for their key (not UTF-8, empty, too long, a control character, a bad tag)
 	Failed   int64 `json:"failed"`
+	// AuthWaiting is how many connections wait for their AUTH line now;
+	// AuthCut counts those cut because half of MaxConns were waiting
+	// already (-auth-file).
+	AuthWaiting int64 `json:"auth_waiting,omitempty"`
+	AuthCut     int64 `json:"auth_cut,omitempty"`
 }
 
 // TCPServer serves a line protocol over TCP: the mesures commands or
@@ -116,6 +128,10 @@ type TCPServer struct {
 	log   *slog.Logger
 
 	commands, badLines, badKeys, failed atomic.Int64
+
+	authMu   sync.Mutex             // guards authWait.
+	authWait map[net.Conn]time.Time // connections waiting for their AUTH line, since when
+	authCut  atomic.Int64           // of those, cut to make room
 }
 
 // ListenTCP binds the listener; Serve accepts on it.
@@ -139,7 +155,8 @@ func (s *TCPServer) Addr() net.Addr { return s.conns.ln.Addr() }
 // Stats returns the server's counters.
 func (s *TCPServer) Stats() TCPStats {
 	return TCPStats{Open: s.conns.count(), Accepted: s.conns.accepted.Load(), Refused: s.conns.refused.Load(),
-		Commands: s.commands.Load(), BadLines: s.badLines.Load(), BadKeys: s.badKeys.Load(), Failed: s.failed.Load()}
+		Commands: s.commands.Load(), BadLines: s.badLines.Load(), BadKeys: s.badKeys.Load(), Failed: s.failed.Load(),
+		AuthWaiting: s.authWaiting(), AuthCut: s.authCut.Load()}
 }
 
 // Serve accepts connections until Close. It returns nil after Close.
@@ -184,8 +201,13 @@ func (s *TCPServer) handle(c net.Conn) {
 		idle    = s.opts.IdleTimeout
 		first   = true
 	)
-	if s.opts.Protocol == Mesures && s.opts.Access.AuthFor("tcp") && !s.auth(c, br) {
-		return
+	var token []byte // the connection's token, when it sent one
+	var gen uint64   // the tokens' generation it was checked against
+	if s.opts.Protocol == Mesures && s.opts.Access.AuthFor("tcp") {
+		if token = s.auth(c, br); token == nil {
+			return
+		}
+		gen = s.opts.Access.Auth.Gen()
 	}
 	for {
 		// Arm the deadline, then look at closing: Close sets closing before
@@ -224,6 +246,15 @@ func (s *TCPServer) handle(c net.Conn) {
 				break
 			}
 		}
+		if token != nil && s.opts.Access.Auth.Gen() != gen {
+			// The auth file was read again: the token must still be in it.
+			if !s.opts.Access.Auth.Valid(token, boundary.Write) {
+				c.SetWriteDeadline(time.Now().Add(s.opts.AuthTimeout))
+				io.WriteString(c, "-ERR the token was revoked (the auth file was read again)\r\n")
+				return
+			}
+			gen = s.opts.Access.Auth.Gen()
+		}
 		if len(ops) > 0 {
 			// A whole-batch error (writes paused on a full disk, a failed
 			// WAL) is answered line by line; the client may try again.
@@ -261,32 +292,34 @@ func (s *TCPServer) handle(c net.Conn) {
 	}
 }
 
-// authTimeout is how long a command connection has to send its AUTH
-// line when authentication is on.
-const authTimeout = 10 * time.Second
-
 // auth reads the connection's first line, which must be AUTH <token> of
 // a token with the write scope (blank lines before it are skipped), and
-// answers it: +OK, or -ERR and false (the connection then closes).
-func (s *TCPServer) auth(c net.Conn, br *bufio.Reader) bool {
-	c.SetReadDeadline(time.Now().Add(authTimeout))
+// answers it: +OK and the token, or -ERR and nil (the connection then
+// closes). At most half of MaxConns connections wait for their AUTH at
+// once; past that the one waiting longest is cut, so that silent
+// connections cannot hold every slot.
+func (s *TCPServer) auth(c net.Conn, br *bufio.Reader) []byte {
+	c.SetReadDeadline(time.Now().Add(s.opts.AuthTimeout))
+	s.waitAuth(c)
 	var line []byte
 	for {
 		l, tooLong, err := s.readLine(br)
 		if tooLong {
-			c.SetWriteDeadline(time.Now().Add(authTimeout))
+			s.authDone(c)
+			c.SetWriteDeadline(time.Now().Add(s.opts.AuthTimeout))
 			fmt.Fprintf(c, "-ERR line is longer than %d bytes\r\n", s.opts.MaxLineLen)
-			return false
+			return nil
 		}
 		if l = bytes.TrimSpace(l); len(l) > 0 || err != nil {
 			line = l
 			break
 		}
 	}
-	c.SetWriteDeadline(time.Now().Add(authTimeout))
+	s.authDone(c)
+	c.SetWriteDeadline(time.Now().Add(s.opts.AuthTimeout))
 	defer c.SetWriteDeadline(time.Time{})
 	if len(line) == 0 {
-		return false // closed, or silent: nothing to answer or count
+		return nil // closed, cut or silent: nothing to answer or count
 	}
 	var token []byte // none: counted as missing
 	if f := bytes.Fields(line); bytes.EqualFold(f[0], []byte("AUTH")) && len(f) > 1 {
@@ -299,10 +332,47 @@ func (s *TCPServer) auth(c net.Conn, br *bufio.Reader) bool {
 			msg = "authentication required: send AUTH <token> first"
 		}
 		io.WriteString(c, "-ERR "+msg+"\r\n")
-		return false
+		return nil
 	}
-	_, err := io.WriteString(c, "+OK\r\n")
-	return err == nil
+	if _, err := io.WriteString(c, "+OK\r\n"); err != nil {
+		return nil
+	}
+	return bytes.Clone(token)
+}
+
+// waitAuth counts c among the connections waiting for their AUTH line,
+// cutting the one waiting longest when half of MaxConns already are.
+func (s *TCPServer) waitAuth(c net.Conn) {
+	s.authMu.Lock()
+	defer s.authMu.Unlock()
+	if s.authWait == nil {
+		s.authWait = map[net.Conn]time.Time{}
+	}
+	if len(s.authWait) >= max(1, s.opts.MaxConns/2) {
+		var oldest net.Conn
+		var at time.Time
+		for o, t := range s.authWait {
+			if oldest == nil || t.Before(at) {
+				oldest, at = o, t
+			}
+		}
+		oldest.SetReadDeadline(time.Now()) // its read ends: closed without an answer
+		delete(s.authWait, oldest)
+		s.authCut.Add(1)
+	}
+	s.authWait[c] = time.Now()
+}
+
+func (s *TCPServer) authWaiting() int64 {
+	s.authMu.Lock()
+	defer s.authMu.Unlock()
+	return int64(len(s.authWait))
+}
+
+func (s *TCPServer) authDone(c net.Conn) {
+	s.authMu.Lock()
+	delete(s.authWait, c)
+	s.authMu.Unlock()
 }
 
 // remoteIP is a connection's source address.

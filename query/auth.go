@@ -44,6 +44,7 @@ func authorize(ctx *fasthttp.RequestCtx, acc *boundary.Access, name string, read
 	if name, value := v.Header(); name != "" {
 		ctx.Response.Header.Set(name, value)
 	}
+	ctx.SetConnectionClose() // a refused client holds no worker until the idle timeout
 	fail(ctx, v.Status, v.Msg)
 	return false
 }

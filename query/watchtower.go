@@ -172,6 +172,7 @@ func (w *Watchtower) serve(ctx *fasthttp.RequestCtx) {
 			if name, value := v.Header(); name == "Retry-After" {
 				ctx.Response.Header.Set(name, value)
 			}
+			ctx.SetConnectionClose()
 			reply(ctx, map[string]any{"result": v.Status, "hint": v.Msg})
 			return
 		}

@@ -86,6 +86,11 @@ func call(t *testing.T, client *http.Client, method, u, body, authz string, head
 	return authCall{status: resp.StatusCode, www: resp.Header.Get("WWW-Authenticate"), body: string(b[:n])}
 }
 
+// noRedirectTLS is a client trusting pool that shows redirects.
+func noRedirectTLS(pool *x509.CertPool) *http.Client {
+	return &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}, CheckRedirect: noRedirect.CheckRedirect}
+}
+
 // noRedirect is a client that shows redirects instead of following them.
 var noRedirect = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 
@@ -419,8 +424,8 @@ func TestAuthExposure(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"-auth-file", a.file, "-graphite", "0.0.0.0:0"}, "-graphite 0.0.0.0:0 listens beyond loopback, and its clients cannot send a token"},
-		{[]string{"-auth-file", a.file, "-auth-listeners", "tcp", "-http", "0.0.0.0:0"}, "-http 0.0.0.0:0 listens beyond loopback, and its clients cannot send a token"},
+		{[]string{"-auth-file", a.file, "-graphite", "0.0.0.0:0"}, "-graphite 0.0.0.0:0 listens beyond loopback, and asks for no token"},
+		{[]string{"-auth-file", a.file, "-auth-listeners", "tcp", "-http", "0.0.0.0:0"}, "-http 0.0.0.0:0 listens beyond loopback, and asks for no token"},
 		{[]string{"-auth-listeners", "graphite"}, `-auth-listeners: "graphite" is not a listener that can ask for a token`},
 	} {
 		out, err := exec.Command(binary, append([]string{"-data", t.TempDir()}, c.args...)...).CombinedOutput()
@@ -431,7 +436,7 @@ func TestAuthExposure(t *testing.T) {
 	bad := filepath.Join(dir, "bad")
 	os.WriteFile(bad, []byte("ok read 0123456789abcdef\nshort write abc\n"), 0o600)
 	out, err := exec.Command(binary, "-data", t.TempDir(), "-auth-file", bad).CombinedOutput()
-	if err == nil || !strings.Contains(string(out), "line 2: token of short is 3 bytes") {
+	if err == nil || !strings.Contains(string(out), "line 2: the token (third field) is 3 bytes") {
 		t.Errorf("a bad -auth-file: %v %s", err, out)
 	}
 }
@@ -505,13 +510,32 @@ func TestAuthClients(t *testing.T) {
 		return m["up.chained"] == 42 && gp
 	})
 
-	// SIGHUP: the reader token goes, a new one comes.
+	// The page's login over TLS: a relative redirect, a Secure cookie.
+	resp, err := noRedirectTLS(pool).PostForm(upURL+"/login", url.Values{"token": {a.reader}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 303 || resp.Header.Get("Location") != "/" || len(resp.Cookies()) != 1 || !resp.Cookies()[0].Secure {
+		t.Fatalf("login over TLS: %d, Location %q, cookies %v", resp.StatusCode, resp.Header.Get("Location"), resp.Cookies())
+	}
+
+	// SIGHUP: the reader and writer tokens go, a new one comes; a command
+	// connection signed in before is cut at its next write.
+	before := tc
 	os.WriteFile(a.file, []byte("fresh read fresh-token-0123456789\n"), 0o600)
 	up.cmd.Process.Signal(syscall.SIGHUP)
 	waitFor(t, "the reloaded tokens", func() bool { return strings.Contains(up.logText(), "SIGHUP: tokens reloaded") })
+	fmt.Fprintf(before, "SET after.revoke 1\n")
+	if l, err := br.ReadString('\n'); err != nil || !strings.HasPrefix(l, "-ERR the token was revoked") {
+		t.Fatalf("a write on a connection whose token was revoked: %q %v", l, err)
+	}
+	if _, err := br.ReadString('\n'); err == nil {
+		t.Fatalf("the connection stayed open after its token was revoked")
+	}
 	req, _ := http.NewRequest("GET", upURL+"/data", nil)
 	req.Header.Set("Authorization", "Bearer "+a.reader)
-	resp, err := https.Do(req)
+	resp, err = https.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -519,8 +543,11 @@ func TestAuthClients(t *testing.T) {
 	if resp.StatusCode != 401 {
 		t.Fatalf("a token gone from the reloaded file: %d", resp.StatusCode)
 	}
-	if m := data(upURL, "fresh-token-0123456789"); m["chained"] != 42 {
+	if m := data(upURL, "fresh-token-0123456789"); m["chained"] != 42 || m["after.revoke"] != 0 {
 		t.Fatalf("the new token reads %v", m)
+	}
+	if _, ok := data(upURL, "fresh-token-0123456789")["after.revoke"]; ok {
+		t.Fatalf("a write after its token was revoked was stored")
 	}
 	// A broken file keeps the tokens in use.
 	os.WriteFile(a.file, []byte("broken\n"), 0o600)
@@ -563,5 +590,55 @@ func TestPageLogin(t *testing.T) {
 		if !strings.Contains(e, "401") {
 			t.Errorf("console: %s", e)
 		}
+	}
+}
+
+// TestAuthWaiting: connections that send no AUTH cannot hold the command
+// listener's slots (at most half of -max-conns wait for their AUTH; the
+// one waiting longest is cut), and an HTTP client refused for its token
+// gets its connection closed, not kept alive.
+func TestAuthWaiting(t *testing.T) {
+	a := writeAuthFile(t, t.TempDir())
+	p := start(t, t.TempDir(), "-auth-file", a.file, "-max-conns", "8", "-tcp-auth-timeout", "2m")
+	type tcpStats struct {
+		TCP struct {
+			AuthWaiting int64 `json:"auth_waiting"`
+			AuthCut     int64 `json:"auth_cut"`
+		}
+	}
+	stats := func() (st tcpStats) {
+		p.get("/api/v1/stats?token="+a.reader, &st)
+		return st
+	}
+	// Silent connections, one at a time: at most 4 (half of 8) wait.
+	var silent []net.Conn
+	for i := range 6 {
+		c := dialFrom(t, "tcp", "127.0.0.1", p.tcpAddr)
+		defer c.Close()
+		silent = append(silent, c)
+		waitFor(t, "the connection waiting", func() bool {
+			st := stats()
+			return st.TCP.AuthWaiting == int64(min(i+1, 4)) && st.TCP.AuthCut == int64(max(i-3, 0))
+		})
+	}
+	// The two waiting longest were cut: closed without a byte.
+	for i, c := range silent[:2] {
+		if !closedAtOnce(t, c) {
+			t.Fatalf("silent connection %d was not cut", i)
+		}
+	}
+	if got := authLines(t, "127.0.0.1", p.tcpAddr, 2, "AUTH "+a.writer, "SET waited 1"); strings.Join(got, "|") != "+OK|+OK" {
+		t.Fatalf("a client beside silent ones: %q", got)
+	}
+	if st := stats(); st.TCP.AuthCut != 3 || st.TCP.AuthWaiting != 3 {
+		t.Errorf("after a client signed in beside 4 silent ones: %+v, want 3 cut, 3 waiting", st.TCP)
+	}
+	resp, err := http.Get(p.url("/data"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 401 || !resp.Close {
+		t.Errorf("a refused request: %d, close %v: want 401 and the connection closed", resp.StatusCode, resp.Close)
 	}
 }

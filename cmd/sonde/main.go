@@ -121,6 +121,7 @@ type config struct {
 	authFile         string
 	authListeners    string
 	caFile           string
+	authTimeout      time.Duration
 	clientTLS        *tls.Config      // from -ca-file: Sonde's own clients'
 	upTokenFiles     stringList       // -upstream-token-file
 	upTokens         []string         // read from them
@@ -177,6 +178,7 @@ func flagSet(c *config) *flag.FlagSet {
 	fs.IntVar(&c.maxLine, "max-line", 4096, "longest command line in bytes")
 	fs.DurationVar(&c.oneShotIdle, "tcp-oneshot-idle", 300*time.Millisecond, "close a scripted command connection idle this long (negative: never)")
 	fs.DurationVar(&c.idleTimeout, "tcp-idle-timeout", 10*time.Minute, "close other command connections idle this long")
+	fs.DurationVar(&c.authTimeout, "tcp-auth-timeout", 5*time.Second, "with -auth-file: how long a command connection has to send its AUTH line (at most half of -max-conns wait at once; past that the one waiting longest is cut)")
 	fs.DurationVar(&c.queryTimeout, "query-timeout", 30*time.Second, "longest time one read (/data, /vapor, /render, history, ...) may take")
 	fs.IntVar(&c.queryMaxPoints, "query-max-points", 1_000_000, "most history points one read may hold (read and answered)")
 	fs.IntVar(&c.queryMaxBytes, "query-max-bytes", 32<<20, "largest answer of one read, in bytes")
@@ -208,7 +210,7 @@ func flagSet(c *config) *flag.FlagSet {
 	fs.Var(&c.externalLabels, "external-label", "NAME=VALUE: a label -remote-write adds to every series without it; repeatable")
 	fs.Var(&c.allowFlags, "allow", "CIDR or address: take connections and datagrams on every listener from these sources only (others are closed at once, or dropped, and counted); repeatable, or comma separated")
 	fs.BoolVar(&c.insecure, "insecure", false, "start even when a listener binds beyond loopback with neither -allow nor -auth-file asking its clients for a token (anyone who reaches it may read and write)")
-	fs.StringVar(&c.authFile, "auth-file", "", "a file of tokens, one a line: NAME read|write|read,write TOKEN|sha256:HEX (`sonde token` makes one); the -auth-listeners then ask every client for one (docs/auth.md); read again on SIGHUP")
+	fs.StringVar(&c.authFile, "auth-file", "", "a file of tokens, one a line: NAME read|write|read,write TOKEN|sha256:HEX (sonde token makes one); the -auth-listeners then ask every client for one (docs/auth.md); read again on SIGHUP")
 	fs.StringVar(&c.authListeners, "auth-listeners", "tcp,collectd,http,watchtower,pprof", "the listeners that ask for a token when -auth-file is given (also glo, whose clients may send ?token=; graphite, statsd and logatron clients cannot: give them -allow)")
 	fs.StringVar(&c.caFile, "ca-file", "", "PEM CA certificates Sonde's own clients (-upstream, -glo-poll, -remote-write) trust besides the system's")
 	fs.Var(&c.upTokenFiles, "upstream-token-file", "a file holding the token sent to the -upstream of the same rank (one file for every -upstream when given once); repeatable")
@@ -448,7 +450,7 @@ func checkExposure(c config) error {
 			continue
 		}
 		if c.authFile != "" {
-			return fmt.Errorf("-%s %s listens beyond loopback, and its clients cannot send a token: give -allow CIDR (the sources it may take), or -insecure to take any", l.flag, l.addr)
+			return fmt.Errorf("-%s %s listens beyond loopback, and asks for no token (it is not in -auth-listeners, or its clients cannot send one): give -allow CIDR (the sources it may take), or -insecure to take any", l.flag, l.addr)
 		}
 		return fmt.Errorf("-%s %s listens beyond loopback with no guard: give -auth-file (tokens) or -allow CIDR (the sources it may take), or -insecure to take any", l.flag, l.addr)
 	}
@@ -675,7 +677,7 @@ func run(c config, logger *slog.Logger) error {
 	}
 	tcp, err := ingest.ListenTCP(ingest.TCPOptions{
 		Addr: c.tcpAddr, MaxLineLen: c.maxLine, MaxConns: c.maxConns,
-		OneShotIdle: c.oneShotIdle, IdleTimeout: c.idleTimeout, Access: c.access,
+		OneShotIdle: c.oneShotIdle, IdleTimeout: c.idleTimeout, AuthTimeout: c.authTimeout, Access: c.access,
 		Logger: logger.With("component", "tcp"),
 	}, app)
 	if err != nil {

@@ -34,6 +34,7 @@ func servePprof(addr string, acc *boundary.Access, logger *slog.Logger) error {
 				if name, value := v.Header(); name != "" {
 					w.Header().Set(name, value)
 				}
+				w.Header().Set("Connection", "close")
 				http.Error(w, v.Msg, v.Status)
 				return
 			}

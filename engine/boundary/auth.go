@@ -41,18 +41,15 @@ func (s Scope) String() string {
 
 // ParseScope reads "read", "write" or "read,write".
 func ParseScope(s string) (Scope, error) {
-	var sc Scope
-	for _, f := range strings.Split(s, ",") {
-		switch f {
-		case "read":
-			sc |= Read
-		case "write":
-			sc |= Write
-		default:
-			return 0, fmt.Errorf("scope %q: want read, write or read,write", s)
-		}
+	switch s {
+	case "read":
+		return Read, nil
+	case "write":
+		return Write, nil
+	case "read,write", "write,read":
+		return Read | Write, nil
 	}
-	return sc, nil
+	return 0, fmt.Errorf("scope %q: want read, write or read,write", s)
 }
 
 // Token limits: a literal token in the auth file is 16 to 256 printable
@@ -87,10 +84,12 @@ type tokenEntry struct {
 // blank lines and lines starting with # skipped. NAME is 1 to 64 of
 // [A-Za-z0-9_.-], SCOPES read, write or read,write, TOKEN either the token
 // itself (16 to 256 printable ASCII bytes) or sha256:HEX, its SHA-256.
-// Errors name the line. The map is keyed by the token's SHA-256.
+// Errors name the line and the field, never a field's text: a line with
+// its fields out of order would show its token. The map is keyed by the
+// token's SHA-256.
 func ParseTokens(text string) (map[[32]byte]tokenEntry, error) {
 	out := map[[32]byte]tokenEntry{}
-	names := map[string]bool{}
+	names := map[string]int{}
 	for i, line := range strings.Split(text, "\n") {
 		n := i + 1
 		line = strings.TrimSpace(line)
@@ -102,35 +101,46 @@ func ParseTokens(text string) (map[[32]byte]tokenEntry, error) {
 			return nil, fmt.Errorf("line %d: want NAME SCOPES TOKEN, got %d fields", n, len(f))
 		}
 		if !validTokenName(f[0]) {
-			return nil, fmt.Errorf("line %d: name %q: want 1 to 64 of A-Z a-z 0-9 _ . -", n, text64(f[0]))
+			return nil, fmt.Errorf("line %d: the name (first field): want 1 to 64 of A-Z a-z 0-9 _ . -", n)
 		}
-		if names[f[0]] {
-			return nil, fmt.Errorf("line %d: name %s is given twice", n, f[0])
+		if o, dup := names[f[0]]; dup {
+			return nil, fmt.Errorf("line %d: the name is line %d's too", n, o)
 		}
 		scope, err := ParseScope(f[1])
 		if err != nil {
-			return nil, fmt.Errorf("line %d: %w", n, err)
+			return nil, fmt.Errorf("line %d: the scopes (second field): want read, write or read,write", n)
 		}
 		var sum [32]byte
 		if h, ok := strings.CutPrefix(f[2], "sha256:"); ok {
 			b, err := hex.DecodeString(h)
 			if err != nil || len(b) != 32 {
-				return nil, fmt.Errorf("line %d: token of %s: sha256: wants 64 hex digits", n, f[0])
+				return nil, fmt.Errorf("line %d: the token (third field): sha256: wants 64 hex digits", n)
 			}
 			copy(sum[:], b)
 		} else {
-			if len(f[2]) < MinTokenLen || len(f[2]) > MaxTokenLen {
-				return nil, fmt.Errorf("line %d: token of %s is %d bytes: want %d to %d (`sonde token` makes one)", n, f[0], len(f[2]), MinTokenLen, MaxTokenLen)
+			if len(f[2]) < MinTokenLen || len(f[2]) > MaxTokenLen || !printable(f[2]) {
+				return nil, fmt.Errorf("line %d: the token (third field) is %d bytes: want %d to %d printable ASCII ones (`sonde token` makes one)",
+					n, len(f[2]), MinTokenLen, MaxTokenLen)
 			}
 			sum = sha256.Sum256([]byte(f[2]))
 		}
 		if o, dup := out[sum]; dup {
-			return nil, fmt.Errorf("line %d: the token of %s is also %s's", n, f[0], o.name)
+			return nil, fmt.Errorf("line %d: the token is %s's too", n, o.name)
 		}
-		names[f[0]] = true
+		names[f[0]] = n
 		out[sum] = tokenEntry{name: f[0], scope: scope}
 	}
 	return out, nil
+}
+
+// printable reports whether s is printable ASCII without space.
+func printable(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] <= ' ' || s[i] > '~' {
+			return false
+		}
+	}
+	return true
 }
 
 func validTokenName(s string) bool {
@@ -144,13 +154,6 @@ func validTokenName(s string) bool {
 		}
 	}
 	return true
-}
-
-func text64(s string) string {
-	if len(s) > 64 {
-		return s[:64] + "..."
-	}
-	return s
 }
 
 // NewToken returns a random token (32 bytes, base64url) and its auth file
@@ -169,6 +172,7 @@ func NewToken() (token, hashed string) {
 type Tokens struct {
 	path string
 	cur  atomic.Pointer[map[[32]byte]tokenEntry]
+	gen  atomic.Uint64 // counts the reloads
 	log  *slog.Logger
 	logs *LogLimiter
 
@@ -212,7 +216,19 @@ func (t *Tokens) Reload() error {
 		return fmt.Errorf("parse -auth-file %s: no token in it", t.path)
 	}
 	t.cur.Store(&m)
+	t.gen.Add(1)
 	return nil
+}
+
+// Gen changes with each reload: a session checked once (a command
+// connection) checks its token again with Valid when it does.
+func (t *Tokens) Gen() uint64 { return t.gen.Load() }
+
+// Valid reports whether token is in use with the scope need, without
+// counting or limiting anything.
+func (t *Tokens) Valid(token []byte, need Scope) bool {
+	e, ok := (*t.cur.Load())[sha256.Sum256(token)]
+	return ok && e.scope&need == need
 }
 
 // Len returns how many tokens are in use.

@@ -17,16 +17,23 @@ func TestParseTokensErrors(t *testing.T) {
 	sum := sha256.Sum256([]byte("0123456789abcdef"))
 	for _, c := range []struct{ text, want string }{
 		{"a read", "line 1: want NAME SCOPES TOKEN, got 2 fields"},
-		{"# c\n\na read,write 0123456789abcdef\nb admin 0123456789abcdeg", "line 4: scope \"admin\""},
-		{"a read short", "line 1: token of a is 5 bytes: want 16 to 256"},
-		{"a read 0123456789abcdef\na write 0123456789abcdeg", "line 2: name a is given twice"},
-		{"a read 0123456789abcdef\nb write sha256:" + hex.EncodeToString(sum[:]), "line 2: the token of b is also a's"},
-		{"a read sha256:00", "line 1: token of a: sha256: wants 64 hex digits"},
-		{"a/b read 0123456789abcdef", "line 1: name \"a/b\""},
+		{"# c\n\na read,write 0123456789abcdef\nb admin 0123456789abcdeg", "line 4: the scopes (second field)"},
+		{"a read short", "line 1: the token (third field) is 5 bytes: want 16 to 256"},
+		{"a read 0123456789abcdef\x01", "line 1: the token (third field) is 17 bytes"},
+		{"a read ééééééééé", "line 1: the token (third field)"},
+		{"a read,write,read 0123456789abcdef", "line 1: the scopes"},
+		{"a read 0123456789abcdef\na write 0123456789abcdeg", "line 2: the name is line 1's too"},
+		{"a read 0123456789abcdef\nb write sha256:" + hex.EncodeToString(sum[:]), "line 2: the token is a's too"},
+		{"a read sha256:00", "line 1: the token (third field): sha256: wants 64 hex digits"},
+		{"a/b read 0123456789abcdef", "line 1: the name (first field)"},
+		// Fields out of order: the error shows no field.
+		{"admin K0dj5bY2GJ9mS1-example-token read", "line 1: the scopes (second field)"},
 	} {
 		_, err := ParseTokens(c.text)
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("ParseTokens(%q) = %v, want an error with %q", c.text, err, c.want)
+		} else if strings.Contains(err.Error(), "K0dj5") {
+			t.Errorf("ParseTokens(%q): the error shows the token: %v", c.text, err)
 		}
 	}
 }
