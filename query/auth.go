@@ -80,7 +80,7 @@ func (s *Server) login(ctx *fasthttp.RequestCtx, path string) {
 		ctx.SetStatusCode(status)
 		ctx.SetContentType("text/html; charset=utf-8")
 		ctx.Response.Header.Set("Cache-Control", "no-store")
-		ctx.Response.Header.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'")
+		ctx.Response.Header.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'")
 		ctx.SetBodyString(strings.Replace(loginPage, "{{msg}}", html.EscapeString(msg), 1))
 	}
 	if ctx.IsGet() || ctx.IsHead() {
