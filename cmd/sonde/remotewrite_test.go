@@ -97,13 +97,21 @@ func vmExport(t *testing.T, addr, selector string) map[string][]rwPoint {
 // vmSeries waits until VictoriaMetrics finds n series for selector: it
 // makes a new series searchable up to a second after it took it, even
 // after /internal/force_flush.
+//
+// The range is given: without start and end, VictoriaMetrics' series API
+// looks only at the current UTC day (Prometheus' at all time), so points
+// written an hour ago are not found between 00:00 and 01:00 UTC. It keeps
+// a month by default and takes samples up to two days ahead.
 func vmSeries(t *testing.T, addr, selector string, n int) {
 	t.Helper()
+	q := url.Values{"match[]": {selector},
+		"start": {fmt.Sprint(time.Now().Add(-31 * 24 * time.Hour).Unix())},
+		"end":   {fmt.Sprint(time.Now().Add(48 * time.Hour).Unix())}}
 	waitFor(t, fmt.Sprintf("%d series for %s in VictoriaMetrics", n, selector), func() bool {
 		if resp, err := http.Get("http://" + addr + "/internal/force_flush"); err == nil {
 			resp.Body.Close()
 		}
-		resp, err := http.Get("http://" + addr + "/api/v1/series?match[]=" + url.QueryEscape(selector))
+		resp, err := http.Get("http://" + addr + "/api/v1/series?" + q.Encode())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -708,9 +716,13 @@ func TestRemoteWriteOutageAndCrash(t *testing.T) {
 // TestRemoteWriteTwoSondes: two Sondes at the edge forward to one
 // VictoriaMetrics; told apart by their external label, a query there
 // sees the points of both.
+//
+// The points are from the day before (UTC), always: VictoriaMetrics looks
+// up series by day, and a read that looked only at today failed this test
+// between 00:00 and 01:00 UTC when its points were an hour old.
 func TestRemoteWriteTwoSondes(t *testing.T) {
 	vm := startVM(t)
-	base := time.Now().Add(-time.Hour).UnixMilli()
+	base := time.Now().UTC().Truncate(24 * time.Hour).Add(-time.Hour).UnixMilli()
 	for _, edge := range []string{"a", "b"} {
 		p := start(t, t.TempDir(), "-remote-write", "http://"+vm.Query+"/api/v1/write,name=central", "-external-label", "edge="+edge)
 		var lines []string
@@ -728,7 +740,7 @@ func TestRemoteWriteTwoSondes(t *testing.T) {
 		}
 	}
 	// The same through its PromQL API: one series per edge.
-	resp, err := http.Get("http://" + vm.Query + "/api/v1/query?" + url.Values{"query": {"count by (edge) (count_over_time(two_load[2h]))"}}.Encode())
+	resp, err := http.Get("http://" + vm.Query + "/api/v1/query?" + url.Values{"query": {"count by (edge) (count_over_time(two_load[2d]))"}}.Encode())
 	if err != nil {
 		t.Fatal(err)
 	}
