@@ -248,7 +248,7 @@ func (s *TCPServer) handle(c net.Conn) {
 		}
 		if token != nil && s.opts.Access.Auth.Gen() != gen {
 			// The auth file was read again: the token must still be in it.
-			if !s.opts.Access.Auth.Valid(token, boundary.Write) {
+			if s.opts.Access.Auth.Revoked("tcp", token, boundary.Write) {
 				c.SetWriteDeadline(time.Now().Add(s.opts.AuthTimeout))
 				io.WriteString(c, "-ERR the token was revoked (the auth file was read again)\r\n")
 				return

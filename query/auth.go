@@ -2,6 +2,7 @@ package query
 
 import (
 	"encoding/base64"
+	"errors"
 	"html"
 	"net/netip"
 	"strings"
@@ -35,7 +36,7 @@ func authorize(ctx *fasthttp.RequestCtx, acc *boundary.Access, name string, read
 		return true
 	}
 	// The cookie holds the token in base64url: a token may hold bytes a
-	// cookie value may not (; , " space).
+	// cookie value may not (; , " space). streamGrant reads it the same way.
 	cookie, _ := base64.RawURLEncoding.AppendDecode(nil, ctx.Request.Header.Cookie(boundary.CookieName))
 	v := acc.Authorize(name, sourceOf(ctx), read, ctx.Request.Header.Peek("Authorization"), cookie, ctx.QueryArgs().Peek("token"))
 	if v.OK {
@@ -47,6 +48,57 @@ func authorize(ctx *fasthttp.RequestCtx, acc *boundary.Access, name string, read
 	ctx.SetConnectionClose() // a refused client holds no worker until the idle timeout
 	fail(ctx, v.Status, v.Msg)
 	return false
+}
+
+// grant is what let an event stream in: the token it was authorized
+// with, checked again after each reload of the auth file (SIGHUP), so a
+// revoked token ends the streams it opened. A nil grant (authentication
+// off) is never revoked.
+type grant struct {
+	auth    *boundary.Tokens
+	token   []byte
+	changed <-chan struct{} // closed by the next reload
+}
+
+// errRevoked ends a stream whose token a reload took.
+var errRevoked = errors.New("the token was revoked (the auth file was read again)")
+
+// streamGrant is the grant of a read on ctx (nil when the listener asks
+// for no token); the token is copied: the stream outlives ctx.
+func streamGrant(ctx *fasthttp.RequestCtx, acc *boundary.Access, name string) *grant {
+	if !acc.AuthFor(name) {
+		return nil
+	}
+	cookie, _ := base64.RawURLEncoding.AppendDecode(nil, ctx.Request.Header.Cookie(boundary.CookieName))
+	token := boundary.RequestToken(true, ctx.Request.Header.Peek("Authorization"), cookie, ctx.QueryArgs().Peek("token"))
+	return &grant{auth: acc.Auth, token: append([]byte(nil), token...), changed: acc.Auth.Changed()}
+}
+
+// reloaded is closed by the next reload; nil (never ready) without a
+// grant. A stream selects on it while it waits.
+func (g *grant) reloaded() <-chan struct{} {
+	if g == nil {
+		return nil
+	}
+	return g.changed
+}
+
+// check returns errRevoked when a reload since the last check took the
+// token (or its read scope); it is a channel poll when there was none.
+func (g *grant) check() error {
+	if g == nil {
+		return nil
+	}
+	select {
+	case <-g.changed:
+	default:
+		return nil
+	}
+	g.changed = g.auth.Changed() // before the check: no reload is missed
+	if g.auth.Revoked("http", g.token, boundary.Read) {
+		return errRevoked
+	}
+	return nil
 }
 
 // loginPage is the form the page's login shows; {{msg}} is a message.

@@ -195,7 +195,7 @@ func (s *Server) clientStream(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	cs := s.opts.Clients
-	s.hijackStream(ctx, "client stream", func(w *bufio.Writer) error {
+	s.hijackStream(ctx, "client stream", func(w *bufio.Writer, g *grant) error {
 		if err := streamStart(w, after, reset); err != nil {
 			return err
 		}
@@ -203,7 +203,7 @@ func (s *Server) clientStream(ctx *fasthttp.RequestCtx) {
 			buf         []sample.ClientEvent
 			frame, body []byte
 		)
-		return s.followStream(w, cs.NotifyClients, func() (bool, error) {
+		return s.followStream(w, g, cs.NotifyClients, func() (bool, error) {
 			buf = cs.ClientEventsAfter(after, buf[:0], clientBatch)
 			for i := range buf {
 				ev := &buf[i]

@@ -268,7 +268,7 @@ func (s *Server) eventStream(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	es := s.opts.Status
-	s.hijackStream(ctx, "event stream", func(w *bufio.Writer) error {
+	s.hijackStream(ctx, "event stream", func(w *bufio.Writer, g *grant) error {
 		if err := streamStart(w, after, reset); err != nil {
 			return err
 		}
@@ -276,7 +276,7 @@ func (s *Server) eventStream(ctx *fasthttp.RequestCtx) {
 			buf         []sample.Event
 			frame, body []byte
 		)
-		return s.followStream(w, es.NotifyEvents, func() (bool, error) {
+		return s.followStream(w, g, es.NotifyEvents, func() (bool, error) {
 			var err error
 			if buf, err = es.EventsAfter(after, buf[:0], eventBatch); err != nil {
 				return false, err
@@ -306,12 +306,15 @@ func (s *Server) eventStream(ctx *fasthttp.RequestCtx) {
 // followStream runs a stream after its first frame: read writes (and
 // flushes) what is new and reports whether more may wait (it read a full
 // batch: read again at once); otherwise the stream waits for notify's
-// channel, pinging every -sse-heartbeat, until the client goes or the
-// server shuts down.
-func (s *Server) followStream(w *bufio.Writer, notify func() <-chan struct{}, read func() (more bool, err error)) error {
+// channel, pinging every -sse-heartbeat, until the client goes, a reload
+// of the auth file takes its token (errRevoked), or the server shuts down.
+func (s *Server) followStream(w *bufio.Writer, g *grant, notify func() <-chan struct{}, read func() (more bool, err error)) error {
 	hb := time.NewTicker(s.opts.Heartbeat)
 	defer hb.Stop()
 	for {
+		if err := g.check(); err != nil {
+			return err
+		}
 		wait := notify() // before the read: nothing is missed
 		more, err := read()
 		if err != nil {
@@ -322,6 +325,7 @@ func (s *Server) followStream(w *bufio.Writer, notify func() <-chan struct{}, re
 		}
 		select {
 		case <-wait:
+		case <-g.reloaded(): // checked at the top
 		case <-hb.C:
 			if err := ping(w); err != nil {
 				return err

@@ -791,11 +791,11 @@ func (s *Server) events(ctx *fasthttp.RequestCtx) {
 		through, ok := s.store.TrustedThrough(epoch)
 		trusted = ok && lastID <= through
 	}
-	s.hijackStream(ctx, "sse", func(w *bufio.Writer) error {
+	s.hijackStream(ctx, "sse", func(w *bufio.Writer, g *grant) error {
 		s.hub.join()
 		defer s.hub.leave()
 		boundary.Inject("sse", []byte(pattern))
-		return s.stream(w, pattern, match, ticks, lastID, hasLast, trusted)
+		return s.stream(w, g, pattern, match, ticks, lastID, hasLast, trusted)
 	})
 }
 
@@ -804,12 +804,15 @@ func (s *Server) events(ctx *fasthttp.RequestCtx) {
 // frames go straight to the socket, with no copy through fasthttp's
 // stream pipe and no chunked encoding; the response ends when the
 // connection closes. run must not touch ctx. Streams of every kind count
-// against MaxConns together.
-func (s *Server) hijackStream(ctx *fasthttp.RequestCtx, name string, run func(w *bufio.Writer) error) {
+// against MaxConns together. run checks its grant at each step: a reload
+// of the auth file that takes the stream's token ends it, with a comment
+// saying why.
+func (s *Server) hijackStream(ctx *fasthttp.RequestCtx, name string, run func(w *bufio.Writer, g *grant) error) {
 	if n := s.Subscribers(); n >= s.opts.MaxConns {
 		writeError(ctx, fasthttp.StatusServiceUnavailable, fmt.Sprintf("too many event streams (limit %d)", s.opts.MaxConns))
 		return
 	}
+	g := streamGrant(ctx, s.opts.Access, "http")
 	ctx.HijackSetNoResponse(true)
 	ctx.Hijack(func(conn net.Conn) {
 		// A panic ends this stream only. The handler has returned: there is
@@ -838,7 +841,14 @@ func (s *Server) hijackStream(ctx *fasthttp.RequestCtx, name string, run func(w 
 		if _, err := w.WriteString(s.sseHead); err != nil {
 			return
 		}
-		if err := run(w); err != nil {
+		err := run(w, g)
+		if errors.Is(err, errRevoked) {
+			// An SSE comment: every client skips it, a person reading
+			// the stream with curl sees why it ended.
+			w.WriteString(": " + err.Error() + "\r\n\r\n")
+			w.Flush()
+		}
+		if err != nil {
 			s.opts.Logger.Debug(name+" stream ended", "err", err)
 		}
 	})
@@ -893,7 +903,7 @@ func (d *deadlineConn) expire() {
 // it has (id, the SSE id) and its position in the feed (pos), when the
 // feed still holds it; a subscriber the feed has left behind reads stored
 // changes by id from the WAL until it catches up.
-func (s *Server) stream(w *bufio.Writer, pattern string, g *Glob, ticks bool, lastID uint64, resume, trusted bool) error {
+func (s *Server) stream(w *bufio.Writer, gr *grant, pattern string, g *Glob, ticks bool, lastID uint64, resume, trusted bool) error {
 	match := g.Func()
 	var (
 		id     uint64 // the newest stored change the client has
@@ -937,6 +947,9 @@ func (s *Server) stream(w *bufio.Writer, pattern string, g *Glob, ticks bool, la
 		frame   []byte
 	)
 	for {
+		if err := gr.check(); err != nil {
+			return err
+		}
 		wait := grown // the hub covers the stream: wait for its next block
 		if onFeed {
 			var ok bool
@@ -1001,6 +1014,7 @@ func (s *Server) stream(w *bufio.Writer, pattern string, g *Glob, ticks bool, la
 		}
 		select {
 		case <-wait:
+		case <-gr.reloaded(): // checked at the top
 		case <-hb.C:
 			if err := ping(w); err != nil {
 				return err

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -641,4 +642,135 @@ func TestAuthWaiting(t *testing.T) {
 	if resp.StatusCode != 401 || !resp.Close {
 		t.Errorf("a refused request: %d, close %v: want 401 and the connection closed", resp.StatusCode, resp.Close)
 	}
+}
+
+// TestAuthStreamRevoked: a reload (SIGHUP) that takes a token ends the
+// event streams it opened, whichever way it came: /events with the
+// header, /api/v1/events/stream with token=, /api/v1/clients.stream with
+// the login cookie. They end at once, though nothing is written to them
+// and their heartbeat is an hour away, each with a comment saying why,
+// and they are counted. A stream whose token stays goes on.
+func TestAuthStreamRevoked(t *testing.T) {
+	a := writeAuthFile(t, t.TempDir())
+	p := start(t, t.TempDir(), "-auth-file", a.file, "-sse-heartbeat", "1h")
+	open := func(path string, prepare func(*http.Request)) *http.Response {
+		t.Helper()
+		ctx, cancel := context.WithCancel(context.Background())
+		t.Cleanup(cancel)
+		req, _ := http.NewRequestWithContext(ctx, "GET", p.url(path), nil)
+		prepare(req)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatalf("GET %s: %v", path, err)
+		}
+		t.Cleanup(func() { resp.Body.Close() })
+		if resp.StatusCode != 200 {
+			t.Fatalf("GET %s: %d", path, resp.StatusCode)
+		}
+		return resp
+	}
+	bearer := func(tok string) func(*http.Request) {
+		return func(r *http.Request) { r.Header.Set("Authorization", "Bearer "+tok) }
+	}
+	// Each revoked stream is read to its end; what it held comes back.
+	type ended struct {
+		path, text string
+		err        error
+	}
+	ends := make(chan ended, 3)
+	for path, prepare := range map[string]func(*http.Request){
+		"/events": bearer(a.reader),
+		"/api/v1/events/stream?token=" + a.reader: func(*http.Request) {},
+		"/api/v1/clients.stream": func(r *http.Request) {
+			r.AddCookie(&http.Cookie{Name: "sonde_token", Value: base64.RawURLEncoding.EncodeToString([]byte(a.reader))})
+		},
+	} {
+		resp := open(path, prepare)
+		go func() {
+			b, err := io.ReadAll(resp.Body)
+			ends <- ended{path, string(b), err}
+		}()
+	}
+	kept := bufio.NewReader(open("/events", bearer(a.admin)).Body)
+	// The first frame (the dump) shows the stream is being served.
+	if l, err := kept.ReadString('\n'); err != nil || !strings.HasPrefix(l, "id: ") {
+		t.Fatalf("the kept stream's first line: %q %v", l, err)
+	}
+	waitFor(t, "four streams", func() bool {
+		var st struct {
+			Subscribers int `json:"subscribers"`
+		}
+		return authGet(t, p, a.admin, "/api/v1/stats", &st) == 200 && st.Subscribers == 4
+	})
+
+	// The reader goes; the admin and the writer stay.
+	sum := sha256.Sum256([]byte(a.writer))
+	os.WriteFile(a.file, []byte("writer write sha256:"+hex.EncodeToString(sum[:])+"\nadmin read,write "+a.admin+"\n"), 0o600)
+	p.cmd.Process.Signal(syscall.SIGHUP)
+	for range 3 {
+		select {
+		case e := <-ends:
+			if e.err != nil || !strings.HasSuffix(e.text, ": the token was revoked (the auth file was read again)\r\n\r\n") {
+				t.Errorf("%s after its token was revoked: %v, ends with %q", e.path, e.err, e.text[max(0, len(e.text)-80):])
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatal("a stream of a revoked token went on for 30 s")
+		}
+	}
+	var st struct {
+		Subscribers int `json:"subscribers"`
+		Auth        struct {
+			Revoked int `json:"revoked"`
+		} `json:"auth"`
+	}
+	if authGet(t, p, a.admin, "/api/v1/stats", &st); st.Auth.Revoked != 3 {
+		t.Errorf("auth.revoked = %d after three streams ended, want 3", st.Auth.Revoked)
+	}
+	// The admin's stream still carries what is written.
+	c, err := net.Dial("tcp", p.tcpAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fmt.Fprintf(c, "AUTH %s\nSET after.reload 7\n", a.writer)
+	got := make(chan error, 1)
+	go func() {
+		for {
+			l, err := kept.ReadString('\n')
+			if err != nil {
+				got <- fmt.Errorf("the kept stream ended: %w", err)
+				return
+			}
+			if strings.HasPrefix(l, "data: ") && strings.Contains(l, `"after.reload"`) {
+				got <- nil
+				return
+			}
+		}
+	}()
+	select {
+	case err := <-got:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the stream of a token that stayed did not show a later SET within 30 s")
+	}
+}
+
+// authGet GETs path with a bearer token into v; it returns the status.
+func authGet(t *testing.T, p *proc, tok, path string, v any) int {
+	t.Helper()
+	req, _ := http.NewRequest("GET", p.url(path), nil)
+	req.Header.Set("Authorization", "Bearer "+tok)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode == 200 {
+		if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+			t.Fatalf("GET %s: %v", path, err)
+		}
+	}
+	return resp.StatusCode
 }

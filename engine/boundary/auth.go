@@ -173,10 +173,14 @@ type Tokens struct {
 	path string
 	cur  atomic.Pointer[map[[32]byte]tokenEntry]
 	gen  atomic.Uint64 // counts the reloads
-	log  *slog.Logger
-	logs *LogLimiter
+	// changed is closed by the next reload (and replaced): a session
+	// waiting for something else (an event stream) checks its token
+	// again when it is.
+	changed atomic.Pointer[chan struct{}]
+	log     *slog.Logger
+	logs    *LogLimiter
 
-	ok, missing, wrong, scope, limited atomic.Int64
+	ok, missing, wrong, scope, limited, revoked atomic.Int64
 
 	mu      sync.Mutex // guards sources and swept.
 	sources map[netip.Addr]*allowance
@@ -196,6 +200,8 @@ func LoadTokens(path string, logger *slog.Logger) (*Tokens, error) {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	t := &Tokens{path: path, log: logger, logs: NewLogLimiter(time.Minute), sources: map[netip.Addr]*allowance{}, now: time.Now}
+	ch := make(chan struct{})
+	t.changed.Store(&ch)
 	if err := t.Reload(); err != nil {
 		return nil, err
 	}
@@ -217,18 +223,39 @@ func (t *Tokens) Reload() error {
 	}
 	t.cur.Store(&m)
 	t.gen.Add(1)
+	ch := make(chan struct{})
+	close(*t.changed.Swap(&ch))
 	return nil
 }
 
 // Gen changes with each reload: a session checked once (a command
-// connection) checks its token again with Valid when it does.
+// connection) checks its token again with Revoked when it does.
 func (t *Tokens) Gen() uint64 { return t.gen.Load() }
+
+// Changed returns a channel the next reload closes: a session waiting on
+// something else (an event stream) selects on it too, then takes the
+// next one and checks its token again with Revoked. The channel is taken
+// before the check, so no reload falls between them unseen.
+func (t *Tokens) Changed() <-chan struct{} { return *t.changed.Load() }
 
 // Valid reports whether token is in use with the scope need, without
 // counting or limiting anything.
 func (t *Tokens) Valid(token []byte, need Scope) bool {
 	e, ok := (*t.cur.Load())[sha256.Sum256(token)]
 	return ok && e.scope&need == need
+}
+
+// Revoked reports whether a session's token, valid when it began, is no
+// longer in use with the scope need after a reload; the session must end
+// (counted, and logged at most once a minute).
+func (t *Tokens) Revoked(listener string, token []byte, need Scope) bool {
+	if t.Valid(token, need) {
+		return false
+	}
+	t.revoked.Add(1)
+	t.logs.Log(t.log, slog.LevelInfo, "auth-revoked", "a session's token was revoked by a reload: it ends",
+		"listener", listener)
+	return true
 }
 
 // Len returns how many tokens are in use.
@@ -242,6 +269,7 @@ type AuthStats struct {
 	Wrong   int64 `json:"wrong"`   // a token not in the file: a failed attempt
 	Scope   int64 `json:"scope"`   // a good token without the scope asked for
 	Limited int64 `json:"limited"` // refused unchecked: the source's failed attempts are spent
+	Revoked int64 `json:"revoked"` // sessions (command connections, event streams) ended by a reload that took their token
 }
 
 // Stats returns the counts so far.
@@ -250,7 +278,7 @@ func (t *Tokens) Stats() AuthStats {
 		return AuthStats{}
 	}
 	return AuthStats{Tokens: t.Len(), OK: t.ok.Load(), Missing: t.missing.Load(), Wrong: t.wrong.Load(),
-		Scope: t.scope.Load(), Limited: t.limited.Load()}
+		Scope: t.scope.Load(), Limited: t.limited.Load(), Revoked: t.revoked.Load()}
 }
 
 // Verdict is the outcome of an attempt: OK, or the status and message
@@ -430,16 +458,23 @@ func (a *Access) Authorize(name string, source netip.Addr, read bool, header, co
 	if !a.AuthFor(name) {
 		return Verdict{OK: true}
 	}
-	token := TokenFromHeader(header)
 	need := Write
 	if read {
 		need = Read
-		if len(token) == 0 {
-			token = param
-		}
-		if len(token) == 0 {
-			token = cookie
-		}
 	}
-	return a.Auth.Check(name, source, token, need)
+	return a.Auth.Check(name, source, RequestToken(read, header, cookie, param), need)
+}
+
+// RequestToken is the token a request carries, where Authorize looks for
+// it: the Authorization header; for a read, else the token= parameter,
+// else the cookie. It aliases its arguments.
+func RequestToken(read bool, header, cookie, param []byte) []byte {
+	token := TokenFromHeader(header)
+	if read && len(token) == 0 {
+		token = param
+	}
+	if read && len(token) == 0 {
+		token = cookie
+	}
+	return token
 }

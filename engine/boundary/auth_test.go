@@ -147,6 +147,7 @@ func TestTokensReload(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	changed := tk.Changed()
 	os.WriteFile(p, []byte("a read short\n"), 0o600)
 	if err := tk.Reload(); err == nil || !strings.Contains(err.Error(), "line 1") {
 		t.Fatalf("Reload of a bad file: %v", err)
@@ -154,12 +155,33 @@ func TestTokensReload(t *testing.T) {
 	if v := tk.Check("http", netip.Addr{}, []byte("0123456789abcdef"), Read); !v.OK {
 		t.Fatalf("after a failed reload the old token: %+v", v)
 	}
-	os.WriteFile(p, []byte("b write fedcba9876543210\n"), 0o600)
+	select {
+	case <-changed:
+		t.Fatal("a failed reload closed Changed()")
+	default:
+	}
+	os.WriteFile(p, []byte("b write fedcba9876543210\na write 0123456789abcdef\n"), 0o600)
 	if err := tk.Reload(); err != nil {
 		t.Fatal(err)
 	}
-	if v := tk.Check("http", netip.Addr{}, []byte("0123456789abcdef"), Read); v.Status != 401 {
-		t.Fatalf("a removed token: %+v", v)
+	if v := tk.Check("http", netip.Addr{}, []byte("0123456789abcdef"), Read); v.Status != 403 {
+		t.Fatalf("a token that lost its read scope: %+v", v)
+	}
+	select {
+	case <-changed:
+	default:
+		t.Fatal("a reload did not close Changed()")
+	}
+	if tk.Changed() == changed {
+		t.Fatal("Changed() after a reload is the channel it closed")
+	}
+	// A session's token: revoked when it lost the scope the session needs.
+	if tk.Revoked("tcp", []byte("0123456789abcdef"), Write) || !tk.Revoked("http", []byte("0123456789abcdef"), Read) ||
+		!tk.Revoked("tcp", []byte("gone"), Write) {
+		t.Fatal("Revoked")
+	}
+	if n := tk.Stats().Revoked; n != 2 {
+		t.Fatalf("Stats().Revoked = %d, want 2", n)
 	}
 }
 
