@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"regexp"
 	"sort"
@@ -166,8 +167,19 @@ func keyLine(text []byte, key string) int {
 
 // printConfig writes the effective settings as a TOML file -config reads:
 // every flag but -config, by name, as a string (a list for a repeatable
-// flag).
-func printConfig(w io.Writer, fs *flag.FlagSet) {
+// flag). Unless showSecrets, the secrets URLs may hold are replaced by
+// redacted (see redactSpec), and a first comment line says so.
+func printConfig(w io.Writer, fs *flag.FlagSet, showSecrets bool) {
+	var b strings.Builder
+	hidden := false
+	show := func(v string) string {
+		if showSecrets {
+			return strconv.Quote(v)
+		}
+		r := redactSpec(v)
+		hidden = hidden || r != v
+		return strconv.Quote(r)
+	}
 	fs.VisitAll(func(f *flag.Flag) {
 		if f.Name == "config" {
 			return
@@ -175,18 +187,95 @@ func printConfig(w io.Writer, fs *flag.FlagSet) {
 		if l, ok := f.Value.(*stringList); ok {
 			quoted := make([]string, len(*l))
 			for i, v := range *l {
-				quoted[i] = strconv.Quote(v)
+				quoted[i] = show(v)
 			}
-			fmt.Fprintf(w, "%s = [%s]\n", f.Name, strings.Join(quoted, ", "))
+			fmt.Fprintf(&b, "%s = [%s]\n", f.Name, strings.Join(quoted, ", "))
 			return
 		}
-		fmt.Fprintf(w, "%s = %s\n", f.Name, strconv.Quote(f.Value.String()))
+		fmt.Fprintf(&b, "%s = %s\n", f.Name, show(f.Value.String()))
 	})
+	if hidden {
+		fmt.Fprintf(w, "# secrets in URLs are shown as %s: `sonde config -show-secrets` prints them\n", redacted)
+	}
+	io.WriteString(w, b.String())
 }
 
-// configMain runs `sonde config [flags]`: the effective settings of a
-// server started with those flags.
+// redacted stands for a secret sonde config leaves out.
+const redacted = "xxxxx"
+
+// redactSpec is a flag value with the secrets of the URLs in it
+// replaced by redacted. A value is fields split by commas (no URL in a
+// flag holds one: -config encodes it); a field is a URL, or NAME=URL
+// (-check, -alert's webhook=). In a URL the secrets are the password of
+// its userinfo, the value of a query parameter whose name says secret
+// (token, key, password, secret, signature, auth), and the whole path
+// of a webhook (Slack's, Discord's and Teams' hold their secret there).
+func redactSpec(v string) string {
+	fields := strings.Split(v, ",")
+	for i, f := range fields {
+		name, u, ok := strings.Cut(f, "=")
+		if isURL(f) {
+			name, u, ok = "", f, true
+		}
+		if !ok || !isURL(u) {
+			continue
+		}
+		u = redactURL(u, name == "webhook")
+		if name != "" {
+			u = name + "=" + u
+		}
+		fields[i] = u
+	}
+	return strings.Join(fields, ",")
+}
+
+func isURL(s string) bool {
+	return strings.HasPrefix(s, "http://") || strings.HasPrefix(s, "https://")
+}
+
+// secretParam matches the query parameter names whose values are
+// secrets.
+var secretParam = regexp.MustCompile(`(?i)token|key|pass|secret|sig|auth`)
+
+// redactURL is raw with its secrets redacted; a URL that does not parse
+// is redacted after its host, since where its secret lies is unknown.
+func redactURL(raw string, wholePath bool) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		scheme, rest, _ := strings.Cut(raw, "://")
+		host, _, _ := strings.Cut(rest, "/")
+		if _, h, ok := strings.Cut(host, "@"); ok {
+			host = redacted + "@" + h
+		}
+		return scheme + "://" + host + "/" + redacted
+	}
+	if _, ok := u.User.Password(); ok {
+		u.User = url.UserPassword(u.User.Username(), redacted)
+	}
+	if wholePath && u.Path != "" && u.Path != "/" {
+		u.Path, u.RawPath = "/"+redacted, ""
+	}
+	if u.RawQuery != "" {
+		q := strings.Split(u.RawQuery, "&")
+		for i, kv := range q {
+			k, _, _ := strings.Cut(kv, "=")
+			if name, err := url.QueryUnescape(k); err != nil || secretParam.MatchString(name) {
+				q[i] = k + "=" + redacted
+			}
+		}
+		u.RawQuery = strings.Join(q, "&")
+	}
+	return u.String()
+}
+
+// configMain runs `sonde config [-show-secrets] [flags]`: the effective
+// settings of a server started with those flags, secrets redacted unless
+// -show-secrets comes first.
 func configMain(args []string, stdout, stderr io.Writer) int {
+	showSecrets := len(args) > 0 && (args[0] == "-show-secrets" || args[0] == "--show-secrets")
+	if showSecrets {
+		args = args[1:]
+	}
 	_, fs, err := parse(args, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
@@ -195,6 +284,6 @@ func configMain(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "sonde config:", err)
 		return 2
 	}
-	printConfig(stdout, fs)
+	printConfig(stdout, fs, showSecrets)
 	return 0
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -51,6 +52,60 @@ func TestConfigEveryFlag(t *testing.T) {
 	if !strings.Contains(out.String(), "max-series = \"7\"\n") ||
 		!strings.Contains(out.String(), `check = ["a=http://127.0.0.1:9/,every=1m", "b=http://127.0.0.1:9/"]`) {
 		t.Fatalf("settings not printed as given:\n%s", out.String())
+	}
+}
+
+// TestConfigSecrets: sonde config leaves out what URLs hold as secrets
+// (a password, a token= parameter, a webhook's path) and says so on its
+// first line, and what it prints still reads back; -show-secrets prints
+// every value as given, a file that runs the same server.
+func TestConfigSecrets(t *testing.T) {
+	args := []string{
+		"-remote-write", "https://u:pw-secret-1@vm.example/api/v1/write?extra_label=site%3Da&api_key=key-secret-2,name=vm",
+		"-alert", "name=ops,webhook=https://hooks.slack.com/services/T0/B0/path-secret-3",
+		"-upstream", "http://127.0.0.1:1337/events?match=cpu.*&token=token-secret-4", "-upstream-prefix", "up",
+		"-check", "web=http://probe:pw-secret-5@127.0.0.1:9/health,every=1m",
+		"-glo-poll", "https://127.0.0.1:9/glo?Auth=auth-secret-6,prefix=g",
+	}
+	var out, errs bytes.Buffer
+	if code := configMain(args, &out, &errs); code != 0 {
+		t.Fatalf("sonde config: %d %s", code, errs.String())
+	}
+	text := out.String()
+	for i := 1; i <= 6; i++ {
+		if strings.Contains(text, fmt.Sprintf("secret-%d", i)) {
+			t.Errorf("secret %d printed:\n%s", i, text)
+		}
+	}
+	for _, want := range []string{
+		"# secrets in URLs are shown as xxxxx",
+		`remote-write = ["https://u:xxxxx@vm.example/api/v1/write?extra_label=site%3Da&api_key=xxxxx,name=vm"]`,
+		`alert = ["name=ops,webhook=https://hooks.slack.com/xxxxx"]`,
+		`upstream = ["http://127.0.0.1:1337/events?match=cpu.*&token=xxxxx"]`,
+		`check = ["web=http://probe:xxxxx@127.0.0.1:9/health,every=1m"]`,
+		`glo-poll = ["https://127.0.0.1:9/glo?Auth=xxxxx,prefix=g"]`,
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("sonde config lacks %s:\n%s", want, text)
+		}
+	}
+	if _, err := parseFlags([]string{"-config", writeConfig(t, text)}); err != nil {
+		t.Fatalf("the redacted output read back: %v", err)
+	}
+	var shown bytes.Buffer
+	if code := configMain(append([]string{"-show-secrets"}, args...), &shown, &errs); code != 0 {
+		t.Fatalf("sonde config -show-secrets: %d %s", code, errs.String())
+	}
+	if strings.HasPrefix(shown.String(), "#") || strings.Count(shown.String(), "secret-") != 6 {
+		t.Fatalf("-show-secrets:\n%s", shown.String())
+	}
+	var again bytes.Buffer
+	if code := configMain([]string{"-show-secrets", "-config", writeConfig(t, shown.String())}, &again, &errs); code != 0 || again.String() != shown.String() {
+		t.Fatalf("-show-secrets read back: %d %s\n%s", code, errs.String(), again.String())
+	}
+	// What does not parse as a URL is cut after its host.
+	if got := redactSpec("w=http://u:p@h/%zz?token=t"); got != "w=http://xxxxx@h/xxxxx" {
+		t.Fatalf("an unparsable URL: %s", got)
 	}
 }
 
