@@ -774,3 +774,36 @@ func authGet(t *testing.T, p *proc, tok, path string, v any) int {
 	}
 	return resp.StatusCode
 }
+
+// TestAuthBadHeadNotLogged: a request head fasthttp refuses (a header
+// value with a control byte, a URI it cannot parse) is answered 400 and
+// logged without the bytes it quotes, which may be a token, on the HTTP
+// API and collectd's listener alike.
+func TestAuthBadHeadNotLogged(t *testing.T) {
+	a := writeAuthFile(t, t.TempDir())
+	p := start(t, t.TempDir(), "-auth-file", a.file)
+	// One each: a listener logs the first of a kind a minute.
+	for addr, head := range map[string]string{
+		p.httpAddr:     "GET /data HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + a.admin + "\x01\r\n\r\n",
+		p.collectdAddr: "GET /data?token=" + a.reader + "\x7f HTTP/1.1\r\nHost: x\r\n\r\n",
+	} {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.WriteString(c, head)
+		b, _ := io.ReadAll(c) // fasthttp closes after a bad head
+		c.Close()
+		if !strings.HasPrefix(string(b), "HTTP/1.1 400") {
+			t.Errorf("%s, %q: %q", addr, head, b)
+		}
+	}
+	waitFor(t, "the refused heads' log lines", func() bool {
+		return strings.Count(p.logText(), "error when serving connection") == 2
+	})
+	log := p.logText()
+	if strings.Contains(log, a.admin) || strings.Contains(log, a.reader) {
+		t.Fatalf("a token in the log:\n%s", log)
+	}
+
+}

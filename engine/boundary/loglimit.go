@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"regexp"
+	"slices"
 	"sync"
 	"time"
 )
@@ -79,10 +81,22 @@ type Printer struct {
 	Logger  *slog.Logger
 }
 
-// Printf logs one message.
+// Printf logs one message. The request bytes an error quotes are left
+// out: fasthttp's errors quote a bad header value or request URI whole
+// (SecureErrorLogMessage leaves out only the whole head), and either may
+// hold a token. Arguments that are not errors (the addresses) stay.
 func (p Printer) Printf(format string, args ...any) {
 	if !p.Logger.Enabled(context.Background(), slog.LevelWarn) {
 		return
 	}
+	args = slices.Clone(args) // the caller's
+	for i, a := range args {
+		if err, ok := a.(error); ok {
+			args[i] = quoted.ReplaceAllLiteralString(err.Error(), `"…"`)
+		}
+	}
 	p.Limiter.Log(p.Logger, slog.LevelWarn, format, fmt.Sprintf(format, args...))
 }
+
+// quoted matches a Go-quoted string (%q).
+var quoted = regexp.MustCompile(`"(?:[^"\\]|\\.)*"`)

@@ -1,6 +1,7 @@
 package boundary
 
 import (
+	"fmt"
 	"log/slog"
 	"testing"
 	"testing/synctest"
@@ -55,6 +56,21 @@ func TestPrinterKindIsFormat(t *testing.T) {
 		time.Sleep(time.Minute)
 		synctest.Wait()
 	})
+}
+
+// TestPrinterLeavesOutRequestBytes: what fasthttp's errors quote of a
+// request (a bad header's value, a URI) is left out; the addresses stay.
+func TestPrinterLeavesOutRequestBytes(t *testing.T) {
+	log, buf := jsonLogger()
+	p := Printer{Limiter: NewLogLimiter(time.Minute), Logger: log}
+	err := fmt.Errorf("error when reading request headers: %w", fmt.Errorf("invalid header value %q", "Bearer tok-\"1\"\x01"))
+	p.Printf("error when serving connection %q<->%q: %v", "127.0.0.1:1337", "127.0.0.1:5", err)
+	p.Printf("other %v", fmt.Errorf("invalid request uri %q in %q", "/data?token=tok-2\x00", "GET /data?token=tok-2"))
+	recs := buf.records(t)
+	if len(recs) != 2 || recs[0]["msg"] != `error when serving connection "127.0.0.1:1337"<->"127.0.0.1:5": error when reading request headers: invalid header value "…"` ||
+		recs[1]["msg"] != `other invalid request uri "…" in "…"` {
+		t.Fatalf("lines %v", recs)
+	}
 }
 
 func TestLogLimiterSkipsDisabledLevels(t *testing.T) {
