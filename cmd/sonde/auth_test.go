@@ -805,5 +805,4 @@ func TestAuthBadHeadNotLogged(t *testing.T) {
 	if strings.Contains(log, a.admin) || strings.Contains(log, a.reader) {
 		t.Fatalf("a token in the log:\n%s", log)
 	}
-
 }
