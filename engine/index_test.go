@@ -114,7 +114,13 @@ func TestIndexWhileWriting(t *testing.T) {
 		for i := 0; ctx.Err() == nil; i++ {
 			k := fmt.Sprintf("s.%04d.x%d", i%1000, i%3)
 			for _, op := range []sample.Op{set(k, 1), del(k)} {
-				if err := db.Append(ctx, []sample.Op{op}, errs); (err != nil && ctx.Err() == nil) || (err == nil && errs[0] != nil) {
+				err := db.Append(ctx, []sample.Op{op}, errs)
+				if err != nil && ctx.Err() != nil {
+					// The test is over. The SET may not have been queued,
+					// so a DEL after it would find no key: stop here.
+					return
+				}
+				if err != nil || errs[0] != nil {
 					t.Errorf("%+v: %v %v", op, err, errs[0]) // not Fatal: another goroutine
 					return
 				}
