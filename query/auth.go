@@ -64,15 +64,25 @@ type grant struct {
 var errRevoked = errors.New("the token was revoked (the auth file was read again)")
 
 // streamGrant is the grant of a read on ctx (nil when the listener asks
-// for no token); the token is copied: the stream outlives ctx.
+// for no token); the token is copied: the stream outlives ctx. A reload
+// may have come between the request's check and this: the token is
+// checked again after the channel is taken, and a grant already revoked
+// gets a closed channel, so the stream's first check ends it.
 func streamGrant(ctx *fasthttp.RequestCtx, acc *boundary.Access, name string) *grant {
 	if !acc.AuthFor(name) {
 		return nil
 	}
 	cookie, _ := base64.RawURLEncoding.AppendDecode(nil, ctx.Request.Header.Cookie(boundary.CookieName))
 	token := boundary.RequestToken(true, ctx.Request.Header.Peek("Authorization"), cookie, ctx.QueryArgs().Peek("token"))
-	return &grant{auth: acc.Auth, token: append([]byte(nil), token...), changed: acc.Auth.Changed()}
+	g := &grant{auth: acc.Auth, token: append([]byte(nil), token...), changed: acc.Auth.Changed()}
+	if !acc.Auth.Valid(g.token, boundary.Read) {
+		g.changed = closed
+	}
+	return g
 }
+
+// closed is a channel closed for good.
+var closed = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
 // reloaded is closed by the next reload; nil (never ready) without a
 // grant. A stream selects on it while it waits.

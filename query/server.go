@@ -844,8 +844,11 @@ func (s *Server) hijackStream(ctx *fasthttp.RequestCtx, name string, run func(w 
 		err := run(w, g)
 		if errors.Is(err, errRevoked) {
 			// An SSE comment: every client skips it, a person reading
-			// the stream with curl sees why it ended.
-			w.WriteString(": " + err.Error() + "\r\n\r\n")
+			// the stream with curl sees why it ended. The CRLF before it
+			// ends a dump cut midway; no blank line follows, so that
+			// dump is never dispatched (a blank line between events
+			// dispatches nothing).
+			w.WriteString("\r\n: " + err.Error() + "\r\n")
 			w.Flush()
 		}
 		if err != nil {
@@ -860,6 +863,7 @@ const sseHeader = "HTTP/1.1 200 OK\r\nServer: sonde\r\nContent-Type: text/event-
 	"Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\nConnection: close\r\n\r\n"
 
 const (
+	dumpCheck    = 1024     // keys a dump writes between checks of its grant
 	changeBatch  = 512      // changes a stream behind the hub reads at once
 	streamBuffer = 64 << 10 // a stream's write buffer
 )
@@ -912,7 +916,7 @@ func (s *Server) stream(w *bufio.Writer, gr *grant, pattern string, g *Glob, tic
 	)
 	dump := func(reset bool) error {
 		idx := s.store.Index()
-		if err := s.writeDump(w, idx, g, reset); err != nil {
+		if err := s.writeDump(w, gr, idx, g, reset); err != nil {
 			return err
 		}
 		id = idx
@@ -1057,7 +1061,12 @@ func writeChanges(w *bufio.Writer, frame []byte, cs []sample.Change, match func(
 // written as it is read from the live state, in key order, so
 // a dump costs a subscriber no memory whatever the number of keys. A
 // reset dump is an event of type "reset": it replaces the client's state.
-func (s *Server) writeDump(w *bufio.Writer, idx uint64, g *Glob, reset bool) error {
+// The grant is checked before it and every dumpCheck keys: a dump to a
+// slow reader may take long, and a revoked token ends it midway.
+func (s *Server) writeDump(w *bufio.Writer, gr *grant, idx uint64, g *Glob, reset bool) error {
+	if err := gr.check(); err != nil {
+		return err
+	}
 	b := append(make([]byte, 0, 512), "id: "...)
 	b = strconv.AppendUint(b, idx, 10)
 	if reset {
@@ -1069,7 +1078,13 @@ func (s *Server) writeDump(w *bufio.Writer, idx uint64, g *Glob, reset bool) err
 	}
 	first := true
 	var err error
+	n := 0
 	s.store.Each(g.Prefix(), g.Func(), func(se sample.Series) bool {
+		if n++; n%dumpCheck == 0 {
+			if err = gr.check(); err != nil {
+				return false
+			}
+		}
 		b = b[:0]
 		if !first {
 			b = append(b, ',')

@@ -710,7 +710,7 @@ func TestAuthStreamRevoked(t *testing.T) {
 	for range 3 {
 		select {
 		case e := <-ends:
-			if e.err != nil || !strings.HasSuffix(e.text, ": the token was revoked (the auth file was read again)\r\n\r\n") {
+			if e.err != nil || !strings.HasSuffix(e.text, "\r\n\r\n\r\n: the token was revoked (the auth file was read again)\r\n") {
 				t.Errorf("%s after its token was revoked: %v, ends with %q", e.path, e.err, e.text[max(0, len(e.text)-80):])
 			}
 		case <-time.After(30 * time.Second):
