@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"errors"
 	"flag"
 	"fmt"
@@ -166,23 +167,24 @@ func keyLine(text []byte, key string) int {
 }
 
 // printConfig writes the effective settings as a TOML file -config reads:
-// every flag but -config, by name, as a string (a list for a repeatable
-// flag). Unless showSecrets, the secrets URLs may hold are replaced by
-// redacted (see redactSpec), and a first comment line says so.
+// every flag but -config (and sonde config's own), by name, as a string
+// (a list for a repeatable flag). Unless showSecrets, the secrets URLs
+// may hold are replaced by redacted (see redactValue), and a first
+// comment line says so.
 func printConfig(w io.Writer, fs *flag.FlagSet, showSecrets bool) {
 	var b strings.Builder
 	hidden := false
-	show := func(v string) string {
-		if showSecrets {
-			return strconv.Quote(v)
-		}
-		r := redactSpec(v)
-		hidden = hidden || r != v
-		return strconv.Quote(r)
-	}
 	fs.VisitAll(func(f *flag.Flag) {
-		if f.Name == "config" {
+		if f.Name == "config" || f.Name == showSecretsFlag {
 			return
+		}
+		show := func(v string) string {
+			if !showSecrets {
+				r := redactValue(f.Name, v)
+				hidden = hidden || r != v
+				v = r
+			}
+			return strconv.Quote(v)
 		}
 		if l, ok := f.Value.(*stringList); ok {
 			quoted := make([]string, len(*l))
@@ -200,42 +202,57 @@ func printConfig(w io.Writer, fs *flag.FlagSet, showSecrets bool) {
 	io.WriteString(w, b.String())
 }
 
+// showSecretsFlag is sonde config's own flag.
+const showSecretsFlag = "show-secrets"
+
 // redacted stands for a secret sonde config leaves out.
 const redacted = "xxxxx"
 
-// redactSpec is a flag value with the secrets of the URLs in it
-// replaced by redacted. A value is fields split by commas (no URL in a
-// flag holds one: -config encodes it); a field is a URL, or NAME=URL
-// (-check, -alert's webhook=). In a URL the secrets are the password of
-// its userinfo, the value of a query parameter whose name says secret
-// (token, key, password, secret, signature, auth), and the whole path
-// of a webhook (Slack's, Discord's and Teams' hold their secret there).
-func redactSpec(v string) string {
+// redactValue is the value of the flag named name with the secrets of
+// the URLs in it replaced by redacted. -upstream is a URL whole. The
+// other flags that hold URLs are fields split by commas, as their
+// parsers split them (a URL is cut at its first comma there too): a
+// field is a URL, or NAME=URL (-check, -alert's webhook=). In a URL the
+// secrets are its userinfo (a password, or a user alone, which is often
+// a token), the value of a query parameter whose name says secret
+// (token, key, pass, pw, secret, sig, auth, cred), its fragment, and the
+// whole path of a webhook (Slack's, Discord's and Teams' hold their
+// secret there).
+func redactValue(name, v string) string {
+	if name == "upstream" {
+		if isURL(v) {
+			return redactURL(v, false)
+		}
+		return v
+	}
 	fields := strings.Split(v, ",")
 	for i, f := range fields {
-		name, u, ok := strings.Cut(f, "=")
+		key, u, ok := strings.Cut(f, "=")
 		if isURL(f) {
-			name, u, ok = "", f, true
+			key, u, ok = "", f, true
 		}
 		if !ok || !isURL(u) {
 			continue
 		}
-		u = redactURL(u, name == "webhook")
-		if name != "" {
-			u = name + "=" + u
+		u = redactURL(u, key == "webhook")
+		if key != "" {
+			u = key + "=" + u
 		}
 		fields[i] = u
 	}
 	return strings.Join(fields, ",")
 }
 
+// isURL reports whether s begins with an HTTP scheme, in any case (Go's
+// URL parser and HTTP client take HTTPS:// as https://).
 func isURL(s string) bool {
-	return strings.HasPrefix(s, "http://") || strings.HasPrefix(s, "https://")
+	scheme, _, ok := strings.Cut(s, "://")
+	return ok && (strings.EqualFold(scheme, "http") || strings.EqualFold(scheme, "https"))
 }
 
 // secretParam matches the query parameter names whose values are
-// secrets.
-var secretParam = regexp.MustCompile(`(?i)token|key|pass|secret|sig|auth`)
+// secrets; it errs on the side of hiding.
+var secretParam = regexp.MustCompile(`(?i)token|key|pass|pw|secret|sig|auth|cred`)
 
 // redactURL is raw with its secrets redacted; a URL that does not parse
 // is redacted after its host, since where its secret lies is unknown.
@@ -244,39 +261,58 @@ func redactURL(raw string, wholePath bool) string {
 	if err != nil {
 		scheme, rest, _ := strings.Cut(raw, "://")
 		host, _, _ := strings.Cut(rest, "/")
-		if _, h, ok := strings.Cut(host, "@"); ok {
-			host = redacted + "@" + h
+		if i := strings.LastIndexByte(host, '@'); i >= 0 {
+			host = redacted + "@" + host[i+1:]
 		}
 		return scheme + "://" + host + "/" + redacted
 	}
-	if _, ok := u.User.Password(); ok {
-		u.User = url.UserPassword(u.User.Username(), redacted)
+	if u.User != nil {
+		if _, ok := u.User.Password(); ok {
+			u.User = url.UserPassword(u.User.Username(), redacted)
+		} else {
+			u.User = url.User(redacted)
+		}
 	}
 	if wholePath && u.Path != "" && u.Path != "/" {
 		u.Path, u.RawPath = "/"+redacted, ""
 	}
 	if u.RawQuery != "" {
-		q := strings.Split(u.RawQuery, "&")
-		for i, kv := range q {
+		// Split at & and ; both: some servers take either.
+		q := []byte(u.RawQuery)
+		var out []byte
+		for len(q) > 0 {
+			i := bytes.IndexAny(q, "&;")
+			if i < 0 {
+				i = len(q)
+			}
+			kv := string(q[:i])
 			k, _, _ := strings.Cut(kv, "=")
 			if name, err := url.QueryUnescape(k); err != nil || secretParam.MatchString(name) {
-				q[i] = k + "=" + redacted
+				kv = k + "=" + redacted
 			}
+			out = append(out, kv...)
+			if i < len(q) {
+				out = append(out, q[i])
+				i++
+			}
+			q = q[i:]
 		}
-		u.RawQuery = strings.Join(q, "&")
+		u.RawQuery = string(out)
+	}
+	if u.Fragment != "" {
+		u.Fragment, u.RawFragment = redacted, ""
 	}
 	return u.String()
 }
 
 // configMain runs `sonde config [-show-secrets] [flags]`: the effective
 // settings of a server started with those flags, secrets redacted unless
-// -show-secrets comes first.
+// -show-secrets.
 func configMain(args []string, stdout, stderr io.Writer) int {
-	showSecrets := len(args) > 0 && (args[0] == "-show-secrets" || args[0] == "--show-secrets")
-	if showSecrets {
-		args = args[1:]
-	}
-	_, fs, err := parse(args, stderr)
+	var showSecrets bool
+	_, fs, err := parse(args, stderr, func(fs *flag.FlagSet) {
+		fs.BoolVar(&showSecrets, showSecretsFlag, false, "sonde config only: print the secrets URLs hold as given (otherwise "+redacted+")")
+	})
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
 	}

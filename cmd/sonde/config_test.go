@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -103,9 +104,30 @@ func TestConfigSecrets(t *testing.T) {
 	if code := configMain([]string{"-show-secrets", "-config", writeConfig(t, shown.String())}, &again, &errs); code != 0 || again.String() != shown.String() {
 		t.Fatalf("-show-secrets read back: %d %s\n%s", code, errs.String(), again.String())
 	}
-	// What does not parse as a URL is cut after its host.
-	if got := redactSpec("w=http://u:p@h/%zz?token=t"); got != "w=http://xxxxx@h/xxxxx" {
-		t.Fatalf("an unparsable URL: %s", got)
+	// -show-secrets is a flag like the others: anywhere, =true, in -h.
+	var last bytes.Buffer
+	if code := configMain(append(append([]string{}, args...), "-show-secrets=true"), &last, &errs); code != 0 || last.String() != shown.String() {
+		t.Fatalf("-show-secrets=true last: %d %s", code, errs.String())
+	}
+	var help bytes.Buffer
+	if configMain([]string{"-h"}, io.Discard, &help); !strings.Contains(help.String(), "-show-secrets") {
+		t.Fatalf("sonde config -h leaves out -show-secrets:\n%s", help.String())
+	}
+	for _, c := range []struct{ flag, in, want string }{
+		// -upstream is one URL: a comma in it is not a field's end.
+		{"upstream", "http://h:1337/events?match=a,b&token=s1", "http://h:1337/events?match=a,b&token=xxxxx"},
+		{"upstream", "HTTP://h/events?token=s2", "http://h/events?token=xxxxx"},
+		{"alert", "name=ops,webhook=HTTPS://hooks.slack.com/services/T/B/s3", "name=ops,webhook=https://hooks.slack.com/xxxxx"},
+		{"remote-write", "https://s4@vm/api/v1/write,name=vm", "https://xxxxx@vm/api/v1/write,name=vm"},
+		{"check", "a=http://h/x?pw=s5&pwd=s6&credential=s7&x=1;token=s8#s9", "a=http://h/x?pw=xxxxx&pwd=xxxxx&credential=xxxxx&x=1;token=xxxxx#xxxxx"},
+		// What does not parse as a URL is cut after its host.
+		{"check", "w=http://u:p@h/%zz?token=t", "w=http://xxxxx@h/xxxxx"},
+		// Any flag's URL: one added later is covered.
+		{"new-flag", "x=1,https://u:s10@h/", "x=1,https://u:xxxxx@h/"},
+	} {
+		if got := redactValue(c.flag, c.in); got != c.want {
+			t.Errorf("-%s %s: %s, want %s", c.flag, c.in, got, c.want)
+		}
 	}
 }
 

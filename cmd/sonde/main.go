@@ -229,10 +229,14 @@ func parseFlags(args []string) (config, error) {
 }
 
 // parse reads the flags of args (and the -config file) into a config,
-// and returns the flag set that holds them; usage goes to out.
-func parse(args []string, out io.Writer) (config, *flag.FlagSet, error) {
+// and returns the flag set that holds them; usage goes to out. more adds
+// a subcommand's own flags (sonde config -show-secrets).
+func parse(args []string, out io.Writer, more ...func(*flag.FlagSet)) (config, *flag.FlagSet, error) {
 	var c config
 	fs := flagSet(&c)
+	for _, f := range more {
+		f(fs)
+	}
 	fs.SetOutput(out)
 	if err := fs.Parse(args); err != nil {
 		return c, fs, err
