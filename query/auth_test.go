@@ -9,9 +9,11 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/valyala/fasthttp"
 
@@ -81,6 +83,95 @@ func TestGrantReloadAfterAuthorize(t *testing.T) {
 	}
 }
 
+// fill sets n keys named prefix.%07d.
+func fill(t *testing.T, db *engine.DB, prefix string, n int) {
+	t.Helper()
+	ops := make([]sample.Op, 0, 10_000)
+	errs := make([]error, cap(ops))
+	for i := range n {
+		ops = append(ops, sample.Op{Code: sample.Set, Key: fmt.Sprintf("%s.%07d", prefix, i), Value: float64(i)})
+		if len(ops) == cap(ops) || i == n-1 {
+			if err := db.Append(context.Background(), ops, errs); err != nil || errs[0] != nil {
+				t.Fatal(err, errs[0])
+			}
+			ops = ops[:0]
+		}
+	}
+}
+
+// openSlow opens /events with the reader's token on a connection with a
+// 4 KiB receive window, so little is in flight while the test does not
+// read; it returns once the status line is read.
+func openSlow(t *testing.T, srv *Server) *bufio.Reader {
+	t.Helper()
+	d := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+		return c.Control(func(fd uintptr) { syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+	}}
+	c, err := d.Dial("tcp", srv.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	fmt.Fprintf(c, "GET /events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n\r\n", testReader)
+	br := bufio.NewReaderSize(c, 4096)
+	if l, err := br.ReadString('\n'); err != nil || !strings.HasPrefix(l, "HTTP/1.1 200") {
+		t.Fatalf("the stream's status line: %q %v", l, err)
+	}
+	return br
+}
+
+// readPast reads br (bytes, not lines: a dump is one line) until what it
+// read holds s.
+func readPast(t *testing.T, br *bufio.Reader, s string) {
+	t.Helper()
+	var got []byte
+	buf := make([]byte, 512)
+	for !strings.Contains(string(got[max(0, len(got)-len(buf)-len(s)):]), s) {
+		n, err := br.Read(buf)
+		if err != nil {
+			t.Fatalf("reading to %q: %v", s, err)
+		}
+		got = append(got, buf[:n]...)
+	}
+}
+
+// inFlight bounds what a stream may have sent before a reload that the
+// client reads after it: the kernel's largest TCP send buffer
+// (net.ipv4.tcp_wmem, which autotuning may reach), the client's 4 KiB
+// window, and 1 MiB for the stream's buffer and the block or keys it
+// writes before its next check.
+func inFlight(t *testing.T) int {
+	t.Helper()
+	b, err := os.ReadFile("/proc/sys/net/ipv4/tcp_wmem")
+	if err != nil {
+		t.Fatalf("the TCP send buffer's bound: %v", err)
+	}
+	f := strings.Fields(string(b))
+	n, err := strconv.Atoi(f[len(f)-1])
+	if err != nil {
+		t.Fatalf("tcp_wmem %q: %v", b, err)
+	}
+	return n + 8<<10 + 1<<20
+}
+
+// checkRevokedEnd checks what a stream sent after its token was revoked:
+// no more than was in flight, of the full bytes it had to send (which
+// must be well past that for the check to tell), and the comment last.
+func checkRevokedEnd(t *testing.T, rest []byte, full int) {
+	t.Helper()
+	bound := inFlight(t)
+	t.Logf("%d bytes after the reload, at most %d in flight, of at least %d", len(rest), bound, full)
+	if full < 3*bound/2 {
+		t.Fatalf("a test of %d bytes cannot tell a bound of %d", full, bound)
+	}
+	if len(rest) > bound {
+		t.Errorf("the client got %d bytes of %d after its token was revoked, past the %d in flight", len(rest), full, bound)
+	}
+	if !strings.HasSuffix(string(rest), "\r\n: the token was revoked (the auth file was read again)\r\n") {
+		t.Errorf("the stream ends %q", rest[max(0, len(rest)-100):])
+	}
+}
+
 // TestStreamRevokedMidDump: a reload that takes the token of a stream
 // still writing its first dump ends the dump midway, over a real socket
 // to a client that reads slowly: what the client gets is what was in
@@ -92,18 +183,8 @@ func TestStreamRevokedMidDump(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	const keys = 200_000 // a dump of 4.2 MB, past what socket buffers hold
-	ops := make([]sample.Op, 0, 10_000)
-	errs := make([]error, cap(ops))
-	for i := range keys {
-		ops = append(ops, sample.Op{Code: sample.Set, Key: fmt.Sprintf("dump.key.%07d", i), Value: float64(i)})
-		if len(ops) == cap(ops) {
-			if err := db.Append(context.Background(), ops, errs); err != nil || errs[0] != nil {
-				t.Fatal(err, errs[0])
-			}
-			ops = ops[:0]
-		}
-	}
+	const keys = 400_000 // a dump of 8.4 MB or more, well past what may be in flight
+	fill(t, db, "dump.key", keys)
 	acc, rewrite := testAccess(t)
 	srv, err := Listen(Options{Addr: "127.0.0.1:0", Access: acc}, db)
 	if err != nil {
@@ -111,47 +192,66 @@ func TestStreamRevokedMidDump(t *testing.T) {
 	}
 	go srv.Serve()
 	defer srv.Shutdown(context.Background())
-	// A small receive window: little is in flight while the test does
-	// not read.
-	d := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
-		return c.Control(func(fd uintptr) { syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
-	}}
-	c, err := d.Dial("tcp", srv.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	fmt.Fprintf(c, "GET /events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n\r\n", testReader)
-	br := bufio.NewReaderSize(c, 4096)
-	if l, err := br.ReadString('\n'); err != nil || !strings.HasPrefix(l, "HTTP/1.1 200") {
-		t.Fatalf("the stream's status line: %q %v", l, err)
-	}
-	// The dump has begun: its first key is here. It is one line: read
-	// bytes, not lines.
-	var head []byte
-	buf := make([]byte, 512)
-	for !strings.Contains(string(head), "dump.key.0000000") {
-		n, err := br.Read(buf)
-		if err != nil {
-			t.Fatalf("before the dump: %v", err)
-		}
-		head = append(head, buf[:n]...)
-	}
+	br := openSlow(t, srv)
+	readPast(t, br, "dump.key.0000000") // the dump has begun
 	rewrite("a read,write " + testAdmin + "\n")
 	rest, err := io.ReadAll(br)
 	if err != nil {
 		t.Fatal(err)
 	}
-	const full = keys * len(`"dump.key.0000000":0,`) // at least
-	t.Logf("%d bytes after the reload, of %d", len(rest), full)
-	if len(rest) > full/2 {
-		t.Errorf("the client got %d bytes of a %d-byte dump after its token was revoked", len(rest), full)
-	}
-	if !strings.HasSuffix(string(rest), "\r\n: the token was revoked (the auth file was read again)\r\n") ||
-		strings.Contains(string(rest), "\r\n\r\n") {
-		t.Errorf("the cut dump ends %q", rest[max(0, len(rest)-100):])
+	checkRevokedEnd(t, rest, keys*len(`"dump.key.0000000":0,`))
+	if strings.Contains(string(rest), "\r\n\r\n") {
+		t.Errorf("the cut dump was completed by a blank line")
 	}
 	if n := acc.Auth.Stats().Revoked; n != 1 {
 		t.Errorf("revoked = %d, want 1", n)
 	}
+}
+
+// TestStreamRevokedBehindHub: a stream far behind the hub, with many
+// encoded blocks to write, ends between blocks when its token is
+// revoked, not after all of them.
+func TestStreamRevokedBehindHub(t *testing.T) {
+	db, err := engine.Open(t.TempDir(), engine.Options{EventBuffer: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	fill(t, db, "dump.key", 100_000)
+	acc, rewrite := testAccess(t)
+	srv, err := Listen(Options{Addr: "127.0.0.1:0", Access: acc}, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve()
+	defer srv.Shutdown(context.Background())
+	br := openSlow(t, srv)
+	readPast(t, br, "dump.key.0000000") // the dump has begun; the stream is stuck in it
+	const changes = 400_000
+	fill(t, db, "k", changes)
+	// Every change is in the hub's blocks before the stream leaves its
+	// dump, so its first read of the hub takes them all.
+	end, _ := db.FeedPos(db.Index())
+	for {
+		srv.hub.mu.Lock()
+		n := len(srv.hub.blocks)
+		done := n > 0 && srv.hub.blocks[n-1].last() >= end
+		grown := srv.hub.grown
+		srv.hub.mu.Unlock()
+		if done {
+			break
+		}
+		select {
+		case <-grown:
+		case <-time.After(30 * time.Second):
+			t.Fatal("the hub did not take the changes within 30 s")
+		}
+	}
+	readPast(t, br, `"k.0000000"`) // past the dump, into the hub's blocks
+	rewrite("a read,write " + testAdmin + "\n")
+	rest, err := io.ReadAll(br)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkRevokedEnd(t, rest, changes*len(`id: 100000\r\ndata: {"k.0000000":0}\r\n\r\n`))
 }

@@ -961,7 +961,14 @@ func (s *Server) stream(w *bufio.Writer, gr *grant, pattern string, g *Glob, tic
 			wait = grown
 			if ok && len(blocks) > 0 {
 				// The common case: frames the hub encoded once for everyone.
-				for _, b := range blocks {
+				// The grant is checked before each block: a stream far
+				// behind may have up to the hub's whole memory to write.
+				for i, b := range blocks {
+					if i > 0 {
+						if err := gr.check(); err != nil {
+							return err // after whole frames
+						}
+					}
 					if err := b.write(w, pos, pattern, match, ticks); err != nil {
 						return err
 					}
