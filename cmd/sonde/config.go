@@ -59,7 +59,7 @@ func loadConfig(fs *flag.FlagSet, path string) error {
 			continue
 		}
 		f := fs.Lookup(k)
-		if f == nil || k == "config" {
+		if f == nil || k == "config" || k == showSecretsFlag { // sonde config's own: given, not found in a file
 			return fmt.Errorf("%s: no such setting (the keys are the flags' names: sonde -help)", where())
 		}
 		if explicit(fs, k) {
@@ -234,7 +234,7 @@ func redactValue(name, v string) string {
 		if !ok || !isURL(u) {
 			continue
 		}
-		u = redactURL(u, key == "webhook")
+		u = redactURL(u, strings.TrimSpace(key) == "webhook") // the alert parser trims keys
 		if key != "" {
 			u = key + "=" + u
 		}
@@ -255,16 +255,14 @@ func isURL(s string) bool {
 var secretParam = regexp.MustCompile(`(?i)token|key|pass|pw|secret|sig|auth|cred`)
 
 // redactURL is raw with its secrets redacted; a URL that does not parse
-// is redacted after its host, since where its secret lies is unknown.
+// is redacted whole after its scheme, since where its secret lies is
+// unknown (the server refuses it at start, and such a value is what gets
+// pasted into a ticket).
 func redactURL(raw string, wholePath bool) string {
 	u, err := url.Parse(raw)
 	if err != nil {
-		scheme, rest, _ := strings.Cut(raw, "://")
-		host, _, _ := strings.Cut(rest, "/")
-		if i := strings.LastIndexByte(host, '@'); i >= 0 {
-			host = redacted + "@" + host[i+1:]
-		}
-		return scheme + "://" + host + "/" + redacted
+		scheme, _, _ := strings.Cut(raw, "://")
+		return scheme + "://" + redacted
 	}
 	if u.User != nil {
 		if _, ok := u.User.Password(); ok {

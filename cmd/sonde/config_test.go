@@ -104,6 +104,11 @@ func TestConfigSecrets(t *testing.T) {
 	if code := configMain([]string{"-show-secrets", "-config", writeConfig(t, shown.String())}, &again, &errs); code != 0 || again.String() != shown.String() {
 		t.Fatalf("-show-secrets read back: %d %s\n%s", code, errs.String(), again.String())
 	}
+	// A file cannot turn it on: it is the command's, not a setting.
+	if code := configMain([]string{"-config", writeConfig(t, "show-secrets = true\n")}, io.Discard, &errs); code != 2 ||
+		!strings.Contains(errs.String(), "line 1, show-secrets: no such setting") {
+		t.Fatalf("show-secrets in a file: %d %s", code, errs.String())
+	}
 	// -show-secrets is a flag like the others: anywhere, =true, in -h.
 	var last bytes.Buffer
 	if code := configMain(append(append([]string{}, args...), "-show-secrets=true"), &last, &errs); code != 0 || last.String() != shown.String() {
@@ -120,8 +125,12 @@ func TestConfigSecrets(t *testing.T) {
 		{"alert", "name=ops,webhook=HTTPS://hooks.slack.com/services/T/B/s3", "name=ops,webhook=https://hooks.slack.com/xxxxx"},
 		{"remote-write", "https://s4@vm/api/v1/write,name=vm", "https://xxxxx@vm/api/v1/write,name=vm"},
 		{"check", "a=http://h/x?pw=s5&pwd=s6&credential=s7&x=1;token=s8#s9", "a=http://h/x?pw=xxxxx&pwd=xxxxx&credential=xxxxx&x=1;token=xxxxx#xxxxx"},
-		// What does not parse as a URL is cut after its host.
-		{"check", "w=http://u:p@h/%zz?token=t", "w=http://xxxxx@h/xxxxx"},
+		// What does not parse as a URL is redacted whole.
+		{"check", "w=http://u:p@h/%zz?token=t", "w=http://xxxxx"},
+		{"upstream", "http://h:bad?token=s11", "http://xxxxx"},
+		{"upstream", "http://u:pa/s12@h/", "http://xxxxx"},
+		// The alert parser trims its keys.
+		{"alert", "name=ops, webhook=https://hooks.slack.com/services/T/B/s13", "name=ops, webhook=https://hooks.slack.com/xxxxx"},
 		// Any flag's URL: one added later is covered.
 		{"new-flag", "x=1,https://u:s10@h/", "x=1,https://u:xxxxx@h/"},
 	} {
