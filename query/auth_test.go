@@ -120,6 +120,18 @@ func openSlow(t *testing.T, srv *Server) *bufio.Reader {
 	return br
 }
 
+// serveSlow serves db with acc and opens a stream on it with openSlow.
+func serveSlow(t *testing.T, db *engine.DB, acc *boundary.Access) (*Server, *bufio.Reader) {
+	t.Helper()
+	srv, err := Listen(Options{Addr: "127.0.0.1:0", Access: acc}, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve()
+	t.Cleanup(func() { srv.Shutdown(context.Background()) })
+	return srv, openSlow(t, srv)
+}
+
 // readPast reads br (bytes, not lines: a dump is one line) until what it
 // read holds s.
 func readPast(t *testing.T, br *bufio.Reader, s string) {
@@ -182,17 +194,11 @@ func TestStreamRevokedMidDump(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer db.Close()
-	const keys = 400_000 // a dump of 8.4 MB or more, well past what may be in flight
+	t.Cleanup(func() { db.Close() }) // after the server's shutdown
+	const keys = 400_000             // a dump of 8.4 MB or more, well past what may be in flight
 	fill(t, db, "dump.key", keys)
 	acc, rewrite := testAccess(t)
-	srv, err := Listen(Options{Addr: "127.0.0.1:0", Access: acc}, db)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve()
-	defer srv.Shutdown(context.Background())
-	br := openSlow(t, srv)
+	_, br := serveSlow(t, db, acc)
 	readPast(t, br, "dump.key.0000000") // the dump has begun
 	rewrite("a read,write " + testAdmin + "\n")
 	rest, err := io.ReadAll(br)
@@ -216,16 +222,10 @@ func TestStreamRevokedBehindHub(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer db.Close()
+	t.Cleanup(func() { db.Close() }) // after the server's shutdown
 	fill(t, db, "dump.key", 100_000)
 	acc, rewrite := testAccess(t)
-	srv, err := Listen(Options{Addr: "127.0.0.1:0", Access: acc}, db)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve()
-	defer srv.Shutdown(context.Background())
-	br := openSlow(t, srv)
+	srv, br := serveSlow(t, db, acc)
 	readPast(t, br, "dump.key.0000000") // the dump has begun; the stream is stuck in it
 	const changes = 400_000
 	fill(t, db, "k", changes)
