@@ -194,8 +194,9 @@ func TestStreamRevokedMidDump(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { db.Close() }) // after the server's shutdown
-	const keys = 400_000             // a dump of 8.4 MB or more, well past what may be in flight
+	// Closed after the server's shutdown (cleanups run last first).
+	t.Cleanup(func() { db.Close() })
+	const keys = 400_000 // a dump of 8.4 MB or more, well past what may be in flight
 	fill(t, db, "dump.key", keys)
 	acc, rewrite := testAccess(t)
 	_, br := serveSlow(t, db, acc)
@@ -222,7 +223,8 @@ func TestStreamRevokedBehindHub(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { db.Close() }) // after the server's shutdown
+	// Closed after the server's shutdown (cleanups run last first).
+	t.Cleanup(func() { db.Close() })
 	fill(t, db, "dump.key", 100_000)
 	acc, rewrite := testAccess(t)
 	srv, br := serveSlow(t, db, acc)
