@@ -201,13 +201,13 @@ func (s *TCPServer) handle(c net.Conn) {
 		idle    = s.opts.IdleTimeout
 		first   = true
 	)
-	var token []byte // the connection's token, when it sent one
-	var gen uint64   // the tokens' generation it was checked against
+	var session *boundary.Session // the connection's token, when it sent one
 	if s.opts.Protocol == Mesures && s.opts.Access.AuthFor("tcp") {
-		if token = s.auth(c, br); token == nil {
+		token := s.auth(c, br)
+		if token == nil {
 			return
 		}
-		gen = s.opts.Access.Auth.Gen()
+		session = s.opts.Access.Auth.Session("tcp", token, boundary.Write)
 	}
 	for {
 		// Arm the deadline, then look at closing: Close sets closing before
@@ -246,14 +246,10 @@ func (s *TCPServer) handle(c net.Conn) {
 				break
 			}
 		}
-		if token != nil && s.opts.Access.Auth.Gen() != gen {
-			// The auth file was read again: the token must still be in it.
-			if s.opts.Access.Auth.Revoked("tcp", token, boundary.Write) {
-				c.SetWriteDeadline(time.Now().Add(s.opts.AuthTimeout))
-				io.WriteString(c, "-ERR the token was revoked (the auth file was read again)\r\n")
-				return
-			}
-			gen = s.opts.Access.Auth.Gen()
+		if session.Revoked() { // the auth file was read again, without the token
+			c.SetWriteDeadline(time.Now().Add(s.opts.AuthTimeout))
+			io.WriteString(c, "-ERR the token was revoked (the auth file was read again)\r\n")
+			return
 		}
 		if len(ops) > 0 {
 			// A whole-batch error (writes paused on a full disk, a failed
@@ -337,7 +333,7 @@ func (s *TCPServer) auth(c net.Conn, br *bufio.Reader) []byte {
 	if _, err := io.WriteString(c, "+OK\r\n"); err != nil {
 		return nil
 	}
-	return bytes.Clone(token)
+	return token // Session copies it
 }
 
 // waitAuth counts c among the connections waiting for their AUTH line,

@@ -35,10 +35,8 @@ func authorize(ctx *fasthttp.RequestCtx, acc *boundary.Access, name string, read
 	if !acc.AuthFor(name) {
 		return true
 	}
-	// The cookie holds the token in base64url: a token may hold bytes a
-	// cookie value may not (; , " space). streamGrant reads it the same way.
-	cookie, _ := base64.RawURLEncoding.AppendDecode(nil, ctx.Request.Header.Cookie(boundary.CookieName))
-	v := acc.Authorize(name, sourceOf(ctx), read, ctx.Request.Header.Peek("Authorization"), cookie, ctx.QueryArgs().Peek("token"))
+	header, cookie, param := tokenPlaces(ctx)
+	v := acc.Authorize(name, sourceOf(ctx), read, header, cookie, param)
 	if v.OK {
 		return true
 	}
@@ -50,65 +48,28 @@ func authorize(ctx *fasthttp.RequestCtx, acc *boundary.Access, name string, read
 	return false
 }
 
-// grant is what let an event stream in: the token it was authorized
-// with, checked again after each reload of the auth file (SIGHUP), so a
-// revoked token ends the streams it opened. A nil grant (authentication
-// off) is never revoked.
-type grant struct {
-	auth    *boundary.Tokens
-	token   []byte
-	changed <-chan struct{} // closed by the next reload
+// tokenPlaces are where a request may carry its token: the
+// Authorization header, the page's cookie and the token= parameter. The
+// cookie holds the token in base64url: a token may hold bytes a cookie
+// value may not (; , " space).
+func tokenPlaces(ctx *fasthttp.RequestCtx) (header, cookie, param []byte) {
+	cookie, _ = base64.RawURLEncoding.AppendDecode(nil, ctx.Request.Header.Cookie(boundary.CookieName))
+	return ctx.Request.Header.Peek("Authorization"), cookie, ctx.QueryArgs().Peek("token")
 }
 
 // errRevoked ends a stream whose token a reload took.
 var errRevoked = errors.New("the token was revoked (the auth file was read again)")
 
-// streamGrant is the grant of a read on ctx (nil when the listener asks
-// for no token); the token is copied: the stream outlives ctx. A reload
-// may have come between the request's check and this: the token is
-// checked again after the channel is taken, and a grant already revoked
-// gets a closed channel, so the stream's first check ends it.
-func streamGrant(ctx *fasthttp.RequestCtx, acc *boundary.Access, name string) *grant {
+// streamSession is the session of an event stream, a read on ctx that
+// authorize let in: its token, checked again after each reload of the
+// auth file (SIGHUP), so a revoked token ends the streams it opened. Nil
+// when the listener asks for no token.
+func streamSession(ctx *fasthttp.RequestCtx, acc *boundary.Access, name string) *boundary.Session {
 	if !acc.AuthFor(name) {
 		return nil
 	}
-	cookie, _ := base64.RawURLEncoding.AppendDecode(nil, ctx.Request.Header.Cookie(boundary.CookieName))
-	token := boundary.RequestToken(true, ctx.Request.Header.Peek("Authorization"), cookie, ctx.QueryArgs().Peek("token"))
-	g := &grant{auth: acc.Auth, token: append([]byte(nil), token...), changed: acc.Auth.Changed()}
-	if !acc.Auth.Valid(g.token, boundary.Read) {
-		g.changed = closed
-	}
-	return g
-}
-
-// closed is a channel closed for good.
-var closed = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
-
-// reloaded is closed by the next reload; nil (never ready) without a
-// grant. A stream selects on it while it waits.
-func (g *grant) reloaded() <-chan struct{} {
-	if g == nil {
-		return nil
-	}
-	return g.changed
-}
-
-// check returns errRevoked when a reload since the last check took the
-// token (or its read scope); it is a channel poll when there was none.
-func (g *grant) check() error {
-	if g == nil {
-		return nil
-	}
-	select {
-	case <-g.changed:
-	default:
-		return nil
-	}
-	g.changed = g.auth.Changed() // before the check: no reload is missed
-	if g.auth.Revoked("http", g.token, boundary.Read) {
-		return errRevoked
-	}
-	return nil
+	header, cookie, param := tokenPlaces(ctx)
+	return acc.Auth.Session(name, boundary.RequestToken(true, header, cookie, param), boundary.Read)
 }
 
 // loginPage is the form the page's login shows; {{msg}} is a message.

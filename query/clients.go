@@ -11,6 +11,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
+	"github.com/sonde-metrics/sonde/engine/boundary"
 	"github.com/sonde-metrics/sonde/engine/sample"
 )
 
@@ -195,7 +196,7 @@ func (s *Server) clientStream(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	cs := s.opts.Clients
-	s.hijackStream(ctx, "client stream", func(w *bufio.Writer, g *grant) error {
+	s.hijackStream(ctx, "client stream", func(w *bufio.Writer, g *boundary.Session) error {
 		if err := streamStart(w, after, reset); err != nil {
 			return err
 		}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
+	"github.com/sonde-metrics/sonde/engine/boundary"
 	"github.com/sonde-metrics/sonde/engine/sample"
 	"github.com/sonde-metrics/sonde/ingest/status"
 )
@@ -268,7 +269,7 @@ func (s *Server) eventStream(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	es := s.opts.Status
-	s.hijackStream(ctx, "event stream", func(w *bufio.Writer, g *grant) error {
+	s.hijackStream(ctx, "event stream", func(w *bufio.Writer, g *boundary.Session) error {
 		if err := streamStart(w, after, reset); err != nil {
 			return err
 		}
@@ -308,12 +309,12 @@ func (s *Server) eventStream(ctx *fasthttp.RequestCtx) {
 // batch: read again at once); otherwise the stream waits for notify's
 // channel, pinging every -sse-heartbeat, until the client goes, a reload
 // of the auth file takes its token (errRevoked), or the server shuts down.
-func (s *Server) followStream(w *bufio.Writer, g *grant, notify func() <-chan struct{}, read func() (more bool, err error)) error {
+func (s *Server) followStream(w *bufio.Writer, g *boundary.Session, notify func() <-chan struct{}, read func() (more bool, err error)) error {
 	hb := time.NewTicker(s.opts.Heartbeat)
 	defer hb.Stop()
 	for {
-		if err := g.check(); err != nil {
-			return err
+		if g.Revoked() {
+			return errRevoked
 		}
 		wait := notify() // before the read: nothing is missed
 		more, err := read()
@@ -325,7 +326,7 @@ func (s *Server) followStream(w *bufio.Writer, g *grant, notify func() <-chan st
 		}
 		select {
 		case <-wait:
-		case <-g.reloaded(): // checked at the top
+		case <-g.Reloaded(): // checked at the top
 		case <-hb.C:
 			if err := ping(w); err != nil {
 				return err

@@ -791,7 +791,7 @@ func (s *Server) events(ctx *fasthttp.RequestCtx) {
 		through, ok := s.store.TrustedThrough(epoch)
 		trusted = ok && lastID <= through
 	}
-	s.hijackStream(ctx, "sse", func(w *bufio.Writer, g *grant) error {
+	s.hijackStream(ctx, "sse", func(w *bufio.Writer, g *boundary.Session) error {
 		s.hub.join()
 		defer s.hub.leave()
 		boundary.Inject("sse", []byte(pattern))
@@ -804,15 +804,15 @@ func (s *Server) events(ctx *fasthttp.RequestCtx) {
 // frames go straight to the socket, with no copy through fasthttp's
 // stream pipe and no chunked encoding; the response ends when the
 // connection closes. run must not touch ctx. Streams of every kind count
-// against MaxConns together. run checks its grant at each step: a reload
+// against MaxConns together. run checks its session at each step: a reload
 // of the auth file that takes the stream's token ends it, with a comment
 // saying why.
-func (s *Server) hijackStream(ctx *fasthttp.RequestCtx, name string, run func(w *bufio.Writer, g *grant) error) {
+func (s *Server) hijackStream(ctx *fasthttp.RequestCtx, name string, run func(w *bufio.Writer, g *boundary.Session) error) {
 	if n := s.Subscribers(); n >= s.opts.MaxConns {
 		writeError(ctx, fasthttp.StatusServiceUnavailable, fmt.Sprintf("too many event streams (limit %d)", s.opts.MaxConns))
 		return
 	}
-	g := streamGrant(ctx, s.opts.Access, "http")
+	g := streamSession(ctx, s.opts.Access, "http")
 	ctx.HijackSetNoResponse(true)
 	ctx.Hijack(func(conn net.Conn) {
 		// A panic ends this stream only. The handler has returned: there is
@@ -863,7 +863,7 @@ const sseHeader = "HTTP/1.1 200 OK\r\nServer: sonde\r\nContent-Type: text/event-
 	"Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\nConnection: close\r\n\r\n"
 
 const (
-	dumpCheck    = 1024     // keys a dump writes between checks of its grant
+	dumpCheck    = 1024     // keys a dump writes between checks of its session
 	changeBatch  = 512      // changes a stream behind the hub reads at once
 	streamBuffer = 64 << 10 // a stream's write buffer
 )
@@ -907,7 +907,7 @@ func (d *deadlineConn) expire() {
 // it has (id, the SSE id) and its position in the feed (pos), when the
 // feed still holds it; a subscriber the feed has left behind reads stored
 // changes by id from the WAL until it catches up.
-func (s *Server) stream(w *bufio.Writer, gr *grant, pattern string, g *Glob, ticks bool, lastID uint64, resume, trusted bool) error {
+func (s *Server) stream(w *bufio.Writer, gr *boundary.Session, pattern string, g *Glob, ticks bool, lastID uint64, resume, trusted bool) error {
 	match := g.Func()
 	var (
 		id     uint64 // the newest stored change the client has
@@ -951,8 +951,8 @@ func (s *Server) stream(w *bufio.Writer, gr *grant, pattern string, g *Glob, tic
 		frame   []byte
 	)
 	for {
-		if err := gr.check(); err != nil {
-			return err
+		if gr.Revoked() {
+			return errRevoked
 		}
 		wait := grown // the hub covers the stream: wait for its next block
 		if onFeed {
@@ -961,12 +961,12 @@ func (s *Server) stream(w *bufio.Writer, gr *grant, pattern string, g *Glob, tic
 			wait = grown
 			if ok && len(blocks) > 0 {
 				// The common case: frames the hub encoded once for everyone.
-				// The grant is checked before each block: a stream far
+				// The session is checked before each block: a stream far
 				// behind may have up to the hub's whole memory to write.
 				for i, b := range blocks {
 					if i > 0 {
-						if err := gr.check(); err != nil {
-							return err // after whole frames
+						if gr.Revoked() {
+							return errRevoked // after whole frames
 						}
 					}
 					if err := b.write(w, pos, pattern, match, ticks); err != nil {
@@ -1025,7 +1025,7 @@ func (s *Server) stream(w *bufio.Writer, gr *grant, pattern string, g *Glob, tic
 		}
 		select {
 		case <-wait:
-		case <-gr.reloaded(): // checked at the top
+		case <-gr.Reloaded(): // checked at the top
 		case <-hb.C:
 			if err := ping(w); err != nil {
 				return err
@@ -1068,11 +1068,11 @@ func writeChanges(w *bufio.Writer, frame []byte, cs []sample.Change, match func(
 // written as it is read from the live state, in key order, so
 // a dump costs a subscriber no memory whatever the number of keys. A
 // reset dump is an event of type "reset": it replaces the client's state.
-// The grant is checked before it and every dumpCheck keys: a dump to a
+// The session is checked before it and every dumpCheck keys: a dump to a
 // slow reader may take long, and a revoked token ends it midway.
-func (s *Server) writeDump(w *bufio.Writer, gr *grant, idx uint64, g *Glob, reset bool) error {
-	if err := gr.check(); err != nil {
-		return err
+func (s *Server) writeDump(w *bufio.Writer, gr *boundary.Session, idx uint64, g *Glob, reset bool) error {
+	if gr.Revoked() {
+		return errRevoked
 	}
 	b := append(make([]byte, 0, 512), "id: "...)
 	b = strconv.AppendUint(b, idx, 10)
@@ -1088,7 +1088,8 @@ func (s *Server) writeDump(w *bufio.Writer, gr *grant, idx uint64, g *Glob, rese
 	n := 0
 	s.store.Each(g.Prefix(), g.Func(), func(se sample.Series) bool {
 		if n++; n%dumpCheck == 0 {
-			if err = gr.check(); err != nil {
+			if gr.Revoked() {
+				err = errRevoked
 				return false
 			}
 		}

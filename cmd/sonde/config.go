@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"errors"
 	"flag"
 	"fmt"
@@ -254,6 +253,9 @@ func isURL(s string) bool {
 // secrets; it errs on the side of hiding.
 var secretParam = regexp.MustCompile(`(?i)token|key|pass|pw|secret|sig|auth|cred`)
 
+// queryParam matches one parameter of a raw query.
+var queryParam = regexp.MustCompile(`[^&;]+`)
+
 // redactURL is raw with its secrets redacted; a URL that does not parse
 // is redacted whole after its scheme, since where its secret lies is
 // unknown (the server refuses it at start, and such a value is what gets
@@ -274,29 +276,14 @@ func redactURL(raw string, wholePath bool) string {
 	if wholePath && u.Path != "" && u.Path != "/" {
 		u.Path, u.RawPath = "/"+redacted, ""
 	}
-	if u.RawQuery != "" {
-		// Split at & and ; both: some servers take either.
-		q := []byte(u.RawQuery)
-		var out []byte
-		for len(q) > 0 {
-			i := bytes.IndexAny(q, "&;")
-			if i < 0 {
-				i = len(q)
-			}
-			kv := string(q[:i])
-			k, _, _ := strings.Cut(kv, "=")
-			if name, err := url.QueryUnescape(k); err != nil || secretParam.MatchString(name) {
-				kv = k + "=" + redacted
-			}
-			out = append(out, kv...)
-			if i < len(q) {
-				out = append(out, q[i])
-				i++
-			}
-			q = q[i:]
+	// Parameters split at & and ; both: some servers take either.
+	u.RawQuery = queryParam.ReplaceAllStringFunc(u.RawQuery, func(kv string) string {
+		k, _, _ := strings.Cut(kv, "=")
+		if name, err := url.QueryUnescape(k); err != nil || secretParam.MatchString(name) {
+			return k + "=" + redacted
 		}
-		u.RawQuery = string(out)
-	}
+		return kv
+	})
 	if u.Fragment != "" {
 		u.Fragment, u.RawFragment = redacted, ""
 	}

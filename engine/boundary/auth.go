@@ -172,10 +172,8 @@ func NewToken() (token, hashed string) {
 type Tokens struct {
 	path string
 	cur  atomic.Pointer[map[[32]byte]tokenEntry]
-	gen  atomic.Uint64 // counts the reloads
-	// changed is closed by the next reload (and replaced): a session
-	// waiting for something else (an event stream) checks its token
-	// again when it is.
+	// changed is closed by the next reload (and replaced): a Session
+	// checks its token again when it is.
 	changed atomic.Pointer[chan struct{}]
 	log     *slog.Logger
 	logs    *LogLimiter
@@ -222,21 +220,10 @@ func (t *Tokens) Reload() error {
 		return fmt.Errorf("parse -auth-file %s: no token in it", t.path)
 	}
 	t.cur.Store(&m)
-	t.gen.Add(1)
 	ch := make(chan struct{})
 	close(*t.changed.Swap(&ch))
 	return nil
 }
-
-// Gen changes with each reload: a session checked once (a command
-// connection) checks its token again with Revoked when it does.
-func (t *Tokens) Gen() uint64 { return t.gen.Load() }
-
-// Changed returns a channel the next reload closes: a session waiting on
-// something else (an event stream) selects on it too, then takes the
-// next one and checks its token again with Revoked. The channel is taken
-// before the check, so no reload falls between them unseen.
-func (t *Tokens) Changed() <-chan struct{} { return *t.changed.Load() }
 
 // Valid reports whether token is in use with the scope need, without
 // counting or limiting anything.
@@ -245,16 +232,63 @@ func (t *Tokens) Valid(token []byte, need Scope) bool {
 	return ok && e.scope&need == need
 }
 
-// Revoked reports whether a session's token, valid when it began, is no
-// longer in use with the scope need after a reload; the session must end
-// (counted, and logged at most once a minute).
-func (t *Tokens) Revoked(listener string, token []byte, need Scope) bool {
-	if t.Valid(token, need) {
+// Session is a token checked once that a lasting session holds (a
+// command connection, an event stream): after each reload it checks the
+// token again, and ends when the reload took it or the scope it needs.
+// A nil Session (authentication off) is never revoked.
+type Session struct {
+	tokens   *Tokens
+	listener string
+	token    []byte
+	need     Scope
+	changed  <-chan struct{} // closed by the next reload
+}
+
+// closed is a channel closed for good.
+var closed = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
+// Session begins a session for token, which a Check on listener for need
+// has let in; token is copied. A reload may have come since that check:
+// the reload channel is taken first, then the token checked again, and a
+// session already revoked gets a closed channel, so its first Revoked
+// ends it.
+func (t *Tokens) Session(listener string, token []byte, need Scope) *Session {
+	s := &Session{tokens: t, listener: listener, token: bytes.Clone(token), need: need, changed: *t.changed.Load()}
+	if !t.Valid(s.token, need) {
+		s.changed = closed
+	}
+	return s
+}
+
+// Reloaded returns a channel the next reload closes (nil, never ready,
+// for a nil Session): a session waiting on something else selects on it
+// too, then calls Revoked.
+func (s *Session) Reloaded() <-chan struct{} {
+	if s == nil {
+		return nil
+	}
+	return s.changed
+}
+
+// Revoked reports whether a reload since the last call took the
+// session's token or its scope; the session must end (counted, and
+// logged at most once a minute). Without a reload it is a channel poll.
+func (s *Session) Revoked() bool {
+	if s == nil {
 		return false
 	}
-	t.revoked.Add(1)
-	t.logs.Log(t.log, slog.LevelInfo, "auth-revoked", "a session's token was revoked by a reload: it ends",
-		"listener", listener)
+	select {
+	case <-s.changed:
+	default:
+		return false
+	}
+	s.changed = *s.tokens.changed.Load() // before the check: no reload is missed
+	if s.tokens.Valid(s.token, s.need) {
+		return false
+	}
+	s.tokens.revoked.Add(1)
+	s.tokens.logs.Log(s.tokens.log, slog.LevelInfo, "auth-revoked", "a session's token was revoked by a reload: it ends",
+		"listener", s.listener)
 	return true
 }
 
